@@ -1,0 +1,231 @@
+"""The extract contract: the tables phm reads, written down once and enforced in code.
+
+The layout follows OpenSAFELY ehrQL's core tables, which real GP data is already mapped to.
+An extract is a folder holding one file per table (``<table>.csv``, ``<table>.csv.gz`` or
+``<table>.parquet``) and ``extract.json`` (see ``ExtractMetadata``).
+
+``docs/extract-contract.md`` is generated from this module (``phm contract``); a test keeps the
+two in step, so this file is the only place the contract is defined.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from phm.exceptions import ExtractError
+
+# Contract types and the DuckDB type each is cast to in the staging layer.
+DUCKDB_TYPES = {"integer": "BIGINT", "string": "VARCHAR", "date": "DATE", "float": "DOUBLE"}
+
+SEX_VALUES = ("female", "male", "intersex", "unknown")
+IMD_VERSIONS = {"IMD2019": 32_844, "IMD2025": 33_755}  # number of LSOAs ranked
+SUPPORTED_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    grain: str
+    description: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _c(name: str, type_: str, nullable: bool, description: str) -> Column:
+    assert type_ in DUCKDB_TYPES, type_
+    return Column(name, type_, nullable, description)
+
+
+PATIENTS = Table(
+    "patients",
+    "one row per patient",
+    "Every patient in the extract, alive or dead, registered now or in the past.",
+    (
+        _c("patient_id", "integer", False, "Pseudonymous patient identifier, unique in this table."),
+        _c("sex", "string", False, "One of: " + ", ".join(SEX_VALUES) + "."),
+        _c("date_of_birth", "date", False, "Date of birth (ehrQL rounds it to the first of the month)."),
+        _c("date_of_death", "date", True, "Date of death, if the patient has died."),
+    ),
+    key=("patient_id",),
+)
+
+PRACTICE_REGISTRATIONS = Table(
+    "practice_registrations",
+    "one row per registration period",
+    "Periods of registration with a GP practice. A patient may have several, and they may overlap.",
+    (
+        _c("patient_id", "integer", False, "Patient; must exist in patients."),
+        _c("start_date", "date", False, "First day of the registration."),
+        _c("end_date", "date", True, "Last day of the registration; empty while it is current."),
+        _c("practice_pseudo_id", "integer", False, "Practice; must exist in practices."),
+    ),
+)
+
+CLINICAL_EVENTS = Table(
+    "clinical_events",
+    "one row per coded event",
+    "Coded events in the GP record: diagnoses, measurements (with values), ethnicity, smoking, ...",
+    (
+        _c("patient_id", "integer", False, "Patient; must exist in patients."),
+        _c("date", "date", False, "Date of the event; not after the extract date, death, or before birth."),
+        _c("snomedct_code", "string", False, "SNOMED CT concept id (pattern [1-9][0-9]{5,17})."),
+        _c("numeric_value", "float", True, "Value of a measurement, in the unit of its code (see codelists)."),
+    ),
+)
+
+MEDICATIONS = Table(
+    "medications",
+    "one row per prescription issue",
+    "Medicines issued by the practice.",
+    (
+        _c("patient_id", "integer", False, "Patient; must exist in patients."),
+        _c("date", "date", False, "Date of issue; not after the extract date, death, or before birth."),
+        _c("dmd_code", "string", False, "dm+d product code (VMP/AMP; pattern [1-9][0-9]{5,17})."),
+    ),
+)
+
+ADDRESSES = Table(
+    "addresses",
+    "one row per address period",
+    "Where the patient lived, as area-level deprivation only (no address text ever).",
+    (
+        _c("patient_id", "integer", False, "Patient; must exist in patients."),
+        _c("start_date", "date", False, "First day at this address."),
+        _c("end_date", "date", True, "Last day at this address; empty while current."),
+        _c("lsoa_code", "string", True, "2011/2021 LSOA code (E01xxxxxx / W01xxxxxx); empty if unknown."),
+        _c("imd_rounded", "integer", True,
+           "IMD rank of the LSOA rounded to the nearest 100 (1 = most deprived); the IMD version is in extract.json."),
+        _c("townsend_score", "float", True, "Townsend deprivation score of the area, if the source has it."),
+    ),
+)
+
+PRACTICES = Table(
+    "practices",
+    "one row per practice",
+    "The practices in the extract, with their PCN and ICB.",
+    (
+        _c("practice_pseudo_id", "integer", False, "Pseudonymous practice identifier, unique in this table."),
+        _c("pcn_code", "string", False, "Primary Care Network code."),
+        _c("pcn_name", "string", False, "Primary Care Network name."),
+        _c("icb_code", "string", False, "Integrated Care Board code."),
+    ),
+    key=("practice_pseudo_id",),
+)
+
+# Load order matters: tables referenced by others come first.
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (PRACTICES, PATIENTS, PRACTICE_REGISTRATIONS, ADDRESSES, CLINICAL_EVENTS, MEDICATIONS)
+}
+
+METADATA_FILE = "extract.json"
+
+
+@dataclass(frozen=True)
+class ExtractMetadata:
+    """``extract.json``: facts about the extract as a whole.
+
+    - ``extract_date`` (ISO date, required): the date the data was extracted; nothing may be later.
+    - ``imd_version`` (required): ``IMD2019`` or ``IMD2025``, the version ``imd_rounded`` uses.
+    - ``source`` (optional): free text naming the supplier or generator.
+    """
+
+    extract_date: dt.date
+    imd_version: str
+    source: str = ""
+
+    @classmethod
+    def read(cls, extract_dir: Path) -> ExtractMetadata:
+        path = Path(extract_dir) / METADATA_FILE
+        if not path.is_file():
+            raise ExtractError(
+                f"missing; an extract needs {METADATA_FILE} with extract_date and imd_version "
+                "(see docs/extract-contract.md)", file=str(path))
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ExtractError(f"not valid UTF-8 JSON ({exc})", file=str(path)) from None
+        if not isinstance(raw, dict):
+            raise ExtractError("must be a JSON object", file=str(path))
+        try:
+            extract_date = dt.date.fromisoformat(str(raw["extract_date"]))
+        except KeyError:
+            raise ExtractError("required key missing", file=str(path), column="extract_date") from None
+        except ValueError:
+            raise ExtractError("must be an ISO date such as 2026-03-31", file=str(path),
+                               column="extract_date") from None
+        imd_version = raw.get("imd_version")
+        if imd_version not in IMD_VERSIONS:
+            raise ExtractError(f"must be one of {sorted(IMD_VERSIONS)}", file=str(path),
+                               column="imd_version")
+        return cls(extract_date, imd_version, str(raw.get("source", "")))
+
+    def write(self, extract_dir: Path) -> None:
+        body = {"extract_date": self.extract_date.isoformat(), "imd_version": self.imd_version,
+                "source": self.source}
+        (Path(extract_dir) / METADATA_FILE).write_text(json.dumps(body, indent=2) + "\n")
+
+
+def find_table_file(extract_dir: Path, table: str) -> Path:
+    """The one file holding ``table``; an ExtractError if there is none or more than one."""
+    found = [p for s in SUPPORTED_SUFFIXES if (p := Path(extract_dir) / f"{table}{s}").is_file()]
+    if not found:
+        raise ExtractError(
+            f"table {table!r} is missing: expected one of "
+            + ", ".join(f"{table}{s}" for s in SUPPORTED_SUFFIXES),
+            file=str(Path(extract_dir) / f"{table}.*"))
+    if len(found) > 1:
+        raise ExtractError(f"table {table!r} is given twice ({', '.join(p.name for p in found)}); "
+                           "keep one", file=str(extract_dir))
+    return found[0]
+
+
+def render_markdown() -> str:
+    """The contract as Markdown (written to docs/extract-contract.md)."""
+    out = [
+        "# Extract contract",
+        "",
+        "Generated from `phm/contract.py` by `phm contract`; do not edit by hand.",
+        "",
+        "An extract is a folder with one file per table: `<table>.parquet`, `<table>.csv` or "
+        "`<table>.csv.gz` (UTF-8, comma-separated, header row, ISO dates `YYYY-MM-DD`, empty "
+        "cell = missing), and `extract.json`:",
+        "",
+        "```json",
+        '{"extract_date": "2026-03-31", "imd_version": "IMD2019", "source": "supplier name"}',
+        "```",
+        "",
+        "- `extract_date`: nothing in the extract may be dated later.",
+        f"- `imd_version`: one of {', '.join(f'`{k}` ({v:,} LSOAs)' for k, v in IMD_VERSIONS.items())}.",
+        "",
+        "Columns not listed are ignored (and named in the ingest report). Rows that break a rule go "
+        "to quarantine with the rule they broke; file-level faults stop the ingest.",
+        "",
+    ]
+    for t in TABLES.values():
+        out += [f"## `{t.name}` ({t.grain})", "", t.description, ""]
+        if t.key:
+            out += [f"Unique key: `{', '.join(t.key)}`.", ""]
+        out += ["| column | type | required | meaning |", "|---|---|---|---|"]
+        for c in t.columns:
+            out.append(f"| `{c.name}` | {c.type} | {'no' if c.nullable else 'yes'} | {c.description} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,632 @@
+"""Synthetic GP extracts: the stand-in for real data in the demo, the tests and every benchmark.
+
+``generate(SynthConfig(...), out_dir)`` writes the contract tables (see ``phm.contract``) and a
+separate ``truth/`` folder that the pipeline never reads: each patient's true ethnicity, true
+risk factors, true risks from the documented risk model below, true and recorded outcomes, and
+``truth/planted.json`` with every setting (including the bias knobs) that produced the extract.
+
+Time line: ``extract_date`` E; the past index date T0 = E - ``horizon_years``. Conditions present
+at T0 are coded before T0; outcomes (incident CVD event, type 2 diabetes, hypertension) happen in
+(T0, E] with the 5-year risk given by the true model. Measurements are recorded over the
+``history_years`` before E.
+
+True risk model (5-year risk = 1 - exp(-5 * exp(lp)); 10-year uses 10), per outcome, with
+age in years, z the latent deprivation score (sd ~1, higher = more deprived):
+- CVD: lp = -9.1 + 0.072 age + 0.45 male + 0.017 (sbp - 130) + 0.55 smoker + 0.65 t2d
+  + 0.14 (chol_ratio - 4) + 0.55 af + 0.3 ckd + 0.3 fh_cvd + 0.1 z + 0.35 south_asian
+  - 0.35 chinese
+- Type 2 diabetes: lp = -7.55 + 0.035 age + 0.11 (bmi - 27) + 0.085 (hba1c - 36)
+  + 0.9 south_asian + 0.55 black + 0.45 fh_diabetes + 0.4 steroids + 0.12 z
+- Hypertension: lp = -6.1 + 0.045 age + 0.045 (sbp - 125) + 0.45 black + 0.04 (bmi - 27)
+  + 0.08 z
+
+Bias knobs (all off by default; keys are NHS category letters such as "N" or broad groups such as
+"Black"; a letter wins over its group):
+- ``measurement_access``: probability that a scheduled measurement is actually taken.
+- ``outcome_recording``: probability that a true diagnosis or event is coded (under-diagnosis,
+  the label-choice bias of Obermeyer et al.).
+- ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
+``ethnicity_unrecorded`` (default 0.15) is the share with no ethnicity code at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from phm import synth_profiles as prof
+from phm.codelists import project_codelists
+from phm.contract import TABLES, ExtractMetadata
+from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_STATED
+from phm.exceptions import ConfigError
+
+EPOCH = dt.date(1970, 1, 1)
+YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    patients: int = 10_000
+    seed: int = 42
+    extract_date: dt.date = dt.date(2026, 3, 31)
+    profile: str = "england"
+    pcns: int | None = None  # default: ceil(patients / 40,000)
+    format: str = "parquet"  # or "csv"
+    history_years: int = 10
+    horizon_years: int = 5
+    ethnicity_unrecorded: float = 0.15
+    measurement_access: dict[str, float] = field(default_factory=dict)
+    outcome_recording: dict[str, float] = field(default_factory=dict)
+    ethnicity_misrecording: dict[str, float] = field(default_factory=dict)
+    icb_code: str = "QXX"
+
+    def validate(self) -> None:
+        if self.patients < 1:
+            raise ConfigError(f"--patients must be at least 1 (got {self.patients})")
+        if self.profile not in prof.ETHNICITY_PROFILES:
+            raise ConfigError(f"--profile must be one of {sorted(prof.ETHNICITY_PROFILES)}, "
+                              f"not {self.profile!r}")
+        if self.format not in ("parquet", "csv"):
+            raise ConfigError(f"--format must be parquet or csv, not {self.format!r}")
+        if self.pcns is not None and not 1 <= self.pcns <= self.patients:
+            raise ConfigError(f"--pcns must be between 1 and the number of patients (got {self.pcns})")
+        if not 0 <= self.ethnicity_unrecorded < 1:
+            raise ConfigError("ethnicity_unrecorded must be in [0, 1)")
+        groups = set(prof.CATEGORIES) | {"White", "Mixed", "Asian", "Black", "Other"}
+        for knob in ("measurement_access", "outcome_recording", "ethnicity_misrecording"):
+            for key, value in getattr(self, knob).items():
+                if key not in groups:
+                    raise ConfigError(f"{knob}: unknown group {key!r}; use an NHS category "
+                                      f"letter (A-S) or one of White, Mixed, Asian, Black, Other")
+                if not 0 <= value <= 1:
+                    raise ConfigError(f"{knob}[{key}] must be a probability in [0, 1], not {value}")
+
+
+def _knob(values: dict[str, float], cats: np.ndarray, default: float) -> np.ndarray:
+    """Per-patient value of a bias knob given each patient's true category index."""
+    per_cat = np.full(len(prof.CATEGORIES), default)
+    for i, c in enumerate(prof.CATEGORIES):
+        broad = NHS_ETHNIC_CATEGORIES[c][1]
+        if c in values:
+            per_cat[i] = values[c]
+        elif broad in values:
+            per_cat[i] = values[broad]
+    return per_cat[cats]
+
+
+def _days(d: dt.date) -> int:
+    return (d - EPOCH).days
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class _Events:
+    """Collects event columns as numpy arrays, concatenated once at the end."""
+
+    def __init__(self) -> None:
+        self.pid: list[np.ndarray] = []
+        self.day: list[np.ndarray] = []
+        self.code: list[np.ndarray] = []
+        self.value: list[np.ndarray] = []
+        self.codes: list[str] = []
+        self._code_index: dict[str, int] = {}
+
+    def code_id(self, code: str) -> int:
+        if code not in self._code_index:
+            self._code_index[code] = len(self.codes)
+            self.codes.append(code)
+        return self._code_index[code]
+
+    def add(self, pid: np.ndarray, day: np.ndarray, code: str | np.ndarray,
+            value: np.ndarray | None = None) -> None:
+        n = len(pid)
+        if n == 0:
+            return
+        self.pid.append(pid.astype(np.int64, copy=False))
+        self.day.append(day.astype(np.int32, copy=False))
+        if isinstance(code, str):
+            self.code.append(np.full(n, self.code_id(code), dtype=np.int32))
+        else:
+            self.code.append(code.astype(np.int32, copy=False))
+        self.value.append(np.full(n, np.nan) if value is None else value.astype(np.float64))
+
+    def frame(self, code_column: str, with_value: bool) -> pl.DataFrame:
+        codes = pl.Series(self.codes, dtype=pl.String)
+        data = {
+            "patient_id": np.concatenate(self.pid),
+            "date": pl.Series(np.concatenate(self.day)).cast(pl.Date),
+            code_column: codes.gather(pl.Series(np.concatenate(self.code))),
+        }
+        if with_value:
+            data["numeric_value"] = pl.Series(np.concatenate(self.value)).fill_nan(None)
+        return pl.DataFrame(data)
+
+
+def _first_code(concept: str, category: str | None = None) -> str:
+    cl = project_codelists()[concept]
+    return next(c for c, cat in cl.codes.items() if category is None or cat == category)
+
+
+def generate(config: SynthConfig, out_dir: Path) -> dict:
+    """Write a synthetic extract to ``out_dir`` and return a summary of what was written."""
+    config.validate()
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(config.seed)
+    n = config.patients
+    E = _days(config.extract_date)
+    T0 = E - int(round(config.horizon_years * YEAR))
+    W0 = E - int(round(config.history_years * YEAR))
+
+    # --- practices and PCNs ------------------------------------------------------------------
+    n_pcn = config.pcns or max(1, math.ceil(n / 40_000))
+    pcn_w = rng.uniform(30, 50, n_pcn)
+    pcn_sizes = np.maximum(1, np.floor(n * pcn_w / pcn_w.sum()).astype(np.int64))
+    pcn_sizes[-1] = n - pcn_sizes[:-1].sum()
+    practice_sizes, practice_pcn = [], []
+    for p, size in enumerate(pcn_sizes):
+        k = max(1, min(int(size), max(2, round(size / 10_000))))
+        w = rng.uniform(5, 15, k)
+        s = np.maximum(1, np.floor(size * w / w.sum()).astype(np.int64))
+        s[-1] = size - s[:-1].sum()
+        practice_sizes += list(s)
+        practice_pcn += [p] * k
+    practice_sizes = np.array(practice_sizes)
+    practice_pcn = np.array(practice_pcn)
+    n_prac = len(practice_sizes)
+    practice_ids = rng.choice(np.arange(10_000, 100_000), n_prac, replace=False)
+    pcn_dep = rng.normal(0, 0.8, n_pcn)
+    practice_dep = pcn_dep[practice_pcn] + rng.normal(0, 0.5, n_prac)
+    practice_diversity = np.exp(rng.normal(0, 0.5, n_prac) + 0.3 * practice_dep)
+
+    # --- patients: practice, ethnicity, age, sex -------------------------------------------------
+    prac = np.repeat(np.arange(n_prac), practice_sizes)
+    base = np.array([prof.ETHNICITY_PROFILES[config.profile][c] for c in prof.CATEGORIES])
+    white = np.array([c in ("A", "B") for c in prof.CATEGORIES])
+    cat = np.empty(n, dtype=np.int64)
+    for j in range(n_prac):
+        w = base * np.where(white, 1.0, practice_diversity[j])
+        members = np.flatnonzero(prac == j)
+        cat[members] = rng.choice(len(base), size=len(members), p=w / w.sum())
+    cats = np.array(prof.CATEGORIES)
+    letter = cats[cat]
+    south_asian = np.isin(letter, prof.SOUTH_ASIAN)
+    black = np.isin(letter, prof.BLACK)
+    chinese = letter == "R"
+
+    mids = prof.AGE_BANDS + 2.5
+    age = np.empty(n)
+    for i, c in enumerate(prof.CATEGORIES):
+        members = np.flatnonzero(cat == i)
+        tilt = prof.AGE_TILT.get(c, prof.AGE_TILT_DEFAULT)
+        w = prof.AGE_SHARES * np.exp(tilt * (mids - 40) / 10)
+        band = rng.choice(len(w), size=len(members), p=w / w.sum())
+        width = np.where(prof.AGE_BANDS[band] == 90, 10, 5)
+        age[members] = prof.AGE_BANDS[band] + rng.uniform(0, 1, len(members)) * width
+    p_female = 0.5 + 0.15 * np.clip(age - 70, 0, 30) / 30
+    u = rng.uniform(size=n)
+    sex = np.where(u < 0.0005, "unknown", np.where(u < 0.0005 + p_female * 0.9995, "female", "male"))
+    male = sex == "male"
+    female = sex == "female"
+    dob = E - (age * YEAR).astype(np.int64)
+    # ehrQL gives dates of birth as the first of the month.
+    dob_dates = pl.Series(dob.astype(np.int32)).cast(pl.Date).dt.truncate("1mo")
+    dob = dob_dates.cast(pl.Int32).to_numpy().astype(np.int64)
+    age = (E - dob) / YEAR
+    age0 = age - config.horizon_years  # age at the past index date
+
+    # --- deprivation -----------------------------------------------------------------------------
+    shift = np.array([prof.DEPRIVATION_SHIFT[c] for c in prof.CATEGORIES])[cat]
+    z = practice_dep[prac] + shift + rng.normal(0, 0.7, n)
+    z = (z - z.mean()) / z.std()
+    n_lsoa = 32_844
+    # rank 1 = most deprived: the most deprived latent score gets the lowest rank
+    order = np.argsort(-z, kind="stable")
+    pct = np.empty(n)
+    pct[order] = (np.arange(n) + rng.uniform(0, 1, n)) / n
+    imd_rank = np.clip((pct * n_lsoa).astype(np.int64) + 1, 1, n_lsoa)
+    imd_decile = np.minimum(10, (imd_rank - 1) * 10 // n_lsoa + 1)
+    townsend = np.clip(7.0 - 14.0 * imd_rank / n_lsoa + rng.normal(0, 1.5, n), -8, 14)
+
+    # --- latent risk factors (at the past index date T0; drift after) ------------------------------
+    adult0 = age0 >= 18
+    bmi = (27.0 + 0.08 * (np.clip(age, 18, 70) - 40) + 0.9 * z - 1.0 * south_asian
+           + 1.2 * (black & female) - 3.0 * chinese + rng.normal(0, 4.5, n))
+    bmi = np.clip(bmi, 15, 60)
+    p_smoke = np.clip(0.13 + 0.06 * z, 0.03, 0.4) * np.where((south_asian | chinese) & female, 0.3, 1.0)
+    u = rng.uniform(size=n)
+    smoker = (u < p_smoke) & (age >= 18)
+    ex_smoker = ~smoker & (u < p_smoke + 0.22 * (age > 35)) & (age >= 18)
+    smoke_amount = rng.choice(np.array(["light", "moderate", "heavy"]), size=n, p=[0.35, 0.4, 0.25])
+    fh_cvd = rng.uniform(size=n) < 0.12
+    fh_diab = rng.uniform(size=n) < np.where(south_asian, 0.28, 0.15)
+    sbp = (116 + 0.55 * np.clip(age0 - 30, 0, None) + 0.35 * (bmi - 27) + 7 * black + 1.5 * z
+           + 4 * (male & (age0 < 60)) + rng.normal(0, 13, n))
+    dbp_offset = rng.normal(0, 6, n)
+    tchol = np.clip(5.1 + 0.012 * (np.clip(age0, 20, 70) - 40) + rng.normal(0, 1.0, n), 2.5, 12)
+    hdl = np.clip(np.where(female, 1.55, 1.25) - 0.02 * (bmi - 27) - 0.1 * south_asian
+                  + rng.normal(0, 0.3, n), 0.5, 3.5)
+    hba1c = 35 + 0.08 * (np.clip(age0, 18, 90) - 40) + 0.25 * (bmi - 27) + 2 * south_asian + 1.5 * black + rng.normal(0, 3, n)
+
+    # conditions present at T0 (adults), with ages of onset before T0
+    u = lambda: rng.uniform(size=n)  # noqa: E731 - a draw of n uniforms, in a fixed order
+    t1d = u() < 0.004
+    t2d0 = adult0 & ~t1d & (u() < _sigmoid(-3.9 + 0.05 * (age0 - 40) + 0.13 * (bmi - 27) + 1.0 * south_asian + 0.55 * black + 0.2 * z + 0.5 * fh_diab))
+    hba1c = np.where(t2d0 | t1d, rng.uniform(50, 80, n), hba1c)
+    htn0 = adult0 & (sbp >= 140)
+    af = adult0 & (u() < np.clip(0.0005 + 0.0009 * np.clip(age0 - 50, 0, None) ** 1.35 / 10, 0, 0.2))
+    ckd = adult0 & (u() < np.clip(0.002 + 0.0025 * np.clip(age0 - 50, 0, None), 0, 0.3))
+    cvd0 = adult0 & (u() < _sigmoid(-7.6 + 0.075 * age0 + 0.5 * male + 0.5 * smoker + 0.6 * t2d0 + 0.01 * (sbp - 130)))
+    ra = adult0 & (u() < np.where(female, 0.011, 0.005))
+    sle = adult0 & (u() < np.where(female, 0.0018, 0.0002))
+    migraine = adult0 & (u() < np.where(female, 0.12, 0.04))
+    smi = adult0 & (u() < 0.01)
+    ed = male & adult0 & (u() < np.clip(0.002 * np.clip(age0 - 35, 0, None), 0, 0.2))
+    gdm = female & (age0 >= 25) & (u() < np.where(south_asian, 0.06, 0.025))
+    pcos = female & (age0 >= 18) & (u() < 0.04)
+    ld = u() < 0.005
+    steroids = adult0 & (u() < 0.015)
+    antipsychotic = smi & (u() < 0.6)
+
+    # --- outcomes in (T0, E] from the true risk model ------------------------------------------------
+    ratio = tchol / hdl
+
+    def lp_cvd(a, s, t2d):
+        return (-9.1 + 0.072 * a + 0.45 * male + 0.017 * (s - 130) + 0.55 * smoker + 0.65 * t2d
+                + 0.14 * (ratio - 4) + 0.55 * af + 0.3 * ckd + 0.3 * fh_cvd + 0.1 * z
+                + 0.35 * south_asian - 0.35 * chinese)
+
+    def lp_t2d(a, h):
+        return (-7.55 + 0.035 * a + 0.11 * (bmi - 27) + 0.085 * (h - 36) + 0.9 * south_asian
+                + 0.55 * black + 0.45 * fh_diab + 0.4 * steroids + 0.12 * z)
+
+    def lp_htn(a, s):
+        return -6.1 + 0.045 * a + 0.045 * (s - 125) + 0.45 * black + 0.04 * (bmi - 27) + 0.08 * z
+
+    def risk(lp, years):
+        return 1.0 - np.exp(-years * np.exp(lp))
+
+    h = config.horizon_years
+    at_risk = adult0 & (age0 >= 25)
+    treated_sbp = np.where(htn0, sbp - 12, sbp)
+    r_cvd = np.where(at_risk & ~cvd0, risk(lp_cvd(age0, treated_sbp, t2d0), h), 0.0)
+    r_t2d = np.where(at_risk & ~t2d0 & ~t1d, risk(lp_t2d(age0, hba1c), h), 0.0)
+    r_htn = np.where(at_risk & ~htn0, risk(lp_htn(age0, sbp), h), 0.0)
+    ev_cvd, ev_t2d, ev_htn = u() < r_cvd, u() < r_t2d, u() < r_htn
+    d_cvd = T0 + (u() * (E - T0)).astype(np.int64)
+    d_t2d = T0 + (u() * (E - T0)).astype(np.int64)
+    d_htn = T0 + (u() * (E - T0)).astype(np.int64)
+    # the biology follows the outcome
+    hba1c_after = np.where(ev_t2d, np.maximum(hba1c, rng.uniform(49, 75, n)), hba1c)
+    sbp_after = np.where(ev_htn, np.maximum(sbp, 142 + rng.exponential(8, n)), sbp)
+
+    # --- registrations, deaths ------------------------------------------------------------------
+    years_registered = rng.exponential(14, n)
+    first_start = np.maximum(dob, E - (years_registered * YEAR).astype(np.int64))
+    death_h = 0.002 * np.exp(0.09 * (np.clip(age, 0, 105) - 45))
+    died = u() < 1 - np.exp(-death_h * config.history_years)
+    death = np.where(died, W0 + (u() * (E - W0)).astype(np.int64), -1)
+    death = np.where(died, np.maximum(death, dob + 1), -1)
+    left = ~died & (u() < 0.03)
+    leave_day = np.where(left, np.maximum(W0 + (u() * (E - W0)).astype(np.int64), first_start + 30), -1)
+    mover = (u() < 0.08) & (first_start < E - 60) & (n_prac > 1)
+    move_day = np.where(mover, first_start + (u() * (E - 30 - first_start)).astype(np.int64), -1)
+    overlap = mover & (u() < 0.1)
+    end = np.where(died, death, np.where(left, leave_day, -1))
+    end = np.where((end >= 0) & (end < first_start), first_start, end)
+    move_day = np.where(mover & (end >= 0) & (move_day >= end), -1, move_day)
+    mover = move_day >= 0
+    overlap &= mover
+    old_practice = (prac + 1 + rng.integers(0, max(1, n_prac - 1), n)) % n_prac
+
+    reg_pid_parts = [np.flatnonzero(~mover), np.flatnonzero(mover), np.flatnonzero(mover)]
+    reg = pl.DataFrame({
+        "patient_id": np.concatenate(reg_pid_parts),
+        "start_date": np.concatenate([first_start[~mover], first_start[mover],
+                                      move_day[mover] - np.where(overlap[mover], rng.integers(1, 30, mover.sum()), 0)]),
+        "end_date": np.concatenate([end[~mover], move_day[mover] - 1, end[mover]]),
+        "practice": np.concatenate([prac[~mover], old_practice[mover], prac[mover]]),
+    })
+    last_day = np.where(end >= 0, end, E)  # last day the practice records anything
+
+    # --- ids -------------------------------------------------------------------------------------
+    patient_id = rng.permutation(n).astype(np.int64) + 1
+
+    # --- events ---------------------------------------------------------------------------------
+    ev = _Events()
+    med = _Events()
+    access = _knob(config.measurement_access, cat, 1.0)
+    recording = _knob(config.outcome_recording, cat, 1.0)
+    win_start = np.maximum.reduce([first_start, np.full(n, W0), dob + int(18 * YEAR)])
+    win_len = np.clip(last_day - win_start, 0, None)
+
+    htn_dx0 = htn0 & (u() < 0.7 * recording)  # a national diagnosis gap, plus any planted bias
+    htn_tx0 = htn_dx0 & (u() < 0.8)
+    t2d_dx0 = t2d0 & (u() < 0.85 * recording)
+    cvd_dx0 = cvd0 & (u() < recording)
+    rec_cvd = ev_cvd & (u() < recording)
+    rec_t2d = ev_t2d & (u() < recording)
+    rec_htn = ev_htn & (u() < 0.8 * recording)
+    alive_at = lambda day: (death < 0) | (death > day)  # noqa: E731
+    rec_cvd &= alive_at(d_cvd) & (d_cvd <= last_day)
+    rec_t2d &= alive_at(d_t2d) & (d_t2d <= last_day)
+    rec_htn &= alive_at(d_htn) & (d_htn <= last_day)
+    tx_start = np.where(htn_tx0, -1, np.where(rec_htn & (u() < 0.7), d_htn + 14, np.iinfo(np.int64).max))
+
+    def rate_events(rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Poisson-many events per patient spread over their window: (patient index, day)."""
+        counts = rng.poisson(np.clip(rate_per_year, 0, None) * win_len / YEAR)
+        idx = np.repeat(np.arange(n), counts)
+        day = win_start[idx] + (rng.uniform(size=len(idx)) * win_len[idx]).astype(np.int64)
+        return idx, day
+
+    def kept(idx: np.ndarray) -> np.ndarray:
+        return rng.uniform(size=len(idx)) < access[idx]
+
+    # blood pressure: systolic and diastolic on the same day
+    bp_rate = 0.5 + 0.6 * (age >= 45) + 1.0 * htn_dx0 + 0.5 * t2d_dx0 + 0.4 * cvd_dx0
+    i, d = rate_events(bp_rate)
+    keep = kept(i)
+    i, d = i[keep], d[keep]
+    true_s = np.where(d > d_htn[i], sbp_after[i], sbp[i]) + 0.5 * (d - T0) / YEAR
+    true_s = true_s - np.where(d >= tx_start[i], 12, 0)
+    s_read = np.round(np.clip(true_s + rng.normal(0, 8, len(i)), 70, 240))
+    d_read = np.round(np.clip(0.45 * s_read + 20 + dbp_offset[i] + rng.normal(0, 4, len(i)), 40, 140))
+    sys_codes = np.array([ev.code_id(c) for c in project_codelists()["systolic_bp"].codes])
+    dia_codes = np.array([ev.code_id(c) for c in project_codelists()["diastolic_bp"].codes])
+    which = rng.choice(len(sys_codes), size=len(i), p=[0.2, 0.7, 0.1])
+    ev.add(patient_id[i], d, sys_codes[which], s_read)
+    ev.add(patient_id[i], d, dia_codes[which], d_read)
+
+    # BMI
+    i, d = rate_events(0.25 + 0.3 * t2d_dx0)
+    keep = kept(i)
+    i, d = i[keep], d[keep]
+    ev.add(patient_id[i], d, _first_code("bmi"),
+           np.round(bmi[i] + 0.05 * (d - T0) / YEAR + rng.normal(0, 0.8, len(i)), 1))
+
+    # lipids: total cholesterol and HDL together, the laboratory ratio half of the time
+    i, d = rate_events(0.12 + 0.25 * (age >= 40) + 0.5 * (t2d_dx0 | cvd_dx0))
+    keep = kept(i)
+    i, d = i[keep], d[keep]
+    tc = np.round(np.clip(tchol[i] + rng.normal(0, 0.35, len(i)), 1.5, 15), 1)
+    hd = np.round(np.clip(hdl[i] + rng.normal(0, 0.1, len(i)), 0.3, 4), 2)
+    ev.add(patient_id[i], d, _first_code("total_cholesterol"), tc)
+    ev.add(patient_id[i], d, _first_code("hdl_cholesterol"), hd)
+    with_ratio = rng.uniform(size=len(i)) < 0.5
+    ev.add(patient_id[i[with_ratio]], d[with_ratio], _first_code("cholesterol_hdl_ratio"),
+           np.round(tc[with_ratio] / hd[with_ratio], 1))
+
+    # HbA1c and fasting glucose
+    i, d = rate_events(0.08 + 0.12 * (age >= 40) + 1.8 * (t2d_dx0 | t1d) + 0.3 * (bmi > 30))
+    keep = kept(i)
+    i, d = i[keep], d[keep]
+    true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
+    ev.add(patient_id[i], d, _first_code("hba1c"), np.round(np.clip(true_h + rng.normal(0, 2, len(i)), 20, 140)))
+    i, d = rate_events(0.03 + 0.05 * (bmi > 30))
+    keep = kept(i)
+    i, d = i[keep], d[keep]
+    true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
+    ev.add(patient_id[i], d, _first_code("fasting_glucose"),
+           np.round(np.clip(5.0 + 0.09 * (true_h - 36) + rng.normal(0, 0.4, len(i)), 2.5, 30), 1))
+
+    # smoking status: the latest code tells the truth; ex-smokers were once recorded smoking
+    i, d = rate_events(0.25 + 0.0 * age)
+    status = np.where(smoker[i], smoke_amount[i], np.where(ex_smoker[i], "ex", "never"))
+    earlier = ex_smoker[i] & (d < win_start[i] + win_len[i] // 3)
+    status = np.where(earlier, smoke_amount[i], status)
+    smoke_code_of = {s: ev.code_id(_first_code("smoking", s)) for s in ("never", "ex", "light", "moderate", "heavy")}
+    codes = np.zeros(len(i), dtype=np.int32)
+    for s, cid in smoke_code_of.items():
+        codes[status == s] = cid
+    ev.add(patient_id[i], d, codes)
+
+    # other codes no project list uses
+    i, d = rate_events(np.full(n, 3.2))
+    other = np.array([ev.code_id(c) for c in prof.OTHER_CODES])
+    ev.add(patient_id[i], d, other[rng.integers(0, len(other), len(i))])
+
+    # diagnoses present at T0: coded on a day before T0 (history may predate registration)
+    def dx_day(mask: np.ndarray, min_age: float) -> np.ndarray:
+        lo = np.maximum(dob + int(min_age * YEAR), T0 - int(20 * YEAR))
+        return lo + (rng.uniform(size=n) * np.clip(T0 - 1 - lo, 0, None)).astype(np.int64)
+
+    def add_dx(mask: np.ndarray, concept: str, min_age: float = 18, days: np.ndarray | None = None) -> np.ndarray:
+        days = dx_day(mask, min_age) if days is None else days
+        idx = np.flatnonzero(mask & (days <= last_day) & (days >= dob))
+        ev.add(patient_id[idx], days[idx], _first_code(concept))
+        return days
+
+    htn_day = add_dx(htn_dx0, "hypertension", 25)
+    resolved = htn_dx0 & (u() < 0.03)
+    add_dx(resolved, "hypertension_resolved", days=np.minimum(htn_day + int(2 * YEAR), T0 - 1))
+    add_dx(t2d_dx0, "diabetes_type2", 25)
+    add_dx(t1d, "diabetes_type1", 1)
+    cvd_kind = rng.choice(np.array(["chd", "mi", "stroke", "tia"]), size=n, p=[0.45, 0.25, 0.18, 0.12])
+    for kind in ("chd", "mi", "stroke", "tia"):
+        add_dx(cvd_dx0 & (cvd_kind == kind), kind, 30)
+    for mask, concept, min_age in ((af, "atrial_fibrillation", 30), (ckd, "ckd_3_5", 30),
+                                   (ra, "rheumatoid_arthritis", 18), (sle, "sle", 18),
+                                   (migraine, "migraine", 12), (smi, "severe_mental_illness", 16),
+                                   (ed, "erectile_dysfunction", 30), (fh_cvd & (age >= 18), "family_history_cvd", 18),
+                                   (fh_diab & (age >= 18), "family_history_diabetes", 18),
+                                   (gdm, "gestational_diabetes", 18), (pcos, "pcos", 16),
+                                   (ld, "learning_disability", 5)):
+        add_dx(mask, concept, min_age)
+    # outcomes coded in (T0, E]
+    for kind in ("chd", "mi", "stroke", "tia"):
+        idx = np.flatnonzero(rec_cvd & (cvd_kind == kind))
+        ev.add(patient_id[idx], d_cvd[idx], _first_code(kind))
+    idx = np.flatnonzero(rec_t2d)
+    ev.add(patient_id[idx], d_t2d[idx], _first_code("diabetes_type2"))
+    idx = np.flatnonzero(rec_htn)
+    ev.add(patient_id[idx], d_htn[idx], _first_code("hypertension"))
+    # end-of-life and residence, recent
+    palliative = (age >= 60) & (u() < np.clip(0.0004 * np.exp(0.08 * (age - 60)), 0, 0.2)) & (last_day > E - 700)
+    idx = np.flatnonzero(palliative)
+    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 700, len(idx)), _first_code("palliative_care"))
+    care_home = (age >= 70) & (u() < np.clip(0.002 * np.exp(0.1 * (age - 70)), 0, 0.3))
+    idx = np.flatnonzero(care_home & (last_day > E - 1500))
+    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 1500, len(idx)), _first_code("care_home"))
+
+    # ethnicity codes: absent for some, 'not stated' for some, 'any other' over-used, conflicts
+    misrec = _knob(config.ethnicity_misrecording, cat, 0.0)
+    recorded = u() >= config.ethnicity_unrecorded
+    not_stated = recorded & (u() < 0.03)
+    rec_cat = cat.copy()
+    any_other = np.array([prof.CATEGORIES.index(prof.ANY_OTHER_OF[c]) for c in prof.CATEGORIES])
+    rec_cat = np.where(u() < 0.12, any_other[cat], rec_cat)
+    rec_cat = np.where(u() < misrec, rng.integers(0, len(prof.CATEGORIES), n), rec_cat)
+    eth_codes = {c: [ev.code_id(code) for code, k in project_codelists()["ethnicity"].codes.items() if k == c]
+                 for c in prof.CATEGORIES + (NOT_STATED,)}
+    eth_code = np.array([eth_codes[c][0] for c in prof.CATEGORIES])
+    # each category's codes in a row, padded by repeating, so a code is picked without a loop
+    width = max(len(v) for v in eth_codes.values())
+    code_table = np.array([[eth_codes[c][j % len(eth_codes[c])] for j in range(width)]
+                           for c in prof.CATEGORIES])
+    n_codes = np.array([len(eth_codes[c]) for c in prof.CATEGORIES])
+    eth_choice = code_table[rec_cat, rng.integers(0, 1000, n) % n_codes[rec_cat]]
+    eth_day = first_start + (u() * np.clip(last_day - first_start, 0, None)).astype(np.int64)
+    idx = np.flatnonzero(recorded & ~not_stated)
+    ev.add(patient_id[idx], eth_day[idx], eth_choice[idx])
+    idx = np.flatnonzero(not_stated)
+    ev.add(patient_id[idx], eth_day[idx], eth_codes[NOT_STATED][0] + np.zeros(len(idx), dtype=np.int32))
+    conflict = recorded & ~not_stated & (u() < 0.05)
+    idx = np.flatnonzero(conflict)
+    other_cat = np.where(u()[idx] < 0.5, any_other[cat[idx]], rng.integers(0, len(prof.CATEGORIES), len(idx)))
+    ev.add(patient_id[idx], first_start[idx] + (u()[idx] * np.clip(last_day[idx] - first_start[idx], 0, None)).astype(np.int64),
+           eth_code[other_cat])
+
+    # --- medications: repeat issues every ~8 weeks over the history window -----------------------
+    def repeats(mask: np.ndarray, start: np.ndarray, concept: str, interval: int = 56) -> None:
+        first = np.maximum(start, win_start)
+        span = np.where(mask, np.clip(last_day - first, 0, None), 0)
+        counts = span // interval
+        idx = np.repeat(np.arange(n), counts)
+        k = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+        day = first[idx] + k * interval + rng.integers(0, 7, len(idx))
+        codes = np.array([med.code_id(c) for c in project_codelists()[concept].codes])
+        per_patient = rng.integers(0, len(codes), n)
+        med.add(patient_id[idx], np.minimum(day, last_day[idx]), codes[per_patient[idx]])
+
+    repeats(htn_tx0 | (tx_start < np.iinfo(np.int64).max), np.where(htn_tx0, htn_day + 14, tx_start), "antihypertensives")
+    on_statin = (cvd_dx0 & (u() < 0.7)) | (t2d_dx0 & (u() < 0.5)) | ((age >= 60) & (u() < 0.12))
+    repeats(on_statin, np.maximum(dx_day(on_statin, 40), W0 - 1), "statins")
+    after_event_statin = rec_cvd & (u() < 0.8)
+    repeats(after_event_statin, d_cvd + 7, "statins")
+    repeats(steroids, dx_day(steroids, 18), "corticosteroids", 30)
+    repeats(antipsychotic, dx_day(antipsychotic, 18), "atypical_antipsychotics", 28)
+
+    # --- write ------------------------------------------------------------------------------------
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "truth").mkdir(parents=True)
+    pcn_codes = [f"U{10000 + 37 * p:05d}" for p in range(n_pcn)]
+    tables = {
+        "practices": pl.DataFrame({
+            "practice_pseudo_id": practice_ids.astype(np.int64),
+            "pcn_code": [pcn_codes[p] for p in practice_pcn],
+            "pcn_name": [f"Synthetic PCN {p + 1}" for p in practice_pcn],
+            "icb_code": [config.icb_code] * n_prac,
+        }),
+        "patients": pl.DataFrame({
+            "patient_id": patient_id,
+            "sex": sex,
+            "date_of_birth": pl.Series(dob.astype(np.int32)).cast(pl.Date),
+            "date_of_death": pl.Series(np.where(died, death, 0).astype(np.int32)).cast(pl.Date),
+        }).with_columns(pl.when(pl.Series(died)).then(pl.col("date_of_death")).alias("date_of_death")),
+        "practice_registrations": reg.select(
+            pl.col("patient_id").map_batches(lambda s: pl.Series(patient_id[s.to_numpy()])),
+            pl.col("start_date").cast(pl.Int32).cast(pl.Date),
+            pl.when(pl.col("end_date") >= 0).then(pl.col("end_date")).cast(pl.Int32).cast(pl.Date).alias("end_date"),
+            pl.col("practice").map_batches(lambda s: pl.Series(practice_ids[s.to_numpy()].astype(np.int64))).alias("practice_pseudo_id"),
+        ),
+        "addresses": _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend),
+        "clinical_events": ev.frame("snomedct_code", with_value=True),
+        "medications": med.frame("dmd_code", with_value=False),
+    }
+    for name, frame in tables.items():
+        frame = frame.select(TABLES[name].column_names)
+        if config.format == "csv":
+            frame.write_csv(out_dir / f"{name}.csv", date_format="%Y-%m-%d")
+        else:
+            frame.write_parquet(out_dir / f"{name}.parquet")
+    ExtractMetadata(config.extract_date, "IMD2019",
+                    f"phm synth (seed {config.seed}, {n} patients, profile {config.profile})").write(out_dir)
+
+    def opt_day(mask: np.ndarray, day: np.ndarray) -> pl.Series:
+        return pl.Series(np.where(mask, day, 0).astype(np.int32)).cast(pl.Date).zip_with(
+            pl.Series(mask), pl.Series([None] * n, dtype=pl.Date)) if n else pl.Series([], dtype=pl.Date)
+
+    truth = pl.DataFrame({
+        "patient_id": patient_id,
+        "ethnicity_true": letter,
+        "imd_decile": imd_decile.astype(np.int8),
+        "deprivation_latent": z,
+        "sbp_true_past_index": sbp, "bmi_true": bmi, "cholesterol_ratio_true": ratio,
+        "hba1c_true_past_index": hba1c, "smoker": smoker,
+        "hypertension_true_past_index": htn0, "hypertension_diagnosed_past_index": htn_dx0,
+        "t2d_true_past_index": t2d0, "t2d_diagnosed_past_index": t2d_dx0,
+        "cvd_true_past_index": cvd0, "cvd_diagnosed_past_index": cvd_dx0,
+        "true_risk_cvd_horizon": r_cvd, "true_risk_t2d_horizon": r_t2d, "true_risk_htn_horizon": r_htn,
+        "cvd_event": ev_cvd, "cvd_event_recorded": rec_cvd, "cvd_event_date": opt_day(ev_cvd, d_cvd),
+        "t2d_event": ev_t2d, "t2d_event_recorded": rec_t2d, "t2d_event_date": opt_day(ev_t2d, d_t2d),
+        "htn_event": ev_htn, "htn_event_recorded": rec_htn, "htn_event_date": opt_day(ev_htn, d_htn),
+        "true_risk_cvd_10y_at_extract": np.where(age >= 25, risk(lp_cvd(age, np.where(htn0 | ev_htn, sbp_after - 12, sbp_after), t2d0 | ev_t2d), 10), np.nan),
+        "true_risk_t2d_10y_at_extract": np.where(age >= 25, risk(lp_t2d(age, hba1c_after), 10), np.nan),
+        "true_risk_htn_10y_at_extract": np.where(age >= 25, risk(lp_htn(age, sbp_after), 10), np.nan),
+    })
+    truth = truth.with_columns(pl.col(pl.Float64).fill_nan(None))
+    truth.write_parquet(out_dir / "truth" / "patients.parquet")
+    planted = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()}
+    planted["past_index_date"] = (EPOCH + dt.timedelta(days=T0)).isoformat()
+    planted["note"] = ("The pipeline never reads this folder. Bias knobs are probabilities per "
+                       "group; groups not named are unaffected (1.0, or 0.0 for misrecording).")
+    (out_dir / "truth" / "planted.json").write_text(json.dumps(planted, indent=2) + "\n")
+    return {name: frame.height for name, frame in tables.items()}
+
+
+def _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend) -> pl.DataFrame:
+    """One address per patient; 10% moved, their earlier address a nearby area; 1% unknown area."""
+    moved = rng.uniform(size=n) < 0.10
+    last_day = np.where(end >= 0, end, -1)
+    move = first_start + (rng.uniform(size=n) * 3000).astype(np.int64)
+    moved &= (last_day < 0) | (move < last_day)
+    unknown = rng.uniform(size=n) < 0.01
+    old_rank = np.clip(imd_rank + rng.integers(-3000, 3000, n), 1, 32_844)
+    has_townsend = rng.uniform(size=n) >= 0.02
+
+    def rounded(rank):
+        return (np.round(rank / 100) * 100).astype(np.int64)
+
+    cur_start = np.where(moved, move, first_start)
+    frames = [
+        pl.DataFrame({
+            "patient_id": patient_id, "start_date": cur_start, "end_date": last_day,
+            "lsoa": imd_rank, "imd": rounded(imd_rank), "townsend_score": np.round(townsend, 2),
+            "unknown": unknown, "has_townsend": has_townsend,
+        }),
+        pl.DataFrame({
+            "patient_id": patient_id[moved], "start_date": first_start[moved], "end_date": move[moved] - 1,
+            "lsoa": old_rank[moved], "imd": rounded(old_rank[moved]),
+            "townsend_score": np.round(townsend[moved] + rng.normal(0, 0.5, moved.sum()), 2),
+            "unknown": unknown[moved], "has_townsend": has_townsend[moved],
+        }),
+    ]
+    return pl.concat(frames).select(
+        "patient_id",
+        pl.col("start_date").cast(pl.Int32).cast(pl.Date),
+        pl.when(pl.col("end_date") >= 0).then(pl.col("end_date")).cast(pl.Int32).cast(pl.Date).alias("end_date"),
+        # a synthetic LSOA code per IMD rank, so one LSOA always has one rank
+        pl.when(~pl.col("unknown")).then(pl.format("E01{}", pl.col("lsoa").cast(pl.String).str.pad_start(6, "0"))).alias("lsoa_code"),
+        pl.when(~pl.col("unknown")).then(pl.col("imd")).alias("imd_rounded"),
+        pl.when(~pl.col("unknown") & pl.col("has_townsend")).then(pl.col("townsend_score")).alias("townsend_score"),
+    )
