@@ -1,0 +1,376 @@
+"""Load an extract into DuckDB, validate it with Great Expectations, quarantine bad rows.
+
+Layers in the database:
+- ``raw.<table>``: the file as text, one row per data row, in file order.
+- ``staging.stg_<table>``: cast to the contract types by ``sql/staging/stg_<table>.sql``.
+- ``main.<table>``: the rows that passed every rule; what the rest of the pipeline reads.
+- ``ingest.quarantine``: every row that did not, with its source row number and the rule.
+- ``ingest.table_counts`` / ``ingest.runs``: rows read / loaded / quarantined, per run.
+
+Nothing is dropped silently: for every table, rows read = rows loaded + rows quarantined, and the
+ingest fails loudly if that ever does not hold. Re-running replaces every table, so ingesting the
+same extract twice gives the same database.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from phm.codelists import measurement_ranges, project_codelists
+from phm.contract import TABLES, ExtractMetadata, find_table_file
+from phm.exceptions import DatabaseError, ExtractError, ValidationError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# A row whose patient (or practice) row was quarantined cannot be loaded either.
+PARENTS = {
+    "practice_registrations": [("patient_id", "patients"), ("practice_pseudo_id", "practices")],
+    "addresses": [("patient_id", "patients")],
+    "clinical_events": [("patient_id", "patients")],
+    "medications": [("patient_id", "patients")],
+}
+
+
+@dataclass
+class TableReport:
+    table: str
+    file: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    extract_dir: str
+    database: str
+    extract_date: str
+    imd_version: str
+    tables: dict[str, TableReport]
+    notes: list[str]
+    data_docs: str | None
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{'table':<24}{'read':>12}{'loaded':>12}{'quarantined':>13}"]
+        for t in self.tables.values():
+            lines.append(f"{t.table:<24}{t.rows_read:>12,}{t.rows_loaded:>12,}{t.rows_quarantined:>13,}")
+            for reason, count in sorted(t.quarantine_reasons.items(), key=lambda kv: -kv[1]):
+                lines.append(f"    {count:>10,}  {reason}")
+        lines.append("every table: rows read = rows loaded + rows quarantined")
+        lines += [f"note: {n}" for n in self.notes]
+        return lines
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list | tuple]) -> None:
+    """Insert rows with one statement, each column bound as a list parameter.
+
+    DuckDB's executemany runs one statement per row (about 0.1 s each); unnest of bound lists
+    keeps values out of the SQL text and is fast.
+    """
+    if not rows:
+        return
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    unnests = ", ".join("unnest(?)" for _ in columns)
+    con.execute(f"insert into {table} select {unnests}", columns)  # noqa: S608 - table is ours
+
+
+def _shared_user_agent() -> str:
+    """The configuration duckdb-engine (used by Great Expectations) opens files with.
+
+    DuckDB refuses a second connection to a file "with a different configuration"; opening ours
+    with the same user agent lets both share one database instance within the process.
+    """
+    import duckdb_engine
+    import sqlalchemy
+
+    return f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"
+
+
+def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(db_path), config={"custom_user_agent": _shared_user_agent()})
+    except (duckdb.IOException, OSError) as exc:
+        raise DatabaseError(f"cannot open database {db_path}: {_first_line(str(exc))} "
+                            "(is another run using it?)") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _safe_csv_error(exc: Exception) -> tuple[str, int | None]:
+    """DuckDB's CSV error without the copy of the offending line (it may hold patient data)."""
+    text = str(exc)
+    line = re.search(r"[Ll]ine:? (\d+)", text)
+    kept = []
+    for part in text.splitlines():
+        if part.startswith(("Original Line", "Possible", "*", "  ", "This type of error",
+                            "Please", "Consider", "File:")) or not part.strip():
+            continue
+        kept.append(re.sub(r"'[^']*'", "'...'", part.strip()))
+    summary = "; ".join(kept[:2])[:300] or "the file could not be parsed"
+    return summary, int(line.group(1)) if line else None
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names from a CSV header; file-level faults raise ExtractError naming the file."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            first = handle.readline()
+    except (OSError, EOFError) as exc:
+        raise ExtractError(f"cannot be read ({_first_line(str(exc))})", file=str(path)) from None
+    if not first.strip():
+        raise ExtractError("is empty: expected a header row", file=str(path))
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ExtractError("header is not UTF-8: re-export the file as UTF-8", file=str(path),
+                           row=0) from None
+    names = next(csv.reader(io.StringIO(text)))
+    names = [n.strip() for n in names]
+    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
+        raise ExtractError("has one column; it looks delimited by something other than commas "
+                           "(files must be comma-separated)", file=str(path))
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ExtractError("column name appears twice in the header", file=str(path),
+                               column=name)
+        seen.add(name)
+    return names
+
+
+def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
+    try:
+        rows = con.execute("describe select * from read_parquet(?)", [str(path)]).fetchall()
+    except duckdb.Error as exc:
+        raise ExtractError(f"is not a readable Parquet file ({_safe_csv_error(exc)[0]})",
+                           file=str(path)) from None
+    return [r[0] for r in rows]
+
+
+def load_raw(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> TableReport:
+    """Copy one table's file into ``raw.<table>`` as text, checking file-level faults."""
+    spec = TABLES[table]
+    path = find_table_file(extract_dir, table)
+    report = TableReport(table=table, file=path.name)
+    if path.stat().st_size == 0:
+        raise ExtractError("is empty (0 bytes)", file=str(path))
+    is_csv = path.name.endswith((".csv", ".csv.gz"))
+    columns = read_header(path) if is_csv else _parquet_columns(con, path)
+    for column in spec.column_names:
+        if column not in columns:
+            raise ExtractError(f"required column is missing (the {table} table needs "
+                               f"{', '.join(spec.column_names)})", file=str(path), column=column)
+    report.ignored_columns = [c for c in columns if c not in spec.column_names]
+    # Column names come from the contract, never from the file, so they are safe to splice in;
+    # the path is a bound parameter.
+    select = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in spec.column_names)
+    source = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
+              "escape = '\"', strict_mode = true, encoding = 'utf-8')"
+              if is_csv else "read_parquet(?)")
+    con.execute("create schema if not exists raw")
+    try:
+        con.execute(f"create or replace table raw.{table} as select {select} from {source}",  # noqa: S608
+                    [str(path)])
+    except duckdb.Error as exc:
+        summary, line = _safe_csv_error(exc)
+        raise ExtractError(f"malformed {'CSV' if is_csv else 'Parquet'}: {summary}",
+                           file=str(path), row=line) from None
+    report.rows_read = con.execute(f"select count(*) from raw.{table}").fetchone()[0]  # noqa: S608
+    if report.rows_read == 0:
+        raise ExtractError("has a header but no rows", file=str(path))
+    return report
+
+
+def stage(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Run ``sql/staging/stg_<table>.sql`` into ``staging.stg_<table>``."""
+    query = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
+    con.execute("create schema if not exists staging")
+    con.execute(f"create or replace table staging.stg_{table} as {query}")
+
+
+def write_run_parameters(con: duckdb.DuckDBPyConnection, metadata: ExtractMetadata) -> None:
+    """Values the expectations need, as tables, so no value is ever formatted into SQL."""
+    con.execute("create schema if not exists ingest")
+    con.execute("create or replace table ingest.run_parameters (extract_date date, imd_version varchar)")
+    con.execute("insert into ingest.run_parameters values (?, ?)",
+                [metadata.extract_date, metadata.imd_version])
+    con.execute("create or replace table ingest.measurement_ranges "
+                "(code varchar, concept varchar, plausible_min double, plausible_max double)")
+    insert_rows(con, "ingest.measurement_ranges", measurement_ranges())
+
+
+def quarantine(con: duckdb.DuckDBPyConnection, outcomes, reports: dict[str, TableReport]) -> None:
+    """Put every row that broke an expectation into ``ingest.quarantine`` with its reason."""
+    con.execute("create or replace table ingest.quarantine (table_name varchar, source_row bigint, "
+                "column_name varchar, rule varchar, reason varchar)")
+    for o in outcomes:
+        if not o.rows_query:
+            continue
+        found = con.execute(f"select count(*) from ({o.rows_query.rstrip(';')})").fetchone()[0]  # noqa: S608
+        if found != o.unexpected_count:
+            raise ValidationError(
+                f"{o.table}: Great Expectations counted {o.unexpected_count} rows breaking "
+                f"'{o.reason}' but the quarantine query found {found}")
+        con.execute(
+            f"insert into ingest.quarantine select distinct ?, source_row, ?, ?, ? "  # noqa: S608
+            f"from ({o.rows_query.rstrip(';')})", [o.table, o.column, o.expectation, o.reason])
+
+
+def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> None:
+    """Create ``main.<table>`` from the staged rows not in quarantine, parents first."""
+    for table, spec in TABLES.items():
+        for column, parent in PARENTS.get(table, []):
+            parent_key = TABLES[parent].key[0]
+            reason = f"its {parent} row was quarantined, so {column} has nothing to refer to"
+            con.execute(
+                f"""insert into ingest.quarantine
+                select ?, s.source_row, ?, 'parent_quarantined', ?
+                from staging.stg_{table} s
+                where s.{column} in (select {parent_key} from ingest.quarantined_keys_{parent})
+                  and s.{column} not in (select {parent_key} from main.{parent})
+                  and s.source_row not in (
+                      select source_row from ingest.quarantine where table_name = ?)""",  # noqa: S608
+                [table, column, reason, table])
+        columns = ", ".join(spec.column_names)
+        con.execute(
+            f"""create or replace table main.{table} as
+            select {columns} from staging.stg_{table}
+            where source_row not in (select source_row from ingest.quarantine where table_name = ?)
+            order by source_row""",  # noqa: S608
+            [table])
+        if spec.key:
+            key = spec.key[0]
+            con.execute(
+                f"""create or replace table ingest.quarantined_keys_{table} as
+                select distinct s.{key} from staging.stg_{table} s
+                join ingest.quarantine q on q.table_name = ? and q.source_row = s.source_row
+                where s.{key} is not null""",  # noqa: S608
+                [table])
+        report = reports[table]
+        report.rows_loaded = con.execute(f"select count(*) from main.{table}").fetchone()[0]  # noqa: S608
+        report.rows_quarantined = con.execute(
+            "select count(distinct source_row) from ingest.quarantine where table_name = ?",
+            [table]).fetchone()[0]
+        report.quarantine_reasons = dict(con.execute(
+            "select reason, count(distinct source_row) from ingest.quarantine where table_name = ? "
+            "group by reason order by 2 desc", [table]).fetchall())
+        if report.rows_read != report.rows_loaded + report.rows_quarantined:
+            raise ValidationError(
+                f"{table}: rows read ({report.rows_read}) != loaded ({report.rows_loaded}) + "
+                f"quarantined ({report.rows_quarantined}); nothing may be dropped silently")
+
+
+def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> list[str]:
+    """Facts about loaded data worth knowing that are not errors (no patient-level values)."""
+    out = []
+    for r in reports.values():
+        if r.ignored_columns:
+            out.append(f"{r.file}: columns not in the contract were ignored: {', '.join(r.ignored_columns)}")
+    overlapping = con.execute(
+        """select count(distinct a.patient_id) from main.practice_registrations a
+        join main.practice_registrations b on a.patient_id = b.patient_id
+        and a.start_date < b.start_date and (a.end_date is null or a.end_date >= b.start_date)""").fetchone()[0]
+    if overlapping:
+        out.append(f"{overlapping:,} patients have overlapping registrations (kept; the feature "
+                   "layer uses the most recently started one)")
+    known = [c for cl in project_codelists().values() if cl.system == "snomedct" for c in cl.codes]
+    con.execute("create or replace temp table known_codes (code varchar)")
+    insert_rows(con, "known_codes", [[c] for c in known])
+    outside = con.execute("select count(*) from main.clinical_events where snomedct_code not in "
+                          "(select code from known_codes)").fetchone()[0]
+    total = reports["clinical_events"].rows_loaded
+    if total:
+        out.append(f"{outside / total:.1%} of clinical events use codes in no project codelist "
+                   "(loaded, not used by features)")
+    return out
+
+
+def record_run(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
+    con.execute("create table if not exists ingest.runs (finished_at timestamp, extract_dir varchar, "
+                "extract_date date, report_json varchar)")
+    con.execute("create or replace table ingest.table_counts (table_name varchar, rows_read bigint, "
+                "rows_loaded bigint, rows_quarantined bigint)")
+    insert_rows(con, "ingest.table_counts", [[t.table, t.rows_read, t.rows_loaded, t.rows_quarantined]
+                                             for t in report.tables.values()])
+    con.execute("insert into ingest.runs values (?, ?, ?, ?)",
+                [dt.datetime.now(), report.extract_dir, report.extract_date, report.to_json()])
+
+
+def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[ExtractMetadata, dict[str, TableReport]]:
+    """Step 1: file checks, raw copies and staging for every table (then the connection closes)."""
+    metadata = ExtractMetadata.read(extract_dir)
+    reports = {}
+    con = connect(db_path)
+    try:
+        write_run_parameters(con, metadata)
+        for table in TABLES:
+            if progress:
+                progress(f"loading {table}")
+            reports[table] = load_raw(con, extract_dir, table)
+            stage(con, table)
+    finally:
+        con.close()
+    return metadata, reports
+
+
+def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableReport]) -> list[str]:
+    """Step 3: quarantine rule-breaking rows, publish the rest, record the run."""
+    con = connect(db_path)
+    try:
+        con.execute("begin transaction")
+        quarantine(con, outcomes, reports)
+        publish(con, reports)
+        found = notes(con, reports)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.close()
+    return found
+
+
+def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None) -> IngestReport:
+    """Load, validate and publish an extract; see the module docstring."""
+    from phm.validation import validate_staged_tables  # GX is slow to import; only when needed
+
+    started = time.perf_counter()
+    extract_dir, db_path = Path(extract_dir), Path(db_path)
+    metadata, reports = load_and_stage(extract_dir, db_path, progress)
+    outcomes = validate_staged_tables(
+        db_path, list(TABLES), docs_dir,
+        on_table=(lambda t: progress(f"validating {t}")) if progress else None)
+    if progress:
+        progress("quarantining and publishing")
+    found = quarantine_and_publish(db_path, outcomes, reports)
+    docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html" if docs_dir else None
+    report = IngestReport(
+        extract_dir=str(extract_dir), database=str(db_path),
+        extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,
+        tables=reports, notes=found, data_docs=str(docs) if docs and docs.exists() else None,
+        seconds=round(time.perf_counter() - started, 2))
+    con = connect(db_path)
+    try:
+        record_run(con, report)
+    finally:
+        con.close()
+    return report

@@ -1,0 +1,170 @@
+"""Run the Great Expectations suites in ``expectations/`` against the staged tables in DuckDB.
+
+GX judges every expectation and counts the rows that break it; it returns only a sample of those
+rows, so for each failed expectation we keep the SQL that selects *all* of them (GX's
+``unexpected_index_query``, or our own ``unexpected_rows_query``) for the quarantine step, and
+check that it finds exactly as many rows as GX counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from phm.exceptions import ValidationError
+
+# GX phones home unless told not to; this must be set before great_expectations is imported.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import great_expectations as gx  # noqa: E402
+from great_expectations.core.expectation_suite import ExpectationSuite  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+from great_expectations.execution_engine import sqlalchemy_execution_engine as _gx_sql  # noqa: E402
+from great_expectations.expectations.expectation_configuration import (  # noqa: E402
+    ExpectationConfiguration,
+)
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
+BATCH_SUBSTITUTE = "(select * from staging.stg_{table}) as subselect"
+
+
+class _DuckDBDialect(str):
+    """Marks DuckDB as a dialect whose connection GX must keep open between queries.
+
+    Without it every expectation fails with IndexError (GX issues #10738, #11579): GX closes
+    the pooled connection before reading rows, which DuckDB does not survive. GX gives SQLite
+    the same treatment.
+    """
+
+    value = "duckdb"
+
+
+if "duckdb" not in _gx_sql._PERSISTED_CONNECTION_DIALECTS:
+    _gx_sql._PERSISTED_CONNECTION_DIALECTS = (
+        *_gx_sql._PERSISTED_CONNECTION_DIALECTS, _DuckDBDialect("duckdb"))
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    table: str
+    expectation: str  # GX type, e.g. expect_column_values_to_not_be_null
+    column: str | None
+    reason: str
+    success: bool
+    unexpected_count: int
+    rows_query: str | None  # selects source_row of every row that broke it (None if none did)
+
+
+def suite_path(table: str) -> Path:
+    return EXPECTATIONS_DIR / f"{table}.json"
+
+
+def load_suite(table: str) -> ExpectationSuite:
+    body = json.loads(suite_path(table).read_text(encoding="utf-8"))
+    suite = ExpectationSuite(name=body["name"], meta=body.get("meta", {}))
+    for entry in body["expectations"]:
+        config = ExpectationConfiguration(type=entry["type"], kwargs=entry["kwargs"],
+                                          meta=entry.get("meta", {}))
+        suite.add_expectation_configuration(config)
+    return suite
+
+
+def _context(docs_dir: Path | None):
+    if docs_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | None = None,
+                           on_table=None) -> list[ExpectationOutcome]:
+    """Validate ``staging.stg_<table>`` for each table; build Data Docs when ``docs_dir`` is set.
+
+    The caller must have closed its own DuckDB connection: GX opens its own.
+    """
+    context = _context(docs_dir)
+    datasource = context.data_sources.add_or_update_sql(
+        name="phm_duckdb", connection_string=f"duckdb:///{Path(db_path).resolve()}")
+    outcomes: list[ExpectationOutcome] = []
+    try:
+        for table in tables:
+            if on_table:
+                on_table(table)
+            asset_name = f"stg_{table}"
+            try:
+                asset = datasource.get_asset(asset_name)
+            except LookupError:
+                asset = datasource.add_table_asset(name=asset_name, table_name=asset_name,
+                                                   schema_name="staging")
+            try:
+                batch = asset.get_batch_definition("whole_table")
+            except KeyError:
+                batch = asset.add_batch_definition_whole_table("whole_table")
+            suite = context.suites.add_or_update(load_suite(table))
+            definition = context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=f"ingest_{table}", data=batch, suite=suite))
+            result = definition.run(result_format={
+                "result_format": "COMPLETE", "unexpected_index_column_names": ["source_row"],
+                "partial_unexpected_count": 0})
+            for r in result.results:
+                outcomes.append(_outcome(table, r))
+        if docs_dir is not None:
+            context.build_data_docs()
+    finally:
+        _release_connections(context, datasource)
+    return outcomes
+
+
+def _release_connections(context, datasource) -> None:
+    """Close GX's persisted DuckDB connection so the caller can open the file again.
+
+    ``SqlAlchemyExecutionEngine.close()`` disposes the engine but not the connection we asked
+    it to persist, and DuckDB refuses a second connection with a different configuration.
+    """
+    candidates = [datasource]
+    try:
+        candidates.append(context.data_sources.get(datasource.name))
+    except (KeyError, LookupError, ValueError):
+        pass
+    for source in candidates:
+        engine = getattr(source, "_execution_engine", None)
+        if engine is None:
+            continue
+        if getattr(engine, "_connection", None) is not None:
+            engine._connection.close()
+            engine._connection = None
+        engine.close()
+    gc.collect()
+
+
+def _outcome(table: str, r) -> ExpectationOutcome:
+    config = r.expectation_config
+    meta = config.meta or {}
+    reason = meta.get("reason") or config.type
+    if r.exception_info and r.exception_info.get("raised_exception"):
+        raise ValidationError(
+            f"expectation {config.type} on {table} ({reason}) could not be evaluated: "
+            f"{r.exception_info.get('exception_message', '')[:300]}")
+    for info in (r.exception_info or {}).values():
+        if isinstance(info, dict) and info.get("raised_exception"):
+            raise ValidationError(
+                f"expectation {config.type} on {table} ({reason}) could not be evaluated: "
+                f"{str(info.get('exception_message', ''))[:300]}")
+    result = r.result or {}
+    if config.type == "unexpected_rows_expectation":
+        count = int(result.get("observed_value") or 0)
+        # GX fills {batch} with str.format semantics (literal braces doubled); so do we.
+        query = config.kwargs["unexpected_rows_query"].format(
+            batch=BATCH_SUBSTITUTE.format(table=table))
+    else:
+        count = int(result.get("unexpected_count") or 0)
+        query = result.get("unexpected_index_query")
+    return ExpectationOutcome(table=table, expectation=config.type,
+                              column=meta.get("column") or config.kwargs.get("column"),
+                              reason=reason, success=bool(r.success), unexpected_count=count,
+                              rows_query=query if count else None)
