@@ -89,22 +89,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list | tu
     con.execute(f"insert into {table} select {unnests}", columns)  # noqa: S608 - table is ours
 
 
-def _shared_user_agent() -> str:
-    """The configuration duckdb-engine (used by Great Expectations) opens files with.
-
-    DuckDB refuses a second connection to a file "with a different configuration"; opening ours
-    with the same user agent lets both share one database instance within the process.
-    """
-    import duckdb_engine
-    import sqlalchemy
-
-    return f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"
-
-
 def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
     try:
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(str(db_path), config={"custom_user_agent": _shared_user_agent()})
+        return duckdb.connect(str(db_path))
     except (duckdb.IOException, OSError) as exc:
         raise DatabaseError(f"cannot open database {db_path}: {_first_line(str(exc))} "
                             "(is another run using it?)") from None
@@ -349,24 +337,23 @@ def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableRepo
     return found
 
 
-def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None) -> IngestReport:
-    """Load, validate and publish an extract; see the module docstring."""
-    from phm.validation import validate_staged_tables  # GX is slow to import; only when needed
+def validate(db_path: Path, docs_dir: Path | None = None, progress=None):
+    """Step 2: run the Great Expectations suites on every staged table."""
+    from phm.validation import validate_staged_tables  # GX takes seconds to import
 
-    started = time.perf_counter()
-    extract_dir, db_path = Path(extract_dir), Path(db_path)
-    metadata, reports = load_and_stage(extract_dir, db_path, progress)
-    outcomes = validate_staged_tables(
-        db_path, list(TABLES), docs_dir,
+    return validate_staged_tables(
+        Path(db_path), list(TABLES), docs_dir,
         on_table=(lambda t: progress(f"validating {t}")) if progress else None)
-    if progress:
-        progress("quarantining and publishing")
-    found = quarantine_and_publish(db_path, outcomes, reports)
-    docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html" if docs_dir else None
+
+
+def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: ExtractMetadata,
+           reports: dict[str, TableReport], notes_found: list[str], started: float) -> IngestReport:
+    """Step 4: the report, recorded in the database."""
+    docs = Path(docs_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html" if docs_dir else None
     report = IngestReport(
         extract_dir=str(extract_dir), database=str(db_path),
         extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,
-        tables=reports, notes=found, data_docs=str(docs) if docs and docs.exists() else None,
+        tables=reports, notes=notes_found, data_docs=str(docs) if docs and docs.exists() else None,
         seconds=round(time.perf_counter() - started, 2))
     con = connect(db_path)
     try:
@@ -374,3 +361,15 @@ def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progr
     finally:
         con.close()
     return report
+
+
+def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None) -> IngestReport:
+    """Load, validate and publish an extract (the four steps above, in order)."""
+    started = time.perf_counter()
+    extract_dir, db_path = Path(extract_dir), Path(db_path)
+    metadata, reports = load_and_stage(extract_dir, db_path, progress)
+    outcomes = validate(db_path, docs_dir, progress)
+    if progress:
+        progress("quarantining and publishing")
+    notes_found = quarantine_and_publish(db_path, outcomes, reports)
+    return finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)

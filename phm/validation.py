@@ -68,7 +68,13 @@ def load_suite(table: str) -> ExpectationSuite:
     for entry in body["expectations"]:
         config = ExpectationConfiguration(type=entry["type"], kwargs=entry["kwargs"],
                                           meta=entry.get("meta", {}))
-        suite.add_expectation_configuration(config)
+        # add_expectation_configuration treats every unexpected_rows_expectation on a table
+        # as the same one and keeps only the last; domain objects compare on all kwargs.
+        suite.add_expectation(config.to_domain_obj())
+    expected = len(body["expectations"])
+    if len(suite.expectations) != expected:
+        raise ValidationError(f"{suite_path(table)}: {expected} expectations written but "
+                              f"{len(suite.expectations)} loaded (duplicates?)")
     return suite
 
 
@@ -116,29 +122,30 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
         if docs_dir is not None:
             context.build_data_docs()
     finally:
-        _release_connections(context, datasource)
+        _release_connections(db_path)
     return outcomes
 
 
-def _release_connections(context, datasource) -> None:
-    """Close GX's persisted DuckDB connection so the caller can open the file again.
+def _release_connections(db_path: Path) -> None:
+    """Close every connection GX opened to ``db_path`` so the file can be opened again.
 
-    ``SqlAlchemyExecutionEngine.close()`` disposes the engine but not the connection we asked
-    it to persist, and DuckDB refuses a second connection with a different configuration.
+    GX keeps two SQLAlchemy engines (the datasource's and its execution engine's) and, because
+    we ask it to, a persisted connection; ``SqlAlchemyExecutionEngine.close()`` leaves the
+    latter open, and DuckDB then refuses our own connections to the file.
     """
-    candidates = [datasource]
-    try:
-        candidates.append(context.data_sources.get(datasource.name))
-    except (KeyError, LookupError, ValueError):
-        pass
-    for source in candidates:
-        engine = getattr(source, "_execution_engine", None)
-        if engine is None:
-            continue
-        if getattr(engine, "_connection", None) is not None:
-            engine._connection.close()
-            engine._connection = None
-        engine.close()
+    import sqlalchemy
+
+    gc.collect()
+    target = str(Path(db_path).resolve())
+    for obj in gc.get_objects():
+        if isinstance(obj, _gx_sql.SqlAlchemyExecutionEngine):
+            if obj.engine is not None and obj.engine.url.database == target:
+                if obj._connection is not None:
+                    obj._connection.close()
+                    obj._connection = None
+        elif isinstance(obj, sqlalchemy.engine.Engine):
+            if obj.url.drivername.startswith("duckdb") and obj.url.database == target:
+                obj.dispose()
     gc.collect()
 
 

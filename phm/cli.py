@@ -1,0 +1,209 @@
+"""``phm``: the command line. Every command has --help; errors are one line on stderr.
+
+Exit codes: 0 success; 1 other user-facing error; 2 invalid option or configuration;
+3 extract file fault; 4 codelist fault; 5 validation machinery fault; 6 database unavailable;
+70 internal error (a bug: please report it with ``--debug`` output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+from phm.exceptions import ConfigError, PhmError
+
+INTERNAL_ERROR = 70
+
+
+def _env_defaults() -> None:
+    # Quiet, local-only defaults for the embedded Prefect and GX; explicit settings win.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def _probabilities(items: list[str] | None, option: str) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        group, sep, value = item.partition("=")
+        try:
+            out[group] = float(value) if sep else float("nan")
+        except ValueError:
+            out[group] = float("nan")
+        if not sep or out[group] != out[group]:
+            raise ConfigError(f"{option} takes GROUP=PROBABILITY (e.g. N=0.6 or Black=0.6), not {item!r}")
+    return out
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_synth(args) -> int:
+    from phm.synth import SynthConfig, generate
+
+    config = SynthConfig(
+        patients=args.patients, seed=args.seed, extract_date=args.extract_date,
+        profile=args.profile, pcns=args.pcns, format=args.format,
+        ethnicity_unrecorded=args.ethnicity_unrecorded,
+        measurement_access=_probabilities(args.measurement_access, "--measurement-access"),
+        outcome_recording=_probabilities(args.outcome_recording, "--outcome-recording"),
+        ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"))
+    _progress(f"generating {config.patients:,} synthetic patients (seed {config.seed}) into {args.out}")
+    started = time.perf_counter()
+    counts = generate(config, Path(args.out))
+    for table, rows in counts.items():
+        print(f"{table:<24}{rows:>12,} rows")
+    print(f"written to {args.out} in {time.perf_counter() - started:.1f} s "
+          f"(truth for checking results in {Path(args.out) / 'truth'})")
+    return 0
+
+
+def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | None) -> int:
+    from flows.ingest import ingest_flow
+
+    _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
+    report = ingest_flow(extract, db, docs)
+    for line in report.summary_lines():
+        print(line)
+    report_path = report_path or db.with_suffix(".ingest.json")
+    report_path.write_text(report.to_json())
+    print(f"report: {report_path}")
+    if report.data_docs:
+        print(f"Great Expectations Data Docs: {report.data_docs}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    docs = None if args.no_docs else (args.docs or Path(args.db).resolve().parent)
+    return run_ingest(Path(args.extract), Path(args.db), docs, args.report)
+
+
+def cmd_demo(args) -> int:
+    from phm.synth import SynthConfig, generate
+
+    out = Path(args.out)
+    extract = out / "extract"
+    _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
+    generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
+    code = run_ingest(extract, out / "phm.duckdb", out, out / "ingest_report.json")
+    print(f"\ndemo finished; everything is under {out.resolve()}")
+    print(f"  database:  {out / 'phm.duckdb'} (open with: duckdb {out / 'phm.duckdb'})")
+    return code
+
+
+def cmd_contract(args) -> int:
+    from phm.contract import render_markdown
+
+    text = render_markdown() + "\n"
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_codelists(args) -> int:
+    from phm.codelists import project_codelists
+
+    print(f"{'concept':<26}{'system':<10}{'codes':>6}  reference")
+    for cl in project_codelists().values():
+        ref = ", ".join(cl.references) if cl.references else "none here: review on OpenCodelists"
+        print(f"{cl.concept:<26}{cl.system:<10}{len(cl.codes):>6}  {ref}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phm", description="Population health management for NHS primary care: risk, "
+        "fairness audit by ethnicity, and PCN targeting lists.",
+        epilog="Exit codes: 0 ok, 1 error, 2 bad option or config, 3 extract fault, "
+        "4 codelist fault, 5 validation fault, 6 database unavailable, 70 internal error.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic GP extract (and its truth/)",
+                       description="Generate a synthetic extract in the contract layout, with a "
+                       "truth/ folder the pipeline never reads. Deterministic for a seed.")
+    p.add_argument("--patients", type=int, default=10_000, help="number of patients (default 10000)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--out", required=True, help="output folder (replaced if it exists)")
+    p.add_argument("--profile", default="england", help="ethnicity profile: england (default) or diverse_urban")
+    p.add_argument("--pcns", type=int, help="number of PCNs (default: patients / 40,000, rounded up)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="file format (default parquet)")
+    p.add_argument("--extract-date", type=_date, default=dt.date(2026, 3, 31), help="extract date (default 2026-03-31)")
+    p.add_argument("--ethnicity-unrecorded", type=float, default=0.15, help="share with no ethnicity code (default 0.15)")
+    p.add_argument("--measurement-access", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability a measurement is taken, per group (e.g. N=0.5)")
+    p.add_argument("--outcome-recording", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability a true diagnosis or event is coded, per group")
+    p.add_argument("--ethnicity-misrecording", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability the recorded ethnicity is another category")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="load, validate and quarantine an extract into DuckDB",
+                       description="Load an extract folder into a DuckDB file, validate it with the "
+                       "Great Expectations suites in expectations/, quarantine rows that break a "
+                       "rule, and report rows read / loaded / quarantined per table.")
+    p.add_argument("--extract", required=True, help="extract folder (see docs/extract-contract.md)")
+    p.add_argument("--db", required=True, help="DuckDB file to create or update")
+    p.add_argument("--docs", type=Path, help="folder for Great Expectations Data Docs (default: beside --db)")
+    p.add_argument("--no-docs", action="store_true", help="do not build Data Docs")
+    p.add_argument("--report", type=Path, help="JSON report path (default: <db>.ingest.json)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
+                       description="The embedded default: a synthetic extract, a local DuckDB "
+                       "file, Prefect with no server. Everything is written under --out.")
+    p.add_argument("--out", default="phm-demo", help="output folder (default ./phm-demo)")
+    p.add_argument("--patients", type=int, default=100_000, help="patients (default 100000)")
+    p.add_argument("--pcns", type=int, default=3, help="PCNs (default 3)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("contract", help="print the extract contract as Markdown",
+                       description="Print the extract contract (tables, columns, types, rules).")
+    p.add_argument("--write", help="write it to this file instead of printing")
+    p.set_defaults(func=cmd_contract)
+
+    p = sub.add_parser("codelists", help="list the project's codelists and their references",
+                       description="List every codelist with its coding system, size and the "
+                       "reference lists it is cross-checked against.")
+    p.set_defaults(func=cmd_codelists)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _env_defaults()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PhmError as exc:
+        print(f"phm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("phm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: one line unless --debug
+        if args.debug:
+            raise
+        print(f"phm: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE_DIR.is_dir():
+        pytest.fail(f"reference material not found at {REFERENCE_DIR} (CI has ../shared beside the repo)")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_extract(tmp_path_factory) -> Path:
+    """3,000 synthetic patients in 2 PCNs, fixed seed, CSV (the format most sources send)."""
+    from phm.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth") / "extract"
+    generate(SynthConfig(patients=3_000, seed=7, pcns=2, format="csv"), out)
+    return out

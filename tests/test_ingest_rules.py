@@ -1,0 +1,232 @@
+"""Spec tests for ingest: one hand-made extract per rule, with the outcome each must have.
+
+Row-level faults go to quarantine with the table, source row and reason; file-level faults stop
+the ingest with one message naming the file (and column or row). Every case also checks that
+rows read = rows loaded + rows quarantined.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import duckdb
+import pytest
+
+from phm.exceptions import ExtractError
+from phm.ingest import ingest
+from tests.extracts import BASE, write_extract, with_rows
+
+
+def run(tmp_path, tables=None, metadata=None):
+    extract = write_extract(tmp_path / "extract", tables, metadata)
+    db = tmp_path / "phm.duckdb"
+    report = ingest(extract, db)
+    for t in report.tables.values():
+        assert t.rows_read == t.rows_loaded + t.rows_quarantined, t
+    return report, db
+
+
+def quarantined(db):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("select table_name, source_row, reason from ingest.quarantine "
+                           "order by table_name, source_row").fetchall()
+
+
+def test_clean_hand_made_extract_loads_every_row(tmp_path):
+    report, db = run(tmp_path)
+    assert {t: r.rows_loaded for t, r in report.tables.items()} == {
+        t: len(rows) - 1 for t, rows in BASE.items()}
+    assert quarantined(db) == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        types = dict(con.execute("select column_name, data_type from information_schema.columns "
+                                 "where table_schema = 'main' and table_name = 'patients'").fetchall())
+        assert types == {"patient_id": "BIGINT", "sex": "VARCHAR", "date_of_birth": "DATE",
+                         "date_of_death": "DATE"}
+        counts = con.execute("select table_name, rows_read, rows_loaded, rows_quarantined "
+                             "from ingest.table_counts order by 1").fetchall()
+        assert ("patients", 4, 4, 0) in counts
+
+
+# (case, tables, expected quarantine rows (table, source_row, reason fragment))
+ROW_CASES = [
+    ("duplicate patient rows: the later copy is quarantined",
+     with_rows("patients", ["2", "male", "1975-01-01", ""]),
+     [("patients", 5, "duplicate patient_id")]),
+    ("malformed SNOMED code",
+     with_rows("clinical_events", ["1", "2025-01-01", "X12345", ""]),
+     [("clinical_events", 8, "not a valid SNOMED CT code")]),
+    ("event for a patient with no patient row",
+     with_rows("clinical_events", ["99", "2025-01-01", "271649006", "120"]),
+     [("clinical_events", 8, "not in the patients table")]),
+    ("event after the extract date",
+     with_rows("clinical_events", ["1", "2026-04-01", "271649006", "120"]),
+     [("clinical_events", 8, "after the extract date")]),
+    ("event before birth",
+     with_rows("clinical_events", ["4", "1999-01-01", "271649006", "120"]),
+     [("clinical_events", 8, "before the patient's date of birth")]),
+    ("event after death",
+     with_rows("clinical_events", ["3", "2025-01-01", "271649006", "120"]),
+     [("clinical_events", 8, "after the patient's date of death")]),
+    ("implausible systolic blood pressure",
+     with_rows("clinical_events", ["1", "2025-01-01", "271649006", "900"]),
+     [("clinical_events", 8, "outside the plausible range")]),
+    ("date in another format",
+     with_rows("clinical_events", ["1", "31/12/2020", "271649006", "120"]),
+     [("clinical_events", 8, "date is missing or is not an ISO date")]),
+    ("non-numeric measurement value",
+     with_rows("clinical_events", ["1", "2025-01-01", "271649006", "high"]),
+     [("clinical_events", 8, "numeric_value is not a number")]),
+    ("unknown sex value",
+     with_rows("patients", ["5", "F", "1990-01-01", ""]),
+     [("patients", 5, "sex is not one of")]),
+    ("registration with a practice not in practices",
+     with_rows("practice_registrations", ["1", "2009-01-01", "2009-12-31", "999"]),
+     [("practice_registrations", 5, "not in the practices table")]),
+    ("registration ending before it starts",
+     with_rows("practice_registrations", ["2", "2014-01-01", "2013-01-01", "101"]),
+     [("practice_registrations", 5, "end_date is before start_date")]),
+    ("invalid LSOA code",
+     with_rows("addresses", ["1", "2000-01-01", "2009-12-31", "X99", "100", ""]),
+     [("addresses", 5, "not an LSOA code")]),
+    ("unicode in an id",
+     with_rows("patients", ["p1\u00e9", "female", "1990-01-01", ""]),
+     [("patients", 5, "patient_id is missing or is not a whole number")]),
+    ("an id too large for a 64-bit integer",
+     with_rows("patients", ["99999999999999999999999", "female", "1990-01-01", ""]),
+     [("patients", 5, "patient_id is missing or is not a whole number")]),
+    ("death before birth",
+     with_rows("patients", ["5", "male", "1990-01-01", "1980-01-01"]),
+     [("patients", 5, "date_of_death is before date_of_birth")]),
+    ("medication with a malformed dm+d code",
+     with_rows("medications", ["1", "2025-01-01", "0123"]),
+     [("medications", 4, "not a valid dm+d code")]),
+]
+
+
+@pytest.mark.parametrize("case,tables,expected", ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_row_level_faults_go_to_quarantine_with_row_and_reason(tmp_path, case, tables, expected):
+    report, db = run(tmp_path, tables)
+    rows = quarantined(db)
+    assert len(rows) == len(expected), rows
+    for (table, row, reason), (qt, qrow, qreason) in zip(expected, rows, strict=True):
+        assert (qt, qrow) == (table, row)
+        assert reason in qreason
+    assert report.tables[expected[0][0]].rows_quarantined == len(expected)
+
+
+def test_rows_of_a_quarantined_patient_are_quarantined_too(tmp_path):
+    tables = {"patients": [BASE["patients"][0], ["1", "female", "not-a-date", ""], *BASE["patients"][2:]]}
+    report, db = run(tmp_path, tables)
+    rows = quarantined(db)
+    assert ("patients", 1, "date_of_birth is missing or is not an ISO date (YYYY-MM-DD)") in rows
+    cascaded = [r for r in rows if r[0] == "clinical_events"]
+    assert [r[1] for r in cascaded] == [1, 2, 3]
+    assert all("its patients row was quarantined" in r[2] for r in cascaded)
+    assert report.tables["practice_registrations"].rows_quarantined == 1
+
+
+def test_codes_outside_the_codelists_and_overlapping_registrations_are_loaded_and_noted(tmp_path):
+    tables = {**with_rows("clinical_events", ["2", "2025-01-01", "123456789", ""]),
+              **with_rows("practice_registrations", ["1", "2009-06-01", "2011-01-01", "202"])}
+    report, db = run(tmp_path, tables)
+    assert quarantined(db) == []
+    assert any("overlapping registrations" in n for n in report.notes)
+    assert any("use codes in no project codelist" in n for n in report.notes)
+
+
+def test_extra_columns_are_ignored_and_named(tmp_path):
+    rows = [r + [v] for r, v in zip(BASE["practices"], ["comment", "a", "b"], strict=True)]
+    report, _ = run(tmp_path, {"practices": rows})
+    assert report.tables["practices"].ignored_columns == ["comment"]
+    assert any("comment" in n for n in report.notes)
+
+
+def test_ingesting_twice_gives_the_same_tables_not_duplicates(tmp_path):
+    extract = write_extract(tmp_path / "extract", with_rows("patients", ["2", "male", "1975-01-01", ""]))
+    db = tmp_path / "phm.duckdb"
+    ingest(extract, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        first = {t: con.execute(f"select * from main.{t} order by all").fetchall() for t in BASE}
+        first_q = con.execute("select * from ingest.quarantine order by all").fetchall()
+    ingest(extract, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert {t: con.execute(f"select * from main.{t} order by all").fetchall() for t in BASE} == first
+        assert con.execute("select * from ingest.quarantine order by all").fetchall() == first_q
+        assert con.execute("select count(*) from ingest.runs").fetchone()[0] == 2
+
+
+def test_parquet_and_gzipped_csv_extracts_load_the_same_rows(tmp_path):
+    import polars as pl
+
+    csv_dir = write_extract(tmp_path / "csv")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "extract.json").write_text((csv_dir / "extract.json").read_text())
+    for name in BASE:
+        source = csv_dir / f"{name}.csv"
+        if name in ("patients", "clinical_events"):
+            pl.read_csv(source, infer_schema_length=0).write_parquet(mixed / f"{name}.parquet")
+        else:
+            (mixed / f"{name}.csv.gz").write_bytes(gzip.compress(source.read_bytes()))
+    a = ingest(csv_dir, tmp_path / "a.duckdb")
+    b = ingest(mixed, tmp_path / "b.duckdb")
+    assert {t: r.rows_loaded for t, r in a.tables.items()} == {t: r.rows_loaded for t, r in b.tables.items()}
+
+
+# File-level faults: (case, how to break the extract, message fragment)
+def _remove(name):
+    return lambda d: (d / f"{name}.csv").unlink()
+
+
+def _write(name, data: bytes):
+    return lambda d: (d / f"{name}.csv").write_bytes(data)
+
+
+def _csv(rows):
+    return ("\n".join(",".join(r) for r in rows) + "\n").encode()
+
+
+FILE_CASES = [
+    ("missing table", _remove("medications"), "table 'medications' is missing"),
+    ("missing column", _write("clinical_events", _csv([r[:3] for r in BASE["clinical_events"]])),
+     "column 'numeric_value': required column is missing"),
+    ("empty file", _write("patients", b""), "is empty"),
+    ("header but no rows", _write("patients", _csv(BASE["patients"][:1])), "has a header but no rows"),
+    ("non-UTF-8 bytes in a row", _write("patients", _csv(BASE["patients"]) + b"5,female,1990-01-01,\xff\xfe\n"),
+     "malformed CSV"),
+    ("header not UTF-8", _write("patients", b"patient_id,s\xe9x,date_of_birth,date_of_death\n1,female,1990-01-01,\n"),
+     "header is not UTF-8"),
+    ("wrong delimiter", _write("patients", _csv(BASE["patients"]).replace(b",", b";")),
+     "delimited by something other than commas"),
+    ("a row with too many fields", _write("patients", _csv(BASE["patients"]) + b"5,female,1990-01-01,,extra\n"),
+     "malformed CSV"),
+    ("truncated file (unterminated quote)", _write("patients", _csv(BASE["patients"]) + b'5,"fem'),
+     "malformed CSV"),
+    ("duplicated header", _write("patients", b"patient_id,sex,sex,date_of_birth,date_of_death\n1,female,female,1990-01-01,\n"),
+     "column 'sex': column name appears twice"),
+    ("missing extract.json", lambda d: (d / "extract.json").unlink(), "extract.json"),
+    ("bad extract date", lambda d: (d / "extract.json").write_text(json.dumps({"extract_date": "31/03/2026", "imd_version": "IMD2019"})),
+     "column 'extract_date': must be an ISO date"),
+    ("unknown IMD version", lambda d: (d / "extract.json").write_text(json.dumps({"extract_date": "2026-03-31", "imd_version": "IMD2015"})),
+     "column 'imd_version'"),
+    ("table given twice", lambda d: (d / "patients.parquet").write_bytes(b"PAR1"), "given twice"),
+    ("corrupt Parquet", lambda d: ((d / "patients.csv").unlink(), (d / "patients.parquet").write_bytes(b"PAR1 not really")),
+     "not a readable Parquet file"),
+    ("truncated gzip", lambda d: ((d / "medications.csv").unlink(), (d / "medications.csv.gz").write_bytes(gzip.compress(_csv(BASE["medications"]) * 50)[:40])),
+     "medications.csv.gz"),
+]
+
+
+@pytest.mark.parametrize("case,break_it,message", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_file_level_faults_stop_with_one_message_naming_the_file(tmp_path, case, break_it, message):
+    extract = write_extract(tmp_path / "extract")
+    break_it(extract)
+    with pytest.raises(ExtractError) as caught:
+        ingest(extract, tmp_path / "phm.duckdb")
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+    assert str(extract) in text or "extract.json" in text
+    # the row itself is never echoed back (it could hold patient data)
+    assert "1990-01-01" not in text and "Original Line" not in text
