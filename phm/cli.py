@@ -60,6 +60,7 @@ def cmd_synth(args) -> int:
         measurement_access=_probabilities(args.measurement_access, "--measurement-access"),
         outcome_recording=_probabilities(args.outcome_recording, "--outcome-recording"),
         ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"))
+    config.validate()
     _progress(f"generating {config.patients:,} synthetic patients (seed {config.seed}) into {args.out}")
     started = time.perf_counter()
     counts = generate(config, Path(args.out))
@@ -194,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     except PhmError as exc:
         print(f"phm: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # unwritable folder, full disk, missing path: name the path
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"phm: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("phm: interrupted", file=sys.stderr)
         return 130

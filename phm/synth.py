@@ -174,7 +174,8 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     practice_sizes, practice_pcn = [], []
     for p, size in enumerate(pcn_sizes):
         k = max(1, min(int(size), max(2, round(size / 10_000))))
-        w = rng.uniform(5, 15, k)
+        # about 10,000 each, +-30%: with 30-50k per PCN every practice stays within 5-15k
+        w = rng.uniform(0.7, 1.3, k)
         s = np.maximum(1, np.floor(size * w / w.sum()).astype(np.int64))
         s[-1] = size - s[:-1].sum()
         practice_sizes += list(s)
@@ -191,6 +192,16 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     prac = np.repeat(np.arange(n_prac), practice_sizes)
     base = np.array([prof.ETHNICITY_PROFILES[config.profile][c] for c in prof.CATEGORIES])
     white = np.array([c in ("A", "B") for c in prof.CATEGORIES])
+    # Practices differ in ethnic mix; scale the differences so the whole population still
+    # matches the profile (bisection on one multiplier of the minority weights).
+    minority = base[~white].sum() / base.sum()
+    lo, hi = 1e-3, 1e3
+    for _ in range(60):
+        scale = math.sqrt(lo * hi)
+        d = scale * practice_diversity
+        share = (practice_sizes * minority * d / (minority * d + 1 - minority)).sum() / n
+        lo, hi = (scale, hi) if share < minority else (lo, scale)
+    practice_diversity = practice_diversity * math.sqrt(lo * hi)
     cat = np.empty(n, dtype=np.int64)
     for j in range(n_prac):
         w = base * np.where(white, 1.0, practice_diversity[j])
@@ -315,10 +326,12 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     died = u() < 1 - np.exp(-death_h * config.history_years)
     death = np.where(died, W0 + (u() * (E - W0)).astype(np.int64), -1)
     death = np.where(died, np.maximum(death, dob + 1), -1)
+    # nobody registers after they have died
+    first_start = np.where(died, np.maximum(dob, np.minimum(first_start, death - 1)), first_start)
     left = ~died & (u() < 0.03)
-    leave_day = np.where(left, np.maximum(W0 + (u() * (E - W0)).astype(np.int64), first_start + 30), -1)
+    leave_day = np.where(left, np.minimum(E, np.maximum(W0 + (u() * (E - W0)).astype(np.int64), first_start + 30)), -1)
     mover = (u() < 0.08) & (first_start < E - 60) & (n_prac > 1)
-    move_day = np.where(mover, first_start + (u() * (E - 30 - first_start)).astype(np.int64), -1)
+    move_day = np.where(mover, first_start + 1 + (u() * (E - 30 - first_start)).astype(np.int64), -1)
     overlap = mover & (u() < 0.1)
     end = np.where(died, death, np.where(left, leave_day, -1))
     end = np.where((end >= 0) & (end < first_start), first_start, end)
@@ -356,6 +369,10 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     rec_t2d = ev_t2d & (u() < recording)
     rec_htn = ev_htn & (u() < 0.8 * recording)
     alive_at = lambda day: (death < 0) | (death > day)  # noqa: E731
+    # nobody has an event after they have died; events after leaving happen but go unrecorded
+    ev_cvd &= alive_at(d_cvd)
+    ev_t2d &= alive_at(d_t2d)
+    ev_htn &= alive_at(d_htn)
     rec_cvd &= alive_at(d_cvd) & (d_cvd <= last_day)
     rec_t2d &= alive_at(d_t2d) & (d_t2d <= last_day)
     rec_htn &= alive_at(d_htn) & (d_htn <= last_day)
@@ -549,7 +566,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
             pl.when(pl.col("end_date") >= 0).then(pl.col("end_date")).cast(pl.Int32).cast(pl.Date).alias("end_date"),
             pl.col("practice").map_batches(lambda s: pl.Series(practice_ids[s.to_numpy()].astype(np.int64))).alias("practice_pseudo_id"),
         ),
-        "addresses": _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend),
+        "addresses": _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend, E),
         "clinical_events": ev.frame("snomedct_code", with_value=True),
         "medications": med.frame("dmd_code", with_value=False),
     }
@@ -594,12 +611,12 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     return {name: frame.height for name, frame in tables.items()}
 
 
-def _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend) -> pl.DataFrame:
+def _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend, extract_day) -> pl.DataFrame:
     """One address per patient; 10% moved, their earlier address a nearby area; 1% unknown area."""
     moved = rng.uniform(size=n) < 0.10
     last_day = np.where(end >= 0, end, -1)
-    move = first_start + (rng.uniform(size=n) * 3000).astype(np.int64)
-    moved &= (last_day < 0) | (move < last_day)
+    move = first_start + 1 + (rng.uniform(size=n) * 3000).astype(np.int64)
+    moved &= ((last_day < 0) | (move < last_day)) & (move < extract_day)
     unknown = rng.uniform(size=n) < 0.01
     old_rank = np.clip(imd_rank + rng.integers(-3000, 3000, n), 1, 32_844)
     has_townsend = rng.uniform(size=n) >= 0.02

@@ -62,7 +62,10 @@ def suite_path(table: str) -> Path:
     return EXPECTATIONS_DIR / f"{table}.json"
 
 
-def load_suite(table: str) -> ExpectationSuite:
+def load_suite(table: str, context=None) -> ExpectationSuite:
+    """The suite in ``expectations/<table>.json`` (GX needs a context to build one)."""
+    if context is None:
+        context = _context(None)
     body = json.loads(suite_path(table).read_text(encoding="utf-8"))
     suite = ExpectationSuite(name=body["name"], meta=body.get("meta", {}))
     for entry in body["expectations"]:
@@ -111,7 +114,7 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
                 batch = asset.get_batch_definition("whole_table")
             except KeyError:
                 batch = asset.add_batch_definition_whole_table("whole_table")
-            suite = context.suites.add_or_update(load_suite(table))
+            suite = context.suites.add_or_update(load_suite(table, context))
             definition = context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(name=f"ingest_{table}", data=batch, suite=suite))
             result = definition.run(result_format={

@@ -27,3 +27,19 @@ def small_synthetic_extract(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "extract"
     generate(SynthConfig(patients=3_000, seed=7, pcns=2, format="csv"), out)
     return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how the project's codelists compare with the reference lists (coverage report)."""
+    from tests.test_codelists import COVERAGE
+
+    if not COVERAGE:
+        return
+    terminalreporter.section("codelist coverage against shared/reference/codelists")
+    terminalreporter.write_line(f"{'concept':<26}{'project codes':>14}{'reference codes':>17}")
+    for concept, ours, theirs in sorted(COVERAGE):
+        terminalreporter.write_line(f"{concept:<26}{ours:>14}{theirs:>17}")
+    from phm.codelists import project_codelists
+
+    unchecked = sorted(c for c, cl in project_codelists().items() if not cl.references)
+    terminalreporter.write_line(f"no reference here (review on OpenCodelists): {', '.join(unchecked)}")

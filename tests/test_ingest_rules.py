@@ -15,7 +15,7 @@ import pytest
 
 from phm.exceptions import ExtractError
 from phm.ingest import ingest
-from tests.extracts import BASE, write_extract, with_rows
+from tests.extracts import BASE, with_rows, write_extract
 
 
 def run(tmp_path, tables=None, metadata=None):

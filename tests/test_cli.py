@@ -1,0 +1,78 @@
+"""The command line as a user meets it: help everywhere, one-line errors, documented exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from phm.cli import build_parser, main
+from tests.extracts import write_extract
+
+COMMANDS = ["synth", "ingest", "demo", "contract", "codelists"]
+
+
+def phm(*args, timeout=300):
+    exe = shutil.which("phm")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "phm.cli", *args]
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+    assert "Exit codes" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: phm " + command in capsys.readouterr().out
+
+
+def test_parser_has_no_command_left_out():
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(subparsers.choices) == sorted(COMMANDS)
+
+
+def test_bad_option_value_is_one_line_with_exit_code_2(tmp_path):
+    result = phm("synth", "--patients", "0", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["phm: error: --patients must be at least 1 (got 0)"]
+
+
+def test_bad_knob_syntax_is_rejected_with_the_option_named(capsys, tmp_path):
+    assert main(["synth", "--out", str(tmp_path / "x"), "--outcome-recording", "N:0.5"]) == 2
+    assert "--outcome-recording takes GROUP=PROBABILITY" in capsys.readouterr().err
+
+
+def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path):
+    extract = write_extract(tmp_path / "extract")
+    (extract / "patients.csv").write_text("")
+    result = phm("ingest", "--extract", str(extract), "--db", str(tmp_path / "phm.duckdb"), "--no-docs")
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("phm:")]
+    assert errors == [f"phm: error: file {extract / 'patients.csv'}: is empty (0 bytes)"]
+
+
+def test_synth_then_ingest_from_the_command_line(tmp_path):
+    out = tmp_path / "extract"
+    result = phm("synth", "--patients", "1500", "--seed", "3", "--pcns", "2", "--out", str(out), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert "clinical_events" in result.stdout
+    db = tmp_path / "phm.duckdb"
+    result = phm("ingest", "--extract", str(out), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "rows read = rows loaded + rows quarantined" in result.stdout
+    assert (tmp_path / "phm.ingest.json").is_file()
+    assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()

@@ -1,0 +1,28 @@
+"""The Great Expectations suites cover the contract: every required column is checked."""
+
+from __future__ import annotations
+
+import json
+
+from phm.contract import TABLES
+from phm.validation import load_suite, suite_path
+
+
+def test_every_required_column_has_a_not_null_expectation_and_every_typed_column_a_parse_check():
+    for name, table in TABLES.items():
+        body = json.loads(suite_path(name).read_text())
+        not_null = {e["kwargs"]["column"] for e in body["expectations"]
+                    if e["type"] == "expect_column_values_to_not_be_null"}
+        reasons = " | ".join(e["meta"]["reason"] for e in body["expectations"])
+        for column in table.columns:
+            if not column.nullable:
+                assert column.name in not_null, (name, column.name)
+            elif column.type != "string":
+                assert f"{column.name} is not" in reasons, (name, column.name)
+        assert all(e["meta"].get("reason") for e in body["expectations"])
+
+
+def test_suites_load_into_great_expectations_without_losing_any_expectation():
+    for name in TABLES:
+        body = json.loads(suite_path(name).read_text())
+        assert len(load_suite(name).expectations) == len(body["expectations"])

@@ -1,0 +1,178 @@
+"""The synthetic population: deterministic, in the contract layout, and realistic where it matters."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from phm.codelists import project_codelists
+from phm.contract import TABLES
+from phm.exceptions import ConfigError
+from phm.synth import SynthConfig, generate
+from phm.synth_profiles import ETHNICITY_PROFILES
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """60,000 patients: large enough for practice/PCN sizes and group shares to be checked."""
+    out = tmp_path_factory.mktemp("pop") / "extract"
+    generate(SynthConfig(patients=60_000, seed=11), out)
+    tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in TABLES}
+    tables["truth"] = pl.read_parquet(out / "truth" / "patients.parquet")
+    return out, tables
+
+
+def _codes(concept):
+    return list(project_codelists()[concept].codes)
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
+    generate(SynthConfig(patients=2_000, seed=3), tmp_path / "a")
+    generate(SynthConfig(patients=2_000, seed=3), tmp_path / "b")
+    generate(SynthConfig(patients=2_000, seed=4), tmp_path / "c")
+    for name in TABLES:
+        a = pl.read_parquet(tmp_path / "a" / f"{name}.parquet")
+        assert_frame_equal(a, pl.read_parquet(tmp_path / "b" / f"{name}.parquet"))
+    events_a = pl.read_parquet(tmp_path / "a" / "clinical_events.parquet")
+    events_c = pl.read_parquet(tmp_path / "c" / "clinical_events.parquet")
+    assert not events_a.equals(events_c)
+
+
+def test_tables_follow_the_contract(population):
+    out, tables = population
+    types = {"integer": pl.Int64, "string": pl.String, "date": pl.Date, "float": pl.Float64}
+    for name, spec in TABLES.items():
+        assert tables[name].columns == spec.column_names
+        for column in spec.columns:
+            assert tables[name].schema[column.name] == types[column.type], (name, column.name)
+            if not column.nullable:
+                assert tables[name][column.name].null_count() == 0, (name, column.name)
+    assert json.loads((out / "extract.json").read_text())["imd_version"] == "IMD2019"
+
+
+def test_practices_of_5_to_15_thousand_in_pcns_of_30_to_50_thousand(population):
+    _, t = population
+    current = t["practice_registrations"].sort("start_date").group_by("patient_id").last()
+    sizes = current.join(t["practices"], on="practice_pseudo_id").group_by("practice_pseudo_id", "pcn_code").len()
+    assert sizes["len"].min() >= 4_000 and sizes["len"].max() <= 16_000  # movers shift a few
+    pcn = sizes.group_by("pcn_code").agg(pl.col("len").sum())
+    assert pcn["len"].min() >= 25_000 and pcn["len"].max() <= 52_000
+    assert t["practices"]["icb_code"].n_unique() == 1
+
+
+def test_ethnicity_mix_follows_the_2021_census_profile(population):
+    _, t = population
+    shares = t["truth"]["ethnicity_true"].value_counts(normalize=True)
+    share = dict(zip(shares["ethnicity_true"], shares["proportion"], strict=True))
+    profile = ETHNICITY_PROFILES["england"]
+    white = sum(share.get(c, 0) for c in "ABC")
+    assert white == pytest.approx(sum(profile[c] for c in "ABC") / 100, abs=0.04)
+    assert set(share) == set(profile)  # all 16 categories occur
+
+
+def test_ethnicity_is_recorded_as_in_real_records(population):
+    _, t = population
+    eth = project_codelists()["ethnicity"].codes
+    coded = (t["clinical_events"].filter(pl.col("snomedct_code").is_in(list(eth)))
+             .with_columns(pl.col("snomedct_code").replace_strict(eth).alias("category")))
+    per_patient = coded.group_by("patient_id").agg(pl.col("category").n_unique().alias("n"),
+                                                   (pl.col("category") == "Z").any().alias("z"))
+    n = t["patients"].height
+    unrecorded = 1 - per_patient.height / n
+    assert 0.10 <= unrecorded <= 0.20
+    assert per_patient["z"].sum() > 0.01 * n          # some 'not stated'
+    assert (per_patient["n"] > 1).sum() > 0.02 * n     # some conflicting codes
+
+
+def test_minority_groups_live_in_more_deprived_areas_and_carry_more_diabetes(population):
+    _, t = population
+    truth = t["truth"]
+    by = truth.group_by(pl.col("ethnicity_true").is_in(["J", "K"]).alias("pak_bang")).agg(
+        pl.col("imd_decile").mean())
+    decile = dict(zip(by["pak_bang"], by["imd_decile"], strict=True))
+    assert decile[True] < decile[False] - 1  # decile 1 = most deprived
+    adults = truth.join(t["patients"], on="patient_id").filter(
+        pl.col("date_of_birth") < pl.date(1976, 1, 1))
+    diab = adults.group_by(pl.col("ethnicity_true").is_in(["H", "J", "K", "L"]).alias("sa")).agg(
+        pl.col("t2d_true_past_index").mean())
+    rate = dict(zip(diab["sa"], diab["t2d_true_past_index"], strict=True))
+    assert rate[True] > 1.3 * rate[False]
+    htn = adults.group_by(pl.col("ethnicity_true").is_in(["M", "N", "P"]).alias("black")).agg(
+        pl.col("hypertension_true_past_index").mean())
+    rate = dict(zip(htn["black"], htn["hypertension_true_past_index"], strict=True))
+    assert rate[True] > 1.2 * rate[False]
+
+
+def test_measurements_repeat_over_years_and_registrations_move_and_end(population):
+    _, t = population
+    sbp = t["clinical_events"].filter(pl.col("snomedct_code").is_in(_codes("systolic_bp")))
+    per = sbp.group_by("patient_id").len()
+    assert per["len"].median() >= 3
+    span = sbp["date"].max() - sbp["date"].min()
+    assert span.days > 9 * 365
+    regs = t["practice_registrations"]
+    assert regs["patient_id"].n_unique() == t["patients"].height
+    assert regs.height > t["patients"].height  # some moved practice
+    assert regs["end_date"].null_count() < regs.height  # some ended
+    assert t["patients"]["date_of_death"].null_count() < t["patients"].height
+
+
+def test_outcome_recording_knob_under_records_one_group_only(tmp_path):
+    out = tmp_path / "biased"
+    generate(SynthConfig(patients=40_000, seed=5, profile="diverse_urban",
+                         outcome_recording={"N": 0.5}), out)
+    truth = pl.read_parquet(out / "truth" / "patients.parquet")
+    rates = (truth.filter(pl.col("htn_event") | pl.col("cvd_event"))
+             .group_by(pl.col("ethnicity_true") == "N")
+             .agg(pl.col("cvd_event_recorded").sum() / pl.col("cvd_event").sum()))
+    ratio = dict(zip(rates["ethnicity_true"], rates["cvd_event_recorded"], strict=True))
+    # recorded share relative to everyone else's (who lose only events after leaving the practice)
+    assert ratio[True] / ratio[False] == pytest.approx(0.5, abs=0.15)
+    assert ratio[False] > 0.85
+    planted = json.loads((out / "truth" / "planted.json").read_text())
+    assert planted["outcome_recording"] == {"N": 0.5}
+
+
+def test_measurement_access_knob_reduces_one_groups_readings(tmp_path):
+    counts = {}
+    for label, knob in (("none", {}), ("gap", {"Black": 0.4})):
+        out = tmp_path / label
+        generate(SynthConfig(patients=20_000, seed=9, profile="diverse_urban", measurement_access=knob), out)
+        truth = pl.read_parquet(out / "truth" / "patients.parquet")
+        events = pl.read_parquet(out / "clinical_events.parquet").filter(
+            pl.col("snomedct_code").is_in(_codes("systolic_bp")))
+        black = truth.filter(pl.col("ethnicity_true").is_in(["M", "N", "P"]))["patient_id"]
+        counts[label] = events.filter(pl.col("patient_id").is_in(black.implode())).height / black.len()
+    assert counts["gap"] == pytest.approx(0.4 * counts["none"], rel=0.15)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"patients": 0}, "--patients must be at least 1"),
+    ({"profile": "mars"}, "--profile must be one of"),
+    ({"outcome_recording": {"Purple": 0.5}}, "unknown group 'Purple'"),
+    ({"measurement_access": {"N": 1.5}}, r"measurement_access\[N\] must be a probability"),
+])
+def test_invalid_settings_are_rejected_with_the_option_named(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        generate(SynthConfig(**kwargs), tmp_path / "x")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_generated_dates_are_consistent_for_any_seed(tmp_path, seed):
+    """What ingest would quarantine must never be generated: the synthetic extract is clean."""
+    out = tmp_path / "x"
+    generate(SynthConfig(patients=15_000, seed=seed), out)
+    extract_date = pl.date(2026, 3, 31)
+    patients = pl.read_parquet(out / "patients.parquet")
+    for name in ("clinical_events", "medications"):
+        events = pl.read_parquet(out / f"{name}.parquet").join(patients, on="patient_id")
+        assert events.filter((pl.col("date") > extract_date) | (pl.col("date") < pl.col("date_of_birth"))
+                             | (pl.col("date") > pl.col("date_of_death"))).height == 0, name
+    for name in ("addresses", "practice_registrations"):
+        periods = pl.read_parquet(out / f"{name}.parquet")
+        assert periods.filter((pl.col("end_date") < pl.col("start_date"))
+                              | (pl.col("start_date") > extract_date)
+                              | (pl.col("end_date") > extract_date)).height == 0, name
