@@ -1,7 +1,8 @@
 """Load an extract into DuckDB, validate it with Great Expectations, quarantine bad rows.
 
 Layers in the database:
-- ``raw.<table>``: the file as text, one row per data row, in file order.
+- ``raw.<table>``: a CSV file as text, one row per data row, in file order (Parquet is read
+  in place).
 - ``staging.stg_<table>``: cast to the contract types by ``sql/staging/stg_<table>.sql``.
 - ``main.<table>``: the rows that passed every rule; what the rest of the pipeline reads.
 - ``ingest.quarantine``: every row that did not, with its source row number and the rule.
@@ -155,7 +156,10 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
 
 
 def load_raw(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> TableReport:
-    """Copy one table's file into ``raw.<table>`` as text, checking file-level faults."""
+    """Check one table's file; copy a CSV into ``raw.<table>`` as text, in file order.
+
+    Parquet is not copied: staging reads it directly (its row numbers come from the file).
+    """
     spec = TABLES[table]
     path = find_table_file(extract_dir, table)
     report = TableReport(table=table, file=path.name)
@@ -168,31 +172,46 @@ def load_raw(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> T
             raise ExtractError(f"required column is missing (the {table} table needs "
                                f"{', '.join(spec.column_names)})", file=str(path), column=column)
     report.ignored_columns = [c for c in columns if c not in spec.column_names]
-    # Column names come from the contract, never from the file, so they are safe to splice in;
-    # the path is a bound parameter.
-    select = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in spec.column_names)
-    source = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
-              "escape = '\"', strict_mode = true, encoding = 'utf-8')"
-              if is_csv else "read_parquet(?)")
     con.execute("create schema if not exists raw")
-    try:
-        con.execute(f"create or replace table raw.{table} as select {select} from {source}",  # noqa: S608
-                    [str(path)])
-    except duckdb.Error as exc:
-        summary, line = _safe_csv_error(exc)
-        raise ExtractError(f"malformed {'CSV' if is_csv else 'Parquet'}: {summary}",
-                           file=str(path), row=line) from None
-    report.rows_read = con.execute(f"select count(*) from raw.{table}").fetchone()[0]  # noqa: S608
+    if is_csv:
+        # Column names come from the contract, never from the file, so they are safe to splice
+        # in; the path is a bound parameter.
+        select = ", ".join(f'"{c}"' for c in spec.column_names)
+        source = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
+                  "escape = '\"', strict_mode = true, encoding = 'utf-8')")
+        try:
+            con.execute(f"create or replace table raw.{table} as select {select} from {source}",  # noqa: S608
+                        [str(path)])
+        except duckdb.Error as exc:
+            summary, line = _safe_csv_error(exc)
+            raise ExtractError(f"malformed CSV: {summary}", file=str(path), row=line) from None
+        report.rows_read = con.execute(f"select count(*) from raw.{table}").fetchone()[0]  # noqa: S608
+    else:
+        con.execute(f"drop table if exists raw.{table}")
+        report.rows_read = con.execute("select count(*) from read_parquet(?)", [str(path)]).fetchone()[0]
     if report.rows_read == 0:
-        raise ExtractError("has a header but no rows", file=str(path))
+        raise ExtractError("has a header but no rows" if is_csv else "has no rows", file=str(path))
     return report
 
 
-def stage(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Run ``sql/staging/stg_<table>.sql`` into ``staging.stg_<table>``."""
-    query = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
+def stage(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> None:
+    """Run ``sql/staging/stg_<table>.sql`` into ``staging.stg_<table>``.
+
+    The model reads ``raw_source``: the CSV's text copy numbered by insertion (file) order, or the
+    Parquet file itself numbered by DuckDB's file_row_number. Either way source_row is the
+    1-based data row of the file, which quarantine reports.
+    """
+    path = find_table_file(extract_dir, table)
+    model = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
+    if path.name.endswith((".csv", ".csv.gz")):
+        source, params = f"select rowid + 1 as source_row, * from raw.{table}", []  # noqa: S608
+    else:
+        source = ("select file_row_number + 1 as source_row, * exclude (file_row_number) "
+                  "from read_parquet(?, file_row_number = true)")
+        params = [str(path)]
     con.execute("create schema if not exists staging")
-    con.execute(f"create or replace table staging.stg_{table} as {query}")
+    con.execute(f"create or replace table staging.stg_{table} as with raw_source as ({source}) {model}",  # noqa: S608
+                params)
 
 
 def write_run_parameters(con: duckdb.DuckDBPyConnection, metadata: ExtractMetadata) -> None:
@@ -241,9 +260,9 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
         columns = ", ".join(spec.column_names)
         con.execute(
             f"""create or replace table main.{table} as
-            select {columns} from staging.stg_{table}
-            where source_row not in (select source_row from ingest.quarantine where table_name = ?)
-            order by source_row""",  # noqa: S608
+            select {columns} from staging.stg_{table} s
+            anti join (select source_row from ingest.quarantine where table_name = ?) q
+            using (source_row)""",  # noqa: S608
             [table])
         if spec.key:
             key = spec.key[0]
@@ -314,7 +333,7 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
             if progress:
                 progress(f"loading {table}")
             reports[table] = load_raw(con, extract_dir, table)
-            stage(con, table)
+            stage(con, extract_dir, table)
     finally:
         con.close()
     return metadata, reports

@@ -1,8 +1,11 @@
 -- stg_clinical_events: one row per row of the clinical_events file, cast to contract types.
+-- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
+-- <column>_unparsed marks an optional value that was given but could not be cast.
 select
-    rowid + 1 as source_row,
+    source_row,
     try_cast(patient_id as bigint) as patient_id,
     try_cast(date as date) as date,
-    trim(snomedct_code) as snomedct_code,
-    try_cast(numeric_value as double) as numeric_value
-from raw.clinical_events
+    trim(cast(snomedct_code as varchar)) as snomedct_code,
+    try_cast(numeric_value as double) as numeric_value,
+    numeric_value is not null and try_cast(numeric_value as double) is null as numeric_value_unparsed
+from raw_source

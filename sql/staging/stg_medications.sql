@@ -1,7 +1,8 @@
 -- stg_medications: one row per row of the medications file, cast to contract types.
+-- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
 select
-    rowid + 1 as source_row,
+    source_row,
     try_cast(patient_id as bigint) as patient_id,
     try_cast(date as date) as date,
-    trim(dmd_code) as dmd_code
-from raw.medications
+    trim(cast(dmd_code as varchar)) as dmd_code
+from raw_source

@@ -1,8 +1,11 @@
 -- stg_patients: one row per row of the patients file, cast to contract types.
+-- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
+-- <column>_unparsed marks an optional value that was given but could not be cast.
 select
-    rowid + 1 as source_row,
+    source_row,
     try_cast(patient_id as bigint) as patient_id,
-    lower(trim(sex)) as sex,
+    lower(trim(cast(sex as varchar))) as sex,
     try_cast(date_of_birth as date) as date_of_birth,
-    try_cast(date_of_death as date) as date_of_death
-from raw.patients
+    try_cast(date_of_death as date) as date_of_death,
+    date_of_death is not null and try_cast(date_of_death as date) is null as date_of_death_unparsed
+from raw_source

@@ -1,8 +1,11 @@
 -- stg_practice_registrations: one row per row of the registrations file, cast to contract types.
+-- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
+-- <column>_unparsed marks an optional value that was given but could not be cast.
 select
-    rowid + 1 as source_row,
+    source_row,
     try_cast(patient_id as bigint) as patient_id,
     try_cast(start_date as date) as start_date,
     try_cast(end_date as date) as end_date,
+    end_date is not null and try_cast(end_date as date) is null as end_date_unparsed,
     try_cast(practice_pseudo_id as bigint) as practice_pseudo_id
-from raw.practice_registrations
+from raw_source

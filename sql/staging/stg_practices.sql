@@ -1,9 +1,9 @@
 -- stg_practices: one row per row of the practices file, cast to contract types.
--- source_row is the 1-based data row in the source file (header not counted).
+-- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
 select
-    rowid + 1 as source_row,
+    source_row,
     try_cast(practice_pseudo_id as bigint) as practice_pseudo_id,
-    nullif(trim(pcn_code), '') as pcn_code,
-    nullif(trim(pcn_name), '') as pcn_name,
-    nullif(trim(icb_code), '') as icb_code
-from raw.practices
+    nullif(trim(cast(pcn_code as varchar)), '') as pcn_code,
+    nullif(trim(cast(pcn_name as varchar)), '') as pcn_name,
+    nullif(trim(cast(icb_code as varchar)), '') as icb_code
+from raw_source
