@@ -1,9 +1,8 @@
 """Load an extract into DuckDB, validate it with Great Expectations, quarantine bad rows.
 
 Layers in the database:
-- ``raw.<table>``: a CSV file as text, one row per data row, in file order (Parquet is read
-  in place).
-- ``staging.stg_<table>``: cast to the contract types by ``sql/staging/stg_<table>.sql``.
+- ``staging.stg_<table>``: each file cast to the contract types by
+  ``sql/staging/stg_<table>.sql`` as it is read, numbered by source row.
 - ``main.<table>``: the rows that passed every rule; what the rest of the pipeline reads.
 - ``ingest.quarantine``: every row that did not, with its source row number and the rule.
 - ``ingest.table_counts`` / ``ingest.runs``: rows read / loaded / quarantined, per run.
@@ -155,63 +154,57 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
-def load_raw(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> TableReport:
-    """Check one table's file; copy a CSV into ``raw.<table>`` as text, in file order.
-
-    Parquet is not copied: staging reads it directly (its row numbers come from the file).
-    """
+def check_file(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> tuple[TableReport, Path]:
+    """File-level checks for one table: present, non-empty, readable header, every column."""
     spec = TABLES[table]
     path = find_table_file(extract_dir, table)
     report = TableReport(table=table, file=path.name)
     if path.stat().st_size == 0:
         raise ExtractError("is empty (0 bytes)", file=str(path))
-    is_csv = path.name.endswith((".csv", ".csv.gz"))
-    columns = read_header(path) if is_csv else _parquet_columns(con, path)
+    columns = read_header(path) if _is_csv(path) else _parquet_columns(con, path)
     for column in spec.column_names:
         if column not in columns:
             raise ExtractError(f"required column is missing (the {table} table needs "
                                f"{', '.join(spec.column_names)})", file=str(path), column=column)
     report.ignored_columns = [c for c in columns if c not in spec.column_names]
-    con.execute("create schema if not exists raw")
-    if is_csv:
-        # Column names come from the contract, never from the file, so they are safe to splice
-        # in; the path is a bound parameter.
-        select = ", ".join(f'"{c}"' for c in spec.column_names)
-        source = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
-                  "escape = '\"', strict_mode = true, encoding = 'utf-8')")
-        try:
-            con.execute(f"create or replace table raw.{table} as select {select} from {source}",  # noqa: S608
-                        [str(path)])
-        except duckdb.Error as exc:
-            summary, line = _safe_csv_error(exc)
-            raise ExtractError(f"malformed CSV: {summary}", file=str(path), row=line) from None
-        report.rows_read = con.execute(f"select count(*) from raw.{table}").fetchone()[0]  # noqa: S608
-    else:
-        con.execute(f"drop table if exists raw.{table}")
-        report.rows_read = con.execute("select count(*) from read_parquet(?)", [str(path)]).fetchone()[0]
-    if report.rows_read == 0:
-        raise ExtractError("has a header but no rows" if is_csv else "has no rows", file=str(path))
-    return report
+    return report, path
 
 
-def stage(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> None:
-    """Run ``sql/staging/stg_<table>.sql`` into ``staging.stg_<table>``.
+def _is_csv(path: Path) -> bool:
+    return path.name.endswith((".csv", ".csv.gz"))
 
-    The model reads ``raw_source``: the CSV's text copy numbered by insertion (file) order, or the
-    Parquet file itself numbered by DuckDB's file_row_number. Either way source_row is the
-    1-based data row of the file, which quarantine reports.
+
+def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int:
+    """Cast one file into staging with ``sql/staging/stg_<table>.sql``; return rows read.
+
+    The file is cast as it is scanned (CSV as text, so a bad value is kept and flagged rather
+    than failing the read) into ``staging.stg_<table>_rows``; insertion order is file order, so
+    the view ``staging.stg_<table>`` numbers rows by rowid: source_row is the 1-based data row
+    of the file, which quarantine reports.
     """
-    path = find_table_file(extract_dir, table)
+    spec = TABLES[table]
     model = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
-    if path.name.endswith((".csv", ".csv.gz")):
-        source, params = f"select rowid + 1 as source_row, * from raw.{table}", []  # noqa: S608
-    else:
-        source = ("select file_row_number + 1 as source_row, * exclude (file_row_number) "
-                  "from read_parquet(?, file_row_number = true)")
-        params = [str(path)]
+    # Column names come from the contract, never from the file; the path is a bound parameter.
+    columns = ", ".join(f'"{c}"' for c in spec.column_names)
+    reader = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
+              "escape = '\"', strict_mode = true, encoding = 'utf-8')"
+              if _is_csv(path) else "read_parquet(?)")
     con.execute("create schema if not exists staging")
-    con.execute(f"create or replace table staging.stg_{table} as with raw_source as ({source}) {model}",  # noqa: S608
-                params)
+    try:
+        con.execute(
+            f"create or replace table staging.stg_{table}_rows as "  # noqa: S608
+            f"with raw_source as (select {columns} from {reader}) {model}", [str(path)])
+    except duckdb.Error as exc:
+        summary, line = _safe_csv_error(exc)
+        kind = "CSV" if _is_csv(path) else "Parquet"
+        raise ExtractError(f"malformed {kind}: {summary}", file=str(path), row=line) from None
+    con.execute(f"create or replace view staging.stg_{table} as "  # noqa: S608
+                f"select rowid + 1 as source_row, * from staging.stg_{table}_rows")
+    rows = con.execute(f"select count(*) from staging.stg_{table}_rows").fetchone()[0]  # noqa: S608
+    if rows == 0:
+        raise ExtractError("has a header but no rows" if _is_csv(path) else "has no rows",
+                           file=str(path))
+    return rows
 
 
 def write_run_parameters(con: duckdb.DuckDBPyConnection, metadata: ExtractMetadata) -> None:
@@ -323,7 +316,7 @@ def record_run(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
 
 
 def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[ExtractMetadata, dict[str, TableReport]]:
-    """Step 1: file checks, raw copies and staging for every table (then the connection closes)."""
+    """Step 1: file checks and staging for every table (then the connection closes)."""
     metadata = ExtractMetadata.read(extract_dir)
     reports = {}
     con = connect(db_path)
@@ -332,8 +325,8 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
         for table in TABLES:
             if progress:
                 progress(f"loading {table}")
-            reports[table] = load_raw(con, extract_dir, table)
-            stage(con, extract_dir, table)
+            reports[table], path = check_file(con, extract_dir, table)
+            reports[table].rows_read = stage(con, path, table)
     finally:
         con.close()
     return metadata, reports

@@ -230,3 +230,25 @@ def test_file_level_faults_stop_with_one_message_naming_the_file(tmp_path, case,
     assert str(extract) in text or "extract.json" in text
     # the row itself is never echoed back (it could hold patient data)
     assert "1990-01-01" not in text and "Original Line" not in text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_source_row_is_the_file_row_even_when_a_large_file_is_read_in_parallel(tmp_path, fmt):
+    """Quarantine names rows by number, so numbering must follow the file, not thread order."""
+    import polars as pl
+
+    from phm.ingest import connect, stage
+
+    n = 400_000
+    frame = pl.DataFrame({"patient_id": pl.int_range(n, eager=True) % 1000, "date": ["2020-01-01"] * n,
+                          "snomedct_code": ["271649006"] * n,
+                          "numeric_value": pl.int_range(1, n + 1, eager=True).cast(pl.Float64)})
+    path = tmp_path / f"clinical_events.{fmt}"
+    frame.write_csv(path) if fmt == "csv" else frame.write_parquet(path, row_group_size=20_000)
+    con = connect(tmp_path / "order.duckdb")
+    con.execute("set threads = 4")
+    assert stage(con, path, "clinical_events") == n
+    mismatched = con.execute("select count(*) from staging.stg_clinical_events "
+                             "where source_row <> numeric_value").fetchone()[0]
+    con.close()
+    assert mismatched == 0

@@ -1,8 +1,8 @@
 -- stg_clinical_events: one row per row of the clinical_events file, cast to contract types.
--- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
+-- raw_source is the file as read by the loader (text for CSV, typed for Parquet); the loader
+-- numbers the rows (source_row) in file order.
 -- <column>_unparsed marks an optional value that was given but could not be cast.
 select
-    source_row,
     try_cast(patient_id as bigint) as patient_id,
     try_cast(date as date) as date,
     trim(cast(snomedct_code as varchar)) as snomedct_code,

@@ -1,7 +1,7 @@
 -- stg_practices: one row per row of the practices file, cast to contract types.
--- raw_source is the file as the loader provides it, with source_row = the 1-based data row.
+-- raw_source is the file as read by the loader (text for CSV, typed for Parquet); the loader
+-- numbers the rows (source_row) in file order.
 select
-    source_row,
     try_cast(practice_pseudo_id as bigint) as practice_pseudo_id,
     nullif(trim(cast(pcn_code as varchar)), '') as pcn_code,
     nullif(trim(cast(pcn_name as varchar)), '') as pcn_name,
