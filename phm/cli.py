@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from phm.exceptions import ConfigError, PhmError
+from phm.exceptions import EXIT_CODES, ConfigError, PhmError
 
 INTERNAL_ERROR = 70
 
@@ -71,18 +72,42 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _quiet_user_errors_on_console() -> None:
+    """Keep Prefect's console from repeating a user error with tracebacks.
+
+    A PhmError (bad extract, bad option) is reported by main() as one line; Prefect would also
+    print it at ERROR level with two tracebacks. The filter is on console handlers only: the
+    Prefect API (and UI) still receives the failure with the step and the message.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    error_names = tuple(EXIT_CODES)
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PhmError):
+            return False
+        return not any(name in record.getMessage() for name in error_names)
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in [*loggers, logging.getLogger()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(keep)
+
+
 def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | None) -> int:
     from flows.ingest import ingest_flow
 
+    _quiet_user_errors_on_console()
     _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
     report = ingest_flow(extract, db, docs)
     for line in report.summary_lines():
         print(line)
     report_path = report_path or db.with_suffix(".ingest.json")
     report_path.write_text(report.to_json())
-    print(f"report: {report_path}")
+    print(f"report: {report_path.resolve()}")
     if report.data_docs:
-        print(f"Great Expectations Data Docs: {report.data_docs}")
+        print(f"Great Expectations Data Docs: {Path(report.data_docs).resolve()}")
     return 0
 
 
@@ -100,7 +125,10 @@ def cmd_demo(args) -> int:
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
     code = run_ingest(extract, out / "phm.duckdb", out, out / "ingest_report.json")
     print(f"\ndemo finished; everything is under {out.resolve()}")
-    print(f"  database:  {out / 'phm.duckdb'} (open with: duckdb {out / 'phm.duckdb'})")
+    db = (out / "phm.duckdb").resolve()
+    print(f"  database:  {db}")
+    look = f"import duckdb; print(duckdb.connect('{db}', read_only=True).table('ingest.table_counts'))"
+    print(f'  look inside: uv run python -c "{look}"')
     return code
 
 
