@@ -580,8 +580,9 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
                     f"phm synth (seed {config.seed}, {n} patients, profile {config.profile})").write(out_dir)
 
     def opt_day(mask: np.ndarray, day: np.ndarray) -> pl.Series:
-        return pl.Series(np.where(mask, day, 0).astype(np.int32)).cast(pl.Date).zip_with(
-            pl.Series(mask), pl.Series([None] * n, dtype=pl.Date)) if n else pl.Series([], dtype=pl.Date)
+        """Dates where ``mask`` holds, null elsewhere."""
+        days = pl.Series(day.astype(np.int32)).cast(pl.Date)
+        return pl.select(pl.when(pl.Series(mask)).then(days)).to_series()
 
     truth = pl.DataFrame({
         "patient_id": patient_id,
