@@ -132,6 +132,38 @@ def cmd_demo(args) -> int:
     return code
 
 
+def cmd_calc(args) -> int:
+    import polars as pl
+
+    from models import scores
+
+    source = Path(args.input)
+    try:
+        frame = pl.read_csv(source, infer_schema_length=None)
+    except FileNotFoundError:
+        raise ConfigError(f"--input {source}: no such file") from None
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise ConfigError(f"--input {source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    for column in ("age", "sex"):
+        if column not in frame.columns:
+            raise ConfigError(f"--input {source}: column {column!r} is required "
+                              "(columns are named as ClinRisk's arguments; see phm calc --help)")
+    for column in frame.columns:
+        if column in ("age", "bmi", "rati", "sbp", "sbps5", "town", "fbs", "hba1c", "fpg_mmol_l",
+                      "hba1c_mmol_mol", "ethrisk", "smoke_cat") and not frame[column].dtype.is_numeric():
+            bad = frame.with_row_index("row", offset=1).filter(
+                pl.col(column).is_not_null() & pl.col(column).cast(pl.Float64, strict=False).is_null())
+            if bad.height:
+                raise ConfigError(f"--input {source}, row {bad['row'][0]}, column {column!r}: not a number")
+    scored = scores.qrisk3(frame) if args.score == "qrisk3" else scores.qdiabetes(frame)
+    scored.write_csv(args.output)
+    applicable = scored["risk_10y_pct"].is_not_null().sum()
+    print(f"scored {applicable:,} of {scored.height:,} rows with {args.score} -> {args.output} "
+          "(column risk_10y_pct; score_notes says what was defaulted, clamped or not applicable)")
+    print("ClinRisk's disclaimer travels with these scores: see NOTICE.")
+    return 0
+
+
 def cmd_contract(args) -> int:
     from phm.contract import render_markdown
 
@@ -201,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcns", type=int, default=3, help="PCNs (default 3)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("calc", help="score a CSV with QRISK3-2017 or QDiabetes-2018",
+                       description="Score any CSV whose columns are named as ClinRisk's "
+                       "arguments (age, sex F/M, bmi, rati, sbp, sbps5, town, ethrisk, smoke_cat, "
+                       "b_AF, b_treatedhyp, ... ; QDiabetes also fbs or fpg_mmol_l, hba1c or "
+                       "hba1c_mmol_mol, and picks model C, B or A from which is present). Writes the "
+                       "input columns plus risk_10y_pct and score_notes.")
+    p.add_argument("score", choices=["qrisk3", "qdiabetes"], help="which score")
+    p.add_argument("--input", required=True, help="CSV to score")
+    p.add_argument("--output", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_calc)
 
     p = sub.add_parser("contract", help="print the extract contract as Markdown",
                        description="Print the extract contract (tables, columns, types, rules).")

@@ -12,7 +12,7 @@ import pytest
 from phm.cli import build_parser, main
 from tests.extracts import write_extract
 
-COMMANDS = ["synth", "ingest", "demo", "contract", "codelists"]
+COMMANDS = ["synth", "ingest", "demo", "calc", "contract", "codelists"]
 
 
 def phm(*args, timeout=300):

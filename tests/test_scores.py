@@ -1,0 +1,94 @@
+"""QRISK3-2017 and QDiabetes-2018: every published vector, and the input handling."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from models.scores import qdiabetes, qrisk3
+from phm.cli import main
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def test_every_qrisk3_reference_vector_through_phm_calc(reference_dir, tmp_path):
+    source = reference_dir / "scores" / "qrisk3_anchor_vectors.csv"
+    out = tmp_path / "scored.csv"
+    assert main(["calc", "qrisk3", "--input", str(source), "--output", str(out)]) == 0
+    scored = pl.read_csv(out)
+    reference = pl.read_csv(source)
+    assert scored.columns[: len(reference.columns)] == reference.columns
+    assert scored.height == reference.height == 115
+    diff = (scored["risk_10y_pct"] - scored["expected"]).abs()
+    failing = scored.filter(diff.is_null() | (diff > scored["tol"]))
+    assert failing.height == 0, failing.select("source", "sex", "age", "risk_10y_pct", "expected")
+
+
+def test_every_qdiabetes_reference_vector_through_phm_calc(reference_dir, tmp_path):
+    source = reference_dir / "scores" / "qdiabetes_anchor_vectors.csv"
+    out = tmp_path / "scored.csv"
+    assert main(["calc", "qdiabetes", "--input", str(source), "--output", str(out)]) == 0
+    scored = pl.read_csv(out, infer_schema_length=0)
+    assert scored.height == 16
+    for row in scored.iter_rows(named=True):
+        # published to a given number of decimals: match to half a unit of the last one
+        tolerance = 0.5 * 10 ** -_decimals(row["expected"]) + 1e-9
+        assert abs(float(row["risk_10y_pct"]) - float(row["expected"])) <= tolerance, row
+        assert row["qdiabetes_model"] == row["model"]
+
+
+def test_qrisk3_outside_25_to_84_or_without_sex_is_not_scored():
+    frame = pl.DataFrame({"sex": ["F", "M", "F", "unknown"], "age": [24, 85, 25, 50]})
+    out = qrisk3(frame)
+    assert out["risk_10y_pct"].is_null().to_list() == [True, True, False, True]
+    assert out["score_notes"][0] == "not applicable: age outside 25-84"
+    assert out["score_notes"][3] == "not applicable: sex must be F or M"
+
+
+def test_qrisk3_clamps_to_the_official_ranges_and_says_so():
+    base = {"sex": ["M", "M"], "age": [60, 60], "rati": [4.0, 4.0], "sbps5": [8.0, 8.0],
+            "town": [0.0, 0.0], "ethrisk": [1, 1], "smoke_cat": [0, 0]}
+    extreme = qrisk3(pl.DataFrame({**base, "bmi": [55.0, 40.0], "sbp": [250.0, 210.0]}))
+    assert extreme["risk_10y_pct"][0] == pytest.approx(extreme["risk_10y_pct"][1])
+    assert extreme["score_notes"][0] == "clamped: bmi lowered to 40; clamped: sbp lowered to 210"
+    assert extreme["score_notes"][1] == ""
+    low = qrisk3(pl.DataFrame({**base, "bmi": [12.0, 20.0], "sbp": [60.0, 70.0],
+                               "rati": [0.5, 1.0], "town": [-9.5, -8.0]}))
+    assert low["risk_10y_pct"][0] == pytest.approx(low["risk_10y_pct"][1])
+    assert "clamped: rati raised to 1" in low["score_notes"][0]
+    assert "clamped: town raised to -8" in low["score_notes"][0]
+
+
+def test_a_missing_continuous_input_defaults_to_the_model_mean_and_is_flagged():
+    frame = pl.DataFrame({"sex": ["F", "F"], "age": [55, 55], "bmi": [None, 25.404], "rati": [3.476] * 2,
+                          "sbp": [123.13] * 2, "sbps5": [9.0] * 2, "town": [0.39] * 2,
+                          "ethrisk": [1, 1], "smoke_cat": [0, 0]})
+    out = qrisk3(frame)
+    assert out["risk_10y_pct"][0] == pytest.approx(out["risk_10y_pct"][1], rel=1e-4)
+    assert out["score_notes"].to_list() == ["defaulted: bmi", ""]
+
+
+def test_qdiabetes_picks_c_then_b_then_a_and_refuses_diabetic_blood_tests():
+    frame = pl.DataFrame({"sex": ["F"] * 5, "age": [50] * 5, "bmi": [30.0] * 5, "town": [0.0] * 5,
+                          "ethrisk": [1] * 5, "smoke_cat": [0] * 5,
+                          "fbs": [5.5, 5.5, None, 7.1, None], "hba1c": [40.0, None, None, None, 50.0]})
+    out = qdiabetes(frame)
+    assert out["qdiabetes_model"].to_list() == ["C", "B", "A", "B", "C"]
+    assert out["risk_10y_pct"].is_null().to_list() == [False, False, False, True, True]
+    assert out["score_notes"][3] == "not applicable: blood test in the diabetic range"
+
+
+def test_calc_rejects_a_table_without_age_naming_the_column(tmp_path, capsys):
+    bad = tmp_path / "in.csv"
+    bad.write_text("sex,bmi\nF,25\n")
+    assert main(["calc", "qrisk3", "--input", str(bad), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "column 'age' is required" in capsys.readouterr().err
+
+
+def test_calc_names_the_row_and_column_of_a_non_number(tmp_path, capsys):
+    bad = tmp_path / "in.csv"
+    bad.write_text("sex,age,bmi\nF,50,25\nM,sixty,30\n")
+    assert main(["calc", "qrisk3", "--input", str(bad), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "row 2, column 'age': not a number" in capsys.readouterr().err
