@@ -500,7 +500,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     not_stated = recorded & (u() < 0.03)
     rec_cat = cat.copy()
     any_other = np.array([prof.CATEGORIES.index(prof.ANY_OTHER_OF[c]) for c in prof.CATEGORIES])
-    rec_cat = np.where(u() < 0.12, any_other[cat], rec_cat)
+    rec_cat = np.where(u() < 0.06, any_other[cat], rec_cat)
     rec_cat = np.where(u() < misrec, rng.integers(0, len(prof.CATEGORIES), n), rec_cat)
     eth_codes = {c: [ev.code_id(code) for code, k in project_codelists()["ethnicity"].codes.items() if k == c]
                  for c in prof.CATEGORIES + (NOT_STATED,)}

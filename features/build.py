@@ -1,0 +1,54 @@
+"""Build the feature layers: ``sql/intermediate`` then ``sql/marts``, in order, in DuckDB.
+
+Each ``.sql`` file is one ``select``; it becomes ``<layer>.<file name>``. Run settings (the index
+date) and the codelists reach the SQL as tables (``features.parameters``, ``ref.codelist_codes``),
+never as text in the query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+
+from phm.codelists import project_codelists
+from phm.ingest import insert_rows
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+LAYERS = ("intermediate", "marts")
+
+
+def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The project's codelists as ``ref.codelist_codes(concept, code, category)``."""
+    con.execute("create schema if not exists ref")
+    con.execute("create or replace table ref.codelist_codes (concept varchar, code varchar, category varchar)")
+    insert_rows(con, "ref.codelist_codes", [
+        (cl.concept, code, category)
+        for cl in project_codelists().values() for code, category in cl.codes.items()])
+
+
+def set_index_date(con: duckdb.DuckDBPyConnection, index_date: dt.date) -> None:
+    con.execute("create schema if not exists features")
+    con.execute("create or replace table features.parameters (index_date date)")
+    con.execute("insert into features.parameters values (?)", [index_date])
+
+
+def models_in_order() -> list[tuple[str, str, Path]]:
+    """(layer, model name, path) for every SQL model, layer by layer, by name within a layer."""
+    return [(layer, path.stem, path)
+            for layer in LAYERS for path in sorted((SQL_DIR / layer).glob("*.sql"))]
+
+
+def build(con: duckdb.DuckDBPyConnection, index_date: dt.date, progress=None) -> list[str]:
+    """Create every intermediate and mart table for ``index_date``; return their names."""
+    load_reference_tables(con)
+    set_index_date(con, index_date)
+    built = []
+    for layer, name, path in models_in_order():
+        if progress:
+            progress(f"building {layer}.{name}")
+        con.execute(f"create schema if not exists {layer}")
+        con.execute(f"create or replace table {layer}.{name} as {path.read_text()}")
+        built.append(f"{layer}.{name}")
+    return built

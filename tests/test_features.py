@@ -1,0 +1,125 @@
+"""Spec tests for features: tiny hand-made tables, the expected value per patient."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from features.build import build
+from phm.contract import DUCKDB_TYPES, TABLES
+from phm.ingest import insert_rows
+
+INDEX = dt.date(2026, 3, 31)
+WHITE_BRITISH, INDIAN, OTHER_ASIAN, NOT_STATED = "494131000000105", "110751000000108", "92481000000101", "1024701000000100"
+
+
+def d(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+def database(**tables: list[tuple]) -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the contract tables; unspecified tables are empty."""
+    con = duckdb.connect()
+    for name, spec in TABLES.items():
+        columns = ", ".join(f"{c.name} {DUCKDB_TYPES[c.type]}" for c in spec.columns)
+        con.execute(f"create table main.{name} ({columns})")
+        insert_rows(con, f"main.{name}", tables.get(name, []))
+    return con
+
+
+PRACTICES = [(1, "U1", "PCN one", "QXX"), (2, "U2", "PCN two", "QXX")]
+
+
+def registered(con) -> pl.DataFrame:
+    return con.sql("select patient_id, age_years, practice_pseudo_id, pcn_code "
+                   "from intermediate.int_patients_registered order by patient_id").pl()
+
+
+def test_registered_at_the_index_date_alive_with_age_in_whole_years():
+    con = database(
+        practices=PRACTICES,
+        patients=[(1, "female", d("1960-04-01"), None),   # 65 on the index date (birthday tomorrow)
+                  (2, "male", d("1960-03-01"), None),     # 66
+                  (3, "female", d("1950-01-01"), d("2025-01-01")),  # dead before the index date
+                  (4, "male", d("1990-01-01"), None),     # registration ended before the index date
+                  (5, "female", d("2000-01-01"), None)],  # registers after the index date
+        practice_registrations=[(1, d("2010-01-01"), None, 1), (2, d("2010-01-01"), d("2026-03-31"), 2),
+                                (3, d("2010-01-01"), None, 1), (4, d("2010-01-01"), d("2026-03-30"), 1),
+                                (5, d("2026-04-01"), None, 2)])
+    build(con, INDEX)
+    expected = pl.DataFrame({"patient_id": [1, 2], "age_years": [65, 66], "practice_pseudo_id": [1, 2],
+                             "pcn_code": ["U1", "U2"]})
+    assert_frame_equal(registered(con), expected, check_dtypes=False)
+
+
+def test_overlapping_registrations_the_most_recently_started_wins():
+    con = database(
+        practices=PRACTICES,
+        patients=[(1, "female", d("1970-01-01"), None), (2, "male", d("1970-01-01"), None)],
+        practice_registrations=[(1, d("2010-01-01"), None, 1), (1, d("2020-06-01"), None, 2),
+                                # same start day: the higher practice id, so the choice is stable
+                                (2, d("2015-01-01"), None, 2), (2, d("2015-01-01"), None, 1)])
+    build(con, INDEX)
+    assert registered(con)["practice_pseudo_id"].to_list() == [2, 2]
+
+
+def ethnicity(con) -> dict[int, tuple[str, bool]]:
+    rows = con.execute("select patient_id, ethnicity_category, has_conflicting_codes "
+                       "from intermediate.int_patient_ethnicity").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_ethnicity_latest_stated_code_with_not_stated_and_conflicts_kept_apart():
+    patients = [(i, "female", d("1970-01-01"), None) for i in range(1, 7)]
+    events = [
+        (1, d("2015-01-01"), WHITE_BRITISH, None),                     # one code
+        (2, d("2015-01-01"), INDIAN, None), (2, d("2020-01-01"), OTHER_ASIAN, None),  # latest wins, conflict
+        (3, d("2015-01-01"), INDIAN, None), (3, d("2021-01-01"), NOT_STATED, None),   # Z never beats a stated code
+        (4, d("2019-01-01"), NOT_STATED, None),                        # only Z: not stated
+        (5, d("2015-01-01"), INDIAN, None), (5, d("2026-05-01"), WHITE_BRITISH, None),  # after the index date: ignored
+        (6, d("2015-01-01"), "38341003", None),                        # no ethnicity code: not in the table (99)
+    ]
+    con = database(practices=PRACTICES, patients=patients, clinical_events=events)
+    build(con, INDEX)
+    assert ethnicity(con) == {1: ("A", False), 2: ("L", True), 3: ("H", False), 4: ("Z", False),
+                              5: ("H", False)}
+
+
+def test_same_day_conflicting_codes_give_a_stable_answer_and_the_conflict_flag():
+    events = [(1, d("2015-01-01"), INDIAN, None), (1, d("2015-01-01"), WHITE_BRITISH, None)]
+    con = database(practices=PRACTICES, patients=[(1, "male", d("1970-01-01"), None)], clinical_events=events)
+    build(con, INDEX)
+    first = ethnicity(con)
+    con2 = database(practices=PRACTICES, patients=[(1, "male", d("1970-01-01"), None)],
+                    clinical_events=list(reversed(events)))
+    build(con2, INDEX)
+    assert first == ethnicity(con2) == {1: ("H", True)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_registration_rule_agrees_with_an_independent_python_computation(seed):
+    """Property check: the SQL rule against a plain-Python oracle on random registrations."""
+    import random
+
+    rng = random.Random(seed)
+    patients, regs = [], []
+    for pid in range(1, 301):
+        patients.append((pid, "female", d("1960-01-01"), None))
+        for _ in range(rng.randint(0, 3)):
+            start = INDEX - dt.timedelta(days=rng.randint(-30, 4000))
+            end = None if rng.random() < 0.5 else start + dt.timedelta(days=rng.randint(0, 3000))
+            regs.append((pid, start, end, rng.choice([1, 2])))
+    con = database(practices=PRACTICES, patients=patients, practice_registrations=regs)
+    build(con, INDEX)
+    oracle = {}
+    for pid, start, end, practice in regs:
+        if start <= INDEX and (end is None or end >= INDEX):
+            best = oracle.get(pid)
+            if best is None or (start, practice) > best:
+                oracle[pid] = (start, practice)
+    got = dict(con.execute("select patient_id, practice_pseudo_id from intermediate.int_patients_registered").fetchall())
+    assert got == {pid: practice for pid, (_, practice) in oracle.items()}
