@@ -1,7 +1,7 @@
 """Build the feature layers: ``sql/intermediate`` then ``sql/marts``, in order, in DuckDB.
 
-Each ``.sql`` file is one ``select``; it becomes ``<layer>.<file name>``. Run settings (the index
-date) and the codelists reach the SQL as tables (``features.parameters``, ``ref.codelist_codes``),
+Each ``.sql`` file is one ``select``; it becomes ``<layer>.<file name>``. Run settings (index
+date, IMD version) and the codelists reach the SQL as tables (``features.parameters``, ``ref.codelist_codes``),
 never as text in the query.
 """
 
@@ -13,6 +13,8 @@ from pathlib import Path
 import duckdb
 
 from phm.codelists import project_codelists
+from phm.contract import IMD_VERSIONS
+from phm.exceptions import ConfigError
 from phm.ingest import insert_rows
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -28,10 +30,22 @@ def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
         for cl in project_codelists().values() for code, category in cl.codes.items()])
 
 
-def set_index_date(con: duckdb.DuckDBPyConnection, index_date: dt.date) -> None:
+def set_parameters(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_version: str | None) -> None:
+    """The run's settings as ``features.parameters``; the IMD version defaults to the ingested
+    extract's (``ingest.run_parameters``)."""
+    if imd_version is None:
+        try:
+            imd_version = con.execute("select imd_version from ingest.run_parameters").fetchone()[0]
+        except duckdb.CatalogException:
+            raise ConfigError("the database has no ingest.run_parameters: ingest an extract first, "
+                              "or give the IMD version") from None
+    if imd_version not in IMD_VERSIONS:
+        raise ConfigError(f"IMD version must be one of {sorted(IMD_VERSIONS)}, not {imd_version!r}")
     con.execute("create schema if not exists features")
-    con.execute("create or replace table features.parameters (index_date date)")
-    con.execute("insert into features.parameters values (?)", [index_date])
+    con.execute("create or replace table features.parameters "
+                "(index_date date, imd_version varchar, imd_lsoa_count integer)")
+    con.execute("insert into features.parameters values (?, ?, ?)",
+                [index_date, imd_version, IMD_VERSIONS[imd_version]])
 
 
 def models_in_order() -> list[tuple[str, str, Path]]:
@@ -40,10 +54,11 @@ def models_in_order() -> list[tuple[str, str, Path]]:
             for layer in LAYERS for path in sorted((SQL_DIR / layer).glob("*.sql"))]
 
 
-def build(con: duckdb.DuckDBPyConnection, index_date: dt.date, progress=None) -> list[str]:
+def build(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_version: str | None = None,
+          progress=None) -> list[str]:
     """Create every intermediate and mart table for ``index_date``; return their names."""
     load_reference_tables(con)
-    set_index_date(con, index_date)
+    set_parameters(con, index_date, imd_version)
     built = []
     for layer, name, path in models_in_order():
         if progress:

@@ -50,7 +50,7 @@ def test_registered_at_the_index_date_alive_with_age_in_whole_years():
         practice_registrations=[(1, d("2010-01-01"), None, 1), (2, d("2010-01-01"), d("2026-03-31"), 2),
                                 (3, d("2010-01-01"), None, 1), (4, d("2010-01-01"), d("2026-03-30"), 1),
                                 (5, d("2026-04-01"), None, 2)])
-    build(con, INDEX)
+    build(con, INDEX, "IMD2019")
     expected = pl.DataFrame({"patient_id": [1, 2], "age_years": [65, 66], "practice_pseudo_id": [1, 2],
                              "pcn_code": ["U1", "U2"]})
     assert_frame_equal(registered(con), expected, check_dtypes=False)
@@ -63,7 +63,7 @@ def test_overlapping_registrations_the_most_recently_started_wins():
         practice_registrations=[(1, d("2010-01-01"), None, 1), (1, d("2020-06-01"), None, 2),
                                 # same start day: the higher practice id, so the choice is stable
                                 (2, d("2015-01-01"), None, 2), (2, d("2015-01-01"), None, 1)])
-    build(con, INDEX)
+    build(con, INDEX, "IMD2019")
     assert registered(con)["practice_pseudo_id"].to_list() == [2, 2]
 
 
@@ -84,7 +84,7 @@ def test_ethnicity_latest_stated_code_with_not_stated_and_conflicts_kept_apart()
         (6, d("2015-01-01"), "38341003", None),                        # no ethnicity code: not in the table (99)
     ]
     con = database(practices=PRACTICES, patients=patients, clinical_events=events)
-    build(con, INDEX)
+    build(con, INDEX, "IMD2019")
     assert ethnicity(con) == {1: ("A", False), 2: ("L", True), 3: ("H", False), 4: ("Z", False),
                               5: ("H", False)}
 
@@ -92,11 +92,11 @@ def test_ethnicity_latest_stated_code_with_not_stated_and_conflicts_kept_apart()
 def test_same_day_conflicting_codes_give_a_stable_answer_and_the_conflict_flag():
     events = [(1, d("2015-01-01"), INDIAN, None), (1, d("2015-01-01"), WHITE_BRITISH, None)]
     con = database(practices=PRACTICES, patients=[(1, "male", d("1970-01-01"), None)], clinical_events=events)
-    build(con, INDEX)
+    build(con, INDEX, "IMD2019")
     first = ethnicity(con)
     con2 = database(practices=PRACTICES, patients=[(1, "male", d("1970-01-01"), None)],
                     clinical_events=list(reversed(events)))
-    build(con2, INDEX)
+    build(con2, INDEX, "IMD2019")
     assert first == ethnicity(con2) == {1: ("H", True)}
 
 
@@ -114,7 +114,7 @@ def test_registration_rule_agrees_with_an_independent_python_computation(seed):
             end = None if rng.random() < 0.5 else start + dt.timedelta(days=rng.randint(0, 3000))
             regs.append((pid, start, end, rng.choice([1, 2])))
     con = database(practices=PRACTICES, patients=patients, practice_registrations=regs)
-    build(con, INDEX)
+    build(con, INDEX, "IMD2019")
     oracle = {}
     for pid, start, end, practice in regs:
         if start <= INDEX and (end is None or end >= INDEX):
@@ -123,3 +123,39 @@ def test_registration_rule_agrees_with_an_independent_python_computation(seed):
                 oracle[pid] = (start, practice)
     got = dict(con.execute("select patient_id, practice_pseudo_id from intermediate.int_patients_registered").fetchall())
     assert got == {pid: practice for pid, (_, practice) in oracle.items()}
+
+
+def test_deprivation_from_the_current_address_with_deciles_quintiles_core20_and_townsend():
+    n = 32_844  # LSOAs in IMD 2019
+    patients = [(i, "female", d("1970-01-01"), None) for i in range(1, 6)]
+    addresses = [
+        (1, d("2000-01-01"), None, "E01000001", 0, -1.5),            # rank 1-49 rounds to 0: most deprived
+        (2, d("2000-01-01"), d("2020-01-01"), "E01000002", 32800, 5.0),  # moved: the current address counts
+        (2, d("2020-01-02"), None, "E01000003", 6500, 2.0),          # decile 2, quintile 1
+        (3, d("2000-01-01"), None, "E01000004", 32800, None),        # least deprived, Townsend approximated
+        (4, d("2000-01-01"), None, None, None, None),                # no area: unknown
+        (5, d("2027-01-01"), None, "E01000005", 100, 1.0),           # address after the index date: none
+    ]
+    con = database(practices=PRACTICES, patients=patients, addresses=addresses)
+    build(con, INDEX, "IMD2019")
+    got = con.sql("select * from intermediate.int_patient_deprivation order by patient_id").pl()
+    expected = pl.DataFrame({
+        "patient_id": [1, 2, 3, 4], "imd_version": ["IMD2019"] * 4,
+        "imd_decile": [1, 2, 10, None], "imd_quintile": [1, 1, 5, None], "core20": [True, True, False, None],
+        "townsend_score": [-1.5, 2.0, 9.0 - 15.0 * 32800 / n, None],
+        "townsend_is_approximated": [False, False, True, False],
+    })
+    assert_frame_equal(got, expected, check_dtypes=False)
+
+
+def test_the_imd_version_comes_from_the_ingested_extract_and_must_be_known():
+    from phm.exceptions import ConfigError
+
+    con = database(practices=PRACTICES)
+    with pytest.raises(ConfigError, match="ingest an extract first"):
+        build(con, INDEX)
+    con.execute("create schema ingest; create table ingest.run_parameters as select date '2026-03-31' as extract_date, 'IMD2025' as imd_version")
+    build(con, INDEX)
+    assert con.execute("select imd_lsoa_count from features.parameters").fetchone()[0] == 33_755
+    with pytest.raises(ConfigError, match="IMD version must be one of"):
+        build(con, INDEX, "IMD2010")
