@@ -8,12 +8,14 @@ never as text in the query.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import duckdb
 
 from phm.codelists import project_codelists
 from phm.contract import IMD_VERSIONS
+from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, QRISK3_ETHRISK, broad_group
 from phm.exceptions import ConfigError
 from phm.ingest import insert_rows
 
@@ -28,6 +30,12 @@ def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
     insert_rows(con, "ref.codelist_codes", [
         (cl.concept, code, category)
         for cl in project_codelists().values() for code, category in cl.codes.items()])
+    con.execute("create or replace table ref.ethnic_categories "
+                "(category varchar, name varchar, broad_group varchar, qrisk3_ethrisk integer)")
+    categories = [(c, name, group, QRISK3_ETHRISK[c]) for c, (name, group) in NHS_ETHNIC_CATEGORIES.items()]
+    categories += [(NOT_STATED, "Not stated", broad_group(NOT_STATED), QRISK3_ETHRISK[NOT_STATED]),
+                   (NOT_KNOWN, "Not known", broad_group(NOT_KNOWN), QRISK3_ETHRISK[NOT_KNOWN])]
+    insert_rows(con, "ref.ethnic_categories", categories)
 
 
 def set_parameters(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_version: str | None) -> None:
@@ -49,9 +57,20 @@ def set_parameters(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_vers
 
 
 def models_in_order() -> list[tuple[str, str, Path]]:
-    """(layer, model name, path) for every SQL model, layer by layer, by name within a layer."""
-    return [(layer, path.stem, path)
-            for layer in LAYERS for path in sorted((SQL_DIR / layer).glob("*.sql"))]
+    """(layer, model name, path) for every SQL model: layer by layer, and within a layer after
+    the models it reads (found by their ``<layer>.<name>`` references), then by name."""
+    ordered: list[tuple[str, str, Path]] = []
+    for layer in LAYERS:
+        pending = {path.stem: path for path in sorted((SQL_DIR / layer).glob("*.sql"))}
+        needs = {name: set(re.findall(rf"\b{layer}\.(\w+)", path.read_text())) & set(pending) - {name}
+                 for name, path in pending.items()}
+        while pending:
+            ready = sorted(n for n in pending if not needs[n] & set(pending))
+            if not ready:
+                raise ConfigError(f"sql/{layer}: models read each other in a cycle: {sorted(pending)}")
+            for name in ready:
+                ordered.append((layer, name, pending.pop(name)))
+    return ordered
 
 
 def build(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_version: str | None = None,

@@ -159,3 +159,111 @@ def test_the_imd_version_comes_from_the_ingested_extract_and_must_be_known():
     assert con.execute("select imd_lsoa_count from features.parameters").fetchone()[0] == 33_755
     with pytest.raises(ConfigError, match="IMD version must be one of"):
         build(con, INDEX, "IMD2010")
+
+
+SBP, DBP, BMI, TC, HDL, RATIO, HBA1C, FPG = ("271649006", "271650006", "60621009", "1005671000000105",
+                                             "1005681000000107", "166842003", "999791000000106", "1010611000000107")
+
+
+def one_patient(events=(), medications=(), born="1960-01-01", sex="female"):
+    con = database(practices=PRACTICES, patients=[(1, sex, d(born), None)],
+                   practice_registrations=[(1, d("2000-01-01"), None, 1)],
+                   clinical_events=list(events), medications=list(medications))
+    build(con, INDEX, "IMD2019")
+    return con
+
+
+def row(con, table, columns):
+    return dict(zip(columns, con.execute(f"select {', '.join(columns)} from {table} where patient_id = 1").fetchone(), strict=True))
+
+
+def test_latest_measurements_within_their_windows_with_dates():
+    con = one_patient([
+        (1, d("2024-01-01"), BMI, 31.0), (1, d("2025-06-01"), BMI, 29.5),
+        (1, d("2020-01-01"), SBP, 150.0),                  # outside 5 years: ignored
+        (1, d("2025-01-01"), SBP, 140.0), (1, d("2026-01-01"), SBP, 160.0),
+        (1, d("2026-01-01"), SBP, 150.0),                  # same day: the higher reading
+        (1, d("2023-01-01"), HBA1C, 44.0),                 # outside 2 years: ignored
+        (1, d("2026-02-01"), FPG, 5.6),
+        (1, d("2026-04-02"), BMI, 40.0),                   # after the index date: ignored
+    ])
+    got = row(con, "intermediate.int_patient_measurements",
+              ["bmi", "bmi_date", "sbp_mmhg", "sbp_date", "hba1c_mmol_mol", "fasting_glucose_mmol_l"])
+    assert got == {"bmi": 29.5, "bmi_date": d("2025-06-01"), "sbp_mmhg": 160.0, "sbp_date": d("2026-01-01"),
+                   "hba1c_mmol_mol": None, "fasting_glucose_mmol_l": 5.6}
+
+
+def test_sbp_standard_deviation_needs_two_readings_in_5_years():
+    readings = [140.0, 150.0, 160.0]
+    con = one_patient([(1, d(f"202{4 + i}-01-0{i + 1}"), SBP, v) for i, v in enumerate(readings)])
+    assert row(con, "intermediate.int_patient_measurements", ["sbp_sd_5y"])["sbp_sd_5y"] == pytest.approx(10.0)
+    con = one_patient([(1, d("2025-01-01"), SBP, 140.0)])
+    assert row(con, "intermediate.int_patient_measurements", ["sbp_sd_5y"])["sbp_sd_5y"] is None
+
+
+def test_cholesterol_ratio_measured_or_derived_from_the_same_days_total_and_hdl():
+    columns = ["cholesterol_ratio", "cholesterol_ratio_is_derived"]
+    derived = one_patient([(1, d("2025-01-01"), TC, 6.0), (1, d("2025-01-01"), HDL, 1.5),
+                           (1, d("2024-01-01"), RATIO, 3.0)])  # an older lab ratio loses
+    assert row(derived, "intermediate.int_patient_measurements", columns) == {
+        "cholesterol_ratio": pytest.approx(4.0), "cholesterol_ratio_is_derived": True}
+    measured = one_patient([(1, d("2025-01-01"), TC, 6.0), (1, d("2025-01-01"), HDL, 1.5),
+                            (1, d("2025-01-01"), RATIO, 4.1)])
+    assert row(measured, "intermediate.int_patient_measurements", columns) == {
+        "cholesterol_ratio": 4.1, "cholesterol_ratio_is_derived": False}
+
+
+@pytest.mark.parametrize("codes,expected", [
+    ([("2020-01-01", "266919005")], 0),                                   # never
+    ([("2020-01-01", "160604004"), ("2024-01-01", "8517006")], 1),        # moderate, then ex
+    ([("2024-01-01", "160605003")], 4),                                   # heavy
+    ([("2024-01-01", "77176002")], 3),                                    # current, amount unknown
+    ([("2015-01-01", "160603005"), ("2024-01-01", "266919005")], 1),      # smoked, later 'never': ex
+])
+def test_smoking_category_in_qrisk3_coding(codes, expected):
+    con = one_patient([(1, d(day), code, None) for day, code in codes])
+    assert row(con, "intermediate.int_patient_smoking", ["smoke_cat"])["smoke_cat"] == expected
+
+
+def test_conditions_treatments_and_the_resolved_hypertension_rule():
+    con = one_patient(
+        events=[(1, d("2015-01-01"), "38341003", None),            # hypertension ...
+                (1, d("2018-01-01"), "162659009", None),           # ... resolved ...
+                (1, d("2021-01-01"), "59621000", None),            # ... and diagnosed again
+                (1, d("2019-01-01"), "44054006", None),            # type 2 diabetes
+                (1, d("2010-01-01"), "69896004", None)],           # rheumatoid arthritis
+        medications=[(1, d("2026-02-01"), "319283006"),            # amlodipine in the last 6 months
+                     (1, d("2026-01-10"), "325427002")])           # one steroid issue: not regular
+    got = row(con, "intermediate.int_patient_conditions",
+              ["hypertension", "treated_hypertension", "type2_diabetes", "rheumatoid_arthritis",
+               "on_corticosteroids", "cvd", "long_term_conditions"])
+    assert got == {"hypertension": True, "treated_hypertension": True, "type2_diabetes": True,
+                   "rheumatoid_arthritis": True, "on_corticosteroids": False, "cvd": False,
+                   "long_term_conditions": 3}
+    resolved = one_patient(events=[(1, d("2015-01-01"), "38341003", None), (1, d("2018-01-01"), "162659009", None)])
+    assert row(resolved, "intermediate.int_patient_conditions", ["hypertension"]) == {"hypertension": False}
+
+
+def test_the_mart_has_every_registered_patient_with_not_known_ethnicity_and_eligibility():
+    con = one_patient([(1, d("2019-01-01"), "22298006", None)])  # an MI: QRISK3 does not apply
+    got = row(con, "marts.mart_patient_features",
+              ["ethnicity_category", "ethnicity_group", "qrisk3_ethrisk", "qrisk3_eligible", "qdiabetes_eligible"])
+    assert got == {"ethnicity_category": "99", "ethnicity_group": "Not known", "qrisk3_ethrisk": 1,
+                   "qrisk3_eligible": False, "qdiabetes_eligible": True}
+
+
+def test_scores_for_the_mart_match_phm_calc_on_the_same_inputs_and_say_what_was_defaulted():
+    from models.score_patients import score_patients
+    from models.scores import qrisk3
+
+    con = one_patient([(1, d("2025-06-01"), BMI, 29.5), (1, d("2025-01-01"), SBP, 150.0),
+                       (1, d("2026-01-01"), SBP, 160.0), (1, d("2025-01-01"), RATIO, 4.5),
+                       (1, d("2024-01-01"), "160604004", None), (1, d("2020-01-01"), INDIAN, None)],
+                      born="1961-01-01", sex="male")
+    score_patients(con)
+    got = con.execute("select qrisk3_10y_pct, qrisk3_notes, qdiabetes_model from marts.patient_scores").fetchone()
+    direct = qrisk3(pl.DataFrame({"sex": ["M"], "age": [65], "bmi": [29.5], "rati": [4.5], "sbp": [160.0],
+                                  "sbps5": [7.0710678118654755], "ethrisk": [2], "smoke_cat": [3]}))
+    assert got[0] == pytest.approx(direct["risk_10y_pct"][0])
+    assert got[1] == "defaulted: town"          # no address: Townsend unknown
+    assert got[2] == "A"                        # no blood glucose test: model A

@@ -1,0 +1,68 @@
+"""Score every patient in ``marts.mart_patient_features`` with QRISK3 and QDiabetes.
+
+Writes ``marts.patient_scores``: one row per registered patient, the 10-year risks (null where a
+score does not apply) and notes saying which inputs were defaulted or clamped, so a list can
+show that a score rests on missing data.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from models.scores import qdiabetes, qrisk3
+
+# mart column -> ClinRisk argument name
+QRISK3_INPUTS = {
+    "age_years": "age", "bmi": "bmi", "cholesterol_ratio": "rati", "sbp_mmhg": "sbp",
+    "sbp_sd_5y": "sbps5", "townsend_score": "town", "qrisk3_ethrisk": "ethrisk", "smoke_cat": "smoke_cat",
+    "atrial_fibrillation": "b_AF", "on_atypical_antipsychotics": "b_atypicalantipsy",
+    "on_corticosteroids": "b_corticosteroids", "erectile_dysfunction": "b_impotence2",
+    "migraine": "b_migraine", "rheumatoid_arthritis": "b_ra", "ckd_3_5": "b_renal",
+    "severe_mental_illness": "b_semi", "sle": "b_sle", "treated_hypertension": "b_treatedhyp",
+    "type1_diabetes": "b_type1", "type2_diabetes": "b_type2", "family_history_cvd": "fh_cvd",
+}
+QDIABETES_INPUTS = {
+    "age_years": "age", "bmi": "bmi", "townsend_score": "town", "qrisk3_ethrisk": "ethrisk",
+    "smoke_cat": "smoke_cat", "on_atypical_antipsychotics": "b_atypicalantipsy",
+    "on_corticosteroids": "b_corticosteroids", "cvd": "b_cvd", "gestational_diabetes": "b_gestdiab",
+    "learning_disability": "b_learning", "severe_mental_illness": "b_manicschiz", "pcos": "b_pos",
+    "on_statins": "b_statin", "treated_hypertension": "b_treatedhyp",
+    "family_history_diabetes": "fh_diab", "fasting_glucose_mmol_l": "fbs", "hba1c_mmol_mol": "hba1c",
+}
+
+
+def _inputs(features: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFrame:
+    return features.select(
+        pl.col("sex").replace_strict({"female": "F", "male": "M"}, default=None).alias("sex"),
+        *[pl.col(source).cast(pl.Float64).alias(target) for source, target in mapping.items()])
+
+
+def score_features(features: pl.DataFrame) -> pl.DataFrame:
+    """QRISK3 and QDiabetes for each row of the feature mart."""
+    q3 = qrisk3(_inputs(features, QRISK3_INPUTS))
+    qd = qdiabetes(_inputs(features, QDIABETES_INPUTS))
+    # Scores are not for people who already have the outcome.
+    q3_ok, qd_ok = features["cvd"].not_(), ~(features["type1_diabetes"] | features["type2_diabetes"])
+    return pl.DataFrame({
+        "patient_id": features["patient_id"],
+        "qrisk3_10y_pct": pl.select(pl.when(q3_ok).then(q3["risk_10y_pct"])).to_series(),
+        "qrisk3_notes": pl.select(pl.when(q3_ok).then(q3["score_notes"])
+                                  .otherwise(pl.lit("not applicable: existing CVD"))).to_series(),
+        "qdiabetes_10y_pct": pl.select(pl.when(qd_ok).then(qd["risk_10y_pct"])).to_series(),
+        "qdiabetes_model": qd["qdiabetes_model"],
+        "qdiabetes_notes": pl.select(pl.when(qd_ok).then(qd["score_notes"])
+                                     .otherwise(pl.lit("not applicable: existing diabetes"))).to_series(),
+    })
+
+
+def score_patients(con: duckdb.DuckDBPyConnection) -> int:
+    """Create ``marts.patient_scores`` from ``marts.mart_patient_features``; return its rows."""
+    features = con.execute("select * from marts.mart_patient_features").pl()
+    scores = score_features(features)
+    con.register("patient_scores_frame", scores.to_arrow())
+    try:
+        con.execute("create or replace table marts.patient_scores as select * from patient_scores_frame")
+    finally:
+        con.unregister("patient_scores_frame")
+    return scores.height

@@ -1,0 +1,112 @@
+-- int_patient_conditions: one row per registered patient with every condition, treatment and
+-- family-history input of QRISK3 and QDiabetes, as of the index date.
+--
+-- Conditions: a code on or before the index date, ever. Hypertension: a diagnosis not followed
+-- by a later 'resolved' code. Treatments: antihypertensives, statins, atypical antipsychotics
+-- issued at least once in the 6 months before the index date; corticosteroids at least twice
+-- in that time (QRISK3 means regular steroid tablets, not one course). Treated hypertension:
+-- diagnosed hypertension and on antihypertensives. Palliative care: coded ever; care home: the
+-- latest residence code in 2 years. long_term_conditions counts hypertension, diabetes (either
+-- type), CVD, AF, CKD 3-5, RA, SLE, severe mental illness and learning disability: a measure of
+-- need used by the fairness audit.
+with parameters as (
+    select index_date from features.parameters
+),
+
+events as (
+    select e.patient_id, e.date, c.concept
+    from main.clinical_events as e
+    join ref.codelist_codes as c on c.code = e.snomedct_code
+    cross join parameters as p
+    where e.date <= p.index_date
+      and c.concept in ('hypertension', 'hypertension_resolved', 'diabetes_type1', 'diabetes_type2',
+                        'chd', 'mi', 'stroke', 'tia', 'atrial_fibrillation', 'ckd_3_5',
+                        'rheumatoid_arthritis', 'sle', 'migraine', 'severe_mental_illness',
+                        'erectile_dysfunction', 'family_history_cvd', 'family_history_diabetes',
+                        'gestational_diabetes', 'pcos', 'learning_disability', 'palliative_care',
+                        'care_home')
+),
+
+coded as (
+    select
+        patient_id,
+        max(date) filter (where concept = 'hypertension') as last_hypertension,
+        max(date) filter (where concept = 'hypertension_resolved') as last_resolved,
+        bool_or(concept = 'diabetes_type1') as type1_diabetes,
+        bool_or(concept = 'diabetes_type2') as type2_diabetes,
+        bool_or(concept in ('chd', 'mi', 'stroke', 'tia')) as cvd,
+        bool_or(concept = 'atrial_fibrillation') as atrial_fibrillation,
+        bool_or(concept = 'ckd_3_5') as ckd_3_5,
+        bool_or(concept = 'rheumatoid_arthritis') as rheumatoid_arthritis,
+        bool_or(concept = 'sle') as sle,
+        bool_or(concept = 'migraine') as migraine,
+        bool_or(concept = 'severe_mental_illness') as severe_mental_illness,
+        bool_or(concept = 'erectile_dysfunction') as erectile_dysfunction,
+        bool_or(concept = 'family_history_cvd') as family_history_cvd,
+        bool_or(concept = 'family_history_diabetes') as family_history_diabetes,
+        bool_or(concept = 'gestational_diabetes') as gestational_diabetes,
+        bool_or(concept = 'pcos') as pcos,
+        bool_or(concept = 'learning_disability') as learning_disability,
+        bool_or(concept = 'palliative_care') as palliative_care,
+        max(date) filter (where concept = 'care_home') as last_care_home
+    from events
+    group by patient_id
+),
+
+issued as (
+    select
+        m.patient_id,
+        count(*) filter (where c.concept = 'antihypertensives') as antihypertensive_issues,
+        count(*) filter (where c.concept = 'statins') as statin_issues,
+        count(*) filter (where c.concept = 'corticosteroids') as corticosteroid_issues,
+        count(*) filter (where c.concept = 'atypical_antipsychotics') as antipsychotic_issues
+    from main.medications as m
+    join ref.codelist_codes as c on c.code = m.dmd_code
+    cross join parameters as p
+    where m.date <= p.index_date and m.date > p.index_date - interval 6 month
+    group by m.patient_id
+),
+
+flags as (
+    select
+        r.patient_id,
+        coalesce(c.last_hypertension > coalesce(c.last_resolved, date '1900-01-01'), false) as hypertension,
+        coalesce(c.type1_diabetes, false) as type1_diabetes,
+        coalesce(c.type2_diabetes, false) as type2_diabetes,
+        coalesce(c.cvd, false) as cvd,
+        coalesce(c.atrial_fibrillation, false) as atrial_fibrillation,
+        coalesce(c.ckd_3_5, false) as ckd_3_5,
+        coalesce(c.rheumatoid_arthritis, false) as rheumatoid_arthritis,
+        coalesce(c.sle, false) as sle,
+        coalesce(c.migraine, false) as migraine,
+        coalesce(c.severe_mental_illness, false) as severe_mental_illness,
+        coalesce(c.erectile_dysfunction, false) as erectile_dysfunction,
+        coalesce(c.family_history_cvd, false) as family_history_cvd,
+        coalesce(c.family_history_diabetes, false) as family_history_diabetes,
+        coalesce(c.gestational_diabetes, false) as gestational_diabetes,
+        coalesce(c.pcos, false) as pcos,
+        coalesce(c.learning_disability, false) as learning_disability,
+        coalesce(c.palliative_care, false) as palliative_care,
+        coalesce(c.last_care_home > p.index_date - interval 2 year, false) as care_home,
+        coalesce(i.antihypertensive_issues, 0) > 0 as on_antihypertensives,
+        coalesce(i.statin_issues, 0) > 0 as on_statins,
+        coalesce(i.corticosteroid_issues, 0) >= 2 as on_corticosteroids,
+        coalesce(i.antipsychotic_issues, 0) > 0 as on_atypical_antipsychotics
+    from intermediate.int_patients_registered as r
+    left join coded as c using (patient_id)
+    left join issued as i using (patient_id)
+    cross join parameters as p
+),
+
+final as (
+    select
+        *,
+        hypertension and on_antihypertensives as treated_hypertension,
+        hypertension::integer + (type1_diabetes or type2_diabetes)::integer + cvd::integer
+            + atrial_fibrillation::integer + ckd_3_5::integer + rheumatoid_arthritis::integer
+            + sle::integer + severe_mental_illness::integer + learning_disability::integer
+            as long_term_conditions
+    from flags
+)
+
+select * from final
