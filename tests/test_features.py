@@ -267,3 +267,41 @@ def test_scores_for_the_mart_match_phm_calc_on_the_same_inputs_and_say_what_was_
     assert got[0] == pytest.approx(direct["risk_10y_pct"][0])
     assert got[1] == "defaulted: town"          # no address: Townsend unknown
     assert got[2] == "A"                        # no blood glucose test: model A
+
+
+def bp(day, systolic, diastolic):
+    return [(1, d(day), SBP, float(systolic)), (1, d(day), DBP, float(diastolic))]
+
+
+def finding(con):
+    return con.execute("select finding, finding_reason, bp_stage, urgent from marts.mart_hypertension_case_finding "
+                       "where patient_id = 1").fetchone()
+
+
+HYPERTENSION = [(1, d("2015-01-01"), "38341003", None)]
+
+
+@pytest.mark.parametrize("case,events,born,expected", [
+    ("two raised readings, no diagnosis", bp("2025-06-01", 150, 85) + bp("2026-01-10", 142, 88), "1970-01-01",
+     ("possible_undiagnosed", "two readings at or above 140/90 in the last 12 months and no hypertension diagnosis", "stage_1", False)),
+    ("only the latest raised", bp("2025-06-01", 130, 80) + bp("2026-01-10", 150, 85), "1970-01-01",
+     (None, None, "stage_1", False)),
+    ("a raised reading over 12 months ago does not count", bp("2024-06-01", 150, 95) + bp("2026-01-10", 145, 80), "1970-01-01",
+     (None, None, "stage_1", False)),
+    ("diastolic alone is enough", bp("2025-06-01", 130, 95) + bp("2026-01-10", 135, 92), "1970-01-01",
+     ("possible_undiagnosed", "two readings at or above 140/90 in the last 12 months and no hypertension diagnosis", "stage_1", False)),
+    ("one severe reading", bp("2026-01-10", 185, 100), "1970-01-01",
+     ("possible_undiagnosed_urgent", "a reading at or above 180/120 in the last 12 months and no hypertension diagnosis: urgent", "severe", True)),
+    ("diagnosed, above target under 80", HYPERTENSION + bp("2026-01-10", 145, 85), "1970-01-01",
+     ("above_target", "hypertension with the latest reading above the target of 140/90", "stage_1", False)),
+    ("diagnosed, 80 and over, 145 is on target", HYPERTENSION + bp("2026-01-10", 145, 85), "1940-01-01",
+     (None, None, "stage_1", False)),
+    ("diagnosed, no reading in 12 months", HYPERTENSION + bp("2024-01-10", 130, 80), "1970-01-01",
+     ("no_recent_reading", "hypertension with no blood pressure reading in the last 12 months", "normal", False)),
+    ("45 and over, never measured", [], "1975-01-01",
+     ("no_bp_in_5_years", "aged 45 or over with no blood pressure reading in the last 5 years", None, False)),
+    ("under 45, never measured", [], "1990-01-01", (None, None, None, False)),
+    ("stage 2", bp("2026-01-10", 165, 90), "1990-01-01", (None, None, "stage_2", False)),
+])
+def test_hypertension_case_finding(case, events, born, expected):
+    assert finding(one_patient(events, born=born)) == expected
