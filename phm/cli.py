@@ -116,6 +116,16 @@ def cmd_ingest(args) -> int:
     return run_ingest(Path(args.extract), Path(args.db), docs, args.report)
 
 
+def cmd_features(args) -> int:
+    from features.run import run_features
+
+    run = run_features(Path(args.db), args.index_date, progress=_progress)
+    for line in run.summary_lines():
+        print(line)
+    print(f"tables: {', '.join(run.tables)}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from phm.synth import SynthConfig, generate
 
@@ -124,6 +134,11 @@ def cmd_demo(args) -> int:
     _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
     code = run_ingest(extract, out / "phm.duckdb", out, out / "ingest_report.json")
+    from features.run import run_features
+
+    run = run_features(out / "phm.duckdb", progress=_progress)
+    for line in run.summary_lines():
+        print(line)
     print(f"\ndemo finished; everything is under {out.resolve()}")
     db = (out / "phm.duckdb").resolve()
     print(f"  database:  {db}")
@@ -224,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-docs", action="store_true", help="do not build Data Docs")
     p.add_argument("--report", type=Path, help="JSON report path (default: <db>.ingest.json)")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("features", help="build features, QRISK3/QDiabetes and hypertension case-finding",
+                       description="Build the feature layers (sql/intermediate, sql/marts) for an "
+                       "index date in an ingested database, score QRISK3 and QDiabetes, and find "
+                       "possible undiagnosed or uncontrolled hypertension. Prints a suppressed summary.")
+    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
+    p.add_argument("--index-date", type=_date, help="index date (default: the extract date)")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
                        description="The embedded default: a synthetic extract, a local DuckDB "

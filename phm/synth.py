@@ -404,7 +404,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ev.add(patient_id[i], d, dia_codes[which], d_read)
 
     # BMI
-    i, d = rate_events(0.25 + 0.3 * t2d_dx0)
+    i, d = rate_events(0.35 + 0.3 * t2d_dx0)
     keep = kept(i)
     i, d = i[keep], d[keep]
     ev.add(patient_id[i], d, _first_code("bmi"),
@@ -436,7 +436,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
            np.round(np.clip(5.0 + 0.09 * (true_h - 36) + rng.normal(0, 0.4, len(i)), 2.5, 30), 1))
 
     # smoking status: the latest code tells the truth; ex-smokers were once recorded smoking
-    i, d = rate_events(0.25 + 0.0 * age)
+    i, d = rate_events(np.full(n, 0.45))
     status = np.where(smoker[i], smoke_amount[i], np.where(ex_smoker[i], "ex", "never"))
     earlier = ex_smoker[i] & (d < win_start[i] + win_len[i] // 3)
     status = np.where(earlier, smoke_amount[i], status)

@@ -12,7 +12,7 @@ import pytest
 from phm.cli import build_parser, main
 from tests.extracts import write_extract
 
-COMMANDS = ["synth", "ingest", "demo", "calc", "contract", "codelists"]
+COMMANDS = ["synth", "ingest", "features", "demo", "calc", "contract", "codelists"]
 
 
 def phm(*args, timeout=300):
@@ -77,3 +77,10 @@ def test_synth_then_ingest_from_the_command_line(tmp_path):
     assert "rows read = rows loaded + rows quarantined" in result.stdout
     assert (tmp_path / "phm.ingest.json").is_file()
     assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    result = phm("features", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "patients registered and alive at the index date" in result.stdout
+    assert "1-7 suppressed" in result.stdout
+    result = phm("features", "--db", str(db), "--index-date", "2030-01-01")
+    assert result.returncode == 2
+    assert "is after the extract date" in result.stderr
