@@ -305,3 +305,43 @@ HYPERTENSION = [(1, d("2015-01-01"), "38341003", None)]
 ])
 def test_hypertension_case_finding(case, events, born, expected):
     assert finding(one_patient(events, born=born)) == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_measurements_and_ethnicity_agree_with_an_independent_polars_computation(seed):
+    """Property check on random records: the SQL against the same rules written in polars."""
+    import random
+
+    rng = random.Random(seed)
+    concepts = {SBP: "systolic_bp", BMI: "bmi", HBA1C: "hba1c"}
+    eth_codes = {WHITE_BRITISH: "A", INDIAN: "H", OTHER_ASIAN: "L", NOT_STATED: "Z"}
+    patients, events = [], []
+    for pid in range(1, 201):
+        patients.append((pid, "male", d("1960-01-01"), None))
+        for _ in range(rng.randint(0, 8)):
+            code = rng.choice(list(concepts) + list(eth_codes))
+            day = INDEX - dt.timedelta(days=rng.randint(-100, 2500))
+            events.append((pid, day, code, float(rng.randint(20, 200)) if code in concepts else None))
+    con = database(practices=PRACTICES, patients=patients,
+                   practice_registrations=[(p[0], d("2000-01-01"), None, 1) for p in patients],
+                   clinical_events=events)
+    build(con, INDEX, "IMD2019")
+    frame = pl.DataFrame(events, schema=["patient_id", "date", "code", "value"], orient="row")
+    window = {"systolic_bp": 5, "bmi": 5, "hba1c": 2}
+    for code, concept in concepts.items():
+        years = window[concept]
+        start = INDEX.replace(year=INDEX.year - years)
+        expected = (frame.filter((pl.col("code") == code) & (pl.col("date") <= INDEX) & (pl.col("date") > start))
+                    .sort("date", "value").group_by("patient_id").agg(pl.col("value").last(), pl.col("date").last())
+                    .sort("patient_id"))
+        column = {"systolic_bp": "sbp_mmhg", "bmi": "bmi", "hba1c": "hba1c_mmol_mol"}[concept]
+        got = con.sql(f"select patient_id, {column} as value, {column.replace('_mmhg', '').replace('_mmol_mol', '')}_date as date "
+                      f"from intermediate.int_patient_measurements where {column} is not null order by patient_id").pl()
+        assert_frame_equal(got, expected, check_dtypes=False)
+    coded = frame.filter(pl.col("code").is_in(list(eth_codes)) & (pl.col("date") <= INDEX)).with_columns(
+        pl.col("code").replace_strict(eth_codes).alias("category"))
+    stated = coded.filter(pl.col("category") != "Z").sort("date", "category").group_by("patient_id").agg(
+        pl.col("category").last(), (pl.col("category").n_unique() > 1).alias("conflict"))
+    expected_eth = {pid: ("Z", False) for pid in coded["patient_id"].unique()}
+    expected_eth.update({r[0]: (r[1], r[2]) for r in stated.iter_rows()})
+    assert ethnicity(con) == expected_eth
