@@ -345,3 +345,33 @@ def test_measurements_and_ethnicity_agree_with_an_independent_polars_computation
     expected_eth = {pid: ("Z", False) for pid in coded["patient_id"].unique()}
     expected_eth.update({r[0]: (r[1], r[2]) for r in stated.iter_rows()})
     assert ethnicity(con) == expected_eth
+
+
+@pytest.mark.parametrize("flag,code,sex", [
+    ("type1_diabetes", "46635009", "female"), ("cvd", "194828000", "female"), ("cvd", "22298006", "male"),
+    ("cvd", "230690007", "female"), ("cvd", "266257000", "male"), ("atrial_fibrillation", "49436004", "female"),
+    ("ckd_3_5", "433144002", "female"), ("sle", "55464009", "female"), ("migraine", "37796009", "female"),
+    ("severe_mental_illness", "58214004", "male"), ("erectile_dysfunction", "860914002", "male"),
+    ("family_history_cvd", "266894000", "female"), ("family_history_diabetes", "160303001", "female"),
+    ("gestational_diabetes", "11687002", "female"), ("pcos", "237055002", "female"),
+    ("learning_disability", "110359009", "male"), ("palliative_care", "103735009", "male"),
+    ("care_home", "160734000", "female"),
+])
+def test_each_condition_flag_is_set_by_its_codelist_and_only_before_the_index_date(flag, code, sex):
+    before = one_patient([(1, d("2025-01-01"), code, None)], sex=sex)
+    after = one_patient([(1, d("2026-04-01"), code, None)], sex=sex)
+    assert row(before, "marts.mart_patient_features", [flag]) == {flag: True}
+    assert row(after, "marts.mart_patient_features", [flag]) == {flag: False}
+
+
+@pytest.mark.parametrize("flag,code,issues,expected", [
+    ("on_antihypertensives", "319283006", ["2026-03-01"], True),
+    ("on_antihypertensives", "319283006", ["2025-09-01"], False),   # over 6 months ago
+    ("on_statins", "320000009", ["2026-01-01"], True),
+    ("on_atypical_antipsychotics", "321740003", ["2026-03-30"], True),
+    ("on_corticosteroids", "325427002", ["2026-01-01", "2026-02-01"], True),
+    ("on_corticosteroids", "325427002", ["2026-02-01"], False),      # one course is not regular
+])
+def test_each_treatment_flag_uses_the_last_6_months(flag, code, issues, expected):
+    con = one_patient(medications=[(1, d(day), code) for day in issues])
+    assert row(con, "marts.mart_patient_features", [flag]) == {flag: expected}
