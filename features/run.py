@@ -36,14 +36,19 @@ def extract_date(con: duckdb.DuckDBPyConnection) -> dt.date:
         raise ConfigError("the database has no ingested extract: run phm ingest first") from None
 
 
-def run_features(db_path: Path, index_date: dt.date | None = None, progress=None) -> FeatureRun:
-    """Build every feature layer and ``marts.patient_scores`` in ``db_path``."""
+def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open an ingested database, with errors a user can act on."""
     if not Path(db_path).is_file():
         raise ConfigError(f"--db {db_path}: no such database (run phm ingest first)")
     try:
-        con = duckdb.connect(str(db_path))
+        return duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.IOException as exc:
         raise DatabaseError(f"cannot open database {db_path}: {str(exc).splitlines()[0]}") from None
+
+
+def run_features(db_path: Path, index_date: dt.date | None = None, progress=None) -> FeatureRun:
+    """Build every feature layer and ``marts.patient_scores`` in ``db_path``."""
+    con = connect(db_path)
     try:
         started = time.perf_counter()
         index_date = index_date or extract_date(con)

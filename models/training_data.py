@@ -1,0 +1,78 @@
+"""Training data: features as of a past index date, and what was recorded in the horizon after.
+
+Features are built with the same SQL as scoring (features/build.py), for index date
+T0 = extract date - horizon, inside a transaction that is rolled back, so the extract-date
+tables are untouched. Labels come from sql/labels/outcomes.sql.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from features.build import build
+from features.run import connect, extract_date
+from phm.exceptions import ConfigError
+
+LABELS_SQL = Path(__file__).resolve().parent.parent / "sql" / "labels" / "outcomes.sql"
+OUTCOMES = ("cvd_event", "t2d_event", "hypertension_event")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    index_date: dt.date
+    horizon_years: int
+    frame: pl.DataFrame  # mart features at index_date + one column per outcome (null = not at risk)
+
+
+def past_index_date(extract_date: dt.date, horizon_years: int) -> dt.date:
+    try:
+        return extract_date.replace(year=extract_date.year - horizon_years)
+    except ValueError:  # 29 February
+        return extract_date.replace(year=extract_date.year - horizon_years, day=28)
+
+
+@contextmanager
+def features_as_of(db_path: Path, index_date: dt.date) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to ``db_path`` in which the feature layers are built for ``index_date``.
+
+    Everything happens in one transaction that is rolled back on exit, so the tables built
+    for the extract date are untouched and a crash leaves nothing half-written. (A separate
+    read-only attachment would be neater, but DuckDB's ATTACH takes no bound parameters and
+    the path must not be formatted into SQL.)
+    """
+    con = connect(db_path)
+    try:
+        con.execute("begin transaction")
+        build(con, index_date)
+        yield con
+    finally:
+        try:
+            con.execute("rollback")
+        finally:
+            con.close()
+
+
+def training_data(db_path: Path, horizon_years: int = 5) -> TrainingData:
+    """Features at extract date - horizon, with the outcomes recorded in the horizon."""
+    if horizon_years < 1:
+        raise ConfigError(f"--horizon must be at least 1 year (got {horizon_years})")
+    con = connect(db_path)
+    try:
+        index_date = past_index_date(extract_date(con), horizon_years)
+    finally:
+        con.close()
+    with features_as_of(db_path, index_date) as con:
+        con.execute("create schema labels")
+        con.execute("create table labels.parameters (horizon_years integer)")
+        con.execute("insert into labels.parameters values (?)", [horizon_years])
+        con.execute(f"create table labels.outcomes as {LABELS_SQL.read_text()}")
+        frame = con.execute("select f.*, o.* exclude (patient_id) from marts.mart_patient_features f "
+                            "join labels.outcomes o using (patient_id) order by patient_id").pl()
+    return TrainingData(index_date, horizon_years, frame)
