@@ -147,6 +147,41 @@ def cmd_demo(args) -> int:
     return code
 
 
+def _quiet_mlflow() -> None:
+    # MLflow logs every model save at INFO/WARNING (environment inference, uv detection);
+    # our own progress lines say what is happening. Errors still show.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow  # noqa: F401  (importing it configures its loggers; set the level after)
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+
+def cmd_train(args) -> int:
+    from models.train import TrainingConfig
+    from models.training_run import run_training
+
+    _quiet_mlflow()
+    config = TrainingConfig(horizon_years=args.horizon, candidate_variant=args.candidate_variant,
+                            validation_share=args.validation_share, seed=args.seed)
+    run = run_training(Path(args.db), config, args.tracking_uri, args.icb, args.truth, progress=_progress)
+    for line in run.summary_lines():
+        print(line)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from models.score_models import score_models
+    from models.tracking import tracking_location
+
+    _quiet_mlflow()
+    location = tracking_location(Path(args.db).resolve().parent, args.tracking_uri)
+    _progress(f"scoring with the registered models in {location.tracking_uri}")
+    run = score_models(Path(args.db), location, args.icb, warn=lambda m: print(m, file=sys.stderr, flush=True))
+    for line in run.summary_lines():
+        print(line)
+    return 0
+
+
 def cmd_calc(args) -> int:
     import polars as pl
 
@@ -247,6 +282,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
     p.add_argument("--index-date", type=_date, help="index date (default: the extract date)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train the risk models on the extract's history; log them to MLflow",
+                       description="Build features at the extract date minus the horizon, label the "
+                       "outcomes recorded after, train logistic regression and calibrated gradient "
+                       "boosting with and without ethnicity/deprivation inputs, validate on held-out "
+                       "practices side by side with QRISK3 and QDiabetes, log everything to MLflow and "
+                       "register each outcome's candidate. See docs/models.md.")
+    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
+    p.add_argument("--horizon", type=int, default=5, help="outcome horizon in years (default 5)")
+    p.add_argument("--candidate-variant", default="with_equity", choices=["with_equity", "clinical_only"],
+                   help="which input variant may become the candidate: with ethnicity and deprivation "
+                   "inputs (default) or clinical inputs only; both are trained and logged")
+    p.add_argument("--validation-share", type=float, default=0.3, help="share of practices held out (default 0.3)")
+    p.add_argument("--seed", type=int, default=42, help="random seed for the split and the models (default 42)")
+    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
+                   "SQLite store in mlflow/ beside --db)")
+    p.add_argument("--truth", type=Path, help="synthetic data only: the truth/ folder of phm synth, to "
+                   "also measure the models against each patient's true risk")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score every eligible patient with the registered models",
+                       description="Apply each outcome's champion model (or, where none exists yet, "
+                       "the candidate, with a warning) and the validated scores to every patient at "
+                       "the current index date; write marts.risk_scores with the model name and version "
+                       "on every row. Run phm features first.")
+    p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
+    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
+                   "SQLite store in mlflow/ beside --db)")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
                        description="The embedded default: a synthetic extract, a local DuckDB "

@@ -1,0 +1,127 @@
+"""``phm score``: the registered models and the validated scores for every eligible patient.
+
+Each outcome's model is loaded from the MLflow registry by alias: ``champion`` (audited), or
+where none exists yet ``candidate``, with a loud warning that the model has not passed the
+fairness gate. Patients are scored at the current index date (the features built by
+``phm features``). Eligible: aged 25-84 and free of the outcome, as in training; others get
+no model risk. Writes ``marts.risk_scores``, one row per registered patient, with the model
+name, version and alias on every row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from features.run import connect
+from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
+from models.train import MAX_AGE, MIN_AGE, OUTCOMES, Outcome, model_inputs, single_icb
+from phm.disclosure import show
+from phm.exceptions import ConfigError
+
+# Who already has each outcome at the index date, and so is not scored for it.
+HAS_OUTCOME = {
+    "cvd": pl.col("cvd"),
+    "t2d": pl.col("type1_diabetes") | pl.col("type2_diabetes"),
+    "hypertension": pl.col("hypertension"),
+}
+
+
+@dataclass
+class ModelInUse:
+    outcome: str
+    name: str
+    version: str
+    alias: str
+    variant: str
+    horizon_years: int
+
+
+@dataclass
+class ScoreRun:
+    models: list[ModelInUse]
+    patients: int
+    scored: dict[str, int]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"scored {show(self.patients)} registered patients in {self.seconds:.1f} s -> marts.risk_scores"]
+        for m in self.models:
+            lines.append(f"  {m.outcome:<13} {m.name} v{m.version} ({m.alias}, {m.variant}): "
+                         f"{show(self.scored[m.outcome])} eligible patients scored, "
+                         f"{m.horizon_years}-year risk")
+        lines.append("  (counts: 1-7 suppressed, others rounded to 5)")
+        return lines
+
+
+def model_in_use(client, icb_code: str, outcome: Outcome) -> ModelInUse:
+    from mlflow.exceptions import MlflowException
+
+    name = registered_model_name(icb_code, outcome)
+    for alias in (CHAMPION, CANDIDATE):
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            continue
+        return ModelInUse(outcome.short, name, str(version.version), alias, version.tags["phm.variant"],
+                          int(version.tags["phm.horizon_years"]))
+    raise ConfigError(f"no registered model {name} with alias 'champion' or 'candidate': run phm train first")
+
+
+def read_features(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    try:
+        features = con.execute("select * from marts.mart_patient_features").pl()
+        validated = con.execute("select patient_id, qrisk3_10y_pct, qdiabetes_10y_pct from marts.patient_scores").pl()
+    except duckdb.CatalogException:
+        raise ConfigError("the database has no features or validated scores: run phm features first") from None
+    return features.join(validated, on="patient_id", how="left")
+
+
+def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None = None,
+                 warn=None) -> ScoreRun:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    started = time.perf_counter()
+    mlflow.set_tracking_uri(location.tracking_uri)
+    client = MlflowClient(location.tracking_uri)
+    con = connect(db_path)
+    try:
+        icb_code, features = single_icb(read_features(con), icb_code)
+        scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct")
+        run = ScoreRun([], features.height, {}, 0.0)
+        for outcome in OUTCOMES:
+            in_use = model_in_use(client, icb_code, outcome)
+            if in_use.alias == CANDIDATE:
+                message = (f"WARNING: {in_use.name} has no champion: scoring with the CANDIDATE "
+                           f"version {in_use.version}, which has NOT passed the fairness audit")
+                run.warnings.append(message)
+                if warn:
+                    warn(message)
+            estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
+            eligible = features["age_years"].is_between(MIN_AGE, MAX_AGE) & ~features.select(
+                HAS_OUTCOME[outcome.short].fill_null(False)).to_series()
+            rows = features.filter(eligible)
+            risk = estimator.predict_proba(model_inputs(rows, in_use.variant))[:, 1]
+            predicted = rows.select("patient_id").with_columns(pl.Series(f"{outcome.short}_model_risk", risk))
+            # The model is named on every row, scored or not: a null risk then means "not
+            # eligible for this model", never "no model was run".
+            scores = scores.join(predicted, on="patient_id", how="left").with_columns(
+                pl.lit(in_use.name).alias(f"{outcome.short}_model_name"),
+                pl.lit(in_use.version).alias(f"{outcome.short}_model_version"),
+                pl.lit(in_use.alias).alias(f"{outcome.short}_model_alias"),
+                pl.lit(in_use.horizon_years).alias(f"{outcome.short}_model_horizon_years"))
+            run.models.append(in_use)
+            run.scored[outcome.short] = rows.height
+        con.register("risk_scores_frame", scores.to_arrow())
+        con.execute("create or replace table marts.risk_scores as select * from risk_scores_frame")
+        con.unregister("risk_scores_frame")
+    finally:
+        con.close()
+    run.seconds = time.perf_counter() - started
+    return run

@@ -1,0 +1,354 @@
+"""MLflow: where runs go, what each training run logs, and the model registry.
+
+Embedded by default: a SQLite store and an artifact folder under ``<output dir>/mlflow``, so
+nothing needs a server. A tracking URI given on the command line or in ``MLFLOW_TRACKING_URI``
+wins. One experiment per ICB (``phm-risk <ICB code>``).
+
+A training run is a parent run with one child run per outcome x model kind x input variant.
+Every child logs its parameters, validation metrics (with QRISK3 / QDiabetes measured on the
+same patients), the feature list, the training-data digest, calibration and ROC plots, and the
+model with its signature and pinned requirements. The candidate of each outcome is registered
+as a new version of ``phm-<ICB>-<outcome>`` with the alias ``candidate``; only the fairness gate
+moves ``champion``.
+
+Nothing patient-level is logged: no input example, counts only after small-number
+suppression (as parameters, so they are text), plots of aggregates over bins of at least
+100 patients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from models.metrics import Validation, validate
+from models.train import (
+    COMPARATOR_NAMES,
+    EQUITY_CATEGORICAL,
+    EQUITY_FLAGS,
+    EQUITY_NUMERIC,
+    Outcome,
+    TrainingResult,
+)
+from phm.disclosure import show
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+# The user's setting, read once: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into the
+# environment, so reading it later would return the last URI this process used instead.
+CONFIGURED_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+MIN_PATIENTS_PER_BIN = 100
+
+
+@dataclass(frozen=True)
+class TrackingLocation:
+    tracking_uri: str
+    artifact_root: str | None  # None: the server's or store's default
+
+    def ui_command(self) -> str:
+        if self.tracking_uri.startswith("sqlite:"):
+            return f"uv run mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1"
+        return f"open {self.tracking_uri} in a browser"
+
+
+def tracking_location(output_dir: Path, tracking_uri: str | None = None) -> TrackingLocation:
+    """The configured tracking URI, else a SQLite store under ``output_dir/mlflow``."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri or CONFIGURED_TRACKING_URI
+    if uri:
+        return TrackingLocation(uri, None)
+    folder = (Path(output_dir) / "mlflow").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return TrackingLocation(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
+
+
+def experiment_name(icb_code: str) -> str:
+    return f"phm-risk {icb_code}"
+
+
+def registered_model_name(icb_code: str, outcome: Outcome) -> str:
+    return f"phm-{icb_code}-{outcome.short}"
+
+
+def _experiment_id(client, location: TrackingLocation, icb_code: str) -> str:
+    name = experiment_name(icb_code)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=location.artifact_root,
+                                    tags={"phm.icb_code": icb_code})
+
+
+def data_digest(frame: pl.DataFrame) -> str:
+    """A digest of the training table's content (independent of row order): sha256 over the
+    sorted row hashes and the column names. Stable for a given polars version (pinned)."""
+    row_hashes = np.sort(frame.hash_rows(seed=0).to_numpy())
+    digest = hashlib.sha256("\x1f".join(frame.columns).encode())
+    digest.update(row_hashes.tobytes())
+    return digest.hexdigest()
+
+
+def pinned_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("scikit-learn", "numpy", "scipy", "pandas", "skops")]
+
+
+def skops_trusted_types(estimator) -> list[str]:
+    """The non-scikit-learn types in the model's skops file, for MLflow's save-and-reload check.
+
+    Our pipelines hold only scikit-learn objects and the numpy/scipy types they are built from
+    (numpy.dtype; scipy's BSpline inside SplineTransformer). Anything else means the pipeline
+    holds something unexpected, and is refused rather than trusted.
+    """
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
+    unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn."))]
+    if unexpected:
+        raise RuntimeError(f"the model holds types that are not numpy/scipy/scikit-learn: {unexpected}")
+    return untrusted
+
+
+def _bins(predicted: np.ndarray) -> int:
+    return int(max(2, min(10, predicted.size // MIN_PATIENTS_PER_BIN)))
+
+
+def calibration_points(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean predicted and observed rate in equal-sized bins of predicted risk."""
+    order = np.argsort(predicted, kind="stable")
+    groups = np.array_split(order, _bins(predicted))
+    return (np.array([predicted[g].mean() for g in groups]), np.array([y[g].mean() for g in groups]))
+
+
+def _plots(folder: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Path]:
+    """Calibration and ROC plots; ``curves`` maps a label to (recorded outcome, predicted risk)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    top = 0.0
+    for label, (y, predicted) in curves.items():
+        mean_predicted, observed = calibration_points(y, predicted)
+        ax.plot(mean_predicted, observed, marker="o", label=label)
+        top = max(top, mean_predicted.max(), observed.max())
+    ax.plot([0, top], [0, top], color="grey", linestyle=":", label="perfect calibration")
+    ax.set(xlabel="mean predicted risk", ylabel="observed (recorded) rate",
+           title=f"Calibration: {title}\n(validation practices, bins of >= {MIN_PATIENTS_PER_BIN} patients)")
+    ax.legend(fontsize=8)
+    paths.append(folder / "calibration.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, (y, predicted) in curves.items():
+        fpr, tpr, _ = roc_curve(y, predicted)
+        ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="false positive rate", ylabel="sensitivity", title=f"ROC: {title}\n(validation practices)")
+    ax.legend(fontsize=8)
+    paths.append(folder / "roc.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def validation_metrics(prefix: str, validation: Validation) -> dict[str, float]:
+    """Metrics only: counts are logged separately, suppressed, as parameters."""
+    return {f"{prefix}_{k}": float(v) for k, v in validation.as_dict().items()
+            if k not in ("n", "events") and np.isfinite(v)}
+
+
+def truth_metrics(validation_frame: pl.DataFrame, predicted: np.ndarray, truth: pl.DataFrame,
+                  outcome: Outcome) -> dict[str, float]:
+    """Synthetic data only: the prediction against each patient's true risk and true (recorded
+    or not) outcome from the generator's truth/ folder."""
+    from scipy.stats import spearmanr
+
+    true_columns = {"cvd": ("true_risk_cvd_horizon", "cvd_event"), "t2d": ("true_risk_t2d_horizon", "t2d_event"),
+                    "hypertension": ("true_risk_htn_horizon", "htn_event")}[outcome.short]
+    joined = validation_frame.select("patient_id").with_columns(pl.Series("predicted", predicted)).join(
+        truth.select("patient_id", *true_columns), on="patient_id", how="left")
+    true_risk = joined[true_columns[0]].fill_null(0.0).to_numpy()
+    true_event = joined[true_columns[1]].fill_null(False).to_numpy()
+    figures = validate(true_event, predicted)
+    return {
+        "truth_auroc_true_events": figures.auroc,
+        "truth_spearman_true_risk": float(spearmanr(predicted, true_risk).statistic),
+        "truth_mean_abs_error": float(np.abs(predicted - true_risk).mean()),
+        "truth_predicted_over_true_risk": float(predicted.mean() / true_risk.mean()) if true_risk.mean() > 0 else float("nan"),
+        "truth_recorded_over_true_events": float(validation_frame["recorded_outcome"].sum() / max(1, true_event.sum())),
+    }
+
+
+@dataclass
+class RegisteredCandidate:
+    outcome: str
+    name: str
+    version: str
+    run_id: str
+
+
+@dataclass
+class TrainingLog:
+    location: TrackingLocation
+    experiment_id: str
+    parent_run_id: str
+    candidates: list[RegisteredCandidate] = field(default_factory=list)
+    comparison: list[dict] = field(default_factory=list)
+
+
+def comparison_rows(result: TrainingResult) -> list[dict]:
+    """Each model and its validated comparator on the same validation patients."""
+    rows = []
+    for outcome_result in result.outcomes:
+        entries = [(f"{m.kind} ({m.variant}){' *' if m is outcome_result.candidate else ''}", m.validation)
+                   for m in outcome_result.models]
+        if outcome_result.comparator is not None:
+            name = COMPARATOR_NAMES[outcome_result.outcome.comparator]
+            entries.append((f"{name} (10y converted to {result.config.horizon_years}y)", outcome_result.comparator))
+        for label, v in entries:
+            rows.append({"outcome": outcome_result.outcome.short, "model": label,
+                         "patients": show(v.n), "events": show(v.events),
+                         **{k: round(float(x), 4) for k, x in v.as_dict().items() if k not in ("n", "events")}})
+    return rows
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    lines = ["| outcome | model | patients | events | AUROC (95% CI) | Brier | cal. slope | cal. intercept | O/E (95% CI) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['outcome']} | {r['model']} | {r['patients']} | {r['events']} | "
+            f"{r['auroc']:.3f} ({r['auroc_ci_low']:.3f}-{r['auroc_ci_high']:.3f}) | {r['brier']:.4f} | "
+            f"{r['calibration_slope']:.2f} | {r['calibration_intercept']:.2f} | "
+            f"{r['observed_expected']:.2f} ({r['observed_expected_ci_low']:.2f}-{r['observed_expected_ci_high']:.2f}) |")
+    lines.append("\n`*` the candidate. Counts: 1-7 suppressed, others rounded to 5. Validation practices only.")
+    return "\n".join(lines) + "\n"
+
+
+def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.DataFrame | None = None,
+                 progress=None) -> TrainingLog:
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(location.tracking_uri)
+    client = MlflowClient(location.tracking_uri)
+    experiment_id = _experiment_id(client, location, result.icb_code)
+    config, data = result.config, result.data
+    digest = data_digest(data.frame)
+    common = {"icb_code": result.icb_code, "index_date": data.index_date.isoformat(),
+              "horizon_years": data.horizon_years, "validation_share": config.validation_share,
+              "calibration_share": config.calibration_share, "seed": config.seed,
+              "candidate_variant": config.candidate_variant, "training_data_digest": digest,
+              "validation_split": "by practice"}
+    rows = comparison_rows(result)
+    requirements = pinned_requirements()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {data.index_date} +{data.horizon_years}y") as parent:
+        mlflow.log_params(common)
+        mlflow.set_tags({"phm.kind": "training", "phm.icb_code": result.icb_code})
+        log = TrainingLog(location, experiment_id, parent.info.run_id, comparison=rows)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "comparison.md").write_text(comparison_markdown(rows))
+            (folder / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+            mlflow.log_artifacts(str(folder), artifact_path="comparison")
+        for outcome_result in result.outcomes:
+            outcome = outcome_result.outcome
+            y = outcome_result.validation_frame["recorded_outcome"].cast(pl.Int8).to_numpy()
+            comparator_metrics = {}
+            if outcome_result.comparator is not None:
+                comparator_name = COMPARATOR_NAMES[outcome.comparator].lower()
+                comparator_metrics = validation_metrics(comparator_name, outcome_result.comparator)
+            for model in outcome_result.models:
+                is_candidate = model is outcome_result.candidate
+                if progress:
+                    progress(f"MLflow: logging {outcome.short} {model.kind} ({model.variant})")
+                with mlflow.start_run(experiment_id=experiment_id, nested=True,
+                                      run_name=f"{outcome.short} {model.kind} {model.variant}") as child:
+                    mlflow.log_params({
+                        **common, "outcome": outcome.short, "outcome_definition": outcome.description,
+                        "model_kind": model.kind, "variant": model.variant,
+                        "ethnicity_and_deprivation_inputs": model.variant == "with_equity",
+                        "population": "aged 25-84 at the index date, free of the outcome then",
+                        "training_patients": show(model.training_rows), "training_events": show(model.training_events),
+                        "validation_patients": show(model.validation.n), "validation_events": show(model.validation.events),
+                        "calibration": _calibration_method(model.estimator),
+                    })
+                    metrics = {**validation_metrics("val", model.validation), **comparator_metrics,
+                               "fit_seconds": model.fit_seconds}
+                    if truth is not None:
+                        metrics.update(truth_metrics(outcome_result.validation_frame, model.predictions, truth, outcome))
+                    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+                    mlflow.set_tags({"phm.outcome": outcome.short, "phm.model_kind": model.kind,
+                                     "phm.variant": model.variant, "phm.candidate": str(is_candidate).lower(),
+                                     "phm.training_data_digest": digest})
+                    with tempfile.TemporaryDirectory() as tmp:
+                        folder = Path(tmp)
+                        equity = [*EQUITY_NUMERIC, *EQUITY_FLAGS, *EQUITY_CATEGORICAL]
+                        (folder / "features.json").write_text(json.dumps({
+                            "variant": model.variant, "features": model.features,
+                            "ethnicity_and_deprivation": [f for f in model.features if f in equity]}, indent=2) + "\n")
+                        curves = {f"{model.kind} ({model.variant})": (y, model.predictions)}
+                        if "comparator_risk" in outcome_result.validation_frame.columns:
+                            risk = outcome_result.validation_frame["comparator_risk"].to_numpy()
+                            scored = ~np.isnan(risk)
+                            curves[f"{COMPARATOR_NAMES[outcome.comparator]} (where it applies)"] = (y[scored], risk[scored])
+                        _plots(folder, f"{outcome.short}, {model.kind} ({model.variant})", curves)
+                        mlflow.log_artifacts(str(folder), artifact_path="validation")
+                    sample = signature_frame(model)
+                    info = mlflow.sklearn.log_model(
+                        model.estimator, name="model", pip_requirements=requirements,
+                        signature=infer_signature(sample, np.zeros(1)), pyfunc_predict_fn="predict_proba",
+                        skops_trusted_types=skops_trusted_types(model.estimator))
+                    if is_candidate:
+                        log.candidates.append(_register(client, result.icb_code, outcome, model,
+                                                        info.model_uri, child.info.run_id, digest, data))
+    return log
+
+
+def signature_frame(model):
+    """A one-row frame of the model's input types, filled with NaN / 'Not known': the
+    signature needs the columns and their types, never a patient's values."""
+    import pandas as pd
+
+    columns = {name: pd.Series([np.nan], dtype="float64") for name in model.features}
+    for name in EQUITY_CATEGORICAL:
+        if name in columns:
+            columns[name] = pd.Series(["Not known"], dtype="object")
+    return pd.DataFrame(columns)[model.features]
+
+
+def _calibration_method(estimator) -> str:
+    calibrators = getattr(estimator, "calibrated_classifiers_", None)
+    if not calibrators:
+        return "none (logistic regression)"
+    return f"{estimator.method} on held-out training-practice patients"
+
+
+def _register(client, icb_code: str, outcome: Outcome, model, model_uri: str, run_id: str,
+              digest: str, data) -> RegisteredCandidate:
+    import mlflow
+
+    name = registered_model_name(icb_code, outcome)
+    version = mlflow.register_model(model_uri, name, tags={
+        "phm.outcome": outcome.short, "phm.model_kind": model.kind, "phm.variant": model.variant,
+        "phm.horizon_years": str(data.horizon_years), "phm.index_date": data.index_date.isoformat(),
+        "phm.training_data_digest": digest, "phm.val_auroc": f"{model.validation.auroc:.4f}",
+        "phm.fairness_gate": "not audited"}).version
+    client.update_registered_model(name, description=(
+        f"{outcome.description} within the horizon, for patients aged 25-84 free of it at the index date "
+        f"(ICB {icb_code}). Versions get the alias 'candidate'; only the fairness gate moves 'champion'."))
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    return RegisteredCandidate(outcome.short, name, str(version), run_id)
