@@ -20,11 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+
 from features.build import build
 from features.run import connect, extract_date
 from models.score_models import score_models
 from models.score_patients import score_patients
-from models.tracking import comparison_markdown, tracking_location
+from models.tracking import comparison_markdown, tracking_location, truth_metrics
 from models.train import TrainingConfig
 from models.training_run import run_training
 
@@ -91,12 +94,29 @@ def main() -> None:
           f"(target <= 10 s); peak memory {peak:.2f} GB")
     print()
     print(comparison_markdown(run.log.comparison))
+    against_truth = []
+    if truth.is_dir():
+        true = pl.read_parquet(truth / "patients.parquet")
+        print("Against the synthetic truth (validation practices; true events include unrecorded ones):")
+        print(f"{'outcome':<14}{'predictor':<34}{'AUROC true events':>18}{'Spearman true risk':>20}{'pred/true risk':>16}")
+        for outcome_result in run.result.outcomes:
+            frame = outcome_result.validation_frame
+            predictors = {f"{m.kind} ({m.variant})": (frame, m.predictions) for m in outcome_result.models}
+            if "comparator_risk" in frame.columns:
+                scored = frame.filter(pl.col("comparator_risk").is_not_nan())
+                predictors["validated score (5y)"] = (scored, scored["comparator_risk"].to_numpy())
+            for label, (rows, predicted) in predictors.items():
+                figures = truth_metrics(rows, np.asarray(predicted), true, outcome_result.outcome)
+                against_truth.append({"outcome": outcome_result.outcome.short, "predictor": label, **figures})
+                print(f"{outcome_result.outcome.short:<14}{label:<34}{figures['truth_auroc_true_events']:>18.3f}"
+                      f"{figures['truth_spearman_true_risk']:>20.3f}{figures['truth_predicted_over_true_risk']:>16.2f}")
+        print()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "models", "registered_patients": scoring.patients,
         "training_seconds": run.seconds, "training_total_seconds": training_total, "per_outcome": per_outcome,
         "scoring_seconds": scoring_seconds, "peak_rss_gb": peak, "peak_rss_gb_training": peak_after_training,
-        "comparison": run.log.comparison, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+        "comparison": run.log.comparison, "against_truth": against_truth, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -133,17 +133,34 @@ def cmd_demo(args) -> int:
     extract = out / "extract"
     _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
-    code = run_ingest(extract, out / "phm.duckdb", out, out / "ingest_report.json")
+    db = out / "phm.duckdb"
+    code = run_ingest(extract, db, out, out / "ingest_report.json")
     from features.run import run_features
 
-    run = run_features(out / "phm.duckdb", progress=_progress)
+    run = run_features(db, progress=_progress)
     for line in run.summary_lines():
         print(line)
+
+    from models.score_models import score_models
+    from models.tracking import tracking_location
+    from models.train import TrainingConfig
+    from models.training_run import run_training
+
+    _quiet_mlflow()
+    # The demo is synthetic, so the models are also measured against the generator's truth.
+    training = run_training(db, TrainingConfig(), truth_dir=extract / "truth", progress=_progress)
+    for line in training.summary_lines():
+        print(line)
+    scoring = score_models(db, tracking_location(db.resolve().parent),
+                           warn=lambda m: print(m, file=sys.stderr, flush=True))
+    for line in scoring.summary_lines():
+        print(line)
+
     print(f"\ndemo finished; everything is under {out.resolve()}")
-    db = (out / "phm.duckdb").resolve()
-    print(f"  database:  {db}")
-    look = f"import duckdb; print(duckdb.connect('{db}', read_only=True).table('ingest.table_counts'))"
+    print(f"  database:  {db.resolve()} (scores in marts.risk_scores)")
+    look = f"import duckdb; print(duckdb.connect('{db.resolve()}', read_only=True).table('marts.risk_scores'))"
     print(f'  look inside: uv run python -c "{look}"')
+    print(f"  MLflow UI: {training.log.location.ui_command()}  (then open http://127.0.0.1:5000)")
     return code
 
 
