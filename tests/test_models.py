@@ -320,3 +320,13 @@ def test_phm_train_and_score_on_the_command_line(trained, capsys):
     captured = capsys.readouterr()
     assert "v2 (candidate, clinical_only)" in captured.out
     assert "has no champion" in captured.err
+
+
+def test_training_is_reproducible_for_a_seed(trained):
+    from models.train import OUTCOMES, train_outcome
+
+    _, _, run = trained
+    again = train_outcome(run.result.data.frame, OUTCOMES[0], TrainingConfig())
+    for first, second in zip(run.result.outcomes[0].models, again.models, strict=True):
+        np.testing.assert_array_equal(first.predictions, second.predictions)
+    assert again.candidate.kind == run.result.outcomes[0].candidate.kind
