@@ -82,13 +82,13 @@ def run_training(db_path: Path, config: TrainingConfig, tracking_uri: str | None
                  icb_code: str | None = None, truth_dir: Path | None = None, progress=None) -> TrainingRun:
     config.validate()
     truth = read_truth(truth_dir)
-    location = tracking_location(Path(db_path).resolve().parent, tracking_uri)
     seconds = {}
     started = time.perf_counter()
     if progress:
         progress(f"building features at extract date - {config.horizon_years} years, and the outcomes after")
     data = training_data(db_path, config.horizon_years)
     seconds["training data"] = time.perf_counter() - started
+    location = tracking_location(Path(db_path).resolve().parent, tracking_uri)
     result = train_all(data, config, icb_code, progress=progress)
     for outcome_result in result.outcomes:
         seconds[f"train {outcome_result.outcome.short}"] = outcome_result.seconds

@@ -191,6 +191,8 @@ def cmd_score(args) -> int:
     from models.tracking import tracking_location
 
     _quiet_mlflow()
+    if not Path(args.db).is_file():
+        raise ConfigError(f"--db {args.db}: no such database (run phm ingest and phm features first)")
     location = tracking_location(Path(args.db).resolve().parent, args.tracking_uri)
     _progress(f"scoring with the registered models in {location.tracking_uri}")
     run = score_models(Path(args.db), location, args.icb, warn=lambda m: print(m, file=sys.stderr, flush=True))
@@ -253,6 +255,13 @@ def cmd_codelists(args) -> int:
     return 0
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options phm train and phm score share: which ICB, and where MLflow is."""
+    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
+                   "SQLite store in mlflow/ beside --db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phm", description="Population health management for NHS primary care: risk, "
@@ -313,9 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "inputs (default) or clinical inputs only; both are trained and logged")
     p.add_argument("--validation-share", type=float, default=0.3, help="share of practices held out (default 0.3)")
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and the models (default 42)")
-    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
-                   "SQLite store in mlflow/ beside --db)")
+    _add_model_options(p)
     p.add_argument("--truth", type=Path, help="synthetic data only: the truth/ folder of phm synth, to "
                    "also measure the models against each patient's true risk")
     p.set_defaults(func=cmd_train)
@@ -326,9 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the current index date; write marts.risk_scores with the model name and version "
                        "on every row. Run phm features first.")
     p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
-    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
-                   "SQLite store in mlflow/ beside --db)")
+    _add_model_options(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",

@@ -330,3 +330,13 @@ def test_training_is_reproducible_for_a_seed(trained):
     for first, second in zip(run.result.outcomes[0].models, again.models, strict=True):
         np.testing.assert_array_equal(first.predictions, second.predictions)
     assert again.candidate.kind == run.result.outcomes[0].candidate.kind
+
+
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_a_missing_database_is_named_and_nothing_is_created(command, tmp_path, capsys):
+    from phm.cli import main
+
+    missing = tmp_path / "none.duckdb"
+    assert main([command, "--db", str(missing)]) == 2
+    assert f"--db {missing}: no such database" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
