@@ -19,16 +19,9 @@ import polars as pl
 
 from features.run import connect
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
-from models.train import MAX_AGE, MIN_AGE, OUTCOMES, Outcome, model_inputs, single_icb
+from models.train import OUTCOMES, Outcome, model_inputs, single_icb
 from phm.disclosure import show
 from phm.exceptions import ConfigError
-
-# Who already has each outcome at the index date, and so is not scored for it.
-HAS_OUTCOME = {
-    "cvd": pl.col("cvd"),
-    "t2d": pl.col("type1_diabetes") | pl.col("type2_diabetes"),
-    "hypertension": pl.col("hypertension"),
-}
 
 
 @dataclass
@@ -104,9 +97,7 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
                 if warn:
                     warn(message)
             estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
-            eligible = features["age_years"].is_between(MIN_AGE, MAX_AGE) & ~features.select(
-                HAS_OUTCOME[outcome.short].fill_null(False)).to_series()
-            rows = features.filter(eligible)
+            rows = features.filter(outcome.eligible(features))
             risk = estimator.predict_proba(model_inputs(rows, in_use.variant))[:, 1]
             predicted = rows.select("patient_id").with_columns(pl.Series(f"{outcome.short}_model_risk", risk))
             # The model is named on every row, scored or not: a null risk then means "not

@@ -54,12 +54,20 @@ class Outcome:
     short: str  # used in model names
     description: str
     comparator: str | None  # validated score column (10-year %), if one predicts this outcome
+    prevalent: tuple[str, ...]  # mart flags meaning "already has it": not at risk, not scored
+
+    def eligible(self, features: pl.DataFrame) -> pl.Series:
+        """Aged 25-84 and free of the outcome: who is trained on and scored. (The labels' SQL,
+        sql/labels/outcomes.sql, says the same; a test holds the two together.)"""
+        has_it = pl.any_horizontal(pl.col(c).fill_null(False) for c in self.prevalent)
+        return features.select(pl.col("age_years").is_between(MIN_AGE, MAX_AGE) & ~has_it).to_series()
 
 
 OUTCOMES = (
-    Outcome("cvd_event", "cvd", "incident CVD (CHD, MI, stroke or TIA) recorded", "qrisk3_10y_pct"),
-    Outcome("t2d_event", "t2d", "new type 2 diabetes diagnosis recorded", "qdiabetes_10y_pct"),
-    Outcome("hypertension_event", "hypertension", "new hypertension diagnosis recorded", None),
+    Outcome("cvd_event", "cvd", "incident CVD (CHD, MI, stroke or TIA) recorded", "qrisk3_10y_pct", ("cvd",)),
+    Outcome("t2d_event", "t2d", "new type 2 diabetes diagnosis recorded", "qdiabetes_10y_pct",
+            ("type1_diabetes", "type2_diabetes")),
+    Outcome("hypertension_event", "hypertension", "new hypertension diagnosis recorded", None, ("hypertension",)),
 )
 COMPARATOR_NAMES = {"qrisk3_10y_pct": "QRISK3", "qdiabetes_10y_pct": "QDiabetes"}
 
@@ -199,7 +207,7 @@ class TrainingResult:
 
 
 def at_risk(frame: pl.DataFrame, outcome: Outcome) -> pl.DataFrame:
-    return frame.filter(pl.col("age_years").is_between(MIN_AGE, MAX_AGE), pl.col(outcome.label).is_not_null())
+    return frame.filter(outcome.eligible(frame))
 
 
 def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig, progress=None) -> OutcomeResult:

@@ -70,3 +70,13 @@ def test_the_extract_date_tables_are_untouched(ingested):
         schemas = {r[0] for r in con.execute("select schema_name from information_schema.schemata").fetchall()}
         assert "labels" not in schemas
         assert con.execute("select count(*) from ingest.table_counts").fetchone()[0] == before
+
+
+def test_the_labels_sql_and_the_python_eligibility_agree(ingested):
+    """sql/labels/outcomes.sql leaves the label null for patients who already have the outcome;
+    Outcome.eligible (used for training and scoring) must pick exactly the others (at 25-84)."""
+    from models.train import MAX_AGE, MIN_AGE, OUTCOMES
+
+    frame = training_data(ingested, 5).frame.filter(pl.col("age_years").is_between(MIN_AGE, MAX_AGE))
+    for outcome in OUTCOMES:
+        assert outcome.eligible(frame).to_list() == frame[outcome.label].is_not_null().to_list(), outcome.short
