@@ -88,6 +88,9 @@ EQUITY_CATEGORICAL = ("ethnicity_group",)
 VARIANTS = ("with_equity", "clinical_only")
 MODEL_KINDS = ("logistic", "gradient_boosting")
 MIN_AGE, MAX_AGE = 25, 84
+# Kept with the validation predictions for the fairness audit: its measure of need (conditions,
+# blood pressure, HbA1c) and of measurement completeness (which of these were recorded).
+AUDIT_MEASURES = ("long_term_conditions", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol", "bmi", "cholesterol_ratio")
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,8 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
                               "without the outcome, so no model can be trained or judged; use a larger extract")
     validation_frame = population.filter(pl.Series(in_validation)).select(
         "patient_id", "practice_pseudo_id", "pcn_code", "sex", "age_years", "ethnicity_category",
-        "ethnicity_group", "imd_quintile", "long_term_conditions", pl.col(outcome.label).alias("recorded_outcome"))
+        "ethnicity_group", "ethnicity_has_conflicting_codes", "imd_quintile", *AUDIT_MEASURES,
+        pl.col(outcome.label).alias("recorded_outcome"))
     comparator = None
     if outcome.comparator:
         valid_features = population.filter(pl.Series(in_validation))

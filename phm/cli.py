@@ -2,12 +2,13 @@
 
 Exit codes: 0 success; 1 other user-facing error; 2 invalid option or configuration;
 3 extract file fault; 4 codelist fault; 5 validation machinery fault; 6 database unavailable;
-70 internal error (a bug: please report it with ``--debug`` output).
+7 the fairness gate FAILed; 70 internal error (a bug: please report it with ``--debug`` output).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -151,6 +152,10 @@ def cmd_demo(args) -> int:
     training = run_training(db, TrainingConfig(), truth_dir=extract / "truth", progress=_progress)
     for line in training.summary_lines():
         print(line)
+    from phm.config import load_config
+
+    # The gate decides before anything is scored for use: a FAIL stops the demo here (exit 7).
+    run_pipeline_audit(db, load_config(None).audit, out=out / "audit")
     scoring = score_models(db, tracking_location(db.resolve().parent),
                            warn=lambda m: print(m, file=sys.stderr, flush=True))
     for line in scoring.summary_lines():
@@ -198,6 +203,63 @@ def cmd_score(args) -> int:
     run = score_models(Path(args.db), location, args.icb, warn=lambda m: print(m, file=sys.stderr, flush=True))
     for line in run.summary_lines():
         print(line)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from phm.config import load_config
+    from phm.exceptions import FairnessGateFailed
+
+    settings = load_config(args.config).audit
+    if args.reference:
+        settings = dataclasses.replace(settings, reference_group=args.reference)
+    if args.replicates:
+        settings = dataclasses.replace(settings, replicates=args.replicates)
+    if bool(args.db) == bool(args.scores):
+        raise ConfigError("give either --db (audit the pipeline's candidate models) or --scores (audit a scored table)")
+    if args.scores:
+        from models.fairness._table import TableSpec, audit_table
+
+        for option in ("group", "score", "outcome", "out"):
+            if not getattr(args, option):
+                raise ConfigError(f"--scores needs --{option}")
+        spec = TableSpec(Path(args.scores), args.group, args.score, args.outcome, args.need, args.top_k,
+                         args.threshold, args.high_need_from)
+        if spec.top_k is None and spec.threshold is None:
+            raise ConfigError("give the operating point of the list: --top-k N or --threshold X")
+        _progress(f"auditing {args.scores} by {args.group} ({settings.replicates:,} bootstrap replicates)")
+        report = audit_table(spec, settings, Path(args.out))
+        gate = report.gates[0]
+        print(f"fairness audit: {report.label()}")
+        for finding in sorted(gate.findings, key=lambda f: f.level != "FAIL"):
+            print(f"  {finding.level} [{finding.rule}] {finding.message}")
+        print(f"report: {(Path(args.out) / 'fairness_audit.html').resolve()}")
+        print(f"figures (JSON, counts suppressed): {(Path(args.out) / 'fairness_audit.json').resolve()}")
+        if not gate.accepted:
+            raise FairnessGateFailed(f"the fairness gate says {report.label()}: see the report")
+        return 0
+    return run_pipeline_audit(Path(args.db), settings, args.tracking_uri, args.icb,
+                              Path(args.out) if args.out else None)
+
+
+def run_pipeline_audit(db: Path, settings, tracking_uri: str | None = None, icb: str | None = None,
+                       out: Path | None = None) -> int:
+    from models.audit_run import run_audit
+    from models.tracking import tracking_location
+    from phm.exceptions import FairnessGateFailed
+
+    _quiet_mlflow()
+    if not db.is_file():
+        raise ConfigError(f"--db {db}: no such database (run phm ingest, features and train first)")
+    location = tracking_location(db.resolve().parent, tracking_uri)
+    run = run_audit(db, settings, location, out or db.resolve().parent / "audit", icb, progress=_progress)
+    for line in run.summary_lines():
+        print(line)
+    if run.status == "FAIL" and not all(g.accepted for g in run.report.gates):
+        failed = [g.outcome for g in run.report.gates if not g.accepted]
+        raise FairnessGateFailed(f"the fairness gate FAILed for {', '.join(failed)}: no list may be produced "
+                                 "from these models; see the report (a reviewer can accept it only through "
+                                 "audit.override in --config)")
     return 0
 
 
@@ -267,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="phm", description="Population health management for NHS primary care: risk, "
         "fairness audit by ethnicity, and PCN targeting lists.",
         epilog="Exit codes: 0 ok, 1 error, 2 bad option or config, 3 extract fault, "
-        "4 codelist fault, 5 validation fault, 6 database unavailable, 70 internal error.")
+        "4 codelist fault, 5 validation fault, 6 database unavailable, 7 fairness gate FAIL, "
+        "70 internal error.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -335,6 +398,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
     _add_model_options(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("audit", help="fairness audit by ethnicity (with deprivation and sex) and the gate",
+                       description="Audit each outcome's candidate model (--db) or any scored table "
+                       "(--scores) by ethnic group, IMD quintile and sex: calibration, discrimination, "
+                       "selection and need at the list's operating point, the label-choice check and "
+                       "ethnicity data quality, with confidence intervals. Writes a self-contained HTML "
+                       "report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
+                       "'champion' to each audited version that passes. Exit code 7 when the gate FAILs. "
+                       "See docs/fairness.md.")
+    p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")
+    p.add_argument("--scores", help="a scored table (CSV or Parquet) to audit instead")
+    p.add_argument("--group", help="with --scores: the group column (e.g. ethnicity)")
+    p.add_argument("--score", help="with --scores: the predicted probability column")
+    p.add_argument("--outcome", help="with --scores: the recorded outcome column (0/1)")
+    p.add_argument("--need", help="with --scores: a need count column (default: the outcome)")
+    p.add_argument("--high-need-from", type=int, default=1, help="with --scores: need counted as high from (default 1)")
+    point = p.add_mutually_exclusive_group()
+    point.add_argument("--top-k", type=int, help="with --scores: the list holds the k highest scores")
+    point.add_argument("--threshold", type=float, help="with --scores: the list holds scores at or above this")
+    p.add_argument("--out", help="folder for the report and JSON (default with --db: audit/ beside it)")
+    p.add_argument("--config", type=Path, help="TOML configuration ([audit] table: rules, overrides)")
+    p.add_argument("--reference", help="reference group (default: the configuration's, White)")
+    p.add_argument("--replicates", type=int, help="bootstrap replicates (default: the configuration's, 1000)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
                        description="The embedded default: a synthetic extract, a local DuckDB "

@@ -62,7 +62,16 @@ class DatabaseError(PhmError):
     exit_code = 6
 
 
+class FairnessGateFailed(PhmError):
+    """The fairness audit's gate FAILed: no list leaves the pipeline and 'champion' stays where it
+    was. The report says which group and which check; a reviewer can accept it only through the
+    configuration (audit.override), which is recorded in MLflow."""
+
+    exit_code = 7
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
-    for cls in (PhmError, ConfigError, ExtractError, CodelistError, ValidationError, DatabaseError)
+    for cls in (PhmError, ConfigError, ExtractError, CodelistError, ValidationError, DatabaseError,
+                FairnessGateFailed)
 }

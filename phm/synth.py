@@ -19,6 +19,8 @@ age in years, z the latent deprivation score (sd ~1, higher = more deprived):
   + 0.9 south_asian + 0.55 black + 0.45 fh_diabetes + 0.4 steroids + 0.12 z
 - Hypertension: lp = -6.1 + 0.045 age + 0.045 (sbp - 125) + 0.45 black + 0.04 (bmi - 27)
   + 0.08 z
+Undiagnosed hypertension and diabetes present at T0 (a national diagnosis gap of 30% and 15%)
+are found in (T0, E] for half of those people and coded then as a new diagnosis.
 
 Bias knobs (all off by default; keys are NHS category letters such as "N" or broad groups such as
 "Black"; a letter wins over its group):
@@ -377,6 +379,16 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     rec_t2d &= alive_at(d_t2d) & (d_t2d <= last_day)
     rec_htn &= alive_at(d_htn) & (d_htn <= last_day)
     tx_start = np.where(htn_tx0, -1, np.where(rec_htn & (u() < 0.7), d_htn + 14, np.iinfo(np.int64).max))
+    # Undiagnosed hypertension and diabetes present at T0 are found during follow-up (NHS Health
+    # Checks, case-finding) and coded then as a new diagnosis: half of them within the horizon,
+    # fewer where the recording knob is planted. Without this, the people with the highest blood
+    # pressure or HbA1c and no diagnosis would never get one, and every model would learn that.
+    found_htn = htn0 & ~htn_dx0 & (u() < 0.5 * recording)
+    found_t2d = t2d0 & ~t2d_dx0 & (u() < 0.5 * recording)
+    d_found_htn = T0 + (u() * (E - T0)).astype(np.int64)
+    d_found_t2d = T0 + (u() * (E - T0)).astype(np.int64)
+    found_htn &= alive_at(d_found_htn) & (d_found_htn <= last_day)
+    found_t2d &= alive_at(d_found_t2d) & (d_found_t2d <= last_day)
 
     def rate_events(rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Poisson-many events per patient spread over their window: (patient index, day)."""
@@ -486,6 +498,10 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ev.add(patient_id[idx], d_t2d[idx], _first_code("diabetes_type2"))
     idx = np.flatnonzero(rec_htn)
     ev.add(patient_id[idx], d_htn[idx], _first_code("hypertension"))
+    idx = np.flatnonzero(found_htn)
+    ev.add(patient_id[idx], d_found_htn[idx], _first_code("hypertension"))
+    idx = np.flatnonzero(found_t2d)
+    ev.add(patient_id[idx], d_found_t2d[idx], _first_code("diabetes_type2"))
     # end-of-life and residence, recent
     palliative = (age >= 60) & (u() < np.clip(0.0004 * np.exp(0.08 * (age - 60)), 0, 0.2)) & (last_day > E - 700)
     idx = np.flatnonzero(palliative)
@@ -593,6 +609,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         "hba1c_true_past_index": hba1c, "smoker": smoker,
         "hypertension_true_past_index": htn0, "hypertension_diagnosed_past_index": htn_dx0,
         "t2d_true_past_index": t2d0, "t2d_diagnosed_past_index": t2d_dx0,
+        "hypertension_found_after_index": found_htn, "t2d_found_after_index": found_t2d,
         "cvd_true_past_index": cvd0, "cvd_diagnosed_past_index": cvd_dx0,
         "true_risk_cvd_horizon": r_cvd, "true_risk_t2d_horizon": r_t2d, "true_risk_htn_horizon": r_htn,
         "cvd_event": ev_cvd, "cvd_event_recorded": rec_cvd, "cvd_event_date": opt_day(ev_cvd, d_cvd),

@@ -1,0 +1,241 @@
+"""``phm audit``: the fairness audit of each outcome's candidate model, its gate, and MLflow.
+
+For each outcome (CVD, type 2 diabetes, hypertension):
+- model performance by group on the validation practices at the past index date
+  (``models.validation_predictions``, written by ``phm train``);
+- the list the candidate would produce now: every eligible patient scored by the candidate at
+  the extract date, the top ``capacity_share`` selected (the operating point); selection, need
+  at the same score (label-choice check) and measurement completeness on that population;
+- ethnicity data quality of the registered population, by PCN and practice.
+
+The gate then decides per outcome. PASS, or a WARN accepted by the configuration, moves the
+registry alias ``champion`` to the audited version and tags it with the result; a FAIL leaves
+``champion`` where it was (a reviewer's override in the configuration can accept it, and is
+recorded). Everything goes to an MLflow run (report, JSON, per-group metrics, gate tags) and to
+``--out``. A FAIL ends the command with exit code 7.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from features.run import connect
+from models.fairness import (
+    HIGH_NEED_FROM,
+    NEED_DESCRIPTIONS,
+    AuditReport,
+    AuditSettings,
+    GateResult,
+    audit_score,
+    ethnicity_quality,
+    judge,
+    measurements_recorded,
+    need,
+)
+from models.fairness._report import group_json
+from models.score_models import read_features
+from models.tracking import (
+    CANDIDATE,
+    CHAMPION,
+    TrackingLocation,
+    experiment_name,
+    registered_model_name,
+)
+from models.train import OUTCOMES, model_inputs, single_icb
+from phm.exceptions import ConfigError
+
+GROUP_COLUMNS = ("ethnicity_group", "imd_quintile", "sex")
+
+
+@dataclass
+class AuditRun:
+    report: AuditReport
+    json_path: Path
+    html_path: Path
+    run_id: str
+    location: TrackingLocation
+    champions: dict[str, str] = field(default_factory=dict)  # outcome -> version made champion
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return self.report.status
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"fairness audit: {self.report.label()} ({self.seconds:.1f} s)"]
+        for gate in self.report.gates:
+            counts = {level: sum(f.level == level for f in gate.findings) for level in ("FAIL", "WARN")}
+            lines.append(f"  {gate.outcome:<13} {gate.label():<40} {counts['FAIL']} FAIL, {counts['WARN']} WARN findings")
+            for finding in gate.findings:
+                if finding.level == "FAIL":
+                    lines.append(f"    FAIL [{finding.rule}] {finding.message}")
+        for outcome, version in self.champions.items():
+            lines.append(f"  'champion' -> {outcome} model version {version}")
+        if not self.champions:
+            lines.append("  'champion' not moved")
+        lines.append(f"report: {self.html_path.resolve()}")
+        lines.append(f"figures (JSON, counts suppressed): {self.json_path.resolve()}")
+        lines.append(f"MLflow run {self.run_id} in {self.location.tracking_uri}")
+        return lines
+
+
+def _candidate(client, icb_code: str, outcome):
+    from mlflow.exceptions import MlflowException
+
+    name = registered_model_name(icb_code, outcome)
+    try:
+        return name, client.get_model_version_by_alias(name, CANDIDATE)
+    except MlflowException:
+        raise ConfigError(f"no registered model {name} with alias 'candidate': run phm train first") from None
+
+
+def _validation(con, outcome: str) -> pl.DataFrame:
+    try:
+        frame = con.execute("select * from models.validation_predictions where is_candidate and outcome = ?",
+                            [outcome]).pl()
+    except Exception as exc:  # duckdb.CatalogException: no table
+        if "validation_predictions" in str(exc):
+            raise ConfigError("the database has no validation predictions: run phm train first") from None
+        raise
+    return frame
+
+
+def operating_point(scores: pl.Series, capacity_share: float) -> float:
+    """The score of the last patient the list has room for (capacity = share of eligible)."""
+    ordered = scores.drop_nulls().sort(descending=True)
+    if ordered.is_empty():
+        raise ConfigError("no eligible patients to audit")
+    capacity = max(1, int(round(ordered.len() * capacity_share)))
+    return float(ordered[capacity - 1])
+
+
+def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
+              icb_code: str | None = None, progress=None) -> AuditRun:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    started = time.perf_counter()
+    settings.validate()
+    mlflow.set_tracking_uri(location.tracking_uri)
+    client = MlflowClient(location.tracking_uri)
+    con = connect(db_path, read_only=True)
+    try:
+        icb_code, features = single_icb(read_features(con), icb_code)
+        validations = {o.short: _validation(con, o.short) for o in OUTCOMES}
+    finally:
+        con.close()
+    population = features.select(
+        pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
+        "pcn_code", "practice_pseudo_id")
+    quality = ethnicity_quality(population, settings.level)
+    audits, gates, detailed, models, versions = [], [], {}, {}, {}
+    for outcome in OUTCOMES:
+        name, version = _candidate(client, icb_code, outcome)
+        versions[outcome.short] = (name, version)
+        if progress:
+            progress(f"audit {outcome.short}: scoring the eligible population with {name} v{version.version} (candidate)")
+        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+        eligible = features.filter(outcome.eligible(features))
+        scores = pl.Series("score", estimator.predict_proba(model_inputs(eligible, version.tags["phm.variant"]))[:, 1])
+        threshold = operating_point(scores, settings.capacity_share)
+        selection = eligible.with_columns(scores, need(outcome.short), measurements_recorded()).with_columns(
+            (pl.col("score") >= threshold).alias("selected"), pl.col("ethnicity_group").alias("group"))
+        validation = validations[outcome.short]
+        if validation.is_empty():
+            raise ConfigError(f"no validation predictions for {outcome.short}: run phm train again")
+        performance = validation.select(
+            pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", "ethnicity_category",
+            pl.col("predicted_risk").alias("score"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"),
+        ).with_columns((pl.col("score") >= threshold).alias("selected"))
+        if progress:
+            progress(f"audit {outcome.short}: {settings.replicates:,} bootstrap replicates by group and intersection")
+        columns = ["group", "imd_quintile", "sex", "score", "selected"]
+        audit = audit_score(outcome.short, performance.select(*columns, "outcome"),
+                            selection.select(*columns, "need", "measurements_recorded"), threshold, settings,
+                            HIGH_NEED_FROM[outcome.short])
+        audit.need_description = NEED_DESCRIPTIONS[outcome.short]
+        category = {"group": pl.col("ethnicity_category")}
+        detailed[outcome.short] = audit_score(
+            outcome.short, performance.with_columns(**category).select("group", "score", "selected", "outcome"),
+            selection.with_columns(**category).select("group", "score", "selected", "need", "measurements_recorded"),
+            threshold, settings, HIGH_NEED_FROM[outcome.short])
+        gates.append(judge(audit, settings, quality.missing_share))
+        audits.append(audit)
+        models[outcome.short] = {"registered model": name, "version": version.version, "alias audited": CANDIDATE,
+                                 "variant": version.tags.get("phm.variant"),
+                                 "horizon years": version.tags.get("phm.horizon_years")}
+    report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models)
+    json_path, html_path = report.write(Path(out_dir))
+    run_id = log_audit(report, json_path, html_path, client, location, icb_code)
+    champions = {}
+    for gate in gates:
+        name, version = versions[gate.outcome]
+        client.set_model_version_tag(name, version.version, "phm.fairness_gate", gate.label())
+        client.set_model_version_tag(name, version.version, "phm.audit_run_id", run_id)
+        if gate.accepted:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            champions[gate.outcome] = str(version.version)
+    return AuditRun(report, json_path, html_path, run_id, location, champions, time.perf_counter() - started)
+
+
+def _metric_key(*parts: str) -> str:
+    return "/".join(p.replace(" ", "_") for p in parts)
+
+
+def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, location: TrackingLocation,
+              icb_code: str) -> str:
+    import mlflow
+
+    experiment = client.get_experiment_by_name(experiment_name(icb_code))
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        experiment_name(icb_code), artifact_location=location.artifact_root)
+    settings = report.settings
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"fairness audit: {report.status}") as run:
+        mlflow.log_params({
+            "replicates": settings.replicates, "level": settings.level, "reference_group": settings.reference_group,
+            "ratio_band": f"{settings.ratio_band[0]}-{settings.ratio_band[1]}",
+            "need_ratio_limit": settings.need_ratio_limit, "min_patients": settings.min_patients,
+            "min_events": settings.min_events, "max_ethnicity_missing": settings.max_ethnicity_missing,
+            "capacity_share": settings.capacity_share, "accept_warn": settings.accept_warn,
+            "fail_when_over_served": settings.fail_when_over_served})
+        tags = {"phm.kind": "fairness audit", "phm.icb_code": icb_code, "phm.fairness_gate": report.label()}
+        for gate in report.gates:
+            tags[f"phm.fairness_gate.{gate.outcome}"] = gate.label()
+            tags[f"phm.fairness_gate.{gate.outcome}.model"] = str(report.models[gate.outcome]["version"])
+            if gate.override is not None and gate.status != "PASS":
+                tags[f"phm.override.{gate.outcome}.reviewer"] = gate.override.reviewer
+                tags[f"phm.override.{gate.outcome}.reason"] = gate.override.reason[:5000]
+                tags[f"phm.override.{gate.outcome}.accepts"] = gate.override.accepts
+        mlflow.set_tags(tags)
+        metrics = {}
+        for audit in report.audits:
+            for kind, groupings in (("performance", audit.performance), ("selection", audit.selection)):
+                for grouping in groupings:
+                    if grouping.grouping.name not in ("population", "ethnicity"):
+                        continue
+                    population = sum(g.counts["patients"] for g in grouping.groups)
+                    for row in grouping.groups:
+                        data = group_json(row, population)
+                        if data["withheld"]:
+                            continue
+                        group = row.name if grouping.grouping.name == "ethnicity" else "population"
+                        for figure, estimate in data["figures"].items():
+                            if estimate and estimate["value"] is not None:
+                                metrics[_metric_key(audit.name, kind, group, figure)] = estimate["value"]
+                        for figure, estimate in data["ratio_to_reference"].items():
+                            if estimate and estimate["value"] is not None:
+                                metrics[_metric_key(audit.name, kind, group, f"{figure}_ratio_to_reference")] = estimate["value"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(html_path), artifact_path="fairness")
+        mlflow.log_artifact(str(json_path), artifact_path="fairness")
+        return run.info.run_id
+
+
+def gate_status(gates: list[GateResult]) -> str:
+    from models.fairness import worst
+
+    return worst(gates)

@@ -1,0 +1,367 @@
+"""The audit's outputs: JSON of every figure and a self-contained HTML report.
+
+Both are aggregate outputs and leave the pipeline, so every count passes through
+phm/disclosure.py first (1-7 suppressed, others rounded to 5), and a group whose counts include
+a suppressed one (1-7 patients, outcomes, selected or true positives) has its figures withheld:
+a rate over 5 patients would tell the suppressed count. Plot points rest on at least 100
+patients and never on 1-7 outcomes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models.fairness._audit import GroupFigures, GroupingFigures, ScoreAudit
+from models.fairness._gate import GateResult, worst
+from models.fairness._quality import EthnicityQuality
+from models.fairness._settings import AuditSettings
+from phm.disclosure import SUPPRESSED_BELOW, suppress
+
+PLOT_MIN_PATIENTS = 100
+DISCLOSURE_NOTE = ("Counts: 1-7 suppressed (null), others rounded to the nearest 5; a group's figures are "
+                   "withheld where a count they rest on is 1-7.")
+FIGURE_NAMES = {
+    "outcome_rate": "recorded outcome rate", "mean_predicted_risk": "mean predicted risk",
+    "observed_expected": "observed / expected", "calibration_slope": "calibration slope", "auroc": "AUROC",
+    "selection_rate": "selection rate", "sensitivity": "sensitivity", "ppv": "PPV",
+    "false_negative_rate": "false negative rate", "need_adjusted_selection": "need-adjusted selection",
+    "mean_need": "mean need", "measurement_completeness": "measurement completeness",
+    "need_at_same_score": "need at the same score (label choice)",
+    "list_over_high_need_share": "share of list / share of high need",
+}
+
+
+# Which counts each figure rests on, beyond the group's patients and outcomes (which, if 1-7,
+# withhold the whole group).
+RESTS_ON = {
+    "selection_rate": ("selected",), "sensitivity": ("true_positives", "missed"),
+    "false_negative_rate": ("true_positives", "missed"), "ppv": ("true_positives", "selected"),
+    "need_adjusted_selection": ("selected",), "list_over_high_need_share": ("selected", "high_need"),
+}
+
+
+def _small(count: int | None) -> bool:
+    return count is not None and 0 < count < SUPPRESSED_BELOW
+
+
+def group_json(row: GroupFigures, population_patients: int) -> dict:
+    withheld = _small(row.counts.get("patients")) or _small(row.counts.get("events"))
+    out = {"group": row.labels, "too_small_to_judge": row.too_small, "withheld": withheld,
+           "counts": {k: suppress(v) for k, v in row.counts.items() if k != "need_sum"}}
+    if withheld:
+        return out
+    hidden = {name for name, counts in RESTS_ON.items() if any(_small(row.counts.get(c)) for c in counts)}
+
+    def shown(figures: dict) -> dict:
+        return {k: (None if k in hidden else v.as_dict()) for k, v in figures.items()}
+
+    out["share_of_population"] = round(row.counts["patients"] / population_patients, 5) if population_patients else None
+    out["figures"] = shown(row.figures)
+    out["ratio_to_reference"] = shown(row.vs_reference)
+    out["difference_to_reference"] = shown(row.vs_reference_difference)
+    out["ratio_to_population"] = shown(row.vs_population)
+    out["difference_to_population"] = shown(row.vs_population_difference)
+    if row.need_by_decile:
+        out["need_by_score_decile"] = [None if n < SUPPRESSED_BELOW else v
+                                       for v, n in zip(row.need_by_decile, row.patients_by_decile, strict=True)]
+    return out
+
+
+def _grouping_json(grouping: GroupingFigures) -> list[dict]:
+    population = sum(g.counts["patients"] for g in grouping.groups)
+    return [group_json(g, population) for g in grouping.groups]
+
+
+@dataclass
+class AuditReport:
+    """Everything one audit produced, ready to write."""
+
+    title: str
+    settings: AuditSettings
+    audits: list[ScoreAudit]
+    gates: list[GateResult]
+    quality: EthnicityQuality | None
+    detailed: dict[str, ScoreAudit]  # by score name: the 16 detailed categories, descriptive
+    models: dict[str, dict]  # by score name: model name, version, ... (for the header)
+    generated_at: str = ""
+
+    @property
+    def status(self) -> str:
+        return worst(self.gates)
+
+    def label(self) -> str:
+        labels = {g.label() for g in self.gates if g.status == self.status}
+        return sorted(labels)[0] if len(labels) == 1 else self.status
+
+    def to_json(self) -> dict:
+        settings = asdict(self.settings)
+        settings["overrides"] = [asdict(o) for o in self.settings.overrides]
+        out = {
+            "kind": "phm fairness audit", "title": self.title,
+            "generated_at": self.generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "disclosure": DISCLOSURE_NOTE, "settings": settings,
+            "gate": {"status": self.status, "label": self.label(), "outcomes": {g.outcome: {
+                "status": g.status, "label": g.label(), "accepted": g.accepted,
+                "override": asdict(g.override) if g.override else None,
+                "findings": [f.as_dict() for f in g.findings]} for g in self.gates}},
+            "scores": {},
+        }
+        for audit in self.audits:
+            entry = {"model": self.models.get(audit.name, {}), "operating_point_threshold": round(audit.threshold, 6),
+                     "need_measure": audit.need_description,
+                     "performance": {g.grouping.name: _grouping_json(g) for g in audit.performance},
+                     "selection": {g.grouping.name: _grouping_json(g) for g in audit.selection},
+                     "population_need_by_score_decile": audit.population_need_by_decile}
+            if audit.name in self.detailed:
+                d = self.detailed[audit.name]
+                entry["detailed_categories"] = {
+                    "performance": _grouping_json(d.performance[1]) if d.performance else [],
+                    "selection": _grouping_json(d.selection[1])}
+            out["scores"][audit.name] = entry
+        if self.quality is not None:
+            out["ethnicity_data_quality"] = [_quality_json(r) for r in self.quality.rows]
+        return out
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = self.to_json()
+        json_path = folder / "fairness_audit.json"
+        json_path.write_text(json.dumps(data, indent=1) + "\n")
+        html_path = folder / "fairness_audit.html"
+        html_path.write_text(render_html(self, data))
+        return json_path, html_path
+
+
+def _quality_json(row) -> dict:
+    withheld = any(0 < v < SUPPRESSED_BELOW for v in row.counts.values()) or 0 < row.patients < SUPPRESSED_BELOW
+    out = {"level": row.level, "unit": row.unit, "patients": suppress(row.patients)}
+    out["shares"] = {k: None if (0 < row.counts[k] < SUPPRESSED_BELOW or withheld and row.patients < SUPPRESSED_BELOW)
+                     else {"value": round(v, 4), "low": round(lo, 4), "high": round(hi, 4)}
+                     for k, (v, lo, hi) in row.shares.items()}
+    return out
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+h1{margin-bottom:.2em} .status{font-size:1.6em;font-weight:bold;padding:.3em .6em;border-radius:6px;display:inline-block}
+.PASS{background:#d4edda} .WARN{background:#fff3cd} .FAIL{background:#f8d7da}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .flag{color:#b00;font-weight:bold}
+img{max-width:48%;margin:.5%} .note{color:#555;font-size:.85em}
+"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(audit: ScoreAudit, data: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    if audit.curves is not None:
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        top = 0.0
+        for group, points in audit.curves.calibration.items():
+            kept = [(p, o) for p, o, n, e in points if n >= PLOT_MIN_PATIENTS and not 0 < e < SUPPRESSED_BELOW]
+            if len(kept) >= 2:
+                ax.plot(*zip(*kept, strict=True), marker="o", label=group)
+                top = max(top, *[max(p, o) for p, o in kept])
+        ax.plot([0, top], [0, top], ":", color="grey")
+        ax.set(title=f"{audit.name}: calibration by group", xlabel="mean predicted risk", ylabel="recorded outcome rate")
+        ax.legend(fontsize=7)
+        out.append(("calibration by group", _png(fig)))
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        perf = {tuple(r["group"].values()): r for r in data["performance"]["ethnicity"]}
+        for group, points in audit.curves.roc.items():
+            row = perf.get((group,))
+            if group != "population" and (row is None or row["withheld"] or row["too_small_to_judge"]):
+                continue
+            ax.plot(*zip(*points, strict=True), label=group)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(title=f"{audit.name}: ROC by group", xlabel="false positive rate", ylabel="sensitivity")
+        ax.legend(fontsize=7)
+        out.append(("ROC by group", _png(fig)))
+        rows = [r for r in data["performance"]["ethnicity"] if not r["withheld"]]
+        if rows:
+            fig, ax = plt.subplots(figsize=(5.5, 4.5))
+            names = [r["group"]["group"] for r in rows]
+            values = [(r["figures"].get("need_adjusted_selection") or {}).get("value") or 0 for r in rows]
+            ax.barh(names, values, color="#4a7ab5")
+            ax.axvline(1, color="black")
+            for edge in audit_band(data):
+                ax.axvline(edge, color="grey", linestyle=":")
+            ax.set(title=f"{audit.name}: selection versus need", xlabel="share selected / share of recorded outcomes")
+            out.append(("selection versus need", _png(fig)))
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(range(1, 11), audit.population_need_by_decile, color="black", linewidth=2, label="population")
+    for r in data["selection"]["ethnicity"]:
+        if r["withheld"] or r["too_small_to_judge"]:
+            continue
+        curve = r.get("need_by_score_decile") or []
+        ax.plot([i + 1 for i, v in enumerate(curve) if v is not None], [v for v in curve if v is not None],
+                marker=".", label=r["group"]["group"])
+    ax.set(title=f"{audit.name}: need by score decile (label choice)", xlabel="score decile (10 = highest)",
+           ylabel="mean need")
+    ax.legend(fontsize=7)
+    out.append(("need by score decile", _png(fig)))
+    return out
+
+
+def audit_band(data: dict) -> tuple[float, float]:
+    return tuple(data.get("_band", (0.8, 1.25)))
+
+
+def _cell(estimate: dict | None, band: tuple[float, float] | None = None) -> str:
+    if not estimate or estimate.get("value") is None:
+        return "&ndash;"
+    text = f"{estimate['value']:.3g}"
+    if estimate.get("low") is not None:
+        text += f" <span class=note>({estimate['low']:.3g}&ndash;{estimate['high']:.3g})</span>"
+    if band and not band[0] <= estimate["value"] <= band[1]:
+        text = f"<span class=flag>{text}</span>"
+    return text
+
+
+def _count(value) -> str:
+    return "[suppressed]" if value is None else f"{value:,}"
+
+
+def _performance_table(rows: list[dict], band) -> str:
+    head = ("<tr><th>group</th><th>patients</th><th>outcomes</th><th>share</th><th>outcome rate</th>"
+            "<th>mean predicted</th><th>O/E</th><th>cal. slope</th><th>AUROC</th><th>selection rate</th>"
+            "<th>sensitivity</th><th>sensitivity ratio to reference</th><th>PPV</th><th>FNR</th>"
+            "<th>need-adjusted selection</th></tr>")
+    body = []
+    for r in rows:
+        name = html.escape(" x ".join(r["group"].values()))
+        c = r["counts"]
+        if r["withheld"]:
+            body.append(f"<tr><td>{name}</td><td>{_count(c.get('patients'))}</td><td>{_count(c.get('events'))}</td>"
+                        "<td colspan=12>figures withheld (a count is 1-7)</td></tr>")
+            continue
+        f, ref = r["figures"], r["ratio_to_reference"]
+        small = " <span class=note>(too small to judge)</span>" if r["too_small_to_judge"] else ""
+        body.append(
+            f"<tr><td>{name}{small}</td><td>{_count(c['patients'])}</td><td>{_count(c['events'])}</td>"
+            f"<td>{r['share_of_population']:.1%}</td><td>{_cell(f.get('outcome_rate'))}</td>"
+            f"<td>{_cell(f.get('mean_predicted_risk'))}</td><td>{_cell(f.get('observed_expected'), band)}</td>"
+            f"<td>{_cell(f.get('calibration_slope'))}</td><td>{_cell(f.get('auroc'))}</td>"
+            f"<td>{_cell(f.get('selection_rate'))}</td><td>{_cell(f.get('sensitivity'))}</td>"
+            f"<td>{_cell(ref.get('sensitivity'), band)}</td><td>{_cell(f.get('ppv'))}</td>"
+            f"<td>{_cell(f.get('false_negative_rate'))}</td><td>{_cell(f.get('need_adjusted_selection'), band)}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _selection_table(rows: list[dict], limit: float) -> str:
+    head = ("<tr><th>group</th><th>patients</th><th>on the list</th><th>selection rate</th><th>mean need</th>"
+            "<th>need at the same score</th><th>share of list / share of high need</th>"
+            "<th>measurement completeness</th><th>completeness ratio to reference</th></tr>")
+    body = []
+    for r in rows:
+        name = html.escape(" x ".join(r["group"].values()))
+        c = r["counts"]
+        if r["withheld"]:
+            body.append(f"<tr><td>{name}</td><td>{_count(c.get('patients'))}</td>"
+                        "<td colspan=7>figures withheld (a count is 1-7)</td></tr>")
+            continue
+        f = r["figures"]
+        small = " <span class=note>(too small to judge)</span>" if r["too_small_to_judge"] else ""
+        body.append(
+            f"<tr><td>{name}{small}</td><td>{_count(c['patients'])}</td><td>{_count(c['selected'])}</td>"
+            f"<td>{_cell(f.get('selection_rate'))}</td><td>{_cell(f.get('mean_need'))}</td>"
+            f"<td>{_cell(f.get('need_at_same_score'), (0, limit))}</td>"
+            f"<td>{_cell(f.get('list_over_high_need_share'))}</td><td>{_cell(f.get('measurement_completeness'))}</td>"
+            f"<td>{_cell(r['ratio_to_reference'].get('measurement_completeness'))}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def render_html(report: AuditReport, data: dict) -> str:
+    settings = report.settings
+    band = settings.ratio_band
+    status = data["gate"]["status"]
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(report.title)}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(report.title)}</h1>",
+             f"<p>Gate result: <span class='status {status}' id=gate-result>{html.escape(report.label())}</span></p>",
+             f"<p class=note>Generated {html.escape(data['generated_at'])}. Reference group: "
+             f"{html.escape(settings.reference_group)}. Ratio band {band[0]}-{band[1]}; label-choice limit "
+             f"{settings.need_ratio_limit}; {settings.replicates:,} bootstrap replicates; {settings.level:.0%} "
+             f"intervals (Wilson for proportions, bootstrap otherwise). {DISCLOSURE_NOTE}</p>"]
+    parts.append("<h2>Findings</h2><ul>")
+    any_finding = False
+    for gate in report.gates:
+        override = ""
+        if gate.override is not None and gate.status != "PASS":
+            override = (f" &mdash; accepted by {html.escape(gate.override.reviewer)}: "
+                        f"{html.escape(gate.override.reason)}")
+        parts.append(f"<li><b>{html.escape(gate.outcome)}: {gate.status}</b>{override}<ul>")
+        for f in sorted(gate.findings, key=lambda f: (f.level != "FAIL", f.rule, f.group)):
+            any_finding = True
+            parts.append(f"<li class={f.level}>{f.level} [{html.escape(f.rule)}] {html.escape(f.message)}</li>")
+        parts.append("</ul></li>")
+    if not any_finding:
+        parts.append("<li>No findings.</li>")
+    parts.append("</ul>")
+    for audit in report.audits:
+        entry = data["scores"][audit.name]
+        entry["_band"] = band
+        model = entry.get("model") or {}
+        parts.append(f"<h2>{html.escape(audit.name)}</h2>")
+        if model:
+            parts.append("<p class=note>" + html.escape(", ".join(f"{k}: {v}" for k, v in model.items())) + "</p>")
+        parts.append(f"<p class=note>Operating point: score &ge; {audit.threshold:.4g} (the list's capacity). "
+                     f"Need: {html.escape(audit.need_description or 'as given')}.</p>")
+        if entry["performance"]:
+            parts.append("<h3>Model performance by ethnic group (validation patients)</h3>")
+            parts.append(_performance_table(entry["performance"]["ethnicity"], band))
+        parts.append("<h3>Selection and need by ethnic group (the list's population)</h3>")
+        parts.append(_selection_table(entry["selection"]["ethnicity"], settings.need_ratio_limit))
+        parts.append("<div>" + "".join(f"<img alt='{html.escape(t)}' src='{src}'>" for t, src in _plots(audit, entry))
+                     + "</div>")
+        for name, rows in entry["performance"].items():
+            if name in ("population", "ethnicity"):
+                continue
+            parts.append(f"<details><summary>Performance by {html.escape(name)}</summary>"
+                         f"{_performance_table(rows, band)}</details>")
+        for name, rows in entry["selection"].items():
+            if name in ("population", "ethnicity"):
+                continue
+            parts.append(f"<details><summary>Selection and need by {html.escape(name)}</summary>"
+                         f"{_selection_table(rows, settings.need_ratio_limit)}</details>")
+        if "detailed_categories" in entry:
+            detailed = entry["detailed_categories"]
+            parts.append("<details><summary>The 16 detailed ethnic categories (descriptive)</summary>")
+            if detailed["performance"]:
+                parts.append(_performance_table(detailed["performance"], band))
+            parts.append(_selection_table(detailed["selection"], settings.need_ratio_limit) + "</details>")
+        entry.pop("_band", None)
+    if "ethnicity_data_quality" in data:
+        parts.append("<h2>Ethnicity data quality</h2><table><tr><th>level</th><th>unit</th><th>patients</th>"
+                     "<th>recorded</th><th>not stated (Z)</th><th>not known (99)</th><th>conflicting codes</th>"
+                     "<th>'any other' category</th></tr>")
+        for r in data["ethnicity_data_quality"]:
+            s = r["shares"]
+            parts.append(f"<tr><td>{r['level']}</td><td>{html.escape(r['unit'])}</td><td>{_count(r['patients'])}</td>"
+                         + "".join(f"<td>{_cell(s.get(k))}</td>" for k in
+                                   ("recorded", "not_stated_z", "not_known_99", "conflicting_codes", "any_other_category"))
+                         + "</tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
