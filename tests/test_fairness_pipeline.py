@@ -1,0 +1,210 @@
+"""The fairness audit on the synthetic generator's bias knobs, end to end, and as a reviewer sees it.
+
+Each scenario generates an extract, ingests it, builds features, trains the models and audits
+them with the default rules (1,000 bootstrap replicates):
+- no planted bias, at the demo's default size: the gate does not FAIL, and 'champion' moves;
+- outcomes under-recorded for Black patients (coded at 60%): FAIL, naming the group and the
+  label-choice check, exit code 7, 'champion' not moved;
+- a measurement-access gap for Black patients: flagged in the report;
+- ethnicity missing for 30%, audited through a real ``mlflow server`` on 127.0.0.1: WARN naming
+  data quality; the run is found through the REST API, its report downloaded through the
+  server and rendered in headless Chromium, which must show the gate result and every group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from models.fairness import AuditSettings
+
+pytestmark = pytest.mark.slow
+
+
+def build(folder: Path, tracking_uri: str | None = None, **synth) -> Path:
+    from features.run import run_features
+    from models.train import TrainingConfig
+    from models.training_run import run_training
+    from phm.ingest import ingest
+    from phm.synth import SynthConfig, generate
+
+    generate(SynthConfig(**{"seed": 42, **synth}), folder / "extract")
+    db = folder / "phm.duckdb"
+    ingest(folder / "extract", db)
+    run_features(db)
+    run_training(db, TrainingConfig(), tracking_uri=tracking_uri)
+    return db
+
+
+def audit(db: Path, tracking_uri: str | None = None):
+    from models.audit_run import run_audit
+    from models.tracking import tracking_location
+
+    location = tracking_location(db.resolve().parent, tracking_uri)
+    return run_audit(db, AuditSettings(), location, db.parent / "audit")
+
+
+def champion_versions(run) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(run.location.tracking_uri)
+    out = {}
+    for gate in run.report.gates:
+        name = run.report.models[gate.outcome]["registered model"]
+        try:
+            out[gate.outcome] = str(client.get_model_version_by_alias(name, "champion").version)
+        except MlflowException:
+            pass
+    return out
+
+
+def test_no_planted_bias_does_not_fail_at_the_demo_size(tmp_path):
+    db = build(tmp_path, patients=100_000, pcns=3)  # phm demo's defaults
+    run = audit(db)
+    assert run.status != "FAIL", [f.message for g in run.report.gates for f in g.findings if f.level == "FAIL"]
+    assert champion_versions(run) == {"cvd": "1", "t2d": "1", "hypertension": "1"}
+    data = json.loads(run.json_path.read_text())
+    assert data["gate"]["status"] == run.status
+    assert {g["group"]["group"] for g in data["scores"]["cvd"]["selection"]["ethnicity"]} == {
+        "White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known"}
+
+
+def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(tmp_path, capsys):
+    from phm.cli import main
+
+    db = build(tmp_path, patients=100_000, pcns=3, outcome_recording={"Black": 0.6})
+    code = main(["audit", "--db", str(db), "--out", str(tmp_path / "audit")])
+    assert code == 7
+    captured = capsys.readouterr()
+    assert "FAIL [label choice]" in captured.out and "Black patients" in captured.out
+    assert "fairness gate FAILed" in captured.err
+    data = json.loads((tmp_path / "audit" / "fairness_audit.json").read_text())
+    assert data["gate"]["status"] == "FAIL"
+    failed = [f for o in data["gate"]["outcomes"].values() for f in o["findings"] if f["level"] == "FAIL"]
+    assert any(f["rule"] == "label choice" and f["group"] == "Black" for f in failed)
+    failed_outcomes = {name for name, o in data["gate"]["outcomes"].items() if not o["accepted"]}
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    for outcome in failed_outcomes:
+        with pytest.raises(MlflowException):
+            client.get_model_version_by_alias(f"phm-QXX-{outcome}", "champion")
+        assert client.get_model_version(f"phm-QXX-{outcome}", "1").tags["phm.fairness_gate"] == "FAIL"
+
+
+def test_a_measurement_access_gap_is_flagged_in_the_report(tmp_path):
+    db = build(tmp_path, patients=30_000, pcns=1, profile="diverse_urban", measurement_access={"Black": 0.5})
+    run = audit(db)
+    gaps = [f for g in run.report.gates for f in g.findings if f.rule == "measurement gap"]
+    assert gaps and {f.group for f in gaps} == {"Black"}
+    page = run.html_path.read_text()
+    assert "[measurement gap]" in page and "measurement completeness" in page
+
+
+# --- a reviewer's view: real MLflow server, headless Chromium ----------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--default-artifact-root", (store / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(store / "server.log", "w"), env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def rest(url: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "headless Chromium is needed: apt-get install chromium (.ci/run installs it)"
+        if os.environ.get("PHM_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_reviewer_finds_the_audit_in_mlflow_and_reads_the_report_in_a_browser(tmp_path, mlflow_server):
+    browser = chromium()
+    db = build(tmp_path, tracking_uri=mlflow_server, patients=20_000, pcns=1, ethnicity_unrecorded=0.3)
+    run = audit(db, mlflow_server)
+    assert run.status == "WARN"
+
+    experiment = rest(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name="
+                      + urllib.parse.quote("phm-risk QXX"))["experiment"]
+    found = rest(mlflow_server, "/api/2.0/mlflow/runs/search", {
+        "experiment_ids": [experiment["experiment_id"]], "filter": "tags.`phm.kind` = 'fairness audit'"})["runs"]
+    assert len(found) == 1
+    info, data = found[0]["info"], found[0]["data"]
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert tags["phm.fairness_gate"].startswith("WARN")
+    metrics = {m["key"] for m in data["metrics"]}
+    assert "cvd/performance/White/observed_expected" in metrics
+    artifacts = {f["path"] for f in rest(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={info['run_id']}"
+                                         "&path=fairness")["files"]}
+    assert artifacts == {"fairness/fairness_audit.html", "fairness/fairness_audit.json"}
+    champion = rest(mlflow_server, "/api/2.0/mlflow/registered-models/alias?name=phm-QXX-cvd&alias=champion")
+    assert champion["model_version"]["tags"][0] if champion["model_version"].get("tags") else True
+    version_tags = {t["key"]: t["value"] for t in champion["model_version"]["tags"]}
+    assert version_tags["phm.fairness_gate"].startswith("WARN") and version_tags["phm.audit_run_id"] == info["run_id"]
+
+    page = tmp_path / "downloaded_report.html"
+    with urllib.request.urlopen(f"{mlflow_server}/get-artifact?path=fairness/fairness_audit.html"
+                                f"&run_uuid={info['run_id']}", timeout=30) as response:
+        page.write_bytes(response.read())
+    rendered = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    dom = rendered.stdout
+    assert 'id="gate-result"' in dom, rendered.stderr[-2000:]
+    gate_text = dom.split('id="gate-result">', 1)[1].split("<", 1)[0]
+    assert gate_text.startswith("WARN")
+    assert "ethnicity data quality" in dom
+    for group in ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known"):
+        assert f"<td>{group}" in dom, group
