@@ -234,8 +234,3 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
         mlflow.log_artifact(str(json_path), artifact_path="fairness")
         return run.info.run_id
 
-
-def gate_status(gates: list[GateResult]) -> str:
-    from models.fairness import worst
-
-    return worst(gates)

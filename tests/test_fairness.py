@@ -280,3 +280,51 @@ def test_configuration_loads_rules_and_overrides(tmp_path):
     settings = load_config(path).audit
     assert settings.replicates == 2000 and settings.ratio_band == (0.9, 1.1) and not settings.accept_warn
     assert settings.overrides[0].covers("cvd") and not settings.overrides[0].covers("t2d")
+
+
+# --- phm audit --scores -------------------------------------------------------------------------
+
+def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
+    from phm.cli import main
+
+    table = simulate(n=20_000).rename({"group": "ethnicity", "score": "risk", "outcome": "event"})
+    table.drop("selected").write_parquet(tmp_path / "fair.parquet")
+    assert main(["audit", "--scores", str(tmp_path / "fair.parquet"), "--group", "ethnicity", "--score", "risk",
+                 "--outcome", "event", "--need", "need", "--top-k", "2000", "--replicates", "300",
+                 "--out", str(tmp_path / "fair")]) == 0
+    out = capsys.readouterr().out
+    assert "fairness audit: PASS" in out or "fairness audit: WARN" in out
+    data = json.loads((tmp_path / "fair" / "fairness_audit.json").read_text())
+    rows = data["scores"]["score"]["performance"]["ethnicity x imd quintile x sex"]
+    assert len(rows) == 3 * 5 * 2
+    selected = data["scores"]["score"]["performance"]["population"][0]["counts"]["selected"]
+    assert selected == 2000
+
+    unfair = simulate(n=20_000, under_predicted={"Black": 2.0})
+    unfair.drop("selected").write_csv(tmp_path / "unfair.csv")
+    code = main(["audit", "--scores", str(tmp_path / "unfair.csv"), "--group", "group", "--score", "score",
+                 "--outcome", "outcome", "--threshold", "0.1", "--replicates", "300", "--out", str(tmp_path / "u")])
+    captured = capsys.readouterr()
+    assert code == 7
+    assert "FAIL [observed/expected]" in captured.out and "Black" in captured.out
+    assert "fairness gate says FAIL" in captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--group", "nope"], "--group nope: no such column"),
+    (["--score", "need"], "row 1, column 'need': a score must be a probability"),
+    (["--outcome", "score"], "column 'score': the outcome must be 0 or 1"),
+    (["--top-k", "0"], "--top-k must be between 1"),
+])
+def test_audit_of_a_scored_table_names_the_column_and_row_at_fault(tmp_path, capsys, args, message):
+    from phm.cli import main
+
+    frame = simulate(n=500).with_columns(pl.col("need") + 2)
+    frame.write_csv(tmp_path / "t.csv")
+    base = {"--group": "group", "--score": "score", "--outcome": "outcome", "--top-k": "50"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["audit", "--scores", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o"), "--replicates", "200"]
+    for key, value in base.items():
+        argv += [key, value]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -3,7 +3,7 @@
 Each scenario generates an extract, ingests it, builds features, trains the models and audits
 them with the default rules (1,000 bootstrap replicates):
 - no planted bias, at the demo's default size: the gate does not FAIL, and 'champion' moves;
-- outcomes under-recorded for Black patients (coded at 60%): FAIL, naming the group and the
+- outcomes under-recorded for Black African patients (coded at 60%): FAIL, naming their group and the
   label-choice check, exit code 7, 'champion' not moved;
 - a measurement-access gap for Black patients: flagged in the report;
 - ethnicity missing for 30%, audited through a real ``mlflow server`` on 127.0.0.1: WARN naming
@@ -83,7 +83,7 @@ def test_no_planted_bias_does_not_fail_at_the_demo_size(tmp_path):
 def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(tmp_path, capsys):
     from phm.cli import main
 
-    db = build(tmp_path, patients=100_000, pcns=3, outcome_recording={"Black": 0.6})
+    db = build(tmp_path, patients=100_000, pcns=3, outcome_recording={"N": 0.6})  # Black African
     code = main(["audit", "--db", str(db), "--out", str(tmp_path / "audit")])
     assert code == 7
     captured = capsys.readouterr()
