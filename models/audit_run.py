@@ -29,7 +29,6 @@ from models.fairness import (
     NEED_DESCRIPTIONS,
     AuditReport,
     AuditSettings,
-    GateResult,
     audit_score,
     ethnicity_quality,
     judge,

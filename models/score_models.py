@@ -2,7 +2,7 @@
 
 Each outcome's model is loaded from the MLflow registry by alias: ``champion`` (audited), or
 where none exists yet ``candidate``, with a loud warning that the model has not passed the
-fairness gate. Patients are scored at the current index date (the features built by
+fairness gate; a candidate the gate FAILed is refused (exit code 7). Patients are scored at the current index date (the features built by
 ``phm features``). Eligible: aged 25-84 and free of the outcome, as in training; others get
 no model risk. Writes ``marts.risk_scores``, one row per registered patient, with the model
 name, version and alias on every row.
@@ -21,7 +21,7 @@ from features.run import connect
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
 from models.train import OUTCOMES, Outcome, model_inputs, single_icb
 from phm.disclosure import show
-from phm.exceptions import ConfigError
+from phm.exceptions import ConfigError, FairnessGateFailed
 
 
 @dataclass
@@ -61,6 +61,11 @@ def model_in_use(client, icb_code: str, outcome: Outcome) -> ModelInUse:
             version = client.get_model_version_by_alias(name, alias)
         except MlflowException:
             continue
+        if alias == CANDIDATE and version.tags.get("phm.fairness_gate") == "FAIL":
+            raise FairnessGateFailed(
+                f"{name} version {version.version} FAILed the fairness audit and there is no champion: "
+                "nothing is scored with it (see the audit report; a reviewer can accept it only through "
+                "audit.override in the configuration)")
         return ModelInUse(outcome.short, name, str(version.version), alias, version.tags["phm.variant"],
                           int(version.tags["phm.horizon_years"]))
     raise ConfigError(f"no registered model {name} with alias 'champion' or 'candidate': run phm train first")

@@ -260,6 +260,7 @@ def test_configuration_errors_name_the_key(tmp_path):
     cases = {
         "[audit]\nreplicates = 'many'\n": "audit.replicates: must be an integer",
         "[audit]\nreplicatse = 1000\n": "audit.replicatse: unknown key",
+        "[audit]\nreplicates = 200\n": "audit.replicates: at least 1000",
         "[audit]\nratio_band = [1.2, 0.8]\n": "audit.ratio_band",
         "[audit]\n[[audit.override]]\nreviewer = 'Dr R'\n": "audit.override[0].reason: required",
         "[lists]\ncapacity = 3\n": "unknown table or key 'lists'",
@@ -290,7 +291,7 @@ def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
     table = simulate(n=20_000).rename({"group": "ethnicity", "score": "risk", "outcome": "event"})
     table.drop("selected").write_parquet(tmp_path / "fair.parquet")
     assert main(["audit", "--scores", str(tmp_path / "fair.parquet"), "--group", "ethnicity", "--score", "risk",
-                 "--outcome", "event", "--need", "need", "--top-k", "2000", "--replicates", "300",
+                 "--outcome", "event", "--need", "need", "--top-k", "2000", "--replicates", "1000",
                  "--out", str(tmp_path / "fair")]) == 0
     out = capsys.readouterr().out
     assert "fairness audit: PASS" in out or "fairness audit: WARN" in out
@@ -303,7 +304,7 @@ def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
     unfair = simulate(n=20_000, under_predicted={"Black": 2.0})
     unfair.drop("selected").write_csv(tmp_path / "unfair.csv")
     code = main(["audit", "--scores", str(tmp_path / "unfair.csv"), "--group", "group", "--score", "score",
-                 "--outcome", "outcome", "--threshold", "0.1", "--replicates", "300", "--out", str(tmp_path / "u")])
+                 "--outcome", "outcome", "--threshold", "0.1", "--replicates", "1000", "--out", str(tmp_path / "u")])
     captured = capsys.readouterr()
     assert code == 7
     assert "FAIL [observed/expected]" in captured.out and "Black" in captured.out
@@ -323,7 +324,7 @@ def test_audit_of_a_scored_table_names_the_column_and_row_at_fault(tmp_path, cap
     frame.write_csv(tmp_path / "t.csv")
     base = {"--group": "group", "--score": "score", "--outcome": "outcome", "--top-k": "50"}
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
-    argv = ["audit", "--scores", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o"), "--replicates", "200"]
+    argv = ["audit", "--scores", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o"), "--replicates", "1000"]
     for key, value in base.items():
         argv += [key, value]
     assert main(argv) == 2

@@ -102,6 +102,9 @@ def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_chec
         with pytest.raises(MlflowException):
             client.get_model_version_by_alias(f"phm-QXX-{outcome}", "champion")
         assert client.get_model_version(f"phm-QXX-{outcome}", "1").tags["phm.fairness_gate"] == "FAIL"
+    # and nothing can be scored with a model that FAILed while there is no champion
+    assert main(["score", "--db", str(db)]) == 7
+    assert "FAILed the fairness audit" in capsys.readouterr().err
 
 
 def test_a_measurement_access_gap_is_flagged_in_the_report(tmp_path):

@@ -17,6 +17,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 from models.fairness._audit import GroupFigures, GroupingFigures, ScoreAudit
 from models.fairness._gate import GateResult, worst
 from models.fairness._quality import EthnicityQuality
@@ -67,6 +70,12 @@ def group_json(row: GroupFigures, population_patients: int) -> dict:
     out["difference_to_reference"] = shown(row.vs_reference_difference)
     out["ratio_to_population"] = shown(row.vs_population)
     out["difference_to_population"] = shown(row.vs_population_difference)
+    need = row.figures.get("need_at_same_score")
+    if need is not None and "need_at_same_score" not in hidden and min(need.value, need.low, need.high) > 0:
+        # the label-choice test statistic: Wald z of log(ratio) with the bootstrap interval's width
+        se = (np.log(need.high) - np.log(need.low)) / (2 * stats.norm.ppf(0.975))
+        z = float(np.log(need.value) / se) if se > 0 else float("nan")
+        out["label_choice_test"] = {"z": round(z, 3), "p_value": float(f"{2 * stats.norm.sf(abs(z)):.3g}")}
     if row.need_by_decile:
         out["need_by_score_decile"] = [None if n < SUPPRESSED_BELOW else v
                                        for v, n in zip(row.need_by_decile, row.patients_by_decile, strict=True)]

@@ -53,7 +53,7 @@ class AuditSettings:
     def validate(self) -> None:
         low, high = self.ratio_band
         checks = [
-            (self.replicates >= 200, "audit.replicates: at least 200 bootstrap replicates (default 1000)"),
+            (self.replicates >= 1000, "audit.replicates: at least 1000 bootstrap replicates (the default)"),
             (0.5 < self.level < 1, "audit.level: a confidence level between 0.5 and 1 (default 0.95)"),
             (0 < low < 1 < high, "audit.ratio_band: [low, high] with low < 1 < high (default [0.8, 1.25])"),
             (self.need_ratio_limit > 1, "audit.need_ratio_limit: above 1 (default 1.5)"),
