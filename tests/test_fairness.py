@@ -178,6 +178,18 @@ def test_an_under_predicted_group_fails_on_observed_expected():
     gate = judge(audit, FAST, 0.05)
     assert gate.status == "FAIL" and not gate.accepted
     assert any(f.rule == "observed/expected" and f.group == "Black" and f.level == "FAIL" for f in gate.findings)
+    # under-rated, so selected far less than its share of the outcomes: under-served twice over
+    for rule in ("need-adjusted selection", "sensitivity ratio"):
+        assert any(f.rule == rule and f.group == "Black" and f.level == "FAIL" for f in gate.findings), rule
+
+
+def test_a_group_served_beyond_its_share_is_a_warning_unless_configured_to_fail():
+    audit = run(simulate(under_predicted={"Black": 0.5}))  # over-predicted: over-selected
+    over = [f for f in judge(audit, FAST, 0.05).findings if f.group == "Black" and f.rule == "need-adjusted selection"]
+    assert over and over[0].level == "WARN"
+    strict = AuditSettings(replicates=300, fail_when_over_served=True)
+    assert any(f.group == "Black" and f.rule == "need-adjusted selection" and f.level == "FAIL"
+               for f in judge(audit, strict, 0.05).findings)
 
 
 def test_a_group_too_small_to_judge_is_a_warning():

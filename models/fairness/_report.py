@@ -252,53 +252,68 @@ def _count(value) -> str:
     return "[suppressed]" if value is None else f"{value:,}"
 
 
-def _performance_table(rows: list[dict], band) -> str:
-    head = ("<tr><th>group</th><th>patients</th><th>outcomes</th><th>share</th><th>outcome rate</th>"
-            "<th>mean predicted</th><th>O/E</th><th>cal. slope</th><th>AUROC</th><th>selection rate</th>"
-            "<th>sensitivity</th><th>sensitivity ratio to reference</th><th>PPV</th><th>FNR</th>"
-            "<th>need-adjusted selection</th></tr>")
+def _figure(name: str, flag: str | None = None):
+    """A table column showing figure ``name``; ``flag`` 'band' or 'limit' marks values outside."""
+    def show(r: dict, band, limit) -> str:
+        bounds = {"band": band, "limit": (0, limit)}.get(flag)
+        return _cell(r["figures"].get(name), bounds)
+    return show
+
+
+def _ratio(name: str, flag: str | None = None):
+    def show(r: dict, band, limit) -> str:
+        return _cell(r["ratio_to_reference"].get(name), band if flag == "band" else None)
+    return show
+
+
+def _counted(name: str):
+    def show(r: dict, band, limit) -> str:
+        return _count(r["counts"].get(name))
+    return show
+
+
+PERFORMANCE_COLUMNS = [
+    ("patients", _counted("patients")), ("outcomes", _counted("events")),
+    ("share", lambda r, band, limit: f"{r['share_of_population']:.1%}"),
+    ("outcome rate", _figure("outcome_rate")), ("mean predicted", _figure("mean_predicted_risk")),
+    ("O/E", _figure("observed_expected", "band")), ("cal. slope", _figure("calibration_slope")),
+    ("AUROC", _figure("auroc")), ("selection rate", _figure("selection_rate")),
+    ("sensitivity", _figure("sensitivity")), ("sensitivity ratio to reference", _ratio("sensitivity", "band")),
+    ("PPV", _figure("ppv")), ("FNR", _figure("false_negative_rate")),
+    ("need-adjusted selection", _figure("need_adjusted_selection", "band")),
+]
+SELECTION_COLUMNS = [
+    ("patients", _counted("patients")), ("on the list", _counted("selected")),
+    ("selection rate", _figure("selection_rate")), ("mean need", _figure("mean_need")),
+    ("need at the same score", _figure("need_at_same_score", "limit")),
+    ("share of list / share of high need", _figure("list_over_high_need_share")),
+    ("measurement completeness", _figure("measurement_completeness")),
+    ("completeness ratio to reference", _ratio("measurement_completeness")),
+]
+
+
+def _table(rows: list[dict], columns, band, limit) -> str:
+    head = "<tr><th>group</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"
     body = []
     for r in rows:
         name = html.escape(" x ".join(r["group"].values()))
-        c = r["counts"]
-        if r["withheld"]:
-            body.append(f"<tr><td>{name}</td><td>{_count(c.get('patients'))}</td><td>{_count(c.get('events'))}</td>"
-                        "<td colspan=12>figures withheld (a count is 1-7)</td></tr>")
+        if r["withheld"]:  # the counts (suppressed) only
+            shown = [show(r, band, limit) for header, show in columns[:2]]
+            body.append(f"<tr><td>{name}</td>" + "".join(f"<td>{v}</td>" for v in shown)
+                        + f"<td colspan={len(columns) - 2}>figures withheld (a count is 1-7)</td></tr>")
             continue
-        f, ref = r["figures"], r["ratio_to_reference"]
         small = " <span class=note>(too small to judge)</span>" if r["too_small_to_judge"] else ""
-        body.append(
-            f"<tr><td>{name}{small}</td><td>{_count(c['patients'])}</td><td>{_count(c['events'])}</td>"
-            f"<td>{r['share_of_population']:.1%}</td><td>{_cell(f.get('outcome_rate'))}</td>"
-            f"<td>{_cell(f.get('mean_predicted_risk'))}</td><td>{_cell(f.get('observed_expected'), band)}</td>"
-            f"<td>{_cell(f.get('calibration_slope'))}</td><td>{_cell(f.get('auroc'))}</td>"
-            f"<td>{_cell(f.get('selection_rate'))}</td><td>{_cell(f.get('sensitivity'))}</td>"
-            f"<td>{_cell(ref.get('sensitivity'), band)}</td><td>{_cell(f.get('ppv'))}</td>"
-            f"<td>{_cell(f.get('false_negative_rate'))}</td><td>{_cell(f.get('need_adjusted_selection'), band)}</td></tr>")
+        body.append(f"<tr><td>{name}{small}</td>" + "".join(f"<td>{show(r, band, limit)}</td>" for _, show in columns)
+                    + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _performance_table(rows: list[dict], band) -> str:
+    return _table(rows, PERFORMANCE_COLUMNS, band, None)
 
 
 def _selection_table(rows: list[dict], limit: float) -> str:
-    head = ("<tr><th>group</th><th>patients</th><th>on the list</th><th>selection rate</th><th>mean need</th>"
-            "<th>need at the same score</th><th>share of list / share of high need</th>"
-            "<th>measurement completeness</th><th>completeness ratio to reference</th></tr>")
-    body = []
-    for r in rows:
-        name = html.escape(" x ".join(r["group"].values()))
-        c = r["counts"]
-        if r["withheld"]:
-            body.append(f"<tr><td>{name}</td><td>{_count(c.get('patients'))}</td>"
-                        "<td colspan=7>figures withheld (a count is 1-7)</td></tr>")
-            continue
-        f = r["figures"]
-        small = " <span class=note>(too small to judge)</span>" if r["too_small_to_judge"] else ""
-        body.append(
-            f"<tr><td>{name}{small}</td><td>{_count(c['patients'])}</td><td>{_count(c['selected'])}</td>"
-            f"<td>{_cell(f.get('selection_rate'))}</td><td>{_cell(f.get('mean_need'))}</td>"
-            f"<td>{_cell(f.get('need_at_same_score'), (0, limit))}</td>"
-            f"<td>{_cell(f.get('list_over_high_need_share'))}</td><td>{_cell(f.get('measurement_completeness'))}</td>"
-            f"<td>{_cell(r['ratio_to_reference'].get('measurement_completeness'))}</td></tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    return _table(rows, SELECTION_COLUMNS, None, limit)
 
 
 def render_html(report: AuditReport, data: dict) -> str:
