@@ -106,6 +106,20 @@ def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_chec
     assert main(["score", "--db", str(db)]) == 7
     assert "FAILed the fairness audit" in capsys.readouterr().err
 
+    # a reviewer accepts it, only through the configuration; MLflow records who and why
+    config = tmp_path / "phm.toml"
+    config.write_text('[[audit.override]]\nreviewer = "Dr A. Reviewer"\n'
+                      'reason = "Under-recording known; correction under way (ref 14)"\n')
+    assert main(["audit", "--db", str(db), "--config", str(config), "--out", str(tmp_path / "audit2")]) == 0
+    runs = client.search_runs([client.get_experiment_by_name("phm-risk QXX").experiment_id],
+                              "tags.`phm.kind` = 'fairness audit'", order_by=["attributes.start_time DESC"])
+    tags = runs[0].data.tags
+    for outcome in failed_outcomes:
+        assert tags[f"phm.override.{outcome}.reviewer"] == "Dr A. Reviewer"
+        assert tags[f"phm.override.{outcome}.reason"].startswith("Under-recording known")
+        version = client.get_model_version_by_alias(f"phm-QXX-{outcome}", "champion")
+        assert version.tags["phm.fairness_gate"] == "FAIL (accepted by Dr A. Reviewer)"
+
 
 def test_a_measurement_access_gap_is_flagged_in_the_report(tmp_path):
     db = build(tmp_path, patients=30_000, pcns=1, profile="diverse_urban", measurement_access={"Black": 0.5})
