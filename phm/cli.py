@@ -163,6 +163,7 @@ def cmd_demo(args) -> int:
 
     print(f"\ndemo finished; everything is under {out.resolve()}")
     print(f"  database:  {db.resolve()} (scores in marts.risk_scores)")
+    print(f"  fairness:  {(out / 'audit' / 'fairness_audit.html').resolve()} (open in a browser)")
     look = f"import duckdb; print(duckdb.connect('{db.resolve()}', read_only=True).table('marts.risk_scores'))"
     print(f'  look inside: uv run python -c "{look}"')
     print(f"  MLflow UI: {training.log.location.ui_command()}  (then open http://127.0.0.1:5000)")
