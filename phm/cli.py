@@ -127,47 +127,52 @@ def cmd_features(args) -> int:
     return 0
 
 
+def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None) -> int:
+    from flows.run import run_flow
+
+    _quiet_user_errors_on_console()
+    _quiet_mlflow()
+    _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run')")
+    summary = run_flow(extract, out, config, truth)
+    for line in summary.lines:
+        print(line)
+    print(f"\nrun finished in {sum(summary.seconds.values()):.0f} s; everything is under {out.resolve()}")
+    print("  stages: " + ", ".join(f"{name} {s:.0f} s" for name, s in summary.seconds.items()))
+    print(f"  lists:     {summary.lists_link.absolute()}/ (one CSV and one Excel file per PCN, and a summary)")
+    print(f"  fairness:  {summary.audit_report.resolve()} (open in a browser)")
+    print(f"  database:  {summary.db.resolve()}")
+    print(f"  MLflow UI: {summary.mlflow_ui}  (then open http://127.0.0.1:5000)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from phm.config import load_config
+    from phm.pseudonymise import icb_key
+
+    config = load_config(args.config)
+    if not Path(args.extract).is_dir():
+        raise ConfigError(f"--extract {args.extract}: no such folder")
+    icb_key()  # before any work: without the key no list can be made
+    return run_pipeline(Path(args.extract), Path(args.out), config)
+
+
 def cmd_demo(args) -> int:
+    import secrets
+
+    from phm.config import load_config
+    from phm.pseudonymise import KEY_VARIABLE
     from phm.synth import SynthConfig, generate
 
     out = Path(args.out)
     extract = out / "extract"
     _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
-    db = out / "phm.duckdb"
-    code = run_ingest(extract, db, out, out / "ingest_report.json")
-    from features.run import run_features
-
-    run = run_features(db, progress=_progress)
-    for line in run.summary_lines():
-        print(line)
-
-    from models.score_models import score_models
-    from models.tracking import tracking_location
-    from models.train import TrainingConfig
-    from models.training_run import run_training
-
-    _quiet_mlflow()
+    if not os.environ.get(KEY_VARIABLE):
+        # Synthetic data: a throwaway key, so nobody can re-identify these ids (real runs set it).
+        os.environ[KEY_VARIABLE] = secrets.token_hex(32)
+        _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run")
     # The demo is synthetic, so the models are also measured against the generator's truth.
-    training = run_training(db, TrainingConfig(), truth_dir=extract / "truth", progress=_progress)
-    for line in training.summary_lines():
-        print(line)
-    from phm.config import load_config
-
-    # The gate decides before anything is scored for use: a FAIL stops the demo here (exit 7).
-    run_pipeline_audit(db, load_config(None).audit, out=out / "audit")
-    scoring = score_models(db, tracking_location(db.resolve().parent),
-                           warn=lambda m: print(m, file=sys.stderr, flush=True))
-    for line in scoring.summary_lines():
-        print(line)
-
-    print(f"\ndemo finished; everything is under {out.resolve()}")
-    print(f"  database:  {db.resolve()} (scores in marts.risk_scores)")
-    print(f"  fairness:  {(out / 'audit' / 'fairness_audit.html').resolve()} (open in a browser)")
-    look = f"import duckdb; print(duckdb.connect('{db.resolve()}', read_only=True).table('marts.risk_scores'))"
-    print(f'  look inside: uv run python -c "{look}"')
-    print(f"  MLflow UI: {training.log.location.ui_command()}  (then open http://127.0.0.1:5000)")
-    return code
+    return run_pipeline(extract, out, load_config(args.config), truth=extract / "truth")
 
 
 def _quiet_mlflow() -> None:
@@ -425,13 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_audit)
 
+    p = sub.add_parser("run", help="the whole pipeline on an extract: ingest to published PCN lists",
+                       description="One Prefect flow: ingest and validate, features and validated "
+                       "scores, train, fairness audit and gate, score with the audited models, build "
+                       "the PCN lists and publish them atomically under --out/lists. Needs "
+                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate FAILs "
+                       "(no list is produced; the previous lists stay). See docs/lists.md.")
+    p.add_argument("--extract", required=True, help="extract folder (see docs/extract-contract.md)")
+    p.add_argument("--out", required=True, help="output folder: database, MLflow store, audit, lists")
+    p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit])")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
                        description="The embedded default: a synthetic extract, a local DuckDB "
-                       "file, Prefect with no server. Everything is written under --out.")
+                       "file, Prefect and MLflow with no server; the whole flow of phm run. "
+                       "Everything is written under --out.")
     p.add_argument("--out", default="phm-demo", help="output folder (default ./phm-demo)")
     p.add_argument("--patients", type=int, default=100_000, help="patients (default 100000)")
     p.add_argument("--pcns", type=int, default=3, help="PCNs (default 3)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--config", type=Path, help="TOML configuration (default: the documented defaults)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("calc", help="score a CSV with QRISK3-2017 or QDiabetes-2018",

@@ -1,7 +1,17 @@
 """The run configuration: one TOML file, checked on load with errors that name the key.
 
-Only the ``[audit]`` table exists so far (the fairness audit and its gate); every key is
-optional and defaults are documented in docs/fairness.md. Secrets never live here.
+Tables: ``[run]`` (ICB, horizon, seed, MLflow), ``[lists]`` (capacity, prioritisation,
+exclusions, thresholds: docs/lists.md) and ``[audit]`` (the fairness audit and its gate:
+docs/fairness.md). Every key is optional. Secrets never live here: the pseudonymisation key
+comes only from the environment (PHM_PSEUDONYMISATION_KEY).
+
+    [run]
+    icb = "QXX"
+
+    [lists]
+    capacity_per_practice = 200
+    prioritisation = "core20plus5"
+    plus_groups = ["Black"]
 
     [audit]
     replicates = 1000
@@ -23,6 +33,8 @@ from pathlib import Path
 
 from models.fairness._settings import AuditSettings, Override
 from phm.exceptions import ConfigError
+from phm.lists import ListSettings
+from phm.lists import settings_from as lists_settings
 
 TYPES = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
 
@@ -79,7 +91,29 @@ def _override(table: dict, where: str) -> Override:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunSettings:
+    icb: str | None = None  # default: the extract's only ICB
+    horizon_years: int = 5
+    seed: int = 42
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under the output folder
+
+
+def run_settings(table: dict, where: str = "run") -> RunSettings:
+    types = {"icb": str, "horizon_years": int, "seed": int, "tracking_uri": str}
+    for key, value in table.items():
+        if key not in types:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")
+        _check(f"{where}.{key}", value, types[key])
+    settings = RunSettings(**table)
+    if not 1 <= settings.horizon_years <= 10:
+        raise ConfigError(f"{where}.horizon_years: between 1 and 10 (default 5), not {settings.horizon_years}")
+    return settings
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
+    run: RunSettings = dataclasses.field(default_factory=RunSettings)
+    lists: ListSettings = dataclasses.field(default_factory=ListSettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
 
 
@@ -93,13 +127,13 @@ def load_config(path: Path | None) -> RunConfig:
         raise ConfigError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    readers = {"run": run_settings, "lists": lists_settings, "audit": audit_settings}
     for key in data:
-        if key != "audit":
-            raise ConfigError(f"{path}: unknown table or key {key!r} (known: audit)")
-    table = data.get("audit", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: audit must be a table ([audit])")
+        if key not in readers:
+            raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(readers)})")
+        if not isinstance(data[key], dict):
+            raise ConfigError(f"{path}: {key} must be a table ([{key}])")
     try:
-        return RunConfig(audit=audit_settings(table))
+        return RunConfig(**{name: read(data[name]) for name, read in readers.items() if name in data})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -275,7 +275,8 @@ def test_configuration_errors_name_the_key(tmp_path):
         "[audit]\nreplicates = 200\n": "audit.replicates: at least 1000",
         "[audit]\nratio_band = [1.2, 0.8]\n": "audit.ratio_band",
         "[audit]\n[[audit.override]]\nreviewer = 'Dr R'\n": "audit.override[0].reason: required",
-        "[lists]\ncapacity = 3\n": "unknown table or key 'lists'",
+        "[paths]\nout = 3\n": "unknown table or key 'paths'",
+        "[lists]\ncapacity = 3\n": "lists.capacity: unknown key",
         "[audit\n": "not valid TOML",
     }
     for text, message in cases.items():

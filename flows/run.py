@@ -1,0 +1,200 @@
+"""The whole pipeline as one Prefect flow: ``phm run`` and ``phm demo``.
+
+ingest and validate -> features and validated scores -> train -> fairness audit and gate ->
+score with the audited models -> lists -> publish. Each task is a thin wrapper around a plain
+function (tested without Prefect); the flow only wires them. On a gate FAIL the flow stops
+before scoring: no list is written, the previous lists stay published, and the error
+(FairnessGateFailed, exit code 7) names the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows.ingest import ingest_flow
+from phm.config import RunConfig
+
+STAGES = ("ingest and validate", "features and validated scores", "train the risk models",
+          "fairness audit and gate", "score with the audited models", "build the lists", "publish the lists")
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    db: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    lists_link: Path | None = None
+    audit_report: Path | None = None
+    mlflow_ui: str = ""
+
+
+class Stages:
+    """Progress on the terminal (and in Prefect's log) for each stage, with its time."""
+
+    def __init__(self, progress) -> None:
+        self.progress, self.seconds, self._started = progress, {}, None
+
+    def start(self, name: str) -> None:
+        self._started = (name, time.perf_counter())
+        self.progress(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}")
+
+    def done(self) -> None:
+        name, started = self._started
+        self.seconds[name] = time.perf_counter() - started
+
+
+def _logger_progress():
+    logger = get_run_logger()
+    return logger.info
+
+
+def _terminal_and_log():
+    """Stage lines in Prefect's log, which its console handler also shows on the terminal."""
+    logger = get_run_logger()
+    return logger.info
+
+
+@task(name="features", cache_policy=NONE)
+def features_task(db: Path):
+    from features.run import run_features
+
+    return run_features(db, progress=_logger_progress())
+
+
+@task(name="train", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
+def train_task(db: Path, config: RunConfig, truth: Path | None = None):
+    from models.train import TrainingConfig
+    from models.training_run import run_training
+
+    training = TrainingConfig(horizon_years=config.run.horizon_years, seed=config.run.seed)
+    return run_training(db, training, config.run.tracking_uri, config.run.icb, truth, progress=_logger_progress())
+
+
+@task(name="fairness-audit", cache_policy=NONE)
+def audit_task(db: Path, config: RunConfig, out: Path, location):
+    from models.audit_run import run_audit
+
+    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_logger_progress())
+
+
+@task(name="score", cache_policy=NONE)
+def score_task(db: Path, config: RunConfig, location):
+    from models.score_models import score_models
+
+    return score_models(db, location, config.run.icb, warn=get_run_logger().warning)
+
+
+@task(name="lists", cache_policy=NONE)
+def lists_task(db: Path, config: RunConfig):
+    from features.run import connect, extract_date
+    from phm.lists import build_lists
+    from phm.pseudonymise import icb_key
+
+    key = icb_key()  # read here, never passed around: task arguments can be recorded by Prefect
+    con = connect(db)
+    try:
+        return build_lists(con, config.lists, key, extract_date(con))
+    finally:
+        con.close()
+
+
+@task(name="publish", cache_policy=NONE, retries=2, retry_delay_seconds=2)  # files: transient faults
+def publish_task(run, db: Path, out: Path, manifest: dict):
+    from features.run import connect, extract_date
+    from phm.lists import record_invitations
+    from phm.publish import discard, publish, write_run_folder
+
+    folder = write_run_folder(run, out, manifest)
+    try:
+        link = publish(folder, out)
+    except BaseException:
+        discard(folder)
+        raise
+    con = connect(db)
+    try:
+        record_invitations(con, run, extract_date(con))
+    finally:
+        con.close()
+    return link
+
+
+@flow(name="phm-run", log_prints=False)
+def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: Path | None = None) -> RunSummary:
+    """``truth``: synthetic extracts only, the generator's truth/ folder, to also measure the
+    models against each patient's true risk (logged to MLflow)."""
+    from models.tracking import tracking_location
+    from phm.exceptions import FairnessGateFailed
+    from phm.pseudonymise import icb_key
+
+    config = config or RunConfig()
+    icb_key()  # first: without the key no list can be made, so do not start the work
+    extract, out = Path(extract), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "phm.duckdb"
+    stages = Stages(_terminal_and_log())
+    summary = RunSummary(out, db)
+
+    stages.start("ingest and validate")
+    ingest = ingest_flow(extract, db, out)
+    summary.lines += ingest.summary_lines()
+    stages.done()
+
+    stages.start("features and validated scores")
+    summary.lines += features_task(db).summary_lines()
+    stages.done()
+
+    stages.start("train the risk models")
+    training = train_task(db, config, truth)
+    summary.lines += training.summary_lines()
+    location = tracking_location(db.resolve().parent, config.run.tracking_uri)
+    summary.mlflow_ui = location.ui_command()
+    stages.done()
+
+    stages.start("fairness audit and gate")
+    audit = audit_task(db, config, out, location)
+    summary.lines += audit.summary_lines()
+    summary.audit_report = audit.html_path
+    stages.done()
+    refused = [g.outcome for g in audit.report.gates if not g.accepted]
+    if refused:
+        raise FairnessGateFailed(f"the fairness gate FAILed for {', '.join(refused)}: no list is produced and "
+                                 f"the previous lists stay published; see {audit.html_path}")
+
+    stages.start("score with the audited models")
+    summary.lines += score_task(db, config, location).summary_lines()
+    stages.done()
+
+    stages.start("build the lists")
+    lists = lists_task(db, config)
+    summary.lines += lists.summary_lines()
+    stages.done()
+
+    stages.start("publish the lists")
+    manifest = {
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "extract": str(extract.resolve()), "gate": audit.report.label(),
+        "models": audit.report.models, "audit_run_id": audit.run_id,
+        "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
+                 for row in lists.counts.iter_rows(named=True)},
+    }
+    summary.lists_link = publish_task(lists, db, out, _suppressed(manifest))
+    stages.done()
+    summary.seconds = stages.seconds
+    return summary
+
+
+def _suppressed(manifest: dict) -> dict:
+    """The manifest leaves the pipeline: its per-PCN counts are suppressed like every aggregate."""
+    from phm.disclosure import suppress
+
+    manifest = dict(manifest)
+    manifest["pcns"] = {pcn: {k: suppress(int(v)) for k, v in counts.items()} for pcn, counts in manifest["pcns"].items()}
+    manifest["counts"] = "1-7 suppressed (null), others rounded to 5"
+    return manifest

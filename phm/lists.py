@@ -1,0 +1,272 @@
+"""PCN targeting lists: who to invite, why, in what order, within each practice's capacity.
+
+From the features, the validated scores, hypertension case-finding and the audited models'
+scores (all at the extract date), ``sql/lists/list_reasons.sql`` gives every reason a patient
+could be invited, each with a tier (1 = act first) and a suggested action. Then, here:
+
+1. reasons a treatment makes moot (a lipid review for someone on a statin) are set aside, and
+   patients in palliative care (always), a care home (``exclude_care_homes``) or on a list
+   published in the last ``recently_invited_days`` are excluded; every exclusion is counted, per
+   PCN, never silently dropped;
+2. the remaining patients are ordered by tier, then (with ``prioritisation = "core20plus5"``)
+   the most deprived national quintile (Core20) and the configured PLUS groups first within a
+   tier, then by their highest model risk relative to others (the smallest top-share across the
+   three models), then by pseudonym (a stable, meaningless tie-break);
+3. each practice (``capacity_per_practice``) or PCN (``capacity_per_pcn``) takes as many as it
+   has room for;
+4. ids are replaced by pseudonyms only the patient's practice can re-identify (phm/pseudonymise.py).
+
+Rows in = rows on a list + rows over capacity + rows excluded, per PCN; ``ListRun`` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from phm.disclosure import show, suppress
+from phm.exceptions import ConfigError
+from phm.pseudonymise import pseudonymise
+
+SQL = Path(__file__).resolve().parents[1] / "sql" / "lists" / "list_reasons.sql"
+PRIORITISATIONS = ("risk", "core20plus5")
+BROAD_GROUPS = ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known")
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    capacity_per_practice: int | None = 200  # patients each practice can invite per run
+    capacity_per_pcn: int | None = None  # or a PCN-wide capacity instead
+    prioritisation: str = "risk"  # "risk", or "core20plus5": Core20 and PLUS groups first within a tier
+    plus_groups: tuple[str, ...] = ()  # PLUS groups: broad ethnic groups, e.g. ("Black",)
+    exclude_care_homes: bool = True
+    recently_invited_days: int = 90  # not invited again within this many days of an earlier list
+    qrisk3_threshold: float = 10.0  # % (NICE NG238: offer a statin from 10%)
+    qrisk3_high: float = 20.0
+    qdiabetes_threshold: float = 10.0  # %
+    model_top_share: float = 0.10  # a model's top share of eligible patients is a reason
+
+    def validate(self) -> None:
+        capacities = [c for c in (self.capacity_per_practice, self.capacity_per_pcn) if c is not None]
+        if len(capacities) != 1:
+            raise ConfigError("lists: set exactly one of capacity_per_practice and capacity_per_pcn")
+        if capacities[0] < 1:
+            raise ConfigError(f"lists: capacity must be at least 1, not {capacities[0]}")
+        if self.prioritisation not in PRIORITISATIONS:
+            raise ConfigError(f"lists.prioritisation: one of {', '.join(PRIORITISATIONS)}, not {self.prioritisation!r}")
+        for group in self.plus_groups:
+            if group not in BROAD_GROUPS:
+                raise ConfigError(f"lists.plus_groups: {group!r} is not a group ({', '.join(BROAD_GROUPS)})")
+        if not 0 < self.qrisk3_threshold <= self.qrisk3_high < 100:
+            raise ConfigError("lists: need 0 < qrisk3_threshold <= qrisk3_high < 100")
+        if not 0 < self.qdiabetes_threshold < 100:
+            raise ConfigError("lists.qdiabetes_threshold: a percentage between 0 and 100")
+        if self.recently_invited_days < 0:
+            raise ConfigError("lists.recently_invited_days: 0 or more")
+        if not 0 < self.model_top_share < 1:
+            raise ConfigError("lists.model_top_share: a share between 0 and 1")
+
+
+def reasons(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> pl.DataFrame:
+    """Every reason for every patient (sql/lists/list_reasons.sql), thresholds bound as parameters."""
+    con.execute("create schema if not exists lists")
+    con.execute("create or replace table lists.parameters as select ?::double as qrisk3_threshold, "
+                "?::double as qrisk3_high, ?::double as qdiabetes_threshold, ?::double as model_top_share",
+                [settings.qrisk3_threshold, settings.qrisk3_high, settings.qdiabetes_threshold,
+                 settings.model_top_share])
+    return con.execute(SQL.read_text()).pl()
+
+
+PATIENT_COLUMNS = """
+    select f.patient_id, f.practice_pseudo_id, f.pcn_code, f.age_years, f.sex, f.ethnicity_group,
+           f.imd_quintile, f.core20, f.palliative_care, f.care_home,
+           s.qrisk3_10y_pct, s.qdiabetes_10y_pct, s.qrisk3_notes, s.qdiabetes_notes,
+           h.finding as hypertension_finding,
+           r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk
+    from marts.mart_patient_features as f
+    left join marts.patient_scores as s using (patient_id)
+    left join marts.mart_hypertension_case_finding as h using (patient_id)
+    left join marts.risk_scores as r using (patient_id)
+"""
+
+
+def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per patient with a reason: tier, reasons and actions in plain English."""
+    kept = reason_rows.filter(pl.col("excluded_by").is_null()).sort("tier", "reason_code", "outcome")
+    moot = reason_rows.filter(pl.col("excluded_by").is_not_null())
+    listed = kept.group_by("patient_id", maintain_order=True).agg(
+        pl.col("tier").min(),
+        pl.col("reason").str.join("; ").alias("reasons"),
+        pl.col("action").unique(maintain_order=True).str.join("; ").alias("suggested_actions"),
+        pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes"))
+    treated = moot.join(listed.select("patient_id"), on="patient_id", how="anti").group_by("patient_id").agg(
+        pl.col("excluded_by").first().alias("treatment_exclusion"))
+    return pl.concat([listed, treated], how="diagonal")
+
+
+def _age_band(age: pl.Expr) -> pl.Expr:
+    low = (age // 5) * 5
+    return pl.format("{}-{}", low, low + 4)
+
+
+def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFrame:
+    """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates."""
+    relative = [pl.col(f"{o}_model_risk").rank("max", descending=True) / pl.col(f"{o}_model_risk").count()
+                for o in ("cvd", "t2d", "hypertension")]
+    frame = candidates.with_columns(pl.min_horizontal(*relative).fill_null(1.0).alias("_model_top_share"))
+    first = pl.lit(0)
+    if settings.prioritisation == "core20plus5":
+        first = (~(pl.col("core20").fill_null(False) | pl.col("ethnicity_group").is_in(list(settings.plus_groups)))
+                 ).cast(pl.Int8)
+    unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
+    capacity = settings.capacity_per_practice or settings.capacity_per_pcn
+    frame = frame.with_columns(first.alias("_first")).sort(["tier", "_first", "_model_top_share", "pseudonym"])
+    frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"))
+    return frame.with_columns((pl.col("priority_rank") <= capacity).alias("on_list")).drop("_first")
+
+
+@dataclass
+class ListRun:
+    lists: pl.DataFrame  # the rows on a list, all PCNs, list columns only
+    counts: pl.DataFrame  # per PCN: candidates, on list, over capacity, each exclusion (exact)
+    summary: dict[str, pl.DataFrame] = field(default_factory=dict)  # per PCN: aggregate, suppressed
+    invited: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient ids on a list: stays in the database
+
+    def summary_lines(self) -> list[str]:
+        lines = ["lists (counts: 1-7 suppressed, others rounded to 5):"]
+        for row in self.counts.iter_rows(named=True):
+            lines.append(f"  PCN {row['pcn_code']}: {show(row['on_list'])} on the list, "
+                         f"{show(row['over_capacity'])} over capacity, {show(row['excluded'])} excluded "
+                         f"of {show(row['candidates'])} with a reason")
+        return lines
+
+
+LIST_COLUMNS = [
+    "pseudonym", "practice_pseudo_id", "priority_rank", "tier", "age_band", "sex", "ethnicity_group",
+    "imd_quintile", "core20", "qrisk3_pct", "qdiabetes_pct", "cvd_model_risk_pct", "t2d_model_risk_pct",
+    "hypertension_model_risk_pct", "hypertension_finding", "reasons", "suggested_actions", "defaulted_inputs",
+]
+
+
+def recently_invited(con: duckdb.DuckDBPyConnection, index_date, days: int) -> pl.DataFrame:
+    """Patients on a list published in the ``days`` before the index date (lists.invitations:
+    patient_id, list_date; kept in the database, never in an output)."""
+    con.execute("create schema if not exists lists")
+    con.execute("create table if not exists lists.invitations (patient_id bigint, list_date date)")
+    return con.execute("select distinct patient_id, true as recently_invited from lists.invitations "
+                       "where list_date > ?::date - ?::integer and list_date <= ?::date",
+                       [index_date, days, index_date]).pl()
+
+
+def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date) -> None:
+    """After a list is published: remember who was on it (for ``recently_invited_days``)."""
+    con.execute("create table if not exists lists.invitations (patient_id bigint, list_date date)")
+    con.execute("delete from lists.invitations where list_date = ?::date", [index_date])  # a rerun replaces its own
+    con.register("invited_frame", run.invited.select("patient_id").to_arrow())
+    con.execute("insert into lists.invitations select patient_id, ?::date from invited_frame", [index_date])
+    con.unregister("invited_frame")
+
+
+def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: bytes, index_date) -> ListRun:
+    settings.validate()
+    patients = con.execute(PATIENT_COLUMNS).pl()
+    invited = recently_invited(con, index_date, settings.recently_invited_days)
+    candidates = per_patient(reasons(con, settings)).join(patients, on="patient_id", how="left")
+    candidates = candidates.join(invited, on="patient_id", how="left").with_columns(
+        pl.when(pl.col("palliative_care").fill_null(False)).then(pl.lit("palliative care"))
+        .when(pl.col("care_home").fill_null(False) & pl.lit(settings.exclude_care_homes)).then(pl.lit("care home"))
+        .when(pl.col("treatment_exclusion").is_not_null()).then(pl.lit("already on the relevant treatment"))
+        .when(pl.col("recently_invited").fill_null(False)).then(pl.lit("recently invited"))
+        .otherwise(None).alias("exclusion"),
+        pseudonymise(candidates, key),
+    )
+    eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings)
+    on_list = eligible.filter(pl.col("on_list")).with_columns(
+        _age_band(pl.col("age_years")).alias("age_band"),
+        pl.col("qrisk3_10y_pct").round(1).alias("qrisk3_pct"),
+        pl.col("qdiabetes_10y_pct").round(1).alias("qdiabetes_pct"),
+        *[(100 * pl.col(f"{o}_model_risk")).round(1).alias(f"{o}_model_risk_pct") for o in ("cvd", "t2d", "hypertension")],
+        (pl.col("qrisk3_notes").fill_null("").str.contains("defaulted")
+         | pl.col("qdiabetes_notes").fill_null("").str.contains("defaulted")).alias("defaulted_inputs"),
+    ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
+    counts = _counts(candidates, eligible)
+    run = ListRun(on_list.select("pcn_code", *LIST_COLUMNS), counts, invited=on_list.select("patient_id"))
+    adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
+    for pcn in counts["pcn_code"].to_list():
+        run.summary[pcn] = pcn_summary(adults.filter(pl.col("pcn_code") == pcn),
+                                       on_list.filter(pl.col("pcn_code") == pcn),
+                                       candidates.filter(pl.col("pcn_code") == pcn))
+    return run
+
+
+def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame) -> pl.DataFrame:
+    excluded = candidates.filter(pl.col("exclusion").is_not_null()).group_by("pcn_code", "exclusion").len()
+    by_reason = excluded.pivot(on="exclusion", index="pcn_code", values="len") if excluded.height else \
+        pl.DataFrame({"pcn_code": []}, schema={"pcn_code": pl.String})
+    placed = eligible.group_by("pcn_code").agg(pl.col("on_list").sum().alias("on_list"),
+                                               (~pl.col("on_list")).sum().alias("over_capacity"))
+    total = candidates.group_by("pcn_code").agg(pl.len().alias("candidates"),
+                                                pl.col("exclusion").is_not_null().sum().alias("excluded"))
+    out = total.join(placed, on="pcn_code", how="left").join(by_reason, on="pcn_code", how="left")
+    out = out.with_columns(pl.col(c).fill_null(0) for c in out.columns if c != "pcn_code").sort("pcn_code")
+    if not (out["candidates"] == out["on_list"] + out["over_capacity"] + out["excluded"]).all():
+        raise AssertionError("list rows do not add up: candidates != on list + over capacity + excluded")
+    return out
+
+
+def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """Aggregate, suppressed: the list against the PCN's registered adults (everyone a reason can
+    apply to), by tier, ethnic group and IMD quintile; exclusions by reason."""
+    rows = []
+
+    def add(section: str, value: str, listed: int, base: int | None) -> None:
+        rows.append({"section": section, "value": value, "on_list": suppress(listed),
+                     "registered_adults": None if base is None else suppress(base)})
+
+    add("total", "all", on_list.height, population.height)
+    for tier, n in on_list.group_by("tier").len().sort("tier").iter_rows():
+        add("tier", str(tier), n, None)
+    for column, label in (("ethnicity_group", "ethnic group"), ("imd_quintile", "IMD quintile")):
+        registered = dict(population.group_by(column).len().iter_rows())
+        listed = dict(on_list.group_by(column).len().iter_rows())
+        for value in sorted(registered, key=lambda v: (v is None, str(v))):
+            add(label, "unknown" if value is None else str(value), listed.get(value, 0), registered[value])
+    for reason, n in candidates.filter(pl.col("exclusion").is_not_null()).group_by("exclusion").len().sort(
+            "exclusion").iter_rows():
+        add("excluded", reason, n, None)
+    return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,
+                                      "registered_adults": pl.Int64})
+
+
+def settings_from(table: dict, where: str = "lists") -> ListSettings:
+    """``[lists]`` of the run configuration, keys checked by name."""
+    fields = {f.name: f for f in dataclasses.fields(ListSettings)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
+        if key == "plus_groups":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.plus_groups: a list of group names, e.g. [\"Black\"]")
+            value = tuple(value)
+        elif key in ("capacity_per_practice", "capacity_per_pcn", "recently_invited_days"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: must be an integer, not {value!r}")
+        elif key == "exclude_care_homes":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: must be true or false, not {value!r}")
+        elif key == "prioritisation":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}.{key}: must be text, not {value!r}")
+        elif not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: must be a number, not {value!r}")
+        values[key] = value
+    if "capacity_per_pcn" in values and "capacity_per_practice" not in values:
+        values["capacity_per_practice"] = None
+    settings = ListSettings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,74 @@
+"""Publishing the lists: one folder of files per run, swapped into place in one step.
+
+Every PCN gets ``<PCN>.csv`` and ``<PCN>.xlsx`` (sheets "list" and "summary"), rows grouped by
+practice and ranked by priority, and ``<PCN>_summary.csv`` (aggregate, suppressed); the run adds
+``lists_manifest.json`` (what was published, from which models and audit). Files are written to
+a new folder ``<out>/lists-<stamp>`` and only then does the link ``<out>/lists`` move to it, by
+an atomic rename: a reader sees the old lists or the new ones, never a mixture, and a run that
+fails or is killed before the swap leaves the previous lists in place. The previous folder is
+kept (one step back); older ones are removed. Files and folders are readable by their owner
+only: they hold pseudonymised patient rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from phm.lists import ListRun
+
+FILE_MODE, DIR_MODE = 0o600, 0o700
+CURRENT = "lists"
+
+
+def _private(path: Path, mode: int) -> None:
+    os.chmod(path, mode)
+
+
+def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
+    """Write every PCN's files into a new folder under ``out``; returns it (not yet published)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = out / f"{CURRENT}-{stamp}"
+    folder.mkdir(mode=DIR_MODE)
+    for pcn in run.counts["pcn_code"].to_list():
+        rows = run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code")
+        summary = run.summary[pcn]
+        rows.write_csv(folder / f"{pcn}.csv")
+        summary.write_csv(folder / f"{pcn}_summary.csv")
+        with pd.ExcelWriter(folder / f"{pcn}.xlsx", engine="openpyxl") as excel:
+            rows.to_pandas().to_excel(excel, sheet_name="list", index=False)
+            summary.to_pandas().to_excel(excel, sheet_name="summary", index=False)
+    (folder / "lists_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    for path in folder.iterdir():
+        _private(path, FILE_MODE)
+    return folder
+
+
+def publish(folder: Path, out: Path) -> Path:
+    """Point ``out/lists`` at ``folder`` atomically; keep the previous folder, remove older ones."""
+    link = out / CURRENT
+    previous = link.resolve() if link.is_symlink() else None
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} exists and is not the link phm publishes through: move it away")
+    temporary = out / f".{CURRENT}.next"
+    if temporary.is_symlink() or temporary.exists():
+        temporary.unlink()
+    temporary.symlink_to(folder.name)
+    os.replace(temporary, link)  # the atomic step
+    keep = {folder.resolve(), previous}
+    for old in out.glob(f"{CURRENT}-*"):
+        if old.is_dir() and old.resolve() not in keep:
+            shutil.rmtree(old)
+    return link
+
+
+def discard(folder: Path) -> None:
+    """A run that will not publish (gate FAIL, error) removes its own unpublished folder."""
+    shutil.rmtree(folder, ignore_errors=True)

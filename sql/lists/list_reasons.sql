@@ -1,0 +1,111 @@
+-- list_reasons: every reason a registered patient could be invited, one row per patient and reason.
+--
+-- Read by phm/lists.py, which applies exclusions, capacity and prioritisation. Nothing is
+-- dropped here: a reason that a treatment makes moot keeps its row with excluded_by set, so the
+-- per-PCN summary can count it. Thresholds come from lists.parameters (bound by the caller).
+--
+-- Reasons, tier (1 = act first) and suggested action:
+--   bp_urgent               1  no hypertension diagnosis, a reading >= 180/120 in 12 months: urgent BP review
+--   hba1c_diabetic_range    1  no diabetes diagnosis, latest HbA1c >= 48 mmol/mol: repeat HbA1c
+--   bp_possible_undiagnosed 2  no diagnosis, last two readings >= 140/90 in 12 months: BP check (home/ambulatory)
+--   bp_above_target         2  hypertension, latest reading above the CVDPREVENT target: hypertension review
+--   qrisk3_high             2  QRISK3 >= qrisk3_high (20%) and no statin: lipid review (NICE NG238)
+--   hba1c_ndh               2  no diabetes, latest HbA1c 42-47 (non-diabetic hyperglycaemia): NHS DPP referral
+--   qrisk3_raised           3  QRISK3 >= qrisk3_threshold (10%) and no statin: lipid review
+--   qdiabetes_high          3  QDiabetes >= qdiabetes_threshold (10%): HbA1c test and diabetes prevention advice
+--   bp_no_recent_reading    3  hypertension, no reading in 12 months: BP check
+--   bp_none_in_5_years      3  aged 45+, no reading in 5 years: BP check
+--   model_high_risk         3  a trained model's risk in the top model_top_share of eligible patients
+-- excluded_by (reason level): on statins for the lipid reasons.
+with parameters as (
+    select * from lists.parameters
+),
+
+patients as (
+    select
+        f.patient_id, f.age_years, f.type1_diabetes or f.type2_diabetes as diabetes, f.on_statins,
+        f.hba1c_mmol_mol, s.qrisk3_10y_pct, s.qdiabetes_10y_pct,
+        h.finding as bp_finding, h.finding_reason as bp_reason,
+        r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
+        r.cvd_model_horizon_years, r.t2d_model_horizon_years, r.hypertension_model_horizon_years,
+        -- share of the model's eligible patients at or above this risk (ties share a place)
+        case when r.cvd_model_risk is not null then cume_dist() over (
+            partition by r.cvd_model_risk is null order by r.cvd_model_risk desc) end as cvd_model_top,
+        case when r.t2d_model_risk is not null then cume_dist() over (
+            partition by r.t2d_model_risk is null order by r.t2d_model_risk desc) end as t2d_model_top,
+        case when r.hypertension_model_risk is not null then cume_dist() over (
+            partition by r.hypertension_model_risk is null order by r.hypertension_model_risk desc) end
+            as hypertension_model_top
+    from marts.mart_patient_features as f
+    left join marts.patient_scores as s using (patient_id)
+    left join marts.mart_hypertension_case_finding as h using (patient_id)
+    left join marts.risk_scores as r using (patient_id)
+),
+
+reasons as (
+    select patient_id, 'bp_urgent' as reason_code, 1 as tier, 'hypertension' as outcome, bp_reason as reason,
+           'urgent blood pressure review (same day if symptomatic)' as action, null as excluded_by
+    from patients where bp_finding = 'possible_undiagnosed_urgent'
+    union all
+    select patient_id, 'bp_possible_undiagnosed', 2, 'hypertension', bp_reason,
+           'blood pressure check; confirm with home or ambulatory readings', null
+    from patients where bp_finding = 'possible_undiagnosed'
+    union all
+    select patient_id, 'bp_above_target', 2, 'hypertension', bp_reason,
+           'hypertension review: treatment optimisation', null
+    from patients where bp_finding = 'above_target'
+    union all
+    select patient_id, 'bp_no_recent_reading', 3, 'hypertension', bp_reason, 'blood pressure check', null
+    from patients where bp_finding = 'no_recent_reading'
+    union all
+    select patient_id, 'bp_none_in_5_years', 3, 'hypertension', bp_reason, 'blood pressure check', null
+    from patients where bp_finding = 'no_bp_in_5_years'
+    union all
+    select patient_id, 'hba1c_diabetic_range', 1, 't2d',
+           'latest HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol (48 or over) and no diabetes diagnosis',
+           'repeat HbA1c: possible undiagnosed diabetes', null
+    from patients where not diabetes and hba1c_mmol_mol >= 48
+    union all
+    select patient_id, 'hba1c_ndh', 2, 't2d',
+           'latest HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol (42-47: non-diabetic hyperglycaemia)',
+           'NHS Diabetes Prevention Programme referral', null
+    from patients where not diabetes and hba1c_mmol_mol >= 42 and hba1c_mmol_mol < 48
+    union all
+    select pt.patient_id, 'qrisk3_high', 2, 'cvd',
+           'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_high || '% or over)',
+           'lipid review: discuss a statin (NICE NG238)', case when pt.on_statins then 'already on a statin' end
+    from patients as pt cross join parameters as p where pt.qrisk3_10y_pct >= p.qrisk3_high
+    union all
+    select pt.patient_id, 'qrisk3_raised', 3, 'cvd',
+           'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_threshold || '% or over)',
+           'lipid review: discuss a statin (NICE NG238)', case when pt.on_statins then 'already on a statin' end
+    from patients as pt cross join parameters as p
+    where pt.qrisk3_10y_pct >= p.qrisk3_threshold and pt.qrisk3_10y_pct < p.qrisk3_high
+    union all
+    select pt.patient_id, 'qdiabetes_high', 3, 't2d',
+           'QDiabetes 10-year risk ' || round(pt.qdiabetes_10y_pct, 1) || '% (' || p.qdiabetes_threshold || '% or over)',
+           'HbA1c test and diabetes prevention advice', null
+    from patients as pt cross join parameters as p where pt.qdiabetes_10y_pct >= p.qdiabetes_threshold
+    union all
+    select pt.patient_id, 'model_high_risk', 3, 'cvd',
+           'predicted ' || round(100 * pt.cvd_model_risk, 1) || '% risk of a CVD event in the next ' || pt.cvd_model_horizon_years || ' years (model; top '
+               || round(100 * p.model_top_share)::integer || '%)',
+           'cardiovascular risk review', null
+    from patients as pt cross join parameters as p where pt.cvd_model_top <= p.model_top_share
+    union all
+    select pt.patient_id, 'model_high_risk', 3, 't2d',
+           'predicted ' || round(100 * pt.t2d_model_risk, 1) || '% risk of type 2 diabetes in the next ' || pt.t2d_model_horizon_years || ' years (model; top '
+               || round(100 * p.model_top_share)::integer || '%)',
+           'HbA1c test and diabetes prevention advice', null
+    from patients as pt cross join parameters as p where pt.t2d_model_top <= p.model_top_share
+    union all
+    select pt.patient_id, 'model_high_risk', 3, 'hypertension',
+           'predicted ' || round(100 * pt.hypertension_model_risk, 1)
+               || '% risk of a hypertension diagnosis in the next ' || pt.hypertension_model_horizon_years
+               || ' years (model; top '
+               || round(100 * p.model_top_share)::integer || '%)',
+           'blood pressure check', null
+    from patients as pt cross join parameters as p where pt.hypertension_model_top <= p.model_top_share
+)
+
+select * from reasons

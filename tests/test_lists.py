@@ -1,0 +1,242 @@
+"""Spec tests for the PCN lists on small hand-made tables: reasons, exclusions, order, capacity,
+pseudonyms, summaries, configuration and the atomic publish."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import duckdb
+import polars as pl
+import pytest
+
+from phm.config import load_config
+from phm.exceptions import ConfigError
+from phm.lists import ListRun, ListSettings, order_and_cap, pcn_summary, per_patient, reasons
+from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
+from phm.publish import publish, write_run_folder
+
+KEY = b"k" * 32
+
+
+# --- reasons (sql/lists/list_reasons.sql) --------------------------------------------------------
+
+def hand_made_database(patients: list[dict]) -> duckdb.DuckDBPyConnection:
+    """The four marts the reasons read, with only the columns they use."""
+    defaults = {"age_years": 60, "type1_diabetes": False, "type2_diabetes": False, "on_statins": False,
+                "hba1c_mmol_mol": None, "qrisk3_10y_pct": None, "qdiabetes_10y_pct": None, "finding": None,
+                "finding_reason": None, "cvd_model_risk": None, "t2d_model_risk": None,
+                "hypertension_model_risk": None}
+    rows = pl.DataFrame([{**defaults, **p} for p in patients], schema_overrides={
+        "hba1c_mmol_mol": pl.Float64, "qrisk3_10y_pct": pl.Float64, "qdiabetes_10y_pct": pl.Float64,
+        "finding": pl.String, "finding_reason": pl.String, "cvd_model_risk": pl.Float64,
+        "t2d_model_risk": pl.Float64, "hypertension_model_risk": pl.Float64})
+    con = duckdb.connect()
+    con.execute("create schema marts")
+    con.register("rows", rows.to_arrow())
+    con.execute("create table marts.mart_patient_features as select patient_id, age_years, type1_diabetes, "
+                "type2_diabetes, on_statins, hba1c_mmol_mol from rows")
+    con.execute("create table marts.patient_scores as select patient_id, qrisk3_10y_pct, qdiabetes_10y_pct from rows")
+    con.execute("create table marts.mart_hypertension_case_finding as select patient_id, finding, finding_reason from rows")
+    con.execute("create table marts.risk_scores as select patient_id, cvd_model_risk, t2d_model_risk, "
+                "hypertension_model_risk, 5 as cvd_model_horizon_years, 5 as t2d_model_horizon_years, "
+                "5 as hypertension_model_horizon_years from rows")
+    return con
+
+
+def codes(frame: pl.DataFrame, patient: int) -> set[tuple[str, int]]:
+    return {(c, t) for c, t in frame.filter(pl.col("patient_id") == patient).select("reason_code", "tier").rows()}
+
+
+def test_each_reason_and_its_tier():
+    con = hand_made_database([
+        {"patient_id": 1, "finding": "possible_undiagnosed_urgent", "finding_reason": "urgent text"},
+        {"patient_id": 2, "finding": "possible_undiagnosed", "finding_reason": "two readings"},
+        {"patient_id": 3, "finding": "above_target", "finding_reason": "above target"},
+        {"patient_id": 4, "finding": "no_recent_reading", "finding_reason": "no reading"},
+        {"patient_id": 5, "finding": "no_bp_in_5_years", "finding_reason": "none in 5 years"},
+        {"patient_id": 6, "hba1c_mmol_mol": 48.0},
+        {"patient_id": 7, "hba1c_mmol_mol": 47.9},
+        {"patient_id": 8, "hba1c_mmol_mol": 41.9},
+        {"patient_id": 9, "hba1c_mmol_mol": 60.0, "type2_diabetes": True},
+        {"patient_id": 10, "qrisk3_10y_pct": 20.0},
+        {"patient_id": 11, "qrisk3_10y_pct": 10.0},
+        {"patient_id": 12, "qrisk3_10y_pct": 9.99},
+        {"patient_id": 13, "qdiabetes_10y_pct": 10.0},
+    ])
+    found = reasons(con, ListSettings())
+    assert codes(found, 1) == {("bp_urgent", 1)}
+    assert codes(found, 2) == {("bp_possible_undiagnosed", 2)}
+    assert codes(found, 3) == {("bp_above_target", 2)}
+    assert codes(found, 4) == {("bp_no_recent_reading", 3)}
+    assert codes(found, 5) == {("bp_none_in_5_years", 3)}
+    assert codes(found, 6) == {("hba1c_diabetic_range", 1)}
+    assert codes(found, 7) == {("hba1c_ndh", 2)}
+    assert codes(found, 8) == codes(found, 9) == codes(found, 12) == set()
+    assert codes(found, 10) == {("qrisk3_high", 2)}
+    assert codes(found, 11) == {("qrisk3_raised", 3)}
+    assert codes(found, 13) == {("qdiabetes_high", 3)}
+    text = dict(found.select("patient_id", "reason").rows())
+    assert text[2] == "two readings"  # case-finding's own plain-English reason
+    assert text[6] == "latest HbA1c 48 mmol/mol (48 or over) and no diabetes diagnosis"
+
+
+def test_thresholds_are_settings_and_a_statin_makes_the_lipid_reason_moot():
+    con = hand_made_database([{"patient_id": 1, "qrisk3_10y_pct": 15.0},
+                              {"patient_id": 2, "qrisk3_10y_pct": 25.0, "on_statins": True}])
+    assert codes(reasons(con, ListSettings(qrisk3_threshold=16.0)), 1) == set()
+    found = reasons(con, ListSettings())
+    moot = found.filter(pl.col("patient_id") == 2)
+    assert moot["excluded_by"].to_list() == ["already on a statin"]
+
+
+def test_a_models_top_share_is_a_reason_with_its_horizon():
+    con = hand_made_database([{"patient_id": i, "cvd_model_risk": i / 100} for i in range(1, 21)])
+    found = reasons(con, ListSettings(model_top_share=0.1)).filter(pl.col("reason_code") == "model_high_risk")
+    assert sorted(found["patient_id"].to_list()) == [19, 20]
+    assert found["reason"][0].startswith("predicted ") and "next 5 years (model; top 10%)" in found["reason"][0]
+
+
+# --- per patient, order, capacity ---------------------------------------------------------------
+
+def reason_rows(*rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=["patient_id", "reason_code", "tier", "outcome", "reason", "action",
+                                      "excluded_by"], orient="row")
+
+
+def test_per_patient_takes_the_best_tier_and_keeps_reasons_in_tier_order():
+    rows = reason_rows(
+        (1, "qrisk3_raised", 3, "cvd", "QRISK3 12%", "lipid review", None),
+        (1, "bp_urgent", 1, "hypertension", "urgent BP", "urgent review", None),
+        (2, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "already on a statin"),
+        (3, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "already on a statin"),
+        (3, "bp_none_in_5_years", 3, "hypertension", "no BP", "blood pressure check", None))
+    out = {r["patient_id"]: r for r in per_patient(rows).iter_rows(named=True)}
+    assert out[1]["tier"] == 1 and out[1]["reasons"] == "urgent BP; QRISK3 12%"
+    assert out[1]["suggested_actions"] == "urgent review; lipid review"
+    assert out[2]["treatment_exclusion"] == "already on a statin" and out[2]["tier"] is None
+    assert out[3]["tier"] == 3 and out[3]["reasons"] == "no BP" and out[3]["treatment_exclusion"] is None
+
+
+def candidates(n_per_practice=4) -> pl.DataFrame:
+    rows = []
+    for practice, pcn in (("P1", "N1"), ("P2", "N1"), ("P3", "N2")):
+        for i in range(n_per_practice):
+            rows.append({"patient_id": len(rows) + 1, "practice_pseudo_id": practice, "pcn_code": pcn,
+                         "tier": 1 + i % 3, "core20": i == 0, "ethnicity_group": "Black" if i == 2 else "White",
+                         "cvd_model_risk": 0.1 * (i + 1), "t2d_model_risk": None, "hypertension_model_risk": None})
+    frame = pl.DataFrame(rows)
+    return frame.with_columns(pseudonymise(frame, KEY))
+
+
+def test_order_is_tier_then_risk_and_capacity_is_per_practice():
+    ranked = order_and_cap(candidates(), ListSettings(capacity_per_practice=2))
+    p1 = ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
+    assert p1["priority_rank"].to_list() == [1, 2, 3, 4]
+    assert p1["tier"].to_list() == [1, 1, 2, 3]
+    assert p1["cvd_model_risk"].to_list()[:2] == [0.4, 0.1]  # same tier: higher relative risk first
+    assert ranked.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2, 2]
+
+
+def test_capacity_per_pcn_and_core20plus5_first_within_a_tier():
+    ranked = order_and_cap(candidates(), ListSettings(capacity_per_practice=None, capacity_per_pcn=3))
+    assert dict(ranked.group_by("pcn_code").agg(pl.col("on_list").sum()).iter_rows()) == {"N1": 3, "N2": 3}
+    plain = order_and_cap(candidates(), ListSettings())
+    core = order_and_cap(candidates(), ListSettings(prioritisation="core20plus5", plus_groups=("Black",)))
+
+    def first_of_tier_1(frame):
+        return frame.filter((pl.col("practice_pseudo_id") == "P1") & (pl.col("tier") == 1)).sort("priority_rank")
+    assert first_of_tier_1(plain)["core20"].to_list() == [False, True]  # by risk: 0.4 before 0.1
+    assert first_of_tier_1(core)["core20"].to_list() == [True, False]  # Core20 first within the tier
+    rank = core.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
+    assert rank["tier"].to_list() == sorted(rank["tier"].to_list())  # prioritisation never crosses tiers
+
+
+# --- pseudonyms -------------------------------------------------------------------------------
+
+def test_pseudonyms_only_the_practice_can_recompute_and_other_keys_cannot_link():
+    a = pseudonym(practice_key(KEY, "P1"), 12345)
+    assert a == pseudonym(practice_key(KEY, "P1"), 12345) and len(a) == 20 and "12345" not in a
+    assert a != pseudonym(practice_key(KEY, "P2"), 12345)  # another practice's key gives another id
+    assert a != pseudonym(practice_key(b"z" * 32, "P1"), 12345)  # another ICB key: unlinkable
+    frame = pl.DataFrame({"patient_id": [1, 2, 1], "practice_pseudo_id": ["P1", "P1", "P2"]})
+    ids = pseudonymise(frame, KEY).to_list()
+    assert len(set(ids)) == 3
+
+
+def test_no_key_no_list():
+    with pytest.raises(ConfigError, match=f"{KEY_VARIABLE} is not set"):
+        icb_key({})
+    with pytest.raises(ConfigError, match="too short"):
+        icb_key({KEY_VARIABLE: "short"})
+    assert icb_key({KEY_VARIABLE: "x" * 40}) == b"x" * 40
+
+
+# --- summaries, configuration, publishing ----------------------------------------------------------
+
+def test_pcn_summary_is_suppressed():
+    population = pl.DataFrame({"ethnicity_group": ["White"] * 40 + ["Black"] * 3, "imd_quintile": [1] * 43})
+    on_list = pl.DataFrame({"tier": [1] * 12 + [2] * 2, "ethnicity_group": ["White"] * 12 + ["Black"] * 2,
+                            "imd_quintile": [1] * 14})
+    cands = pl.DataFrame({"exclusion": ["palliative care"] * 3 + [None] * 14})
+    summary = {(r["section"], r["value"]): r for r in pcn_summary(population, on_list, cands).iter_rows(named=True)}
+    assert summary[("total", "all")]["on_list"] == 15 and summary[("total", "all")]["registered_adults"] == 45
+    assert summary[("tier", "2")]["on_list"] is None
+    assert summary[("ethnic group", "Black")]["registered_adults"] is None
+    assert summary[("excluded", "palliative care")]["on_list"] is None
+
+
+def test_lists_configuration_names_the_key(tmp_path):
+    path = tmp_path / "phm.toml"
+    path.write_text('[lists]\ncapacity_per_pcn = 500\nprioritisation = "core20plus5"\nplus_groups = ["Black"]\n')
+    settings = load_config(path).lists
+    assert settings.capacity_per_pcn == 500 and settings.capacity_per_practice is None
+    for text, message in {'[lists]\ncapacity_per_practice = "lots"\n': "lists.capacity_per_practice: must be an integer",
+                          '[lists]\nprioritisation = "alphabetical"\n': "lists.prioritisation: one of",
+                          '[lists]\nplus_groups = ["Martians"]\n': "lists.plus_groups: 'Martians'",
+                          '[lists]\ncapacity_per_practice = 5\ncapacity_per_pcn = 5\n': "exactly one of",
+                          '[run]\nhorizon_years = 50\n': "run.horizon_years"}.items():
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def tiny_run(label: str) -> ListRun:
+    lists = pl.DataFrame({"pcn_code": ["N1", "N2"], "pseudonym": [label + "a", label + "b"]})
+    counts = pl.DataFrame({"pcn_code": ["N1", "N2"], "candidates": [1, 1]})
+    summary = {p: pl.DataFrame({"section": ["total"], "on_list": [1]}) for p in ("N1", "N2")}
+    return ListRun(lists, counts, summary)
+
+
+def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_ones(tmp_path, monkeypatch):
+    first = publish(write_run_folder(tiny_run("old"), tmp_path, {}), tmp_path)
+    assert (first / "N1.csv").read_text().splitlines()[1] == "old"[:3] + "a"
+    assert stat.S_IMODE(os.stat(first / "N1.csv").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(first.resolve()).st_mode) == 0o700
+    assert (first / "N2.xlsx").is_file() and (first / "N1_summary.csv").is_file()
+
+    import phm.publish as publishing
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(publishing.pd, "ExcelWriter", broken)
+    with pytest.raises(OSError):
+        write_run_folder(tiny_run("new"), tmp_path, {})
+    assert (tmp_path / "lists" / "N1.csv").read_text().splitlines()[1] == "olda"  # untouched
+    monkeypatch.undo()
+
+    second = publish(write_run_folder(tiny_run("new"), tmp_path, {}), tmp_path)
+    assert (second / "N1.csv").read_text().splitlines()[1] == "newa"
+    third = publish(write_run_folder(tiny_run("3rd"), tmp_path, {}), tmp_path)
+    kept = sorted(p.name for p in tmp_path.glob("lists-*"))
+    assert len(kept) == 2 and third.resolve().name in kept  # the current and the one before
+
+
+def test_phm_run_without_the_key_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from phm.cli import main
+
+    monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    (tmp_path / "extract").mkdir()
+    assert main(["run", "--extract", str(tmp_path / "extract"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{KEY_VARIABLE} is not set" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
