@@ -62,10 +62,10 @@ def _terminal_and_log():
 
 
 @task(name="features", cache_policy=NONE)
-def features_task(db: Path):
+def features_task(db: Path, index_date: dt.date | None):
     from features.run import run_features
 
-    return run_features(db, progress=_logger_progress())
+    return run_features(db, index_date, progress=_logger_progress())
 
 
 @task(name="train", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
@@ -92,22 +92,22 @@ def score_task(db: Path, config: RunConfig, location):
 
 
 @task(name="lists", cache_policy=NONE)
-def lists_task(db: Path, config: RunConfig):
-    from features.run import connect, extract_date
+def lists_task(db: Path, config: RunConfig, index_date: dt.date):
+    from features.run import connect
     from phm.lists import build_lists
     from phm.pseudonymise import icb_key
 
     key = icb_key()  # read here, never passed around: task arguments can be recorded by Prefect
     con = connect(db)
     try:
-        return build_lists(con, config.lists, key, extract_date(con))
+        return build_lists(con, config.lists, key, index_date)
     finally:
         con.close()
 
 
 @task(name="publish", cache_policy=NONE, retries=2, retry_delay_seconds=2)  # files: transient faults
-def publish_task(run, db: Path, out: Path, manifest: dict):
-    from features.run import connect, extract_date
+def publish_task(run, db: Path, out: Path, manifest: dict, index_date: dt.date):
+    from features.run import connect
     from phm.lists import record_invitations
     from phm.publish import discard, publish, write_run_folder
 
@@ -119,7 +119,7 @@ def publish_task(run, db: Path, out: Path, manifest: dict):
         raise
     con = connect(db)
     try:
-        record_invitations(con, run, extract_date(con))
+        record_invitations(con, run, index_date)
     finally:
         con.close()
     return link
@@ -147,7 +147,8 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     stages.done()
 
     stages.start("features and validated scores")
-    summary.lines += features_task(db).summary_lines()
+    features = features_task(db, config.run.index_date)
+    summary.lines += features.summary_lines()
     stages.done()
 
     stages.start("train the risk models")
@@ -172,19 +173,20 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     stages.done()
 
     stages.start("build the lists")
-    lists = lists_task(db, config)
+    lists = lists_task(db, config, features.index_date)
     summary.lines += lists.summary_lines()
     stages.done()
 
     stages.start("publish the lists")
     manifest = {
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "index_date": features.index_date.isoformat(),
         "extract": str(extract.resolve()), "gate": audit.report.label(),
         "models": audit.report.models, "audit_run_id": audit.run_id,
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
     }
-    summary.lists_link = publish_task(lists, db, out, _suppressed(manifest))
+    summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date)
     stages.done()
     summary.seconds = stages.seconds
     return summary

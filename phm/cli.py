@@ -150,10 +150,14 @@ def cmd_run(args) -> int:
     from phm.pseudonymise import icb_key
 
     config = load_config(args.config)
-    if not Path(args.extract).is_dir():
-        raise ConfigError(f"--extract {args.extract}: no such folder")
+    extract = Path(args.extract) if args.extract else config.run.extract
+    out = Path(args.out) if args.out else config.run.out
+    if extract is None or out is None:
+        raise ConfigError("give --extract and --out (or extract and out in [run] of --config)")
+    if not extract.is_dir():
+        raise ConfigError(f"--extract {extract}: no such folder")
     icb_key()  # before any work: without the key no list can be made
-    return run_pipeline(Path(args.extract), Path(args.out), config)
+    return run_pipeline(extract, out, config)
 
 
 def cmd_demo(args) -> int:
@@ -436,9 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "the PCN lists and publish them atomically under --out/lists. Needs "
                        "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate FAILs "
                        "(no list is produced; the previous lists stay). See docs/lists.md.")
-    p.add_argument("--extract", required=True, help="extract folder (see docs/extract-contract.md)")
-    p.add_argument("--out", required=True, help="output folder: database, MLflow store, audit, lists")
-    p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit])")
+    p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
+    p.add_argument("--out", help="output folder: database, MLflow store, audit, lists; or [run] out")
+    p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit]; docs/lists.md)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",

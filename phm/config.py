@@ -7,6 +7,8 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 
     [run]
     icb = "QXX"
+    extract = "/data/extracts/QXX/2026-03-31"
+    out = "/data/phm/QXX"
 
     [lists]
     capacity_per_practice = 200
@@ -28,6 +30,7 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import tomllib
 from pathlib import Path
 
@@ -93,17 +96,24 @@ def _override(table: dict, where: str) -> Override:
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     icb: str | None = None  # default: the extract's only ICB
+    index_date: dt.date | None = None  # the date the lists are for; default: the extract date
     horizon_years: int = 5
     seed: int = 42
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under the output folder
+    extract: Path | None = None  # paths: the command line's --extract and --out win
+    out: Path | None = None
 
 
 def run_settings(table: dict, where: str = "run") -> RunSettings:
-    types = {"icb": str, "horizon_years": int, "seed": int, "tracking_uri": str}
+    types = {"icb": str, "index_date": dt.date, "horizon_years": int, "seed": int, "tracking_uri": str,
+             "extract": str, "out": str}
     for key, value in table.items():
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")
+        if types[key] is dt.date and (not isinstance(value, dt.date) or isinstance(value, dt.datetime)):
+            raise ConfigError(f"{where}.{key}: must be a date (index_date = 2026-03-31, unquoted), not {value!r}")
         _check(f"{where}.{key}", value, types[key])
+    table = {k: Path(v) if k in ("extract", "out") else v for k, v in table.items()}
     settings = RunSettings(**table)
     if not 1 <= settings.horizon_years <= 10:
         raise ConfigError(f"{where}.horizon_years: between 1 and 10 (default 5), not {settings.horizon_years}")

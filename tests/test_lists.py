@@ -240,3 +240,13 @@ def test_phm_run_without_the_key_stops_before_any_work(tmp_path, monkeypatch, ca
     assert main(["run", "--extract", str(tmp_path / "extract"), "--out", str(tmp_path / "out")]) == 2
     assert f"{KEY_VARIABLE} is not set" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_configuration_takes_dates_and_paths(tmp_path):
+    path = tmp_path / "phm.toml"
+    path.write_text('[run]\nicb = "QXX"\nindex_date = 2026-01-31\nextract = "/data/x"\nout = "/data/y"\n')
+    run = load_config(path).run
+    assert run.index_date.isoformat() == "2026-01-31" and str(run.extract) == "/data/x" and run.icb == "QXX"
+    path.write_text('[run]\nindex_date = "yesterday"\n')
+    with pytest.raises(ConfigError, match="run.index_date: must be a date"):
+        load_config(path)
