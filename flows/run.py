@@ -163,10 +163,12 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     summary.lines += audit.summary_lines()
     summary.audit_report = audit.html_path
     stages.done()
-    refused = [g.outcome for g in audit.report.gates if not g.accepted]
+    refused = [g for g in audit.report.gates if not g.accepted]
     if refused:
-        raise FairnessGateFailed(f"the fairness gate FAILed for {', '.join(refused)}: no list is produced and "
-                                 f"the previous lists stay published; see {audit.html_path}")
+        reasons = [f.message for g in refused for f in g.findings if f.level == g.status][:3]
+        raise FairnessGateFailed(
+            f"the fairness gate refused {', '.join(g.outcome for g in refused)} ({'; '.join(reasons)}): no list is "
+            f"produced and the previous lists stay published; see {audit.html_path}")
 
     stages.start("score with the audited models")
     summary.lines += score_task(db, config, location).summary_lines()
