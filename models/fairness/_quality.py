@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from models.fairness._metrics import wilson_interval
-from phm.ethnicity import ANY_OTHER_CATEGORIES, NOT_KNOWN, NOT_STATED
+from phm.ethnicity import ANY_OTHER_CATEGORIES
 
 INDICATORS = {  # name -> expression over the patient table (true = counted)
     "recorded": lambda: ~pl.col("group").is_in(["Not stated", "Not known"]),
@@ -68,5 +68,3 @@ def ethnicity_quality(frame: pl.DataFrame, level: float = 0.95) -> EthnicityQual
             rows.append(row)
     return EthnicityQuality(rows)
 
-
-__all__ = ["NOT_KNOWN", "NOT_STATED", "EthnicityQuality", "ethnicity_quality"]
