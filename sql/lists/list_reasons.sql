@@ -42,6 +42,20 @@ patients as (
     left join marts.risk_scores as r using (patient_id)
 ),
 
+-- one row per patient and model, so the model reason is written once
+model_risks as (
+    select pt.patient_id, m.*
+    from patients as pt
+    cross join lateral (values
+        ('cvd', pt.cvd_model_risk, pt.cvd_model_top, pt.cvd_model_horizon_years, 'a CVD event',
+         'cardiovascular risk review'),
+        ('t2d', pt.t2d_model_risk, pt.t2d_model_top, pt.t2d_model_horizon_years, 'type 2 diabetes',
+         'HbA1c test and diabetes prevention advice'),
+        ('hypertension', pt.hypertension_model_risk, pt.hypertension_model_top,
+         pt.hypertension_model_horizon_years, 'a hypertension diagnosis', 'blood pressure check')
+    ) as m(outcome, risk, top_share, horizon, what, action)
+),
+
 reasons as (
     select patient_id, 'bp_urgent' as reason_code, 1 as tier, 'hypertension' as outcome, bp_reason as reason,
            'urgent blood pressure review (same day if symptomatic)' as action, null as excluded_by
@@ -87,25 +101,11 @@ reasons as (
            'HbA1c test and diabetes prevention advice', null
     from patients as pt cross join parameters as p where pt.qdiabetes_10y_pct >= p.qdiabetes_threshold
     union all
-    select pt.patient_id, 'model_high_risk', 3, 'cvd',
-           'predicted ' || round(100 * pt.cvd_model_risk, 1) || '% risk of a CVD event in the next ' || pt.cvd_model_horizon_years || ' years (model; top '
-               || round(100 * p.model_top_share)::integer || '%)',
-           'cardiovascular risk review', null
-    from patients as pt cross join parameters as p where pt.cvd_model_top <= p.model_top_share
-    union all
-    select pt.patient_id, 'model_high_risk', 3, 't2d',
-           'predicted ' || round(100 * pt.t2d_model_risk, 1) || '% risk of type 2 diabetes in the next ' || pt.t2d_model_horizon_years || ' years (model; top '
-               || round(100 * p.model_top_share)::integer || '%)',
-           'HbA1c test and diabetes prevention advice', null
-    from patients as pt cross join parameters as p where pt.t2d_model_top <= p.model_top_share
-    union all
-    select pt.patient_id, 'model_high_risk', 3, 'hypertension',
-           'predicted ' || round(100 * pt.hypertension_model_risk, 1)
-               || '% risk of a hypertension diagnosis in the next ' || pt.hypertension_model_horizon_years
-               || ' years (model; top '
-               || round(100 * p.model_top_share)::integer || '%)',
-           'blood pressure check', null
-    from patients as pt cross join parameters as p where pt.hypertension_model_top <= p.model_top_share
+    select m.patient_id, 'model_high_risk', 3, m.outcome,
+           'predicted ' || round(100 * m.risk, 1) || '% risk of ' || m.what || ' in the next ' || m.horizon
+               || ' years (model; top ' || round(100 * p.model_top_share)::integer || '%)',
+           m.action, null
+    from model_risks as m cross join parameters as p where m.top_share <= p.model_top_share
 )
 
 select * from reasons
