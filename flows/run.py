@@ -5,16 +5,24 @@ score with the audited models -> lists -> publish. Each task is a thin wrapper a
 function (tested without Prefect); the flow only wires them. On a gate FAIL the flow stops
 before scoring: no list is written, the previous lists stay published, and the error
 (FairnessGateFailed, exit code 7) names the report.
+
+Per-shard work (scoring patients for the audit and for the lists, and the audit's cells:
+models/shards.py) goes through the flow's task runner as ``shard`` tasks: with the default
+executor the whole ICB is one shard run here; with ``executor = "dask"`` each PCN is a shard and
+the tasks run on a Dask cluster (prefect-dask's DaskTaskRunner; a LocalCluster unless an
+address is given). Everything else, and every write to the database, stays in this process:
+DuckDB allows one writer per file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NONE
 
 from flows.ingest import ingest_flow
@@ -33,6 +41,7 @@ class RunSummary:
     lists_link: Path | None = None
     audit_report: Path | None = None
     mlflow_ui: str = ""
+    skipped: bool = False  # the extract was the last one published: nothing done
 
 
 class Stages:
@@ -77,18 +86,48 @@ def train_task(db: Path, config: RunConfig, truth: Path | None = None):
     return run_training(db, training, config.run.tracking_uri, config.run.icb, truth, progress=_logger_progress())
 
 
-@task(name="fairness-audit", cache_policy=NONE)
-def audit_task(db: Path, config: RunConfig, out: Path, location):
+@task(name="shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)  # a lost worker: run it again
+def shard_task(work, shard, kwargs: dict):
+    return work(shard, **kwargs)
+
+
+def on_task_runner(work, shards, **kwargs) -> list:
+    """models.shards.ShardMap through the flow's task runner: one ``shard`` task per shard."""
+    named = shard_task.with_options(name=work.__name__.replace("_", "-"),
+                                    task_run_name=work.__name__.replace("_", "-") + " {shard.name}")
+    return [future.result() for future in named.map(unmapped(work), shards, unmapped(kwargs))]
+
+
+@task(name="make-shards", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def shards_task(db: Path, config: RunConfig):
+    from features.run import connect
+    from models.score_models import read_features
+    from models.shards import make_shards, shard_folder
+    from models.train import single_icb
+
+    con = connect(db, read_only=True)
+    try:
+        _, features = single_icb(read_features(con), config.run.icb)
+    finally:
+        con.close()
+    folder = shard_folder(db)
+    return folder, make_shards(features, folder, by="pcn" if config.run.executor == "dask" else None)
+
+
+@task(name="fairness-audit", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
+def audit_task(db: Path, config: RunConfig, out: Path, location, shards):
     from models.audit_run import run_audit
 
-    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_logger_progress())
+    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_logger_progress(),
+                     shards=shards, shard_map=on_task_runner)
 
 
 @task(name="score", cache_policy=NONE)
-def score_task(db: Path, config: RunConfig, location):
+def score_task(db: Path, config: RunConfig, location, shards):
     from models.score_models import score_models
 
-    return score_models(db, location, config.run.icb, warn=get_run_logger().warning)
+    return score_models(db, location, config.run.icb, warn=get_run_logger().warning, shards=shards,
+                        shard_map=on_task_runner)
 
 
 @task(name="lists", cache_policy=NONE)
@@ -97,7 +136,7 @@ def lists_task(db: Path, config: RunConfig, index_date: dt.date):
     from phm.lists import build_lists
     from phm.pseudonymise import icb_key
 
-    key = icb_key()  # read here, never passed around: task arguments can be recorded by Prefect
+    key = icb_key(icb=config.run.icb)  # read here, never passed around: task arguments can be recorded by Prefect
     con = connect(db)
     try:
         return build_lists(con, config.lists, key, index_date)
@@ -126,17 +165,53 @@ def publish_task(run, db: Path, out: Path, manifest: dict, index_date: dt.date):
 
 
 @flow(name="phm-run", log_prints=False)
-def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: Path | None = None) -> RunSummary:
+def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: Path | None = None,
+             force: bool = False) -> RunSummary:
     """``truth``: synthetic extracts only, the generator's truth/ folder, to also measure the
-    models against each patient's true risk (logged to MLflow)."""
-    from models.tracking import tracking_location
-    from phm.exceptions import FairnessGateFailed
+    models against each patient's true risk (logged to MLflow). ``force``: run even if this
+    extract, with these settings, was the last one published from ``out`` (phm/runrecord.py)."""
     from phm.pseudonymise import icb_key
+    from phm.runlock import run_lock
+    from phm.runrecord import (
+        extract_digest,
+        remove_leftovers,
+        settings_digest,
+        unchanged_since,
+        write_record,
+    )
 
     config = config or RunConfig()
-    icb_key()  # first: without the key no list can be made, so do not start the work
+    key = icb_key(icb=config.run.icb)  # first: without the key no list can be made, so do not start the work
     extract, out = Path(extract), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    log = get_run_logger()
+    # Everything the run writes (database, MLflow store, shards, lists) is for its owner only.
+    umask = os.umask(0o077)
+    try:
+        with run_lock(out):
+            removed = remove_leftovers(out)
+            if removed:
+                log.warning(f"removed what an interrupted run left in {out}: {', '.join(removed)}")
+            digest, settings = extract_digest(extract), settings_digest(config, key)
+            previous = None if force else unchanged_since(out, digest, settings)
+            if previous:
+                message = (f"extract and settings unchanged since the run that finished at {previous.finished_at} "
+                           f"(content digest {digest[:12]}): the published lists are current; nothing to do "
+                           "(--force runs it again)")
+                log.info(message)
+                return RunSummary(out, out / "phm.duckdb", lines=[message], lists_link=out / "lists", skipped=True)
+            log.info(f"extract content digest {digest[:12]}: processing")
+            summary = _run(extract, out, config, truth, digest)
+            write_record(out, digest, settings, summary.lists_link)
+            return summary
+    finally:
+        os.umask(umask)
+
+
+def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str) -> RunSummary:
+    from models.shards import remove_shards
+    from models.tracking import tracking_location
+    from phm.exceptions import FairnessGateFailed
+
     db = out / "phm.duckdb"
     stages = Stages(_terminal_and_log())
     summary = RunSummary(out, db)
@@ -159,20 +234,25 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     stages.done()
 
     stages.start("fairness audit and gate")
-    audit = audit_task(db, config, out, location)
-    summary.lines += audit.summary_lines()
-    summary.audit_report = audit.html_path
-    stages.done()
-    refused = [g for g in audit.report.gates if not g.accepted]
-    if refused:
-        reasons = [f.message for g in refused for f in g.findings if f.level == g.status][:3]
-        raise FairnessGateFailed(
-            f"the fairness gate refused {', '.join(g.outcome for g in refused)} ({'; '.join(reasons)}): no list is "
-            f"produced and the previous lists stay published; see {audit.html_path}")
+    shard_folder, shards = shards_task(db, config)
+    try:
+        summary.lines.append(f"shards: {len(shards)} ({config.run.executor} executor)")
+        audit = audit_task(db, config, out, location, shards)
+        summary.lines += audit.summary_lines()
+        summary.audit_report = audit.html_path
+        stages.done()
+        refused = [g for g in audit.report.gates if not g.accepted]
+        if refused:
+            reasons = [f.message for g in refused for f in g.findings if f.level == g.status][:3]
+            raise FairnessGateFailed(
+                f"the fairness gate refused {', '.join(g.outcome for g in refused)} ({'; '.join(reasons)}): no list "
+                f"is produced and the previous lists stay published; see {audit.html_path}")
 
-    stages.start("score with the audited models")
-    summary.lines += score_task(db, config, location).summary_lines()
-    stages.done()
+        stages.start("score with the audited models")
+        summary.lines += score_task(db, config, location, shards).summary_lines()
+        stages.done()
+    finally:
+        remove_shards(shard_folder)  # patient rows: never left behind, whatever happened
 
     stages.start("build the lists")
     lists = lists_task(db, config, features.index_date)
@@ -183,7 +263,7 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     manifest = {
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "index_date": features.index_date.isoformat(),
-        "extract": str(extract.resolve()), "gate": audit.report.label(),
+        "extract": str(extract.resolve()), "extract_digest": digest, "gate": audit.report.label(),
         "models": audit.report.models, "audit_run_id": audit.run_id,
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
@@ -202,3 +282,23 @@ def _suppressed(manifest: dict) -> dict:
     manifest["pcns"] = {pcn: {k: suppress(int(v)) for k, v in counts.items()} for pcn, counts in manifest["pcns"].items()}
     manifest["counts"] = "1-7 suppressed (null), others rounded to 5"
     return manifest
+
+
+def flow_for(run) -> object:
+    """``run_flow`` with the task runner ``[run]`` asks for: the default thread pool, or
+    prefect-dask's DaskTaskRunner (on ``dask_address``, else a LocalCluster started for the
+    run and stopped after it)."""
+    if run.executor != "dask":
+        return run_flow
+    from prefect_dask import DaskTaskRunner
+
+    if run.dask_address:
+        runner = DaskTaskRunner(address=run.dask_address)
+    else:
+        import os
+
+        workers = run.dask_workers or os.cpu_count() or 1
+        # one thread per worker: the shard work is numpy/scikit-learn, which holds the GIL often
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                                                "processes": True, "dashboard_address": None})
+    return run_flow.with_options(task_runner=runner)

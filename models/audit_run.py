@@ -32,11 +32,27 @@ from models.fairness import (
     audit_score,
     ethnicity_quality,
     judge,
-    measurements_recorded,
-    need,
 )
+from models.fairness._cells import add_cells
 from models.fairness._report import group_json
 from models.score_models import read_features
+from models.shards import (
+    AUDIT_SCORES,
+    CutPoints,
+    ModelToScore,
+    Shard,
+    ShardCells,
+    ShardMap,
+    cut_points,
+    make_shards,
+    order_statistics,
+    remove_shards,
+    run_here,
+    score_shard,
+    scores_in_bins,
+    shard_cells,
+    shard_folder,
+)
 from models.tracking import (
     CANDIDATE,
     CHAMPION,
@@ -44,7 +60,7 @@ from models.tracking import (
     experiment_name,
     registered_model_name,
 )
-from models.train import OUTCOMES, model_inputs, single_icb
+from models.train import OUTCOMES, single_icb
 from phm.exceptions import ConfigError
 
 GROUP_COLUMNS = ("ethnicity_group", "imd_quintile", "sex")
@@ -59,13 +75,17 @@ class AuditRun:
     location: TrackingLocation
     champions: dict[str, str] = field(default_factory=dict)  # outcome -> version made champion
     seconds: float = 0.0
+    shards: int = 1
+    shard_processes: int = 1  # how many processes the shard work ran in
+
 
     @property
     def status(self) -> str:
         return self.report.status
 
     def summary_lines(self) -> list[str]:
-        lines = [f"fairness audit: {self.report.label()} ({self.seconds:.1f} s)"]
+        lines = [f"fairness audit: {self.report.label()} ({self.seconds:.1f} s; {self.shards} shard(s) "
+                 f"scored in {self.shard_processes} process(es))"]
         for gate in self.report.gates:
             counts = {level: sum(f.level == level for f in gate.findings) for level in ("FAIL", "WARN")}
             lines.append(f"  {gate.outcome:<13} {gate.label():<40} {counts['FAIL']} FAIL, {counts['WARN']} WARN findings")
@@ -112,8 +132,34 @@ def operating_point(scores: pl.Series, capacity_share: float) -> float:
     return float(ordered[capacity - 1])
 
 
+def _list_population_cells(shards: list[Shard], models: list[ModelToScore], settings: AuditSettings,
+                           shard_map: ShardMap, progress=None) -> tuple[dict[str, CutPoints], list[ShardCells], int]:
+    """Score every shard with the candidates, find the operating point and deciles exactly from
+    the shards' histograms, and make each shard's cells (models/shards.py)."""
+    if progress:
+        progress(f"audit: scoring {len(shards)} shard(s) with the candidate models")
+    scored = shard_map(score_shard, shards, models=models, purpose=AUDIT_SCORES)
+
+    def find(wanted):
+        bins: dict[str, list[int]] = {}
+        for w in wanted:
+            bins.setdefault(w.outcome, []).append(w.bin)
+        return order_statistics(wanted, shard_map(scores_in_bins, shards, purpose=AUDIT_SCORES, bins=bins))
+
+    cuts = cut_points(scored, settings.capacity_share, find)
+    missing = [m.outcome for m in models if m.outcome not in cuts]
+    if missing:
+        raise ConfigError(f"no eligible patients to audit for {', '.join(missing)}")
+    processes = len({s.process for s in scored})
+    return cuts, shard_map(shard_cells, shards, purpose=AUDIT_SCORES, cuts=cuts), processes
+
+
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
-              icb_code: str | None = None, progress=None) -> AuditRun:
+              icb_code: str | None = None, progress=None, shards: list[Shard] | None = None,
+              shard_map: ShardMap = run_here) -> AuditRun:
+    """``shards``: the ICB's patients already written as shards (the flow makes them once for
+    the audit and scoring); without them, one shard of the whole ICB in a folder beside the
+    database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -131,18 +177,28 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
         "pcn_code", "practice_pseudo_id")
     quality = ethnicity_quality(population, settings.level)
-    audits, gates, detailed, models, versions = [], [], {}, {}, {}
+    versions, models_to_score = {}, []
     for outcome in OUTCOMES:
         name, version = _candidate(client, icb_code, outcome)
         versions[outcome.short] = (name, version)
         if progress:
-            progress(f"audit {outcome.short}: scoring the eligible population with {name} v{version.version} (candidate)")
+            progress(f"audit {outcome.short}: {name} v{version.version} (candidate)")
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-        eligible = features.filter(outcome.eligible(features))
-        scores = pl.Series("score", estimator.predict_proba(model_inputs(eligible, version.tags["phm.variant"]))[:, 1])
-        threshold = operating_point(scores, settings.capacity_share)
-        selection = eligible.with_columns(scores, need(outcome.short), measurements_recorded()).with_columns(
-            (pl.col("score") >= threshold).alias("selected"), pl.col("ethnicity_group").alias("group"))
+        models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
+    own_shards = shards is None
+    if own_shards:
+        folder = shard_folder(Path(db_path))
+        shards = make_shards(features, folder, by=None)
+    try:
+        cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
+    finally:
+        if own_shards:
+            remove_shards(folder)
+    del features
+    audits, gates, detailed, models = [], [], {}, {}
+    for outcome in OUTCOMES:
+        name, version = versions[outcome.short]
+        threshold = cuts[outcome.short].threshold
         validation = validations[outcome.short]
         if validation.is_empty():
             raise ConfigError(f"no validation predictions for {outcome.short}: run phm train again")
@@ -154,14 +210,14 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
             progress(f"audit {outcome.short}: {settings.replicates:,} bootstrap replicates by group and intersection")
         columns = ["group", "imd_quintile", "sex", "score", "selected"]
         audit = audit_score(outcome.short, performance.select(*columns, "outcome"),
-                            selection.select(*columns, "need", "measurements_recorded"), threshold, settings,
+                            add_cells([c.cells[outcome.short] for c in per_shard]), threshold, settings,
                             HIGH_NEED_FROM[outcome.short])
         audit.need_description = NEED_DESCRIPTIONS[outcome.short]
-        category = {"group": pl.col("ethnicity_category")}
         detailed[outcome.short] = audit_score(
-            outcome.short, performance.with_columns(**category).select("group", "score", "selected", "outcome"),
-            selection.with_columns(**category).select("group", "score", "selected", "need", "measurements_recorded"),
-            threshold, settings, HIGH_NEED_FROM[outcome.short])
+            outcome.short, performance.with_columns(group=pl.col("ethnicity_category")).select(
+                "group", "score", "selected", "outcome"),
+            add_cells([c.detailed[outcome.short] for c in per_shard]), threshold, settings,
+            HIGH_NEED_FROM[outcome.short])
         gates.append(judge(audit, settings, quality.missing_share))
         audits.append(audit)
         models[outcome.short] = {"registered model": name, "version": version.version, "alias audited": CANDIDATE,
@@ -178,7 +234,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         if gate.accepted:
             client.set_registered_model_alias(name, CHAMPION, version.version)
             champions[gate.outcome] = str(version.version)
-    return AuditRun(report, json_path, html_path, run_id, location, champions, time.perf_counter() - started)
+    return AuditRun(report, json_path, html_path, run_id, location, champions, time.perf_counter() - started,
+                    len(shards), processes)
 
 
 def _metric_key(*parts: str) -> str:

@@ -18,8 +18,21 @@ import duckdb
 import polars as pl
 
 from features.run import connect
+from models.shards import (
+    LIST_SCORES,
+    ModelToScore,
+    Shard,
+    ShardMap,
+    make_shards,
+    read_shard_scores,
+    remove_shards,
+    run_here,
+    score_column,
+    score_shard,
+    shard_folder,
+)
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
-from models.train import OUTCOMES, Outcome, model_inputs, single_icb
+from models.train import OUTCOMES, Outcome, single_icb
 from phm.disclosure import show
 from phm.exceptions import ConfigError, FairnessGateFailed
 
@@ -81,39 +94,61 @@ def read_features(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None = None,
-                 warn=None) -> ScoreRun:
+                 warn=None, shards: list[Shard] | None = None, shard_map: ShardMap = run_here) -> ScoreRun:
+    """``shards``/``shard_map``: as for the audit (models/shards.py): the models are loaded once
+    here and each shard's patients scored where ``shard_map`` runs them; the scores come back
+    as files and are written to the database here, its only writer."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     started = time.perf_counter()
     mlflow.set_tracking_uri(location.tracking_uri)
     client = MlflowClient(location.tracking_uri)
-    con = connect(db_path)
+    con = connect(db_path, read_only=True)
     try:
         icb_code, features = single_icb(read_features(con), icb_code)
-        scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct")
-        run = ScoreRun([], features.height, {}, 0.0)
-        for outcome in OUTCOMES:
-            in_use = model_in_use(client, icb_code, outcome)
-            if in_use.alias == CANDIDATE:
-                message = (f"WARNING: {in_use.name} has no champion: scoring with the CANDIDATE "
-                           f"version {in_use.version}, which has NOT passed the fairness audit")
-                run.warnings.append(message)
-                if warn:
-                    warn(message)
-            estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
-            rows = features.filter(outcome.eligible(features))
-            risk = estimator.predict_proba(model_inputs(rows, in_use.variant))[:, 1]
-            predicted = rows.select("patient_id").with_columns(pl.Series(f"{outcome.short}_model_risk", risk))
-            # The model is named on every row, scored or not: a null risk then means "not
-            # eligible for this model", never "no model was run".
-            scores = scores.join(predicted, on="patient_id", how="left").with_columns(
-                pl.lit(in_use.name).alias(f"{outcome.short}_model_name"),
-                pl.lit(in_use.version).alias(f"{outcome.short}_model_version"),
-                pl.lit(in_use.alias).alias(f"{outcome.short}_model_alias"),
-                pl.lit(in_use.horizon_years).alias(f"{outcome.short}_model_horizon_years"))
-            run.models.append(in_use)
-            run.scored[outcome.short] = rows.height
+    finally:
+        con.close()
+    run = ScoreRun([], features.height, {}, 0.0)
+    to_score = []
+    for outcome in OUTCOMES:
+        in_use = model_in_use(client, icb_code, outcome)
+        if in_use.alias == CANDIDATE:
+            message = (f"WARNING: {in_use.name} has no champion: scoring with the CANDIDATE "
+                       f"version {in_use.version}, which has NOT passed the fairness audit")
+            run.warnings.append(message)
+            if warn:
+                warn(message)
+        estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
+        to_score.append(ModelToScore(outcome.short, in_use.variant, estimator))
+        run.models.append(in_use)
+    own_shards = shards is None
+    if own_shards:
+        folder = shard_folder(Path(db_path))
+        shards = make_shards(features, folder, by=None)
+    try:
+        scored = shard_map(score_shard, shards, models=to_score, purpose=LIST_SCORES)
+        risks = pl.concat([read_shard_scores(shard, LIST_SCORES) for shard in shards])
+    finally:
+        if own_shards:
+            remove_shards(folder)
+    for m in run.models:
+        run.scored[m.outcome] = sum(s.eligible[m.outcome] for s in scored)
+    scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(
+        risks.rename({score_column(m.outcome): f"{m.outcome}_model_risk" for m in run.models}), on="patient_id", how="left",
+        maintain_order="left")
+    # The model is named on every row, scored or not: a null risk then means "not eligible for
+    # this model", never "no model was run".
+    scores = scores.select(
+        "patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct",
+        *[column for m in run.models for column in (
+            pl.col(f"{m.outcome}_model_risk"),
+            pl.lit(m.name).alias(f"{m.outcome}_model_name"),
+            pl.lit(m.version).alias(f"{m.outcome}_model_version"),
+            pl.lit(m.alias).alias(f"{m.outcome}_model_alias"),
+            pl.lit(m.horizon_years).alias(f"{m.outcome}_model_horizon_years"))])
+    con = connect(db_path)
+    try:
         con.register("risk_scores_frame", scores.to_arrow())
         con.execute("create or replace table marts.risk_scores as select * from risk_scores_frame")
         con.unregister("risk_scores_frame")

@@ -152,6 +152,25 @@ def make_model(kind: str, variant: str, seed: int) -> Pipeline:
     raise ConfigError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
 
 
+def predict_risk(model, x: pd.DataFrame) -> np.ndarray:
+    """The model's risk for each row, the same for a row whatever else is in the batch.
+
+    scikit-learn's LogisticRegression scores through BLAS (X @ coef), whose kernels add up a row
+    in an order that depends on where the row falls in the batch: a PCN scored alone and inside
+    its ICB could differ in the last bit. So for a pipeline ending in a logistic regression the
+    last step is done here row by row (einsum's own loop, no BLAS), then expit as scikit-learn
+    does. Every other model is already row by row.
+    """
+    from scipy.special import expit
+
+    final = model[-1] if isinstance(model, Pipeline) else None
+    if isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1:
+        inputs = np.ascontiguousarray(model[:-1].transform(x), dtype=np.float64)
+        decision = np.einsum("ij,j->i", inputs, final.coef_[0]) + final.intercept_[0]
+        return expit(decision)
+    return model.predict_proba(x)[:, 1]
+
+
 def practice_split(practices: np.ndarray, validation_share: float, seed: int) -> np.ndarray:
     """True for rows in validation practices. Needs at least 2 practices."""
     if np.unique(practices).size < 2:
@@ -245,7 +264,7 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
             t = time.perf_counter()
             estimator = fit(kind, variant, x_train, y_train, config)
             seconds = time.perf_counter() - t
-            predicted = estimator.predict_proba(x_valid)[:, 1]
+            predicted = predict_risk(estimator, x_valid)
             models.append(TrainedModel(outcome, kind, variant, estimator, list(inputs.columns),
                                        validate(y_valid, predicted), predicted, seconds,
                                        int(y_train.size), int(y_train.sum())))

@@ -26,6 +26,9 @@ def _env_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    # Prefect's temporary server gets 20 s to start by default; on a busy machine (several ICB
+    # runs at once on 2 cores) it needs longer, and a run should wait rather than fail.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _probabilities(items: list[str] | None, option: str) -> dict[str, float]:
@@ -127,15 +130,19 @@ def cmd_features(args) -> int:
     return 0
 
 
-def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None) -> int:
-    from flows.run import run_flow
+def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
+    from flows.run import flow_for
 
     _quiet_user_errors_on_console()
     _quiet_mlflow()
-    _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run')")
-    summary = run_flow(extract, out, config, truth)
+    _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run', "
+              f"{config.run.executor} executor)")
+    summary = flow_for(config.run)(extract, out, config, truth, force)
     for line in summary.lines:
         print(line)
+    if summary.skipped:
+        print(f"  lists:     {summary.lists_link.absolute()}/")
+        return 0
     print(f"\nrun finished in {sum(summary.seconds.values()):.0f} s; everything is under {out.resolve()}")
     print("  stages: " + ", ".join(f"{name} {s:.0f} s" for name, s in summary.seconds.items()))
     print(f"  lists:     {summary.lists_link.absolute()}/ (one CSV and one Excel file per PCN, and a summary)")
@@ -145,19 +152,46 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None) ->
     return 0
 
 
+def _check_writable_folder(option: str, folder: Path) -> None:
+    """Before any work: the folder, or the nearest part of it that exists, must be a folder this
+    user can write to (else the run would fail later, in the middle of a stage)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {folder}: {existing} is not writable by this user")
+
+
 def cmd_run(args) -> int:
-    from phm.config import load_config
+    from phm.config import check_path, check_run_settings, load_config
     from phm.pseudonymise import icb_key
 
     config = load_config(args.config)
+    if args.executor or args.address or args.workers:
+        config = dataclasses.replace(config, run=dataclasses.replace(
+            config.run, executor=args.executor or ("dask" if args.address or args.workers else config.run.executor),
+            dask_address=args.address or config.run.dask_address, dask_workers=args.workers or config.run.dask_workers))
+        check_run_settings(config.run, "command line")
     extract = Path(args.extract) if args.extract else config.run.extract
     out = Path(args.out) if args.out else config.run.out
     if extract is None or out is None:
         raise ConfigError("give --extract and --out (or extract and out in [run] of --config)")
+    check_path("--extract", extract)
+    check_path("--out", out)
+    _check_writable_folder("--out", out)
     if not extract.is_dir():
         raise ConfigError(f"--extract {extract}: no such folder")
-    icb_key()  # before any work: without the key no list can be made
-    return run_pipeline(extract, out, config)
+    icb_key(icb=config.run.icb)  # before any work: without the key no list can be made
+    return run_pipeline(extract, out, config, force=args.force)
+
+
+def cmd_deploy(args) -> int:
+    from flows.deployments import deploy
+
+    deploy(Path(args.file), progress=_progress)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -176,7 +210,8 @@ def cmd_demo(args) -> int:
         os.environ[KEY_VARIABLE] = secrets.token_hex(32)
         _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run")
     # The demo is synthetic, so the models are also measured against the generator's truth.
-    return run_pipeline(extract, out, load_config(args.config), truth=extract / "truth")
+    # A demo always runs (the regenerated extract is the same, so it would otherwise be skipped).
+    return run_pipeline(extract, out, load_config(args.config), truth=extract / "truth", force=True)
 
 
 def _quiet_mlflow() -> None:
@@ -443,7 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
     p.add_argument("--out", help="output folder: database, MLflow store, audit, lists; or [run] out")
     p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit]; docs/lists.md)")
+    p.add_argument("--executor", choices=["local", "dask"],
+                   help="local (default): one process; dask: per-PCN shards on a Dask cluster (docs/scale.md)")
+    p.add_argument("--address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster here)")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the extract and settings are unchanged since the last published run")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("deploy", help="register scheduled runs (one per ICB) on a Prefect server",
+                       description="Register the deployments declared in --file (one [[deployment]] per "
+                       "ICB: icb, extract, out, config, cron, timezone; see flows/deployments.py) on the "
+                       "Prefect server at PREFECT_API_URL, in a 'process' work pool (created if missing). "
+                       "Registering again updates them. Then start a worker: prefect worker start --pool "
+                       "<pool>. See docs/scheduling.md.")
+    p.add_argument("--file", required=True, help="deployments file (TOML)")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
                        description="The embedded default: a synthetic extract, a local DuckDB "

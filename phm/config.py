@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -72,6 +74,11 @@ def audit_settings(table: dict, where: str = "audit") -> AuditSettings:
             values[name] = _check(f"{where}.{key}", value, type(default))
     settings = AuditSettings(**values)
     settings.validate()
+    from phm.ethnicity import BROAD_GROUPS
+
+    if settings.reference_group not in BROAD_GROUPS:
+        raise ConfigError(f"{where}.reference_group: one of {', '.join(BROAD_GROUPS)}, "
+                          f"not {settings.reference_group!r}")
     return settings
 
 
@@ -102,11 +109,17 @@ class RunSettings:
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under the output folder
     extract: Path | None = None  # paths: the command line's --extract and --out win
     out: Path | None = None
+    executor: str = "local"  # "local": one process; "dask": per-PCN shards on Dask (docs/scale.md)
+    dask_address: str | None = None  # tcp://scheduler:8786; default: a LocalCluster on this machine
+    dask_workers: int | None = None  # LocalCluster workers; default: one per core
+
+
+EXECUTORS = ("local", "dask")
 
 
 def run_settings(table: dict, where: str = "run") -> RunSettings:
     types = {"icb": str, "index_date": dt.date, "horizon_years": int, "seed": int, "tracking_uri": str,
-             "extract": str, "out": str}
+             "extract": str, "out": str, "executor": str, "dask_address": str, "dask_workers": int}
     for key, value in table.items():
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")
@@ -114,9 +127,45 @@ def run_settings(table: dict, where: str = "run") -> RunSettings:
             raise ConfigError(f"{where}.{key}: must be a date (index_date = 2026-03-31, unquoted), not {value!r}")
         _check(f"{where}.{key}", value, types[key])
     table = {k: Path(v) if k in ("extract", "out") else v for k, v in table.items()}
-    settings = RunSettings(**table)
+    return check_run_settings(RunSettings(**table), where)
+
+
+ICB_CODE = re.compile(r"[A-Z0-9]{3}")
+ALLOWED_ROOTS = "PHM_ALLOWED_ROOTS"
+
+
+def check_path(key: str, path: Path | None) -> Path | None:
+    """A folder the run reads or writes: a plain path, inside PHM_ALLOWED_ROOTS when that is set
+    (folders separated by ':'; an ICS sets it so a configuration cannot point a run elsewhere)."""
+    if path is None:
+        return None
+    text = str(path)
+    if any(ch in text for ch in "\0\n\r") or not text.strip():
+        raise ConfigError(f"{key}: not a usable path: {text!r}")
+    roots = [Path(r).resolve() for r in os.environ.get(ALLOWED_ROOTS, "").split(os.pathsep) if r]
+    if roots:
+        resolved = Path(path).resolve()
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise ConfigError(f"{key}: {resolved} is outside the allowed folders ({ALLOWED_ROOTS}: "
+                              f"{', '.join(map(str, roots))})")
+    return Path(path)
+
+
+def check_run_settings(settings: RunSettings, where: str = "run") -> RunSettings:
+    """The value checks (also for settings the command line changed: --executor, --address)."""
+    if settings.icb is not None and not ICB_CODE.fullmatch(settings.icb):
+        raise ConfigError(f"{where}.icb: an ICB code of 3 capital letters or digits (e.g. QXX), not {settings.icb!r}")
+    check_path(f"{where}.extract", settings.extract)
+    check_path(f"{where}.out", settings.out)
     if not 1 <= settings.horizon_years <= 10:
         raise ConfigError(f"{where}.horizon_years: between 1 and 10 (default 5), not {settings.horizon_years}")
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(f"{where}.executor: one of {', '.join(EXECUTORS)}, not {settings.executor!r}")
+    if settings.dask_address is not None and not settings.dask_address.startswith(("tcp://", "tls://")):
+        raise ConfigError(f"{where}.dask_address: a Dask scheduler address such as tcp://10.0.0.5:8786, "
+                          f"not {settings.dask_address!r}")
+    if settings.dask_workers is not None and not 1 <= settings.dask_workers <= 256:
+        raise ConfigError(f"{where}.dask_workers: between 1 and 256, not {settings.dask_workers}")
     return settings
 
 

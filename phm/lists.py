@@ -78,7 +78,14 @@ def reasons(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> pl.DataFr
                 "?::double as qrisk3_high, ?::double as qdiabetes_threshold, ?::double as model_top_share",
                 [settings.qrisk3_threshold, settings.qrisk3_high, settings.qdiabetes_threshold,
                  settings.model_top_share])
-    return con.execute(SQL.read_text()).pl()
+    # Materialised first, then read: fetching this query's result straight from DuckDB 1.5.6 as a
+    # stream stalls indefinitely at about a million patients (the same query into a table takes
+    # 2 s); benchmarks/bench_scale.py found it.
+    con.execute("create or replace temp table list_reasons as " + SQL.read_text())
+    try:
+        return con.execute("select * from list_reasons").pl()
+    finally:
+        con.execute("drop table if exists list_reasons")
 
 
 PATIENT_COLUMNS = """
@@ -154,11 +161,13 @@ LIST_COLUMNS = [
 
 def recently_invited(con: duckdb.DuckDBPyConnection, index_date, days: int) -> pl.DataFrame:
     """Patients on a list published in the ``days`` before the index date (lists.invitations:
-    patient_id, list_date; kept in the database, never in an output)."""
+    patient_id, list_date; kept in the database, never in an output). A list for this same index
+    date is not 'before': it is this list, run again, and is replaced when this one publishes,
+    so a rerun gives the same list."""
     con.execute("create schema if not exists lists")
     con.execute("create table if not exists lists.invitations (patient_id bigint, list_date date)")
     return con.execute("select distinct patient_id, true as recently_invited from lists.invitations "
-                       "where list_date > ?::date - ?::integer and list_date <= ?::date",
+                       "where list_date > ?::date - ?::integer and list_date < ?::date",
                        [index_date, days, index_date]).pl()
 
 

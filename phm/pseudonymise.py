@@ -27,16 +27,22 @@ MIN_KEY_BYTES = 32
 ID_HEX_CHARS = 20
 
 
-def icb_key(environ: dict[str, str] | None = None) -> bytes:
-    """The ICB's key from the environment; a clear error if it is missing or weak."""
-    value = (environ if environ is not None else os.environ).get(KEY_VARIABLE)
-    if not value:
-        raise ConfigError(f"{KEY_VARIABLE} is not set: lists carry pseudonymous ids and cannot be made "
+def icb_key(environ: dict[str, str] | None = None, icb: str | None = None) -> bytes:
+    """The ICB's key from the environment; a clear error if it is missing or weak.
+
+    ``PHM_PSEUDONYMISATION_KEY_<ICB>`` (e.g. ``PHM_PSEUDONYMISATION_KEY_QXX``) wins over
+    ``PHM_PSEUDONYMISATION_KEY``, so one Prefect worker can run several ICBs, each with its own key.
+    """
+    environ = environ if environ is not None else os.environ
+    names = ([f"{KEY_VARIABLE}_{icb}"] if icb else []) + [KEY_VARIABLE]
+    name = next((n for n in names if environ.get(n)), None)
+    if name is None:
+        raise ConfigError(f"{' or '.join(names)} is not set: lists carry pseudonymous ids and cannot be made "
                           f"without the ICB's key (at least {MIN_KEY_BYTES} bytes, e.g. from "
                           "`python -c \"import secrets; print(secrets.token_hex(32))\"`)")
-    key = value.encode()
+    key = environ[name].encode()
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{KEY_VARIABLE} is too short: at least {MIN_KEY_BYTES} characters")
+        raise ConfigError(f"{name} is too short: at least {MIN_KEY_BYTES} characters")
     return key
 
 

@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow when busy
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -43,3 +44,10 @@ def pytest_terminal_summary(terminalreporter):
 
     unchecked = sorted(c for c, cl in project_codelists().items() if not cl.references)
     terminalreporter.write_line(f"no reference here (review on OpenCodelists): {', '.join(unchecked)}")
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the environment, so a test that
+    used a (since stopped) MLflow server would send every later subprocess's run to it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

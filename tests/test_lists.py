@@ -9,6 +9,8 @@ import stat
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phm.config import load_config
 from phm.exceptions import ConfigError
@@ -250,3 +252,56 @@ def test_run_configuration_takes_dates_and_paths(tmp_path):
     path.write_text('[run]\nindex_date = "yesterday"\n')
     with pytest.raises(ConfigError, match="run.index_date: must be a date"):
         load_config(path)
+
+
+def test_an_icbs_own_key_wins_over_the_shared_one():
+    shared, own = "s" * 40, "q" * 40
+    assert icb_key({KEY_VARIABLE: shared, f"{KEY_VARIABLE}_QXX": own}, icb="QXX") == own.encode()
+    assert icb_key({KEY_VARIABLE: shared, f"{KEY_VARIABLE}_QXX": own}, icb="QYY") == shared.encode()
+    with pytest.raises(ConfigError, match=f"{KEY_VARIABLE}_QYY or {KEY_VARIABLE} is not set"):
+        icb_key({f"{KEY_VARIABLE}_QXX": own}, icb="QYY")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_pcns_list_file_holds_only_its_own_practices_patients(tmp_path_factory, data):
+    """Random practice-to-PCN maps and patients: each PCN's published file names only its practices."""
+    practices = data.draw(st.integers(1, 12))
+    pcns = data.draw(st.integers(1, practices))
+    pcn_of = {f"P{p}": f"U{data.draw(st.integers(0, pcns - 1)):05d}" for p in range(practices)}
+    rows = []
+    for practice, pcn in pcn_of.items():
+        for _ in range(data.draw(st.integers(0, 6))):
+            rows.append({"patient_id": len(rows) + 1, "practice_pseudo_id": practice, "pcn_code": pcn,
+                         "tier": data.draw(st.integers(1, 3)), "core20": data.draw(st.booleans()),
+                         "ethnicity_group": "White", "cvd_model_risk": data.draw(st.floats(0, 1)),
+                         "t2d_model_risk": None, "hypertension_model_risk": None})
+    if not rows:
+        return
+    frame = pl.DataFrame(rows)
+    ranked = order_and_cap(frame.with_columns(pseudonymise(frame, KEY)),
+                           ListSettings(capacity_per_practice=data.draw(st.integers(1, 5))))
+    on_list = ranked.filter(pl.col("on_list"))
+    listed_pcns = sorted(on_list["pcn_code"].unique().to_list())
+    run = ListRun(on_list.select("pcn_code", "pseudonym", "practice_pseudo_id", "priority_rank"),
+                  pl.DataFrame({"pcn_code": listed_pcns}),
+                  {p: pl.DataFrame({"section": ["total"], "on_list": [None]}) for p in listed_pcns})
+    folder = write_run_folder(run, tmp_path_factory.mktemp("pcn"), {})
+    seen = 0
+    for pcn in listed_pcns:
+        published = pl.read_csv(folder / f"{pcn}.csv", schema_overrides={"practice_pseudo_id": pl.String})
+        assert {pcn_of[p] for p in published["practice_pseudo_id"].to_list()} == {pcn}
+        seen += published.height
+    assert seen == on_list.height
+
+
+def test_phm_run_into_an_unusable_folder_names_it_before_any_work(tmp_path, monkeypatch, capsys):
+    from phm.cli import main
+
+    monkeypatch.setenv(KEY_VARIABLE, "k" * 40)
+    (tmp_path / "extract").mkdir()
+    (tmp_path / "a-file").write_text("")
+    assert main(["run", "--extract", str(tmp_path / "extract"), "--out", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'a-file' / 'out'}: {tmp_path / 'a-file'} is not a folder" in err
+    assert "Traceback" not in err and not (tmp_path / "a-file" / "out").exists()

@@ -340,3 +340,24 @@ def test_a_missing_database_is_named_and_nothing_is_created(command, tmp_path, c
     assert main([command, "--db", str(missing)]) == 2
     assert f"--db {missing}: no such database" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_risk_is_scikit_learns_probability_whatever_the_batch():
+    import numpy as np
+    import pandas as pd
+
+    from models.train import feature_names, make_model, predict_risk
+
+    rng = np.random.default_rng(5)
+    numeric, categorical = feature_names("with_equity")
+    n = 3_000
+    x = pd.DataFrame({c: rng.normal(50, 10, n) for c in numeric})
+    for c in categorical:
+        x[c] = rng.choice(["a", "b", "c"], n)
+    y = (x[numeric[0]] + rng.normal(0, 10, n) > 55).to_numpy()
+    for kind in ("logistic", "gradient_boosting"):
+        model = make_model(kind, "with_equity", seed=1).fit(x, y)
+        whole = predict_risk(model, x)
+        np.testing.assert_allclose(whole, model.predict_proba(x)[:, 1], rtol=1e-12, atol=1e-15)
+        in_batches = np.concatenate([predict_risk(model, x.iloc[i:i + 7]) for i in range(0, n, 7)])
+        assert (whole == in_batches).all(), kind

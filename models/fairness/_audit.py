@@ -330,17 +330,32 @@ def _too_small(settings: AuditSettings, performance: bool):
     return mark
 
 
-def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
-                    high_need_from: int = 1) -> tuple[list[GroupingFigures], list[float]]:
+SELECTION_INNER = ("decile", "need", "selected")
+
+
+def selection_cells(frame: pl.DataFrame) -> Cells:
+    """Patients of the list population to cells. ``frame`` has ``decile`` (0-9, the score decile
+    of the whole population: see _cells.score_bins and models/shards.py) rather than the score,
+    so that shards of one population make cells that add up to the population's."""
     if "measurements_recorded" not in frame.columns:
         frame = frame.with_columns(pl.lit(0).alias("measurements_recorded"))
     frame = _prepare_strata(frame).with_columns(
-        score_bins(pl.col("score"), SCORE_DECILES).alias("decile"),
+        pl.col("decile").cast(pl.Int32),
         pl.col("need").cast(pl.Int64).clip(0, MAX_NEED).alias("need"),
         pl.col("selected").cast(pl.Int8))
-    strata = _strata(frame)
-    cells = to_cells(frame, [*strata, "decile", "need", "selected"], ["measurements_recorded"])
+    return to_cells(frame, [*_strata(frame), *SELECTION_INNER], ["measurements_recorded"])
+
+
+def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
+                    high_need_from: int = 1) -> tuple[list[GroupingFigures], list[float]]:
+    frame = frame.with_columns(score_bins(pl.col("score"), SCORE_DECILES).alias("decile"))
+    return audit_selection_cells(selection_cells(frame), settings, high_need_from)
+
+
+def audit_selection_cells(cells: Cells, settings: AuditSettings,
+                          high_need_from: int = 1) -> tuple[list[GroupingFigures], list[float]]:
     keys = cells.keys
+    strata = [c for c in keys.columns if c not in SELECTION_INNER]
     inner = ((keys["decile"].to_numpy().astype(np.int64) * (MAX_NEED + 1) + keys["need"].to_numpy()) * 2
              + keys["selected"].to_numpy())
     groupings = groupings_for(strata)
@@ -388,10 +403,15 @@ def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
     return groups, population_curve
 
 
-def audit_score(name: str, performance: pl.DataFrame | None, selection: pl.DataFrame, threshold: float,
+def audit_score(name: str, performance: pl.DataFrame | None, selection: pl.DataFrame | Cells, threshold: float,
                 settings: AuditSettings, high_need_from: int = 1) -> ScoreAudit:
+    """``selection``: the patients (with ``score``), or their cells already made
+    (``selection_cells``, e.g. added up from shards)."""
     perf, curves = [], None
     if performance is not None and performance.height:
         perf, curves = audit_performance(performance, settings)
-    sel, curve = audit_selection(selection, settings, high_need_from)
+    if isinstance(selection, Cells):
+        sel, curve = audit_selection_cells(selection, settings, high_need_from)
+    else:
+        sel, curve = audit_selection(selection, settings, high_need_from)
     return ScoreAudit(name, threshold, perf, sel, curve, curves)

@@ -59,6 +59,23 @@ def to_cells(frame: pl.DataFrame, key_columns: list[str], sum_columns: list[str]
     )
 
 
+def add_cells(parts: list[Cells]) -> Cells:
+    """The cells of a population from the cells of its parts (shards): the same keys, counts and
+    sums, in the same order, as ``to_cells`` of the whole, since every sum is of whole numbers."""
+    parts = [p for p in parts if p.size]
+    if not parts:
+        raise ValueError("no cells to add")
+    key_columns = parts[0].keys.columns
+    sum_columns = list(parts[0].sums)
+    stacked = pl.concat([p.keys.with_columns(pl.Series("_count", p.count),
+                                             *[pl.Series(f"_sum_{c}", p.sums[c]) for c in sum_columns])
+                         for p in parts], how="vertical_relaxed")
+    added = stacked.group_by(key_columns).agg(pl.col("_count").sum(), *[pl.col(f"_sum_{c}").sum() for c in sum_columns]
+                                              ).sort(key_columns, nulls_last=True)
+    return Cells(keys=added.select(key_columns), count=added["_count"].to_numpy().astype(np.float64),
+                 sums={c: added[f"_sum_{c}"].to_numpy() for c in sum_columns})
+
+
 @dataclass
 class Grouping:
     """A way of cutting the population: ``columns`` () is the whole population."""

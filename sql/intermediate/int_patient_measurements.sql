@@ -7,7 +7,9 @@
 -- cholesterol_ratio: the laboratory's ratio when it is the latest lipid result, otherwise total
 -- cholesterol / HDL from the latest day on which both were measured (flagged as derived).
 -- sbp_sd_5y: standard deviation of systolic readings in the last 5 years (QRISK3's sbps5;
--- needs at least two readings).
+-- needs at least two readings). Taken over the readings in date order: DuckDB otherwise adds
+-- them up in whatever order its threads meet them, and the last-bit differences that makes
+-- between two runs of one extract reach the models and can reorder a list.
 with parameters as (
     select index_date from features.parameters
 ),
@@ -54,7 +56,7 @@ derived_ratio as (
 ),
 
 sbp_sd as (
-    select patient_id, stddev_samp(value) as sbp_sd_5y
+    select patient_id, stddev_samp(value order by date, value) as sbp_sd_5y
     from readings
     where concept = 'systolic_bp'
     group by patient_id
