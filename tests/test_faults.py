@@ -1,0 +1,142 @@
+"""Faults: a run killed (SIGKILL) in each stage in turn, then run again, ends as if never killed.
+
+One 12,000-patient synthetic extract. Folder X gets one uninterrupted run: the reference. Folder
+Y gets an uninterrupted run (the lists a PCN already has), then seven runs of the same extract
+(``--force``), each killed with SIGKILL, process group and all (Prefect's temporary server too),
+a second after it enters stage 1, 2, ... 7; then one more run. Throughout, a reader keeps opening
+Y's published lists: they must always be there and readable, and the same. At the end Y's lists
+equal X's byte for byte, its database has no duplicated or half-written rows, nothing of the
+killed runs is left behind, and one more run of the unchanged extract does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+pytestmark = pytest.mark.slow
+KEY = "a-test-key-that-is-long-enough-0123456789"
+
+
+def env() -> dict:
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # see conftest.py
+    return {**inherited, "PHM_PSEUDONYMISATION_KEY": KEY, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def command(extract: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "phm.cli", "run", "--extract", str(extract), "--out", str(out), *extra]
+
+
+def run_to_end(extract: Path, out: Path, *extra: str) -> str:
+    done = subprocess.run(command(extract, out, *extra), env=env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def kill_in_stage(extract: Path, out: Path, stage: int) -> None:
+    process = subprocess.Popen(command(extract, out, "--force"), env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if f"[{stage}/7]" in line:
+            time.sleep(1.0)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before stage {stage}: {''.join(seen)[-2000:]}"
+
+
+def list_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".csv"}
+
+
+class ListsReader(threading.Thread):
+    """Opens the published lists again and again, as a PCN team might at any moment."""
+
+    def __init__(self, out: Path, expected: dict[str, bytes]) -> None:
+        super().__init__(daemon=True)
+        self.out, self.expected, self.stop, self.reads, self.faults = out, expected, threading.Event(), 0, []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                folder = (self.out / "lists").resolve(strict=True)
+                if list_files(folder) != self.expected:
+                    self.faults.append(f"{folder.name}: lists differ")
+                json.loads((folder / "lists_manifest.json").read_text())
+                self.reads += 1
+            except (OSError, ValueError) as exc:
+                self.faults.append(repr(exc))
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def extract(tmp_path_factory) -> Path:
+    from phm.synth import SynthConfig, generate
+
+    folder = tmp_path_factory.mktemp("faults") / "extract"
+    generate(SynthConfig(patients=12_000, seed=11, pcns=2), folder)
+    return folder
+
+
+def _db_facts(db: Path) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        facts = {}
+        for table, key in (("main.patients", "patient_id"), ("marts.mart_patient_features", "patient_id"),
+                           ("marts.patient_scores", "patient_id"), ("marts.risk_scores", "patient_id"),
+                           ("lists.invitations", "patient_id, list_date")):
+            rows, distinct = con.execute(f"select count(*), count(distinct ({key})) from {table}").fetchone()
+            facts[table] = rows
+            assert rows == distinct, f"{table}: duplicated rows"
+        for table in ("main.clinical_events", "main.medications", "main.practice_registrations"):
+            facts[table] = con.execute(f"select count(*) from {table}").fetchone()[0]
+        counts = con.execute("select table_name, rows_read, rows_loaded, rows_quarantined from ingest.table_counts").fetchall()
+        assert counts and all(read == loaded + quarantined for _, read, loaded, quarantined in counts)
+        facts["table_counts"] = sorted(counts)
+        return facts
+    finally:
+        con.close()
+
+
+def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extract, tmp_path):
+    reference, folder = tmp_path / "x", tmp_path / "y"
+    run_to_end(extract, reference)
+    run_to_end(extract, folder)
+    published = list_files((folder / "lists").resolve())
+    assert published == list_files((reference / "lists").resolve())  # the same extract, the same lists
+
+    reader = ListsReader(folder, published)
+    reader.start()
+    try:
+        for stage in range(1, 8):
+            kill_in_stage(extract, folder, stage)
+            assert list_files((folder / "lists").resolve()) == published, f"killed in stage {stage}"
+        output = run_to_end(extract, folder, "--force")
+    finally:
+        reader.stop.set()
+        reader.join()
+    assert reader.reads > 100 and reader.faults == [], reader.faults[:5]
+    assert "removed what an interrupted run left" in output or not list(folder.glob(".shards-*"))
+
+    assert list_files((folder / "lists").resolve()) == list_files((reference / "lists").resolve())
+    assert _db_facts(folder / "phm.duckdb") == _db_facts(reference / "phm.duckdb")
+    assert not list(folder.glob(".shards-*"))
+    published_folders = [p for p in folder.glob("lists-*") if p.is_dir()]
+    assert all((p / "lists_manifest.json").is_file() for p in published_folders) and len(published_folders) <= 2
+
+    # the same extract once more, without --force: nothing to do, the lists untouched
+    target = (folder / "lists").resolve()
+    again = run_to_end(extract, folder)
+    assert "extract and settings unchanged since the run that finished at" in again
+    assert (folder / "lists").resolve() == target
