@@ -59,22 +59,16 @@ class Stages:
         self.seconds[name] = time.perf_counter() - started
 
 
-def _logger_progress():
-    logger = get_run_logger()
-    return logger.info
-
-
-def _terminal_and_log():
-    """Stage lines in Prefect's log, which its console handler also shows on the terminal."""
-    logger = get_run_logger()
-    return logger.info
+def _progress():
+    """Progress lines in Prefect's log, which its console handler also shows on the terminal."""
+    return get_run_logger().info
 
 
 @task(name="features", cache_policy=NONE)
 def features_task(db: Path, index_date: dt.date | None):
     from features.run import run_features
 
-    return run_features(db, index_date, progress=_logger_progress())
+    return run_features(db, index_date, progress=_progress())
 
 
 @task(name="train", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
@@ -83,7 +77,7 @@ def train_task(db: Path, config: RunConfig, truth: Path | None = None):
     from models.training_run import run_training
 
     training = TrainingConfig(horizon_years=config.run.horizon_years, seed=config.run.seed)
-    return run_training(db, training, config.run.tracking_uri, config.run.icb, truth, progress=_logger_progress())
+    return run_training(db, training, config.run.tracking_uri, config.run.icb, truth, progress=_progress())
 
 
 @task(name="shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)  # a lost worker: run it again
@@ -118,7 +112,7 @@ def shards_task(db: Path, config: RunConfig):
 def audit_task(db: Path, config: RunConfig, out: Path, location, shards):
     from models.audit_run import run_audit
 
-    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_logger_progress(),
+    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_progress(),
                      shards=shards, shard_map=on_task_runner)
 
 
@@ -213,7 +207,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     from phm.exceptions import FairnessGateFailed
 
     db = out / "phm.duckdb"
-    stages = Stages(_terminal_and_log())
+    stages = Stages(_progress())
     summary = RunSummary(out, db)
 
     stages.start("ingest and validate")

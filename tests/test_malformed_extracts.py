@@ -5,7 +5,9 @@ arrive broken: values of the wrong type, missing and extra columns, truncated fi
 delimiters, huge numbers, unicode in ids, dates in other formats, duplicated headers, blank
 lines, a byte-order mark, Windows line ends. Whatever it makes, ingest either stops with the
 project's own error (a PhmError naming the file, one line, no row echoed), or loads the extract
-with read = loaded + quarantined for every table and a reason for every quarantined row.
+with read = loaded + quarantined for every table and a reason for every quarantined row; and what
+it loads goes on through the features and QRISK3/QDiabetes without a traceback either (a value
+that passed ingest, a huge number say, must not break the next stage).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.run import run_features
 from phm.exceptions import PhmError
 from phm.ingest import ingest
 from tests.extracts import BASE, write_extract
@@ -107,3 +110,7 @@ def test_a_broken_extract_is_a_clear_error_or_loads_with_every_row_accounted_for
             for name in report.tables:
                 assert con.execute(f"select count(*) from main.{name}").fetchone()[0] == loaded[name]
         assert missing_reason == 0
+        try:
+            run_features(db)
+        except PhmError as error:
+            assert "\n" not in str(error) and "1960-05-01" not in str(error), str(error)
