@@ -289,8 +289,6 @@ def flow_for(run) -> object:
     if run.dask_address:
         runner = DaskTaskRunner(address=run.dask_address)
     else:
-        import os
-
         workers = run.dask_workers or os.cpu_count() or 1
         # one thread per worker: the shard work is numpy/scikit-learn, which holds the GIL often
         runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,

@@ -44,14 +44,12 @@ from models.shards import (
     ShardCells,
     ShardMap,
     cut_points,
-    make_shards,
     order_statistics,
-    remove_shards,
     run_here,
     score_shard,
     scores_in_bins,
     shard_cells,
-    shard_folder,
+    shards_for,
 )
 from models.tracking import (
     CANDIDATE,
@@ -77,7 +75,6 @@ class AuditRun:
     seconds: float = 0.0
     shards: int = 1
     shard_processes: int = 1  # how many processes the shard work ran in
-
 
     @property
     def status(self) -> str:
@@ -185,15 +182,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
             progress(f"audit {outcome.short}: {name} v{version.version} (candidate)")
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
         models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
-    own_shards = shards is None
-    if own_shards:
-        folder = shard_folder(Path(db_path))
-        shards = make_shards(features, folder, by=None)
-    try:
+    with shards_for(features, db_path, shards) as shards:
         cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
-    finally:
-        if own_shards:
-            remove_shards(folder)
     del features
     audits, gates, detailed, models = [], [], {}, {}
     for outcome in OUTCOMES:

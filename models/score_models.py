@@ -23,13 +23,11 @@ from models.shards import (
     ModelToScore,
     Shard,
     ShardMap,
-    make_shards,
     read_shard_scores,
-    remove_shards,
     run_here,
     score_column,
     score_shard,
-    shard_folder,
+    shards_for,
 )
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
 from models.train import OUTCOMES, Outcome, single_icb
@@ -122,16 +120,9 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
         estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
         to_score.append(ModelToScore(outcome.short, in_use.variant, estimator))
         run.models.append(in_use)
-    own_shards = shards is None
-    if own_shards:
-        folder = shard_folder(Path(db_path))
-        shards = make_shards(features, folder, by=None)
-    try:
+    with shards_for(features, db_path, shards) as shards:
         scored = shard_map(score_shard, shards, models=to_score, purpose=LIST_SCORES)
         risks = pl.concat([read_shard_scores(shard, LIST_SCORES) for shard in shards])
-    finally:
-        if own_shards:
-            remove_shards(folder)
     for m in run.models:
         run.scored[m.outcome] = sum(s.eligible[m.outcome] for s in scored)
     scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(

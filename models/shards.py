@@ -21,6 +21,7 @@ intervals included, as an unsharded one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -39,6 +40,7 @@ from models.train import OUTCOMES, model_inputs, predict_risk
 
 GRID_BINS = 1 << 16  # equal bins over [0, 1]: a few hundred patients per bin at 1M
 SHARD_BY = ("pcn", None)
+FOLDER_PREFIX = ".shards-"  # a run's shard folders, beside the database
 AUDIT_SCORES, LIST_SCORES = "audit", "list"  # candidates' scores for the audit; champions' for the lists
 
 # ``shard_map(work, shards, **kwargs) -> [work(shard, **kwargs) for shard in shards]``, run
@@ -54,7 +56,7 @@ def run_here(work, shards, **kwargs) -> list:
 def shard_folder(beside: Path) -> Path:
     """A new folder for one run's shard files, beside the database (same disk, same owner)."""
     beside.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".shards-", dir=beside.parent))
+    return Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=beside.parent))
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,21 @@ def make_shards(features: pl.DataFrame, folder: Path, by: str | None) -> list[Sh
 
 def remove_shards(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def shards_for(features: pl.DataFrame, db_path: Path, shards: list[Shard] | None):
+    """The shards to work on: ``shards`` if the caller made them (the flow makes them once for
+    the audit and the scoring), else one shard of the whole ICB in a new folder beside the
+    database, removed when the work is done, whatever happens (it holds patient rows)."""
+    if shards is not None:
+        yield shards
+        return
+    folder = shard_folder(Path(db_path))
+    try:
+        yield make_shards(features, folder, by=None)
+    finally:
+        remove_shards(folder)
 
 
 def score_shard(shard: Shard, models: list[ModelToScore], purpose: str) -> ShardScored:

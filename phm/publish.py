@@ -25,6 +25,8 @@ from phm.lists import ListRun
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
 CURRENT = "lists"
+NEXT_LINK = f".{CURRENT}.next"  # the new link, before it replaces CURRENT
+MANIFEST = "lists_manifest.json"  # written last: a folder without it was never complete
 
 
 def _private(path: Path, mode: int) -> None:
@@ -45,7 +47,7 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
         with pd.ExcelWriter(folder / f"{pcn}.xlsx", engine="openpyxl") as excel:
             rows.to_pandas().to_excel(excel, sheet_name="list", index=False)
             summary.to_pandas().to_excel(excel, sheet_name="summary", index=False)
-    (folder / "lists_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     for path in folder.iterdir():
         _private(path, FILE_MODE)
     return folder
@@ -57,7 +59,7 @@ def publish(folder: Path, out: Path) -> Path:
     previous = link.resolve() if link.is_symlink() else None
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not the link phm publishes through: move it away")
-    temporary = out / f".{CURRENT}.next"
+    temporary = out / NEXT_LINK
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
     temporary.symlink_to(folder.name)
@@ -67,6 +69,21 @@ def publish(folder: Path, out: Path) -> Path:
         if old.is_dir() and old.resolve() not in keep:
             shutil.rmtree(old)
     return link
+
+
+def remove_unpublished(out: Path) -> list[str]:
+    """Lists folders a killed run left unfinished (no manifest) and not published, and a new link
+    it never swapped in. Returns the folders' names."""
+    link = out / CURRENT
+    current = link.resolve() if link.is_symlink() else None
+    removed = []
+    for path in sorted(out.glob(f"{CURRENT}-*")):
+        if path.is_dir() and path.resolve() != current and not (path / MANIFEST).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    if (out / NEXT_LINK).is_symlink() or (out / NEXT_LINK).exists():
+        (out / NEXT_LINK).unlink()
+    return removed
 
 
 def discard(folder: Path) -> None:

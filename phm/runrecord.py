@@ -33,6 +33,7 @@ from phm.contract import TABLES
 from phm.exceptions import ExtractError
 
 RECORD = "last_run.json"
+RECORD_BEING_WRITTEN = "last_run.tmp"
 CHUNK = 1 << 20
 
 
@@ -88,8 +89,10 @@ def last_run(out: Path) -> LastRun | None:
 def unchanged_since(out: Path, digest: str, settings: str) -> LastRun | None:
     """The last run, if it processed this same extract with the same settings and its lists are
     still published."""
+    from phm.publish import CURRENT
+
     record = last_run(out)
-    link = Path(out) / "lists"
+    link = Path(out) / CURRENT
     if (record and record.digest == digest and record.settings == settings
             and link.is_symlink() and link.resolve().name == record.lists):
         return record
@@ -98,7 +101,7 @@ def unchanged_since(out: Path, digest: str, settings: str) -> LastRun | None:
 
 def write_record(out: Path, digest: str, settings: str, lists_link: Path) -> None:
     path = Path(out) / RECORD
-    temporary = path.with_suffix(".tmp")
+    temporary = Path(out) / RECORD_BEING_WRITTEN
     temporary.write_text(json.dumps({
         "digest": digest, "settings": settings, "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "lists": lists_link.resolve().name}, indent=2) + "\n")
@@ -106,19 +109,16 @@ def write_record(out: Path, digest: str, settings: str, lists_link: Path) -> Non
 
 
 def remove_leftovers(out: Path) -> list[str]:
-    """Shard folders, and lists folders never published (no manifest: the manifest is written
-    last), left by a killed run. Returns what was removed (names only)."""
+    """Shard folders, and lists folders never published (phm.publish.remove_unpublished), left
+    by a killed run. Returns what was removed (names only)."""
+    from models.shards import FOLDER_PREFIX
+    from phm.publish import remove_unpublished
+
     out = Path(out)
-    current = (out / "lists").resolve() if (out / "lists").is_symlink() else None
     removed = []
-    for path in sorted(out.glob(".shards-*")):
+    for path in sorted(out.glob(f"{FOLDER_PREFIX}*")):
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
-    for path in sorted(out.glob("lists-*")):
-        if path.is_dir() and path.resolve() != current and not (path / "lists_manifest.json").is_file():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    for name in (".lists.next", RECORD.replace(".json", ".tmp")):
-        if (out / name).is_symlink() or (out / name).exists():
-            (out / name).unlink()
+    removed += remove_unpublished(out)
+    (out / RECORD_BEING_WRITTEN).unlink(missing_ok=True)
     return removed
