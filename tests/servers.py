@@ -39,3 +39,12 @@ def running(command: list[str], health_url: str, log: Path, env: dict, timeout: 
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def prefect_harness():
+    """Prefect's test harness (a temporary Prefect server for the test's flows), waiting for the
+    server as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (tests/conftest.py: 180 s)
+    rather than the harness's own 30 s, which a busy 2-core CI machine has run past."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    return prefect_test_harness(server_startup_timeout=None)

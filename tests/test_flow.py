@@ -6,19 +6,19 @@ import json
 
 import duckdb
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.ingest import ingest_flow
+from tests.servers import prefect_harness
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness():
+def prefect_server():
+    with prefect_harness():
         yield
 
 
 def test_ingest_flow_loads_a_clean_synthetic_extract_without_quarantine(
-        prefect_harness, small_synthetic_extract, tmp_path):
+        prefect_server, small_synthetic_extract, tmp_path):
     db = tmp_path / "phm.duckdb"
     report = ingest_flow(small_synthetic_extract, db, tmp_path)
     for table in report.tables.values():

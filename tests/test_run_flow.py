@@ -14,11 +14,11 @@ import json
 import duckdb
 import polars as pl
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from phm.config import RunConfig
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE, practice_key, pseudonym
+from tests.servers import prefect_harness
 
 pytestmark = pytest.mark.slow
 KEY = "a-test-key-that-is-long-enough-0123456789"
@@ -31,7 +31,7 @@ def flow_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("run")
     generate(SynthConfig(patients=12_000, seed=11, pcns=2), folder / "extract")
-    with pytest.MonkeyPatch.context() as patch, prefect_test_harness():
+    with pytest.MonkeyPatch.context() as patch, prefect_harness():
         patch.setenv(KEY_VARIABLE, KEY)
         summary = run_flow(folder / "extract", folder / "out", RunConfig())
         yield folder, summary, patch
@@ -137,7 +137,7 @@ def test_a_gate_that_refuses_leaves_the_previous_lists_published(flow_run):
     before = summary.lists_link.resolve()
     files = {p.name: p.read_bytes() for p in before.iterdir()}
     strict = RunConfig(audit=AuditSettings(min_patients=10**9, accept_warn=False))  # every group too small
-    with prefect_test_harness():
+    with prefect_harness():
         with pytest.raises(FairnessGateFailed, match="too small to judge.*no list is produced"):
             run_flow(folder / "extract", folder / "out", strict)
     assert summary.lists_link.resolve() == before

@@ -14,10 +14,10 @@ import json
 import duckdb
 import polars as pl
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from phm.config import RunConfig, RunSettings
 from phm.pseudonymise import KEY_VARIABLE
+from tests.servers import prefect_harness
 
 pytestmark = pytest.mark.slow
 KEY = "a-test-key-that-is-long-enough-0123456789"
@@ -31,7 +31,7 @@ def two_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scale")
     generate(SynthConfig(patients=12_000, seed=11, pcns=3), folder / "extract")
     summaries = {}
-    with pytest.MonkeyPatch.context() as patch, prefect_test_harness():
+    with pytest.MonkeyPatch.context() as patch, prefect_harness():
         patch.setenv(KEY_VARIABLE, KEY)
         for executor in ("local", "dask"):
             config = RunConfig(run=RunSettings(executor=executor, dask_workers=2))
