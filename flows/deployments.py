@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from phm.config import ICB_CODE, check_path
+from phm.config import check_icb, check_path
 from phm.exceptions import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +104,7 @@ def read_deployments(path: Path) -> tuple[str, list[DeploymentSpec]]:
             if not table.get(key):
                 raise ConfigError(f"{where}.{key}: required")
         spec = DeploymentSpec(**table)
-        if not ICB_CODE.fullmatch(spec.icb):
-            raise ConfigError(f"{where}.icb: an ICB code of 3 capital letters or digits (e.g. QXX), not {spec.icb!r}")
+        check_icb(f"{where}.icb", spec.icb)
         for key in ("extract", "out", "config"):
             check_path(f"{where}.{key}", getattr(spec, key))
         _check_schedule(spec, where)

@@ -151,10 +151,15 @@ def check_path(key: str, path: Path | None) -> Path | None:
     return Path(path)
 
 
+def check_icb(key: str, icb: str | None) -> None:
+    """An ICB code names files, keys (PHM_PSEUDONYMISATION_KEY_<ICB>) and MLflow models."""
+    if icb is not None and not ICB_CODE.fullmatch(icb):
+        raise ConfigError(f"{key}: an ICB code of 3 capital letters or digits (e.g. QXX), not {icb!r}")
+
+
 def check_run_settings(settings: RunSettings, where: str = "run") -> RunSettings:
     """The value checks (also for settings the command line changed: --executor, --address)."""
-    if settings.icb is not None and not ICB_CODE.fullmatch(settings.icb):
-        raise ConfigError(f"{where}.icb: an ICB code of 3 capital letters or digits (e.g. QXX), not {settings.icb!r}")
+    check_icb(f"{where}.icb", settings.icb)
     check_path(f"{where}.extract", settings.extract)
     check_path(f"{where}.out", settings.out)
     if not 1 <= settings.horizon_years <= 10:
