@@ -32,7 +32,7 @@ def small_synthetic_extract(tmp_path_factory) -> Path:
 
 def pytest_terminal_summary(terminalreporter):
     """Print how the project's codelists compare with the reference lists (coverage report)."""
-    from tests.test_codelists import COVERAGE
+    from tests.unit.test_codelists import COVERAGE
 
     if not COVERAGE:
         return

@@ -8,7 +8,7 @@ import pytest
 from phm.contract import TABLES, ExtractMetadata, render_markdown
 from phm.exceptions import ExtractError
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "extract-contract.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "extract-contract.md"
 
 
 def test_the_contract_document_is_generated_from_the_code():
@@ -16,7 +16,7 @@ def test_the_contract_document_is_generated_from_the_code():
 
 
 def test_every_table_has_a_staging_model_and_a_suite():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in TABLES:
         assert (root / "sql" / "staging" / f"stg_{name}.sql").is_file()
         assert (root / "expectations" / f"{name}.json").is_file()

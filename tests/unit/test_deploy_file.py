@@ -110,5 +110,5 @@ def test_no_sql_is_built_from_strings_outside_the_reviewed_places():
     parameters; the few reviewed exceptions (table names from the contract) carry a noqa."""
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "S608", "--output-format", "concise",
                            "phm", "models", "features", "flows"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert done.returncode == 0, done.stdout
