@@ -37,6 +37,7 @@ import tomllib
 from pathlib import Path
 
 from models.fairness._settings import AuditSettings, Override
+from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
 from phm.lists import ListSettings
 from phm.lists import settings_from as lists_settings
@@ -130,7 +131,7 @@ def run_settings(table: dict, where: str = "run") -> RunSettings:
     return check_run_settings(RunSettings(**table), where)
 
 
-ICB_CODE = re.compile(r"[A-Z0-9]{3}")
+ICB_CODE = re.compile(CODE_PATTERNS["icb_code"])
 ALLOWED_ROOTS = "PHM_ALLOWED_ROOTS"
 
 

@@ -24,6 +24,12 @@ SEX_VALUES = ("female", "male", "intersex", "unknown")
 IMD_VERSIONS = {"IMD2019": 32_844, "IMD2025": 33_755}  # number of LSOAs ranked
 SUPPORTED_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
+# Codes that become file names (a PCN's list files), MLflow names and keys (the ICB): ODS-style,
+# capital letters and digits only, so no value from an extract can name a path outside its folder.
+# Ingest quarantines a practice whose code breaks its pattern (expectations/practices.json uses
+# the same patterns; a test keeps them in step) and publishing checks again before it writes.
+CODE_PATTERNS = {"pcn_code": r"[A-Z0-9]{3,8}", "icb_code": r"[A-Z0-9]{3}"}
+
 
 @dataclass(frozen=True)
 class Column:
@@ -123,9 +129,11 @@ PRACTICES = Table(
     "The practices in the extract, with their PCN and ICB.",
     (
         _c("practice_pseudo_id", "integer", False, "Pseudonymous practice identifier, unique in this table."),
-        _c("pcn_code", "string", False, "Primary Care Network code."),
+        _c("pcn_code", "string", False,
+           f"Primary Care Network ODS code (pattern {CODE_PATTERNS['pcn_code']}, e.g. U12345)."),
         _c("pcn_name", "string", False, "Primary Care Network name."),
-        _c("icb_code", "string", False, "Integrated Care Board code."),
+        _c("icb_code", "string", False,
+           f"Integrated Care Board ODS code (pattern {CODE_PATTERNS['icb_code']}, e.g. QXX)."),
     ),
     key=("practice_pseudo_id",),
 )

@@ -15,12 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import polars as pl
 
+from phm.contract import CODE_PATTERNS
+from phm.exceptions import ExtractError
 from phm.lists import ListRun
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -33,18 +36,36 @@ def _private(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def pcn_file(folder: Path, pcn: str, suffix: str) -> Path:
+    """``folder/<pcn><suffix>``, refused unless the PCN code is ODS-style and the file lands in
+    ``folder``. Ingest already quarantines practices whose code breaks the pattern; this is the
+    last check before a value from an extract becomes a file name (``../x`` or ``/tmp/x`` would
+    otherwise write a patient list outside the output folder). The code is not echoed."""
+    if not isinstance(pcn, str) or not re.fullmatch(CODE_PATTERNS["pcn_code"], pcn):
+        raise ExtractError(f"a PCN code is not an ODS-style code ({CODE_PATTERNS['pcn_code']}); "
+                           "refusing to name a list file after it", file="practices", column="pcn_code")
+    path = folder / f"{pcn}{suffix}"
+    if path.resolve().parent != folder.resolve():
+        raise ExtractError("a PCN code would name a file outside the lists folder", file="practices",
+                           column="pcn_code")
+    return path
+
+
 def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
     """Write every PCN's files into a new folder under ``out``; returns it (not yet published)."""
-    out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = out / f"{CURRENT}-{stamp}"
+    # every file name is checked before anything is written
+    files = {pcn: [pcn_file(folder, pcn, suffix) for suffix in (".csv", "_summary.csv", ".xlsx")]
+             for pcn in run.counts["pcn_code"].to_list()}
+    out.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=DIR_MODE)
-    for pcn in run.counts["pcn_code"].to_list():
+    for pcn, (list_csv, summary_csv, workbook) in files.items():
         rows = run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code")
         summary = run.summary[pcn]
-        rows.write_csv(folder / f"{pcn}.csv")
-        summary.write_csv(folder / f"{pcn}_summary.csv")
-        with pd.ExcelWriter(folder / f"{pcn}.xlsx", engine="openpyxl") as excel:
+        rows.write_csv(list_csv)
+        summary.write_csv(summary_csv)
+        with pd.ExcelWriter(workbook, engine="openpyxl") as excel:
             rows.to_pandas().to_excel(excel, sheet_name="list", index=False)
             summary.to_pandas().to_excel(excel, sheet_name="summary", index=False)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phm.config import load_config
-from phm.exceptions import ConfigError
+from phm.exceptions import ConfigError, ExtractError
 from phm.lists import ListRun, ListSettings, order_and_cap, pcn_summary, per_patient, reasons
 from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
 from phm.publish import publish, write_run_folder
@@ -204,18 +205,18 @@ def test_lists_configuration_names_the_key(tmp_path):
 
 
 def tiny_run(label: str) -> ListRun:
-    lists = pl.DataFrame({"pcn_code": ["N1", "N2"], "pseudonym": [label + "a", label + "b"]})
-    counts = pl.DataFrame({"pcn_code": ["N1", "N2"], "candidates": [1, 1]})
-    summary = {p: pl.DataFrame({"section": ["total"], "on_list": [1]}) for p in ("N1", "N2")}
+    lists = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "pseudonym": [label + "a", label + "b"]})
+    counts = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "candidates": [1, 1]})
+    summary = {p: pl.DataFrame({"section": ["total"], "on_list": [1]}) for p in ("U00001", "U00002")}
     return ListRun(lists, counts, summary)
 
 
 def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_ones(tmp_path, monkeypatch):
     first = publish(write_run_folder(tiny_run("old"), tmp_path, {}), tmp_path)
-    assert (first / "N1.csv").read_text().splitlines()[1] == "old"[:3] + "a"
-    assert stat.S_IMODE(os.stat(first / "N1.csv").st_mode) == 0o600
+    assert (first / "U00001.csv").read_text().splitlines()[1] == "old"[:3] + "a"
+    assert stat.S_IMODE(os.stat(first / "U00001.csv").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(first.resolve()).st_mode) == 0o700
-    assert (first / "N2.xlsx").is_file() and (first / "N1_summary.csv").is_file()
+    assert (first / "U00002.xlsx").is_file() and (first / "U00001_summary.csv").is_file()
 
     import phm.publish as publishing
 
@@ -224,14 +225,30 @@ def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_one
     monkeypatch.setattr(publishing.pd, "ExcelWriter", broken)
     with pytest.raises(OSError):
         write_run_folder(tiny_run("new"), tmp_path, {})
-    assert (tmp_path / "lists" / "N1.csv").read_text().splitlines()[1] == "olda"  # untouched
+    assert (tmp_path / "lists" / "U00001.csv").read_text().splitlines()[1] == "olda"  # untouched
     monkeypatch.undo()
 
     second = publish(write_run_folder(tiny_run("new"), tmp_path, {}), tmp_path)
-    assert (second / "N1.csv").read_text().splitlines()[1] == "newa"
+    assert (second / "U00001.csv").read_text().splitlines()[1] == "newa"
     third = publish(write_run_folder(tiny_run("3rd"), tmp_path, {}), tmp_path)
     kept = sorted(p.name for p in tmp_path.glob("lists-*"))
     assert len(kept) == 2 and third.resolve().name in kept  # the current and the one before
+
+
+@pytest.mark.parametrize("pcn", ["../../pwned_pcn", "/tmp/pwned_pcn", "U0/../../x", "", "u00001"])
+def test_a_pcn_code_that_is_not_ods_style_never_names_a_file(tmp_path, pcn):
+    """Defence in depth behind ingest's check: publishing refuses before it writes anything."""
+    run = tiny_run("x")
+    run = ListRun(run.lists.with_columns(pl.lit(pcn).alias("pcn_code")).head(1),
+                  pl.DataFrame({"pcn_code": ["U00001", pcn]}),
+                  {"U00001": run.summary["U00001"], pcn: run.summary["U00002"]})
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(ExtractError, match="pcn_code") as raised:
+        write_run_folder(run, out, {})
+    assert not pcn or pcn not in str(raised.value)  # the value from the extract is not echoed
+    assert not out.exists()
+    assert not any(tmp_path.iterdir())  # not even the output folder
+    assert not any(Path("/tmp").glob("pwned_pcn*"))
 
 
 def test_phm_run_without_the_key_stops_before_any_work(tmp_path, monkeypatch, capsys):

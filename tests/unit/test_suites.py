@@ -26,3 +26,15 @@ def test_suites_load_into_great_expectations_without_losing_any_expectation():
     for name in TABLES:
         body = json.loads(suite_path(name).read_text())
         assert len(load_suite(name).expectations) == len(body["expectations"])
+
+
+def test_the_practices_suite_checks_each_code_that_names_files_with_the_contracts_pattern():
+    """pcn_code names list files and icb_code MLflow names and keys: the suite must quarantine a
+    value outside the contract's pattern (one definition: phm.contract.CODE_PATTERNS)."""
+    from phm.contract import CODE_PATTERNS
+
+    queries = [e["kwargs"].get("unexpected_rows_query", "")
+               for e in json.loads(suite_path("practices").read_text())["expectations"]]
+    for column, pattern in CODE_PATTERNS.items():
+        escaped = pattern.replace("{", "{{").replace("}", "}}")
+        assert any(f"regexp_full_match({column}, '{escaped}')" in q for q in queries), column
