@@ -6,11 +6,28 @@ risk factors, true risks from the documented risk model below, true and recorded
 ``truth/planted.json`` with every setting (including the bias knobs) that produced the extract.
 
 Time line: ``extract_date`` E; the past index date T0 = E - ``horizon_years``. Conditions present
-at T0 are coded before T0; outcomes (incident CVD event, type 2 diabetes, hypertension) happen in
-(T0, E] with the 5-year risk given by the true model. Measurements are recorded over the
-``history_years`` before E.
+at T0 are coded before T0 (at any adult age: a 20-year-old with type 2 diabetes is coded as one);
+outcomes (incident CVD event, type 2 diabetes, hypertension) happen in (T0, E] at a constant
+yearly hazard exp(lp) from the true model, for patients aged 25+ at T0 and free of the outcome.
+Death is a constant yearly hazard 0.002 exp(0.09 (age - 45)) from E - ``history_years``, and
+comes first for some: nobody has an event after death. Leaving the practice stops the recording
+of events, not the events. Measurements are recorded over the ``history_years`` before E.
 
-True risk model (5-year risk = 1 - exp(-5 * exp(lp)); 10-year uses 10), per outcome, with
+The truth's columns per outcome (cvd, t2d, htn), for patients alive and free of it at T0 (0 for
+everyone else):
+- ``true_risk_<o>_horizon``: net risk over the horizon, 1 - exp(-h exp(lp)): the risk had the
+  patient not died first. QRISK3, QDiabetes and the trained models (which censor at death)
+  estimate this.
+- ``true_cuminc_<o>_horizon``: cumulative incidence with death as a competing risk, the chance
+  that the event happens within the horizon before death. Its sum over a group is the expected
+  number of that group's ``<o>_event``: the answer key agrees with itself (tests/test_synth.py).
+- ``<o>_event`` (and ``_date``): the event happened in (T0, E], before death;
+  ``<o>_event_recorded``: it was also coded, while the patient was registered.
+- ``t2d_true_at_extract`` / ``t2d_coded_by_extract`` (and hypertension's): what each patient
+  really has by E, whatever the age, and whether the record says so (true and not coded =
+  undiagnosed).
+
+True risk model (5-year net risk = 1 - exp(-5 * exp(lp)); 10-year uses 10), per outcome, with
 age in years, z the latent deprivation score (sd ~1, higher = more deprived):
 - CVD: lp = -9.1 + 0.072 age + 0.45 male + 0.017 (sbp - 130) + 0.55 smoker + 0.65 t2d
   + 0.14 (chol_ratio - 4) + 0.55 af + 0.3 ckd + 0.3 fh_cvd + 0.1 z + 0.35 south_asian
@@ -308,15 +325,24 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         return 1.0 - np.exp(-years * np.exp(lp))
 
     h = config.horizon_years
-    at_risk = adult0 & (age0 >= 25)
+    old_enough = adult0 & (age0 >= 25)
     treated_sbp = np.where(htn0, sbp - 12, sbp)
-    r_cvd = np.where(at_risk & ~cvd0, risk(lp_cvd(age0, treated_sbp, t2d0), h), 0.0)
-    r_t2d = np.where(at_risk & ~t2d0 & ~t1d, risk(lp_t2d(age0, hba1c), h), 0.0)
-    r_htn = np.where(at_risk & ~htn0, risk(lp_htn(age0, sbp), h), 0.0)
-    ev_cvd, ev_t2d, ev_htn = u() < r_cvd, u() < r_t2d, u() < r_htn
-    d_cvd = T0 + (u() * (E - T0)).astype(np.int64)
-    d_t2d = T0 + (u() * (E - T0)).astype(np.int64)
-    d_htn = T0 + (u() * (E - T0)).astype(np.int64)
+    # Each outcome has a constant yearly hazard exp(lp) from T0; a patient's latent time to it is
+    # drawn by inversion, -log(1 - U) / hazard (in years after T0), so "event within the horizon"
+    # has exactly the stated risk 1 - exp(-h * hazard). Death (below) can come first.
+    hazard_cvd = np.where(old_enough & ~cvd0, np.exp(lp_cvd(age0, treated_sbp, t2d0)), 0.0)
+    hazard_t2d = np.where(old_enough & ~t2d0 & ~t1d, np.exp(lp_t2d(age0, hba1c)), 0.0)
+    hazard_htn = np.where(old_enough & ~htn0, np.exp(lp_htn(age0, sbp)), 0.0)
+
+    def years_to(hazard: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return -np.log1p(-u()) / hazard  # inf where there is no hazard
+
+    t_cvd, t_t2d, t_htn = years_to(hazard_cvd), years_to(hazard_t2d), years_to(hazard_htn)
+    ev_cvd, ev_t2d, ev_htn = t_cvd < h, t_t2d < h, t_htn < h  # before death is applied below
+    d_cvd = np.minimum(E, T0 + 1 + (np.where(ev_cvd, t_cvd, 0) * YEAR).astype(np.int64))
+    d_t2d = np.minimum(E, T0 + 1 + (np.where(ev_t2d, t_t2d, 0) * YEAR).astype(np.int64))
+    d_htn = np.minimum(E, T0 + 1 + (np.where(ev_htn, t_htn, 0) * YEAR).astype(np.int64))
     # the biology follows the outcome
     hba1c_after = np.where(ev_t2d, np.maximum(hba1c, rng.uniform(49, 75, n)), hba1c)
     sbp_after = np.where(ev_htn, np.maximum(sbp, 142 + rng.exponential(8, n)), sbp)
@@ -324,10 +350,12 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     # --- registrations, deaths ------------------------------------------------------------------
     years_registered = rng.exponential(14, n)
     first_start = np.maximum(dob, E - (years_registered * YEAR).astype(np.int64))
+    # death: a constant yearly hazard from the start of the history window W0, by inversion as
+    # for the outcomes, so a patient alive at T0 dies within the horizon with 1 - exp(-h * hazard)
     death_h = 0.002 * np.exp(0.09 * (np.clip(age, 0, 105) - 45))
-    died = u() < 1 - np.exp(-death_h * config.history_years)
-    death = np.where(died, W0 + (u() * (E - W0)).astype(np.int64), -1)
-    death = np.where(died, np.maximum(death, dob + 1), -1)
+    t_death = -np.log1p(-u()) / death_h  # years after W0
+    died = t_death < config.history_years
+    death = np.where(died, np.maximum(W0 + (np.where(died, t_death, 0) * YEAR).astype(np.int64), dob + 1), -1)
     # nobody registers after they have died
     first_start = np.where(died, np.maximum(dob, np.minimum(first_start, death - 1)), first_start)
     left = ~died & (u() < 0.03)
@@ -375,6 +403,21 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ev_cvd &= alive_at(d_cvd)
     ev_t2d &= alive_at(d_t2d)
     ev_htn &= alive_at(d_htn)
+    # The stated risks, for patients alive and free of the outcome at T0 (0 for everyone else):
+    # - net risk 1 - exp(-h * hazard): the risk had they not died first, the quantity QRISK3,
+    #   QDiabetes and the trained models estimate (they censor at death);
+    # - cumulative incidence with death as a competing risk, hazard / (hazard + death hazard)
+    #   * (1 - exp(-h * (hazard + death hazard))): the chance that the event happens in the
+    #   horizon before death, so its sum over a group is the expected count of that group's events.
+    alive0 = alive_at(T0)
+
+    def stated(hazard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        both = hazard + death_h
+        net = np.where(alive0, risk(np.log(np.maximum(hazard, 1e-300)), h), 0.0)
+        cumulative = np.where(alive0, hazard / both * (1 - np.exp(-h * both)), 0.0)
+        return np.where(hazard > 0, net, 0.0), np.where(hazard > 0, cumulative, 0.0)
+
+    (r_cvd, ci_cvd), (r_t2d, ci_t2d), (r_htn, ci_htn) = stated(hazard_cvd), stated(hazard_t2d), stated(hazard_htn)
     rec_cvd &= alive_at(d_cvd) & (d_cvd <= last_day)
     rec_t2d &= alive_at(d_t2d) & (d_t2d <= last_day)
     rec_htn &= alive_at(d_htn) & (d_htn <= last_day)
@@ -465,7 +508,10 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
 
     # diagnoses present at T0: coded on a day before T0 (history may predate registration)
     def dx_day(mask: np.ndarray, min_age: float) -> np.ndarray:
-        lo = np.maximum(dob + int(min_age * YEAR), T0 - int(20 * YEAR))
+        # A condition present at T0 is coded before T0 whatever the patient's age: someone younger
+        # than the usual age of onset is coded the day before T0 rather than after it, where the
+        # pipeline would see a prevalent condition as new or never see it at all.
+        lo = np.minimum(np.maximum(dob + int(min_age * YEAR), T0 - int(20 * YEAR)), T0 - 1)
         return lo + (rng.uniform(size=n) * np.clip(T0 - 1 - lo, 0, None)).astype(np.int64)
 
     def add_dx(mask: np.ndarray, concept: str, min_age: float = 18, days: np.ndarray | None = None) -> np.ndarray:
@@ -474,10 +520,12 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         ev.add(patient_id[idx], days[idx], _first_code(concept))
         return days
 
-    htn_day = add_dx(htn_dx0, "hypertension", 25)
+    # hypertension and type 2 diabetes are diagnosed from adulthood (young-onset type 2 diabetes
+    # is recognised; NICE NG28, NG136 cover adults from 18)
+    htn_day = add_dx(htn_dx0, "hypertension", 18)
     resolved = htn_dx0 & (u() < 0.03)
     add_dx(resolved, "hypertension_resolved", days=np.minimum(htn_day + int(2 * YEAR), T0 - 1))
-    add_dx(t2d_dx0, "diabetes_type2", 25)
+    t2d_day = add_dx(t2d_dx0, "diabetes_type2", 18)
     add_dx(t1d, "diabetes_type1", 1)
     cvd_kind = rng.choice(np.array(["chd", "mi", "stroke", "tia"]), size=n, p=[0.45, 0.25, 0.18, 0.12])
     for kind in ("chd", "mi", "stroke", "tia"):
@@ -610,8 +658,16 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         "hypertension_true_past_index": htn0, "hypertension_diagnosed_past_index": htn_dx0,
         "t2d_true_past_index": t2d0, "t2d_diagnosed_past_index": t2d_dx0,
         "hypertension_found_after_index": found_htn, "t2d_found_after_index": found_t2d,
+        # what each patient really has by the extract date (or death), whatever their age, and
+        # whether the record says so: true and not coded = undiagnosed
+        "t2d_true_at_extract": t2d0 | ev_t2d,
+        "t2d_coded_by_extract": (t2d_dx0 & (t2d_day <= last_day)) | rec_t2d | found_t2d,
+        "hypertension_true_at_extract": htn0 | ev_htn,
+        "hypertension_coded_by_extract": (htn_dx0 & (htn_day <= last_day)) | rec_htn | found_htn,
         "cvd_true_past_index": cvd0, "cvd_diagnosed_past_index": cvd_dx0,
         "true_risk_cvd_horizon": r_cvd, "true_risk_t2d_horizon": r_t2d, "true_risk_htn_horizon": r_htn,
+        "true_cuminc_cvd_horizon": ci_cvd, "true_cuminc_t2d_horizon": ci_t2d,
+        "true_cuminc_htn_horizon": ci_htn,
         "cvd_event": ev_cvd, "cvd_event_recorded": rec_cvd, "cvd_event_date": opt_day(ev_cvd, d_cvd),
         "t2d_event": ev_t2d, "t2d_event_recorded": rec_t2d, "t2d_event_date": opt_day(ev_t2d, d_t2d),
         "htn_event": ev_htn, "htn_event_recorded": rec_htn, "htn_event_date": opt_day(ev_htn, d_htn),
