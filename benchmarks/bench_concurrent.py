@@ -64,7 +64,7 @@ def main() -> None:
             env.pop("PHM_PSEUDONYMISATION_KEY", None)
             log = open(base / icb / "run.log", "w")
             processes[icb] = subprocess.Popen(
-                [sys.executable, "-m", "phm.cli", "run", "--extract", str(base / icb / "extract"), "--out",
+                [sys.executable, "-m", "cli", "run", "--extract", str(base / icb / "extract"), "--out",
                  str(base / icb / "out"), "--config", str(base / icb / "phm.toml")], stdout=log, stderr=subprocess.STDOUT,
                 env=env)
         peak, stop = [0], threading.Event()

@@ -31,7 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PHM_PSEUDONYMISATION_KEY": "benchmark-key-" + "0" * 40}
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "phm.cli", "demo", "--out", str(Path(tmp) / "demo"),
+        done = subprocess.run([sys.executable, "-m", "cli", "demo", "--out", str(Path(tmp) / "demo"),
                                "--patients", str(args.patients)], capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - started
     if done.returncode != 0:

@@ -75,7 +75,7 @@ def run_once(extract: Path, out: Path, executor: str) -> dict:
     env = {**os.environ, "PHM_PSEUDONYMISATION_KEY": "benchmark-key-" + "0" * 40, "PREFECT_LOGGING_LEVEL": "INFO"}
     config = out.with_suffix(".toml")
     config.write_text(TIMING_ONLY)
-    command = [sys.executable, "-m", "phm.cli", "run", "--extract", str(extract), "--out", str(out),
+    command = [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out),
                "--config", str(config)]
     if executor == "dask":
         command += ["--executor", "dask", "--workers", "2"]

@@ -1,5 +1,9 @@
 """``phm``: the command line. Every command has --help; errors are one line on stderr.
 
+The top floor: it may import flows/, models/, features/ and phm/, and nothing imports it
+(tests/unit/test_layers.py). Each command is a ``cmd_<command>`` (what it does) and an
+``add_<command>`` (its options), listed in COMMANDS.
+
 Exit codes: 0 success; 1 other user-facing error; 2 invalid option or configuration;
 3 extract file fault; 4 codelist fault; 5 validation machinery fault; 6 database unavailable;
 7 the fairness gate FAILed; 70 internal error (a bug: please report it with ``--debug`` output).
@@ -76,6 +80,27 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic GP extract (and its truth/)",
+                       description="Generate a synthetic extract in the contract layout, with a "
+                       "truth/ folder the pipeline never reads. Deterministic for a seed.")
+    p.add_argument("--patients", type=int, default=10_000, help="number of patients (default 10000)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--out", required=True, help="output folder (replaced if it exists)")
+    p.add_argument("--profile", default="england", help="ethnicity profile: england (default) or diverse_urban")
+    p.add_argument("--pcns", type=int, help="number of PCNs (default: patients / 40,000, rounded up)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="file format (default parquet)")
+    p.add_argument("--extract-date", type=_date, default=dt.date(2026, 3, 31), help="extract date (default 2026-03-31)")
+    p.add_argument("--ethnicity-unrecorded", type=float, default=0.15, help="share with no ethnicity code (default 0.15)")
+    p.add_argument("--measurement-access", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability a measurement is taken, per group (e.g. N=0.5)")
+    p.add_argument("--outcome-recording", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability a true diagnosis or event is coded, per group")
+    p.add_argument("--ethnicity-misrecording", nargs="*", metavar="GROUP=P",
+                   help="bias knob: probability the recorded ethnicity is another category")
+    p.set_defaults(func=cmd_synth)
+
+
 def _quiet_user_errors_on_console() -> None:
     """Keep Prefect's console from repeating a user error with tracebacks.
 
@@ -120,6 +145,19 @@ def cmd_ingest(args) -> int:
     return run_ingest(Path(args.extract), Path(args.db), docs, args.report)
 
 
+def add_ingest(sub) -> None:
+    p = sub.add_parser("ingest", help="load, validate and quarantine an extract into DuckDB",
+                       description="Load an extract folder into a DuckDB file, validate it with the "
+                       "Great Expectations suites in expectations/, quarantine rows that break a "
+                       "rule, and report rows read / loaded / quarantined per table.")
+    p.add_argument("--extract", required=True, help="extract folder (see docs/extract-contract.md)")
+    p.add_argument("--db", required=True, help="DuckDB file to create or update")
+    p.add_argument("--docs", type=Path, help="folder for Great Expectations Data Docs (default: beside --db)")
+    p.add_argument("--no-docs", action="store_true", help="do not build Data Docs")
+    p.add_argument("--report", type=Path, help="JSON report path (default: <db>.ingest.json)")
+    p.set_defaults(func=cmd_ingest)
+
+
 def cmd_features(args) -> int:
     from features.run import run_features
 
@@ -128,6 +166,16 @@ def cmd_features(args) -> int:
         print(line)
     print(f"tables: {', '.join(run.tables)}")
     return 0
+
+
+def add_features(sub) -> None:
+    p = sub.add_parser("features", help="build features, QRISK3/QDiabetes and hypertension case-finding",
+                       description="Build the feature layers (sql/intermediate, sql/marts) for an "
+                       "index date in an ingested database, score QRISK3 and QDiabetes, and find "
+                       "possible undiagnosed or uncontrolled hypertension. Prints a suppressed summary.")
+    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
+    p.add_argument("--index-date", type=_date, help="index date (default: the extract date)")
+    p.set_defaults(func=cmd_features)
 
 
 def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
@@ -187,11 +235,41 @@ def cmd_run(args) -> int:
     return run_pipeline(extract, out, config, force=args.force)
 
 
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="the whole pipeline on an extract: ingest to published PCN lists",
+                       description="One Prefect flow: ingest and validate, features and validated "
+                       "scores, train, fairness audit and gate, score with the audited models, build "
+                       "the PCN lists and publish them atomically under --out/lists. Needs "
+                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate FAILs "
+                       "(no list is produced; the previous lists stay). See docs/lists.md.")
+    p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
+    p.add_argument("--out", help="output folder: database, MLflow store, audit, lists; or [run] out")
+    p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit]; docs/lists.md)")
+    p.add_argument("--executor", choices=["local", "dask"],
+                   help="local (default): one process; dask: per-PCN shards on a Dask cluster (docs/scale.md)")
+    p.add_argument("--address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster here)")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the extract and settings are unchanged since the last published run")
+    p.set_defaults(func=cmd_run)
+
+
 def cmd_deploy(args) -> int:
     from flows.deployments import deploy
 
     deploy(Path(args.file), progress=_progress)
     return 0
+
+
+def add_deploy(sub) -> None:
+    p = sub.add_parser("deploy", help="register scheduled runs (one per ICB) on a Prefect server",
+                       description="Register the deployments declared in --file (one [[deployment]] per "
+                       "ICB: icb, extract, out, config, cron, timezone; see flows/deployments.py) on the "
+                       "Prefect server at PREFECT_API_URL, in a 'process' work pool (created if missing). "
+                       "Registering again updates them. Then start a worker: prefect worker start --pool "
+                       "<pool>. See docs/scheduling.md.")
+    p.add_argument("--file", required=True, help="deployments file (TOML)")
+    p.set_defaults(func=cmd_deploy)
 
 
 def cmd_demo(args) -> int:
@@ -212,6 +290,26 @@ def cmd_demo(args) -> int:
     # The demo is synthetic, so the models are also measured against the generator's truth.
     # A demo always runs (the regenerated extract is the same, so it would otherwise be skipped).
     return run_pipeline(extract, out, load_config(args.config), truth=extract / "truth", force=True)
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
+                       description="The embedded default: a synthetic extract, a local DuckDB "
+                       "file, Prefect and MLflow with no server; the whole flow of phm run. "
+                       "Everything is written under --out.")
+    p.add_argument("--out", default="phm-demo", help="output folder (default ./phm-demo)")
+    p.add_argument("--patients", type=int, default=100_000, help="patients (default 100000)")
+    p.add_argument("--pcns", type=int, default=3, help="PCNs (default 3)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--config", type=Path, help="TOML configuration (default: the documented defaults)")
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options phm train and phm score share: which ICB, and where MLflow is."""
+    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
+                   "SQLite store in mlflow/ beside --db)")
 
 
 def _quiet_mlflow() -> None:
@@ -236,6 +334,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the risk models on the extract's history; log them to MLflow",
+                       description="Build features at the extract date minus the horizon, label the "
+                       "outcomes recorded after, train logistic regression and calibrated gradient "
+                       "boosting with and without ethnicity/deprivation inputs, validate on held-out "
+                       "practices side by side with QRISK3 and QDiabetes, log everything to MLflow and "
+                       "register each outcome's candidate. See docs/models.md.")
+    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
+    p.add_argument("--horizon", type=int, default=5, help="outcome horizon in years (default 5)")
+    p.add_argument("--candidate-variant", default="with_equity", choices=["with_equity", "clinical_only"],
+                   help="which input variant may become the candidate: with ethnicity and deprivation "
+                   "inputs (default) or clinical inputs only; both are trained and logged")
+    p.add_argument("--validation-share", type=float, default=0.3, help="share of practices held out (default 0.3)")
+    p.add_argument("--seed", type=int, default=42, help="random seed for the split and the models (default 42)")
+    _add_model_options(p)
+    p.add_argument("--truth", type=Path, help="synthetic data only: the truth/ folder of phm synth, to "
+                   "also measure the models against each patient's true risk")
+    p.set_defaults(func=cmd_train)
+
+
 def cmd_score(args) -> int:
     from models.score_models import score_models
     from models.tracking import tracking_location
@@ -249,6 +367,17 @@ def cmd_score(args) -> int:
     for line in run.summary_lines():
         print(line)
     return 0
+
+
+def add_score(sub) -> None:
+    p = sub.add_parser("score", help="score every eligible patient with the registered models",
+                       description="Apply each outcome's champion model (or, where none exists yet, "
+                       "the candidate, with a warning) and the validated scores to every patient at "
+                       "the current index date; write marts.risk_scores with the model name and version "
+                       "on every row. Run phm features first.")
+    p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_score)
 
 
 def cmd_audit(args) -> int:
@@ -285,6 +414,33 @@ def cmd_audit(args) -> int:
         return 0
     return run_pipeline_audit(Path(args.db), settings, args.tracking_uri, args.icb,
                               Path(args.out) if args.out else None)
+
+
+def add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="fairness audit by ethnicity (with deprivation and sex) and the gate",
+                       description="Audit each outcome's candidate model (--db) or any scored table "
+                       "(--scores) by ethnic group, IMD quintile and sex: calibration, discrimination, "
+                       "selection and need at the list's operating point, the label-choice check and "
+                       "ethnicity data quality, with confidence intervals. Writes a self-contained HTML "
+                       "report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
+                       "'champion' to each audited version that passes. Exit code 7 when the gate FAILs. "
+                       "See docs/fairness.md.")
+    p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")
+    p.add_argument("--scores", help="a scored table (CSV or Parquet) to audit instead")
+    p.add_argument("--group", help="with --scores: the group column (e.g. ethnicity)")
+    p.add_argument("--score", help="with --scores: the predicted probability column")
+    p.add_argument("--outcome", help="with --scores: the recorded outcome column (0/1)")
+    p.add_argument("--need", help="with --scores: a need count column (default: the outcome)")
+    p.add_argument("--high-need-from", type=int, default=1, help="with --scores: need counted as high from (default 1)")
+    point = p.add_mutually_exclusive_group()
+    point.add_argument("--top-k", type=int, help="with --scores: the list holds the k highest scores")
+    point.add_argument("--threshold", type=float, help="with --scores: the list holds scores at or above this")
+    p.add_argument("--out", help="folder for the report and JSON (default with --db: audit/ beside it)")
+    p.add_argument("--config", type=Path, help="TOML configuration ([audit] table: rules, overrides)")
+    p.add_argument("--reference", help="reference group (default: the configuration's, White)")
+    p.add_argument("--replicates", type=int, help="bootstrap replicates (default: the configuration's, 1000)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_audit)
 
 
 def run_pipeline_audit(db: Path, settings, tracking_uri: str | None = None, icb: str | None = None,
@@ -340,6 +496,19 @@ def cmd_calc(args) -> int:
     return 0
 
 
+def add_calc(sub) -> None:
+    p = sub.add_parser("calc", help="score a CSV with QRISK3-2017 or QDiabetes-2018",
+                       description="Score any CSV whose columns are named as ClinRisk's "
+                       "arguments (age, sex F/M, bmi, rati, sbp, sbps5, town, ethrisk, smoke_cat, "
+                       "b_AF, b_treatedhyp, ... ; QDiabetes also fbs or fpg_mmol_l, hba1c or "
+                       "hba1c_mmol_mol, and picks model C, B or A from which is present). Writes the "
+                       "input columns plus risk_10y_pct and score_notes.")
+    p.add_argument("score", choices=["qrisk3", "qdiabetes"], help="which score")
+    p.add_argument("--input", required=True, help="CSV to score")
+    p.add_argument("--output", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_calc)
+
+
 def cmd_contract(args) -> int:
     from phm.contract import render_markdown
 
@@ -352,6 +521,13 @@ def cmd_contract(args) -> int:
     return 0
 
 
+def add_contract(sub) -> None:
+    p = sub.add_parser("contract", help="print the extract contract as Markdown",
+                       description="Print the extract contract (tables, columns, types, rules).")
+    p.add_argument("--write", help="write it to this file instead of printing")
+    p.set_defaults(func=cmd_contract)
+
+
 def cmd_codelists(args) -> int:
     from phm.codelists import project_codelists
 
@@ -362,11 +538,16 @@ def cmd_codelists(args) -> int:
     return 0
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """The options phm train and phm score share: which ICB, and where MLflow is."""
-    p.add_argument("--icb", help="ICB code (default: the extract's only ICB)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a "
-                   "SQLite store in mlflow/ beside --db)")
+def add_codelists(sub) -> None:
+    p = sub.add_parser("codelists", help="list the project's codelists and their references",
+                       description="List every codelist with its coding system, size and the "
+                       "reference lists it is cross-checked against.")
+    p.set_defaults(func=cmd_codelists)
+
+
+# the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
+COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_run, add_deploy, add_demo,
+            add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,154 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         "70 internal error.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("synth", help="generate a synthetic GP extract (and its truth/)",
-                       description="Generate a synthetic extract in the contract layout, with a "
-                       "truth/ folder the pipeline never reads. Deterministic for a seed.")
-    p.add_argument("--patients", type=int, default=10_000, help="number of patients (default 10000)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--out", required=True, help="output folder (replaced if it exists)")
-    p.add_argument("--profile", default="england", help="ethnicity profile: england (default) or diverse_urban")
-    p.add_argument("--pcns", type=int, help="number of PCNs (default: patients / 40,000, rounded up)")
-    p.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="file format (default parquet)")
-    p.add_argument("--extract-date", type=_date, default=dt.date(2026, 3, 31), help="extract date (default 2026-03-31)")
-    p.add_argument("--ethnicity-unrecorded", type=float, default=0.15, help="share with no ethnicity code (default 0.15)")
-    p.add_argument("--measurement-access", nargs="*", metavar="GROUP=P",
-                   help="bias knob: probability a measurement is taken, per group (e.g. N=0.5)")
-    p.add_argument("--outcome-recording", nargs="*", metavar="GROUP=P",
-                   help="bias knob: probability a true diagnosis or event is coded, per group")
-    p.add_argument("--ethnicity-misrecording", nargs="*", metavar="GROUP=P",
-                   help="bias knob: probability the recorded ethnicity is another category")
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("ingest", help="load, validate and quarantine an extract into DuckDB",
-                       description="Load an extract folder into a DuckDB file, validate it with the "
-                       "Great Expectations suites in expectations/, quarantine rows that break a "
-                       "rule, and report rows read / loaded / quarantined per table.")
-    p.add_argument("--extract", required=True, help="extract folder (see docs/extract-contract.md)")
-    p.add_argument("--db", required=True, help="DuckDB file to create or update")
-    p.add_argument("--docs", type=Path, help="folder for Great Expectations Data Docs (default: beside --db)")
-    p.add_argument("--no-docs", action="store_true", help="do not build Data Docs")
-    p.add_argument("--report", type=Path, help="JSON report path (default: <db>.ingest.json)")
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("features", help="build features, QRISK3/QDiabetes and hypertension case-finding",
-                       description="Build the feature layers (sql/intermediate, sql/marts) for an "
-                       "index date in an ingested database, score QRISK3 and QDiabetes, and find "
-                       "possible undiagnosed or uncontrolled hypertension. Prints a suppressed summary.")
-    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
-    p.add_argument("--index-date", type=_date, help="index date (default: the extract date)")
-    p.set_defaults(func=cmd_features)
-
-    p = sub.add_parser("train", help="train the risk models on the extract's history; log them to MLflow",
-                       description="Build features at the extract date minus the horizon, label the "
-                       "outcomes recorded after, train logistic regression and calibrated gradient "
-                       "boosting with and without ethnicity/deprivation inputs, validate on held-out "
-                       "practices side by side with QRISK3 and QDiabetes, log everything to MLflow and "
-                       "register each outcome's candidate. See docs/models.md.")
-    p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
-    p.add_argument("--horizon", type=int, default=5, help="outcome horizon in years (default 5)")
-    p.add_argument("--candidate-variant", default="with_equity", choices=["with_equity", "clinical_only"],
-                   help="which input variant may become the candidate: with ethnicity and deprivation "
-                   "inputs (default) or clinical inputs only; both are trained and logged")
-    p.add_argument("--validation-share", type=float, default=0.3, help="share of practices held out (default 0.3)")
-    p.add_argument("--seed", type=int, default=42, help="random seed for the split and the models (default 42)")
-    _add_model_options(p)
-    p.add_argument("--truth", type=Path, help="synthetic data only: the truth/ folder of phm synth, to "
-                   "also measure the models against each patient's true risk")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("score", help="score every eligible patient with the registered models",
-                       description="Apply each outcome's champion model (or, where none exists yet, "
-                       "the candidate, with a warning) and the validated scores to every patient at "
-                       "the current index date; write marts.risk_scores with the model name and version "
-                       "on every row. Run phm features first.")
-    p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
-    _add_model_options(p)
-    p.set_defaults(func=cmd_score)
-
-    p = sub.add_parser("audit", help="fairness audit by ethnicity (with deprivation and sex) and the gate",
-                       description="Audit each outcome's candidate model (--db) or any scored table "
-                       "(--scores) by ethnic group, IMD quintile and sex: calibration, discrimination, "
-                       "selection and need at the list's operating point, the label-choice check and "
-                       "ethnicity data quality, with confidence intervals. Writes a self-contained HTML "
-                       "report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
-                       "'champion' to each audited version that passes. Exit code 7 when the gate FAILs. "
-                       "See docs/fairness.md.")
-    p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")
-    p.add_argument("--scores", help="a scored table (CSV or Parquet) to audit instead")
-    p.add_argument("--group", help="with --scores: the group column (e.g. ethnicity)")
-    p.add_argument("--score", help="with --scores: the predicted probability column")
-    p.add_argument("--outcome", help="with --scores: the recorded outcome column (0/1)")
-    p.add_argument("--need", help="with --scores: a need count column (default: the outcome)")
-    p.add_argument("--high-need-from", type=int, default=1, help="with --scores: need counted as high from (default 1)")
-    point = p.add_mutually_exclusive_group()
-    point.add_argument("--top-k", type=int, help="with --scores: the list holds the k highest scores")
-    point.add_argument("--threshold", type=float, help="with --scores: the list holds scores at or above this")
-    p.add_argument("--out", help="folder for the report and JSON (default with --db: audit/ beside it)")
-    p.add_argument("--config", type=Path, help="TOML configuration ([audit] table: rules, overrides)")
-    p.add_argument("--reference", help="reference group (default: the configuration's, White)")
-    p.add_argument("--replicates", type=int, help="bootstrap replicates (default: the configuration's, 1000)")
-    _add_model_options(p)
-    p.set_defaults(func=cmd_audit)
-
-    p = sub.add_parser("run", help="the whole pipeline on an extract: ingest to published PCN lists",
-                       description="One Prefect flow: ingest and validate, features and validated "
-                       "scores, train, fairness audit and gate, score with the audited models, build "
-                       "the PCN lists and publish them atomically under --out/lists. Needs "
-                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate FAILs "
-                       "(no list is produced; the previous lists stay). See docs/lists.md.")
-    p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
-    p.add_argument("--out", help="output folder: database, MLflow store, audit, lists; or [run] out")
-    p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit]; docs/lists.md)")
-    p.add_argument("--executor", choices=["local", "dask"],
-                   help="local (default): one process; dask: per-PCN shards on a Dask cluster (docs/scale.md)")
-    p.add_argument("--address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster here)")
-    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
-    p.add_argument("--force", action="store_true",
-                   help="run even if the extract and settings are unchanged since the last published run")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("deploy", help="register scheduled runs (one per ICB) on a Prefect server",
-                       description="Register the deployments declared in --file (one [[deployment]] per "
-                       "ICB: icb, extract, out, config, cron, timezone; see flows/deployments.py) on the "
-                       "Prefect server at PREFECT_API_URL, in a 'process' work pool (created if missing). "
-                       "Registering again updates them. Then start a worker: prefect worker start --pool "
-                       "<pool>. See docs/scheduling.md.")
-    p.add_argument("--file", required=True, help="deployments file (TOML)")
-    p.set_defaults(func=cmd_deploy)
-
-    p = sub.add_parser("demo", help="generate a synthetic extract and run the pipeline on it",
-                       description="The embedded default: a synthetic extract, a local DuckDB "
-                       "file, Prefect and MLflow with no server; the whole flow of phm run. "
-                       "Everything is written under --out.")
-    p.add_argument("--out", default="phm-demo", help="output folder (default ./phm-demo)")
-    p.add_argument("--patients", type=int, default=100_000, help="patients (default 100000)")
-    p.add_argument("--pcns", type=int, default=3, help="PCNs (default 3)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--config", type=Path, help="TOML configuration (default: the documented defaults)")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("calc", help="score a CSV with QRISK3-2017 or QDiabetes-2018",
-                       description="Score any CSV whose columns are named as ClinRisk's "
-                       "arguments (age, sex F/M, bmi, rati, sbp, sbps5, town, ethrisk, smoke_cat, "
-                       "b_AF, b_treatedhyp, ... ; QDiabetes also fbs or fpg_mmol_l, hba1c or "
-                       "hba1c_mmol_mol, and picks model C, B or A from which is present). Writes the "
-                       "input columns plus risk_10y_pct and score_notes.")
-    p.add_argument("score", choices=["qrisk3", "qdiabetes"], help="which score")
-    p.add_argument("--input", required=True, help="CSV to score")
-    p.add_argument("--output", required=True, help="CSV to write")
-    p.set_defaults(func=cmd_calc)
-
-    p = sub.add_parser("contract", help="print the extract contract as Markdown",
-                       description="Print the extract contract (tables, columns, types, rules).")
-    p.add_argument("--write", help="write it to this file instead of printing")
-    p.set_defaults(func=cmd_contract)
-
-    p = sub.add_parser("codelists", help="list the project's codelists and their references",
-                       description="List every codelist with its coding system, size and the "
-                       "reference lists it is cross-checked against.")
-    p.set_defaults(func=cmd_codelists)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 

@@ -80,7 +80,7 @@ def test_no_planted_bias_does_not_fail_at_the_demo_size(tmp_path):
 
 
 def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(tmp_path, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     db = build(tmp_path, patients=100_000, pcns=3, outcome_recording={"N": 0.6})  # Black African
     code = main(["audit", "--db", str(db), "--out", str(tmp_path / "audit")])

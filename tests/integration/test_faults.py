@@ -33,7 +33,7 @@ def env() -> dict:
 
 
 def command(extract: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "phm.cli", "run", "--extract", str(extract), "--out", str(out), *extra]
+    return [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out), *extra]
 
 
 def run_to_end(extract: Path, out: Path, *extra: str) -> str:

@@ -83,7 +83,7 @@ def finished_run(tmp_path_factory):
     env.pop("MLFLOW_TRACKING_URI", None)  # see conftest.py
     # what `phm demo` runs after generating its extract: the whole flow, with the synthetic truth
     # (its metrics go to MLflow too), here on the remapped extract
-    demo = ("import sys; from pathlib import Path; from phm import cli; from phm.config import RunConfig; "
+    demo = ("import sys; from pathlib import Path; from cli import main as cli; from phm.config import RunConfig; "
             "cli._env_defaults(); e = Path(sys.argv[1]); "
             "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), RunConfig(), truth=e / 'truth', force=True))")
     done = subprocess.run([sys.executable, "-c", demo, str(extract), str(folder / "out")], env=env,

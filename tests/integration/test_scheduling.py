@@ -74,7 +74,7 @@ out = "{folder / 'broken-out'}"
 ''')
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}
     env.pop("MLFLOW_TRACKING_URI", None)  # see conftest.py: each run uses its own folder's store
-    deploy = subprocess.run([sys.executable, "-m", "phm.cli", "deploy", "--file", str(folder / "deployments.toml")],
+    deploy = subprocess.run([sys.executable, "-m", "cli", "deploy", "--file", str(folder / "deployments.toml")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stderr[-3000:]
     worker_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",

@@ -299,7 +299,7 @@ def test_configuration_loads_rules_and_overrides(tmp_path):
 # --- phm audit --scores -------------------------------------------------------------------------
 
 def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     table = simulate(n=20_000).rename({"group": "ethnicity", "score": "risk", "outcome": "event"})
     table.drop("selected").write_parquet(tmp_path / "fair.parquet")
@@ -331,7 +331,7 @@ def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
     (["--top-k", "0"], "--top-k must be between 1"),
 ])
 def test_audit_of_a_scored_table_names_the_column_and_row_at_fault(tmp_path, capsys, args, message):
-    from phm.cli import main
+    from cli.main import main
 
     frame = simulate(n=500).with_columns(pl.col("need") + 2)
     frame.write_csv(tmp_path / "t.csv")

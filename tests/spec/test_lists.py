@@ -252,7 +252,7 @@ def test_a_pcn_code_that_is_not_ods_style_never_names_a_file(tmp_path, pcn):
 
 
 def test_phm_run_without_the_key_stops_before_any_work(tmp_path, monkeypatch, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     monkeypatch.delenv(KEY_VARIABLE, raising=False)
     (tmp_path / "extract").mkdir()
@@ -313,7 +313,7 @@ def test_a_pcns_list_file_holds_only_its_own_practices_patients(tmp_path_factory
 
 
 def test_phm_run_into_an_unusable_folder_names_it_before_any_work(tmp_path, monkeypatch, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     monkeypatch.setenv(KEY_VARIABLE, "k" * 40)
     (tmp_path / "extract").mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from cli.main import main
 from models.scores import qdiabetes, qrisk3
-from phm.cli import main
 
 
 def _decimals(text: str) -> int:

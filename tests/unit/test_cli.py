@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from phm.cli import build_parser, main
+from cli.main import build_parser, main
 from tests.extracts import write_extract
 
 COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "run", "deploy", "demo", "calc", "contract", "codelists"]
@@ -17,7 +17,7 @@ COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "run", "de
 
 def phm(*args, timeout=300):
     exe = shutil.which("phm")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "phm.cli", *args]
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "cli", *args]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -53,7 +53,7 @@ def test_phm_deploy_without_a_server_says_how_to_start_one(tmp_path):
     path = write(tmp_path, '[[deployment]]\nicb = "QXX"\nextract = "/e"\nout = "/o"\n')
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-m", "phm.cli", "deploy", "--file", str(path)], env=env,
+    done = subprocess.run([sys.executable, "-m", "cli", "deploy", "--file", str(path)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "PREFECT_API_URL is not set" in done.stderr

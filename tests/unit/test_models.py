@@ -310,7 +310,7 @@ def test_score_without_a_registered_model_says_to_train(trained, tmp_path):
 
 
 def test_phm_train_and_score_on_the_command_line(trained, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     _, db, _ = trained
     assert main(["train", "--db", str(db), "--candidate-variant", "clinical_only"]) == 0
@@ -334,7 +334,7 @@ def test_training_is_reproducible_for_a_seed(trained):
 
 @pytest.mark.parametrize("command", ["train", "score"])
 def test_a_missing_database_is_named_and_nothing_is_created(command, tmp_path, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     missing = tmp_path / "none.duckdb"
     assert main([command, "--db", str(missing)]) == 2
