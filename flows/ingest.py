@@ -43,10 +43,13 @@ def finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, start
 
 
 @flow(name="phm-ingest", log_prints=False)
-def ingest_flow(extract_dir: Path, db_path: Path, docs_dir: Path | None = None) -> steps.IngestReport:
+def ingest_flow(extract_dir: Path, db_path: Path, docs_dir: Path | None = None,
+                settings: steps.IngestSettings | None = None) -> steps.IngestReport:
     started = time.perf_counter()
     extract_dir, db_path = Path(extract_dir), Path(db_path)
     metadata, reports = load_and_stage(extract_dir, db_path)
     outcomes = validate(db_path, docs_dir)
     notes_found = quarantine_and_publish(db_path, outcomes, reports)
-    return finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)
+    report = finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)
+    steps.refuse_mostly_quarantined(report, settings or steps.IngestSettings())
+    return report

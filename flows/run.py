@@ -211,7 +211,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     summary = RunSummary(out, db)
 
     stages.start("ingest and validate")
-    ingest = ingest_flow(extract, db, out)
+    ingest = ingest_flow(extract, db, out, config.ingest)
     summary.lines += ingest.summary_lines()
     stages.done()
 

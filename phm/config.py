@@ -1,6 +1,6 @@
 """The run configuration: one TOML file, checked on load with errors that name the key.
 
-Tables: ``[run]`` (ICB, horizon, seed, MLflow), ``[lists]`` (capacity, prioritisation,
+Tables: ``[run]`` (ICB, horizon, seed, MLflow), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
 exclusions, thresholds: docs/lists.md) and ``[audit]`` (the fairness audit and its gate:
 docs/fairness.md). Every key is optional. Secrets never live here: the pseudonymisation key
 comes only from the environment (PHM_PSEUDONYMISATION_KEY).
@@ -39,6 +39,8 @@ from pathlib import Path
 from models.fairness._settings import AuditSettings, Override
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
+from phm.ingest import IngestSettings
+from phm.ingest import settings_from as ingest_settings
 from phm.lists import ListSettings
 from phm.lists import settings_from as lists_settings
 
@@ -178,6 +180,7 @@ def check_run_settings(settings: RunSettings, where: str = "run") -> RunSettings
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     run: RunSettings = dataclasses.field(default_factory=RunSettings)
+    ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
     lists: ListSettings = dataclasses.field(default_factory=ListSettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
 
@@ -192,7 +195,8 @@ def load_config(path: Path | None) -> RunConfig:
         raise ConfigError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    readers = {"run": run_settings, "lists": lists_settings, "audit": audit_settings}
+    readers = {"run": run_settings, "ingest": ingest_settings, "lists": lists_settings,
+               "audit": audit_settings}
     for key in data:
         if key not in readers:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(readers)})")

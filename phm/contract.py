@@ -80,7 +80,8 @@ PRACTICE_REGISTRATIONS = Table(
     (
         _c("patient_id", "integer", False, "Patient; must exist in patients."),
         _c("start_date", "date", False, "First day of the registration."),
-        _c("end_date", "date", True, "Last day of the registration; empty while it is current."),
+        _c("end_date", "date", True, "Last day of the registration; empty while it is current. A date after "
+           "the extract date is read as current (counted in the ingest notes)."),
         _c("practice_pseudo_id", "integer", False, "Practice; must exist in practices."),
     ),
 )
@@ -115,7 +116,8 @@ ADDRESSES = Table(
     (
         _c("patient_id", "integer", False, "Patient; must exist in patients."),
         _c("start_date", "date", False, "First day at this address."),
-        _c("end_date", "date", True, "Last day at this address; empty while current."),
+        _c("end_date", "date", True, "Last day at this address; empty while current. A date after the "
+           "extract date is read as current (counted in the ingest notes)."),
         _c("lsoa_code", "string", True, "2011/2021 LSOA code (E01xxxxxx / W01xxxxxx); empty if unknown."),
         _c("imd_rounded", "integer", True,
            "IMD rank of the LSOA rounded to the nearest 100 (1 = most deprived); the IMD version is in extract.json."),
@@ -224,8 +226,14 @@ def render_markdown() -> str:
         "- `extract_date`: nothing in the extract may be dated later.",
         f"- `imd_version`: one of {', '.join(f'`{k}` ({v:,} LSOAs)' for k, v in IMD_VERSIONS.items())}.",
         "",
-        "Columns not listed are ignored (and named in the ingest report). Rows that break a rule go "
-        "to quarantine with the rule they broke; file-level faults stop the ingest.",
+        "Columns not listed are ignored (and named in the ingest report), and so are files that "
+        "are no table here (named too). Rows that break a rule go to quarantine with the rule they "
+        "broke; file-level faults stop the ingest.",
+        "",
+        "**Row numbers** mean one thing everywhere (errors, quarantine, reports): the data row of "
+        "the file, counting from 1 for the first row after the header (row 0 is the header). "
+        "For Parquet, row 1 is the first row. Errors name the file, row and column, never the "
+        "value.",
         "",
     ]
     for t in TABLES.values():

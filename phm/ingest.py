@@ -27,8 +27,9 @@ from pathlib import Path
 import duckdb
 
 from phm.codelists import measurement_ranges, project_codelists
-from phm.contract import TABLES, ExtractMetadata, find_table_file
-from phm.exceptions import DatabaseError, ExtractError, ValidationError
+from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetadata, find_table_file
+from phm.disclosure import show, suppress
+from phm.exceptions import ConfigError, DatabaseError, ExtractError, ValidationError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # A row whose patient (or practice) row was quarantined cannot be loaded either.
@@ -40,6 +41,29 @@ PARENTS = {
 }
 
 
+@dataclass(frozen=True)
+class IngestSettings:
+    """``[ingest]`` of the run configuration.
+
+    ``max_quarantined_share``: a table with more of its rows quarantined than this stops the run
+    at ingest, naming the table and the rule most rows broke. A file in another date format or
+    with the wrong column types is quarantined row by row; without this stop the run would go
+    on and fail later with a misleading message ("the extract covers 0 ICBs").
+    """
+
+    max_quarantined_share: float = 0.5
+
+
+def settings_from(table: dict, where: str = "ingest") -> IngestSettings:
+    known = {"max_quarantined_share"}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ConfigError(f"{where}.{key}: a share between 0 and 1 (default 0.5), not {value!r}")
+    return IngestSettings(**table)
+
+
 @dataclass
 class TableReport:
     table: str
@@ -48,6 +72,7 @@ class TableReport:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    rows_quarantined_with_parent: int = 0  # only because their patient or practice row was
     ignored_columns: list[str] = field(default_factory=list)
 
 
@@ -62,16 +87,27 @@ class IngestReport:
     data_docs: str | None
     seconds: float
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+    def to_json(self, exact: bool = False) -> str:
+        """The report as JSON. Counts are suppressed (1-7 withheld, others rounded to 5) unless
+        ``exact``: only the database's own record (``ingest.runs``) keeps them exact."""
+        body = asdict(self)
+        if not exact:
+            for t in body["tables"].values():
+                for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_quarantined_with_parent"):
+                    t[key] = suppress(t[key])
+                t["quarantine_reasons"] = {r: suppress(n) for r, n in t["quarantine_reasons"].items()}
+            body["counts"] = "suppressed: 1-7 withheld (null), others rounded to the nearest 5"
+        return json.dumps(body, indent=2) + "\n"
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{'table':<24}{'read':>12}{'loaded':>12}{'quarantined':>13}"]
+        """For logs and the terminal: counts suppressed (the check that rows read = loaded +
+        quarantined is made on the exact counts, in ``publish``)."""
+        lines = [f"{'table':<24}{'read':>12}{'loaded':>12}{'quarantined':>13}   (counts: 1-7 suppressed, others rounded to 5)"]
         for t in self.tables.values():
-            lines.append(f"{t.table:<24}{t.rows_read:>12,}{t.rows_loaded:>12,}{t.rows_quarantined:>13,}")
+            lines.append(f"{t.table:<24}{show(t.rows_read):>12}{show(t.rows_loaded):>12}{show(t.rows_quarantined):>13}")
             for reason, count in sorted(t.quarantine_reasons.items(), key=lambda kv: -kv[1]):
-                lines.append(f"    {count:>10,}  {reason}")
-        lines.append("every table: rows read = rows loaded + rows quarantined")
+                lines.append(f"    {show(count):>12}  {reason}")
+        lines.append("every table: rows read = rows loaded + rows quarantined (checked on the exact counts)")
         lines += [f"note: {n}" for n in self.notes]
         return lines
 
@@ -103,7 +139,11 @@ def _first_line(text: str) -> str:
 
 
 def _safe_csv_error(exc: Exception) -> tuple[str, int | None]:
-    """DuckDB's CSV error without the copy of the offending line (it may hold patient data)."""
+    """DuckDB's CSV error without the copy of the offending line (it may hold patient data).
+
+    DuckDB counts file lines (the header is line 1); phm's row numbers are data rows (the first
+    row after the header is row 1, as in quarantine), so the line becomes ``line - 1`` and
+    DuckDB's own "on Line: N" is taken out of the text rather than contradict it."""
     text = str(exc)
     line = re.search(r"[Ll]ine:? (\d+)", text)
     kept = []
@@ -111,9 +151,10 @@ def _safe_csv_error(exc: Exception) -> tuple[str, int | None]:
         if part.startswith(("Original Line", "Possible", "*", "  ", "This type of error",
                             "Please", "Consider", "File:")) or not part.strip():
             continue
-        kept.append(re.sub(r"'[^']*'", "'...'", part.strip()))
+        part = re.sub(r"\s*(on )?[Ll]ine:? \d+;?", "", part.strip())
+        kept.append(re.sub(r"'[^']*'", "'...'", part))
     summary = "; ".join(kept[:2])[:300] or "the file could not be parsed"
-    return summary, int(line.group(1)) if line else None
+    return summary, int(line.group(1)) - 1 if line else None
 
 
 def read_header(path: Path) -> list[str]:
@@ -170,6 +211,14 @@ def check_file(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) ->
     return report, path
 
 
+def unknown_files(extract_dir: Path) -> list[str]:
+    """Files and folders in the extract that are no contract table (a supplier's extra
+    ``ons_deaths.csv`` is named, not silently ignored; the generator's ``truth/`` too)."""
+    known = {METADATA_FILE} | {f"{t}{s}" for t in TABLES for s in SUPPORTED_SUFFIXES}
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in Path(extract_dir).iterdir()
+                  if p.name not in known)
+
+
 def _is_csv(path: Path) -> bool:
     return path.name.endswith((".csv", ".csv.gz"))
 
@@ -190,6 +239,7 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int:
               "escape = '\"', strict_mode = true, encoding = 'utf-8')"
               if _is_csv(path) else "read_parquet(?)")
     con.execute("create schema if not exists staging")
+    con.execute((SQL_DIR / "staging" / "macros.sql").read_text())
     try:
         con.execute(
             f"create or replace table staging.stg_{table}_rows as "  # noqa: S608
@@ -204,7 +254,25 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int:
     if rows == 0:
         raise ExtractError("has a header but no rows" if _is_csv(path) else "has no rows",
                            file=str(path))
+    _refuse_excel_notation(con, path, table)
     return rows
+
+
+def _refuse_excel_notation(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
+    """Ids that Excel rewrote as 8.30000E+11 have lost their digits: thousands of patients
+    would share one id. Stop, naming the first row, rather than quarantine them one by one."""
+    for column in TABLES[table].column_names:
+        if not column.endswith("_id"):
+            continue
+        first = con.execute(
+            f"select min(source_row) from staging.stg_{table} where {column}_excel_notation"  # noqa: S608
+        ).fetchone()[0]
+        if first is not None:
+            raise ExtractError(
+                "identifiers in scientific notation, as Excel writes long numbers (e.g. 8.3E+11): "
+                "their digits are lost and different patients would share one id; export the "
+                "extract again without opening it in Excel (or format the column as text)",
+                file=str(path), row=first, column=column)
 
 
 def write_run_parameters(con: duckdb.DuckDBPyConnection, metadata: ExtractMetadata) -> None:
@@ -270,6 +338,9 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
         report.rows_quarantined = con.execute(
             "select count(distinct source_row) from ingest.quarantine where table_name = ?",
             [table]).fetchone()[0]
+        report.rows_quarantined_with_parent = con.execute(
+            "select count(distinct source_row) from ingest.quarantine where table_name = ? "
+            "and rule = 'parent_quarantined'", [table]).fetchone()[0]
         report.quarantine_reasons = dict(con.execute(
             "select reason, count(distinct source_row) from ingest.quarantine where table_name = ? "
             "group by reason order by 2 desc", [table]).fetchall())
@@ -290,8 +361,13 @@ def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> li
         join main.practice_registrations b on a.patient_id = b.patient_id
         and a.start_date < b.start_date and (a.end_date is null or a.end_date >= b.start_date)""").fetchone()[0]
     if overlapping:
-        out.append(f"{overlapping:,} patients have overlapping registrations (kept; the feature "
+        out.append(f"{show(overlapping)} patients have overlapping registrations (kept; the feature "
                    "layer uses the most recently started one)")
+    for table, what in (("practice_registrations", "registrations"), ("addresses", "address periods")):
+        future = con.execute(f"select count(*) from staging.stg_{table} "  # noqa: S608 - our table name
+                             "where end_date_after_extract").fetchone()[0]
+        if future:
+            out.append(f"{show(future)} {what} end after the extract date: read as current (no end yet)")
     known = [c for cl in project_codelists().values() if cl.system == "snomedct" for c in cl.codes]
     con.execute("create or replace temp table known_codes (code varchar)")
     insert_rows(con, "known_codes", [[c] for c in known])
@@ -312,7 +388,7 @@ def record_run(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
     insert_rows(con, "ingest.table_counts", [[t.table, t.rows_read, t.rows_loaded, t.rows_quarantined]
                                              for t in report.tables.values()])
     con.execute("insert into ingest.runs values (?, ?, ?, ?)",
-                [dt.datetime.now(), report.extract_dir, report.extract_date, report.to_json()])
+                [dt.datetime.now(), report.extract_dir, report.extract_date, report.to_json(exact=True)])
 
 
 def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[ExtractMetadata, dict[str, TableReport]]:
@@ -327,6 +403,8 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
                 progress(f"loading {table}")
             reports[table], path = check_file(con, extract_dir, table)
             reports[table].rows_read = stage(con, path, table)
+        con.execute("create or replace view staging.patients_agreed as "
+                    + (SQL_DIR / "staging" / "patients_agreed.sql").read_text())
     finally:
         con.close()
     return metadata, reports
@@ -362,6 +440,9 @@ def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: Ex
            reports: dict[str, TableReport], notes_found: list[str], started: float) -> IngestReport:
     """Step 4: the report, recorded in the database."""
     docs = Path(docs_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html" if docs_dir else None
+    unknown = unknown_files(extract_dir)
+    if unknown:
+        notes_found = [f"not in the contract, so not read: {', '.join(unknown)}", *notes_found]
     report = IngestReport(
         extract_dir=str(extract_dir), database=str(db_path),
         extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,
@@ -375,7 +456,24 @@ def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: Ex
     return report
 
 
-def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None) -> IngestReport:
+def refuse_mostly_quarantined(report: IngestReport, settings: IngestSettings) -> None:
+    """Stop when a table is wholly or mostly quarantined by its own rules (rows that follow a
+    quarantined patient or practice count against that table, which names the cause). The
+    report is already recorded in ``ingest.runs`` and every row in ``ingest.quarantine``."""
+    for t in report.tables.values():
+        own = t.rows_quarantined - t.rows_quarantined_with_parent
+        if t.rows_read and own / t.rows_read > settings.max_quarantined_share:
+            rule = max(t.quarantine_reasons.items(), key=lambda kv: kv[1])[0]
+            raise ExtractError(
+                f"{own / t.rows_read:.0%} of the {t.table} table's rows were "
+                f"quarantined, more than ingest.max_quarantined_share ({settings.max_quarantined_share:.0%}); "
+                f"most broke the rule '{rule}'. The file is probably in another format or has "
+                "columns of the wrong type; ingest.quarantine in the database lists every row",
+                file=t.file)
+
+
+def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None,
+           settings: IngestSettings | None = None) -> IngestReport:
     """Load, validate and publish an extract (the four steps above, in order)."""
     started = time.perf_counter()
     extract_dir, db_path = Path(extract_dir), Path(db_path)
@@ -384,4 +482,6 @@ def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progr
     if progress:
         progress("quarantining and publishing")
     notes_found = quarantine_and_publish(db_path, outcomes, reports)
-    return finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)
+    report = finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)
+    refuse_mostly_quarantined(report, settings or IngestSettings())
+    return report

@@ -1,0 +1,18 @@
+-- Macros the staging models share; temporary, created on the staging connection before each model.
+--
+-- phm_whole_number(x): an identifier as the contract says, a whole number written plainly
+-- (digits, an optional minus sign, no leading zero). Anything else (1.4, 84064.5 or 7.0 from a
+-- Parquet float column, 5.88e2, 0x24C, 007, ' 12', Excel's 8.30000E+11) becomes null, so the row
+-- is quarantined by the rule "<column> is missing or is not a whole number": never coerced,
+-- which could merge two patients (issue 16: 3,000 Excel-mangled ids collapsed into one).
+create or replace temp macro phm_whole_number(x) as (
+    case when cast(try_cast(cast(x as varchar) as bigint) as varchar) = cast(x as varchar)
+         then try_cast(cast(x as varchar) as bigint) end
+);
+
+-- phm_excel_notation(x): a number Excel wrote in scientific notation (8.30000E+11). Its digits
+-- are gone, so the ingest stops and asks for a re-export rather than quarantining the rows.
+create or replace temp macro phm_excel_notation(x) as (
+    strpos(upper(cast(x as varchar)), 'E+') > 0
+    and regexp_full_match(trim(cast(x as varchar)), '[0-9]+([.][0-9]+)?[eE][+][0-9]+')
+);
