@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import difflib
 import logging
 import os
 import sys
@@ -480,6 +481,17 @@ def cmd_calc(args) -> int:
         if column not in frame.columns:
             raise ConfigError(f"--input {source}: column {column!r} is required "
                               "(columns are named as ClinRisk's arguments; see phm calc --help)")
+    expected = scores.input_columns(args.score)
+    unknown = [c for c in frame.columns if c not in expected]
+    if unknown and not args.allow_extra_columns:
+        # a misspelt predictor (b_af for b_AF) would otherwise be scored as absent, silently
+        by_case = {name.lower(): name for name in expected}
+        hints = [f"{c!r} (did you mean {m[0]!r}?)" if (m := [by_case[c.lower()]] if c.lower() in by_case
+                                                      else difflib.get_close_matches(c, expected, 1, 0.6))
+                 else repr(c) for c in unknown]
+        raise ConfigError(f"--input {source}: {args.score} does not read column(s) {', '.join(hints)}; "
+                          f"it reads {', '.join(sorted(expected, key=str.lower))}. Rename them, or pass "
+                          "--allow-extra-columns to carry other columns (e.g. an id) through unscored")
     for column in frame.columns:
         if column in ("age", "bmi", "rati", "sbp", "sbps5", "town", "fbs", "hba1c", "fpg_mmol_l",
                       "hba1c_mmol_mol", "ethrisk", "smoke_cat") and not frame[column].dtype.is_numeric():
@@ -506,6 +518,9 @@ def add_calc(sub) -> None:
     p.add_argument("score", choices=["qrisk3", "qdiabetes"], help="which score")
     p.add_argument("--input", required=True, help="CSV to score")
     p.add_argument("--output", required=True, help="CSV to write")
+    p.add_argument("--allow-extra-columns", action="store_true",
+                   help="carry columns the score does not read (e.g. an id) through to the output; "
+                   "without it such a column is an error, as a misspelt predictor would be scored as absent")
     p.set_defaults(func=cmd_calc)
 
 

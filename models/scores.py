@@ -34,6 +34,15 @@ DIABETIC_RANGE = {"fbs": 7.0, "hba1c": 48.0}
 ALIASES = {"fpg_mmol_l": "fbs", "hba1c_mmol_mol": "hba1c"}
 
 
+def input_columns(score: str) -> set[str]:
+    """Every column ``qrisk3`` or ``qdiabetes`` reads (ClinRisk's argument names, plus ``sex``
+    and the accepted spellings of the QDiabetes blood tests)."""
+    models = ((qrisk3_2017.FEMALE, qrisk3_2017.MALE) if score == "qrisk3"
+              else tuple(qdiabetes_2018.MODELS.values()))
+    names = {name for model in models for name in model.inputs} | {"sex"}
+    return names | set(ALIASES) if score == "qdiabetes" else names
+
+
 def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
     if name not in frame.columns:
         return np.full(frame.height, np.nan)

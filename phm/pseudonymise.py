@@ -40,9 +40,32 @@ def icb_key(environ: dict[str, str] | None = None, icb: str | None = None) -> by
         raise ConfigError(f"{' or '.join(names)} is not set: lists carry pseudonymous ids and cannot be made "
                           f"without the ICB's key (at least {MIN_KEY_BYTES} bytes, e.g. from "
                           "`python -c \"import secrets; print(secrets.token_hex(32))\"`)")
-    key = environ[name].encode()
+    return check_key(name, environ[name])
+
+
+MIN_DISTINCT_CHARACTERS = 12
+
+
+def check_key(name: str, value: str) -> bytes:
+    """The key's bytes, refused (naming the variable, never echoing the key) when it is not
+    UTF-8 (the environment would hand over undecodable bytes), carries surrounding white space
+    (a trailing newline from ``echo`` or a file would silently change every pseudonym), is
+    shorter than 32 characters, or has fewer than 12 distinct characters (32 spaces or one
+    letter repeated: guessable, so pseudonyms could be recomputed by anyone)."""
+    try:
+        key = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name} is not UTF-8 text: set it from a generated key, e.g. "
+                          "`python -c \"import secrets; print(secrets.token_hex(32))\"`") from None
+    if value != value.strip():
+        raise ConfigError(f"{name} begins or ends with white space (a newline?): every pseudonym "
+                          "would change with it; set the key without it")
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{name} is too short: at least {MIN_KEY_BYTES} characters")
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        raise ConfigError(f"{name} has fewer than {MIN_DISTINCT_CHARACTERS} distinct characters: "
+                          "use a generated key, e.g. `python -c \"import secrets; "
+                          "print(secrets.token_hex(32))\"`")
     return key
 
 

@@ -20,6 +20,7 @@ from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pse
 from phm.publish import publish, write_run_folder
 
 KEY = b"k" * 32
+GOOD_KEY = "0f3a9c1e7b5d2f8a4c6e0b9d1f3a5c7e"  # 32 characters, 16 distinct
 
 
 # --- reasons (sql/lists/list_reasons.sql) --------------------------------------------------------
@@ -172,7 +173,19 @@ def test_no_key_no_list():
         icb_key({})
     with pytest.raises(ConfigError, match="too short"):
         icb_key({KEY_VARIABLE: "short"})
-    assert icb_key({KEY_VARIABLE: "x" * 40}) == b"x" * 40
+    assert icb_key({KEY_VARIABLE: GOOD_KEY}) == GOOD_KEY.encode()
+
+
+@pytest.mark.parametrize("value,why", [
+    (GOOD_KEY + "\n", "white space"), (" " + GOOD_KEY, "white space"), (" " * 32, "white space"),
+    ("k" * 40, "distinct characters"), ("ab" * 20, "distinct characters"),
+    ("0123456789abcdef\udcff" * 2, "not UTF-8"),  # how Python shows undecodable environment bytes
+])
+def test_a_weak_or_mangled_key_is_refused_naming_the_variable_not_the_key(value, why):
+    with pytest.raises(ConfigError, match=why) as caught:
+        icb_key({KEY_VARIABLE: value})
+    assert KEY_VARIABLE in str(caught.value)
+    assert not value.strip() or value.strip() not in str(caught.value)
 
 
 # --- summaries, configuration, publishing ----------------------------------------------------------
@@ -272,7 +285,7 @@ def test_run_configuration_takes_dates_and_paths(tmp_path):
 
 
 def test_an_icbs_own_key_wins_over_the_shared_one():
-    shared, own = "s" * 40, "q" * 40
+    shared, own = GOOD_KEY + "-shared", GOOD_KEY + "-own"
     assert icb_key({KEY_VARIABLE: shared, f"{KEY_VARIABLE}_QXX": own}, icb="QXX") == own.encode()
     assert icb_key({KEY_VARIABLE: shared, f"{KEY_VARIABLE}_QXX": own}, icb="QYY") == shared.encode()
     with pytest.raises(ConfigError, match=f"{KEY_VARIABLE}_QYY or {KEY_VARIABLE} is not set"):
@@ -315,7 +328,7 @@ def test_a_pcns_list_file_holds_only_its_own_practices_patients(tmp_path_factory
 def test_phm_run_into_an_unusable_folder_names_it_before_any_work(tmp_path, monkeypatch, capsys):
     from cli.main import main
 
-    monkeypatch.setenv(KEY_VARIABLE, "k" * 40)
+    monkeypatch.setenv(KEY_VARIABLE, GOOD_KEY)
     (tmp_path / "extract").mkdir()
     (tmp_path / "a-file").write_text("")
     assert main(["run", "--extract", str(tmp_path / "extract"), "--out", str(tmp_path / "a-file" / "out")]) == 2

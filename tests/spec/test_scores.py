@@ -16,7 +16,8 @@ def _decimals(text: str) -> int:
 def test_every_qrisk3_reference_vector_through_phm_calc(reference_dir, tmp_path):
     source = reference_dir / "scores" / "qrisk3_anchor_vectors.csv"
     out = tmp_path / "scored.csv"
-    assert main(["calc", "qrisk3", "--input", str(source), "--output", str(out)]) == 0
+    assert main(["calc", "qrisk3", "--input", str(source), "--output", str(out),
+                 "--allow-extra-columns"]) == 0  # the vectors carry source, expected, tol
     scored = pl.read_csv(out)
     reference = pl.read_csv(source)
     assert scored.columns[: len(reference.columns)] == reference.columns
@@ -29,7 +30,8 @@ def test_every_qrisk3_reference_vector_through_phm_calc(reference_dir, tmp_path)
 def test_every_qdiabetes_reference_vector_through_phm_calc(reference_dir, tmp_path):
     source = reference_dir / "scores" / "qdiabetes_anchor_vectors.csv"
     out = tmp_path / "scored.csv"
-    assert main(["calc", "qdiabetes", "--input", str(source), "--output", str(out)]) == 0
+    assert main(["calc", "qdiabetes", "--input", str(source), "--output", str(out),
+                 "--allow-extra-columns"]) == 0
     scored = pl.read_csv(out, infer_schema_length=0)
     assert scored.height == 16
     for row in scored.iter_rows(named=True):
@@ -92,3 +94,23 @@ def test_calc_names_the_row_and_column_of_a_non_number(tmp_path, capsys):
     bad.write_text("sex,age,bmi\nF,50,25\nM,sixty,30\n")
     assert main(["calc", "qrisk3", "--input", str(bad), "--output", str(tmp_path / "o.csv")]) == 2
     assert "row 2, column 'age': not a number" in capsys.readouterr().err
+
+
+def test_calc_refuses_a_misspelt_predictor_rather_than_score_it_as_absent(tmp_path, capsys):
+    """b_af for b_AF was scored as no atrial fibrillation: 13.30% instead of 21.78%."""
+    source = tmp_path / "in.csv"
+    source.write_text("sex,age,bmi,b_af,patient_ref\nM,64,31,1,a1\n")
+    out = tmp_path / "o.csv"
+    assert main(["calc", "qrisk3", "--input", str(source), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'b_af' (did you mean 'b_AF'?)" in err and "'patient_ref'" in err and "b_treatedhyp" in err
+    assert not out.exists()
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(source.read_text().replace("b_af", "b_AF"))
+    assert main(["calc", "qrisk3", "--input", str(fixed), "--output", str(out), "--allow-extra-columns"]) == 0
+    scored = pl.read_csv(out)
+    assert scored["patient_ref"].to_list() == ["a1"]  # carried through, unscored
+    with_af = scored["risk_10y_pct"][0]
+    fixed.write_text("sex,age,bmi\nM,64,31\n")
+    assert main(["calc", "qrisk3", "--input", str(fixed), "--output", str(out)]) == 0
+    assert with_af > pl.read_csv(out)["risk_10y_pct"][0]
