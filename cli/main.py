@@ -544,12 +544,31 @@ def add_contract(sub) -> None:
 
 
 def cmd_codelists(args) -> int:
-    from phm.codelists import project_codelists
+    from phm.codelists import coverage, project_codelists
 
-    print(f"{'concept':<26}{'system':<10}{'codes':>6}  reference")
+    if args.reference:
+        # A Markdown table (docs/features.md keeps a copy): both directions, per concept.
+        reference_dir = Path(args.reference)
+        if not reference_dir.is_dir():
+            raise ConfigError(f"--reference: {reference_dir} is not a directory of reference codelists")
+        print("| concept | codes | national reference codes | included | excluded (with reason) | "
+              "from other sources | undocumented gaps |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        gaps = 0
+        for cl in project_codelists().values():
+            if not cl.references:
+                print(f"| {cl.concept} | {len(cl.codes)} | no national list | | | {len(cl.sources)} | |")
+                continue
+            cov = coverage(cl, reference_dir)
+            undocumented = len(cov.undocumented_gaps) + len(cov.unsourced) + len(cov.stale_exclusions)
+            gaps += undocumented
+            print(f"| {cl.concept} | {len(cl.codes)} | {cov.reference_codes} | {cov.included} | {cov.excluded} "
+                  f"| {cov.from_elsewhere} | {undocumented} |")
+        return 1 if gaps else 0
+    print(f"{'concept':<30}{'system':<10}{'codes':>6}  reference")
     for cl in project_codelists().values():
-        ref = ", ".join(cl.references) if cl.references else "none here: review on OpenCodelists"
-        print(f"{cl.concept:<26}{cl.system:<10}{len(cl.codes):>6}  {ref}")
+        ref = ", ".join(cl.references) if cl.references else "no national list: " + (cl.provenance or "review on OpenCodelists")
+        print(f"{cl.concept:<30}{cl.system:<10}{len(cl.codes):>6}  {ref}")
     return 0
 
 
@@ -557,6 +576,9 @@ def add_codelists(sub) -> None:
     p = sub.add_parser("codelists", help="list the project's codelists and their references",
                        description="List every codelist with its coding system, size and the "
                        "reference lists it is cross-checked against.")
+    p.add_argument("--reference", metavar="DIR",
+                   help="print a Markdown coverage table against the national lists in DIR (both "
+                   "directions); exit 1 if any gap is undocumented")
     p.set_defaults(func=cmd_codelists)
 
 

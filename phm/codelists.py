@@ -1,6 +1,9 @@
 """The project's codelists (OpenCodelists CSV format) and their manifest.
 
 Codes are validated by pattern when loaded; an error names the file, the line and the code.
+Each list covers its national reference lists (``manifest.toml`` names them): a reference code
+left out is in ``exclusions/<concept>.csv`` with its reason, and a code from elsewhere names its
+source in the list's ``source`` column (tests/test_codelists.py checks both directions).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import csv
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from phm.exceptions import CodelistError
 
 CODELIST_DIR = Path(__file__).resolve().parent.parent / "features" / "codelists"
 MANIFEST = "manifest.toml"
+EXCLUSIONS_DIR = "exclusions"
+UNUSED_REFERENCES = "unused_references.toml"
 
 # SNOMED CT and dm+d identifiers are both SCTIDs: no leading zero, 6 to 18 digits.
 CODE_PATTERNS = {
@@ -34,6 +39,8 @@ class Codelist:
     codes: dict[str, str | None]  # code -> category (None where the list has no categories)
     terms: dict[str, str]
     references: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)  # code -> where it comes from, if not a reference
+    provenance: str = ""
     reference_code_column: str = "code"
     reference_category_column: str | None = None
     unit: str | None = None
@@ -46,7 +53,7 @@ class Codelist:
         return self.unit is not None
 
 
-def _read_csv(path: Path, system: str) -> tuple[dict[str, str | None], dict[str, str]]:
+def _read_csv(path: Path, system: str) -> tuple[dict[str, str | None], dict[str, str], dict[str, str]]:
     pattern = CODE_PATTERNS[system]
     try:
         text = path.read_text(encoding="utf-8")
@@ -61,6 +68,7 @@ def _read_csv(path: Path, system: str) -> tuple[dict[str, str | None], dict[str,
     has_category = "category" in reader.fieldnames
     codes: dict[str, str | None] = {}
     terms: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
         code = (row.get("code") or "").strip()
         if not pattern.fullmatch(code):
@@ -74,9 +82,11 @@ def _read_csv(path: Path, system: str) -> tuple[dict[str, str | None], dict[str,
             raise CodelistError(f"{path}, line {line}: code {code} has no category")
         codes[code] = category
         terms[code] = (row.get("term") or "").strip()
+        if (row.get("source") or "").strip():
+            sources[code] = row["source"].strip()
     if not codes:
         raise CodelistError(f"{path}: codelist has no codes")
-    return codes, terms
+    return codes, terms, sources
 
 
 def load_codelists(directory: Path = CODELIST_DIR) -> dict[str, Codelist]:
@@ -95,11 +105,12 @@ def load_codelists(directory: Path = CODELIST_DIR) -> dict[str, Codelist]:
             raise CodelistError(f"{manifest_path}: [{concept}] system must be one of "
                                 f"{sorted(CODE_PATTERNS)}, not {system!r}")
         path = Path(directory) / f"{concept}.csv"
-        codes, terms = _read_csv(path, system)
+        codes, terms, sources = _read_csv(path, system)
         lists[concept] = Codelist(
             concept=concept, system=system, version=str(entry.get("version", "")),
             description=entry.get("description", ""), codes=codes, terms=terms,
-            references=tuple(entry.get("references", ())),
+            references=tuple(entry.get("references", ())), sources=sources,
+            provenance=" ".join(str(entry.get("provenance", "")).split()),
             reference_code_column=entry.get("reference_code_column", "code"),
             reference_category_column=entry.get("reference_category_column"),
             unit=entry.get("unit"), plausible_min=entry.get("plausible_min"),
@@ -108,6 +119,37 @@ def load_codelists(directory: Path = CODELIST_DIR) -> dict[str, Codelist]:
     if unlisted:
         raise CodelistError(f"{manifest_path}: codelist files not in the manifest: {sorted(unlisted)}")
     return lists
+
+
+def load_exclusions(concept: str, directory: Path = CODELIST_DIR) -> dict[str, dict[str, str]]:
+    """Reference codes deliberately left out of ``concept``: code -> {reference file: reason}."""
+    path = Path(directory) / EXCLUSIONS_DIR / f"{concept}.csv"
+    if not path.exists():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    reader = csv.DictReader(path.read_text(encoding="utf-8").splitlines())
+    if not reader.fieldnames or not {"code", "reference", "reason"} <= set(reader.fieldnames):
+        raise CodelistError(f"{path}, line 1: header must have columns 'code', 'reference' and 'reason' "
+                            f"(found {reader.fieldnames})")
+    for line, row in enumerate(reader, start=2):
+        code, reference, reason = (row.get(k, "").strip() for k in ("code", "reference", "reason"))
+        if not CODE_PATTERNS["snomedct"].fullmatch(code):
+            raise CodelistError(f"{path}, line {line}: code {code!r} is not a valid identifier")
+        if not reference or not reason:
+            raise CodelistError(f"{path}, line {line}: code {code} needs the reference it comes from and a reason")
+        out.setdefault(code, {})[reference] = reason
+    return out
+
+
+def unused_references(directory: Path = CODELIST_DIR) -> dict[str, str]:
+    """Reference files no concept covers, with the reason (``unused_references.toml``)."""
+    path = Path(directory) / UNUSED_REFERENCES
+    if not path.exists():
+        return {}
+    try:
+        return {k: str(v) for k, v in tomllib.loads(path.read_text(encoding="utf-8")).items()}
+    except tomllib.TOMLDecodeError as exc:
+        raise CodelistError(f"{path}: not valid TOML ({exc})") from None
 
 
 @cache
@@ -123,3 +165,48 @@ def measurement_ranges() -> list[tuple[str, str, float, float]]:
         for cl in project_codelists().values() if cl.is_measurement
         for code in cl.codes
     ]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How one project list compares with its national reference lists, in both directions."""
+    concept: str
+    reference_codes: int          # distinct codes over the concept's reference files
+    included: int                 # reference codes in the list
+    excluded: int                 # reference codes left out with a documented reason
+    undocumented_gaps: tuple[str, ...]    # reference codes neither included nor excluded
+    stale_exclusions: tuple[str, ...]     # exclusions naming a code the reference does not have, or that the list has
+    from_elsewhere: int           # list codes in no reference, each naming its source
+    unsourced: tuple[str, ...]    # list codes in no reference and with no source
+
+    @property
+    def complete(self) -> bool:
+        return not (self.undocumented_gaps or self.stale_exclusions or self.unsourced)
+
+
+def read_reference(path: Path, code_column: str = "code") -> set[str]:
+    """The codes of one reference CSV (OpenCodelists format)."""
+    with open(path, encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if code_column not in (reader.fieldnames or ()):
+            raise CodelistError(f"{path}, line 1: no column {code_column!r} (found {reader.fieldnames})")
+        return {row[code_column].strip() for row in reader if row[code_column].strip()}
+
+
+def coverage(cl: Codelist, reference_dir: Path, directory: Path = CODELIST_DIR) -> Coverage:
+    """Compare ``cl`` with its reference files in ``reference_dir`` (both directions)."""
+    exclusions = load_exclusions(cl.concept, directory)
+    per_file = {name: read_reference(Path(reference_dir) / name, cl.reference_code_column) for name in cl.references}
+    reference = set().union(*per_file.values()) if per_file else set()
+    gaps = sorted(code for name, codes in per_file.items() for code in codes
+                  if code not in cl.codes and name not in exclusions.get(code, {}))
+    stale = sorted(code for code, by_file in exclusions.items()
+                   if code in cl.codes or any(code not in per_file.get(name, ()) for name in by_file))
+    elsewhere = [code for code in cl.codes if code not in reference]
+    return Coverage(
+        concept=cl.concept, reference_codes=len(reference),
+        included=sum(code in cl.codes for code in reference),
+        excluded=sum(code not in cl.codes and code in exclusions for code in reference),
+        undocumented_gaps=tuple(dict.fromkeys(gaps)), stale_exclusions=tuple(stale),
+        from_elsewhere=sum(code in cl.sources for code in elsewhere),
+        unsourced=tuple(code for code in elsewhere if code not in cl.sources))

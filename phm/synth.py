@@ -55,6 +55,7 @@ import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ import polars as pl
 from phm import synth_profiles as prof
 from phm.codelists import project_codelists
 from phm.contract import TABLES, ExtractMetadata
-from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_STATED
+from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED
 from phm.exceptions import ConfigError
 
 EPOCH = dt.date(1970, 1, 1)
@@ -170,9 +171,69 @@ class _Events:
         return pl.DataFrame(data)
 
 
-def _first_code(concept: str, category: str | None = None) -> str:
-    cl = project_codelists()[concept]
-    return next(c for c, cat in cl.codes.items() if category is None or cat == category)
+class _CodePicker:
+    """Which code of a concept's list each record carries: a realistic spread, not one code.
+
+    GP records concentrate on the few codes the clinical systems' templates offer, with a long tail
+    of older, inactive and legacy codes (retired dm+d ids, 2001-census ethnicity, CTV3-era
+    concepts). Each record's code is drawn with weight 1 / rank ** ZIPF over the list's own order
+    (each list keeps its commonest codes first), so most records use a handful of codes and a
+    share use the rest. Ethnicity is recorded with 2001-census codes (60%), 2011-census codes (30%)
+    and other codes of the category (10%). The picker has its own random stream, seeded from the
+    extract's seed, so choosing codes moves no other draw of the generator.
+    """
+
+    ZIPF = 1.1
+    ETHNICITY_CENSUS_SHARES = (("2001 census", 0.6), ("2011 census", 0.3), (None, 0.1))
+
+    def __init__(self, seed: int, events: _Events) -> None:
+        self.rng = np.random.default_rng([seed, 15])
+        self.events = events
+        self._tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _table(self, concept: str, category: str | None, among: frozenset[str] | None) -> tuple[np.ndarray, np.ndarray]:
+        key = (concept, category, among)
+        if key not in self._tables:
+            cl = project_codelists()[concept]
+            codes = [c for c, cat in cl.codes.items()
+                     if (category is None or cat == category) and (among is None or c in among)]
+            if concept == "ethnicity":
+                weights = np.zeros(len(codes))
+                census = [next((k for k, _ in self.ETHNICITY_CENSUS_SHARES[:-1] if k in cl.terms[c].lower()), None)
+                          for c in codes]
+                for kind, share in self.ETHNICITY_CENSUS_SHARES:
+                    members = np.flatnonzero([k == kind for k in census])
+                    if len(members):
+                        w = 1.0 / np.arange(1, len(members) + 1) ** self.ZIPF
+                        weights[members] = share * w / w.sum()
+            else:
+                weights = 1.0 / np.arange(1, len(codes) + 1) ** self.ZIPF
+            ids = np.array([self.events.code_id(c) for c in codes], dtype=np.int32)
+            self._tables[key] = (ids, weights / weights.sum())
+        return self._tables[key]
+
+    def pick(self, concept: str, size: int, category: str | None = None,
+             among: frozenset[str] | None = None) -> np.ndarray:
+        """``size`` code ids (of this picker's ``_Events``) for records of ``concept`` (of ``category``,
+        and only codes in ``among`` when given)."""
+        ids, p = self._table(concept, category, among)
+        return ids[self.rng.choice(len(ids), size=size, p=p)]
+
+
+def _diastolic_of(systolic_code: str) -> str:
+    """The diastolic code of the same kind of reading as a systolic code (sitting, lying, ...)."""
+    return _bp_code_pairs()[systolic_code]
+
+
+@cache
+def _bp_code_pairs() -> dict[str, str]:
+    """systolic code -> diastolic code, paired by term ('Sitting systolic ...' -> 'Sitting
+    diastolic ...'); systolic codes with no diastolic twin (e.g. 'on admission') are not drawn."""
+    lists = project_codelists()
+    diastolic = {lists["diastolic_bp"].terms[c].lower(): c for c in lists["diastolic_bp"].codes}
+    pairs = {c: diastolic.get(lists["systolic_bp"].terms[c].lower().replace("systolic", "diastolic"))
+             for c in lists["systolic_bp"].codes}
+    return {s: d for s, d in pairs.items() if d is not None}
 
 
 def generate(config: SynthConfig, out_dir: Path) -> dict:
@@ -386,6 +447,8 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     # --- events ---------------------------------------------------------------------------------
     ev = _Events()
     med = _Events()
+    ev_code = _CodePicker(config.seed, ev)
+    med_code = _CodePicker(config.seed + 1, med)
     access = _knob(config.measurement_access, cat, 1.0)
     recording = _knob(config.outcome_recording, cat, 1.0)
     win_start = np.maximum.reduce([first_start, np.full(n, W0), dob + int(18 * YEAR)])
@@ -452,17 +515,17 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     true_s = true_s - np.where(d >= tx_start[i], 12, 0)
     s_read = np.round(np.clip(true_s + rng.normal(0, 8, len(i)), 70, 240))
     d_read = np.round(np.clip(0.45 * s_read + 20 + dbp_offset[i] + rng.normal(0, 4, len(i)), 40, 140))
-    sys_codes = np.array([ev.code_id(c) for c in project_codelists()["systolic_bp"].codes])
-    dia_codes = np.array([ev.code_id(c) for c in project_codelists()["diastolic_bp"].codes])
-    which = rng.choice(len(sys_codes), size=len(i), p=[0.2, 0.7, 0.1])
-    ev.add(patient_id[i], d, sys_codes[which], s_read)
-    ev.add(patient_id[i], d, dia_codes[which], d_read)
+    # one reading is a systolic and a diastolic code of the same kind (sitting, lying, ...)
+    sys_codes = ev_code.pick("systolic_bp", len(i), among=frozenset(_bp_code_pairs()))
+    dia_codes = np.array([ev.code_id(_diastolic_of(ev.codes[c])) for c in sys_codes], dtype=np.int32)
+    ev.add(patient_id[i], d, sys_codes, s_read)
+    ev.add(patient_id[i], d, dia_codes, d_read)
 
     # BMI
     i, d = rate_events(0.35 + 0.3 * t2d_dx0)
     keep = kept(i)
     i, d = i[keep], d[keep]
-    ev.add(patient_id[i], d, _first_code("bmi"),
+    ev.add(patient_id[i], d, ev_code.pick("bmi", len(i)),
            np.round(bmi[i] + 0.05 * (d - T0) / YEAR + rng.normal(0, 0.8, len(i)), 1))
 
     # lipids: total cholesterol and HDL together, the laboratory ratio half of the time
@@ -471,10 +534,10 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     i, d = i[keep], d[keep]
     tc = np.round(np.clip(tchol[i] + rng.normal(0, 0.35, len(i)), 1.5, 15), 1)
     hd = np.round(np.clip(hdl[i] + rng.normal(0, 0.1, len(i)), 0.3, 4), 2)
-    ev.add(patient_id[i], d, _first_code("total_cholesterol"), tc)
-    ev.add(patient_id[i], d, _first_code("hdl_cholesterol"), hd)
+    ev.add(patient_id[i], d, ev_code.pick("total_cholesterol", len(i)), tc)
+    ev.add(patient_id[i], d, ev_code.pick("hdl_cholesterol", len(i)), hd)
     with_ratio = rng.uniform(size=len(i)) < 0.5
-    ev.add(patient_id[i[with_ratio]], d[with_ratio], _first_code("cholesterol_hdl_ratio"),
+    ev.add(patient_id[i[with_ratio]], d[with_ratio], ev_code.pick("cholesterol_hdl_ratio", int(with_ratio.sum())),
            np.round(tc[with_ratio] / hd[with_ratio], 1))
 
     # HbA1c and fasting glucose
@@ -482,12 +545,12 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     keep = kept(i)
     i, d = i[keep], d[keep]
     true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
-    ev.add(patient_id[i], d, _first_code("hba1c"), np.round(np.clip(true_h + rng.normal(0, 2, len(i)), 20, 140)))
+    ev.add(patient_id[i], d, ev_code.pick("hba1c", len(i)), np.round(np.clip(true_h + rng.normal(0, 2, len(i)), 20, 140)))
     i, d = rate_events(0.03 + 0.05 * (bmi > 30))
     keep = kept(i)
     i, d = i[keep], d[keep]
     true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
-    ev.add(patient_id[i], d, _first_code("fasting_glucose"),
+    ev.add(patient_id[i], d, ev_code.pick("fasting_glucose", len(i)),
            np.round(np.clip(5.0 + 0.09 * (true_h - 36) + rng.normal(0, 0.4, len(i)), 2.5, 30), 1))
 
     # smoking status: the latest code tells the truth; ex-smokers were once recorded smoking
@@ -495,10 +558,9 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     status = np.where(smoker[i], smoke_amount[i], np.where(ex_smoker[i], "ex", "never"))
     earlier = ex_smoker[i] & (d < win_start[i] + win_len[i] // 3)
     status = np.where(earlier, smoke_amount[i], status)
-    smoke_code_of = {s: ev.code_id(_first_code("smoking", s)) for s in ("never", "ex", "light", "moderate", "heavy")}
     codes = np.zeros(len(i), dtype=np.int32)
-    for s, cid in smoke_code_of.items():
-        codes[status == s] = cid
+    for s in ("never", "ex", "light", "moderate", "heavy"):
+        codes[status == s] = ev_code.pick("smoking", int((status == s).sum()), category=s)
     ev.add(patient_id[i], d, codes)
 
     # other codes no project list uses
@@ -517,7 +579,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     def add_dx(mask: np.ndarray, concept: str, min_age: float = 18, days: np.ndarray | None = None) -> np.ndarray:
         days = dx_day(mask, min_age) if days is None else days
         idx = np.flatnonzero(mask & (days <= last_day) & (days >= dob))
-        ev.add(patient_id[idx], days[idx], _first_code(concept))
+        ev.add(patient_id[idx], days[idx], ev_code.pick(concept, len(idx)))
         return days
 
     # hypertension and type 2 diabetes are diagnosed from adulthood (young-onset type 2 diabetes
@@ -541,22 +603,22 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     # outcomes coded in (T0, E]
     for kind in ("chd", "mi", "stroke", "tia"):
         idx = np.flatnonzero(rec_cvd & (cvd_kind == kind))
-        ev.add(patient_id[idx], d_cvd[idx], _first_code(kind))
+        ev.add(patient_id[idx], d_cvd[idx], ev_code.pick(kind, len(idx)))
     idx = np.flatnonzero(rec_t2d)
-    ev.add(patient_id[idx], d_t2d[idx], _first_code("diabetes_type2"))
+    ev.add(patient_id[idx], d_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
     idx = np.flatnonzero(rec_htn)
-    ev.add(patient_id[idx], d_htn[idx], _first_code("hypertension"))
+    ev.add(patient_id[idx], d_htn[idx], ev_code.pick("hypertension", len(idx)))
     idx = np.flatnonzero(found_htn)
-    ev.add(patient_id[idx], d_found_htn[idx], _first_code("hypertension"))
+    ev.add(patient_id[idx], d_found_htn[idx], ev_code.pick("hypertension", len(idx)))
     idx = np.flatnonzero(found_t2d)
-    ev.add(patient_id[idx], d_found_t2d[idx], _first_code("diabetes_type2"))
+    ev.add(patient_id[idx], d_found_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
     # end-of-life and residence, recent
     palliative = (age >= 60) & (u() < np.clip(0.0004 * np.exp(0.08 * (age - 60)), 0, 0.2)) & (last_day > E - 700)
     idx = np.flatnonzero(palliative)
-    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 700, len(idx)), _first_code("palliative_care"))
+    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 700, len(idx)), ev_code.pick("palliative_care", len(idx)))
     care_home = (age >= 70) & (u() < np.clip(0.002 * np.exp(0.1 * (age - 70)), 0, 0.3))
     idx = np.flatnonzero(care_home & (last_day > E - 1500))
-    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 1500, len(idx)), _first_code("care_home"))
+    ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 1500, len(idx)), ev_code.pick("care_home", len(idx)))
 
     # ethnicity codes: absent for some, 'not stated' for some, 'any other' over-used, conflicts
     misrec = _knob(config.ethnicity_misrecording, cat, 0.0)
@@ -566,25 +628,30 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     any_other = np.array([prof.CATEGORIES.index(prof.ANY_OTHER_OF[c]) for c in prof.CATEGORIES])
     rec_cat = np.where(u() < 0.06, any_other[cat], rec_cat)
     rec_cat = np.where(u() < misrec, rng.integers(0, len(prof.CATEGORIES), n), rec_cat)
-    eth_codes = {c: [ev.code_id(code) for code, k in project_codelists()["ethnicity"].codes.items() if k == c]
-                 for c in prof.CATEGORIES + (NOT_STATED,)}
-    eth_code = np.array([eth_codes[c][0] for c in prof.CATEGORIES])
-    # each category's codes in a row, padded by repeating, so a code is picked without a loop
-    width = max(len(v) for v in eth_codes.values())
-    code_table = np.array([[eth_codes[c][j % len(eth_codes[c])] for j in range(width)]
-                           for c in prof.CATEGORIES])
-    n_codes = np.array([len(eth_codes[c]) for c in prof.CATEGORIES])
-    eth_choice = code_table[rec_cat, rng.integers(0, 1000, n) % n_codes[rec_cat]]
+    def eth_codes_for(cat_index: np.ndarray) -> np.ndarray:
+        """One ethnicity code per record of the given category indices (2001 and 2011 census codes)."""
+        chosen = np.zeros(len(cat_index), dtype=np.int32)
+        for j, letter_j in enumerate(prof.CATEGORIES):
+            members = np.flatnonzero(cat_index == j)
+            chosen[members] = ev_code.pick("ethnicity", len(members), category=letter_j)
+        return chosen
+
+    eth_choice = eth_codes_for(rec_cat)
     eth_day = first_start + (u() * np.clip(last_day - first_start, 0, None)).astype(np.int64)
     idx = np.flatnonzero(recorded & ~not_stated)
     ev.add(patient_id[idx], eth_day[idx], eth_choice[idx])
     idx = np.flatnonzero(not_stated)
-    ev.add(patient_id[idx], eth_day[idx], eth_codes[NOT_STATED][0] + np.zeros(len(idx), dtype=np.int32))
+    ev.add(patient_id[idx], eth_day[idx], ev_code.pick("ethnicity", len(idx), category=NOT_STATED))
+    # a third of the people with no ethnicity have a code that carries none ('not recorded'):
+    # they stay 'not known' (99), apart from the people who declined (Z)
+    only_not_recorded = ~recorded & (ev_code.rng.uniform(size=n) < 1 / 3)
+    idx = np.flatnonzero(only_not_recorded)
+    ev.add(patient_id[idx], eth_day[idx], ev_code.pick("ethnicity", len(idx), category=NOT_KNOWN))
     conflict = recorded & ~not_stated & (u() < 0.05)
     idx = np.flatnonzero(conflict)
     other_cat = np.where(u()[idx] < 0.5, any_other[cat[idx]], rng.integers(0, len(prof.CATEGORIES), len(idx)))
     ev.add(patient_id[idx], first_start[idx] + (u()[idx] * np.clip(last_day[idx] - first_start[idx], 0, None)).astype(np.int64),
-           eth_code[other_cat])
+           eth_codes_for(other_cat))
 
     # --- medications: repeat issues every ~8 weeks over the history window -----------------------
     def repeats(mask: np.ndarray, start: np.ndarray, concept: str, interval: int = 56) -> None:
@@ -594,9 +661,8 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         idx = np.repeat(np.arange(n), counts)
         k = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
         day = first[idx] + k * interval + rng.integers(0, 7, len(idx))
-        codes = np.array([med.code_id(c) for c in project_codelists()[concept].codes])
-        per_patient = rng.integers(0, len(codes), n)
-        med.add(patient_id[idx], np.minimum(day, last_day[idx]), codes[per_patient[idx]])
+        per_patient = med_code.pick(concept, n)  # one product per patient, repeated
+        med.add(patient_id[idx], np.minimum(day, last_day[idx]), per_patient[idx])
 
     repeats(htn_tx0 | (tx_start < np.iinfo(np.int64).max), np.where(htn_tx0, htn_day + 14, tx_start), "antihypertensives")
     on_statin = (cvd_dx0 & (u() < 0.7)) | (t2d_dx0 & (u() < 0.5)) | ((age >= 60) & (u() < 0.12))

@@ -2,9 +2,12 @@
 -- family-history input of QRISK3 and QDiabetes, as of the index date.
 --
 -- Conditions: a code on or before the index date, ever. Hypertension: a diagnosis not followed
--- by a later 'resolved' code. Treatments: antihypertensives, statins, atypical antipsychotics
--- issued at least once in the 6 months before the index date; corticosteroids at least twice
--- in that time (QRISK3 means regular steroid tablets, not one course). Treated hypertension:
+-- by a later 'resolved' code. Treatments: antihypertensives and statins issued at least once in
+-- the 6 months before the index date. Atypical antipsychotics and corticosteroids (oral
+-- glucocorticoids) as QRISK3 defines 'regular' use (QRISK3-2017, Hippisley-Cox et al., BMJ
+-- 2017;357:j2099, and ClinRisk's input definitions): at least two issues, the latest no more
+-- than 28 days before the index date; the issues counted are those of the 6 months before it
+-- (one course is not regular use; a treatment stopped a month ago is not current). Treated hypertension:
 -- diagnosed hypertension and on antihypertensives. Palliative care: coded ever; care home: the
 -- latest residence code in 2 years. long_term_conditions counts hypertension, diabetes (either
 -- type), CVD, AF, CKD 3-5, RA, SLE, severe mental illness and learning disability: a measure of
@@ -59,7 +62,9 @@ issued as (
         count(*) filter (where c.concept = 'antihypertensives') as antihypertensive_issues,
         count(*) filter (where c.concept = 'statins') as statin_issues,
         count(*) filter (where c.concept = 'corticosteroids') as corticosteroid_issues,
-        count(*) filter (where c.concept = 'atypical_antipsychotics') as antipsychotic_issues
+        count(*) filter (where c.concept = 'atypical_antipsychotics') as antipsychotic_issues,
+        max(m.date) filter (where c.concept = 'corticosteroids') as last_corticosteroid,
+        max(m.date) filter (where c.concept = 'atypical_antipsychotics') as last_antipsychotic
     from main.medications as m
     join ref.codelist_codes as c on c.code = m.dmd_code
     cross join parameters as p
@@ -90,8 +95,10 @@ flags as (
         coalesce(c.last_care_home > p.index_date - interval 2 year, false) as care_home,
         coalesce(i.antihypertensive_issues, 0) > 0 as on_antihypertensives,
         coalesce(i.statin_issues, 0) > 0 as on_statins,
-        coalesce(i.corticosteroid_issues, 0) >= 2 as on_corticosteroids,
-        coalesce(i.antipsychotic_issues, 0) > 0 as on_atypical_antipsychotics
+        coalesce(i.corticosteroid_issues >= 2 and i.last_corticosteroid >= p.index_date - interval 28 day, false)
+            as on_corticosteroids,
+        coalesce(i.antipsychotic_issues >= 2 and i.last_antipsychotic >= p.index_date - interval 28 day, false)
+            as on_atypical_antipsychotics
     from intermediate.int_patients_registered as r
     left join coded as c using (patient_id)
     left join issued as i using (patient_id)

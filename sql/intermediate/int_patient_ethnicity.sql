@@ -1,10 +1,11 @@
 -- int_patient_ethnicity: one row per patient with an ethnicity code on or before the index date.
 --
 -- ethnicity_category: the NHS letter (A-S) of the latest code that is not 'Z' (not stated);
--- 'Z' when the only codes say not stated; patients with no code at all are not in this table
--- (the mart calls them '99', not known). Same-day codes of different categories: the
--- alphabetically last letter wins, so the result does not depend on row order; the conflict
--- flag still records them.
+-- 'Z' when the only codes say not stated; patients with no code at all, or only codes that carry
+-- no category ('Ethnic group not recorded', 'Unknown racial group', heading codes: category '99'
+-- in the codelist), are not in this table (the mart calls them '99', not known). Same-day
+-- codes of different categories: the alphabetically last letter wins, so the result does not
+-- depend on row order; the conflict flag still records them.
 -- has_conflicting_codes: codes of more than one A-S category, ever (up to the index date).
 with parameters as (
     select index_date from features.parameters
@@ -17,6 +18,7 @@ coded as (
       on c.concept = 'ethnicity' and c.code = e.snomedct_code
     cross join parameters as p
     where e.date <= p.index_date
+      and c.category <> '99'
 ),
 
 stated as (

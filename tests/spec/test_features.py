@@ -368,9 +368,15 @@ def test_each_condition_flag_is_set_by_its_codelist_and_only_before_the_index_da
     ("on_antihypertensives", "319283006", ["2026-03-01"], True),
     ("on_antihypertensives", "319283006", ["2025-09-01"], False),   # over 6 months ago
     ("on_statins", "320000009", ["2026-01-01"], True),
-    ("on_atypical_antipsychotics", "321740003", ["2026-03-30"], True),
-    ("on_corticosteroids", "325427002", ["2026-01-01", "2026-02-01"], True),
-    ("on_corticosteroids", "325427002", ["2026-02-01"], False),      # one course is not regular
+    # QRISK3's 'regular' use: two issues or more, the latest within 28 days of the index date
+    ("on_atypical_antipsychotics", "321614001", ["2026-03-01", "2026-03-30"], True),
+    ("on_atypical_antipsychotics", "321614001", ["2026-03-30"], False),              # one issue
+    ("on_atypical_antipsychotics", "321614001", ["2026-02-01", "2026-03-03"], True),   # 28 days
+    ("on_atypical_antipsychotics", "321614001", ["2026-02-01", "2026-03-02"], False),  # 29 days
+    ("on_corticosteroids", "325427002", ["2026-02-01", "2026-03-03"], True),         # 28 days
+    ("on_corticosteroids", "42086511000001108", ["2026-02-01", "2026-03-02"], False),  # 29 days
+    ("on_corticosteroids", "325427002", ["2026-03-20"], False),      # one course is not regular
+    ("on_corticosteroids", "325427002", ["2025-09-01", "2026-03-20"], False),  # first over 6 months ago
 ])
 def test_each_treatment_flag_uses_the_last_6_months(flag, code, issues, expected):
     con = one_patient(medications=[(1, d(day), code) for day in issues])

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from phm.codelists import load_codelists, project_codelists
-from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_STATED
+from phm.codelists import coverage, load_codelists, project_codelists, unused_references
+from phm.ethnicity import BROAD_GROUPS, NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, broad_group
 from phm.exceptions import CodelistError
 
 COVERAGE: list[tuple[str, int, int]] = []  # printed at the end of the run by conftest
@@ -19,10 +19,16 @@ REQUIRED_CONCEPTS = {
     "palliative_care", "care_home", "systolic_bp", "diastolic_bp", "bmi", "smoking",
     "total_cholesterol", "hdl_cholesterol", "cholesterol_hdl_ratio", "hba1c", "fasting_glucose",
     "antihypertensives", "statins", "corticosteroids", "atypical_antipsychotics",
+    "diabetes", "non_diabetic_hyperglycaemia", "ckd_1_2", "egfr", "palliative_care_not_indicated",
+    "nhs_health_check", "statin_exclusion", "abpm", "home_bp",
 }
+# brand names of statins (and statin combinations) whose terms do not contain 'statin'
+STATIN_BRANDS = {"Lipitor", "Zocor", "Crestor", "Lescol", "Lipostat", "Inegy", "Simvador", "Lipobay", "Ranzolont",
+                 "Lloydspharmacy", "Baycol", "Livazo", "Pravachol", "Cholib", "Atozet", "Vytorin", "Cadaff",
+                 "Dorisin", "Luvinsta", "Mevacor", "Nandovar", "Pinmactil", "Stefluvin"}
 
 
-def _reference_codes(reference_dir, filename, code_column):
+def _reference_rows(reference_dir, filename, code_column="code"):
     with open(reference_dir / "codelists" / filename, encoding="utf-8") as handle:
         return {row[code_column]: row for row in csv.DictReader(handle)}
 
@@ -31,28 +37,109 @@ def test_every_required_concept_has_a_codelist():
     assert REQUIRED_CONCEPTS <= set(project_codelists())
 
 
+def test_every_reference_file_is_covered_by_a_concept_or_documented_as_unused(reference_dir):
+    covered = {name for cl in project_codelists().values() for name in cl.references}
+    unused = unused_references()
+    present = {p.name for p in (reference_dir / "codelists").glob("*.csv")}
+    assert not covered & set(unused), "a reference file is both covered and 'unused'"
+    assert not (covered | set(unused)) - present, "the manifest names reference files that do not exist"
+    undocumented = sorted(present - covered - set(unused))
+    assert not undocumented, f"reference lists no concept covers and unused_references.toml does not explain: {undocumented}"
+    assert all(reason.strip() for reason in unused.values())
+
+
 @pytest.mark.parametrize("concept", sorted(c for c, cl in project_codelists().items() if cl.references))
-def test_every_project_code_is_in_its_reference_list(reference_dir, concept):
+def test_codelist_covers_its_national_lists_in_both_directions(reference_dir, concept):
+    """Every reference code is in the list or excluded with a reason; every list code is in a
+    reference or names its source; no exclusion is stale."""
     cl = project_codelists()[concept]
-    reference = {}
-    for filename in cl.references:
-        reference.update(_reference_codes(reference_dir, filename, cl.reference_code_column))
-    checked = {c for c, cat in cl.codes.items() if not (concept == "ethnicity" and cat == NOT_STATED)}
-    missing = sorted(checked - set(reference))
-    assert not missing, f"{concept}: codes not in {cl.references}: {missing}"
-    COVERAGE.append((concept, len(checked), len(reference)))
+    cov = coverage(cl, reference_dir / "codelists")
+    assert not cov.undocumented_gaps, (
+        f"{concept}: {len(cov.undocumented_gaps)} reference codes neither in the list nor in "
+        f"exclusions/{concept}.csv: {list(cov.undocumented_gaps)[:20]}")
+    assert not cov.unsourced, f"{concept}: codes in no reference and with no source: {list(cov.unsourced)[:20]}"
+    assert not cov.stale_exclusions, f"{concept}: exclusions for codes the list has or the reference lacks: {cov.stale_exclusions[:20]}"
+    COVERAGE.append((concept, len(cl.codes), cov.reference_codes))
 
 
-def test_ethnicity_categories_agree_with_the_reference_16_groups(reference_dir):
+@pytest.mark.parametrize("concept", sorted(c for c, cl in project_codelists().items() if not cl.references))
+def test_a_list_without_a_national_list_says_so_and_sources_every_code(concept):
+    cl = project_codelists()[concept]
+    assert "no national" in cl.provenance.lower(), f"{concept}: say in provenance that no national list was found"
+    assert set(cl.sources) == set(cl.codes), f"{concept}: every code needs a source"
+
+
+def test_coverage_finds_a_gap_an_extra_code_and_a_stale_exclusion(tmp_path):
+    """The coverage check itself can fail: one of each kind of problem, on tiny lists."""
+    refs = tmp_path / "ref"
+    refs.mkdir()
+    (refs / "national.csv").write_text("code,term\n38341003,Hypertension\n59621000,Essential hypertension\n"
+                                        "10725009,Benign hypertension\n")
+    lists = _write_lists(tmp_path / "lists", "code,term,source\n38341003,Hypertension,\n1201005,Benign essential,\n",
+                         '[demo]\nsystem = "snomedct"\nreferences = ["national.csv"]\n')
+    (lists / "exclusions").mkdir()
+    (lists / "exclusions" / "demo.csv").write_text(
+        "code,term,reference,reason\n10725009,Benign hypertension,national.csv,not wanted here\n"
+        "38341003,Hypertension,national.csv,stale: the list has it\n")
+    cov = coverage(load_codelists(lists)["demo"], refs, lists)
+    assert cov.undocumented_gaps == ("59621000",)
+    assert cov.unsourced == ("1201005",)
+    assert cov.stale_exclusions == ("38341003",)
+    assert (cov.reference_codes, cov.included, cov.excluded) == (3, 1, 1)
+    assert not cov.complete
+
+
+def test_ethnicity_maps_every_code_to_a_category_or_not_stated_or_not_known():
     cl = project_codelists()["ethnicity"]
-    reference = _reference_codes(reference_dir, cl.references[0], "code")
-    letters = list(NHS_ETHNIC_CATEGORIES)  # A..S in Data Dictionary order = Grouping_16 1..16
+    allowed = set(NHS_ETHNIC_CATEGORIES) | {NOT_STATED, NOT_KNOWN}
+    assert set(cl.codes.values()) == allowed  # all 16 categories, Z and 99 are represented
     for code, category in cl.codes.items():
-        if category == NOT_STATED:
-            continue
-        assert letters[int(reference[code][cl.reference_category_column]) - 1] == category, code
-    # all 16 categories and 'not stated' are represented; 'not known' is the absence of a code
-    assert set(cl.codes.values()) == set(letters) | {NOT_STATED}
+        assert broad_group(category) in set(BROAD_GROUPS) | {"Not stated", "Not known"}, code
+
+
+def test_ethnicity_categories_agree_with_opensafely_and_primis(reference_dir):
+    cl = project_codelists()["ethnicity"]
+    letters = list(NHS_ETHNIC_CATEGORIES)  # A..S in Data Dictionary order = Grouping_16 1..16
+    for code, row in _reference_rows(reference_dir, "opensafely-ethnicity-snomed-0removed.csv").items():
+        assert cl.codes[code] == letters[int(row["Grouping_16"]) - 1], code
+    for name in ("primis-covid19-vacc-uptake-eth_notstated.csv", "primis-covid19-vacc-uptake-eth_notgiptref.csv"):
+        assert {cl.codes[c] for c in _reference_rows(reference_dir, name)} == {NOT_STATED}, name
+    assert {cl.codes[c] for c in _reference_rows(reference_dir, "primis-covid19-vacc-uptake-eth_norecord.csv")} == {NOT_KNOWN}
+
+
+def test_ethnicity_has_2001_and_2011_census_codes_for_every_category():
+    cl = project_codelists()["ethnicity"]
+    for census in ("2001 census", "2011 census"):
+        categories = {cat for code, cat in cl.codes.items() if census in cl.terms[code].lower()}
+        assert set(NHS_ETHNIC_CATEGORIES) <= categories, f"{census}: {set(NHS_ETHNIC_CATEGORIES) - categories}"
+
+
+def test_retired_dmd_ids_count_with_their_successors(reference_dir):
+    """dm+d ids change: the corticosteroid list keeps each previous VMP id beside its successor."""
+    cl = project_codelists()["corticosteroids"]
+    previous = {code: row["term"].split()[-1]
+                for code, row in _reference_rows(reference_dir, "user-markdrussell-corticosteroids-oral-im-or-iv-dmd.csv").items()
+                if row["term"].startswith("VMP previous to")}
+    assert previous
+    for old, successor in previous.items():
+        assert (old in cl.codes) == (successor in cl.codes), (old, successor)
+    # the project's first prednisolone ids are the retired ones; both they and the current ids count
+    assert {"325427002", "325426006"} <= set(cl.codes)
+    statins = project_codelists()["statins"]
+    assert {"319996000", "42381911000001105"} <= set(statins.codes)  # simvastatin 10 mg: old and new VMP id
+
+
+def test_no_wrong_medicines_in_the_drug_lists():
+    antipsychotics = project_codelists()["atypical_antipsychotics"]
+    assert "321614001" in antipsychotics.codes  # olanzapine 10 mg tablets
+    assert not {"321740003", "322038001", "321617005"} & set(antipsychotics.codes)  # the old, wrong ids
+    steroids = project_codelists()["corticosteroids"]
+    assert not any("fludrocortisone" in steroids.terms[c].lower() or "injection" in steroids.terms[c].lower()
+                   for c in steroids.codes)
+    statins = project_codelists()["statins"]
+    assert all("statin" in statins.terms[c].lower() or statins.terms[c].split()[0] in STATIN_BRANDS
+               for c in statins.codes), [statins.terms[c] for c in statins.codes
+                                         if "statin" not in statins.terms[c].lower()][:10]
 
 
 def test_smoking_categories_cover_never_ex_light_moderate_heavy():
@@ -67,6 +154,7 @@ def test_measurements_have_units_and_plausible_ranges():
 
 
 def _write_lists(tmp_path, csv_text, manifest='[demo]\nsystem = "snomedct"\n'):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "manifest.toml").write_text(manifest)
     (tmp_path / "demo.csv").write_text(csv_text)
     return tmp_path

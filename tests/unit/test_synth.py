@@ -82,6 +82,9 @@ def test_ethnicity_is_recorded_as_in_real_records(population):
     eth = project_codelists()["ethnicity"].codes
     coded = (t["clinical_events"].filter(pl.col("snomedct_code").is_in(list(eth)))
              .with_columns(pl.col("snomedct_code").replace_strict(eth).alias("category")))
+    not_recorded_codes = coded.filter(pl.col("category") == "99")["patient_id"].n_unique()
+    assert not_recorded_codes > 0.02 * t["patients"].height  # 'ethnic group not recorded' and the like
+    coded = coded.filter(pl.col("category") != "99")  # they carry no category: not known
     per_patient = coded.group_by("patient_id").agg(pl.col("category").n_unique().alias("n"),
                                                    (pl.col("category") == "Z").any().alias("z"))
     n = t["patients"].height
@@ -89,6 +92,36 @@ def test_ethnicity_is_recorded_as_in_real_records(population):
     assert 0.10 <= unrecorded <= 0.20
     assert per_patient["z"].sum() > 0.01 * n          # some 'not stated'
     assert (per_patient["n"] > 1).sum() > 0.02 * n     # some conflicting codes
+
+
+def test_codes_spread_over_each_list_as_in_real_records(population):
+    """Several codes per concept, most records on a few common codes and a share on the rest
+    (older, inactive and legacy codes); ethnicity in 2001- and 2011-census codes."""
+    _, t = population
+    lists = project_codelists()
+    for concept, table, column in (("hypertension", "clinical_events", "snomedct_code"),
+                                   ("systolic_bp", "clinical_events", "snomedct_code"),
+                                   ("smoking", "clinical_events", "snomedct_code"),
+                                   ("statins", "medications", "dmd_code"),
+                                   ("antihypertensives", "medications", "dmd_code")):
+        counts = (t[table].filter(pl.col(column).is_in(list(lists[concept].codes)))[column]
+                  .value_counts().sort("count", descending=True)["count"])
+        top_share = counts[0] / counts.sum()
+        assert counts.len() >= 5 and 0.1 <= top_share <= 0.6, (concept, counts.len(), top_share)
+        assert counts[5:].sum() / counts.sum() > 0.1, concept  # the long tail is there
+    eth = lists["ethnicity"]
+    used = t["clinical_events"].filter(pl.col("snomedct_code").is_in(list(eth.codes)))["snomedct_code"]
+    census = used.map_elements(lambda c: "2001" if "2001 census" in eth.terms[c].lower()
+                               else "2011" if "2011 census" in eth.terms[c].lower() else "other",
+                               return_dtype=pl.String).value_counts()
+    share = dict(zip(census["snomedct_code"], census["count"] / census["count"].sum()))
+    assert share["2001"] > 0.4 and share["2011"] > 0.15 and share["other"] > 0.03, share
+
+
+def test_other_codes_are_in_no_project_codelist():
+    from phm.synth_profiles import OTHER_CODES
+    listed = {c for cl in project_codelists().values() for c in cl.codes}
+    assert not set(OTHER_CODES) & listed
 
 
 def test_minority_groups_live_in_more_deprived_areas_and_carry_more_diabetes(population):
