@@ -185,6 +185,9 @@ class _CodePicker:
 
     ZIPF = 1.1
     ETHNICITY_CENSUS_SHARES = (("2001 census", 0.6), ("2011 census", 0.3), (None, 0.1))
+    # A code in two lists means both ('CKD stage 3 due to type 2 diabetes'): a record is drawn
+    # only from codes that imply nothing the patient does not have. These lists nest instead.
+    NESTED = {"diabetes_type1": {"diabetes"}, "diabetes_type2": {"diabetes"}, "mi": {"chd"}, "chd": {"mi"}}
 
     def __init__(self, seed: int, events: _Events) -> None:
         self.rng = np.random.default_rng([seed, 15])
@@ -194,9 +197,13 @@ class _CodePicker:
     def _table(self, concept: str, category: str | None, among: frozenset[str] | None) -> tuple[np.ndarray, np.ndarray]:
         key = (concept, category, among)
         if key not in self._tables:
-            cl = project_codelists()[concept]
+            lists = project_codelists()
+            cl = lists[concept]
+            elsewhere = {c for other, ol in lists.items()
+                         if other != concept and other not in self.NESTED.get(concept, ()) for c in ol.codes}
             codes = [c for c, cat in cl.codes.items()
-                     if (category is None or cat == category) and (among is None or c in among)]
+                     if (category is None or cat == category) and (among is None or c in among)
+                     and c not in elsewhere]
             if concept == "ethnicity":
                 weights = np.zeros(len(codes))
                 census = [next((k for k, _ in self.ETHNICITY_CENSUS_SHARES[:-1] if k in cl.terms[c].lower()), None)
