@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from phm.exceptions import EXIT_CODES, ConfigError, PhmError
+from phm.exceptions import EXIT_CODES, ConfigError, DiskFull, PhmError
 
 INTERNAL_ERROR = 70
 
@@ -605,25 +605,35 @@ def main(argv: list[str] | None = None) -> int:
     _env_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
+    umask = os.umask(0o077)  # everything any command writes is readable by its owner only
     try:
         return args.func(args)
-    except PhmError as exc:
-        print(f"phm: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # unwritable folder, full disk, missing path: name the path
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"phm: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("phm: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug, not a user error: one line unless --debug
-        if args.debug:
-            raise
-        print(f"phm: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return INTERNAL_ERROR
+    except Exception as exc:
+        return _report(exc, args.debug)
+    finally:
+        os.umask(umask)
 
+
+def _report(exc: Exception, debug: bool) -> int:
+    """One line on stderr and the exit code (README: exit codes)."""
+    full = DiskFull.from_exception(exc)  # first: a full disk shows up inside other errors
+    if full is not None:
+        exc = full
+    if isinstance(exc, PhmError):
+        print(f"phm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, OSError):  # unwritable folder, missing path: name the path
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"phm: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    if debug:  # a bug, not a user error: one line unless --debug
+        raise exc
+    print(f"phm: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+          "(run with --debug for the traceback)", file=sys.stderr)
+    return INTERNAL_ERROR
 
 if __name__ == "__main__":
     sys.exit(main())

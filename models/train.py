@@ -45,7 +45,7 @@ from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScal
 from models.metrics import Validation, ten_to_horizon, validate
 from models.score_patients import score_features
 from models.training_data import TrainingData
-from phm.exceptions import ConfigError
+from phm.exceptions import ConfigError, TooLittleData
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def predict_risk(model, x: pd.DataFrame) -> np.ndarray:
 def practice_split(practices: np.ndarray, validation_share: float, seed: int) -> np.ndarray:
     """True for rows in validation practices. Needs at least 2 practices."""
     if np.unique(practices).size < 2:
-        raise ConfigError("validation by practice needs patients in at least 2 practices; "
+        raise TooLittleData("validation by practice needs patients in at least 2 practices; "
                           "this extract has one")
     splitter = GroupShuffleSplit(n_splits=1, test_size=validation_share, random_state=seed)
     _, validation_rows = next(splitter.split(practices, groups=practices))
@@ -240,7 +240,7 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
     y_train, y_valid = y_all[~in_validation], y_all[in_validation]
     for name, y in (("training", y_train), ("validation", y_valid)):
         if y.sum() == 0 or y.sum() == y.size:
-            raise ConfigError(f"{outcome.description}: the {name} practices have no patients with and "
+            raise TooLittleData(f"{outcome.description}: the {name} practices have no patients with and "
                               "without the outcome, so no model can be trained or judged; use a larger extract")
     validation_frame = population.filter(pl.Series(in_validation)).select(
         "patient_id", "practice_pseudo_id", "pcn_code", "sex", "age_years", "ethnicity_category",
@@ -276,6 +276,9 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
 def single_icb(frame: pl.DataFrame, icb_code: str | None) -> tuple[str, pl.DataFrame]:
     """The ICB the models are for (one experiment per ICB), and its patients."""
     icbs = sorted(frame["icb_code"].drop_nulls().unique().to_list())
+    if not icbs:
+        raise TooLittleData("no registered patients at the index date in any ICB: the extract is "
+                            "empty after ingest, or its registrations ended before the index date")
     if icb_code is None:
         if len(icbs) != 1:
             raise ConfigError(f"the extract covers {len(icbs)} ICBs ({', '.join(icbs)}): choose one with --icb")

@@ -6,6 +6,9 @@ contain patient-level values (a row number is fine; a date of birth is not).
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class PhmError(Exception):
     """Base class: a problem the user can fix. The CLI prints ``str(error)`` on one line."""
@@ -70,8 +73,43 @@ class FairnessGateFailed(PhmError):
     exit_code = 7
 
 
+class TooLittleData(PhmError):
+    """The extract loaded, but holds too little to do the work: no registered patients of an ICB,
+    patients in only one practice (models are validated on held-out practices), or no patient
+    with an outcome in the training or validation practices. Not a configuration fault: a larger
+    or later extract is the fix."""
+
+    exit_code = 8
+
+
+class DiskFull(PhmError):
+    """No space left where phm writes (database, MLflow store, lists): named with the path.
+    The published lists are untouched; free space and run again."""
+
+    exit_code = 9
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> DiskFull | None:
+        """The full disk behind ``exc`` (an OSError with ENOSPC anywhere in its chain, or a
+        library's message saying so: DuckDB and MLflow wrap it), or None. Without this a full
+        disk read as a malformed extract (exit 3) or an internal error (exit 70)."""
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if isinstance(exc, cls):
+                return exc
+            text = str(exc)
+            if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
+                path = getattr(exc, "filename", None) or next(iter(re.findall(r'"(/[^"]+)"', text)), None)
+                where = f" writing {path}" if path else ""
+                return cls(f"no space left on the device{where}: the published lists are untouched; "
+                           "free some space (or point --out at a larger disk) and run again")
+            exc = exc.__cause__ or exc.__context__
+        return None
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (PhmError, ConfigError, ExtractError, CodelistError, ValidationError, DatabaseError,
-                FairnessGateFailed)
+                FairnessGateFailed, TooLittleData, DiskFull)
 }

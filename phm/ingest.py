@@ -29,7 +29,7 @@ import duckdb
 from phm.codelists import measurement_ranges, project_codelists
 from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetadata, find_table_file
 from phm.disclosure import show, suppress
-from phm.exceptions import ConfigError, DatabaseError, ExtractError, ValidationError
+from phm.exceptions import ConfigError, DatabaseError, DiskFull, ExtractError, ValidationError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # A row whose patient (or practice) row was quarantined cannot be loaded either.
@@ -245,6 +245,8 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int:
             f"create or replace table staging.stg_{table}_rows as "  # noqa: S608
             f"with raw_source as (select {columns} from {reader}) {model}", [str(path)])
     except duckdb.Error as exc:
+        if (full := DiskFull.from_exception(exc)) is not None:
+            raise full from None  # not the extract's fault
         summary, line = _safe_csv_error(exc)
         kind = "CSV" if _is_csv(path) else "Parquet"
         raise ExtractError(f"malformed {kind}: {summary}", file=str(path), row=line) from None

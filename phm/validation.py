@@ -123,10 +123,30 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
             for r in result.results:
                 outcomes.append(_outcome(table, r))
         if docs_dir is not None:
+            _scrub_stored_results(context)
             context.build_data_docs()
     finally:
         _release_connections(db_path)
     return outcomes
+
+
+# What GX keeps of the rows that broke a rule: their values (a rejected 'sex' holding an
+# NHS-number-shaped value was copied there) and row positions. Quarantine has the rows; the
+# stored results and the Data Docs keep counts and rule names only.
+ROW_LEVEL_RESULT_KEYS = ("unexpected_list", "partial_unexpected_list", "partial_unexpected_counts",
+                         "partial_unexpected_index_list", "unexpected_index_list", "details")
+
+
+def _scrub_stored_results(context) -> None:
+    """Rewrite every stored validation result without row-level values, before the Data Docs
+    are built from them (GX writes each result when it is run)."""
+    store = context.validation_results_store
+    for key in store.list_keys():
+        stored = store.get(key)
+        for r in stored.results:
+            for name in ROW_LEVEL_RESULT_KEYS:
+                (r.result or {}).pop(name, None)
+        store.set(key, stored)
 
 
 def _release_connections(db_path: Path) -> None:

@@ -145,3 +145,30 @@ def test_counts_that_leave_the_process_are_suppressed(tmp_path):
         exact = json.loads(con.execute("select report_json from ingest.runs").fetchone()[0])
     assert exact["tables"]["patients"]["rows_read"] == 4
     assert exact["tables"]["clinical_events"]["rows_read"] == 7
+
+
+def test_nothing_under_the_docs_folder_keeps_a_rejected_value(tmp_path):
+    """Great Expectations stores each validation result with the values that broke a rule; an
+    NHS-number-shaped value put in 'sex' was copied there. Quarantine has the rows; the stored
+    results and the Data Docs keep counts and rule names only."""
+    extract = write_extract(tmp_path / "extract", with_rows("patients", ["5", "9434765919", "1990-01-01", ""]))
+    docs = tmp_path / "docs"
+    report = ingest(extract, tmp_path / "phm.duckdb", docs_dir=docs)
+    assert report.tables["patients"].rows_quarantined == 1
+    written = [p for p in docs.rglob("*") if p.is_file()]
+    assert any("validations" in p.parts for p in written)  # the results are there, scrubbed
+    assert not [p for p in written if b"9434765919" in p.read_bytes()]
+
+
+def test_every_file_a_phm_command_writes_is_owner_only(tmp_path):
+    import stat
+
+    from cli.main import main
+
+    extract = write_extract(tmp_path / "extract")
+    db = tmp_path / "out" / "phm.duckdb"
+    assert main(["ingest", "--extract", str(extract), "--db", str(db), "--docs", str(tmp_path / "out")]) == 0
+    written = [p for p in (tmp_path / "out").rglob("*")]
+    assert db in written and db.with_suffix(".ingest.json") in written
+    loose = [str(p) for p in written if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert loose == []
