@@ -8,6 +8,7 @@ present, give the intersections. Errors name the file, the column and the first 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,22 @@ def read_table(path: Path) -> pl.DataFrame:
     try:
         if path.suffix.lower() == ".parquet":
             return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=None)
+        frame = pl.read_csv(path, infer_schema_length=None)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as exc:
-        raise ConfigError(f"--scores {path}: not a readable CSV or Parquet file ({str(exc).splitlines()[0]})") from None
+        # polars quotes the offending value: keep its words, never the data
+        reason = re.sub(r"[`'\"][^`'\"]*[`'\"]", "...", str(exc).splitlines()[0])
+        raise ConfigError(f"--scores {path}: not a readable CSV or Parquet file ({reason})") from None
+    if any(_looks_like_data(name) for name in frame.columns):
+        # a headerless file: its first patient's values became the column names; say so, and
+        # never repeat them (an NHS number or a date of birth would be echoed otherwise)
+        raise ConfigError(f"--scores {path}: the first row looks like data, not a header (a column "
+                          "is named like a number or a date): add a header row naming the columns")
+    return frame
+
+
+def _looks_like_data(name: str) -> bool:
+    text = name.strip()
+    return bool(re.fullmatch(r"[-+]?[0-9][0-9.,:/ eE+-]*", text))
 
 
 def _first_bad_row(bad: pl.Series) -> int | None:

@@ -49,3 +49,15 @@ def test_too_little_data_has_its_own_exit_code_not_a_configuration_fault():
         practice_split(np.array([1, 1, 1]), 0.3, seed=1)
     with pytest.raises(TooLittleData, match="no registered patients"):
         single_icb(pl.DataFrame({"icb_code": []}, schema={"icb_code": pl.String}), None)
+
+
+def test_a_headerless_scores_file_is_refused_without_echoing_its_first_row(tmp_path, capsys):
+    """The first patient's values became column names, and the error listed them: an
+    NHS-number-shaped value and a date of birth on the terminal."""
+    table = tmp_path / "scores.csv"
+    table.write_text("9434765919,1960-05-01,White,0.31,1\n9434765920,1971-02-01,Black,0.12,0\n")
+    code = main(["audit", "--scores", str(table), "--group", "ethnicity", "--score", "risk",
+                 "--outcome", "event", "--top-k", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "looks like data, not a header" in err
+    assert "9434765919" not in err and "1960-05-01" not in err and "0.31" not in err
