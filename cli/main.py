@@ -635,5 +635,20 @@ def _report(exc: Exception, debug: bool) -> int:
           "(run with --debug for the traceback)", file=sys.stderr)
     return INTERNAL_ERROR
 
+# Commands that may start processes of their own (Prefect's temporary server, Dask workers).
+STARTS_PROCESSES = {"ingest", "features", "train", "audit", "score", "run", "deploy", "demo"}
+
+
+def console() -> int:
+    """The ``phm`` command (and ``python -m cli``): ``main`` with a watchdog that ends the
+    command's children if it is killed (phm/orphans.py). Tests call ``main`` in-process."""
+    from phm.orphans import start_watchdog
+
+    argv = sys.argv[1:]
+    if any(word in STARTS_PROCESSES for word in argv[:3]):
+        start_watchdog(os.getpid())
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

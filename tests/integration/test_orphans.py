@@ -1,0 +1,68 @@
+"""Killing a phm command ends its children (issue 16): the OOM killer's SIGKILL of the main
+process used to leave Prefect's temporary server running, re-parented to PID 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.extracts import write_extract
+
+pytestmark = pytest.mark.slow
+
+
+def _children_with(pid: int, word: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and word in cmdline:
+            found.append(int(name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the watchdog reads /proc (Linux)")
+def test_sigkill_of_the_command_ends_prefects_temporary_server(tmp_path):
+    extract = write_extract(tmp_path / "extract")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": "",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    command = subprocess.Popen([sys.executable, "-m", "cli", "ingest", "--extract", str(extract),
+                                "--db", str(tmp_path / "phm.duckdb")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        servers: list[int] = []
+        while not servers and time.monotonic() < deadline and command.poll() is None:
+            servers = _children_with(command.pid, "uvicorn")
+            time.sleep(0.2)
+        assert servers, "the command never started Prefect's temporary server"
+        time.sleep(1.0)  # the watchdog notes descendants every half second
+        os.kill(command.pid, signal.SIGKILL)
+        command.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in servers), "Prefect's server outlived the killed command"
+    finally:
+        if command.poll() is None:
+            command.kill()
