@@ -127,7 +127,9 @@ def _quiet_user_errors_on_console() -> None:
 
 def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | None) -> int:
     from flows.ingest import ingest_flow
+    from phm.ingest import check_database_name
 
+    check_database_name(db)  # before Prefect starts
     _quiet_user_errors_on_console()
     _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
     report = ingest_flow(extract, db, docs)

@@ -13,6 +13,7 @@ from features.build import build
 from models.score_patients import score_patients
 from phm.disclosure import show
 from phm.exceptions import ConfigError, DatabaseError
+from phm.ingest import check_database_name
 
 
 @dataclass
@@ -38,6 +39,7 @@ def extract_date(con: duckdb.DuckDBPyConnection) -> dt.date:
 
 def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open an ingested database, with errors a user can act on."""
+    check_database_name(db_path)
     if not Path(db_path).is_file():
         raise ConfigError(f"--db {db_path}: no such database (run phm ingest first)")
     try:

@@ -125,7 +125,25 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list | tu
     con.execute(f"insert into {table} select {unnests}", columns)  # noqa: S608 - table is ours
 
 
+# DuckDB names a database after its file, and a name equal to a schema makes every
+# ``<schema>.<table>`` ambiguous (``phm ingest --db ingest.duckdb`` failed as an internal error, and
+# ``staging.duckdb`` as a "malformed Parquet" extract). The schemas phm creates, the SQL layers,
+# and DuckDB's own catalogs.
+RESERVED_DATABASE_NAMES = frozenset({"ingest", "staging", "intermediate", "marts", "labels", "lists",
+                                     "features", "models", "ref", "main", "memory", "system", "temp"})
+
+
+def check_database_name(db_path: Path) -> None:
+    """Refuse, before any work, a database file whose name DuckDB would confuse with a schema."""
+    name = Path(db_path).stem.lower()
+    if name in RESERVED_DATABASE_NAMES:
+        raise ConfigError(f"--db {db_path}: DuckDB names a database after its file, and "
+                          f"{name!r} is also one of phm's schemas; choose another file name "
+                          "(e.g. phm.duckdb)")
+
+
 def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
+    check_database_name(db_path)
     try:
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(str(db_path))
@@ -395,6 +413,7 @@ def record_run(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
 
 def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[ExtractMetadata, dict[str, TableReport]]:
     """Step 1: file checks and staging for every table (then the connection closes)."""
+    check_database_name(db_path)
     metadata = ExtractMetadata.read(extract_dir)
     reports = {}
     con = connect(db_path)

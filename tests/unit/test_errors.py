@@ -61,3 +61,16 @@ def test_a_headerless_scores_file_is_refused_without_echoing_its_first_row(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "looks like data, not a header" in err
     assert "9434765919" not in err and "1960-05-01" not in err and "0.31" not in err
+
+
+@pytest.mark.parametrize("name", ["ingest.duckdb", "staging.duckdb", "Marts.db", "main.duckdb"])
+def test_a_database_named_like_a_schema_is_refused_before_any_work(tmp_path, capsys, name):
+    """DuckDB names the database after its file: 'ingest.duckdb' made every ingest.<table>
+    ambiguous (exit 70), and 'staging.duckdb' was blamed on the extract (exit 3)."""
+    extract = tmp_path / "extract"
+    extract.mkdir()
+    assert main(["ingest", "--extract", str(extract), "--db", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert "also one of phm's schemas" in err and "extract" not in err.split("--db", 1)[0]
+    assert not (tmp_path / name).exists()
+    assert main(["features", "--db", str(tmp_path / name)]) == 2
