@@ -164,6 +164,7 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     """``truth``: synthetic extracts only, the generator's truth/ folder, to also measure the
     models against each patient's true risk (logged to MLflow). ``force``: run even if this
     extract, with these settings, was the last one published from ``out`` (phm/runrecord.py)."""
+    from models.tracking import remove_unfinished_runs
     from phm.pseudonymise import icb_key
     from phm.runlock import run_lock
     from phm.runrecord import (
@@ -185,6 +186,9 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
             removed = remove_leftovers(out)
             if removed:
                 log.warning(f"removed what an interrupted run left in {out}: {', '.join(removed)}")
+            unfinished = remove_unfinished_runs(out, config.run.tracking_uri)
+            if unfinished:
+                log.warning(f"removed the MLflow artifacts of {unfinished} run(s) a failed or killed run left")
             digest, settings = extract_digest(extract), settings_digest(config, key)
             previous = None if force else unchanged_since(out, digest, settings)
             if previous:
@@ -194,7 +198,11 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
                 log.info(message)
                 return RunSummary(out, out / "phm.duckdb", lines=[message], lists_link=out / "lists", skipped=True)
             log.info(f"extract content digest {digest[:12]}: processing")
-            summary = _run(extract, out, config, truth, digest)
+            try:
+                summary = _run(extract, out, config, truth, digest)
+            except BaseException:
+                remove_unfinished_runs(out, config.run.tracking_uri)  # a failed run's partial artifacts
+                raise
             write_record(out, digest, settings, summary.lists_link)
             return summary
     finally:

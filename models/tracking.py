@@ -68,6 +68,46 @@ def tracking_location(output_dir: Path, tracking_uri: str | None = None) -> Trac
     return TrackingLocation(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
 
 
+def remove_unfinished_runs(output_dir: Path, tracking_uri: str | None = None) -> int:
+    """Remove the artifacts of runs that failed or were killed in the embedded store under
+    ``output_dir/mlflow``; a run left RUNNING (its process was killed) is marked KILLED. Their
+    records stay, as the history of what happened. Runs a registered model version comes from
+    are kept whole. Returns how many runs were cleaned.
+
+    Only the run's own store: a configured tracking server is shared, and another run's RUNNING
+    run there may be alive. The caller holds the output folder's run lock, so no run of this
+    store is alive when it is called."""
+    if tracking_uri or CONFIGURED_TRACKING_URI:
+        return 0
+    folder = (Path(output_dir) / "mlflow").resolve()
+    if not (folder / "mlflow.db").is_file():
+        return 0
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    location = tracking_location(output_dir)
+    client = MlflowClient(tracking_uri=location.tracking_uri)
+    registered = {v.run_id for v in client.search_model_versions()}
+    artifacts = (folder / "artifacts").resolve()
+    cleaned = 0
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    for run in client.search_runs(experiments, filter_string="attributes.status != 'FINISHED'",
+                                  run_view_type=ViewType.ALL, max_results=50_000):
+        if run.info.run_id in registered:
+            continue
+        path = Path(unquote(urlparse(run.info.artifact_uri).path)).resolve()
+        partial = path.is_relative_to(artifacts) and path.exists()
+        if partial:
+            shutil.rmtree(path, ignore_errors=True)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+        cleaned += partial or run.info.status == "RUNNING"
+    return cleaned
+
+
 def experiment_name(icb_code: str) -> str:
     return f"phm-risk {icb_code}"
 
