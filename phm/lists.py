@@ -4,10 +4,14 @@ From the features, the validated scores, hypertension case-finding and the audit
 scores (all at the extract date), ``sql/lists/list_reasons.sql`` gives every reason a patient
 could be invited, each with a tier (1 = act first) and a suggested action. Then, here:
 
-1. reasons a treatment makes moot (a lipid review for someone on a statin) are set aside, and
-   patients in palliative care (always), a care home (``exclude_care_homes``) or on a list
-   published in the last ``recently_invited_days`` are excluded; every exclusion is counted, per
-   PCN, never silently dropped;
+1. reasons a treatment or a recorded decision makes moot are set aside (a lipid review for
+   someone on a statin, or who declined one in 5 years, is allergic, intolerant, contraindicated
+   or not indicated; a BP check after ABPM or home monitoring; a BP check or diabetes risk
+   advice after an NHS Health Check in 5 years: sql/lists/list_reasons.sql). A patient whose
+   every reason is set aside is excluded for the first of them; a patient listed for another
+   reason carries them in ``set_aside``. Patients in palliative care (always), a care home
+   (``exclude_care_homes``) or on a list published in the last ``recently_invited_days`` are
+   excluded; every exclusion is counted by reason, per PCN, never silently dropped;
 2. the remaining patients are ordered by tier, then (with ``prioritisation = "core20plus5"``)
    the most deprived national quintile (Core20) and the configured PLUS groups first within a
    tier, then by their highest model risk relative to others (the smallest top-share across the
@@ -110,9 +114,11 @@ def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
         pl.col("reason").str.join("; ").alias("reasons"),
         pl.col("action").unique(maintain_order=True).str.join("; ").alias("suggested_actions"),
         pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes"))
+    set_aside = moot.group_by("patient_id", maintain_order=True).agg(
+        pl.col("excluded_by").unique(maintain_order=True).str.join("; ").alias("set_aside"))
     treated = moot.join(listed.select("patient_id"), on="patient_id", how="anti").group_by("patient_id").agg(
         pl.col("excluded_by").first().alias("treatment_exclusion"))
-    return pl.concat([listed, treated], how="diagonal")
+    return pl.concat([listed, treated], how="diagonal").join(set_aside, on="patient_id", how="left")
 
 
 def _age_band(age: pl.Expr) -> pl.Expr:
@@ -155,7 +161,8 @@ class ListRun:
 LIST_COLUMNS = [
     "pseudonym", "practice_pseudo_id", "priority_rank", "tier", "age_band", "sex", "ethnicity_group",
     "imd_quintile", "core20", "qrisk3_pct", "qdiabetes_pct", "cvd_model_risk_pct", "t2d_model_risk_pct",
-    "hypertension_model_risk_pct", "hypertension_finding", "reasons", "suggested_actions", "defaulted_inputs",
+    "hypertension_model_risk_pct", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
+    "defaulted_inputs",
 ]
 
 
@@ -188,7 +195,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     candidates = candidates.join(invited, on="patient_id", how="left").with_columns(
         pl.when(pl.col("palliative_care").fill_null(False)).then(pl.lit("palliative care"))
         .when(pl.col("care_home").fill_null(False) & pl.lit(settings.exclude_care_homes)).then(pl.lit("care home"))
-        .when(pl.col("treatment_exclusion").is_not_null()).then(pl.lit("already on the relevant treatment"))
+        .when(pl.col("treatment_exclusion").is_not_null()).then(pl.col("treatment_exclusion"))
         .when(pl.col("recently_invited").fill_null(False)).then(pl.lit("recently invited"))
         .otherwise(None).alias("exclusion"),
         pseudonymise(candidates, key),
@@ -247,6 +254,11 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
     for reason, n in candidates.filter(pl.col("exclusion").is_not_null()).group_by("exclusion").len().sort(
             "exclusion").iter_rows():
         add("excluded", reason, n, None)
+    # every reason set aside (patients listed for another reason included): what practices recorded
+    if "set_aside" in candidates.columns:
+        aside = candidates.select(pl.col("set_aside").str.split("; ")).explode("set_aside").drop_nulls()
+        for reason, n in aside.group_by("set_aside").len().sort("set_aside").iter_rows():
+            add("reason set aside", reason, n, None)
     return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,
                                       "registered_adults": pl.Int64})
 

@@ -1,8 +1,18 @@
 -- int_patient_conditions: one row per registered patient with every condition, treatment and
 -- family-history input of QRISK3 and QDiabetes, as of the index date.
 --
--- Conditions: a code on or before the index date, ever. Hypertension: a diagnosis not followed
--- by a later 'resolved' code. Treatments: antihypertensives and statins issued at least once in
+-- Conditions: a code on or before the index date, ever, except where a rule below says more.
+-- Hypertension: a diagnosis not followed by a later 'resolved' code (QOF HYP_COD, HYPRES_COD).
+-- Diabetes: any diabetes code (QOF DM_COD and the type refsets); type 1 where a type 1 code is
+-- recorded, otherwise type 2 (QRISK3 and QDiabetes know only these two; CVDPREVENT counts
+-- unspecified diabetes with type 2). CKD 3-5: intermediate.int_patient_ckd (latest stage code,
+-- else eGFR). Severe mental illness: any MH_COD / SEV_MENTAL code, ever, is QRISK3's input
+-- (a history of the diagnosis); smi_in_remission when the latest such code is an 'in
+-- remission' code (QOF MH register rule), and long_term_conditions then does not count it.
+-- Erectile dysfunction: a diagnosis code (QRISK3 also counts treatment; no national PDE5
+-- inhibitor list exists: docs/features.md). Palliative care: the latest palliative care code is
+-- not followed by a 'palliative care not clinically indicated' code (QOF PALCARE_COD,
+-- PALCARENI_COD). Treatments: antihypertensives and statins issued at least once in
 -- the 6 months before the index date. Atypical antipsychotics and corticosteroids (oral
 -- glucocorticoids) as QRISK3 defines 'regular' use (QRISK3-2017, Hippisley-Cox et al., BMJ
 -- 2017;357:j2099, and ClinRisk's input definitions): at least two issues, the latest no more
@@ -17,17 +27,17 @@ with parameters as (
 ),
 
 events as (
-    select e.patient_id, e.date, c.concept
+    select e.patient_id, e.date, c.concept, c.category
     from main.clinical_events as e
     join ref.codelist_codes as c on c.code = e.snomedct_code
     cross join parameters as p
     where e.date <= p.index_date
-      and c.concept in ('hypertension', 'hypertension_resolved', 'diabetes_type1', 'diabetes_type2',
-                        'chd', 'mi', 'stroke', 'tia', 'atrial_fibrillation', 'ckd_3_5',
+      and c.concept in ('hypertension', 'hypertension_resolved', 'diabetes', 'diabetes_type1',
+                        'diabetes_type2', 'chd', 'mi', 'stroke', 'tia', 'atrial_fibrillation',
                         'rheumatoid_arthritis', 'sle', 'migraine', 'severe_mental_illness',
                         'erectile_dysfunction', 'family_history_cvd', 'family_history_diabetes',
                         'gestational_diabetes', 'pcos', 'learning_disability', 'palliative_care',
-                        'care_home')
+                        'palliative_care_not_indicated', 'care_home')
 ),
 
 coded as (
@@ -36,21 +46,23 @@ coded as (
         max(date) filter (where concept = 'hypertension') as last_hypertension,
         max(date) filter (where concept = 'hypertension_resolved') as last_resolved,
         bool_or(concept = 'diabetes_type1') as type1_diabetes,
-        bool_or(concept = 'diabetes_type2') as type2_diabetes,
+        bool_or(concept in ('diabetes', 'diabetes_type2')) as any_diabetes,
         bool_or(concept in ('chd', 'mi', 'stroke', 'tia')) as cvd,
         bool_or(concept = 'atrial_fibrillation') as atrial_fibrillation,
-        bool_or(concept = 'ckd_3_5') as ckd_3_5,
         bool_or(concept = 'rheumatoid_arthritis') as rheumatoid_arthritis,
         bool_or(concept = 'sle') as sle,
         bool_or(concept = 'migraine') as migraine,
         bool_or(concept = 'severe_mental_illness') as severe_mental_illness,
+        arg_max(category, (date, category)) filter (where concept = 'severe_mental_illness') = 'remission'
+            as smi_in_remission,
         bool_or(concept = 'erectile_dysfunction') as erectile_dysfunction,
         bool_or(concept = 'family_history_cvd') as family_history_cvd,
         bool_or(concept = 'family_history_diabetes') as family_history_diabetes,
         bool_or(concept = 'gestational_diabetes') as gestational_diabetes,
         bool_or(concept = 'pcos') as pcos,
         bool_or(concept = 'learning_disability') as learning_disability,
-        bool_or(concept = 'palliative_care') as palliative_care,
+        max(date) filter (where concept = 'palliative_care') as last_palliative_care,
+        max(date) filter (where concept = 'palliative_care_not_indicated') as last_palliative_not_indicated,
         max(date) filter (where concept = 'care_home') as last_care_home
     from events
     group by patient_id
@@ -77,21 +89,25 @@ flags as (
         r.patient_id,
         coalesce(c.last_hypertension > coalesce(c.last_resolved, date '1900-01-01'), false) as hypertension,
         coalesce(c.type1_diabetes, false) as type1_diabetes,
-        coalesce(c.type2_diabetes, false) as type2_diabetes,
+        coalesce(c.any_diabetes and not c.type1_diabetes, false) as type2_diabetes,
         coalesce(c.cvd, false) as cvd,
         coalesce(c.atrial_fibrillation, false) as atrial_fibrillation,
-        coalesce(c.ckd_3_5, false) as ckd_3_5,
+        k.ckd_stage is not null as ckd_3_5,
+        k.ckd_stage,
+        k.ckd_stage_source,
         coalesce(c.rheumatoid_arthritis, false) as rheumatoid_arthritis,
         coalesce(c.sle, false) as sle,
         coalesce(c.migraine, false) as migraine,
         coalesce(c.severe_mental_illness, false) as severe_mental_illness,
+        coalesce(c.smi_in_remission, false) as smi_in_remission,
         coalesce(c.erectile_dysfunction, false) as erectile_dysfunction,
         coalesce(c.family_history_cvd, false) as family_history_cvd,
         coalesce(c.family_history_diabetes, false) as family_history_diabetes,
         coalesce(c.gestational_diabetes, false) as gestational_diabetes,
         coalesce(c.pcos, false) as pcos,
         coalesce(c.learning_disability, false) as learning_disability,
-        coalesce(c.palliative_care, false) as palliative_care,
+        coalesce(c.last_palliative_care > coalesce(c.last_palliative_not_indicated, date '1900-01-01'), false)
+            as palliative_care,
         coalesce(c.last_care_home > p.index_date - interval 2 year, false) as care_home,
         coalesce(i.antihypertensive_issues, 0) > 0 as on_antihypertensives,
         coalesce(i.statin_issues, 0) > 0 as on_statins,
@@ -102,6 +118,7 @@ flags as (
     from intermediate.int_patients_registered as r
     left join coded as c using (patient_id)
     left join issued as i using (patient_id)
+    left join intermediate.int_patient_ckd as k using (patient_id)
     cross join parameters as p
 ),
 
@@ -111,7 +128,8 @@ final as (
         hypertension and on_antihypertensives as treated_hypertension,
         hypertension::integer + (type1_diabetes or type2_diabetes)::integer + cvd::integer
             + atrial_fibrillation::integer + ckd_3_5::integer + rheumatoid_arthritis::integer
-            + sle::integer + severe_mental_illness::integer + learning_disability::integer
+            + sle::integer + (severe_mental_illness and not smi_in_remission)::integer
+            + learning_disability::integer
             as long_term_conditions
     from flags
 )

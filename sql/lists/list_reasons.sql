@@ -5,27 +5,54 @@
 -- per-PCN summary can count it. Thresholds come from lists.parameters (bound by the caller).
 --
 -- Reasons, tier (1 = act first) and suggested action:
---   bp_urgent               1  no hypertension diagnosis, a reading >= 180/120 in 12 months: urgent BP review
+--   bp_urgent               1  no hypertension diagnosis, latest reading >= 180/120 in 12 months: urgent BP review
 --   hba1c_diabetic_range    1  no diabetes diagnosis, latest HbA1c >= 48 mmol/mol: repeat HbA1c
+--   glucose_diabetic_range  1  no diabetes diagnosis, latest fasting glucose >= 7.0 mmol/L: repeat test
+--                              (NICE NG28 / WHO: possible undiagnosed diabetes)
+--   bp_confirmed_not_coded  2  no diagnosis, ABPM/home mean >= 135/85 in 12 months: code and review (NG136)
 --   bp_possible_undiagnosed 2  no diagnosis, last two readings >= 140/90 in 12 months: BP check (home/ambulatory)
 --   bp_above_target         2  hypertension, latest reading above the CVDPREVENT target: hypertension review
 --   qrisk3_high             2  QRISK3 >= qrisk3_high (20%) and no statin: lipid review (NICE NG238)
---   hba1c_ndh               2  no diabetes, latest HbA1c 42-47 (non-diabetic hyperglycaemia): NHS DPP referral
+--   ndh_ndpp                2  no diabetes and non-diabetic hyperglycaemia: HbA1c 42-47 mmol/mol or fasting
+--                              glucose 5.5-6.9 mmol/L in the last 12 months, or a coded NDH (NHS DPP
+--                              eligibility; NICE PH38): NHS DPP referral. Tier 1 with a history of
+--                              gestational diabetes (NICE PH38, NG3: the highest risk of progression).
 --   qrisk3_raised           3  QRISK3 >= qrisk3_threshold (10%) and no statin: lipid review
 --   qdiabetes_high          3  QDiabetes >= qdiabetes_threshold (10%): HbA1c test and diabetes prevention advice
 --   bp_no_recent_reading    3  hypertension, no reading in 12 months: BP check
 --   bp_none_in_5_years      3  aged 45+, no reading in 5 years: BP check
 --   model_high_risk         3  a trained model's risk in the top model_top_share of eligible patients
--- excluded_by (reason level): on statins for the lipid reasons.
+-- excluded_by (reason level; the reason is kept, set aside, and counted), as QOF, CVDPREVENT and
+-- NCL's LTC LCS use them:
+--   lipid reasons            already on a statin; statin allergy, contraindicated, not tolerated,
+--                            not indicated (ever), declined (in 5 years): int_patient_care_states
+--   bp_possible_undiagnosed  ABPM or home monitoring already done in the 12 months (NG136's next step)
+--   bp_none_in_5_years,      an NHS Health Check in the last 5 years (it measures BP and assesses
+--   qdiabetes_high           diabetes risk)
+-- Already referred to the NHS DPP cannot be recognised: no national NDPP-referral list exists
+-- (docs/features.md).
 with parameters as (
-    select * from lists.parameters
+    select l.*, f.index_date from lists.parameters as l cross join features.parameters as f
 ),
 
 patients as (
     select
         f.patient_id, f.age_years, f.type1_diabetes or f.type2_diabetes as diabetes, f.on_statins,
         f.hba1c_mmol_mol, s.qrisk3_10y_pct, s.qdiabetes_10y_pct,
-        h.finding as bp_finding, h.finding_reason as bp_reason,
+        f.hba1c_date > pr.index_date - interval 12 month and f.hba1c_mmol_mol >= 42 and f.hba1c_mmol_mol < 48
+            as hba1c_ndh_12m,
+        f.fasting_glucose_mmol_l,
+        f.fasting_glucose_date > pr.index_date - interval 12 month and f.fasting_glucose_mmol_l >= 5.5
+            and f.fasting_glucose_mmol_l < 7.0 as glucose_ndh_12m,
+        f.ndh_coded, f.gestational_diabetes, f.nhs_health_check_5y,
+        case when f.on_statins then 'already on a statin'
+             when f.statin_exclusion = 'allergic' then 'statin allergy'
+             when f.statin_exclusion = 'contraindicated' then 'statin contraindicated'
+             when f.statin_exclusion = 'not_tolerated' then 'statin not tolerated'
+             when f.statin_exclusion = 'not_indicated' then 'statin not indicated'
+             when f.statin_exclusion = 'declined' then 'statin declined in the last 5 years'
+        end as lipid_set_aside,
+        h.finding as bp_finding, h.finding_reason as bp_reason, h.monitoring_12_months,
         r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
         r.cvd_model_horizon_years, r.t2d_model_horizon_years, r.hypertension_model_horizon_years,
         -- share of the model's eligible patients at or above this risk (ties share a place)
@@ -40,6 +67,7 @@ patients as (
     left join marts.patient_scores as s using (patient_id)
     left join marts.mart_hypertension_case_finding as h using (patient_id)
     left join marts.risk_scores as r using (patient_id)
+    cross join parameters as pr
 ),
 
 -- one row per patient and model, so the model reason is written once
@@ -61,8 +89,13 @@ reasons as (
            'urgent blood pressure review (same day if symptomatic)' as action, null as excluded_by
     from patients where bp_finding = 'possible_undiagnosed_urgent'
     union all
+    select patient_id, 'bp_confirmed_not_coded', 2, 'hypertension', bp_reason,
+           'code the hypertension diagnosis and review treatment', null
+    from patients where bp_finding = 'confirmed_not_coded'
+    union all
     select patient_id, 'bp_possible_undiagnosed', 2, 'hypertension', bp_reason,
-           'blood pressure check; confirm with home or ambulatory readings', null
+           'blood pressure check; confirm with home or ambulatory readings',
+           case when monitoring_12_months then 'ABPM or home blood pressure already done' end
     from patients where bp_finding = 'possible_undiagnosed'
     union all
     select patient_id, 'bp_above_target', 2, 'hypertension', bp_reason,
@@ -72,7 +105,8 @@ reasons as (
     select patient_id, 'bp_no_recent_reading', 3, 'hypertension', bp_reason, 'blood pressure check', null
     from patients where bp_finding = 'no_recent_reading'
     union all
-    select patient_id, 'bp_none_in_5_years', 3, 'hypertension', bp_reason, 'blood pressure check', null
+    select patient_id, 'bp_none_in_5_years', 3, 'hypertension', bp_reason, 'blood pressure check',
+           case when nhs_health_check_5y then 'NHS Health Check in the last 5 years' end
     from patients where bp_finding = 'no_bp_in_5_years'
     union all
     select patient_id, 'hba1c_diabetic_range', 1, 't2d',
@@ -80,25 +114,37 @@ reasons as (
            'repeat HbA1c: possible undiagnosed diabetes', null
     from patients where not diabetes and hba1c_mmol_mol >= 48
     union all
-    select patient_id, 'hba1c_ndh', 2, 't2d',
-           'latest HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol (42-47: non-diabetic hyperglycaemia)',
+    select patient_id, 'glucose_diabetic_range', 1, 't2d',
+           'latest fasting glucose ' || round(fasting_glucose_mmol_l, 1) || ' mmol/L (7.0 or over) and no diabetes diagnosis',
+           'repeat fasting glucose or HbA1c: possible undiagnosed diabetes', null
+    from patients where not diabetes and fasting_glucose_mmol_l >= 7.0
+    union all
+    select patient_id, 'ndh_ndpp', case when gestational_diabetes then 1 else 2 end, 't2d',
+           concat_ws('; ',
+               case when hba1c_ndh_12m then 'HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol in the last 12 months (42-47)' end,
+               case when glucose_ndh_12m then 'fasting glucose ' || round(fasting_glucose_mmol_l, 1) || ' mmol/L in the last 12 months (5.5-6.9)' end,
+               case when ndh_coded then 'non-diabetic hyperglycaemia coded' end,
+               case when gestational_diabetes then 'history of gestational diabetes' end)
+               || ': non-diabetic hyperglycaemia',
            'NHS Diabetes Prevention Programme referral', null
-    from patients where not diabetes and hba1c_mmol_mol >= 42 and hba1c_mmol_mol < 48
+    from patients
+    where not diabetes and (hba1c_ndh_12m or glucose_ndh_12m or ndh_coded)
     union all
     select pt.patient_id, 'qrisk3_high', 2, 'cvd',
            'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_high || '% or over)',
-           'lipid review: discuss a statin (NICE NG238)', case when pt.on_statins then 'already on a statin' end
+           'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p where pt.qrisk3_10y_pct >= p.qrisk3_high
     union all
     select pt.patient_id, 'qrisk3_raised', 3, 'cvd',
            'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_threshold || '% or over)',
-           'lipid review: discuss a statin (NICE NG238)', case when pt.on_statins then 'already on a statin' end
+           'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p
     where pt.qrisk3_10y_pct >= p.qrisk3_threshold and pt.qrisk3_10y_pct < p.qrisk3_high
     union all
     select pt.patient_id, 'qdiabetes_high', 3, 't2d',
            'QDiabetes 10-year risk ' || round(pt.qdiabetes_10y_pct, 1) || '% (' || p.qdiabetes_threshold || '% or over)',
-           'HbA1c test and diabetes prevention advice', null
+           'HbA1c test and diabetes prevention advice',
+           case when pt.nhs_health_check_5y then 'NHS Health Check in the last 5 years' end
     from patients as pt cross join parameters as p where pt.qdiabetes_10y_pct >= p.qdiabetes_threshold
     union all
     select m.patient_id, 'model_high_risk', 3, m.outcome,

@@ -2,9 +2,19 @@
 --
 -- Clinic readings are paired by day (the day's highest systolic and highest diastolic). A
 -- reading is 'at or above 140/90' when systolic >= 140 or diastolic >= 90 (NICE NG136).
+-- Clinic readings only: ambulatory (ABPM) and home summaries are not clinic readings (NG136
+-- gives them their own thresholds) and are read separately: monitoring_12_months is an ABPM or
+-- home monitoring code in the 12 months; monitored_sbp/dbp the mean of the systolic and diastolic
+-- ABPM/home readings on the latest day they were recorded in 12 months.
 -- Findings, first that applies:
---   possible_undiagnosed_urgent  no hypertension diagnosis, a reading >= 180/120 in 12 months
+--   possible_undiagnosed_urgent  no hypertension diagnosis, the latest reading (in 12 months)
+--                                >= 180/120 (NG136: same-day assessment); an earlier severe
+--                                reading followed by lower ones is not urgent
+--   confirmed_not_coded          no diagnosis, ABPM/home mean >= 135/85 in 12 months: NG136's
+--                                confirmation of hypertension, which the record does not code
 --   possible_undiagnosed         no diagnosis, the last two readings in 12 months >= 140/90
+--                                (when ABPM/home monitoring was done in 12 months the lists set
+--                                this reason aside: the confirmation step has happened)
 --   above_target                 diagnosed, latest reading in 12 months above the CVDPREVENT
 --                                target (under 80: 140/90; 80 and over: 150/90)
 --   no_recent_reading            diagnosed, no reading in 12 months
@@ -49,9 +59,29 @@ per_patient as (
         max(dbp) filter (where recency = 1) as latest_dbp_mmhg,
         max(date) as latest_bp_date,
         count(*) filter (where in_12_months) as readings_12_months,
-        bool_or(severe and in_12_months) as severe_in_12_months,
+        bool_or(severe and in_12_months and recency = 1) as latest_severe,
         count(*) filter (where recency <= 2 and in_12_months and raised) = 2 as last_two_raised
     from ranked
+    group by patient_id
+),
+
+monitoring as (
+    select
+        patient_id,
+        max(date) as monitoring_date,
+        avg(value) filter (where part = 'systolic' and date = last_day) as monitored_sbp,
+        avg(value) filter (where part = 'diastolic' and date = last_day) as monitored_dbp
+    from (
+        select e.patient_id, e.date, c.category as part, e.numeric_value as value,
+               max(e.date) filter (where e.numeric_value is not null and c.category <> 'procedure')
+                   over (partition by e.patient_id) as last_day
+        from main.clinical_events as e
+        join ref.codelist_codes as c on c.code = e.snomedct_code
+        cross join parameters as p
+        where c.concept in ('abpm', 'home_bp')
+          and e.date <= p.index_date
+          and e.date > p.index_date - interval 12 month
+    )
     group by patient_id
 ),
 
@@ -64,11 +94,15 @@ joined as (
         b.latest_dbp_mmhg,
         b.latest_bp_date,
         coalesce(b.readings_12_months, 0) as readings_12_months,
-        coalesce(b.severe_in_12_months, false) as severe_in_12_months,
+        coalesce(b.latest_severe, false) as latest_severe,
+        m.monitoring_date is not null as monitoring_12_months,
+        m.monitored_sbp,
+        m.monitored_dbp,
         coalesce(b.last_two_raised, false) as last_two_raised,
         case when f.age_years >= 80 then 150 else 140 end as target_sbp_mmhg
     from marts.mart_patient_features as f
     left join per_patient as b using (patient_id)
+    left join monitoring as m using (patient_id)
     where f.age_years >= 18
 ),
 
@@ -86,7 +120,8 @@ final as (
             else 'normal'
         end as bp_stage,
         case
-            when not hypertension and severe_in_12_months then 'possible_undiagnosed_urgent'
+            when not hypertension and latest_severe then 'possible_undiagnosed_urgent'
+            when not hypertension and (monitored_sbp >= 135 or monitored_dbp >= 85) then 'confirmed_not_coded'
             when not hypertension and last_two_raised then 'possible_undiagnosed'
             when hypertension and readings_12_months > 0
                  and (latest_sbp_mmhg > target_sbp_mmhg or latest_dbp_mmhg > 90) then 'above_target'
@@ -94,8 +129,10 @@ final as (
             when age_years >= 45 and latest_bp_date is null then 'no_bp_in_5_years'
         end as finding,
         case
-            when not hypertension and severe_in_12_months
-                then 'a reading at or above 180/120 in the last 12 months and no hypertension diagnosis: urgent'
+            when not hypertension and latest_severe
+                then 'latest reading at or above 180/120 (in the last 12 months) and no hypertension diagnosis: urgent'
+            when not hypertension and (monitored_sbp >= 135 or monitored_dbp >= 85)
+                then 'ambulatory or home blood pressure at or above 135/85 in the last 12 months (NICE NG136 confirms hypertension) and no hypertension diagnosis coded'
             when not hypertension and last_two_raised
                 then 'two readings at or above 140/90 in the last 12 months and no hypertension diagnosis'
             when hypertension and readings_12_months > 0
@@ -106,7 +143,8 @@ final as (
             when age_years >= 45 and latest_bp_date is null
                 then 'aged 45 or over with no blood pressure reading in the last 5 years'
         end as finding_reason,
-        not hypertension and severe_in_12_months as urgent
+        not hypertension and latest_severe as urgent,
+        monitoring_12_months
     from joined
 )
 

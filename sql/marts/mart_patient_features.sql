@@ -4,7 +4,9 @@
 -- letter, 'Z' (not stated) or '99' (not known: no code); broad group in the 5-group scheme with
 -- 'Not stated' and 'Not known' as their own groups. Eligibility: QRISK3 for ages 25-84 without
 -- CVD; QDiabetes for ages 25-84 without diabetes. Outreach is inappropriate for people in
--- palliative care (and, where configured, in care homes): flagged here, applied by the lists.
+-- palliative care (and, where configured, in care homes): flagged here, applied by the lists;
+-- so are the states practices record (statin declined or unsuitable, NHS Health Check done,
+-- coded non-diabetic hyperglycaemia: intermediate.int_patient_care_states).
 with final as (
     select
         r.patient_id,
@@ -32,6 +34,9 @@ with final as (
         m.fasting_glucose_mmol_l, m.fasting_glucose_date,
         s.smoke_cat,
         c.* exclude (patient_id),
+        cs.statin_exclusion,
+        coalesce(cs.nhs_health_check_5y, false) as nhs_health_check_5y,
+        coalesce(cs.ndh_coded, false) as ndh_coded,
         r.age_years between 25 and 84 and not c.cvd as qrisk3_eligible,
         r.age_years between 25 and 84 and not (c.type1_diabetes or c.type2_diabetes) as qdiabetes_eligible
     from intermediate.int_patients_registered as r
@@ -41,6 +46,7 @@ with final as (
     left join intermediate.int_patient_measurements as m using (patient_id)
     left join intermediate.int_patient_smoking as s using (patient_id)
     left join intermediate.int_patient_conditions as c using (patient_id)
+    left join intermediate.int_patient_care_states as cs using (patient_id)
 )
 
 select * from final

@@ -281,6 +281,14 @@ def finding(con):
 HYPERTENSION = [(1, d("2015-01-01"), "38341003", None)]
 
 
+def ABPM(day, systolic, diastolic):  # noqa: N802 - reads like the other reading builders
+    return [(1, d(day), "314449000", float(systolic)), (1, d(day), "314462001", float(diastolic))]  # 24 h averages
+
+
+def HOME(day, systolic, diastolic):  # noqa: N802
+    return [(1, d(day), "413606001", float(systolic)), (1, d(day), "413605002", float(diastolic))]
+
+
 @pytest.mark.parametrize("case,events,born,expected", [
     ("two raised readings, no diagnosis", bp("2025-06-01", 150, 85) + bp("2026-01-10", 142, 88), "1970-01-01",
      ("possible_undiagnosed", "two readings at or above 140/90 in the last 12 months and no hypertension diagnosis", "stage_1", False)),
@@ -291,7 +299,18 @@ HYPERTENSION = [(1, d("2015-01-01"), "38341003", None)]
     ("diastolic alone is enough", bp("2025-06-01", 130, 95) + bp("2026-01-10", 135, 92), "1970-01-01",
      ("possible_undiagnosed", "two readings at or above 140/90 in the last 12 months and no hypertension diagnosis", "stage_1", False)),
     ("one severe reading", bp("2026-01-10", 185, 100), "1970-01-01",
-     ("possible_undiagnosed_urgent", "a reading at or above 180/120 in the last 12 months and no hypertension diagnosis: urgent", "severe", True)),
+     ("possible_undiagnosed_urgent", "latest reading at or above 180/120 (in the last 12 months) and no hypertension diagnosis: urgent", "severe", True)),
+    # urgency is the latest reading's: a severe reading followed by normal ones is not urgent
+    ("severe, then normal", bp("2025-12-01", 190, 125) + bp("2026-01-10", 130, 80), "1970-01-01",
+     (None, None, "normal", False)),
+    ("severe over 12 months ago", bp("2025-03-01", 190, 125), "1970-01-01", (None, None, "severe", False)),
+    # ABPM or home readings confirm (NICE NG136: mean >= 135/85); a clinic pair does not
+    ("ABPM mean 136/80 confirms, not coded", bp("2026-01-10", 150, 85) + ABPM("2026-02-01", 136, 80), "1970-01-01",
+     ("confirmed_not_coded", "ambulatory or home blood pressure at or above 135/85 in the last 12 months (NICE NG136 confirms hypertension) and no hypertension diagnosis coded", "stage_1", False)),
+    ("home mean 130/84 does not confirm", bp("2025-06-01", 150, 85) + bp("2026-01-10", 142, 88) + HOME("2026-02-01", 130, 84), "1970-01-01",
+     ("possible_undiagnosed", "two readings at or above 140/90 in the last 12 months and no hypertension diagnosis", "stage_1", False)),
+    ("ABPM readings are not clinic readings: no clinic stage, not urgent", ABPM("2026-02-01", 182, 100), "1990-01-01",
+     ("confirmed_not_coded", "ambulatory or home blood pressure at or above 135/85 in the last 12 months (NICE NG136 confirms hypertension) and no hypertension diagnosis coded", None, False)),
     ("diagnosed, above target under 80", HYPERTENSION + bp("2026-01-10", 145, 85), "1970-01-01",
      ("above_target", "hypertension with the latest reading above the target of 140/90", "stage_1", False)),
     ("diagnosed, 80 and over, 145 is on target", HYPERTENSION + bp("2026-01-10", 145, 85), "1940-01-01",
@@ -381,3 +400,78 @@ def test_each_condition_flag_is_set_by_its_codelist_and_only_before_the_index_da
 def test_each_treatment_flag_uses_the_last_6_months(flag, code, issues, expected):
     con = one_patient(medications=[(1, d(day), code) for day in issues])
     assert row(con, "marts.mart_patient_features", [flag]) == {flag: expected}
+
+
+def test_abpm_or_home_monitoring_in_12_months_is_flagged_for_the_lists():
+    con = one_patient(bp("2025-06-01", 150, 85) + bp("2026-01-10", 142, 88) + [(1, d("2026-02-01"), "413153004", None)])
+    assert con.execute("select finding, monitoring_12_months from marts.mart_hypertension_case_finding").fetchone() \
+        == ("possible_undiagnosed", True)
+    old = one_patient(bp("2025-06-01", 150, 85) + bp("2026-01-10", 142, 88) + [(1, d("2025-03-01"), "413153004", None)])
+    assert old.execute("select monitoring_12_months from marts.mart_hypertension_case_finding").fetchone() == (False,)
+
+
+CKD3, CKD4, CKD2, EGFR = "433144002", "431857002", "431856006", "1011481000000105"
+
+
+@pytest.mark.parametrize("case,events,expected", [
+    ("stage 3 code", [(1, d("2020-01-01"), CKD3, None)], (True, 3, "code")),
+    ("stage 3 then stage 4: the latest", [(1, d("2020-01-01"), CKD3, None), (1, d("2022-01-01"), CKD4, None)], (True, 4, "code")),
+    ("stage 3 revised to stage 2", [(1, d("2020-01-01"), CKD3, None), (1, d("2022-01-01"), CKD2, None)], (False, None, None)),
+    ("same day 2 and 4: the higher", [(1, d("2022-01-01"), CKD2, None), (1, d("2022-01-01"), CKD4, None)], (True, 4, "code")),
+    ("a later code after the index date does not count", [(1, d("2020-01-01"), CKD3, None), (1, d("2026-04-02"), CKD2, None)], (True, 3, "code")),
+    ("no code, two eGFR under 60, 90 days apart", [(1, d("2025-10-01"), EGFR, 52.0), (1, d("2025-12-30"), EGFR, 28.0)], (True, 4, "egfr")),
+    ("no code, two eGFR under 60, 89 days apart", [(1, d("2025-10-02"), EGFR, 52.0), (1, d("2025-12-30"), EGFR, 28.0)], (False, None, None)),
+    ("no code, latest eGFR 60", [(1, d("2025-06-01"), EGFR, 45.0), (1, d("2025-12-30"), EGFR, 60.0)], (False, None, None)),
+    ("no code, eGFR under 15", [(1, d("2025-06-01"), EGFR, 14.0), (1, d("2025-12-30"), EGFR, 12.0)], (True, 5, "egfr")),
+    ("a stage 2 code outranks a low eGFR", [(1, d("2019-01-01"), CKD2, None), (1, d("2025-06-01"), EGFR, 40.0),
+                                            (1, d("2025-12-30"), EGFR, 40.0)], (False, None, None)),
+])
+def test_ckd_3_to_5_is_the_latest_stage_code_else_the_stage_from_egfr(case, events, expected):
+    got = row(one_patient(events), "marts.mart_patient_features", ["ckd_3_5", "ckd_stage", "ckd_stage_source"])
+    assert tuple(got.values()) == expected, case
+
+
+def test_diabetes_of_unstated_type_is_type_2_and_a_type_1_code_makes_it_type_1():
+    unspecified = one_patient([(1, d("2020-01-01"), "73211009", None)])  # 'Diabetes mellitus'
+    assert row(unspecified, "marts.mart_patient_features", ["type1_diabetes", "type2_diabetes"]) == \
+        {"type1_diabetes": False, "type2_diabetes": True}
+    type1 = one_patient([(1, d("2020-01-01"), "73211009", None), (1, d("2021-01-01"), "46635009", None)])
+    assert row(type1, "marts.mart_patient_features", ["type1_diabetes", "type2_diabetes"]) == \
+        {"type1_diabetes": True, "type2_diabetes": False}
+
+
+def test_severe_mental_illness_in_remission():
+    remission = one_patient([(1, d("2015-01-01"), "58214004", None), (1, d("2022-01-01"), "31373002", None)])
+    got = row(remission, "marts.mart_patient_features", ["severe_mental_illness", "smi_in_remission", "long_term_conditions"])
+    assert got == {"severe_mental_illness": True, "smi_in_remission": True, "long_term_conditions": 0}
+    relapse = one_patient([(1, d("2015-01-01"), "31373002", None), (1, d("2022-01-01"), "58214004", None)])
+    assert row(relapse, "marts.mart_patient_features", ["smi_in_remission", "long_term_conditions"]) == \
+        {"smi_in_remission": False, "long_term_conditions": 1}
+
+
+def test_palliative_care_ends_with_a_later_not_clinically_indicated_code():
+    ended = one_patient([(1, d("2025-01-01"), "103735009", None), (1, d("2025-06-01"), "1048611000000104", None)])
+    assert row(ended, "marts.mart_patient_features", ["palliative_care"]) == {"palliative_care": False}
+    again = one_patient([(1, d("2025-01-01"), "1048611000000104", None), (1, d("2025-06-01"), "103735009", None)])
+    assert row(again, "marts.mart_patient_features", ["palliative_care"]) == {"palliative_care": True}
+
+
+@pytest.mark.parametrize("events,expected", [
+    ([(1, d("2021-04-01"), "134396000", None)], "declined"),                 # declined 5 years ago to the day
+    ([(1, d("2021-03-31"), "134396000", None)], None),                       # declined over 5 years ago
+    ([(1, d("2010-01-01"), "134391005", None)], "not_indicated"),            # not indicated: no window
+    ([(1, d("2010-01-01"), "152166006", None)], "contraindicated"),
+    ([(1, d("2010-01-01"), "413174003", None)], "not_tolerated"),
+    ([(1, d("2025-01-01"), "134396000", None), (1, d("2010-01-01"), "413174003", None)], "not_tolerated"),
+])
+def test_statin_exclusions_and_the_5_year_window_for_a_declined_statin(events, expected):
+    assert row(one_patient(events), "marts.mart_patient_features", ["statin_exclusion"]) == {"statin_exclusion": expected}
+
+
+def test_nhs_health_check_counts_for_5_years_and_ndh_codes_are_read():
+    con = one_patient([(1, d("2021-04-01"), "523221000000100", None), (1, d("2019-01-01"), "700449008", None)])
+    assert row(con, "marts.mart_patient_features", ["nhs_health_check_5y", "ndh_coded"]) == \
+        {"nhs_health_check_5y": True, "ndh_coded": True}
+    old = one_patient([(1, d("2021-03-31"), "523221000000100", None)])
+    assert row(old, "marts.mart_patient_features", ["nhs_health_check_5y", "ndh_coded"]) == \
+        {"nhs_health_check_5y": False, "ndh_coded": False}

@@ -3,6 +3,7 @@ pseudonyms, summaries, configuration and the atomic publish."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 from pathlib import Path
@@ -20,6 +21,7 @@ from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pse
 from phm.publish import publish, write_run_folder
 
 KEY = b"k" * 32
+INDEX_DATE = dt.date(2026, 3, 31)
 GOOD_KEY = "0f3a9c1e7b5d2f8a4c6e0b9d1f3a5c7e"  # 32 characters, 16 distinct
 
 
@@ -28,20 +30,28 @@ GOOD_KEY = "0f3a9c1e7b5d2f8a4c6e0b9d1f3a5c7e"  # 32 characters, 16 distinct
 def hand_made_database(patients: list[dict]) -> duckdb.DuckDBPyConnection:
     """The four marts the reasons read, with only the columns they use."""
     defaults = {"age_years": 60, "type1_diabetes": False, "type2_diabetes": False, "on_statins": False,
-                "hba1c_mmol_mol": None, "qrisk3_10y_pct": None, "qdiabetes_10y_pct": None, "finding": None,
-                "finding_reason": None, "cvd_model_risk": None, "t2d_model_risk": None,
+                "statin_exclusion": None, "nhs_health_check_5y": False, "ndh_coded": False,
+                "gestational_diabetes": False, "hba1c_mmol_mol": None, "hba1c_date": INDEX_DATE,
+                "fasting_glucose_mmol_l": None, "fasting_glucose_date": INDEX_DATE,
+                "qrisk3_10y_pct": None, "qdiabetes_10y_pct": None, "finding": None, "finding_reason": None,
+                "monitoring_12_months": False, "cvd_model_risk": None, "t2d_model_risk": None,
                 "hypertension_model_risk": None}
     rows = pl.DataFrame([{**defaults, **p} for p in patients], schema_overrides={
-        "hba1c_mmol_mol": pl.Float64, "qrisk3_10y_pct": pl.Float64, "qdiabetes_10y_pct": pl.Float64,
+        "statin_exclusion": pl.String, "hba1c_mmol_mol": pl.Float64, "fasting_glucose_mmol_l": pl.Float64,
+        "qrisk3_10y_pct": pl.Float64, "qdiabetes_10y_pct": pl.Float64,
         "finding": pl.String, "finding_reason": pl.String, "cvd_model_risk": pl.Float64,
         "t2d_model_risk": pl.Float64, "hypertension_model_risk": pl.Float64})
     con = duckdb.connect()
     con.execute("create schema marts")
+    con.execute("create schema features")
+    con.execute("create table features.parameters as select ?::date as index_date", [INDEX_DATE])
     con.register("rows", rows.to_arrow())
     con.execute("create table marts.mart_patient_features as select patient_id, age_years, type1_diabetes, "
-                "type2_diabetes, on_statins, hba1c_mmol_mol from rows")
+                "type2_diabetes, on_statins, statin_exclusion, nhs_health_check_5y, ndh_coded, gestational_diabetes, "
+                "hba1c_mmol_mol, hba1c_date, fasting_glucose_mmol_l, fasting_glucose_date from rows")
     con.execute("create table marts.patient_scores as select patient_id, qrisk3_10y_pct, qdiabetes_10y_pct from rows")
-    con.execute("create table marts.mart_hypertension_case_finding as select patient_id, finding, finding_reason from rows")
+    con.execute("create table marts.mart_hypertension_case_finding as select patient_id, finding, finding_reason, "
+                "monitoring_12_months from rows")
     con.execute("create table marts.risk_scores as select patient_id, cvd_model_risk, t2d_model_risk, "
                 "hypertension_model_risk, 5 as cvd_model_horizon_years, 5 as t2d_model_horizon_years, "
                 "5 as hypertension_model_horizon_years from rows")
@@ -75,7 +85,7 @@ def test_each_reason_and_its_tier():
     assert codes(found, 4) == {("bp_no_recent_reading", 3)}
     assert codes(found, 5) == {("bp_none_in_5_years", 3)}
     assert codes(found, 6) == {("hba1c_diabetic_range", 1)}
-    assert codes(found, 7) == {("hba1c_ndh", 2)}
+    assert codes(found, 7) == {("ndh_ndpp", 2)}
     assert codes(found, 8) == codes(found, 9) == codes(found, 12) == set()
     assert codes(found, 10) == {("qrisk3_high", 2)}
     assert codes(found, 11) == {("qrisk3_raised", 3)}
@@ -92,6 +102,65 @@ def test_thresholds_are_settings_and_a_statin_makes_the_lipid_reason_moot():
     found = reasons(con, ListSettings())
     moot = found.filter(pl.col("patient_id") == 2)
     assert moot["excluded_by"].to_list() == ["already on a statin"]
+
+
+def test_diabetes_prevention_glucose_and_gestational_diabetes():
+    twelve_months_ago = dt.date(2025, 3, 31)
+    con = hand_made_database([
+        {"patient_id": 1, "hba1c_mmol_mol": 44.0, "hba1c_date": dt.date(2025, 4, 1)},      # in 12 months
+        {"patient_id": 2, "hba1c_mmol_mol": 44.0, "hba1c_date": twelve_months_ago},        # 12 months ago: out
+        {"patient_id": 3, "fasting_glucose_mmol_l": 5.5},
+        {"patient_id": 4, "fasting_glucose_mmol_l": 6.9},
+        {"patient_id": 5, "fasting_glucose_mmol_l": 5.4},
+        {"patient_id": 6, "fasting_glucose_mmol_l": 7.0},
+        {"patient_id": 7, "ndh_coded": True},
+        {"patient_id": 8, "ndh_coded": True, "gestational_diabetes": True},
+        {"patient_id": 9, "ndh_coded": True, "type2_diabetes": True},
+        {"patient_id": 10, "fasting_glucose_mmol_l": 8.0, "type2_diabetes": True},
+    ])
+    found = reasons(con, ListSettings())
+    assert codes(found, 1) == codes(found, 3) == codes(found, 4) == codes(found, 7) == {("ndh_ndpp", 2)}
+    assert codes(found, 2) == codes(found, 5) == codes(found, 9) == codes(found, 10) == set()
+    assert codes(found, 6) == {("glucose_diabetic_range", 1)}
+    assert codes(found, 8) == {("ndh_ndpp", 1)}  # a history of gestational diabetes raises the priority
+    text = dict(found.select("patient_id", "reason").rows())
+    assert text[8] == "non-diabetic hyperglycaemia coded; history of gestational diabetes: non-diabetic hyperglycaemia"
+    assert text[3] == "fasting glucose 5.5 mmol/L in the last 12 months (5.5-6.9): non-diabetic hyperglycaemia"
+
+
+@pytest.mark.parametrize("patient,reason_code,set_aside", [
+    ({"qrisk3_10y_pct": 25.0, "statin_exclusion": "declined"}, "qrisk3_high", "statin declined in the last 5 years"),
+    ({"qrisk3_10y_pct": 12.0, "statin_exclusion": "not_indicated"}, "qrisk3_raised", "statin not indicated"),
+    ({"qrisk3_10y_pct": 12.0, "statin_exclusion": "contraindicated"}, "qrisk3_raised", "statin contraindicated"),
+    ({"qrisk3_10y_pct": 12.0, "statin_exclusion": "not_tolerated"}, "qrisk3_raised", "statin not tolerated"),
+    ({"qrisk3_10y_pct": 12.0, "statin_exclusion": "allergic"}, "qrisk3_raised", "statin allergy"),
+    ({"finding": "possible_undiagnosed", "finding_reason": "two", "monitoring_12_months": True},
+     "bp_possible_undiagnosed", "ABPM or home blood pressure already done"),
+    ({"finding": "no_bp_in_5_years", "finding_reason": "none", "nhs_health_check_5y": True},
+     "bp_none_in_5_years", "NHS Health Check in the last 5 years"),
+    ({"qdiabetes_10y_pct": 15.0, "nhs_health_check_5y": True}, "qdiabetes_high", "NHS Health Check in the last 5 years"),
+    ({"finding": "confirmed_not_coded", "finding_reason": "abpm"}, "bp_confirmed_not_coded", None),
+])
+def test_what_practices_record_sets_a_reason_aside(patient, reason_code, set_aside):
+    found = reasons(hand_made_database([{"patient_id": 1, **patient}]), ListSettings())
+    assert found.select("reason_code", "excluded_by").rows() == [(reason_code, set_aside)]
+
+
+def test_set_aside_reasons_are_shown_in_the_list_and_counted_in_the_summary():
+    rows = reason_rows(
+        (1, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "statin declined in the last 5 years"),
+        (1, "bp_none_in_5_years", 3, "hypertension", "no BP", "blood pressure check", None),
+        (2, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "statin allergy"))
+    out = {r["patient_id"]: r for r in per_patient(rows).iter_rows(named=True)}
+    assert out[1]["set_aside"] == "statin declined in the last 5 years" and out[1]["reasons"] == "no BP"
+    assert out[2]["treatment_exclusion"] == "statin allergy"
+    candidates = per_patient(rows).with_columns(
+        pl.when(pl.col("treatment_exclusion").is_not_null()).then(pl.col("treatment_exclusion")).alias("exclusion"))
+    summary = pcn_summary(pl.DataFrame({"ethnicity_group": ["White"] * 10, "imd_quintile": [1] * 10}),
+                          pl.DataFrame({"tier": [3], "ethnicity_group": ["White"], "imd_quintile": [1]}), candidates)
+    sections = {(r["section"], r["value"]) for r in summary.iter_rows(named=True)}
+    assert ("excluded", "statin allergy") in sections
+    assert {("reason set aside", "statin allergy"), ("reason set aside", "statin declined in the last 5 years")} <= sections
 
 
 def test_a_models_top_share_is_a_reason_with_its_horizon():
