@@ -198,6 +198,8 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     print("  stages: " + ", ".join(f"{name} {s:.0f} s" for name, s in summary.seconds.items()))
     print(f"  lists:     {summary.lists_link.absolute()}/ (one CSV and one Excel file per PCN, and a summary)")
     print(f"  fairness:  {summary.audit_report.resolve()} (open in a browser)")
+    if summary.coverage_report:
+        print(f"  codelists: {summary.coverage_report.resolve()} (codes found per concept, unknown codes)")
     print(f"  database:  {summary.db.resolve()}")
     print(f"  MLflow UI: {summary.mlflow_ui}  (then open http://127.0.0.1:5000)")
     return 0

@@ -38,7 +38,7 @@ def finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, start
     report = steps.finish(extract_dir, db_path, docs_dir, metadata, reports, notes_found, started)
     logger = get_run_logger()
     for line in report.summary_lines():  # counts and rule names only, never row values
-        logger.info(line)
+        (logger.warning if line.startswith("WARN ") else logger.info)(line)
     return report
 
 

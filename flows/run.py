@@ -40,6 +40,7 @@ class RunSummary:
     lines: list[str] = field(default_factory=list)
     lists_link: Path | None = None
     audit_report: Path | None = None
+    coverage_report: Path | None = None  # codelist coverage of the extract (phm.codelist_coverage)
     mlflow_ui: str = ""
     skipped: bool = False  # the extract was the last one published: nothing done
 
@@ -221,6 +222,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     stages.start("ingest and validate")
     ingest = ingest_flow(extract, db, out, config.ingest)
     summary.lines += ingest.summary_lines()
+    summary.coverage_report = Path(ingest.codelist_coverage_report) if ingest.codelist_coverage_report else None
     stages.done()
 
     stages.start("features and validated scores")

@@ -46,6 +46,7 @@ class Codelist:
     unit: str | None = None
     plausible_min: float | None = None
     plausible_max: float | None = None
+    expected_prevalence: float | None = None  # a low share of adults who must match (phm.codelist_coverage)
     path: Path | None = None
 
     @property
@@ -114,7 +115,8 @@ def load_codelists(directory: Path = CODELIST_DIR) -> dict[str, Codelist]:
             reference_code_column=entry.get("reference_code_column", "code"),
             reference_category_column=entry.get("reference_category_column"),
             unit=entry.get("unit"), plausible_min=entry.get("plausible_min"),
-            plausible_max=entry.get("plausible_max"), path=path)
+            plausible_max=entry.get("plausible_max"), expected_prevalence=entry.get("expected_prevalence"),
+            path=path)
     unlisted = {p.stem for p in Path(directory).glob("*.csv")} - set(lists)
     if unlisted:
         raise CodelistError(f"{manifest_path}: codelist files not in the manifest: {sorted(unlisted)}")

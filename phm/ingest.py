@@ -86,6 +86,9 @@ class IngestReport:
     notes: list[str]
     data_docs: str | None
     seconds: float
+    codelist_coverage: dict | None = None  # phm.codelist_coverage, counts suppressed
+    codelist_coverage_report: str | None = None  # its HTML page (in the Data Docs site when built)
+    warnings: list[str] = field(default_factory=list)  # e.g. a concept that must appear matches nobody
 
     def to_json(self, exact: bool = False) -> str:
         """The report as JSON. Counts are suppressed (1-7 withheld, others rounded to 5) unless
@@ -109,6 +112,9 @@ class IngestReport:
                 lines.append(f"    {show(count):>12}  {reason}")
         lines.append("every table: rows read = rows loaded + rows quarantined (checked on the exact counts)")
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARN {w}" for w in self.warnings]
+        if self.codelist_coverage_report:
+            lines.append(f"codelist coverage (codes found per concept, unknown codes): {self.codelist_coverage_report}")
         return lines
 
 
@@ -464,13 +470,19 @@ def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: Ex
     unknown = unknown_files(extract_dir)
     if unknown:
         notes_found = [f"not in the contract, so not read: {', '.join(unknown)}", *notes_found]
-    report = IngestReport(
-        extract_dir=str(extract_dir), database=str(db_path),
-        extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,
-        tables=reports, notes=notes_found, data_docs=str(docs) if docs and docs.exists() else None,
-        seconds=round(time.perf_counter() - started, 2))
+    from phm.codelist_coverage import coverage_report, write_report
+
     con = connect(db_path)
     try:
+        coverage = coverage_report(con, metadata.extract_date)
+        # beside the Great Expectations pages when Data Docs are built, else beside the database
+        page = write_report(coverage, docs.parent if docs and docs.exists() else Path(db_path).parent)
+        report = IngestReport(
+            extract_dir=str(extract_dir), database=str(db_path),
+            extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,
+            tables=reports, notes=notes_found, data_docs=str(docs) if docs and docs.exists() else None,
+            seconds=round(time.perf_counter() - started, 2), codelist_coverage=coverage.to_dict(),
+            codelist_coverage_report=str(page), warnings=list(coverage.warnings))
         record_run(con, report)
     finally:
         con.close()

@@ -1,0 +1,155 @@
+"""Codelist coverage at run time: which codes of each list an extract uses, and which codes it
+uses that no list knows.
+
+Per concept: the distinct codes of its list found in the extract and the patients they match.
+Then the extract's codes that no codelist knows, ranked by how often they occur, so an analyst
+can spot a local or newer code the lists miss. A code is not patient-level, but how often it
+occurs can be, so every count leaves the pipeline suppressed (phm.disclosure). A concept that
+matches nobody in an extract large enough that it must appear (no hypertension codes at all, no
+statins) is a WARN that names it: the extract, or the list, is wrong.
+
+'Must appear': ``expected_prevalence`` in the manifest is a deliberately low share of registered
+adults (well under the national prevalence); the check fires only when the extract's adults
+times that share is at least ``MIN_EXPECTED_PATIENTS``, so a concept that is really there has a
+Poisson chance below exp(-20), about 2e-9, of matching nobody by chance.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from phm.codelists import project_codelists
+from phm.disclosure import show, suppress
+from phm.ingest import insert_rows
+
+MIN_EXPECTED_PATIENTS = 20
+UNKNOWN_CODES_SHOWN = 50
+TABLE_OF_SYSTEM = {"snomedct": ("clinical_events", "snomedct_code"), "dmd": ("medications", "dmd_code")}
+
+
+@dataclass
+class ConceptCoverage:
+    concept: str
+    system: str
+    codes_in_list: int
+    codes_found: int  # distinct codes of the list present in the extract (not patient-level)
+    patients: int     # exact; suppressed whenever it leaves the pipeline
+    expected_patients: float | None  # adults x expected_prevalence, where the manifest sets one
+
+
+@dataclass
+class UnknownCode:
+    table: str
+    code: str
+    records: int   # exact; suppressed on output
+    patients: int  # exact; suppressed on output
+
+
+@dataclass
+class CoverageReport:
+    adults: int
+    concepts: list[ConceptCoverage] = field(default_factory=list)
+    unknown: list[UnknownCode] = field(default_factory=list)
+    unknown_distinct: dict[str, int] = field(default_factory=dict)  # table -> distinct unknown codes
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Counts suppressed (1-7 withheld as null, others rounded to 5)."""
+        body = asdict(self)
+        body["adults"] = suppress(self.adults)
+        for c in body["concepts"]:
+            c["patients"] = suppress(c["patients"])
+            if c["expected_patients"] is not None:
+                c["expected_patients"] = round(c["expected_patients"])
+        for u in body["unknown"]:
+            u["records"], u["patients"] = suppress(u["records"]), suppress(u["patients"])
+        body["counts"] = "suppressed: 1-7 withheld (null), others rounded to the nearest 5"
+        return body
+
+    def warnings_for(self, concept: str) -> list[str]:
+        return [w for w in self.warnings if f"a {concept} code" in w]
+
+
+def _adults(con: duckdb.DuckDBPyConnection, extract_date) -> int:
+    return con.execute("select count(*) from main.patients where date_of_birth <= ?::date - interval 18 year "
+                       "and (date_of_death is null or date_of_death > ?::date)", [extract_date, extract_date]).fetchone()[0]
+
+
+def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageReport:
+    """The coverage of every project codelist in the published ``main`` tables."""
+    lists = project_codelists()
+    con.execute("create or replace temp table coverage_codes (concept varchar, system varchar, code varchar)")
+    insert_rows(con, "coverage_codes", [(cl.concept, cl.system, code) for cl in lists.values() for code in cl.codes])
+    report = CoverageReport(adults=_adults(con, extract_date))
+    found: dict[str, tuple[int, int]] = {}
+    for system, (table, column) in TABLE_OF_SYSTEM.items():
+        # table and column names are ours (TABLE_OF_SYSTEM); every value is a bound parameter
+        found.update({concept: (codes, patients) for concept, codes, patients in con.execute(
+            f"select c.concept, count(distinct e.{column}), count(distinct e.patient_id) "  # noqa: S608
+            f"from main.{table} as e join coverage_codes as c on c.code = e.{column} and c.system = ? "
+            "group by c.concept", [system]).fetchall()})
+        unknown = f"""
+            select e.{column} as code, count(*) as records, count(distinct e.patient_id) as patients
+            from main.{table} as e
+            anti join (select code from coverage_codes where system = ?) as k on k.code = e.{column}
+            group by e.{column}"""  # noqa: S608
+        report.unknown += [UnknownCode(table, code, records, patients) for code, records, patients in con.execute(
+            f"select * from ({unknown}) order by records desc, code limit ?", [system, UNKNOWN_CODES_SHOWN]).fetchall()]  # noqa: S608
+        report.unknown_distinct[table] = con.execute(f"select count(*) from ({unknown})", [system]).fetchone()[0]  # noqa: S608
+    for cl in lists.values():
+        codes, patients = found.get(cl.concept, (0, 0))
+        expected = report.adults * cl.expected_prevalence if cl.expected_prevalence else None
+        report.concepts.append(ConceptCoverage(cl.concept, cl.system, len(cl.codes), codes, patients, expected))
+        if patients == 0 and expected is not None and expected >= MIN_EXPECTED_PATIENTS:
+            report.warnings.append(
+                f"no patient has a {cl.concept} code ({cl.description.rstrip('.')}), although at least "
+                f"{expected:.0f} of the extract's adults would have one at {cl.expected_prevalence:.0%}: "
+                f"check the extract (is the {TABLE_OF_SYSTEM[cl.system][0]} table complete?) and the codelist")
+    con.execute("drop table coverage_codes")
+    return report
+
+
+def write_report(report: CoverageReport, folder: Path) -> Path:
+    """``codelist_coverage.html`` and ``.json`` in ``folder`` (counts suppressed); the HTML's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = report.to_dict()
+    (folder / "codelist_coverage.json").write_text(json.dumps(body, indent=2) + "\n")
+    esc = html.escape
+    concept_rows = "".join(
+        f"<tr><td>{esc(c.concept)}</td><td>{esc(c.system)}</td><td>{c.codes_in_list:,}</td><td>{c.codes_found:,}</td>"
+        f"<td>{esc(show(c.patients))}</td><td>{'' if c.expected_patients is None else f'{c.expected_patients:,.0f}'}</td></tr>"
+        for c in report.concepts)
+    unknown_rows = "".join(
+        f"<tr><td>{i}</td><td>{esc(u.table)}</td><td>{esc(u.code)}</td><td>{esc(show(u.records))}</td>"
+        f"<td>{esc(show(u.patients))}</td></tr>" for i, u in enumerate(report.unknown, start=1))
+    warnings = "".join(f"<li><b>WARN</b> {esc(w)}</li>" for w in report.warnings) or "<li>none</li>"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Codelist coverage</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>
+</head><body>
+<h1>Codelist coverage of this extract</h1>
+<p>Counts: 1-7 suppressed, others rounded to the nearest 5. Registered adults: {esc(show(report.adults))}.</p>
+<h2>Warnings</h2><ul>{warnings}</ul>
+<h2>Per concept</h2>
+<p>Codes found: distinct codes of the list present in the extract. Expected: adults times the concept's
+deliberately low expected prevalence (manifest.toml); a concept with no patient where at least
+{MIN_EXPECTED_PATIENTS} are expected is a warning.</p>
+<table><tr><th>concept</th><th>system</th><th>codes in list</th><th>codes found</th><th>patients</th><th>expected at least</th></tr>
+{concept_rows}</table>
+<h2>Codes no codelist knows, most frequent first</h2>
+<p>{", ".join(f"{esc(t)}: {n:,} distinct codes" for t, n in report.unknown_distinct.items())}; the
+{UNKNOWN_CODES_SHOWN} most frequent of each table are listed. A frequent code here may be a local or newer
+code that a list should hold.</p>
+<table><tr><th>rank</th><th>table</th><th>code</th><th>records</th><th>patients</th></tr>
+{unknown_rows}</table>
+</body></html>
+"""
+    path = folder / "codelist_coverage.html"
+    path.write_text(page)
+    return path
