@@ -502,7 +502,7 @@ def refuse_mostly_quarantined(report: IngestReport, settings: IngestSettings) ->
                 f"quarantined, more than ingest.max_quarantined_share ({settings.max_quarantined_share:.0%}); "
                 f"most broke the rule '{rule}'. The file is probably in another format or has "
                 "columns of the wrong type; ingest.quarantine in the database lists every row",
-                file=t.file)
+                file=str(Path(report.extract_dir) / t.file))
 
 
 def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None,

@@ -30,7 +30,10 @@ ODD_VALUES = st.one_of(
     st.sampled_from(["1e308", "-1e308", "99999999999999999999999", "NaN", "inf", "-0", "0x1F", "1,000",
                      "31/03/2026", "2026/03/31", "03-31-2026", "March 31 2026", "2026-02-30", "20260331",
                      "2026-03-31T10:00:00", "９９", "𝟙𝟚𝟛", "١٢٣", "null", "NULL", "\"", "' or 1=1 --",
-                     "); drop table main.patients; --"]),
+                     "); drop table main.patients; --",
+                     # ids and dates as spreadsheets and other tools mangle them (issue 16)
+                     "8.30000E+11", "0x24C", "5.88e2", "007", "1.4", "84064.5", " 12", "9999-12-31",
+                     "01/05/1960"]),
 )
 
 
