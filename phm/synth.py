@@ -627,6 +627,44 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     idx = np.flatnonzero(care_home & (last_day > E - 1500))
     ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 1500, len(idx)), ev_code.pick("care_home", len(idx)))
 
+    # What practices record that changes who is invited: statin declined or unsuitable, ABPM or
+    # home monitoring, NHS Health Checks, coded non-diabetic hyperglycaemia. Drawn on the code
+    # picker's own stream, so no other draw of the generator moves.
+    cr = ev_code.rng
+
+    def record_between(mask: np.ndarray, concept: str, start: np.ndarray, end: np.ndarray,
+                       category: str | None = None, value: np.ndarray | None = None) -> np.ndarray:
+        """A code of ``concept`` on a day in [start, end) for each patient in ``mask``; returns the days."""
+        end = np.minimum(end, last_day + 1)
+        idx = np.flatnonzero(mask & (end > start))
+        days = start[idx] + (cr.uniform(size=len(idx)) * (end[idx] - start[idx])).astype(np.int64)
+        ev.add(patient_id[idx], days, ev_code.pick(concept, len(idx), category=category),
+               None if value is None else value[idx])
+        return days
+
+    adult = age >= 18
+    recent_5y = np.maximum(win_start, E - int(5 * YEAR))
+    record_between(adult & (age >= 40) & (cr.uniform(size=n) < 0.04), "statin_exclusion", win_start, np.full(n, E))
+    record_between((age >= 40) & (age < 75) & (cr.uniform(size=n) < 0.3), "nhs_health_check", recent_5y, np.full(n, E))
+    true_hba1c_now = hba1c_after
+    record_between(adult & (true_hba1c_now >= 42) & (true_hba1c_now < 48) & (cr.uniform(size=n) < 0.4),
+                   "non_diabetic_hyperglycaemia", win_start, np.full(n, E))
+    # ABPM or home monitoring: when hypertension was found after the index date (the NG136 step
+    # before the diagnosis), and, coded as readings only, for a tenth of the hypertensives the
+    # record never diagnoses (monitoring done, the diagnosis not coded)
+    found_day = np.where(found_htn, d_found_htn, np.where(rec_htn, d_htn, -1))
+    monitored = (found_day >= 0) & (cr.uniform(size=n) < 0.6)
+    ambulatory = cr.uniform(size=n) < 0.5
+    record_between(monitored & ambulatory, "abpm", found_day - 28, found_day, category="procedure")
+    record_between(monitored & ~ambulatory, "home_bp", found_day - 28, found_day, category="procedure")
+    uncoded = htn0 & ~htn_dx0 & ~found_htn & adult & (cr.uniform(size=n) < 0.1)
+    mean_sbp = np.round(sbp_after - 8 + cr.normal(0, 4, n))
+    year_ago = np.full(n, E - 365)
+    days = record_between(uncoded, "abpm", year_ago, np.full(n, E), category="systolic", value=mean_sbp)
+    idx = np.flatnonzero(uncoded & (np.minimum(np.full(n, E), last_day + 1) > year_ago))
+    ev.add(patient_id[idx], days, ev_code.pick("abpm", len(idx), category="diastolic"),
+           np.round(0.45 * mean_sbp[idx] + 22 + dbp_offset[idx]))
+
     # ethnicity codes: absent for some, 'not stated' for some, 'any other' over-used, conflicts
     misrec = _knob(config.ethnicity_misrecording, cat, 0.0)
     recorded = u() >= config.ethnicity_unrecorded

@@ -84,3 +84,19 @@ def test_statin_users_are_never_told_to_discuss_a_statin(pipeline):
     lipid = found.filter(pl.col("reason_code").is_in(["qrisk3_high", "qrisk3_raised"])
                          & pl.col("patient_id").is_in(on_statins.implode()))
     assert lipid.height > 0 and (lipid["excluded_by"] == "already on a statin").all()
+
+
+def test_what_practices_record_sets_reasons_aside_and_abpm_confirms(pipeline):
+    patients, found = pipeline
+    declined_or_unsuitable = patients.filter(pl.col("statin_exclusion").is_not_null() & ~pl.col("on_statins"))["patient_id"]
+    assert declined_or_unsuitable.len() > 10
+    lipid = found.filter(pl.col("reason_code").is_in(["qrisk3_high", "qrisk3_raised"])
+                         & pl.col("patient_id").is_in(declined_or_unsuitable.implode()))
+    assert lipid["excluded_by"].str.starts_with("statin ").all()
+    confirmed = found.filter(pl.col("reason_code") == "bp_confirmed_not_coded")["patient_id"]
+    assert confirmed.len() > 0
+    truly = patients.filter(pl.col("patient_id").is_in(confirmed.implode()))
+    assert truly["hypertension_true_at_extract"].all() and not truly["hypertension_coded_by_extract"].any()
+    checked = patients.filter(pl.col("nhs_health_check_5y"))["patient_id"]
+    assert found.filter(pl.col("reason_code").is_in(["bp_none_in_5_years", "qdiabetes_high"])
+                        & pl.col("patient_id").is_in(checked.implode()))["excluded_by"].is_not_null().all()

@@ -118,6 +118,18 @@ def test_codes_spread_over_each_list_as_in_real_records(population):
     assert share["2001"] > 0.4 and share["2011"] > 0.15 and share["other"] > 0.03, share
 
 
+def test_practices_record_decisions_monitoring_and_checks(population):
+    """Statin declined or unsuitable, ABPM or home monitoring, NHS Health Checks and coded NDH
+    appear, so the lists' set-aside rules meet them on the synthetic extract."""
+    _, t = population
+    n = t["patients"].height
+    for concept, low, high in (("statin_exclusion", 0.005, 0.05), ("nhs_health_check", 0.05, 0.3),
+                               ("non_diabetic_hyperglycaemia", 0.002, 0.05), ("abpm", 0.001, 0.05),
+                               ("home_bp", 0.001, 0.05)):
+        patients = t["clinical_events"].filter(pl.col("snomedct_code").is_in(_codes(concept)))["patient_id"].n_unique()
+        assert low * n < patients < high * n, (concept, patients / n)
+
+
 def test_other_codes_are_in_no_project_codelist():
     from phm.synth_profiles import OTHER_CODES
     listed = {c for cl in project_codelists().values() for c in cl.codes}
