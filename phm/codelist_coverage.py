@@ -153,3 +153,18 @@ code that a list should hold.</p>
     path = folder / "codelist_coverage.html"
     path.write_text(page)
     return path
+
+
+LINK_MARK = "<!-- phm: codelist coverage -->"
+
+
+def link_from_data_docs(index_html: Path, page: Path) -> None:
+    """Put a link to the coverage page at the top of the Great Expectations Data Docs index, so a
+    reader of the Data Docs finds it (GX rebuilds the index on every run; the link is added once)."""
+    text = index_html.read_text(encoding="utf-8")
+    if LINK_MARK in text or "<body>" not in text:
+        return
+    link = (f'{LINK_MARK}<div style="padding:.6em 2em;background:#eef5ff;font-family:sans-serif">'
+            f'<a href="{html.escape(page.name)}">Codelist coverage of this extract</a>: codes found per '
+            "concept and codes no codelist knows (counts suppressed)</div>")
+    index_html.write_text(text.replace("<body>", "<body>" + link, 1), encoding="utf-8")

@@ -470,13 +470,16 @@ def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: Ex
     unknown = unknown_files(extract_dir)
     if unknown:
         notes_found = [f"not in the contract, so not read: {', '.join(unknown)}", *notes_found]
-    from phm.codelist_coverage import coverage_report, write_report
+    from phm.codelist_coverage import coverage_report, link_from_data_docs, write_report
 
     con = connect(db_path)
     try:
         coverage = coverage_report(con, metadata.extract_date)
-        # beside the Great Expectations pages when Data Docs are built, else beside the database
+        # in the Great Expectations Data Docs site (linked from its index) when they are built,
+        # else beside the database
         page = write_report(coverage, docs.parent if docs and docs.exists() else Path(db_path).parent)
+        if docs and docs.exists():
+            link_from_data_docs(docs, page)
         report = IngestReport(
             extract_dir=str(extract_dir), database=str(db_path),
             extract_date=metadata.extract_date.isoformat(), imd_version=metadata.imd_version,

@@ -53,7 +53,7 @@ def test_coded_diagnoses_are_read_as_the_truth_says(pipeline):
 def test_ethnicity_keeps_not_stated_and_not_known_apart_and_matches_the_truth(pipeline):
     patients, _ = pipeline
     share = patients["ethnicity_category"].value_counts(normalize=True)
-    shares = dict(zip(share["ethnicity_category"], share["proportion"]))
+    shares = dict(zip(share["ethnicity_category"], share["proportion"], strict=True))
     assert 0.10 < shares["99"] < 0.20       # 15% unrecorded, some of them with 'not recorded' codes
     assert 0.01 < shares["Z"] < 0.05        # 3% of the recorded declined
     recorded = patients.filter(~pl.col("ethnicity_category").is_in(["Z", "99"]))

@@ -142,3 +142,12 @@ def test_a_gate_that_refuses_leaves_the_previous_lists_published(flow_run):
             run_flow(folder / "extract", folder / "out", strict)
     assert summary.lists_link.resolve() == before
     assert {p.name: p.read_bytes() for p in before.iterdir()} == files
+
+
+def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing(flow_run):
+    folder, summary, _ = flow_run
+    assert summary.coverage_report is not None and summary.coverage_report.is_file()
+    assert summary.coverage_report.parent.name == "local_site"  # beside the Great Expectations pages
+    assert not [line for line in summary.lines if line.startswith("WARN ")]
+    coverage = json.loads(summary.coverage_report.with_suffix(".json").read_text())
+    assert all(c["patients"] is None or c["patients"] % 5 == 0 for c in coverage["concepts"])  # suppressed

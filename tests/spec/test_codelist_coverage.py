@@ -85,3 +85,14 @@ def test_ingest_reports_coverage_and_the_synthetic_extract_warns_of_nothing(smal
     for concept in ("hypertension", "statins", "antihypertensives", "ethnicity", "systolic_bp", "diabetes"):
         assert concepts[concept]["patients"] and concepts[concept]["codes_found"] > 1, concept
     assert any(line.startswith("codelist coverage") for line in report.summary_lines())
+
+
+def test_the_data_docs_index_links_to_the_page_once(tmp_path):
+    from phm.codelist_coverage import link_from_data_docs
+
+    index = tmp_path / "index.html"
+    index.write_text("<html><body><div>GX</div></body></html>")
+    page = write_report(coverage_report(database(10), EXTRACT_DATE), tmp_path)
+    link_from_data_docs(index, page)
+    link_from_data_docs(index, page)
+    assert index.read_text().count('href="codelist_coverage.html"') == 1

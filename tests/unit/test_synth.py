@@ -114,7 +114,7 @@ def test_codes_spread_over_each_list_as_in_real_records(population):
     census = used.map_elements(lambda c: "2001" if "2001 census" in eth.terms[c].lower()
                                else "2011" if "2011 census" in eth.terms[c].lower() else "other",
                                return_dtype=pl.String).value_counts()
-    share = dict(zip(census["snomedct_code"], census["count"] / census["count"].sum()))
+    share = dict(zip(census["snomedct_code"], census["count"] / census["count"].sum(), strict=True))
     assert share["2001"] > 0.4 and share["2011"] > 0.15 and share["other"] > 0.03, share
 
 
