@@ -3,32 +3,31 @@
 --
 -- Rule (QOF CKD register, NHS England business rules: CKD_COD stage 3-5 codes, CKD1AND2_COD
 -- stage 1-2 codes; NICE NG203 and KDIGO 2012 for eGFR):
---   1. The latest CKD stage code (stage 1 to 5) on or before the index date decides: stage 3, 4
---      or 5 is CKD 3-5; a later stage 1 or 2 code means it is not (the stage was revised, which
---      is how the stage codes record that CKD 3-5 no longer applies). Same-day codes: the highest
---      stage, so the result does not depend on row order.
---   2. With no stage code at all: the stage from eGFR when the last two results in 2 years are
+--   1. The latest CKD stage code (stage 1 to 5) or CKD resolved code (CKDRES_COD) on or before the
+--      index date decides: stage 3, 4 or 5 is CKD 3-5; a later stage 1 or 2 code (the stage was
+--      revised) or a later resolved code means it is not. Same-day codes: the highest stage wins
+--      over a resolved code, so the result does not depend on row order.
+--   2. With no such code, or when the latest is a resolved code and both eGFR results below are
+--      later than it: the stage from eGFR when the last two results in 2 years are
 --      both below 60 mL/min/1.73m2 and at least 90 days apart (KDIGO: reduced for more than 3
 --      months; one low result can be an acute kidney injury); stage from the latest result:
 --      30-59 -> 3, 15-29 -> 4, under 15 -> 5 (same-day results: the lowest).
--- shared/reference has no national 'CKD resolved' list (CKDRES_COD), so rule 1's revision by a
--- stage 1-2 code is the only way a recorded CKD 3-5 ends (docs/features.md).
 -- ckd_stage: 3, 4, 5 or null; ckd_stage_source: 'code' or 'egfr'.
 with parameters as (
     select index_date from features.parameters
 ),
 
 stage_codes as (
-    select e.patient_id, e.date, max(c.category::integer) as stage
+    select e.patient_id, e.date, max(coalesce(c.category::integer, 0)) as stage  -- resolved: 0
     from main.clinical_events as e
     join ref.codelist_codes as c on c.code = e.snomedct_code
     cross join parameters as p
-    where c.concept in ('ckd_3_5', 'ckd_1_2') and e.date <= p.index_date
+    where c.concept in ('ckd_3_5', 'ckd_1_2', 'ckd_resolved') and e.date <= p.index_date
     group by e.patient_id, e.date
 ),
 
 latest_code as (
-    select patient_id, arg_max(stage, date) as coded_stage
+    select patient_id, arg_max(stage, date) as coded_stage, max(date) as coded_date
     from stage_codes
     group by patient_id
 ),
@@ -55,7 +54,8 @@ egfr_stage as (
             when max(value) filter (where recency = 1) < 15 then 5
             when max(value) filter (where recency = 1) < 30 then 4
             else 3
-        end as egfr_stage
+        end as egfr_stage,
+        min(date) as first_of_two
     from egfr
     where recency <= 2
     group by patient_id
@@ -67,10 +67,13 @@ egfr_stage as (
 final as (
     select
         patient_id,
-        case when l.patient_id is not null then (case when l.coded_stage >= 3 then l.coded_stage end)
-             else g.egfr_stage end as ckd_stage,
-        case when l.patient_id is not null then (case when l.coded_stage >= 3 then 'code' end)
-             when g.egfr_stage is not null then 'egfr' end as ckd_stage_source
+        case when l.coded_stage >= 3 then l.coded_stage
+             when l.patient_id is null or (l.coded_stage = 0 and g.first_of_two > l.coded_date) then g.egfr_stage
+        end as ckd_stage,
+        case when l.coded_stage >= 3 then 'code'
+             when (l.patient_id is null or (l.coded_stage = 0 and g.first_of_two > l.coded_date))
+                  and g.egfr_stage is not null then 'egfr'
+        end as ckd_stage_source
     from latest_code as l
     full outer join egfr_stage as g using (patient_id)
 )

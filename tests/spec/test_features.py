@@ -411,6 +411,7 @@ def test_abpm_or_home_monitoring_in_12_months_is_flagged_for_the_lists():
 
 
 CKD3, CKD4, CKD2, EGFR = "433144002", "431857002", "431856006", "1011481000000105"
+CKD_RESOLVED = "939211000000104"
 
 
 @pytest.mark.parametrize("case,events,expected", [
@@ -423,6 +424,10 @@ CKD3, CKD4, CKD2, EGFR = "433144002", "431857002", "431856006", "101148100000010
     ("no code, two eGFR under 60, 89 days apart", [(1, d("2025-10-02"), EGFR, 52.0), (1, d("2025-12-30"), EGFR, 28.0)], (False, None, None)),
     ("no code, latest eGFR 60", [(1, d("2025-06-01"), EGFR, 45.0), (1, d("2025-12-30"), EGFR, 60.0)], (False, None, None)),
     ("no code, eGFR under 15", [(1, d("2025-06-01"), EGFR, 14.0), (1, d("2025-12-30"), EGFR, 12.0)], (True, 5, "egfr")),
+    ("stage 3 then resolved", [(1, d("2020-01-01"), CKD3, None), (1, d("2022-01-01"), CKD_RESOLVED, None)], (False, None, None)),
+    ("resolved then stage 4", [(1, d("2020-01-01"), CKD_RESOLVED, None), (1, d("2022-01-01"), CKD4, None)], (True, 4, "code")),
+    ("resolved, then two low eGFRs", [(1, d("2024-01-01"), CKD3, None), (1, d("2025-01-01"), CKD_RESOLVED, None),
+                                      (1, d("2025-06-01"), EGFR, 40.0), (1, d("2025-12-30"), EGFR, 40.0)], (True, 3, "egfr")),
     ("a stage 2 code outranks a low eGFR", [(1, d("2019-01-01"), CKD2, None), (1, d("2025-06-01"), EGFR, 40.0),
                                             (1, d("2025-12-30"), EGFR, 40.0)], (False, None, None)),
 ])
