@@ -5,10 +5,16 @@ from pathlib import Path
 
 import pytest
 
+import tests.hypothesis_settings  # noqa: F401  (loads the Hypothesis profile: ci or dev)
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow when busy
+# One OpenMP thread per process (scikit-learn's gradient boosting): the suite's processes (two
+# pytest-xdist workers, servers, pipeline runs in subprocesses) already fill both cores, and
+# OpenMP threads spinning against each other made one 3,000-row fit take 12 s instead of 1.3 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -21,6 +27,34 @@ def reference_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def prefect_test_server():
+    """One Prefect test harness (a temporary Prefect server) for every in-process flow of the
+    session, as Prefect's testing guide has it, rather than one per module."""
+    from tests.servers import prefect_harness
+
+    with prefect_harness():
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_extract(tmp_path_factory) -> Path:
+    """The shared run's extract (tests/shared_run.py): 12,000 patients, 3 PCNs, seed 11, ids
+    remapped. Read it; copy it to change it."""
+    from tests.shared_run import make_extract
+
+    return make_extract(tmp_path_factory.mktemp("shared-run") / "extract")
+
+
+@pytest.fixture(scope="session")
+def finished_run(shared_extract):
+    """The whole pipeline, run once for the session on ``shared_extract`` as ``phm demo`` runs it
+    (tests/shared_run.py). Read it; never write into it."""
+    from tests.shared_run import run_like_the_demo
+
+    return run_like_the_demo(shared_extract.parent)
+
+
+@pytest.fixture(scope="session")
 def small_synthetic_extract(tmp_path_factory) -> Path:
     """3,000 synthetic patients in 2 PCNs, fixed seed, CSV (the format most sources send)."""
     from phm.synth import SynthConfig, generate
@@ -30,20 +64,37 @@ def small_synthetic_extract(tmp_path_factory) -> Path:
     return out
 
 
+CODELIST_COVERAGE: list[tuple[str, int, int]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Collect what tests/unit/test_codelists.py records (reports reach this process from every
+    pytest-xdist worker, module globals do not)."""
+    if report.when == "call":
+        CODELIST_COVERAGE.extend(tuple(value) for key, value in report.user_properties if key == "codelist coverage")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print how the project's codelists compare with the reference lists (coverage report)."""
-    from tests.unit.test_codelists import COVERAGE
-
-    if not COVERAGE:
+    if not CODELIST_COVERAGE:
         return
     terminalreporter.section("codelist coverage against shared/reference/codelists")
     terminalreporter.write_line(f"{'concept':<26}{'project codes':>14}{'reference codes':>17}")
-    for concept, ours, theirs in sorted(COVERAGE):
+    for concept, ours, theirs in sorted(CODELIST_COVERAGE):
         terminalreporter.write_line(f"{concept:<26}{ours:>14}{theirs:>17}")
     from phm.codelists import project_codelists
 
     unchecked = sorted(c for c, cl in project_codelists().items() if not cl.references)
     terminalreporter.write_line(f"no reference here (review on OpenCodelists): {', '.join(unchecked)}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(items):
+    """Every test that reads the session's shared run runs in one pytest-xdist worker, so the run
+    is made once (--dist loadgroup; pyproject.toml)."""
+    for item in items:
+        if {"finished_run", "shared_extract"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared_run"))
 
 
 @pytest.fixture(autouse=True)

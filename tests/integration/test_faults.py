@@ -1,12 +1,15 @@
-"""Faults: a run killed (SIGKILL) in each stage in turn, then run again, ends as if never killed.
+"""Faults: a run killed (SIGKILL) in each stage in turn, then run again, ends as if never killed;
+a run whose gate refuses leaves the published lists as they were.
 
-One 12,000-patient synthetic extract. Folder X gets one uninterrupted run: the reference. Folder
-Y gets an uninterrupted run (the lists a PCN already has), then seven runs of the same extract
+The session's 12,000-patient synthetic extract (tests/shared_run.py). The session's finished run
+of it is X, the reference. Folder Y gets an uninterrupted run (the lists a PCN already has), then
+seven runs of the same extract
 (``--force``), each killed with SIGKILL, process group and all (Prefect's temporary server too),
 a second after it enters stage 1, 2, ... 7; then one more run. Throughout, a reader keeps opening
 Y's published lists: they must always be there and readable, and the same. At the end Y's lists
 equal X's byte for byte, its database has no duplicated or half-written rows, nothing of the
-killed runs is left behind, and one more run of the unchanged extract does nothing.
+killed runs is left behind, and one more run of the unchanged extract does nothing. Last, a run
+of Y with settings whose gate refuses every model fails and leaves Y's lists published.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from phm.config import RunConfig
+from phm.exceptions import FairnessGateFailed
+from phm.pseudonymise import KEY_VARIABLE
+from tests.shared_run import KEY, subprocess_env
+
 pytestmark = pytest.mark.slow
-KEY = "a-test-key-that-is-long-enough-0123456789"
-
-
-def env() -> dict:
-    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # see conftest.py
-    return {**inherited, "PHM_PSEUDONYMISATION_KEY": KEY, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def command(extract: Path, out: Path, *extra: str) -> list[str]:
@@ -37,13 +39,13 @@ def command(extract: Path, out: Path, *extra: str) -> list[str]:
 
 
 def run_to_end(extract: Path, out: Path, *extra: str) -> str:
-    done = subprocess.run(command(extract, out, *extra), env=env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command(extract, out, *extra), env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
 def kill_in_stage(extract: Path, out: Path, stage: int) -> None:
-    process = subprocess.Popen(command(extract, out, "--force"), env=env(), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command(extract, out, "--force"), env=subprocess_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
     for line in process.stdout:
@@ -81,11 +83,10 @@ class ListsReader(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def extract(tmp_path_factory) -> Path:
-    from phm.synth import SynthConfig, generate
-
-    folder = tmp_path_factory.mktemp("faults") / "extract"
-    generate(SynthConfig(patients=12_000, seed=11, pcns=2), folder)
+def published(shared_extract, tmp_path_factory) -> Path:
+    """Folder Y: one uninterrupted run of the shared extract, published."""
+    folder = tmp_path_factory.mktemp("faults") / "y"
+    run_to_end(shared_extract, folder)
     return folder
 
 
@@ -109,10 +110,8 @@ def _db_facts(db: Path) -> dict:
         con.close()
 
 
-def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extract, tmp_path):
-    reference, folder = tmp_path / "x", tmp_path / "y"
-    run_to_end(extract, reference)
-    run_to_end(extract, folder)
+def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared_extract, finished_run, published):
+    extract, reference, folder = shared_extract, finished_run.out, published
     published = list_files((folder / "lists").resolve())
     assert published == list_files((reference / "lists").resolve())  # the same extract, the same lists
 
@@ -140,3 +139,18 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extrac
     again = run_to_end(extract, folder)
     assert "extract and settings unchanged since the run that finished at" in again
     assert (folder / "lists").resolve() == target
+
+
+def test_a_gate_that_refuses_leaves_the_previous_lists_published(shared_extract, published, prefect_test_server,
+                                                                 monkeypatch):
+    from flows.run import run_flow
+    from models.fairness import AuditSettings
+
+    before = (published / "lists").resolve()
+    files = {p.name: p.read_bytes() for p in before.iterdir()}
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    strict = RunConfig(audit=AuditSettings(min_patients=10**9, accept_warn=False))  # every group too small
+    with pytest.raises(FairnessGateFailed, match="too small to judge.*no list is produced"):
+        run_flow(shared_extract, published, strict)
+    assert (published / "lists").resolve() == before
+    assert {p.name: p.read_bytes() for p in before.iterdir()} == files

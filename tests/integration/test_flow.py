@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 
 import duckdb
-import pytest
 
 from flows.ingest import ingest_flow
-from tests.servers import prefect_harness
-
-
-@pytest.fixture(scope="session")
-def prefect_server():
-    with prefect_harness():
-        yield
 
 
 def test_ingest_flow_loads_a_clean_synthetic_extract_without_quarantine(
-        prefect_server, small_synthetic_extract, tmp_path):
+        prefect_test_server, small_synthetic_extract, tmp_path):
     db = tmp_path / "phm.duckdb"
     report = ingest_flow(small_synthetic_extract, db, tmp_path)
     for table in report.tables.values():

@@ -1,10 +1,11 @@
 """Leaks: run the demo's flow, then read everything it left outside the database for patients.
 
-The whole pipeline, as ``phm demo`` runs it (with the synthetic truth measured in MLflow), on a
-synthetic extract whose patient ids are first remapped to 12-digit numbers no other output could
-contain by chance (830,000,000,000 + 13 x id), so any id that escapes is found; in a fresh
-process with its own PREFECT_HOME, so the Prefect server's database (every Prefect log, run,
-state and event) is here to read. Then a scan of the terminal output, the Prefect database, the
+The session's finished run (tests/shared_run.py): the whole pipeline, as ``phm demo`` runs it
+(with the synthetic truth measured in MLflow), on a synthetic extract whose patient ids are first
+remapped to 12-digit numbers no other output could contain by chance (830,000,000,000 + 13 x id),
+so any id that escapes is found; in a fresh process with its own PREFECT_HOME, so the Prefect
+server's database (every Prefect log, run, state and event) is here to read. Then a scan of the
+terminal output, the Prefect database, the
 MLflow store (parameters, metrics, tags, and every artifact, zip members included: models,
 reports, plots), the fairness report, the Great Expectations Data Docs, the lists, their
 summaries and manifest. None may hold a patient id, a date of birth, an NHS-number-shaped value,
@@ -16,28 +17,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from tests.shared_run import KEY
+
 pytestmark = pytest.mark.slow
-KEY = "leak-test-key-3f9a1c77e0b24d5a9c1e8f0b6d2a4c1e"
-ID_OFFSET = 830_000_000_000
 NOT_SCANNED = {"phm.duckdb", "phm.duckdb.wal", ".phm-run.lock"}  # the data store itself holds patients
-
-
-def remap_ids(extract: Path) -> None:
-    for path in [*extract.glob("*.parquet"), *extract.glob("truth/*.parquet")]:
-        frame = pl.read_parquet(path)
-        if "patient_id" in frame.columns:
-            frame.with_columns(pl.col("patient_id") * 13 + ID_OFFSET).write_parquet(path)
 
 
 def texts(path: Path):
@@ -69,31 +60,6 @@ def nhs_number_shaped(digits: str) -> bool:
     return (0 if check == 11 else check) == int(digits[9]) and check != 10
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    from phm.synth import SynthConfig, generate
-
-    folder = tmp_path_factory.mktemp("leaks")
-    extract = folder / "extract"
-    generate(SynthConfig(patients=12_000, seed=11, pcns=2), extract)
-    remap_ids(extract)
-    env = {**os.environ, "PHM_PSEUDONYMISATION_KEY": KEY, "PREFECT_HOME": str(folder / "prefect-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    env.pop("MLFLOW_TRACKING_URI", None)  # see conftest.py
-    # what `phm demo` runs after generating its extract: the whole flow, with the synthetic truth
-    # (its metrics go to MLflow too), here on the remapped extract
-    demo = ("import sys; from pathlib import Path; from cli import main as cli; from phm.config import RunConfig; "
-            "cli._env_defaults(); e = Path(sys.argv[1]); "
-            "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), RunConfig(), truth=e / 'truth', force=True))")
-    done = subprocess.run([sys.executable, "-c", demo, str(extract), str(folder / "out")], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (folder / "terminal.log").write_text(done.stdout + done.stderr)
-    patients = pl.read_parquet(extract / "patients.parquet")
-    return folder, patients
-
-
 def scanned(folder: Path):
     roots = [folder / "out", folder / "prefect-home", folder / "terminal.log"]
     for root in roots:
@@ -104,7 +70,7 @@ def scanned(folder: Path):
 
 
 def test_no_patient_id_date_of_birth_nhs_number_or_key_leaves_the_database(finished_run):
-    folder, patients = finished_run
+    folder, patients = finished_run.folder, pl.read_parquet(finished_run.extract / "patients.parquet")
     ids = set(patients["patient_id"].cast(pl.String).to_list())
     births = set(patients["date_of_birth"].cast(pl.String).to_list()) - {"2026-03-31"}
     key_forms = {KEY, KEY.encode().hex(), base64.b64encode(KEY.encode()).decode()}
@@ -135,8 +101,7 @@ def _suppressed(value) -> bool:
 
 
 def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
-    folder, _ = finished_run
-    out = folder / "out"
+    out = finished_run.out
     lists = (out / "lists").resolve()
     manifest = json.loads((lists / "lists_manifest.json").read_text())
     for pcn, counts in manifest["pcns"].items():
@@ -164,8 +129,7 @@ def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
 
 
 def test_everything_the_run_writes_is_readable_by_its_owner_only(finished_run):
-    folder, _ = finished_run
-    out = folder / "out"
+    out = finished_run.out
     checked = 0
     for path in [out, *out.rglob("*")]:
         if path.is_symlink():

@@ -1,64 +1,49 @@
-"""The whole flow (phm run) under a Prefect test harness, and the lists' content rules.
+"""The whole flow (phm run) and the lists' content rules.
 
-One 12,000-patient synthetic extract in 2 PCNs runs ingest to published lists. Then the rules
-a PCN team relies on are checked on the files: only its own practices' patients, grouped by
-practice and ranked, reasons that are true for the patient (re-identified the way a practice
-would, with its own key), exclusions counted and never on a list, no raw identifiers, and a
-failed run leaving the previous lists in place.
+The session's finished run (tests/shared_run.py: 12,000 synthetic patients in 3 PCNs, ingest to
+published lists). The rules a PCN team relies on are checked on its files: only its own
+practices' patients, grouped by practice and ranked, reasons that are true for the patient
+(re-identified the way a practice would, with its own key), exclusions counted and never on a
+list, no raw identifiers. (A refused gate leaving the previous lists in place:
+tests/integration/test_faults.py, on a folder of its own.)
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
 from phm.config import RunConfig
-from phm.exceptions import FairnessGateFailed
-from phm.pseudonymise import KEY_VARIABLE, practice_key, pseudonym
-from tests.servers import prefect_harness
+from phm.pseudonymise import practice_key, pseudonym
+from tests.shared_run import KEY
 
 pytestmark = pytest.mark.slow
-KEY = "a-test-key-that-is-long-enough-0123456789"
 
 
-@pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
-    from flows.run import run_flow
-    from phm.synth import SynthConfig, generate
-
-    folder = tmp_path_factory.mktemp("run")
-    generate(SynthConfig(patients=12_000, seed=11, pcns=2), folder / "extract")
-    with pytest.MonkeyPatch.context() as patch, prefect_harness():
-        patch.setenv(KEY_VARIABLE, KEY)
-        summary = run_flow(folder / "extract", folder / "out", RunConfig())
-        yield folder, summary, patch
-
-
-def read_lists(summary) -> dict[str, pl.DataFrame]:
-    return {p.stem: pl.read_csv(p, infer_schema_length=None) for p in sorted(summary.lists_link.glob("*.csv"))
+def read_lists(run) -> dict[str, pl.DataFrame]:
+    return {p.stem: pl.read_csv(p, infer_schema_length=None) for p in sorted(run.lists.glob("*.csv"))
             if not p.stem.endswith("_summary")}
 
 
-def test_one_csv_and_excel_file_per_pcn_with_only_its_own_practices(flow_run):
-    folder, summary, _ = flow_run
-    practices = pl.read_parquet(folder / "extract" / "practices.parquet")
+def test_one_csv_and_excel_file_per_pcn_with_only_its_own_practices(finished_run):
+    practices = pl.read_parquet(finished_run.extract / "practices.parquet")
     pcn_of = dict(practices.select(pl.col("practice_pseudo_id").cast(pl.String), "pcn_code").iter_rows())
-    lists = read_lists(summary)
+    lists = read_lists(finished_run)
     assert sorted(lists) == sorted(set(pcn_of.values()))
     for pcn, rows in lists.items():
         assert rows.height > 0
         assert {pcn_of[str(p)] for p in rows["practice_pseudo_id"].unique()} == {pcn}
-        assert (summary.lists_link / f"{pcn}.xlsx").is_file()
-        excel = pl.read_excel(summary.lists_link / f"{pcn}.xlsx", sheet_name="list", engine="openpyxl")
+        assert (finished_run.lists / f"{pcn}.xlsx").is_file()
+        excel = pl.read_excel(finished_run.lists / f"{pcn}.xlsx", sheet_name="list", engine="openpyxl")
         assert excel.height == rows.height
 
 
-def test_rows_are_grouped_by_practice_ranked_and_within_capacity(flow_run):
-    _, summary, _ = flow_run
-    for rows in read_lists(summary).values():
+def test_rows_are_grouped_by_practice_ranked_and_within_capacity(finished_run):
+    for rows in read_lists(finished_run).values():
         assert rows["practice_pseudo_id"].to_list() == sorted(rows["practice_pseudo_id"].to_list())
         for _, practice in rows.group_by("practice_pseudo_id"):
             assert practice["priority_rank"].to_list() == list(range(1, practice.height + 1))
@@ -67,11 +52,11 @@ def test_rows_are_grouped_by_practice_ranked_and_within_capacity(flow_run):
         assert rows["reasons"].null_count() == 0 and rows["suggested_actions"].null_count() == 0
 
 
-def reidentified(folder, summary) -> pl.DataFrame:
+def reidentified(run) -> pl.DataFrame:
     """What a practice does with its own key: recompute its patients' ids and match them."""
     from features.run import connect
 
-    con = connect(summary.db, read_only=True)
+    con = connect(run.db, read_only=True)
     try:
         features = con.execute("select f.*, s.qrisk3_10y_pct, h.finding from marts.mart_patient_features f "
                                "left join marts.patient_scores s using (patient_id) "
@@ -81,13 +66,12 @@ def reidentified(folder, summary) -> pl.DataFrame:
     keys = {p: practice_key(KEY.encode(), str(p)) for p in features["practice_pseudo_id"].unique().to_list()}
     features = features.with_columns(pl.Series("pseudonym", [
         pseudonym(keys[p], i) for p, i in zip(features["practice_pseudo_id"], features["patient_id"], strict=True)]))
-    rows = pl.concat(read_lists(summary).values(), how="diagonal_relaxed")
+    rows = pl.concat(read_lists(run).values(), how="diagonal_relaxed")
     return rows.join(features, on="pseudonym", how="left", suffix="_db")
 
 
-def test_reasons_are_true_for_the_patient_and_excluded_patients_are_never_listed(flow_run):
-    folder, summary, _ = flow_run
-    joined = reidentified(folder, summary)
+def test_reasons_are_true_for_the_patient_and_excluded_patients_are_never_listed(finished_run):
+    joined = reidentified(finished_run)
     assert joined["patient_id"].null_count() == 0  # every id re-identifies with the practice's key
     assert (joined["practice_pseudo_id"] == joined["practice_pseudo_id_db"]).all()
     for row in joined.iter_rows(named=True):
@@ -104,50 +88,35 @@ def test_reasons_are_true_for_the_patient_and_excluded_patients_are_never_listed
         assert f"{row['age_years'] // 5 * 5}-" in row["age_band"]
 
 
-def test_exclusions_and_every_candidate_are_counted(flow_run):
-    _, summary, _ = flow_run
-    manifest = json.loads((summary.lists_link / "lists_manifest.json").read_text())
+def test_exclusions_and_every_candidate_are_counted(finished_run):
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
     for counts in manifest["pcns"].values():
         assert set(counts) >= {"candidates", "on_list", "over_capacity", "excluded"}
         assert all(v is None or v % 5 == 0 for v in counts.values())  # suppressed: it leaves the pipeline
-    con = duckdb.connect(str(summary.db), read_only=True)
+    con = duckdb.connect(str(finished_run.db), read_only=True)
     listed = con.execute("select count(*) from lists.invitations").fetchone()[0]
     con.close()
-    assert listed == sum(rows.height for rows in read_lists(summary).values())
+    assert listed == sum(rows.height for rows in read_lists(finished_run).values())
 
 
-def test_no_raw_identifier_leaves_in_a_list(flow_run):
-    folder, summary, _ = flow_run
-    patients = pl.read_parquet(folder / "extract" / "patients.parquet")
+def test_no_raw_identifier_leaves_in_a_list(finished_run):
+    patients = pl.read_parquet(finished_run.extract / "patients.parquet")
     ids = {str(i) for i in patients["patient_id"].to_list()}
-    for rows in read_lists(summary).values():
+    for rows in read_lists(finished_run).values():
         assert not {"patient_id", "date_of_birth", "nhs_number"} & set(rows.columns)
         assert not ids & set(rows["pseudonym"].cast(pl.String).to_list())
         assert rows["pseudonym"].str.contains("^[0-9a-f]{20}$").all()
-    text = "".join(p.read_text() for p in summary.lists_link.glob("*.csv")) + \
-        (summary.lists_link / "lists_manifest.json").read_text()
+    text = "".join(p.read_text() for p in finished_run.lists.glob("*.csv")) + \
+        (finished_run.lists / "lists_manifest.json").read_text()
     assert KEY not in text
 
 
-def test_a_gate_that_refuses_leaves_the_previous_lists_published(flow_run):
-    from flows.run import run_flow
-    from models.fairness import AuditSettings
-
-    folder, summary, patch = flow_run
-    before = summary.lists_link.resolve()
-    files = {p.name: p.read_bytes() for p in before.iterdir()}
-    strict = RunConfig(audit=AuditSettings(min_patients=10**9, accept_warn=False))  # every group too small
-    with prefect_harness():
-        with pytest.raises(FairnessGateFailed, match="too small to judge.*no list is produced"):
-            run_flow(folder / "extract", folder / "out", strict)
-    assert summary.lists_link.resolve() == before
-    assert {p.name: p.read_bytes() for p in before.iterdir()} == files
-
-
-def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing(flow_run):
-    folder, summary, _ = flow_run
-    assert summary.coverage_report is not None and summary.coverage_report.is_file()
-    assert summary.coverage_report.parent.name == "local_site"  # beside the Great Expectations pages
-    assert not [line for line in summary.lines if line.startswith("WARN ")]
-    coverage = json.loads(summary.coverage_report.with_suffix(".json").read_text())
+def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing(finished_run):
+    terminal = finished_run.terminal.splitlines()
+    named = [line.split("codelists: ", 1)[1].split(" (", 1)[0] for line in terminal if line.startswith("  codelists: ")]
+    assert len(named) == 1
+    report = Path(named[0])
+    assert report.is_file() and report.parent.name == "local_site"  # beside the Great Expectations pages
+    assert not [line for line in terminal if line.startswith("WARN ")]
+    coverage = json.loads(report.with_suffix(".json").read_text())
     assert all(c["patients"] is None or c["patients"] % 5 == 0 for c in coverage["concepts"])  # suppressed

@@ -1,15 +1,18 @@
 """phm run on Dask: per-PCN shards on a LocalCluster with 2 workers give the single-process run's
 lists, scores and audit figures.
 
-One 12,000-patient synthetic extract in 3 PCNs is run twice from scratch: the default executor
-(the whole ICB one shard, in this process) and ``executor = "dask"`` (one shard per PCN, the
-shard tasks on a real LocalCluster through prefect-dask). Both runs build their own database
-and train their own models from the same extract and seed.
+The session's 12,000-patient synthetic extract in 3 PCNs (tests/shared_run.py) is run twice from
+scratch: with the default executor (the whole ICB one shard, in one process: the session's
+finished run) and here with ``executor = "dask"`` (one shard per PCN, the shard tasks on a real
+LocalCluster through prefect-dask). Both runs build their own database and train their own
+models from the same extract and seed.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -17,26 +20,30 @@ import pytest
 
 from phm.config import RunConfig, RunSettings
 from phm.pseudonymise import KEY_VARIABLE
-from tests.servers import prefect_harness
+from tests.shared_run import KEY
 
 pytestmark = pytest.mark.slow
-KEY = "a-test-key-that-is-long-enough-0123456789"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(shared_extract, finished_run, prefect_test_server, tmp_path_factory):
+    """{executor: (lists folder, audit JSON, database, terminal lines)} of the two runs."""
     from flows.run import flow_for
-    from phm.synth import SynthConfig, generate
 
-    folder = tmp_path_factory.mktemp("scale")
-    generate(SynthConfig(patients=12_000, seed=11, pcns=3), folder / "extract")
-    summaries = {}
-    with pytest.MonkeyPatch.context() as patch, prefect_harness():
+    config = RunConfig(run=RunSettings(executor="dask", dask_workers=2))
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_VARIABLE, KEY)
-        for executor in ("local", "dask"):
-            config = RunConfig(run=RunSettings(executor=executor, dask_workers=2))
-            summaries[executor] = flow_for(config.run)(folder / "extract", folder / executor, config)
-    return summaries
+        dask = flow_for(config.run)(shared_extract, tmp_path_factory.mktemp("scale") / "dask", config)
+    return {"local": Run(finished_run.lists, finished_run.audit_json, finished_run.db, finished_run.terminal),
+            "dask": Run(dask.lists_link, dask.audit_report.with_suffix(".json"), dask.db, "\n".join(dask.lines))}
+
+
+@dataclass(frozen=True)
+class Run:
+    lists: Path
+    audit_json: Path
+    db: Path
+    lines: str
 
 
 def _scores(db) -> pl.DataFrame:
@@ -48,14 +55,13 @@ def _scores(db) -> pl.DataFrame:
 
 
 def test_the_dask_run_sharded_by_pcn_on_two_worker_processes(two_runs):
-    lines = "\n".join(two_runs["dask"].lines)
-    assert "shards: 3 (dask executor)" in lines
-    assert "3 shard(s) scored in 2 process(es)" in lines
-    assert "1 shard(s) scored in 1 process(es)" in "\n".join(two_runs["local"].lines)
+    assert "shards: 3 (dask executor)" in two_runs["dask"].lines
+    assert "3 shard(s) scored in 2 process(es)" in two_runs["dask"].lines
+    assert "1 shard(s) scored in 1 process(es)" in two_runs["local"].lines
 
 
 def test_the_lists_are_byte_identical(two_runs):
-    local, dask = (two_runs[k].lists_link for k in ("local", "dask"))
+    local, dask = (two_runs[k].lists for k in ("local", "dask"))
     files = sorted(p.name for p in local.iterdir() if p.suffix == ".csv")
     assert files == sorted(p.name for p in dask.iterdir() if p.suffix == ".csv")
     assert len(files) == 6  # a list and a summary per PCN
@@ -66,7 +72,7 @@ def test_the_lists_are_byte_identical(two_runs):
 
 
 def test_every_audit_figure_and_interval_is_the_same(two_runs):
-    local, dask = (json.loads(two_runs[k].audit_report.with_suffix(".json").read_text()) for k in ("local", "dask"))
+    local, dask = (json.loads(two_runs[k].audit_json.read_text()) for k in ("local", "dask"))
     for report in (local, dask):
         report.pop("generated_at")
     assert local == dask

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,16 +41,24 @@ def prefect_server(tmp_path_factory):
         yield url, home
 
 
-@pytest.fixture(scope="module")
-def deployed(prefect_server, tmp_path_factory):
-    from phm.synth import SynthConfig, generate
+def copy_for_icb(extract: Path, icb: str, to: Path) -> None:
+    """The extract as ICB ``icb`` sends it: the same patients, their practices in that ICB."""
+    import polars as pl
 
+    shutil.copytree(extract, to)
+    practices = pl.read_parquet(to / "practices.parquet")
+    practices.with_columns(pl.lit(icb).alias("icb_code")).write_parquet(to / "practices.parquet")
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, shared_extract, finished_run, tmp_path_factory):
     url, home = prefect_server
     folder = tmp_path_factory.mktemp("icbs")
-    # extracts the gate is known to accept at this small size (at 12,000 patients a small group's
-    # model can fail the gate, which is right but not what this test is about)
-    for icb, pcns in (("QAA", 2), ("QBB", 3)):
-        generate(SynthConfig(patients=12_000, seed=11, pcns=pcns, icb_code=icb), folder / icb / "extract")
+    # the session's extract, whose gate the session's finished run shows accepting at this small
+    # size (at 12,000 patients a small group's model can fail the gate, which is right but not
+    # what this test is about), as two ICBs' extracts
+    for icb in KEYS:
+        copy_for_icb(shared_extract, icb, folder / icb / "extract")
     (folder / "broken").mkdir()
     (folder / "broken" / "extract.json").write_text('{"extract_date": "2026-03-31", "imd_version": "IMD2019"}')
     (folder / "deployments.toml").write_text(f'''
@@ -151,8 +160,7 @@ def test_two_icb_runs_started_together_both_complete_with_lists_and_mlflow(deplo
     for icb in KEYS:
         out = folder / icb / "out"
         lists = out / "lists"
-        pcns = {"QAA": 2, "QBB": 3}[icb]
-        assert lists.is_symlink() and sorted(p.suffix for p in lists.iterdir()).count(".xlsx") == pcns
+        assert lists.is_symlink() and sorted(p.suffix for p in lists.iterdir()).count(".xlsx") == 3  # PCNs
         client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
         experiments = client.search_experiments()
         runs = client.search_runs([e.experiment_id for e in experiments], "tags.`phm.kind` = 'fairness audit'")

@@ -23,6 +23,7 @@ from features.run import run_features
 from phm.exceptions import PhmError
 from phm.ingest import ingest
 from tests.extracts import BASE, write_extract
+from tests.hypothesis_settings import examples
 
 TABLES = sorted(BASE)
 ODD_VALUES = st.one_of(
@@ -89,7 +90,7 @@ def write_table(path: Path, header, body, kind: str, cut: int, delimiter: str) -
     path.write_bytes(data)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(broken=broken_table())
 def test_a_broken_extract_is_a_clear_error_or_loads_with_every_row_accounted_for(broken):
     table, header, body, kind, cut, delimiter = broken

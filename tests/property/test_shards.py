@@ -20,6 +20,7 @@ from models.shards import (
     cut_points,
     order_statistics,
 )
+from tests.hypothesis_settings import examples
 
 
 def _cuts_from_parts(parts: list[np.ndarray], share: float) -> CutPoints:
@@ -46,7 +47,7 @@ scores_with_ties = st.lists(
     min_size=1, max_size=300)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(values=scores_with_ties, cuts_at=st.lists(st.integers(0, 300), max_size=5),
        share=st.sampled_from([0.01, 0.1, 0.33, 1.0]))
 def test_cut_points_from_shards_equal_the_whole_populations(values, cuts_at, share):

@@ -19,6 +19,7 @@ from phm.exceptions import ConfigError, ExtractError
 from phm.lists import ListRun, ListSettings, order_and_cap, pcn_summary, per_patient, reasons
 from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
 from phm.publish import publish, write_run_folder
+from tests.hypothesis_settings import examples
 
 KEY = b"k" * 32
 INDEX_DATE = dt.date(2026, 3, 31)
@@ -361,7 +362,7 @@ def test_an_icbs_own_key_wins_over_the_shared_one():
         icb_key({f"{KEY_VARIABLE}_QXX": own}, icb="QYY")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_pcns_list_file_holds_only_its_own_practices_patients(tmp_path_factory, data):
     """Random practice-to-PCN maps and patients: each PCN's published file names only its practices."""

@@ -10,7 +10,6 @@ from phm.codelists import coverage, load_codelists, project_codelists, unused_re
 from phm.ethnicity import BROAD_GROUPS, NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, broad_group
 from phm.exceptions import CodelistError
 
-COVERAGE: list[tuple[str, int, int]] = []  # printed at the end of the run by conftest
 REQUIRED_CONCEPTS = {
     "ethnicity", "hypertension", "hypertension_resolved", "diabetes_type1", "diabetes_type2", "chd",
     "mi", "stroke", "tia", "atrial_fibrillation", "ckd_3_5", "rheumatoid_arthritis", "sle",
@@ -49,7 +48,7 @@ def test_every_reference_file_is_covered_by_a_concept_or_documented_as_unused(re
 
 
 @pytest.mark.parametrize("concept", sorted(c for c, cl in project_codelists().items() if cl.references))
-def test_codelist_covers_its_national_lists_in_both_directions(reference_dir, concept):
+def test_codelist_covers_its_national_lists_in_both_directions(reference_dir, concept, record_property):
     """Every reference code is in the list or excluded with a reason; every list code is in a
     reference or names its source; no exclusion is stale."""
     cl = project_codelists()[concept]
@@ -59,7 +58,7 @@ def test_codelist_covers_its_national_lists_in_both_directions(reference_dir, co
         f"exclusions/{concept}.csv: {list(cov.undocumented_gaps)[:20]}")
     assert not cov.unsourced, f"{concept}: codes in no reference and with no source: {list(cov.unsourced)[:20]}"
     assert not cov.stale_exclusions, f"{concept}: exclusions for codes the list has or the reference lacks: {cov.stale_exclusions[:20]}"
-    COVERAGE.append((concept, len(cl.codes), cov.reference_codes))
+    record_property("codelist coverage", (concept, len(cl.codes), cov.reference_codes))  # printed by conftest
 
 
 @pytest.mark.parametrize("concept", sorted(c for c, cl in project_codelists().items() if not cl.references))
