@@ -24,12 +24,12 @@ import numpy as np
 import polars as pl
 
 from features.build import build
-from features.run import connect, extract_date
 from models.score_models import score_models
 from models.score_patients import score_patients
 from models.tracking import comparison_markdown, tracking_location, truth_metrics
 from models.train import TrainingConfig
 from models.training_run import run_training
+from phm.db import connect, extract_date
 
 ROOT = Path(__file__).resolve().parents[1]
 

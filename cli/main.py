@@ -127,7 +127,7 @@ def _quiet_user_errors_on_console() -> None:
 
 def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | None) -> int:
     from flows.ingest import ingest_flow
-    from phm.ingest import check_database_name
+    from phm.db import check_database_name
 
     check_database_name(db)  # before Prefect starts
     _quiet_user_errors_on_console()
@@ -163,11 +163,13 @@ def add_ingest(sub) -> None:
 
 def cmd_features(args) -> int:
     from features.run import run_features
+    from models.score_patients import run_scores
 
     run = run_features(Path(args.db), args.index_date, progress=_progress)
-    for line in run.summary_lines():
+    scores = run_scores(Path(args.db), progress=_progress)
+    for line in run.summary_lines() + scores.summary_lines():
         print(line)
-    print(f"tables: {', '.join(run.tables)}")
+    print(f"tables: {', '.join([*run.tables, 'marts.patient_scores'])}")
     return 0
 
 
@@ -218,7 +220,7 @@ def _check_writable_folder(option: str, folder: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    from phm.config import check_path, check_run_settings, load_config
+    from flows.config import check_path, check_run_settings, load_config
     from phm.pseudonymise import icb_key
 
     config = load_config(args.config)
@@ -280,7 +282,7 @@ def add_deploy(sub) -> None:
 def cmd_demo(args) -> int:
     import secrets
 
-    from phm.config import load_config
+    from flows.config import load_config
     from phm.pseudonymise import KEY_VARIABLE
     from phm.synth import SynthConfig, generate
 
@@ -362,10 +364,10 @@ def add_train(sub) -> None:
 def cmd_score(args) -> int:
     from models.score_models import score_models
     from models.tracking import tracking_location
+    from phm.db import require
 
     _quiet_mlflow()
-    if not Path(args.db).is_file():
-        raise ConfigError(f"--db {args.db}: no such database (run phm ingest and phm features first)")
+    require(Path(args.db), "phm ingest and phm features")
     location = tracking_location(Path(args.db).resolve().parent, args.tracking_uri)
     _progress(f"scoring with the registered models in {location.tracking_uri}")
     run = score_models(Path(args.db), location, args.icb, warn=lambda m: print(m, file=sys.stderr, flush=True))
@@ -386,7 +388,7 @@ def add_score(sub) -> None:
 
 
 def cmd_audit(args) -> int:
-    from phm.config import load_config
+    from flows.config import load_config
     from phm.exceptions import FairnessGateFailed
 
     settings = load_config(args.config).audit
@@ -397,7 +399,7 @@ def cmd_audit(args) -> int:
     if bool(args.db) == bool(args.scores):
         raise ConfigError("give either --db (audit the pipeline's candidate models) or --scores (audit a scored table)")
     if args.scores:
-        from models.fairness._table import TableSpec, audit_table
+        from models.fairness import TableSpec, audit_table
 
         for option in ("group", "score", "outcome", "out"):
             if not getattr(args, option):
@@ -452,11 +454,11 @@ def run_pipeline_audit(db: Path, settings, tracking_uri: str | None = None, icb:
                        out: Path | None = None) -> int:
     from models.audit_run import run_audit
     from models.tracking import tracking_location
+    from phm.db import require
     from phm.exceptions import FairnessGateFailed
 
     _quiet_mlflow()
-    if not db.is_file():
-        raise ConfigError(f"--db {db}: no such database (run phm ingest, features and train first)")
+    require(db, "phm ingest, features and train")
     location = tracking_location(db.resolve().parent, tracking_uri)
     run = run_audit(db, settings, location, out or db.resolve().parent / "audit", icb, progress=_progress)
     for line in run.summary_lines():

@@ -15,11 +15,11 @@ import duckdb
 
 from phm.codelists import project_codelists
 from phm.contract import IMD_VERSIONS
+from phm.db import SQL_DIR
 from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, QRISK3_ETHRISK, broad_group
 from phm.exceptions import ConfigError
 from phm.ingest import insert_rows
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 LAYERS = ("intermediate", "marts")
 
 

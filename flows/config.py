@@ -36,7 +36,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from models.fairness._settings import AuditSettings, Override
+from models.fairness import AuditSettings, Override
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
 from phm.ingest import IngestSettings

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from phm.config import check_icb, check_path
+from flows.config import check_icb, check_path
 from phm.exceptions import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,8 @@ def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, f
     """One ICB's scheduled run: the whole pipeline (flows/run.py) with the ICB's configuration.
     An extract that has not changed since the last published run is not processed again
     (``force`` to run it anyway)."""
+    from flows.config import load_config
     from flows.run import flow_for
-    from phm.config import load_config
 
     settings = load_config(Path(config) if config else None)
     settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, icb=icb))

@@ -25,8 +25,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NONE
 
+from flows.config import RunConfig
 from flows.ingest import ingest_flow
-from phm.config import RunConfig
 
 STAGES = ("ingest and validate", "features and validated scores", "train the risk models",
           "fairness audit and gate", "score with the audited models", "build the lists", "publish the lists")
@@ -72,6 +72,13 @@ def features_task(db: Path, index_date: dt.date | None):
     return run_features(db, index_date, progress=_progress())
 
 
+@task(name="validated-scores", cache_policy=NONE)
+def scores_task(db: Path):
+    from models.score_patients import run_scores
+
+    return run_scores(db, progress=_progress())
+
+
 @task(name="train", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
 def train_task(db: Path, config: RunConfig, truth: Path | None = None):
     from models.train import TrainingConfig
@@ -95,10 +102,10 @@ def on_task_runner(work, shards, **kwargs) -> list:
 
 @task(name="make-shards", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def shards_task(db: Path, config: RunConfig):
-    from features.run import connect
     from models.score_models import read_features
     from models.shards import make_shards, shard_folder
     from models.train import single_icb
+    from phm.db import connect
 
     con = connect(db, read_only=True)
     try:
@@ -127,7 +134,7 @@ def score_task(db: Path, config: RunConfig, location, shards):
 
 @task(name="lists", cache_policy=NONE)
 def lists_task(db: Path, config: RunConfig, index_date: dt.date):
-    from features.run import connect
+    from phm.db import connect
     from phm.lists import build_lists
     from phm.pseudonymise import icb_key
 
@@ -141,9 +148,9 @@ def lists_task(db: Path, config: RunConfig, index_date: dt.date):
 
 @task(name="publish", cache_policy=NONE, retries=2, retry_delay_seconds=2)  # files: transient faults
 def publish_task(run, db: Path, out: Path, manifest: dict, index_date: dt.date):
-    from features.run import connect
+    from flows.publish import discard, publish, write_run_folder
+    from phm.db import connect
     from phm.lists import record_invitations
-    from phm.publish import discard, publish, write_run_folder
 
     folder = write_run_folder(run, out, manifest)
     try:
@@ -164,17 +171,17 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
              force: bool = False) -> RunSummary:
     """``truth``: synthetic extracts only, the generator's truth/ folder, to also measure the
     models against each patient's true risk (logged to MLflow). ``force``: run even if this
-    extract, with these settings, was the last one published from ``out`` (phm/runrecord.py)."""
-    from models.tracking import remove_unfinished_runs
-    from phm.pseudonymise import icb_key
-    from phm.runlock import run_lock
-    from phm.runrecord import (
+    extract, with these settings, was the last one published from ``out`` (flows/runrecord.py)."""
+    from flows.runlock import run_lock
+    from flows.runrecord import (
         extract_digest,
         remove_leftovers,
         settings_digest,
         unchanged_since,
         write_record,
     )
+    from models.tracking import remove_unfinished_runs
+    from phm.pseudonymise import icb_key
 
     config = config or RunConfig()
     key = icb_key(icb=config.run.icb)  # first: without the key no list can be made, so do not start the work
@@ -228,6 +235,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     stages.start("features and validated scores")
     features = features_task(db, config.run.index_date)
     summary.lines += features.summary_lines()
+    summary.lines += scores_task(db).summary_lines()
     stages.done()
 
     stages.start("train the risk models")

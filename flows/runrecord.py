@@ -62,7 +62,7 @@ NOT_IN_SETTINGS_DIGEST = ("extract", "out", "tracking_uri", "executor", "dask_ad
 
 
 def settings_digest(config, key: bytes) -> str:
-    """``config``: a phm.config.RunConfig; ``key``: the ICB's pseudonymisation key."""
+    """``config``: a flows.config.RunConfig; ``key``: the ICB's pseudonymisation key."""
     run = {k: v for k, v in dataclasses.asdict(config.run).items() if k not in NOT_IN_SETTINGS_DIGEST}
     settings = {"run": run, "lists": dataclasses.asdict(config.lists), "audit": dataclasses.asdict(config.audit)}
     text = json.dumps(settings, sort_keys=True, default=str)
@@ -89,7 +89,7 @@ def last_run(out: Path) -> LastRun | None:
 def unchanged_since(out: Path, digest: str, settings: str) -> LastRun | None:
     """The last run, if it processed this same extract with the same settings and its lists are
     still published."""
-    from phm.publish import CURRENT
+    from flows.publish import CURRENT
 
     record = last_run(out)
     link = Path(out) / CURRENT
@@ -109,10 +109,10 @@ def write_record(out: Path, digest: str, settings: str, lists_link: Path) -> Non
 
 
 def remove_leftovers(out: Path) -> list[str]:
-    """Shard folders, and lists folders never published (phm.publish.remove_unpublished), left
+    """Shard folders, and lists folders never published (flows.publish.remove_unpublished), left
     by a killed run. Returns what was removed (names only)."""
+    from flows.publish import remove_unpublished
     from models.shards import FOLDER_PREFIX
-    from phm.publish import remove_unpublished
 
     out = Path(out)
     removed = []

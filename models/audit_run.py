@@ -23,7 +23,6 @@ from pathlib import Path
 
 import polars as pl
 
-from features.run import connect
 from models.fairness import (
     HIGH_NEED_FROM,
     NEED_DESCRIPTIONS,
@@ -59,6 +58,7 @@ from models.tracking import (
     registered_model_name,
 )
 from models.train import OUTCOMES, single_icb
+from phm.db import connect
 from phm.exceptions import ConfigError
 
 GROUP_COLUMNS = ("ethnicity_group", "imd_quintile", "sex")

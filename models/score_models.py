@@ -17,7 +17,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from features.run import connect
 from models.shards import (
     LIST_SCORES,
     ModelToScore,
@@ -31,6 +30,7 @@ from models.shards import (
 )
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
 from models.train import OUTCOMES, Outcome, single_icb
+from phm.db import connect
 from phm.disclosure import show
 from phm.exceptions import ConfigError, FairnessGateFailed
 

@@ -7,10 +7,16 @@ show that a score rests on missing data.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
 from models.scores import qdiabetes, qrisk3
+from phm.db import connect
+from phm.disclosure import show
 
 # mart column -> ClinRisk argument name
 QRISK3_INPUTS = {
@@ -66,3 +72,37 @@ def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     finally:
         con.unregister("patient_scores_frame")
     return scores.height
+
+
+@dataclass
+class ScoreRun:
+    """The validated scores stage: ``marts.patient_scores`` made, and what it holds (suppressed)."""
+    patients: int
+    seconds: float
+    summary: dict[str, str] = field(default_factory=dict)  # label -> suppressed count, as text
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"validated scores, QRISK3 and QDiabetes ({self.seconds:.1f} s):"]
+        lines += [f"  {label:<58}{value:>14}" for label, value in self.summary.items()]
+        lines.append("  (counts: 1-7 suppressed, others rounded to 5)")
+        return lines
+
+
+def run_scores(db_path: Path, progress=None) -> ScoreRun:
+    """Score every patient of the feature mart in ``db_path`` (phm features first)."""
+    con = connect(db_path)
+    try:
+        started = time.perf_counter()
+        if progress:
+            progress("scoring QRISK3 and QDiabetes")
+        run = ScoreRun(score_patients(con), 0.0)
+        run.seconds = time.perf_counter() - started
+        run.summary = {label: show(count) for label, count in con.execute("""
+            select 'QRISK3 scored (25-84, no CVD)', count(qrisk3_10y_pct) from marts.patient_scores
+            union all select 'QRISK3 >= 10% (NICE threshold for statin discussion)', count(*) filter (where qrisk3_10y_pct >= 10) from marts.patient_scores
+            union all select 'QRISK3 resting on a defaulted input', count(*) filter (where qrisk3_notes like '%defaulted%') from marts.patient_scores
+            union all select 'QDiabetes scored (25-84, no diabetes)', count(qdiabetes_10y_pct) from marts.patient_scores
+        """).fetchall()}
+    finally:
+        con.close()
+    return run

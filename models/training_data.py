@@ -17,10 +17,10 @@ import duckdb
 import polars as pl
 
 from features.build import build
-from features.run import connect, extract_date
+from phm.db import SQL_DIR, connect, extract_date
 from phm.exceptions import ConfigError
 
-LABELS_SQL = Path(__file__).resolve().parent.parent / "sql" / "labels" / "outcomes.sql"
+LABELS_SQL = SQL_DIR / "labels" / "outcomes.sql"
 OUTCOMES = ("cvd_event", "t2d_event", "hypertension_event")
 
 

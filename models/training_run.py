@@ -13,10 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from features.run import connect
 from models.tracking import TrainingLog, comparison_markdown, log_training, tracking_location
 from models.train import TrainingConfig, TrainingResult, train_all
 from models.training_data import training_data
+from phm.db import connect
 from phm.exceptions import ConfigError
 
 

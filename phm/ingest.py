@@ -28,10 +28,10 @@ import duckdb
 
 from phm.codelists import measurement_ranges, project_codelists
 from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetadata, find_table_file
+from phm.db import SQL_DIR, check_database_name, create
 from phm.disclosure import show, suppress
-from phm.exceptions import ConfigError, DatabaseError, DiskFull, ExtractError, ValidationError
+from phm.exceptions import ConfigError, DiskFull, ExtractError, ValidationError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # A row whose patient (or practice) row was quarantined cannot be loaded either.
 PARENTS = {
     "practice_registrations": [("patient_id", "patients"), ("practice_pseudo_id", "practices")],
@@ -129,33 +129,6 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list | tu
     columns = [list(c) for c in zip(*rows, strict=True)]
     unnests = ", ".join("unnest(?)" for _ in columns)
     con.execute(f"insert into {table} select {unnests}", columns)  # noqa: S608 - table is ours
-
-
-# DuckDB names a database after its file, and a name equal to a schema makes every
-# ``<schema>.<table>`` ambiguous (``phm ingest --db ingest.duckdb`` failed as an internal error, and
-# ``staging.duckdb`` as a "malformed Parquet" extract). The schemas phm creates, the SQL layers,
-# and DuckDB's own catalogs.
-RESERVED_DATABASE_NAMES = frozenset({"ingest", "staging", "intermediate", "marts", "labels", "lists",
-                                     "features", "models", "ref", "main", "memory", "system", "temp"})
-
-
-def check_database_name(db_path: Path) -> None:
-    """Refuse, before any work, a database file whose name DuckDB would confuse with a schema."""
-    name = Path(db_path).stem.lower()
-    if name in RESERVED_DATABASE_NAMES:
-        raise ConfigError(f"--db {db_path}: DuckDB names a database after its file, and "
-                          f"{name!r} is also one of phm's schemas; choose another file name "
-                          "(e.g. phm.duckdb)")
-
-
-def connect(db_path: Path) -> duckdb.DuckDBPyConnection:
-    check_database_name(db_path)
-    try:
-        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(str(db_path))
-    except (duckdb.IOException, OSError) as exc:
-        raise DatabaseError(f"cannot open database {db_path}: {_first_line(str(exc))} "
-                            "(is another run using it?)") from None
 
 
 def _first_line(text: str) -> str:
@@ -422,7 +395,7 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
     check_database_name(db_path)
     metadata = ExtractMetadata.read(extract_dir)
     reports = {}
-    con = connect(db_path)
+    con = create(db_path)
     try:
         write_run_parameters(con, metadata)
         for table in TABLES:
@@ -439,7 +412,7 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
 
 def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableReport]) -> list[str]:
     """Step 3: quarantine rule-breaking rows, publish the rest, record the run."""
-    con = connect(db_path)
+    con = create(db_path)
     try:
         con.execute("begin transaction")
         quarantine(con, outcomes, reports)
@@ -472,7 +445,7 @@ def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: Ex
         notes_found = [f"not in the contract, so not read: {', '.join(unknown)}", *notes_found]
     from phm.codelist_coverage import coverage_report, link_from_data_docs, write_report
 
-    con = connect(db_path)
+    con = create(db_path)
     try:
         coverage = coverage_report(con, metadata.extract_date)
         # in the Great Expectations Data Docs site (linked from its index) when they are built,

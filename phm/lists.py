@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from phm.db import SQL_DIR
 from phm.disclosure import show, suppress
 from phm.exceptions import ConfigError
 from phm.pseudonymise import pseudonymise
 
-SQL = Path(__file__).resolve().parents[1] / "sql" / "lists" / "list_reasons.sql"
+SQL = SQL_DIR / "lists" / "list_reasons.sql"
 PRIORITISATIONS = ("risk", "core20plus5")
 BROAD_GROUPS = ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known")
 

@@ -83,7 +83,7 @@ def subprocess_env(**extra: str) -> dict:
 def run_like_the_demo(folder: Path) -> FinishedRun:
     """The whole flow on ``folder``/extract into ``folder``/out, as ``phm demo`` runs it."""
     run = FinishedRun(folder)
-    demo = ("import sys; from pathlib import Path; from cli import main as cli; from phm.config import RunConfig; "
+    demo = ("import sys; from pathlib import Path; from cli import main as cli; from flows.config import RunConfig; "
             "cli._env_defaults(); e = Path(sys.argv[1]); "
             "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), RunConfig(), truth=e / 'truth', force=True))")
     done = subprocess.run([sys.executable, "-c", demo, str(run.extract), str(run.out)],

@@ -9,6 +9,7 @@ Public API (implementation in the private modules):
 - ``need(outcome)``, ``measurements_recorded()``: the label-choice need measures (``_need``).
 - ``AuditReport``: JSON and HTML, counts suppressed (``_report``).
 - ``AuditSettings``, ``Override``: configuration (``_settings``).
+- ``audit_table(spec, settings, out_dir)``, ``TableSpec``: the audit of any scored table (``_table``).
 """
 
 from models.fairness._audit import GroupFigures, GroupingFigures, ScoreAudit, audit_score
@@ -23,9 +24,11 @@ from models.fairness._need import (
 from models.fairness._quality import EthnicityQuality, ethnicity_quality
 from models.fairness._report import AuditReport
 from models.fairness._settings import AuditSettings, Override
+from models.fairness._table import TableSpec, audit_table
 
 __all__ = [
     "HIGH_NEED_FROM", "NEED_COLUMNS", "NEED_DESCRIPTIONS", "AuditReport", "AuditSettings", "EthnicityQuality",
-    "Finding", "GateResult", "GroupFigures", "GroupingFigures", "Override", "ScoreAudit", "audit_score",
+    "Finding", "GateResult", "GroupFigures", "GroupingFigures", "Override", "ScoreAudit", "TableSpec", "audit_score",
+    "audit_table",
     "ethnicity_quality", "judge", "measurements_recorded", "need", "worst",
 ]

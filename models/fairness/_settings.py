@@ -1,6 +1,6 @@
 """The audit's settings and the gate's rules, with their documented defaults.
 
-Loaded from the ``[audit]`` table of the run configuration by ``phm/config.py``, which names
+Loaded from the ``[audit]`` table of the run configuration by ``flows/config.py``, which names
 any key it rejects. docs/fairness.md explains each default.
 """
 

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 def build(folder: Path, tracking_uri: str | None = None, **synth) -> Path:
     from features.run import run_features
+    from models.score_patients import run_scores
     from models.train import TrainingConfig
     from models.training_run import run_training
     from phm.ingest import ingest
@@ -41,6 +42,7 @@ def build(folder: Path, tracking_uri: str | None = None, **synth) -> Path:
     db = folder / "phm.duckdb"
     ingest(folder / "extract", db)
     run_features(db)
+    run_scores(db)
     run_training(db, TrainingConfig(), tracking_uri=tracking_uri)
     return db
 

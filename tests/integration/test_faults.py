@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from phm.config import RunConfig
+from flows.config import RunConfig
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY, subprocess_env

@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from phm.config import RunConfig
+from flows.config import RunConfig
 from phm.pseudonymise import practice_key, pseudonym
 from tests.shared_run import KEY
 
@@ -54,7 +54,7 @@ def test_rows_are_grouped_by_practice_ranked_and_within_capacity(finished_run):
 
 def reidentified(run) -> pl.DataFrame:
     """What a practice does with its own key: recompute its patients' ids and match them."""
-    from features.run import connect
+    from phm.db import connect
 
     con = connect(run.db, read_only=True)
     try:

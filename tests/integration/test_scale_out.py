@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from phm.config import RunConfig, RunSettings
+from flows.config import RunConfig, RunSettings
 from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.run import run_features
+from models.score_patients import run_scores
 from phm.exceptions import PhmError
 from phm.ingest import ingest
 from tests.extracts import BASE, write_extract
@@ -116,5 +117,6 @@ def test_a_broken_extract_is_a_clear_error_or_loads_with_every_row_accounted_for
         assert missing_reason == 0
         try:
             run_features(db)
+            run_scores(db)
         except PhmError as error:
             assert "\n" not in str(error) and "1960-05-01" not in str(error), str(error)

@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from sklearn.metrics import precision_score, roc_auc_score
 
+from flows.config import load_config
 from models.fairness import AuditSettings, Override, audit_score, ethnicity_quality, judge
 from models.fairness._metrics import wilson_interval
 from models.fairness._report import AuditReport
 from models.metrics import calibration_slope
-from phm.config import load_config
 from phm.exceptions import ConfigError
 
 FAST = AuditSettings(replicates=300, seed=1)

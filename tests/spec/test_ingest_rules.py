@@ -246,7 +246,8 @@ def test_source_row_is_the_file_row_even_when_a_large_file_is_read_in_parallel(t
     """Quarantine names rows by number, so numbering must follow the file, not thread order."""
     import polars as pl
 
-    from phm.ingest import connect, stage
+    from phm.db import create as connect
+    from phm.ingest import stage
 
     n = 400_000
     frame = pl.DataFrame({"patient_id": pl.int_range(n, eager=True) % 1000, "date": ["2020-01-01"] * n,

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phm.config import load_config
+from flows.config import load_config
+from flows.publish import publish, write_run_folder
 from phm.exceptions import ConfigError, ExtractError
 from phm.lists import ListRun, ListSettings, order_and_cap, pcn_summary, per_patient, reasons
 from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
-from phm.publish import publish, write_run_folder
 from tests.hypothesis_settings import examples
 
 KEY = b"k" * 32
@@ -301,7 +301,7 @@ def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_one
     assert stat.S_IMODE(os.stat(first.resolve()).st_mode) == 0o700
     assert (first / "U00002.xlsx").is_file() and (first / "U00001_summary.csv").is_file()
 
-    import phm.publish as publishing
+    import flows.publish as publishing
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from flows.config import load_config
 from flows.deployments import DEFAULT_CRON, DEFAULT_TIMEZONE, read_deployments
-from phm.config import load_config
+from flows.runlock import run_lock
 from phm.exceptions import ConfigError, DatabaseError
-from phm.runlock import run_lock
 
 
 def write(tmp_path, text: str):

@@ -2,6 +2,8 @@
 
 Bottom to top: ``phm`` (the core library), ``features``, ``models``, ``flows`` (Prefect flows
 and the run-level modules: configuration, run record, lock, publish), ``cli`` (the command line).
+And a private module (``_name.py``) is imported only from its own floor: what another floor
+needs from it is made public by its package (``models.fairness.AuditSettings``).
 Every ``import`` and ``from ... import`` in the project's code is read with :mod:`ast`, the ones
 inside functions too (a lazy import is still an upward dependency).
 
@@ -26,11 +28,7 @@ FLOORS = ("phm", "features", "models", "flows", "cli")  # bottom to top
 
 # Upward imports that remain to be removed (issue 17). The list only shrinks: an entry that no
 # longer happens fails the second test, so it is taken out when the import is.
-NOT_YET = {
-    ("phm/config.py", "models.fairness._settings"),
-    ("phm/runrecord.py", "models.shards"),
-    ("features/run.py", "models.score_patients"),
-}
+NOT_YET: set[tuple[str, str]] = set()
 
 
 def project_imports():
@@ -70,6 +68,17 @@ def test_the_list_of_upward_imports_still_to_remove_only_shrinks():
     assert NOT_YET <= still_there, f"remove from NOT_YET: {sorted(NOT_YET - still_there)}"
 
 
+def test_private_modules_are_imported_only_from_their_own_floor():
+    """E.g. ``from models.fairness._settings import AuditSettings`` in flows/config.py fails:
+    flows/config.py:39 imports models.fairness._settings (private to models)."""
+    private = []
+    for file, line, module in project_imports():
+        floor = module.split(".")[0]
+        if any(part.startswith("_") for part in module.split(".")) and file.split("/")[0] != floor:
+            private.append(f"{file}:{line} imports {module} (private to {floor})")
+    assert private == [], "\n".join(private)
+
+
 def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     """The check itself: a core module that imports the command line is reported."""
     package = tmp_path / "phm"
@@ -79,3 +88,23 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
         (tmp_path / floor).mkdir()
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     assert upward_imports() == [("phm/bad.py", 2, "cli.main")]
+
+
+def test_one_database_gateway():
+    """Only phm/db.py opens DuckDB files, knows where sql/ is and says 'no such database': e.g. a
+    ``duckdb.connect(path)`` in models/train.py fails with models/train.py:NN calls duckdb.connect."""
+    found = []
+    for floor in FLOORS:
+        for path in sorted((ROOT / floor).rglob("*.py")):
+            file = path.relative_to(ROOT).as_posix()
+            if file == "phm/db.py":
+                continue
+            text = path.read_text(encoding="utf-8")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr == "connect" and getattr(node.func.value, "id", None) == "duckdb":
+                    found.append(f"{file}:{node.lineno} calls duckdb.connect")
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                        node.value == "sql" or "no such database" in node.value):
+                    found.append(f"{file}:{node.lineno} has {node.value!r}")
+    assert found == [], "\n".join(found)

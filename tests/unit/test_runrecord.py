@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from phm.config import RunConfig
-from phm.exceptions import ExtractError
-from phm.runrecord import (
+from flows.config import RunConfig
+from flows.runrecord import (
     extract_digest,
     remove_leftovers,
     settings_digest,
     unchanged_since,
     write_record,
 )
+from phm.exceptions import ExtractError
 
 
 def extract(tmp_path):
