@@ -14,7 +14,7 @@ import duckdb
 
 from features.build import build
 from phm.db import connect, extract_date
-from phm.disclosure import show
+from phm.disclosure import show, summary_lines
 from phm.exceptions import ConfigError
 
 
@@ -26,10 +26,7 @@ class FeatureRun:
     summary: dict[str, str] = field(default_factory=dict)  # label -> suppressed count, as text
 
     def summary_lines(self) -> list[str]:
-        lines = [f"features at index date {self.index_date} ({self.seconds:.1f} s):"]
-        lines += [f"  {label:<58}{value:>14}" for label, value in self.summary.items()]
-        lines.append("  (counts: 1-7 suppressed, others rounded to 5)")
-        return lines
+        return summary_lines(f"features at index date {self.index_date} ({self.seconds:.1f} s):", self.summary)
 
 
 def run_features(db_path: Path, index_date: dt.date | None = None, progress=None) -> FeatureRun:

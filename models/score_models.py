@@ -31,7 +31,7 @@ from models.shards import (
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
 from models.train import OUTCOMES, Outcome, single_icb
 from phm.db import connect
-from phm.disclosure import show
+from phm.disclosure import COUNTS_NOTE, show
 from phm.exceptions import ConfigError, FairnessGateFailed
 
 
@@ -59,7 +59,7 @@ class ScoreRun:
             lines.append(f"  {m.outcome:<13} {m.name} v{m.version} ({m.alias}, {m.variant}): "
                          f"{show(self.scored[m.outcome])} eligible patients scored, "
                          f"{m.horizon_years}-year risk")
-        lines.append("  (counts: 1-7 suppressed, others rounded to 5)")
+        lines.append(f"  {COUNTS_NOTE}")
         return lines
 
 

@@ -16,7 +16,7 @@ import polars as pl
 
 from models.scores import qdiabetes, qrisk3
 from phm.db import connect
-from phm.disclosure import show
+from phm.disclosure import show, summary_lines
 
 # mart column -> ClinRisk argument name
 QRISK3_INPUTS = {
@@ -82,10 +82,7 @@ class ScoreRun:
     summary: dict[str, str] = field(default_factory=dict)  # label -> suppressed count, as text
 
     def summary_lines(self) -> list[str]:
-        lines = [f"validated scores, QRISK3 and QDiabetes ({self.seconds:.1f} s):"]
-        lines += [f"  {label:<58}{value:>14}" for label, value in self.summary.items()]
-        lines.append("  (counts: 1-7 suppressed, others rounded to 5)")
-        return lines
+        return summary_lines(f"validated scores, QRISK3 and QDiabetes ({self.seconds:.1f} s):", self.summary)
 
 
 def run_scores(db_path: Path, progress=None) -> ScoreRun:

@@ -25,3 +25,12 @@ def show(count: int) -> str:
     """For printing: the suppressed count, or '[suppressed]'."""
     value = suppress(count)
     return "[suppressed]" if value is None else f"{value:,}"
+
+
+COUNTS_NOTE = "(counts: 1-7 suppressed, others rounded to 5)"
+
+
+def summary_lines(title: str, counts: dict[str, str]) -> list[str]:
+    """A stage's summary for the terminal: its title, a line per label with its count as
+    ``show`` gives it, and what the counts are."""
+    return [title, *(f"  {label:<58}{value:>14}" for label, value in counts.items()), f"  {COUNTS_NOTE}"]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 
 from flows.ingest import ingest_flow
+
+pytestmark = pytest.mark.slow  # a Prefect test harness
 
 
 def test_ingest_flow_loads_a_clean_synthetic_extract_without_quarantine(

@@ -56,6 +56,7 @@ def test_bad_knob_syntax_is_rejected_with_the_option_named(capsys, tmp_path):
     assert "--outcome-recording takes GROUP=PROBABILITY" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess with a Prefect server of its own
 def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path):
     extract = write_extract(tmp_path / "extract")
     (extract / "patients.csv").write_text("")
@@ -66,6 +67,7 @@ def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a subprocess with a Prefect server of its own
 def test_synth_then_ingest_from_the_command_line(tmp_path):
     out = tmp_path / "extract"
     result = phm("synth", "--patients", "1500", "--seed", "3", "--pcns", "2", "--out", str(out), "--format", "csv")

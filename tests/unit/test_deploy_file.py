@@ -49,6 +49,7 @@ def test_a_bad_deployments_file_is_refused_naming_the_key(tmp_path, text, messag
         read_deployments(write(tmp_path, text))
 
 
+@pytest.mark.slow  # a subprocess that imports Prefect
 def test_phm_deploy_without_a_server_says_how_to_start_one(tmp_path):
     path = write(tmp_path, '[[deployment]]\nicb = "QXX"\nextract = "/e"\nout = "/o"\n')
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
