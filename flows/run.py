@@ -79,13 +79,21 @@ def scores_task(db: Path):
     return run_scores(db, progress=_progress())
 
 
+@task(name="population", cache_policy=NONE)
+def population_task(db: Path, config: RunConfig):
+    """The ICB's patients with their features and validated scores, read once for the run."""
+    from models.population import read_population
+
+    return read_population(db, config.run.icb)
+
+
 @task(name="train", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
-def train_task(db: Path, config: RunConfig, truth: Path | None = None):
+def train_task(db: Path, config: RunConfig, icb_code: str, truth: Path | None = None):
     from models.train import TrainingConfig
     from models.training_run import run_training
 
     training = TrainingConfig(horizon_years=config.run.horizon_years, seed=config.run.seed)
-    return run_training(db, training, config.run.tracking_uri, config.run.icb, truth, progress=_progress())
+    return run_training(db, training, config.run.tracking_uri, icb_code, truth, progress=_progress())
 
 
 @task(name="shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)  # a lost worker: run it again
@@ -101,35 +109,27 @@ def on_task_runner(work, shards, **kwargs) -> list:
 
 
 @task(name="make-shards", cache_policy=NONE, retries=1, retry_delay_seconds=2)
-def shards_task(db: Path, config: RunConfig):
-    from models.score_models import read_features
+def shards_task(db: Path, config: RunConfig, population):
     from models.shards import make_shards, shard_folder
-    from models.train import single_icb
-    from phm.db import connect
 
-    con = connect(db, read_only=True)
-    try:
-        _, features = single_icb(read_features(con), config.run.icb)
-    finally:
-        con.close()
     folder = shard_folder(db)
-    return folder, make_shards(features, folder, by="pcn" if config.run.executor == "dask" else None)
+    return folder, make_shards(population.features, folder, by="pcn" if config.run.executor == "dask" else None)
 
 
 @task(name="fairness-audit", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
-def audit_task(db: Path, config: RunConfig, out: Path, location, shards):
+def audit_task(db: Path, config: RunConfig, out: Path, location, shards, population):
     from models.audit_run import run_audit
 
-    return run_audit(db, config.audit, location, out / "audit", config.run.icb, progress=_progress(),
-                     shards=shards, shard_map=on_task_runner)
+    return run_audit(db, config.audit, location, out / "audit", population.icb_code, progress=_progress(),
+                     shards=shards, shard_map=on_task_runner, population=population)
 
 
 @task(name="score", cache_policy=NONE)
-def score_task(db: Path, config: RunConfig, location, shards):
+def score_task(db: Path, config: RunConfig, location, shards, population):
     from models.score_models import score_models
 
-    return score_models(db, location, config.run.icb, warn=get_run_logger().warning, shards=shards,
-                        shard_map=on_task_runner)
+    return score_models(db, location, population.icb_code, warn=get_run_logger().warning, shards=shards,
+                        shard_map=on_task_runner, population=population)
 
 
 @task(name="lists", cache_policy=NONE)
@@ -236,20 +236,21 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     features = features_task(db, config.run.index_date)
     summary.lines += features.summary_lines()
     summary.lines += scores_task(db).summary_lines()
+    population = population_task(db, config)  # the ICB resolved once, its patients read once
     stages.done()
 
     stages.start("train the risk models")
-    training = train_task(db, config, truth)
+    training = train_task(db, config, population.icb_code, truth)
     summary.lines += training.summary_lines()
     location = tracking_location(db.resolve().parent, config.run.tracking_uri)
     summary.mlflow_ui = location.ui_command()
     stages.done()
 
     stages.start("fairness audit and gate")
-    shard_folder, shards = shards_task(db, config)
+    shard_folder, shards = shards_task(db, config, population)
     try:
         summary.lines.append(f"shards: {len(shards)} ({config.run.executor} executor)")
-        audit = audit_task(db, config, out, location, shards)
+        audit = audit_task(db, config, out, location, shards, population)
         summary.lines += audit.summary_lines()
         summary.audit_report = audit.html_path
         stages.done()
@@ -261,7 +262,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
                 f"is produced and the previous lists stay published; see {audit.html_path}")
 
         stages.start("score with the audited models")
-        summary.lines += score_task(db, config, location, shards).summary_lines()
+        summary.lines += score_task(db, config, location, shards, population).summary_lines()
         stages.done()
     finally:
         remove_shards(shard_folder)  # patient rows: never left behind, whatever happened

@@ -34,7 +34,7 @@ from models.fairness import (
 )
 from models.fairness._cells import add_cells
 from models.fairness._report import group_json
-from models.score_models import read_features
+from models.population import Population, read_population
 from models.shards import (
     AUDIT_SCORES,
     CutPoints,
@@ -57,7 +57,7 @@ from models.tracking import (
     experiment_name,
     registered_model_name,
 )
-from models.train import OUTCOMES, single_icb
+from models.train import OUTCOMES
 from phm.db import connect
 from phm.exceptions import ConfigError
 
@@ -153,10 +153,12 @@ def _list_population_cells(shards: list[Shard], models: list[ModelToScore], sett
 
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
               icb_code: str | None = None, progress=None, shards: list[Shard] | None = None,
-              shard_map: ShardMap = run_here) -> AuditRun:
+              shard_map: ShardMap = run_here, population: Population | None = None) -> AuditRun:
     """``shards``: the ICB's patients already written as shards (the flow makes them once for
     the audit and scoring); without them, one shard of the whole ICB in a folder beside the
-    database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask)."""
+    database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask).
+    ``population``: the ICB's patients as the flow read them once (models/population.py);
+    without it, read here."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -164,9 +166,10 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     settings.validate()
     mlflow.set_tracking_uri(location.tracking_uri)
     client = MlflowClient(location.tracking_uri)
+    population = population or read_population(db_path, icb_code)
+    icb_code, features = population.icb_code, population.features
     con = connect(db_path, read_only=True)
     try:
-        icb_code, features = single_icb(read_features(con), icb_code)
         validations = {o.short: _validation(con, o.short) for o in OUTCOMES}
     finally:
         con.close()

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
+from models.population import Population, read_population
 from models.shards import (
     LIST_SCORES,
     ModelToScore,
@@ -29,7 +29,7 @@ from models.shards import (
     shards_for,
 )
 from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
-from models.train import OUTCOMES, Outcome, single_icb
+from models.train import OUTCOMES, Outcome
 from phm.db import connect
 from phm.disclosure import COUNTS_NOTE, show
 from phm.exceptions import ConfigError, FairnessGateFailed
@@ -82,31 +82,21 @@ def model_in_use(client, icb_code: str, outcome: Outcome) -> ModelInUse:
     raise ConfigError(f"no registered model {name} with alias 'champion' or 'candidate': run phm train first")
 
 
-def read_features(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    try:
-        features = con.execute("select * from marts.mart_patient_features").pl()
-        validated = con.execute("select patient_id, qrisk3_10y_pct, qdiabetes_10y_pct from marts.patient_scores").pl()
-    except duckdb.CatalogException:
-        raise ConfigError("the database has no features or validated scores: run phm features first") from None
-    return features.join(validated, on="patient_id", how="left")
-
-
 def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None = None,
-                 warn=None, shards: list[Shard] | None = None, shard_map: ShardMap = run_here) -> ScoreRun:
+                 warn=None, shards: list[Shard] | None = None, shard_map: ShardMap = run_here,
+                 population: Population | None = None) -> ScoreRun:
     """``shards``/``shard_map``: as for the audit (models/shards.py): the models are loaded once
     here and each shard's patients scored where ``shard_map`` runs them; the scores come back
-    as files and are written to the database here, its only writer."""
+    as files and are written to the database here, its only writer. ``population``: the ICB's
+    patients as the flow read them once (models/population.py); without it, read here."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     started = time.perf_counter()
     mlflow.set_tracking_uri(location.tracking_uri)
     client = MlflowClient(location.tracking_uri)
-    con = connect(db_path, read_only=True)
-    try:
-        icb_code, features = single_icb(read_features(con), icb_code)
-    finally:
-        con.close()
+    population = population or read_population(db_path, icb_code)
+    icb_code, features = population.icb_code, population.features
     run = ScoreRun([], features.height, {}, 0.0)
     to_score = []
     for outcome in OUTCOMES:

@@ -87,7 +87,7 @@ def test_the_scores_are_the_same(two_runs):
 
 def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs, tmp_path):
     """On one database: the same models score the ICB as one shard and as per-PCN shards."""
-    from models.score_models import read_features
+    from models.population import read_features
     from models.shards import ModelToScore, make_shards, read_shard_scores, score_shard
     from models.train import make_model, model_inputs
 
@@ -121,7 +121,7 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
     from models.audit_run import operating_point
     from models.fairness import AuditSettings, audit_score, measurements_recorded, need
     from models.fairness._cells import add_cells
-    from models.score_models import read_features
+    from models.population import read_features
     from models.shards import (
         ModelToScore,
         cut_points,
