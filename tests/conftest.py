@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -88,13 +89,30 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"no reference here (review on OpenCodelists): {', '.join(unchecked)}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
-def pytest_collection_modifyitems(items):
-    """Every test that reads the session's shared run runs in one pytest-xdist worker, so the run
-    is made once (--dist loadgroup; pyproject.toml)."""
-    for item in items:
-        if {"finished_run", "shared_extract"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared_run"))
+SHARED_RUN_FIXTURES = ("finished_run", "shared_extract")
+
+
+@functools.cache
+def reads_the_shared_run(test_file: Path) -> bool:
+    text = test_file.read_text(encoding="utf-8")
+    return any(name in text for name in SHARED_RUN_FIXTURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (pyproject.toml: -n 2) with every test of a module that reads the session's
+    shared run (tests/shared_run.py) in one worker, so the run is made once; every other test
+    goes to whichever worker is free. (xdist's own ``--dist loadgroup`` marks do not reach
+    pytest 9's node ids.) The largest unit, the shared-run tests, is handed out first."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunInOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "shared run" if reads_the_shared_run(config.rootpath / nodeid.split("::", 1)[0]) else nodeid
+
+    return SharedRunInOneWorker(config, log)
 
 
 @pytest.fixture(autouse=True)
