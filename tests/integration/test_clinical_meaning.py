@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from features.run import run_features
+from models.score_patients import run_scores
 from phm.ingest import ingest
 from phm.lists import ListSettings, reasons
 from phm.synth import SynthConfig, generate
@@ -28,6 +29,7 @@ def pipeline(request, tmp_path_factory):
     db = folder / "phm.duckdb"
     ingest(folder / "extract", db)
     run_features(db)
+    run_scores(db)
     with duckdb.connect(str(db)) as con:
         # no trained model here: the model reasons are not what this test is about
         con.execute("create table marts.risk_scores as select patient_id, null::double as cvd_model_risk, "
