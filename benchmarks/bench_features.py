@@ -9,28 +9,20 @@ at most 60 s with peak memory at most 8 GB. Runs in one process; peak memory is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import shutil
 import time
-from pathlib import Path
 
 import duckdb
+from ingested import arguments  # benchmarks/ingested.py
 
 from features.build import build
 from models.score_patients import score_patients
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, default=Path("/tmp/phm-bench/phm.duckdb"))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "features.json")
-    args = parser.parse_args()
-    if not args.db.is_file():
-        raise SystemExit(f"{args.db} not found: run benchmarks/bench_ingest.py --patients 1000000 first")
+    args = arguments(__doc__.splitlines()[0], "features.json")
     work = args.db.with_name("features-bench.duckdb")
     shutil.copy(args.db, work)  # leave the ingested database as it was
     con = duckdb.connect(str(work))

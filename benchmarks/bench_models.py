@@ -12,16 +12,15 @@ synthetic truth. MLflow is the embedded SQLite store beside the copy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import resource
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+from ingested import arguments  # benchmarks/ingested.py
 
 from features.build import build
 from models.score_models import score_models
@@ -31,20 +30,13 @@ from models.train import TrainingConfig
 from models.training_run import run_training
 from phm.db import connect, extract_date
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, default=Path("/tmp/phm-bench/phm.duckdb"))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
-    args = parser.parse_args()
-    if not args.db.is_file():
-        raise SystemExit(f"{args.db} not found: run benchmarks/bench_ingest.py --patients 1000000 first")
+    args = arguments(__doc__.splitlines()[0], "models.json")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     folder = args.db.parent / "models-bench"
     shutil.rmtree(folder, ignore_errors=True)
