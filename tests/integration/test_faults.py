@@ -29,13 +29,15 @@ import pytest
 from flows.config import RunConfig
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE
-from tests.shared_run import KEY, subprocess_env
+from tests.shared_run import KEY, subprocess_env, write_config
 
 pytestmark = pytest.mark.slow
 
 
 def command(extract: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out), *extra]
+    config = write_config(Path(out).parent)  # the shared run's settings (tests/shared_run.py)
+    return [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out), "--config", str(config),
+            *extra]
 
 
 def run_to_end(extract: Path, out: Path, *extra: str) -> str:

@@ -10,6 +10,7 @@ models from the same extract and seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows.config import RunConfig, RunSettings
+from flows.config import RunSettings
 from phm.pseudonymise import KEY_VARIABLE
-from tests.shared_run import KEY
+from tests.shared_run import KEY, reviewed
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def two_runs(shared_extract, finished_run, prefect_test_server, tmp_path_factory
     """{executor: (lists folder, audit JSON, database, terminal lines)} of the two runs."""
     from flows.run import flow_for
 
-    config = RunConfig(run=RunSettings(executor="dask", dask_workers=2))
+    config = dataclasses.replace(reviewed(), run=RunSettings(executor="dask", dask_workers=2))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_VARIABLE, KEY)
         dask = flow_for(config.run)(shared_extract, tmp_path_factory.mktemp("scale") / "dask", config)

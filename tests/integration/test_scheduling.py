@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.servers import free_port, running
+from tests.shared_run import write_config
 
 pytestmark = pytest.mark.slow
 KEYS = {"QAA": "key-of-icb-qaa-long-enough-0123456789abc", "QBB": "key-of-icb-qbb-long-enough-0123456789abc"}
@@ -51,14 +52,15 @@ def copy_for_icb(extract: Path, icb: str, to: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployed(prefect_server, shared_extract, finished_run, tmp_path_factory):
+def deployed(prefect_server, shared_extract, tmp_path_factory):
     url, home = prefect_server
     folder = tmp_path_factory.mktemp("icbs")
-    # the session's extract, whose gate the session's finished run shows accepting at this small
-    # size (at 12,000 patients a small group's model can fail the gate, which is right but not
-    # what this test is about), as two ICBs' extracts
+    # the session's extract as two ICBs' extracts, run with the shared run's settings (at 12,000
+    # patients a small group's model can fail the gate, which is right but not what this test is
+    # about: a reviewer's override accepts it)
     for icb in KEYS:
         copy_for_icb(shared_extract, icb, folder / icb / "extract")
+    config = write_config(folder)  # the shared run's settings (tests/shared_run.py)
     (folder / "broken").mkdir()
     (folder / "broken" / "extract.json").write_text('{"extract_date": "2026-03-31", "imd_version": "IMD2019"}')
     (folder / "deployments.toml").write_text(f'''
@@ -68,11 +70,13 @@ work_pool = "{POOL}"
 icb = "QAA"
 extract = "{folder / 'QAA' / 'extract'}"
 out = "{folder / 'QAA' / 'out'}"
+config = "{config}"
 
 [[deployment]]
 icb = "QBB"
 extract = "{folder / 'QBB' / 'extract'}"
 out = "{folder / 'QBB' / 'out'}"
+config = "{config}"
 cron = "30 5 * * 1-5"
 
 [[deployment]]
