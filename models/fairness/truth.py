@@ -13,7 +13,7 @@ scored by the candidate), in the upper half of the scores where the list's decis
 its true 10-year risk at the same score decile and age band is more than 1.25 times the
 population's (``true_at_same_score``): the truth's own label-choice statistic, judged against the
 gate's own margin (``need_ratio_limit``, 1.25). This is the answer key the gate's error rates are measured
-against (benchmarks/bench_gate_error_rates.py, tests/test_gate_truth.py); the pipeline never reads it.
+against (benchmarks/bench_gate_error_rates.py; the truth tests on branch gate-truth); the pipeline never reads it.
 """
 
 from __future__ import annotations
