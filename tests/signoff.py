@@ -2,7 +2,7 @@
 
 Since issue 22 a WARN or FAIL needs a named reviewer's sign-off before any list goes out
 (docs/fairness.md). These tests are about the pipeline reaching its lists, not about the gate
-(tests/integration/test_gate_truth.py and test_fairness_pipeline.py are), so they sign off
+(tests/spec/test_fairness.py and tests/integration/test_fairness_pipeline.py are), so they sign off
 explicitly, as an ICS would in its configuration; it is recorded like any other.
 """
 

@@ -1,8 +1,9 @@
 """The fairness audit on the synthetic generator's bias knobs, end to end, and as a reviewer sees it.
 
 Each scenario generates an extract, ingests it, builds features, trains the models and audits
-them with the default rules (1,000 bootstrap replicates); no planted bias is in
-tests/test_gate_truth.py, judged against the generator's truth on three seeds and both profiles:
+them with the default rules (1,000 bootstrap replicates). (No planted bias, judged against the
+generator's truth on three seeds and both profiles, is in the truth tests on branch gate-truth,
+which fail today: docs/fairness.md says how.)
 - outcomes under-recorded for Black African patients (coded at 60%): FAIL, naming their group and the
   label-choice check, exit code 7, 'champion' not moved; a named reviewer signs it off with
   phm review, which MLflow records, and only then can the model be scored;
