@@ -9,9 +9,9 @@ generating its extract (the whole flow, with the synthetic truth measured in MLf
 process with its own PREFECT_HOME, so the Prefect server's database (every Prefect log, run, state
 and event) is there to read.
 
-Its settings carry a reviewer's override of the fairness gate (``REVIEWED``, or ``write_config``
-for ``phm run --config``): these tests are about the pipeline's mechanics, and at 12,000 patients a
-small group's model can rightly fail the gate; the gate itself is tested in
+Its settings carry a named reviewer's sign-off of the fairness gate (tests/signoff.py: ``reviewed()``,
+or ``write_config`` for ``phm run --config``): these tests are about the pipeline's mechanics, and at
+12,000 patients a small group's model can rightly fail the gate; the gate itself is tested in
 tests/spec/test_fairness.py and tests/integration/test_fairness_pipeline.py.
 
 Tests only read it. A test that needs to change a database copies it first; one that needs a run
@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY = "a-test-key-that-is-long-enough-0123456789"  # PHM_PSEUDONYMISATION_KEY of the shared run
-REVIEWER = "Test Reviewer, pipeline-mechanics tests"
-REASON = "a 12,000-patient synthetic extract: its small groups' gate results are not what these tests check"
 ID_OFFSET = 830_000_000_000
 PATIENTS, SEED, PCNS = 12_000, 11, 3
 ROOT = Path(__file__).resolve().parents[1]  # the repository: ``tests`` is importable from here
@@ -65,18 +63,18 @@ class FinishedRun:
 
 
 def reviewed():
-    """The run settings of the shared run: the defaults, with the reviewer's override."""
+    """The run settings of the shared run: the defaults, with the sign-off (tests/signoff.py)."""
     from flows.config import RunConfig
-    from models.fairness import AuditSettings, Override
+    from tests.signoff import AUDIT
 
-    return RunConfig(audit=AuditSettings(overrides=(Override(REVIEWER, REASON),)))
+    return RunConfig(audit=AUDIT)
 
 
 def write_config(folder: Path) -> Path:
     """The same settings as a ``--config`` file for ``phm run`` (and deployments)."""
-    path = Path(folder) / "reviewed.toml"
-    path.write_text(f'[[audit.override]]\nreviewer = "{REVIEWER}"\nreason = "{REASON}"\n')
-    return path
+    from tests.signoff import signed_off_config
+
+    return signed_off_config(folder)
 
 
 def remap_ids(extract: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from flows.config import RunConfig
 from phm.pseudonymise import practice_key, pseudonym
 from tests.shared_run import KEY
+from tests.signoff import REVIEWER
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,24 @@ def test_no_raw_identifier_leaves_in_a_list(finished_run):
     text = "".join(p.read_text() for p in finished_run.lists.glob("*.csv")) + \
         (finished_run.lists / "lists_manifest.json").read_text()
     assert KEY not in text
+
+
+def test_the_manifest_and_mlflow_record_the_gate_decision_and_who_signed_it_off(finished_run):
+    from mlflow.tracking import MlflowClient
+
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    decision = manifest["gate_decision"]
+    assert set(decision) == {"cvd", "t2d", "hypertension"}
+    client = MlflowClient(f"sqlite:///{finished_run.out / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_run(manifest["audit_run_id"]).data.tags
+    for outcome, entry in decision.items():
+        assert entry["may_publish"] is True
+        if entry["gate"] == "PASS":
+            assert entry["signoff"] is None
+        else:  # WARN or FAIL went out only because the named reviewer signed it off
+            assert entry["signoff"]["reviewer"] == REVIEWER.reviewer and entry["signoff"]["source"] == "configuration"
+            assert tags[f"phm.signoff.{outcome}.reviewer"] == REVIEWER.reviewer
+        assert tags[f"phm.fairness_gate.{outcome}.may_publish"] == "true"
 
 
 def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing(finished_run):
