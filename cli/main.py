@@ -486,10 +486,10 @@ def cmd_review(args) -> int:
     from models.audit_run import record_review
     from models.fairness import SignOff
     from models.tracking import tracking_location
+    from phm.db import require
 
     _quiet_mlflow()
-    if not Path(args.db).is_file():
-        raise ConfigError(f"--db {args.db}: no such database (the MLflow store is found beside it)")
+    require(Path(args.db), "phm train and phm audit")  # the MLflow store is found beside it
     signoff = SignOff(args.reviewer, args.reason, args.accepts, tuple(args.outcome), "phm review")
     signoff.validate("phm review")
     location = tracking_location(Path(args.db).resolve().parent, args.tracking_uri)
