@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from models.fairness import NOT_AUDITED
 from models.metrics import Validation, validate
 from models.train import (
     COMPARATOR_NAMES,
@@ -386,7 +387,7 @@ def _register(client, icb_code: str, outcome: Outcome, model, model_uri: str, ru
         "phm.outcome": outcome.short, "phm.model_kind": model.kind, "phm.variant": model.variant,
         "phm.horizon_years": str(data.horizon_years), "phm.index_date": data.index_date.isoformat(),
         "phm.training_data_digest": digest, "phm.val_auroc": f"{model.validation.auroc:.4f}",
-        "phm.fairness_gate": "not audited"}).version
+        "phm.fairness_gate": NOT_AUDITED}).version
     client.update_registered_model(name, description=(
         f"{outcome.description} within the horizon, for patients aged 25-84 free of it at the index date "
         f"(ICB {icb_code}). Versions get the alias 'candidate'; only the fairness gate moves 'champion'."))

@@ -15,7 +15,7 @@ Public API (implementation in the private modules):
 """
 
 from models.fairness._audit import GroupFigures, GroupingFigures, ScoreAudit, audit_score
-from models.fairness._decision import GateDecision, decide, version_may_be_scored
+from models.fairness._decision import NOT_AUDITED, GateDecision, decide, version_may_be_scored
 from models.fairness._gate import Finding, GateResult, GateTest, judge, judge_all, worst
 from models.fairness._need import (
     HIGH_NEED_FROM,
@@ -30,6 +30,7 @@ from models.fairness._settings import DEMO_REVIEWER, AuditSettings, Override, Si
 from models.fairness._table import TableSpec, audit_table
 
 __all__ = [
+    "NOT_AUDITED",
     "DEMO_REVIEWER", "HIGH_NEED_FROM", "NEED_COLUMNS", "NEED_DESCRIPTIONS", "AuditReport", "AuditSettings",
     "EthnicityQuality", "Finding", "GateDecision", "GateResult", "GateTest", "GroupFigures", "GroupingFigures",
     "Override", "ScoreAudit", "SignOff", "TableSpec", "audit_score", "audit_table", "decide", "demo_signoff", "ethnicity_quality", "judge",

@@ -26,6 +26,7 @@ from phm.exceptions import FairnessGateFailed
 # model-version tags: what the decision said (phm score reads them)
 TAG_GATE = "phm.fairness_gate"
 TAG_MAY_PUBLISH = "phm.fairness_gate.may_publish"
+NOT_AUDITED = "not audited"  # what training tags a newly registered version with
 TAG_REVIEWER = "phm.signoff.reviewer"
 TAG_REASON = "phm.signoff.reason"
 TAG_SOURCE = "phm.signoff.source"
@@ -143,8 +144,9 @@ def decide(results: list[GateResult], signoffs: tuple[SignOff, ...] | list[SignO
 
 def version_may_be_scored(tags: dict[str, str]) -> bool:
     """A registered version's own record of the decision (phm score's question). Versions that
-    were never audited have no tag: they may be scored only as a candidate, with a warning."""
+    were never audited (no tag, or training's "not audited") may be scored only as a candidate,
+    with a warning; one the audit refused may not."""
     if TAG_MAY_PUBLISH in tags:
         return tags[TAG_MAY_PUBLISH] == "true"
     gate = tags.get(TAG_GATE)
-    return gate is None or gate == "PASS" or "signed off by" in gate or "accepted by" in gate
+    return gate in (None, NOT_AUDITED, "PASS") or "signed off by" in gate or "accepted by" in gate
