@@ -98,6 +98,7 @@ EQUITY_CATEGORICAL = ("ethnicity_group",)
 VARIANTS = ("with_equity", "clinical_only")
 MODEL_KINDS = ("hazard_glm", "hazard_boosting")
 COMPARATORS = ("qrisk3_10y_pct", "qdiabetes_10y_pct")
+REFERENCE_GROUP = "White"
 # L2 penalty of the GLM's extension (scikit-learn's alpha, per unit of exposure-weighted mean
 # deviance): chosen on the truth (docs/models.md), where a weaker one let small groups' effects
 # wander and a stronger one pulled every group back to the validated score.
@@ -139,9 +140,13 @@ def model_inputs(features: pl.DataFrame, variant: str) -> pd.DataFrame:
     frame = features.with_columns((pl.col("sex") == "male").alias("sex_male"))
     if not set(COMPARATORS) <= set(frame.columns):
         frame = frame.with_columns(score_features(frame).select(*COMPARATORS))
+    # 'Not stated' and 'Not known' read as the reference group, White, as QRISK3 and QDiabetes
+    # read them: declining to state an ethnicity does not move a patient's risk (make_model)
+    known = [pl.when(pl.col(c).is_in(list(BROAD_GROUPS))).then(pl.col(c).cast(pl.String))
+             .otherwise(pl.lit(REFERENCE_GROUP)).alias(c) for c in categorical]
     return frame.select(
         *[pl.col(c).cast(pl.Float64) for c in numeric],
-        *[pl.col(c).cast(pl.String).fill_null("Not known") for c in categorical],
+        *known,
         *[pl.col(c).cast(pl.Float64) for c in COMPARATORS],
     ).to_pandas()
 
@@ -150,16 +155,15 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     """A survival model of ``outcome`` over ``horizon_years`` (models/hazard.py): an update of the
     outcome's validated score where it has one, else a model of the hazard itself.
 
-    Ethnicity enters the extension as the five broad groups only: a patient whose ethnicity is
-    'Not stated' or 'Not known' gets no group effect of the extension, so their risk is the one
-    a White patient with the same record would get from the validated score and the extension
-    (QRISK3 and QDiabetes count 'not stated' with White) and declining to state one cannot
-    double it (issue 22)."""
+    Ethnicity enters the extension as four indicators against White, the reference: a patient
+    whose ethnicity is 'Not stated' or 'Not known' is read as White (model_inputs), so their
+    risk is the one a White patient with the same record gets, as QRISK3 and QDiabetes count
+    'not stated' with White, and declining to state one cannot double it (issue 22)."""
     numeric, categorical = feature_names(variant)
     if outcome.comparator is not None:
         numeric = [*numeric, OFFSET_INPUT]  # recalibration: the score's own slope may move
-    encode = OneHotEncoder(categories=[list(BROAD_GROUPS)] * len(categorical), handle_unknown="ignore",
-                           sparse_output=False)
+    encode = OneHotEncoder(categories=[list(BROAD_GROUPS)] * len(categorical),
+                           drop=[REFERENCE_GROUP] * len(categorical), sparse_output=False)
     if kind == "hazard_glm":
         columns = ColumnTransformer([
             ("age_spline", make_pipeline(SimpleImputer(strategy="median"),
