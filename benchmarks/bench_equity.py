@@ -31,7 +31,7 @@ from features.build import build
 from features.run import connect, extract_date
 from models.hazard import kaplan_meier_risk
 from models.score_patients import score_features
-from models.train import OUTCOMES, TrainingConfig, model_inputs, predict_risk, train_all
+from models.train import TrainingConfig, model_inputs, predict_risk, train_all
 from models.training_data import training_data
 from phm.ethnicity import BROAD_GROUPS, NHS_ETHNIC_CATEGORIES
 from phm.ingest import ingest
@@ -80,7 +80,7 @@ def equity_table(features: pl.DataFrame, truth: pl.DataFrame, result) -> list[di
             if m is None:
                 continue
 
-            def ratio(key, m=m):
+            def ratio(key, m=m, white=white):
                 return m[key] / white[key] if m[key] is not None and white[key] else None
 
             truth_ratio, model_ratio = ratio("truth"), ratio("model")
