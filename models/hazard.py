@@ -12,10 +12,11 @@ and nobody censored early counts as event-free. The risk over the horizon h is t
 Model updating (Steyerberg, Clinical Prediction Models, ch. 20; Riley et al. 2021): where a
 validated score predicts the outcome (QRISK3 for CVD, QDiabetes for type 2 diabetes), its
 10-year risk r gives a log hazard o = log(-log(1 - r) / 10), used as an offset:
-log lambda(x) = o + f(x). f recalibrates the score (its own log hazard is one of the inputs, so
-the slope can move) and extends it with the extract's inputs; with f penalised towards 0, a
-group effect learned from a few dozen events shrinks towards the score's published ethnicity
-effect rather than towards no effect at all.
+log lambda(x) = o + f(x). f recalibrates the score in the large (its intercept) and extends it
+with the extract's inputs; f penalised towards 0 means "the validated score unless the data
+says otherwise". (The score's log hazard is also handed to the regressor as the column
+``comparator_log_hazard``, so a pipeline may let its slope move; models.train does not, see
+docs/models.md.)
 
 scikit-learn has no offset argument, but the Poisson likelihood of d with mean exp(f(x)) e,
 e = t exp(o), equals that of the rate d / e with sample weight e; so the regressor is fitted to
