@@ -42,7 +42,7 @@ def test_kaplan_meier_without_censoring_is_the_proportion_with_the_event():
 def test_the_survival_model_is_calibrated_under_censoring(kind):
     """Fitted on follow-up cut short for about half the patients, the model's 5-year risks match
     the true risks on average and by fifths of risk; its O/E over follow-up is about 1."""
-    x, event, years, truth = followed()
+    x, event, years, truth = followed(n=60_000)
     model = make_model(kind, "clinical_only", 1, OUTCOME_BY_SHORT["hypertension"], 5)
     numeric, _ = feature_names("clinical_only")
     full = x.assign(**{c: 0.0 for c in numeric if c not in x.columns})  # inputs that say nothing

@@ -111,7 +111,9 @@ def test_validation_is_by_practice_and_holds_out_about_the_share():
 
 
 def test_one_practice_cannot_be_split():
-    with pytest.raises(ConfigError, match="at least 2 practices"):
+    from phm.exceptions import TooLittleData
+
+    with pytest.raises(TooLittleData, match="at least 2 practices"):
         practice_split(np.zeros(100), 0.3, seed=1)
 
 
