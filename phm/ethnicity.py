@@ -49,11 +49,6 @@ BMI_OBESITY = {"lower": 27.5, "standard": 30.0}
 BMI_OVERWEIGHT = {"lower": 23.0, "standard": 25.0}
 
 
-def obesity_bmi_threshold(category: str | None) -> float:
-    """The BMI (kg/m2) from which an adult of this ethnic category counts as obese (NICE PH46)."""
-    return BMI_OBESITY["lower" if category in LOWER_BMI_THRESHOLD_CATEGORIES else "standard"]
-
-
 def broad_group(category: str) -> str:
     """Broad group of a category letter; 'Not stated' for Z, 'Not known' for 99 or None."""
     if category == NOT_STATED:
