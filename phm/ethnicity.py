@@ -39,16 +39,6 @@ QRISK3_ETHRISK = {
 }
 
 
-# NICE PH46 (2013) and NG28 / CG189: lower BMI action points for adults of South Asian, Chinese,
-# Black African and African-Caribbean family background: overweight from 23 and obesity from
-# 27.5 kg/m2, against 25 and 30 for others. Here: Indian, Pakistani, Bangladeshi, other Asian,
-# Caribbean, African, other Black and Chinese. Mixed and 'any other ethnic group' keep 25 and 30
-# (NICE names no threshold for them), as do 'not stated' and 'not known'.
-LOWER_BMI_THRESHOLD_CATEGORIES = ("H", "J", "K", "L", "M", "N", "P", "R")
-BMI_OBESITY = {"lower": 27.5, "standard": 30.0}
-BMI_OVERWEIGHT = {"lower": 23.0, "standard": 25.0}
-
-
 def broad_group(category: str) -> str:
     """Broad group of a category letter; 'Not stated' for Z, 'Not known' for 99 or None."""
     if category == NOT_STATED:
