@@ -6,7 +6,8 @@ The top floor: it may import flows/, models/, features/ and phm/, and nothing im
 
 Exit codes: 0 success; 1 other user-facing error; 2 invalid option or configuration;
 3 extract file fault; 4 codelist fault; 5 validation machinery fault; 6 database unavailable;
-7 the fairness gate FAILed; 70 internal error (a bug: please report it with ``--debug`` output).
+7 the fairness gate refused a list (a FAIL, or a WARN no named reviewer signed off: one rule for
+every command, models/fairness/_decision.py); 70 internal error (a bug: please report it with ``--debug`` output).
 """
 
 from __future__ import annotations
@@ -245,8 +246,9 @@ def add_run(sub) -> None:
                        description="One Prefect flow: ingest and validate, features and validated "
                        "scores, train, fairness audit and gate, score with the audited models, build "
                        "the PCN lists and publish them atomically under --out/lists. Needs "
-                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate FAILs "
-                       "(no list is produced; the previous lists stay). See docs/lists.md.")
+                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate refuses "
+                       "(a FAIL, or a WARN that no named reviewer signed off in [[audit.signoff]]): no list "
+                       "is produced; the previous lists stay. See docs/lists.md and docs/fairness.md.")
     p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
     p.add_argument("--out", help="output folder: database, MLflow store, audit, lists; or [run] out")
     p.add_argument("--config", type=Path, help="TOML configuration ([run], [lists], [audit]; docs/lists.md)")
@@ -294,7 +296,17 @@ def cmd_demo(args) -> int:
         _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run")
     # The demo is synthetic, so the models are also measured against the generator's truth.
     # A demo always runs (the regenerated extract is the same, so it would otherwise be skipped).
-    return run_pipeline(extract, out, load_config(args.config), truth=extract / "truth", force=True)
+    # A WARN or FAIL needs a named reviewer's sign-off; on synthetic data the demo signs off as a
+    # labelled demo reviewer, and says so (here, in the report, in MLflow and in the manifest).
+    from models.fairness import demo_signoff
+
+    config = load_config(args.config)
+    config = dataclasses.replace(config, audit=dataclasses.replace(
+        config.audit, signoffs=(*config.audit.signoffs, demo_signoff())))
+    code = run_pipeline(extract, out, config, truth=extract / "truth", force=True)
+    print("demo: any WARN or FAIL above was signed off by the DEMO REVIEWER (synthetic data, not a real review); "
+          "phm run needs a named reviewer ([[audit.signoff]] in --config, see docs/fairness.md)")
+    return code
 
 
 def add_demo(sub) -> None:
@@ -387,7 +399,6 @@ def add_score(sub) -> None:
 
 def cmd_audit(args) -> int:
     from phm.config import load_config
-    from phm.exceptions import FairnessGateFailed
 
     settings = load_config(args.config).audit
     if args.reference:
@@ -409,13 +420,14 @@ def cmd_audit(args) -> int:
         _progress(f"auditing {args.scores} by {args.group} ({settings.replicates:,} bootstrap replicates)")
         report = audit_table(spec, settings, Path(args.out))
         gate = report.gates[0]
+        for note in report.notes:
+            print(f"note: {note}")
         print(f"fairness audit: {report.label()}")
         for finding in sorted(gate.findings, key=lambda f: f.level != "FAIL"):
             print(f"  {finding.level} [{finding.rule}] {finding.message}")
         print(f"report: {(Path(args.out) / 'fairness_audit.html').resolve()}")
         print(f"figures (JSON, counts suppressed): {(Path(args.out) / 'fairness_audit.json').resolve()}")
-        if not gate.accepted:
-            raise FairnessGateFailed(f"the fairness gate says {report.label()}: see the report")
+        report.decision.raise_if_refused("this score's list may not go out", Path(args.out) / "fairness_audit.html")
         return 0
     return run_pipeline_audit(Path(args.db), settings, args.tracking_uri, args.icb,
                               Path(args.out) if args.out else None)
@@ -426,14 +438,17 @@ def add_audit(sub) -> None:
                        description="Audit each outcome's candidate model (--db) or any scored table "
                        "(--scores) by ethnic group, IMD quintile and sex: calibration, discrimination, "
                        "selection and need at the list's operating point, the label-choice check and "
-                       "ethnicity data quality, with confidence intervals. Writes a self-contained HTML "
-                       "report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
-                       "'champion' to each audited version that passes. Exit code 7 when the gate FAILs. "
+                       "ethnicity data quality, with confidence intervals, judged as one family of tests; "
+                       "with --db also against QRISK3/QDiabetes on the same patients. Writes a self-contained "
+                       "HTML report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
+                       "'champion' to each audited version that passes or that a named reviewer signed off. "
+                       "Exit code 7 when the gate refuses (a FAIL, or a WARN not signed off). "
                        "See docs/fairness.md.")
     p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")
     p.add_argument("--scores", help="a scored table (CSV or Parquet) to audit instead")
     p.add_argument("--group", help="with --scores: the group column (e.g. ethnicity)")
-    p.add_argument("--score", help="with --scores: the predicted probability column")
+    p.add_argument("--score", help="with --scores: the score column (a probability; a 0-100 percentile or "
+                   "any other score is converted, with a note)")
     p.add_argument("--outcome", help="with --scores: the recorded outcome column (0/1)")
     p.add_argument("--need", help="with --scores: a need count column (default: the outcome)")
     p.add_argument("--high-need-from", type=int, default=1, help="with --scores: need counted as high from (default 1)")
@@ -452,7 +467,6 @@ def run_pipeline_audit(db: Path, settings, tracking_uri: str | None = None, icb:
                        out: Path | None = None) -> int:
     from models.audit_run import run_audit
     from models.tracking import tracking_location
-    from phm.exceptions import FairnessGateFailed
 
     _quiet_mlflow()
     if not db.is_file():
@@ -461,12 +475,44 @@ def run_pipeline_audit(db: Path, settings, tracking_uri: str | None = None, icb:
     run = run_audit(db, settings, location, out or db.resolve().parent / "audit", icb, progress=_progress)
     for line in run.summary_lines():
         print(line)
-    if run.status == "FAIL" and not all(g.accepted for g in run.report.gates):
-        failed = [g.outcome for g in run.report.gates if not g.accepted]
-        raise FairnessGateFailed(f"the fairness gate FAILed for {', '.join(failed)}: no list may be produced "
-                                 "from these models; see the report (a reviewer can accept it only through "
-                                 "audit.override in --config)")
+    run.decision.raise_if_refused("'champion' not moved and no list may be produced from these models",
+                                  run.html_path)
     return 0
+
+
+def cmd_review(args) -> int:
+    from models.audit_run import record_review
+    from models.fairness import SignOff
+    from models.tracking import tracking_location
+
+    _quiet_mlflow()
+    if not Path(args.db).is_file():
+        raise ConfigError(f"--db {args.db}: no such database (the MLflow store is found beside it)")
+    signoff = SignOff(args.reviewer, args.reason, args.accepts, tuple(args.outcome), "phm review")
+    signoff.validate("phm review")
+    location = tracking_location(Path(args.db).resolve().parent, args.tracking_uri)
+    for outcome in args.outcome:
+        for line in record_review(location, outcome, signoff, args.icb).lines():
+            print(line)
+    return 0
+
+
+def add_review(sub) -> None:
+    p = sub.add_parser("review", help="a named reviewer signs off the latest audit's WARN or FAIL",
+                       description="Record a named reviewer's sign-off of the latest fairness audit's WARN (or, "
+                       "with --accepts FAIL, FAIL) for the given outcomes: tags on the MLflow audit run and model "
+                       "version (reviewer, reason, source 'phm review'), and 'champion' moves to the audited "
+                       "version unless the validated score ranks that outcome's list. phm score then uses it. "
+                       "For phm run, sign off in the configuration ([[audit.signoff]]). See docs/fairness.md.")
+    p.add_argument("--db", required=True, help="DuckDB file of the audit (its MLflow store is beside it)")
+    p.add_argument("--outcome", required=True, nargs="+", choices=["cvd", "t2d", "hypertension"],
+                   help="the outcome(s) signed off")
+    p.add_argument("--reviewer", required=True, help="the reviewer's name and role")
+    p.add_argument("--reason", required=True, help="why the result is accepted (at least 10 characters)")
+    p.add_argument("--accepts", default="WARN", choices=["WARN", "FAIL"],
+                   help="the worst result signed off (default WARN)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_review)
 
 
 def cmd_calc(args) -> int:
@@ -587,8 +633,8 @@ def add_codelists(sub) -> None:
 
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
-COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_run, add_deploy, add_demo,
-            add_calc, add_contract, add_codelists)
+COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
+            add_demo, add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -596,8 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="phm", description="Population health management for NHS primary care: risk, "
         "fairness audit by ethnicity, and PCN targeting lists.",
         epilog="Exit codes: 0 ok, 1 error, 2 bad option or config, 3 extract fault, "
-        "4 codelist fault, 5 validation fault, 6 database unavailable, 7 fairness gate FAIL, "
-        "70 internal error.")
+        "4 codelist fault, 5 validation fault, 6 database unavailable, 7 the fairness gate refused "
+        "(a FAIL, or a WARN no named reviewer signed off), 70 internal error.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in COMMANDS:

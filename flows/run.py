@@ -2,9 +2,11 @@
 
 ingest and validate -> features and validated scores -> train -> fairness audit and gate ->
 score with the audited models -> lists -> publish. Each task is a thin wrapper around a plain
-function (tested without Prefect); the flow only wires them. On a gate FAIL the flow stops
-before scoring: no list is written, the previous lists stay published, and the error
-(FairnessGateFailed, exit code 7) names the report.
+function (tested without Prefect); the flow only wires them. The gate's one decision
+(models/fairness/_decision.py) says whether lists may go out: where it refuses (a FAIL, or a
+WARN that no named reviewer signed off) the flow stops before scoring: no list is written, the
+previous lists stay published, and the error (FairnessGateFailed, exit code 7) names the report.
+The decision (gate result, reviewer, reason, what ranks each list) goes into the lists' manifest.
 
 Per-shard work (scoring patients for the audit and for the lists, and the audit's cells:
 models/shards.py) goes through the flow's task runner as ``shard`` tasks: with the default
@@ -213,7 +215,6 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
 def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str) -> RunSummary:
     from models.shards import remove_shards
     from models.tracking import tracking_location
-    from phm.exceptions import FairnessGateFailed
 
     db = out / "phm.duckdb"
     stages = Stages(_progress())
@@ -245,12 +246,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         summary.lines += audit.summary_lines()
         summary.audit_report = audit.html_path
         stages.done()
-        refused = [g for g in audit.report.gates if not g.accepted]
-        if refused:
-            reasons = [f.message for g in refused for f in g.findings if f.level == g.status][:3]
-            raise FairnessGateFailed(
-                f"the fairness gate refused {', '.join(g.outcome for g in refused)} ({'; '.join(reasons)}): no list "
-                f"is produced and the previous lists stay published; see {audit.html_path}")
+        audit.decision.raise_if_refused("no list is produced and the previous lists stay published",
+                                        audit.html_path)
 
         stages.start("score with the audited models")
         summary.lines += score_task(db, config, location, shards).summary_lines()
@@ -268,7 +265,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "index_date": features.index_date.isoformat(),
         "extract": str(extract.resolve()), "extract_digest": digest, "gate": audit.report.label(),
-        "models": audit.report.models, "audit_run_id": audit.run_id,
+        "gate_decision": audit.decision.manifest(), "models": audit.report.models, "audit_run_id": audit.run_id,
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
     }

@@ -8,11 +8,14 @@ For each outcome (CVD, type 2 diabetes, hypertension):
   at the same score (label-choice check) and measurement completeness on that population;
 - ethnicity data quality of the registered population, by PCN and practice.
 
-The gate then decides per outcome. PASS, or a WARN accepted by the configuration, moves the
-registry alias ``champion`` to the audited version and tags it with the result; a FAIL leaves
-``champion`` where it was (a reviewer's override in the configuration can accept it, and is
-recorded). Everything goes to an MLflow run (report, JSON, per-group metrics, gate tags) and to
-``--out``. A FAIL ends the command with exit code 7.
+The gate then judges every outcome as one family of tests, the trained model is compared with
+QRISK3 / QDiabetes on the same validation patients (do no harm), and one decision
+(models/fairness/_decision.py) says per outcome whether the model may become champion: PASS, or
+a WARN or FAIL that a named reviewer signed off, moves the registry alias ``champion`` to the
+audited version unless the model was worse than the validated score for a group (then the
+validated score ranks that outcome's list). Everything goes to an MLflow run (report, JSON,
+per-group metrics, gate and sign-off tags) and to ``--out``. The command's exit code is the
+decision's: 0 when every outcome may go out, 7 otherwise.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from models.fairness import (
     NEED_DESCRIPTIONS,
     AuditReport,
     AuditSettings,
+    GateDecision,
     audit_score,
+    decide,
     ethnicity_quality,
-    judge,
+    judge_all,
 )
 from models.fairness._cells import add_cells
-from models.fairness._report import group_json
+from models.fairness._report import grouping_json
+from models.fairness._standard import compare as compare_with_standard
 from models.score_models import read_features
 from models.shards import (
     AUDIT_SCORES,
@@ -71,6 +77,7 @@ class AuditRun:
     html_path: Path
     run_id: str
     location: TrackingLocation
+    decision: GateDecision | None = None
     champions: dict[str, str] = field(default_factory=dict)  # outcome -> version made champion
     seconds: float = 0.0
     shards: int = 1
@@ -89,6 +96,8 @@ class AuditRun:
             for finding in gate.findings:
                 if finding.level == "FAIL":
                     lines.append(f"    FAIL [{finding.rule}] {finding.message}")
+        if self.decision is not None:
+            lines += self.decision.lines()
         for outcome, version in self.champions.items():
             lines.append(f"  'champion' -> {outcome} model version {version}")
         if not self.champions:
@@ -185,7 +194,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     with shards_for(features, db_path, shards) as shards:
         cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
     del features
-    audits, gates, detailed, models = [], [], {}, {}
+    audits, detailed, models, standard_frames = [], {}, {}, {}
     for outcome in OUTCOMES:
         name, version = versions[outcome.short]
         threshold = cuts[outcome.short].threshold
@@ -208,24 +217,33 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                 "group", "score", "selected", "outcome"),
             add_cells([c.detailed[outcome.short] for c in per_shard]), threshold, settings,
             HIGH_NEED_FROM[outcome.short])
-        gates.append(judge(audit, settings, quality.missing_share))
+        if settings.compare_with_standard and "comparator_risk" in validation.columns and \
+                validation["comparator_risk"].is_not_null().any():
+            standard_frames[outcome.short] = validation.select(
+                pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
+                pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"))
         audits.append(audit)
         models[outcome.short] = {"registered model": name, "version": version.version, "alias audited": CANDIDATE,
                                  "variant": version.tags.get("phm.variant"),
                                  "horizon years": version.tags.get("phm.horizon_years")}
-    report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models)
+    if progress and standard_frames:
+        progress(f"audit: the models against {', '.join(standard_frames)}'s validated scores on the same patients")
+    gates = judge_all(audits, settings, quality.missing_share)
+    decision = decide(gates, settings.signoffs, compare_with_standard(standard_frames, settings))
+    report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
+                         decision=decision)
     json_path, html_path = report.write(Path(out_dir))
     run_id = log_audit(report, json_path, html_path, client, location, icb_code)
     champions = {}
     for gate in gates:
         name, version = versions[gate.outcome]
-        client.set_model_version_tag(name, version.version, "phm.fairness_gate", gate.label())
-        client.set_model_version_tag(name, version.version, "phm.audit_run_id", run_id)
-        if gate.accepted:
+        for key, value in {**decision.version_tags(gate.outcome), "phm.audit_run_id": run_id}.items():
+            client.set_model_version_tag(name, version.version, key, value)
+        if decision.becomes_champion(gate.outcome):
             client.set_registered_model_alias(name, CHAMPION, version.version)
             champions[gate.outcome] = str(version.version)
-    return AuditRun(report, json_path, html_path, run_id, location, champions, time.perf_counter() - started,
-                    len(shards), processes)
+    return AuditRun(report, json_path, html_path, run_id, location, decision, champions,
+                    time.perf_counter() - started, len(shards), processes)
 
 
 def _metric_key(*parts: str) -> str:
@@ -246,16 +264,14 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
             "ratio_band": f"{settings.ratio_band[0]}-{settings.ratio_band[1]}",
             "need_ratio_limit": settings.need_ratio_limit, "min_patients": settings.min_patients,
             "min_events": settings.min_events, "max_ethnicity_missing": settings.max_ethnicity_missing,
-            "capacity_share": settings.capacity_share, "accept_warn": settings.accept_warn,
+            "capacity_share": settings.capacity_share, "family_control": settings.family_control,
+            "shrinkage": settings.shrinkage, "power": settings.power,
+            "compare_with_standard": settings.compare_with_standard,
             "fail_when_over_served": settings.fail_when_over_served})
         tags = {"phm.kind": "fairness audit", "phm.icb_code": icb_code, "phm.fairness_gate": report.label()}
         for gate in report.gates:
-            tags[f"phm.fairness_gate.{gate.outcome}"] = gate.label()
             tags[f"phm.fairness_gate.{gate.outcome}.model"] = str(report.models[gate.outcome]["version"])
-            if gate.override is not None and gate.status != "PASS":
-                tags[f"phm.override.{gate.outcome}.reviewer"] = gate.override.reviewer
-                tags[f"phm.override.{gate.outcome}.reason"] = gate.override.reason[:5000]
-                tags[f"phm.override.{gate.outcome}.accepts"] = gate.override.accepts
+        tags.update(report.decision.tags())
         mlflow.set_tags(tags)
         metrics = {}
         for audit in report.audits:
@@ -263,9 +279,8 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
                 for grouping in groupings:
                     if grouping.grouping.name not in ("population", "ethnicity"):
                         continue
-                    population = sum(g.counts["patients"] for g in grouping.groups)
-                    for row in grouping.groups:
-                        data = group_json(row, population)
+                    # the same published figures as the JSON (suppression that cannot be undone)
+                    for row, data in zip(grouping.groups, grouping_json(grouping, settings.level), strict=True):
                         if data["withheld"]:
                             continue
                         group = row.name if grouping.grouping.name == "ethnicity" else "population"
@@ -280,3 +295,71 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
         mlflow.log_artifact(str(json_path), artifact_path="fairness")
         return run.info.run_id
 
+
+
+@dataclass
+class Review:
+    outcome: str
+    audit_run_id: str
+    status: str
+    model: str
+    version: str
+    champion_moved: bool
+    ranks_list: str
+
+    def lines(self) -> list[str]:
+        moved = (f"'champion' -> {self.model} version {self.version}" if self.champion_moved else
+                 f"'champion' not moved: {self.ranks_list} ranks the {self.outcome} list (do no harm)")
+        return [f"{self.outcome}: {self.status} signed off and recorded on MLflow run {self.audit_run_id} and "
+                f"{self.model} version {self.version}", f"  {moved}"]
+
+
+def record_review(location: TrackingLocation, outcome: str, signoff, icb_code: str | None = None) -> Review:
+    """``phm review``: a named reviewer signs off the latest audit's WARN or FAIL for one outcome.
+
+    The same rule as everywhere (models/fairness/_decision.py): the sign-off must accept the
+    gate's level. It is recorded as tags of the audit run and the model version (reviewer,
+    reason, source "phm review"), and 'champion' moves to the audited version unless the
+    validated score ranks that outcome's list."""
+    from mlflow.tracking import MlflowClient
+
+    from models.fairness import Finding, GateResult
+    from models.fairness._decision import TAG_RANKS_LIST
+
+    client = MlflowClient(location.tracking_uri)
+    experiments = [e for e in client.search_experiments() if e.name.startswith(experiment_name(""))]
+    if icb_code is not None:
+        experiments = [e for e in experiments if e.name == experiment_name(icb_code)]
+    runs = client.search_runs([e.experiment_id for e in experiments], "tags.`phm.kind` = 'fairness audit'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    if not runs:
+        raise ConfigError(f"no fairness audit in {location.tracking_uri}" + (f" for ICB {icb_code}" if icb_code else "")
+                          + ": run phm audit (or phm run) first")
+    run = runs[0]
+    tags = run.data.tags
+    icb_code = tags["phm.icb_code"]
+    label = tags.get(f"phm.fairness_gate.{outcome}")
+    if label is None:
+        raise ConfigError(f"--outcome {outcome}: the latest audit (run {run.info.run_id}) has no such outcome")
+    result = GateResult(outcome)
+    status = label.split()[0]
+    if status == "PASS":
+        raise ConfigError(f"{outcome}: the latest audit PASSed: there is nothing to sign off")
+    result.findings.append(Finding(status, "recorded", outcome, "all", label))
+    decision = decide([result], [signoff])
+    if not result.accepted:
+        raise ConfigError(f"{outcome}: the latest audit says {status}, which a sign-off with accepts = "
+                          f"{signoff.accepts} does not cover (use --accepts FAIL to sign off a FAIL)")
+    ranks_list = tags.get(f"phm.ranks_list.{outcome}", "model")
+    for key, value in decision.tags().items():
+        if not key.startswith("phm.ranks_list"):
+            client.set_tag(run.info.run_id, key, value)
+    name = registered_model_name(icb_code, next(o for o in OUTCOMES if o.short == outcome))
+    version = tags[f"phm.fairness_gate.{outcome}.model"]
+    for key, value in decision.version_tags(outcome).items():
+        if key != TAG_RANKS_LIST:
+            client.set_model_version_tag(name, version, key, value)
+    moved = ranks_list == "model"
+    if moved:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Review(outcome, run.info.run_id, status, name, version, moved, ranks_list)

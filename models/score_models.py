@@ -2,7 +2,10 @@
 
 Each outcome's model is loaded from the MLflow registry by alias: ``champion`` (audited), or
 where none exists yet ``candidate``, with a loud warning that the model has not passed the
-fairness gate; a candidate the gate FAILed is refused (exit code 7). Patients are scored at the current index date (the features built by
+fairness gate; a candidate the gate's decision refused (a FAIL, or a WARN no reviewer signed
+off: models/fairness/_decision.py) is refused (exit code 7). Where the audit found the trained
+model worse than QRISK3 / QDiabetes for a group (do no harm), the validated score ranks that
+outcome's list: its 10-year risk is written in the model's column, named as such. Patients are scored at the current index date (the features built by
 ``phm features``). Eligible: aged 25-84 and free of the outcome, as in training; others get
 no model risk. Writes ``marts.risk_scores``, one row per registered patient, with the model
 name, version and alias on every row.
@@ -18,6 +21,8 @@ import duckdb
 import polars as pl
 
 from features.run import connect
+from models.fairness import version_may_be_scored
+from models.fairness._decision import TAG_RANKS_LIST
 from models.shards import (
     LIST_SCORES,
     ModelToScore,
@@ -43,6 +48,7 @@ class ModelInUse:
     alias: str
     variant: str
     horizon_years: int
+    ranks_list: str = "model"  # or the validated score that ranks this outcome's list (do no harm)
 
 
 @dataclass
@@ -72,13 +78,14 @@ def model_in_use(client, icb_code: str, outcome: Outcome) -> ModelInUse:
             version = client.get_model_version_by_alias(name, alias)
         except MlflowException:
             continue
-        if alias == CANDIDATE and version.tags.get("phm.fairness_gate") == "FAIL":
+        if alias == CANDIDATE and not version_may_be_scored(version.tags):
             raise FairnessGateFailed(
-                f"{name} version {version.version} FAILed the fairness audit and there is no champion: "
-                "nothing is scored with it (see the audit report; a reviewer can accept it only through "
-                "audit.override in the configuration)")
+                f"{name} version {version.version} did not pass the fairness audit "
+                f"({version.tags.get('phm.fairness_gate', 'refused')}) and there is no champion: nothing is scored "
+                "with it (see the audit report; a named reviewer can sign it off with [[audit.signoff]] in the "
+                "configuration or with phm review)")
         return ModelInUse(outcome.short, name, str(version.version), alias, version.tags["phm.variant"],
-                          int(version.tags["phm.horizon_years"]))
+                          int(version.tags["phm.horizon_years"]), version.tags.get(TAG_RANKS_LIST, "model"))
     raise ConfigError(f"no registered model {name} with alias 'champion' or 'candidate': run phm train first")
 
 
@@ -109,9 +116,16 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
         con.close()
     run = ScoreRun([], features.height, {}, 0.0)
     to_score = []
+    validated = {o.short: o.comparator for o in OUTCOMES}
     for outcome in OUTCOMES:
         in_use = model_in_use(client, icb_code, outcome)
-        if in_use.alias == CANDIDATE:
+        if in_use.ranks_list != "model":
+            message = (f"{in_use.name} v{in_use.version} was worse than {in_use.ranks_list} for a group in the "
+                       f"audit (do no harm): {in_use.ranks_list} ranks the {outcome.short} list")
+            run.warnings.append(message)
+            if warn:
+                warn(message)
+        elif in_use.alias == CANDIDATE:
             message = (f"WARNING: {in_use.name} has no champion: scoring with the CANDIDATE "
                        f"version {in_use.version}, which has NOT passed the fairness audit")
             run.warnings.append(message)
@@ -128,6 +142,13 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
     scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(
         risks.rename({score_column(m.outcome): f"{m.outcome}_model_risk" for m in run.models}), on="patient_id", how="left",
         maintain_order="left")
+    for m in run.models:
+        if m.ranks_list != "model" and validated.get(m.outcome):
+            # do no harm: the validated 10-year risk ranks the list, for the same eligible patients
+            column = f"{m.outcome}_model_risk"
+            scores = scores.with_columns(pl.when(pl.col(column).is_not_null()).then(
+                pl.col(validated[m.outcome]) / 100).otherwise(None).alias(column))
+            m.name, m.version, m.horizon_years = m.ranks_list, "validated score", 10
     # The model is named on every row, scored or not: a null risk then means "not eligible for
     # this model", never "no model was run".
     scores = scores.select(

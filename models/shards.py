@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from models.fairness import measurements_recorded, need
+from models.fairness import HIGH_NEED_FROM, measurements_recorded, need
 from models.fairness._audit import selection_cells
-from models.fairness._cells import SCORE_DECILES, Cells
+from models.fairness._cells import SCORE_DECILES, Cells, age_band
 from models.train import OUTCOMES, model_inputs, predict_risk
 
 GRID_BINS = 1 << 16  # equal bins over [0, 1]: a few hundred patients per bin at 1M
@@ -263,8 +263,10 @@ def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> Shard
         rows = rows.with_columns(need(outcome), measurements_recorded()).with_columns(
             (score >= cut.threshold).alias("selected"), decile.alias("decile"))
         out.selected[outcome] = int(rows["selected"].sum())
-        common = ["decile", "need", "measurements_recorded", "selected"]
+        rows = rows.with_columns(age_band(pl.col("age_years")).alias("age_band"))
+        common = ["decile", "age_band", "need", "measurements_recorded", "selected"]
         out.cells[outcome] = selection_cells(rows.select(
-            pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", *common))
-        out.detailed[outcome] = selection_cells(rows.select(pl.col("ethnicity_category").alias("group"), *common))
+            pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", *common), HIGH_NEED_FROM[outcome])
+        out.detailed[outcome] = selection_cells(rows.select(pl.col("ethnicity_category").alias("group"), *common),
+                                                HIGH_NEED_FROM[outcome])
     return out

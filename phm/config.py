@@ -20,7 +20,7 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
     reference_group = "White"
     ratio_band = [0.8, 1.25]
 
-    [[audit.override]]
+    [[audit.signoff]]
     reviewer = "Dr A. Reviewer, ICS fairness panel"
     reason = "Black group under-recording known and being corrected; list needed for winter"
     accepts = "FAIL"
@@ -36,7 +36,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from models.fairness._settings import AuditSettings, Override
+from models.fairness._settings import AuditSettings, SignOff
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
 from phm.ingest import IngestSettings
@@ -60,13 +60,17 @@ def audit_settings(table: dict, where: str = "audit") -> AuditSettings:
     values = {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name == "override":
+        if name in ("signoff", "override"):  # [[audit.override]]: the earlier name, same meaning
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise ConfigError(f"{where}.override: must be a list of tables ([[audit.override]])")
-            values["overrides"] = tuple(_override(v, f"{where}.override[{i}]") for i, v in enumerate(value))
+                raise ConfigError(f"{where}.{key}: must be a list of tables ([[audit.signoff]])")
+            values["signoffs"] = values.get("signoffs", ()) + tuple(
+                _signoff(v, f"{where}.{key}[{i}]") for i, v in enumerate(value))
             continue
-        if name not in fields or name == "overrides":
-            known = ", ".join(sorted([*(n for n in fields if n != "overrides"), "override"]))
+        if name == "accept_warn":
+            raise ConfigError(f"{where}.accept_warn: removed: a WARN is no longer accepted silently; a named "
+                              "reviewer signs it off with [[audit.signoff]] (reviewer, reason, accepts = \"WARN\")")
+        if name not in fields or name == "signoffs":
+            known = ", ".join(sorted([*(n for n in fields if n != "signoffs"), "signoff"]))
             raise ConfigError(f"{where}.{key}: unknown key (known: {known})")
         default = getattr(AuditSettings(), name)
         if name == "ratio_band":
@@ -85,22 +89,22 @@ def audit_settings(table: dict, where: str = "audit") -> AuditSettings:
     return settings
 
 
-def _override(table: dict, where: str) -> Override:
+def _signoff(table: dict, where: str) -> SignOff:
     known = {"reviewer", "reason", "accepts", "outcomes"}
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
     for key in ("reviewer", "reason"):
         if key not in table:
-            raise ConfigError(f"{where}.{key}: required (an override must name the reviewer and the reason)")
+            raise ConfigError(f"{where}.{key}: required (a sign-off must name the reviewer and the reason)")
         _check(f"{where}.{key}", table[key], str)
     outcomes = table.get("outcomes", ["*"])
     if not isinstance(outcomes, list) or not all(isinstance(o, str) for o in outcomes):
         raise ConfigError(f"{where}.outcomes: must be a list of outcome names, e.g. [\"cvd\"]")
-    override = Override(table["reviewer"], table["reason"], _check(f"{where}.accepts", table.get("accepts", "FAIL"), str),
-                        tuple(outcomes))
-    override.validate(where)
-    return override
+    signoff = SignOff(table["reviewer"], table["reason"], _check(f"{where}.accepts", table.get("accepts", "WARN"), str),
+                      tuple(outcomes), "configuration")
+    signoff.validate(where)
+    return signoff
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,12 +35,13 @@ import polars as pl
 
 from models.fairness import _metrics
 from models.fairness._cells import (
-    MAX_NEED,
+    AGE_BANDS,
     SCORE_BINS,
     SCORE_DECILES,
     Cells,
     GroupIndex,
     Grouping,
+    age_band,
     group_index,
     poisson_replicates,
     scatter_matrix,
@@ -330,42 +331,50 @@ def _too_small(settings: AuditSettings, performance: bool):
     return mark
 
 
-SELECTION_INNER = ("decile", "need", "selected")
+SELECTION_INNER = ("decile", "high_need", "selected")
 
 
-def selection_cells(frame: pl.DataFrame) -> Cells:
+def selection_cells(frame: pl.DataFrame, high_need_from: float = 1) -> Cells:
     """Patients of the list population to cells. ``frame`` has ``decile`` (0-9, the score decile
     of the whole population: see _cells.score_bins and models/shards.py) rather than the score,
-    so that shards of one population make cells that add up to the population's."""
+    so that shards of one population make cells that add up to the population's; and, where
+    known, ``age_band`` (_cells.age_band): the label-choice check standardises by both. Need is
+    summed per cell (it may be a count or a risk); ``high_need`` is need >= ``high_need_from``."""
     if "measurements_recorded" not in frame.columns:
         frame = frame.with_columns(pl.lit(0).alias("measurements_recorded"))
-    frame = _prepare_strata(frame).with_columns(
-        pl.col("decile").cast(pl.Int32),
-        pl.col("need").cast(pl.Int64).clip(0, MAX_NEED).alias("need"),
+    band = pl.col("age_band").cast(pl.Int32) if "age_band" in frame.columns else pl.lit(0, dtype=pl.Int32)
+    frame = _prepare_strata(frame.with_columns(
+        (pl.col("decile").cast(pl.Int32) * AGE_BANDS + band).alias("decile")).drop("age_band", strict=False)).with_columns(
+        pl.col("need").cast(pl.Float64).fill_null(0.0).alias("need"),
+        (pl.col("need").fill_null(0) >= high_need_from).cast(pl.Int8).alias("high_need"),
         pl.col("selected").cast(pl.Int8))
-    return to_cells(frame, [*_strata(frame), *SELECTION_INNER], ["measurements_recorded"])
+    return to_cells(frame, [*_strata(frame), *SELECTION_INNER], ["need", "measurements_recorded"])
 
 
 def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
-                    high_need_from: int = 1) -> tuple[list[GroupingFigures], list[float]]:
+                    high_need_from: float = 1) -> tuple[list[GroupingFigures], list[float]]:
     frame = frame.with_columns(score_bins(pl.col("score"), SCORE_DECILES).alias("decile"))
-    return audit_selection_cells(selection_cells(frame), settings, high_need_from)
+    if "age" in frame.columns:
+        frame = frame.with_columns(age_band(pl.col("age")).alias("age_band")).drop("age")
+    return audit_selection_cells(selection_cells(frame, high_need_from), settings)
 
 
 def audit_selection_cells(cells: Cells, settings: AuditSettings,
-                          high_need_from: int = 1) -> tuple[list[GroupingFigures], list[float]]:
+                          high_need_from: float | None = None) -> tuple[list[GroupingFigures], list[float]]:
+    """``high_need_from`` is applied when the cells are made (selection_cells)."""
     keys = cells.keys
     strata = [c for c in keys.columns if c not in SELECTION_INNER]
-    inner = ((keys["decile"].to_numpy().astype(np.int64) * (MAX_NEED + 1) + keys["need"].to_numpy()) * 2
+    inner = ((keys["decile"].to_numpy().astype(np.int64) * 2 + keys["high_need"].to_numpy()) * 2
              + keys["selected"].to_numpy())
     groupings = groupings_for(strata)
 
-    def figures(n, measured):
-        return _metrics.selection(n, measured, high_need_from, MEASURES)
+    def figures(n, need, measured):
+        return _metrics.selection(n, need, measured, MEASURES, AGE_BANDS)
 
     indexes, observed, replicates = _bootstrap(
-        cells, groupings, inner, (SCORE_DECILES, MAX_NEED + 1, 2),
-        {"n": np.ones(cells.size), "measured": cells.sums["measurements_recorded"] / cells.count},
+        cells, groupings, inner, (SCORE_DECILES * AGE_BANDS, 2, 2),
+        {"n": np.ones(cells.size), "need": cells.sums["need"] / cells.count,
+         "measured": cells.sums["measurements_recorded"] / cells.count},
         figures, settings, seed_offset=1)
     population = groupings.index(Grouping("population", ()))
     pop_obs, pop_reps = observed[population], replicates[population]
@@ -375,9 +384,9 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
             target["list_over_high_need_share"] = _share_ratio(target["selected"], source["selected"],
                                                                target["high_need"], source["high_need"])
             target["need_at_same_score"] = _metrics.need_ratio(
-                target["patients_by_decile"], target["need_sum"],
-                source["patients_by_decile"][:, :1] if target is reps else source["patients_by_decile"][:1],
-                source["need_by_decile"][:, :1] if target is reps else source["need_by_decile"][:1])
+                target["patients_by_stratum"], target["need_sum"],
+                source["patients_by_stratum"][:, :1] if target is reps else source["patients_by_stratum"][:1],
+                source["need_by_stratum"][:, :1] if target is reps else source["need_by_stratum"][:1])
     for obs in observed:
         obs["patients_by_decile_kept"] = np.rint(obs["patients_by_decile"])
         obs["need_by_decile_mean"] = np.where(obs["patients_by_decile"] > 0,
@@ -389,11 +398,12 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
         row.patients_by_decile = [int(x) for x in obs["patients_by_decile_kept"][g]]
 
     # the per-decile arrays are curves, not figures: keep them out of the figure tables
+    curves = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum")
     for obs in observed:
-        for name in ("patients_by_decile", "need_by_decile"):
+        for name in curves:
             obs.pop(name, None)
     for reps in replicates:
-        for name in ("patients_by_decile", "need_by_decile"):
+        for name in curves:
             reps.pop(name)
     groups = _summarise("selection", indexes, observed, replicates, settings, pop_obs, pop_reps, extra)
     population_curve = [round(float(x), 4) for x in np.nan_to_num(pop_obs["need_by_decile_mean"][0])]
@@ -404,7 +414,7 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
 
 
 def audit_score(name: str, performance: pl.DataFrame | None, selection: pl.DataFrame | Cells, threshold: float,
-                settings: AuditSettings, high_need_from: int = 1) -> ScoreAudit:
+                settings: AuditSettings, high_need_from: float = 1) -> ScoreAudit:
     """``selection``: the patients (with ``score``), or their cells already made
     (``selection_cells``, e.g. added up from shards)."""
     perf, curves = [], None

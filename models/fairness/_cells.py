@@ -27,6 +27,16 @@ from scipy import sparse
 SCORE_BINS = 200  # performance: equal-count bins of the score (ties share a bin)
 SCORE_DECILES = 10  # label-choice curves and the need standardisation
 MAX_NEED = 20  # need counts above this are counted as 20 (none seen in practice)
+AGE_BAND_EDGES = (40, 50, 60, 70)  # the label-choice check compares like with like: 25-39, 40-49, ..., 70+
+AGE_BANDS = len(AGE_BAND_EDGES) + 1
+
+
+def age_band(age: pl.Expr) -> pl.Expr:
+    """0-4 for ages under 40, 40-49, 50-59, 60-69, 70 and over (0 where unknown)."""
+    band = pl.lit(0)
+    for edge in AGE_BAND_EDGES:
+        band = band + (age >= edge).fill_null(False).cast(pl.Int32)
+    return band.cast(pl.Int32)
 
 
 def score_bins(score: pl.Expr, bins: int) -> pl.Expr:

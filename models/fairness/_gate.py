@@ -1,33 +1,64 @@
-"""The fairness gate: PASS, WARN or FAIL from the audit's figures and the configured rules.
+"""The fairness gate: PASS, WARN or FAIL per outcome, from a family of statistical tests.
 
-Rules (defaults in _settings.py, explained in docs/fairness.md), for each broad ethnic group
-(including 'Not stated' and 'Not known') that is large enough to judge:
+A run makes dozens of comparisons (outcomes x broad groups x checks); judged one by one at 95%,
+some would fire on fair data by chance. So the gate is one family of tests (docs/fairness.md):
 
-FAIL when the interval of
-- the sensitivity ratio (group / reference group) at the list's operating point,
-- the need-adjusted selection ratio (share of those selected / share of recorded outcomes), or
-- the observed/expected ratio
-lies wholly outside the ratio band (0.8-1.25) (all three on the validation patients; for the two
-selection ratios only below it, unless ``fail_when_over_served``: a group served beyond its
-share is a WARN, as the groups it displaces show their own low ratios); or when
-the group is surely sicker at the same score on the list's population (label-choice check: the
-interval of its need ratio lies wholly above the limit, 1.5).
+1. Each check is a ratio with a bootstrap interval, taken on the log scale with its standard
+   error from the interval. For every broad group (including Not stated and Not known; the
+   reference group only where the check is not relative to it):
+   - calibration (observed / expected on the validation patients): harm either way;
+   - sensitivity ratio (group / reference) at the list's operating point: harm below;
+   - need-adjusted selection (share selected / share of recorded outcomes): harm below (above
+     too with ``fail_when_over_served``);
+   - label choice (need at the same score and age band, over the need expected): harm above.
+2. Non-inferiority against the margin (``ratio_band``, ``need_ratio_limit``): the one-sided
+   null hypothesis is "the group is no worse than the margin"; its p-value is from the
+   estimate and its standard error (from the counts where the bootstrap interval collapses).
+3. The family (every test of every outcome of the run) is controlled with Holm's step-down
+   method (family-wise error ``1 - level``), or Benjamini-Hochberg (``family_control = "fdr"``).
+4. Empirical-Bayes shrinkage (``shrinkage``): for each outcome and check, the groups' log
+   ratios are shrunk towards their precision-weighted mean by the between-group variance
+   (DerSimonian-Laird). A FAIL needs both: the test survives the family's control, and the
+   shrunk estimate still lies beyond the margin on the harmful side; so a small group's noisy
+   estimate does not decide alone, and a large effect in a small group is not hidden. No group is
+   exempt for being small. Each test states the smallest effect it could detect (minimum
+   detectable ratio at ``power``).
 
-WARN when one of those point estimates is outside the band but its interval overlaps it; when
-a group is too small to judge (fewer than 100 patients or 10 recorded outcomes); when more than
-15% of patients have no ethnicity recorded ('Not known'); or when a group's measurements are recorded much less
-often than the reference group's (completeness ratio below the band).
+WARN when a (shrunk) point estimate is beyond the margin but the test does not reject; when a
+group is small (fewer than ``min_patients`` patients or ``min_events`` outcomes: judged all
+the same, and its minimum detectable effect is named); when more than ``max_ethnicity_missing``
+of patients have no ethnicity recorded; when a group's measurements are recorded much less often
+than the reference group's.
 
-A reviewer's override in the configuration can accept a WARN or a FAIL for named outcomes; the
-result then reads e.g. "FAIL (accepted by ...)" and is recorded in MLflow with the reason.
+Whether a WARN or FAIL may still move ``champion`` and let lists out is decided in one place:
+``models/fairness/_decision.py`` (a named reviewer's sign-off).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from models.fairness._audit import GroupFigures, ScoreAudit
-from models.fairness._settings import GATE_LEVELS, AuditSettings, Override
+import numpy as np
+from scipy import stats
+
+from models.fairness._audit import Estimate, GroupFigures, ScoreAudit
+from models.fairness._settings import GATE_LEVELS, AuditSettings, SignOff
+
+# check -> (which population, where the figure is, which side is harm)
+CHECKS = {
+    "calibration": ("performance", "figures", "observed_expected", "both"),
+    "sensitivity ratio": ("performance", "vs_reference", "sensitivity", "below"),
+    "need-adjusted selection": ("performance", "figures", "need_adjusted_selection", "below"),
+    "label choice": ("selection", "figures", "need_at_same_score", "above"),
+}
+CHECK_WORDS = {
+    "calibration": "observed / expected (calibration)",
+    "sensitivity ratio": "sensitivity relative to the reference group at the list's operating point",
+    "need-adjusted selection": "need-adjusted selection (share selected / share of recorded outcomes)",
+    "label choice": "need at the same score and age, over the need expected (label-choice check)",
+}
+FLOOR = 0.01  # ratios are taken on the log scale; a ratio of 0 counts as 0.01
 
 
 @dataclass(frozen=True)
@@ -44,10 +75,44 @@ class Finding:
 
 
 @dataclass
+class GateTest:
+    """One test of the family: one outcome, group and check."""
+
+    outcome: str
+    group: str
+    check: str
+    side: str  # harm "below", "above" or "both"
+    margin: tuple[float, float]
+    estimate: Estimate  # as measured, with its bootstrap interval
+    log_value: float = float("nan")
+    se: float = float("nan")
+    shrunk: float = float("nan")  # the ratio after empirical-Bayes shrinkage
+    shrunk_se: float = float("nan")  # of the log ratio
+    p_value: float = float("nan")
+    adjusted_p: float = float("nan")
+    detectable: float = float("nan")  # minimum detectable ratio (on the harmful side)
+    small: bool = False
+    verdict: str = "PASS"  # PASS, WARN or FAIL
+
+    @property
+    def judged(self) -> bool:
+        return math.isfinite(self.p_value)
+
+    def as_dict(self) -> dict:
+        def r(x, d=4):
+            return None if x is None or not math.isfinite(x) else round(float(x), d)
+        return {"outcome": self.outcome, "group": self.group, "check": self.check, "harm": self.side,
+                "margin": list(self.margin), "estimate": self.estimate.as_dict(), "shrunk": r(self.shrunk),
+                "p_value": r(self.p_value, 6), "adjusted_p_value": r(self.adjusted_p, 6),
+                "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict}
+
+
+@dataclass
 class GateResult:
     outcome: str
     findings: list[Finding] = field(default_factory=list)
-    override: Override | None = None
+    tests: list[GateTest] = field(default_factory=list)
+    signoff: SignOff | None = None  # set by the decision (_decision.py) when a reviewer signed off
 
     @property
     def status(self) -> str:
@@ -55,13 +120,20 @@ class GateResult:
         return max(levels, key=GATE_LEVELS.index) if levels else "PASS"
 
     @property
+    def override(self) -> SignOff | None:
+        return self.signoff
+
+    @property
     def accepted(self) -> bool:
-        """May this outcome's model become champion and its list go out?"""
-        return self.status == "PASS" or self.override is not None
+        """May this outcome's model become champion and its list go out? PASS, or signed off."""
+        return self.status == "PASS" or (
+            self.signoff is not None and GATE_LEVELS.index(self.status) <= GATE_LEVELS.index(self.signoff.accepts))
 
     def label(self) -> str:
-        if self.override is not None and self.status != "PASS":
-            return f"{self.status} (accepted by {self.override.reviewer})"
+        if self.status != "PASS" and self.accepted:
+            return f"{self.status} (signed off by {self.signoff.reviewer})"
+        if self.status != "PASS":
+            return f"{self.status} (not signed off)"
         return self.status
 
 
@@ -69,37 +141,212 @@ def worst(results: list[GateResult]) -> str:
     return max((r.status for r in results), key=GATE_LEVELS.index, default="PASS")
 
 
-def _fmt(estimate) -> str:
+def _fmt(estimate: Estimate) -> str:
     return f"{estimate.value:.2f} (95% CI {estimate.low:.2f}-{estimate.high:.2f})"
 
 
-def _judge(findings: list[Finding], outcome: str, group: str, rule: str, what: str, estimate,
-           low: float, high: float, fail_above: bool = True) -> None:
-    """``fail_above`` False: a ratio wholly above the band (the group served more than its
-    share) is a WARN, not a FAIL: it is a cost to the other groups, which their own ratios show."""
-    if estimate is None:
-        return
-    if estimate.wholly_outside(low, high):
-        level = "FAIL" if fail_above or estimate.high < low else "WARN"
-        findings.append(Finding(level, rule, outcome, group,
-                                f"{outcome}: {what} for {group} is {_fmt(estimate)}, wholly outside {low}-{high}"))
-    elif estimate.outside(low, high):
-        findings.append(Finding("WARN", rule, outcome, group,
-                                f"{outcome}: {what} for {group} is {_fmt(estimate)}: outside {low}-{high}, "
-                                "but the interval overlaps it"))
+def _log_and_se(estimate: Estimate | None, level: float) -> tuple[float, float]:
+    if estimate is None or not (math.isfinite(estimate.value) and math.isfinite(estimate.low)
+                                and math.isfinite(estimate.high)):
+        return float("nan"), float("nan")
+    low, value, high = (math.log(max(x, FLOOR)) for x in (estimate.low, estimate.value, estimate.high))
+    se = (high - low) / (2 * stats.norm.ppf(0.5 + level / 2))
+    return value, se if se > 0 else float("nan")
 
 
-def judge(audit: ScoreAudit, settings: AuditSettings, missing_ethnicity_share: float | None) -> GateResult:
-    result = GateResult(audit.name)
-    findings = result.findings
-    low, high = settings.ratio_band
-    outcome = audit.name
-    performance = {g.labels["group"]: g for g in audit.grouping("performance", "ethnicity").groups} \
-        if audit.performance else {}
-    selection = {g.labels["group"]: g for g in audit.grouping("selection", "ethnicity").groups}
+def _count_based(check: str, row: GroupFigures, reference: GroupFigures | None,
+                 population: GroupFigures | None) -> tuple[float, float]:
+    """Log ratio and standard error from the counts, with a continuity correction of 0.5: used
+    where the bootstrap interval collapses (no outcomes, or none selected, in every replicate),
+    so that a group with no events where many were expected is still judged."""
+    c = row.counts
+    if check == "calibration":
+        risk = row.figures.get("mean_predicted_risk")
+        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c["patients"]
+        if expected <= 0:
+            return float("nan"), float("nan")
+        return math.log((c["events"] + 0.5) / (expected + 0.5)), math.sqrt(1 / (c["events"] + 0.5))
+    if check == "sensitivity ratio" and reference is not None:
+        r = reference.counts
+        log = math.log((c["true_positives"] + 0.5) / (c["events"] + 0.5)) - \
+            math.log((r["true_positives"] + 0.5) / (r["events"] + 0.5))
+        var = 1 / (c["true_positives"] + 0.5) - 1 / (c["events"] + 0.5) + \
+            1 / (r["true_positives"] + 0.5) - 1 / (r["events"] + 0.5)
+        return log, math.sqrt(max(var, 1e-12))
+    if check == "need-adjusted selection" and population is not None:
+        p = population.counts
+        if not p["selected"] or not p["events"]:
+            return float("nan"), float("nan")
+        log = math.log((c["selected"] + 0.5) / p["selected"]) - math.log((c["events"] + 0.5) / p["events"])
+        return log, math.sqrt(1 / (c["selected"] + 0.5) + 1 / (c["events"] + 0.5))
+    return float("nan"), float("nan")
+
+
+def shrink(values: np.ndarray, ses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical-Bayes (DerSimonian-Laird) shrinkage of estimates towards their weighted mean.
+
+    Returns the shrunk estimates and their standard errors (including the mean's uncertainty).
+    Fewer than 3 estimates: returned unchanged."""
+    ok = np.isfinite(values) & np.isfinite(ses) & (ses > 0)
+    out, out_se = values.copy(), ses.copy()
+    if ok.sum() < 3:
+        return out, out_se
+    y, v = values[ok], ses[ok] ** 2
+    w = 1 / v
+    mean = (w * y).sum() / w.sum()
+    q = (w * (y - mean) ** 2).sum()
+    tau2 = max(0.0, (q - (y.size - 1)) / (w.sum() - (w * w).sum() / w.sum()))
+    w_star = 1 / (v + tau2)
+    mean_star = (w_star * y).sum() / w_star.sum()
+    mean_var = 1 / w_star.sum()
+    b = v / (v + tau2) if tau2 > 0 else np.ones_like(v)
+    out[ok] = mean_star + (1 - b) * (y - mean_star)
+    out_se[ok] = np.sqrt((1 - b) * v + b * b * mean_var)
+    return out, out_se
+
+
+def _p_value(log_value: float, se: float, side: str, margin: tuple[float, float]) -> float:
+    """One-sided p of "no worse than the margin" (two one-sided tests for harm both ways)."""
+    if not (math.isfinite(log_value) and math.isfinite(se) and se > 0):
+        return float("nan")
+    below = stats.norm.cdf((log_value - math.log(margin[0])) / se)
+    above = stats.norm.sf((log_value - math.log(margin[1])) / se)
+    if side == "below":
+        return float(below)
+    if side == "above":
+        return float(above)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def _detectable(se: float, side: str, margin: tuple[float, float], alpha: float, power: float) -> float:
+    """The ratio on the harmful side that the test would detect with the given power."""
+    if not (math.isfinite(se) and se > 0):
+        return float("nan")
+    alpha = alpha / 2 if side == "both" else alpha
+    distance = (stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)) * se
+    return margin[1] * math.exp(distance) if side == "above" else margin[0] * math.exp(-distance)
+
+
+def adjust(p_values: np.ndarray, method: str) -> np.ndarray:
+    """Holm's step-down (family-wise error) or Benjamini-Hochberg (false discovery rate)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if not m:
+        return out
+    values = p[ok]
+    order = np.argsort(values)
+    ranked = values[order]
+    if method != "holm":
+        out[ok] = stats.false_discovery_control(values, method="bh")
+        return out
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    result = np.empty(m)
+    result[order] = adjusted
+    out[ok] = result
+    return out
+
+
+def _groups(audit: ScoreAudit, kind: str) -> dict[str, GroupFigures]:
+    if not getattr(audit, kind):
+        return {}
+    return {g.labels["group"]: g for g in audit.grouping(kind, "ethnicity").groups}
+
+
+def _population(audit: ScoreAudit, kind: str) -> GroupFigures | None:
+    if not getattr(audit, kind):
+        return None
+    return audit.grouping(kind, "population").groups[0]
+
+
+def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
+    tests = []
+    groups = {"performance": _groups(audit, "performance"), "selection": _groups(audit, "selection")}
+    for check, (kind, where, figure, side) in CHECKS.items():
+        if check == "need-adjusted selection" and settings.fail_when_over_served:
+            side = "both"
+        margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit) if check == "label choice" \
+            else settings.ratio_band
+        for group, row in sorted(groups[kind].items()):
+            if where == "vs_reference" and group == settings.reference_group:
+                continue
+            estimate = getattr(row, where).get(figure)
+            if estimate is None:
+                continue
+            test = GateTest(audit.name, group, check, side, margin, estimate, small=row.too_small)
+            test.log_value, test.se = _log_and_se(estimate, settings.level)
+            if not (math.isfinite(test.se) and math.isfinite(test.log_value)):
+                test.log_value, test.se = _count_based(check, row, groups[kind].get(settings.reference_group),
+                                                       _population(audit, kind))
+            if math.isfinite(test.se):
+                tests.append(test)
+    # empirical Bayes, per check, across the groups
+    for check in CHECKS:
+        part = [t for t in tests if t.check == check]
+        shrunk, shrunk_se = shrink(np.array([t.log_value for t in part]), np.array([t.se for t in part])) \
+            if settings.shrinkage else (np.array([t.log_value for t in part]), np.array([t.se for t in part]))
+        for t, value, se in zip(part, shrunk, shrunk_se, strict=True):
+            t.shrunk, t.shrunk_se = (math.exp(value) if math.isfinite(value) else float("nan")), se
+            t.p_value = _p_value(t.log_value, t.se, t.side, t.margin)
+            t.detectable = _detectable(t.se, t.side, t.margin, 1 - settings.level, settings.power)
+    return tests
+
+
+def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
+              missing_ethnicity_share: float | None) -> list[GateResult]:
+    """Every outcome's gate result from one family of tests over all of them."""
+    results = [GateResult(a.name) for a in audits]
+    all_tests = [t for audit, result in zip(audits, results, strict=True)
+                 for t in _store(result, _tests(audit, settings))]
+    adjusted = adjust(np.array([t.p_value for t in all_tests]), settings.family_control)
+    alpha = 1 - settings.level
+    for t, p in zip(all_tests, adjusted, strict=True):
+        t.adjusted_p = float(p)
+        harmful = (t.side in ("below", "both") and t.shrunk < t.margin[0]) or \
+            (t.side in ("above", "both") and t.shrunk > t.margin[1])
+        # beyond the margin on the side that is not harm (a group served beyond its share): a
+        # WARN only when surely so; the groups it displaces show their own low ratios
+        safe_side = "above" if t.side == "below" else "below"
+        surely_beyond_safe_side = t.side != "both" and _p_value(
+            math.log(max(t.shrunk, FLOOR)), t.shrunk_se, safe_side, t.margin) <= alpha
+        if math.isfinite(p) and p <= alpha and harmful:
+            t.verdict = "FAIL"
+        elif harmful or surely_beyond_safe_side:
+            t.verdict = "WARN"
+    for audit, result in zip(audits, results, strict=True):
+        _findings(audit, result, settings, missing_ethnicity_share)
+    return results
+
+
+def _store(result: GateResult, tests: list[GateTest]) -> list[GateTest]:
+    result.tests = tests
+    return tests
+
+
+def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
+              missing_ethnicity_share: float | None) -> None:
+    outcome, findings = audit.name, result.findings
+    family = "Holm" if settings.family_control == "holm" else "Benjamini-Hochberg"
+    for t in result.tests:
+        if t.verdict == "PASS":
+            continue
+        what = CHECK_WORDS[t.check]
+        low, high = t.margin
+        shrunk = f"; {t.shrunk:.2f} after shrinkage" if settings.shrinkage and math.isfinite(t.shrunk) else ""
+        if t.verdict == "FAIL":
+            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: surely beyond the margin "
+                       f"{low:.2f}-{high:.2f} ({family}-adjusted p = {t.adjusted_p:.2g})")
+            if t.check == "label choice":
+                message += (f"; label-choice check: at the same score, {t.group} patients are sicker than the "
+                            "score says: their outcomes may be under-recorded, so the model under-rates them")
+        else:
+            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: beyond the margin "
+                       f"{low:.2f}-{high:.2f}, but not surely ({family}-adjusted p = {t.adjusted_p:.2g})")
+        findings.append(Finding(t.verdict, t.check, outcome, t.group, message))
+    performance, selection = _groups(audit, "performance"), _groups(audit, "selection")
     for group in sorted(set(performance) | set(selection)):
-        perf: GroupFigures | None = performance.get(group)
-        sel: GroupFigures | None = selection.get(group)
+        perf, sel = performance.get(group), selection.get(group)
         if (perf is not None and perf.too_small) or (sel is not None and sel.too_small):
             sizes = []
             if perf is not None:
@@ -107,54 +354,34 @@ def judge(audit: ScoreAudit, settings: AuditSettings, missing_ethnicity_share: f
                              f"{_size(perf.counts['events'])} recorded outcomes")
             if sel is not None:
                 sizes.append(f"{_size(sel.counts['patients'])} patients now")
+            detectable = [f"{t.check} {t.detectable:.2f}" for t in result.tests
+                          if t.group == group and math.isfinite(t.detectable)]
+            can = ("; it is judged all the same, and the smallest effects it could show are ratios of "
+                   + ", ".join(detectable)) if detectable else "; too few to estimate any ratio"
             findings.append(Finding("WARN", "too small to judge", outcome, group,
-                                    f"{outcome}: {group} is too small to judge ({'; '.join(sizes)}; needs at "
-                                    f"least {settings.min_patients} patients and {settings.min_events} outcomes)"))
-        if perf is not None and not perf.too_small:
-            if group != settings.reference_group:
-                _judge(findings, outcome, group, "sensitivity ratio",
-                       f"sensitivity relative to {settings.reference_group}", perf.vs_reference.get("sensitivity"),
-                       low, high, settings.fail_when_over_served)
-            _judge(findings, outcome, group, "observed/expected", "observed/expected",
-                   perf.figures.get("observed_expected"), low, high)
-        if perf is not None and not perf.too_small:
-            _judge(findings, outcome, group, "need-adjusted selection",
-                   "need-adjusted selection (share selected / share of recorded outcomes)",
-                   perf.figures.get("need_adjusted_selection"), low, high, settings.fail_when_over_served)
-        if sel is not None and not sel.too_small:
-            need = sel.figures.get("need_at_same_score")
-            if need is not None and need.low > settings.need_ratio_limit:
+                                    f"{outcome}: {group} is too small to judge alone ({'; '.join(sizes)}; fewer than "
+                                    f"{settings.min_patients} patients or {settings.min_events} outcomes){can}"))
+        if sel is not None and group != settings.reference_group:
+            completeness = sel.vs_reference.get("measurement_completeness")
+            if completeness is not None and completeness.value < settings.ratio_band[0]:
                 findings.append(Finding(
-                    "FAIL", "label choice", outcome, group,
-                    f"{outcome}: label-choice check: at the same score, {group} patients have "
-                    f"{_fmt(need)} times the need expected, surely above {settings.need_ratio_limit}: "
-                    "their outcomes may be under-recorded, so the model under-rates them"))
-            elif need is not None and need.value > settings.need_ratio_limit:
-                findings.append(Finding(
-                    "WARN", "label choice", outcome, group,
-                    f"{outcome}: label-choice check: at the same score, {group} patients have "
-                    f"{_fmt(need)} times the need expected (above {settings.need_ratio_limit}, interval overlaps)"))
-            if group != settings.reference_group:
-                completeness = sel.vs_reference.get("measurement_completeness")
-                if completeness is not None and completeness.value < low:
-                    findings.append(Finding(
-                        "WARN", "measurement gap", outcome, group,
-                        f"{outcome}: measurements (blood pressure, BMI, cholesterol, HbA1c) are recorded for "
-                        f"{group} patients {_fmt(completeness)} times as often as for {settings.reference_group}: "
-                        "their scores rest more on defaulted inputs"))
+                    "WARN", "measurement gap", outcome, group,
+                    f"{outcome}: measurements (blood pressure, BMI, cholesterol, HbA1c) are recorded for "
+                    f"{group} patients {_fmt(completeness)} times as often as for {settings.reference_group}: "
+                    "their scores rest more on defaulted inputs"))
     if missing_ethnicity_share is not None and missing_ethnicity_share > settings.max_ethnicity_missing:
         findings.append(Finding(
             "WARN", "ethnicity data quality", outcome, "all",
             f"ethnicity data quality: {missing_ethnicity_share:.0%} of patients have no ethnicity recorded "
             f"('Not known'), above {settings.max_ethnicity_missing:.0%}: group figures may mislead"))
-    for override in settings.overrides:
-        if override.covers(outcome) and result.status != "PASS" and \
-                GATE_LEVELS.index(result.status) <= GATE_LEVELS.index(override.accepts):
-            result.override = override
-            break
-    if result.override is None and result.status == "WARN" and settings.accept_warn:
-        result.override = Override("the accept_warn setting",
-                                   "WARN results are accepted by the configured default", "WARN")
+
+
+def judge(audit: ScoreAudit, settings: AuditSettings, missing_ethnicity_share: float | None) -> GateResult:
+    """One outcome judged alone (its own family), with the configured sign-offs applied."""
+    from models.fairness._decision import decide
+
+    result = judge_all([audit], settings, missing_ethnicity_share)[0]
+    decide([result], settings.signoffs)
     return result
 
 

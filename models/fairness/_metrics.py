@@ -101,31 +101,38 @@ def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def selection(n: np.ndarray, measured: np.ndarray, high_need_from: int, measures: int) -> dict[str, np.ndarray]:
-    """Figures from counts and measurement sums shaped (r, groups, deciles, need, selected)."""
-    need_values = np.arange(n.shape[3], dtype=float)
+def selection(n: np.ndarray, need: np.ndarray, measured: np.ndarray, measures: int,
+              age_bands: int = 1) -> dict[str, np.ndarray]:
+    """Figures from counts, need sums and measurement sums shaped (r, groups, strata, high need,
+    selected), where a stratum is a score decile and age band (decile * age_bands + band)."""
     patients = n.sum(axis=(2, 3, 4))
     selected = n[..., 1].sum(axis=(2, 3))
-    high = n[:, :, :, high_need_from:, :]
-    by_decile = n.sum(axis=4).sum(axis=3)
-    need_by_decile = (n.sum(axis=4) * need_values).sum(axis=3)
+    high = n[:, :, :, 1, :]
+    by_stratum = n.sum(axis=(3, 4))
+    need_by_stratum = need.sum(axis=(3, 4))
+    r, g, strata = by_stratum.shape
     return {
         "patients": patients, "selected": selected,
-        "high_need": high.sum(axis=(2, 3, 4)), "selected_high_need": high[..., 1].sum(axis=(2, 3)),
-        "need_sum": need_by_decile.sum(axis=2),
-        "patients_by_decile": by_decile, "need_by_decile": need_by_decile,  # (r, g, deciles)
+        "high_need": high.sum(axis=(2, 3)), "selected_high_need": high[..., 1].sum(axis=2),
+        "need_sum": need_by_stratum.sum(axis=2),
+        "patients_by_stratum": by_stratum, "need_by_stratum": need_by_stratum,  # (r, g, strata)
+        "patients_by_decile": by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
+        "need_by_decile": need_by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
         "selection_rate": _divide(selected, patients),
-        "mean_need": _divide(need_by_decile.sum(axis=2), patients),
+        "mean_need": _divide(need_by_stratum.sum(axis=2), patients),
         "measurement_completeness": _divide(measured.sum(axis=(2, 3, 4)), patients * measures),
     }
 
 
 def need_ratio(group_patients_by_decile: np.ndarray, group_need_sum: np.ndarray,
                population_patients_by_decile: np.ndarray, population_need_by_decile: np.ndarray) -> np.ndarray:
-    """Label-choice check: the group's need over the need expected at its scores.
+    """Label-choice check: the group's need over the need expected at its scores and ages.
 
-    Expected = for each score decile, the group's patients times the population's mean need
-    in that decile (indirect standardisation). Above 1: at the same score the group is sicker.
+    Expected = for each stratum (score decile x age band), the group's patients times the
+    population's mean need in that stratum (indirect standardisation). Above 1: at the same
+    score and age the group is sicker. Age is in the strata because need (readings) does not
+    rise with age the way the score does: a younger group would otherwise look sicker at the
+    same score with no recording bias at all.
     """
     population_mean = _divide(population_need_by_decile, population_patients_by_decile)  # (r, 1, d)
     expected = (group_patients_by_decile * np.nan_to_num(population_mean)).sum(axis=-1)

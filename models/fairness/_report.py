@@ -1,10 +1,18 @@
 """The audit's outputs: JSON of every figure and a self-contained HTML report.
 
-Both are aggregate outputs and leave the pipeline, so every count passes through
-phm/disclosure.py first (1-7 suppressed, others rounded to 5), and a group whose counts include
-a suppressed one (1-7 patients, outcomes, selected or true positives) has its figures withheld:
-a rate over 5 patients would tell the suppressed count. Plot points rest on at least 100
-patients and never on 1-7 outcomes.
+Both are aggregate outputs and leave the pipeline, so no published figure may let a suppressed
+count be recovered (docs/fairness.md, "Disclosure control"):
+
+- every count passes through phm/disclosure.py (1-7 suppressed, others rounded to 5);
+- secondary suppression: where a grouping (e.g. ethnicity x IMD quintile) has exactly one cell
+  with a count suppressed, the next smallest cell's count is suppressed too, so the total minus
+  the others does not give it;
+- shares of the population and proportions (rates, sensitivity, PPV, ...) with their Wilson
+  intervals are computed from the rounded counts, never from the exact ones;
+- a group whose counts include a suppressed one has its figures withheld; means (mean need) of
+  cells under ``SMALL_CELL`` patients are withheld.
+
+Plot points rest on at least 100 patients and never on 1-7 outcomes.
 """
 
 from __future__ import annotations
@@ -14,21 +22,26 @@ import datetime as dt
 import html
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from models.fairness._audit import GroupFigures, GroupingFigures, ScoreAudit
+from models.fairness._audit import PROPORTIONS, GroupFigures, GroupingFigures, ScoreAudit
 from models.fairness._gate import GateResult, worst
+from models.fairness._metrics import wilson_interval
 from models.fairness._quality import EthnicityQuality
 from models.fairness._settings import AuditSettings
 from phm.disclosure import SUPPRESSED_BELOW, suppress
 
 PLOT_MIN_PATIENTS = 100
-DISCLOSURE_NOTE = ("Counts: 1-7 suppressed (null), others rounded to the nearest 5; a group's figures are "
-                   "withheld where a count they rest on is 1-7.")
+SMALL_CELL = 100  # means of cells with fewer patients are withheld
+MEANS = ("mean_need",)
+DISCLOSURE_NOTE = ("Counts: 1-7 suppressed (null), others rounded to the nearest 5, with secondary suppression "
+                   "where one cell of a grouping alone is suppressed; shares and proportions are computed from the "
+                   "rounded counts; a group's figures are withheld where a count they rest on is 1-7, and means "
+                   f"of cells under {SMALL_CELL} patients are withheld.")
 FIGURE_NAMES = {
     "outcome_rate": "recorded outcome rate", "mean_predicted_risk": "mean predicted risk",
     "observed_expected": "observed / expected", "calibration_slope": "calibration slope", "auroc": "AUROC",
@@ -53,19 +66,55 @@ def _small(count: int | None) -> bool:
     return count is not None and 0 < count < SUPPRESSED_BELOW
 
 
-def group_json(row: GroupFigures, population_patients: int) -> dict:
+def secondary_suppression(rows: list[GroupFigures]) -> dict[int, set[str]]:
+    """For each row (by index), the counts to suppress beyond 1-7: where exactly one cell of a
+    grouping has a given count suppressed, the next smallest non-zero cell's count too."""
+    extra: dict[int, set[str]] = {i: set() for i in range(len(rows))}
+    names = {k for r in rows for k in r.counts if k != "need_sum"}
+    for name in names:
+        values = [(r.counts.get(name), i) for i, r in enumerate(rows)]
+        primary = [i for v, i in values if _small(v)]
+        if len(primary) == 1 and len(rows) > 1:
+            others = sorted((v, i) for v, i in values if v and i not in primary)
+            if others:
+                extra[others[0][1]].add(name)
+    return extra
+
+
+def group_json(row: GroupFigures, population_patients: int | None, secondary: set[str] = frozenset(),
+               level: float = 0.95) -> dict:
+    """``population_patients``: the grouping's total as published (rounded)."""
     withheld = _small(row.counts.get("patients")) or _small(row.counts.get("events"))
-    out = {"group": row.labels, "too_small_to_judge": row.too_small, "withheld": withheld,
-           "counts": {k: suppress(v) for k, v in row.counts.items() if k != "need_sum"}}
+    published = {k: (None if k in secondary else suppress(v)) for k, v in row.counts.items() if k != "need_sum"}
+    out = {"group": row.labels, "too_small_to_judge": row.too_small, "withheld": withheld, "counts": published}
     if withheld:
         return out
     hidden = {name for name, counts in RESTS_ON.items() if any(_small(row.counts.get(c)) for c in counts)}
+    if row.counts.get("patients", 0) < SMALL_CELL:
+        hidden |= set(MEANS)
 
-    def shown(figures: dict) -> dict:
-        return {k: (None if k in hidden else v.as_dict()) for k, v in figures.items()}
+    def proportion(name: str, estimate):
+        numerator, denominator = (published.get(c) for c in PROPORTIONS[name])
+        if numerator is None or not denominator:
+            return None
+        low, high = wilson_interval(numerator, denominator, level)
+        return {"value": round(numerator / denominator, 4), "low": round(float(low), 4), "high": round(float(high), 4)}
 
-    out["share_of_population"] = round(row.counts["patients"] / population_patients, 5) if population_patients else None
-    out["figures"] = shown(row.figures)
+    def shown(figures: dict, rounded_proportions: bool = False) -> dict:
+        out = {}
+        for k, v in figures.items():
+            if k in hidden:
+                out[k] = None
+            elif rounded_proportions and k in PROPORTIONS and all(c in published for c in PROPORTIONS[k]):
+                out[k] = proportion(k, v)
+            else:
+                out[k] = v.as_dict()
+        return out
+
+    patients = published.get("patients")
+    out["share_of_population"] = round(patients / population_patients, 3) \
+        if population_patients and patients is not None else None
+    out["figures"] = shown(row.figures, rounded_proportions=True)
     out["ratio_to_reference"] = shown(row.vs_reference)
     out["difference_to_reference"] = shown(row.vs_reference_difference)
     out["ratio_to_population"] = shown(row.vs_population)
@@ -82,9 +131,10 @@ def group_json(row: GroupFigures, population_patients: int) -> dict:
     return out
 
 
-def _grouping_json(grouping: GroupingFigures) -> list[dict]:
-    population = sum(g.counts["patients"] for g in grouping.groups)
-    return [group_json(g, population) for g in grouping.groups]
+def grouping_json(grouping: GroupingFigures, level: float = 0.95) -> list[dict]:
+    population = suppress(sum(g.counts["patients"] for g in grouping.groups))
+    secondary = secondary_suppression(grouping.groups)
+    return [group_json(g, population, secondary[i], level) for i, g in enumerate(grouping.groups)]
 
 
 @dataclass
@@ -99,6 +149,14 @@ class AuditReport:
     detailed: dict[str, ScoreAudit]  # by score name: the 16 detailed categories, descriptive
     models: dict[str, dict]  # by score name: model name, version, ... (for the header)
     generated_at: str = ""
+    decision: object | None = None  # _decision.GateDecision: sign-offs and what ranks each list
+    notes: list[str] = field(default_factory=list)  # e.g. how a score that was not a probability was read
+
+    def __post_init__(self) -> None:
+        if self.decision is None:
+            from models.fairness._decision import GateDecision
+
+            self.decision = GateDecision(self.gates)
 
     @property
     def status(self) -> str:
@@ -110,28 +168,34 @@ class AuditReport:
 
     def to_json(self) -> dict:
         settings = asdict(self.settings)
-        settings["overrides"] = [asdict(o) for o in self.settings.overrides]
+        settings["signoffs"] = [s.as_dict() for s in self.settings.signoffs]
+        decision = self.decision
         out = {
             "kind": "phm fairness audit", "title": self.title,
             "generated_at": self.generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "disclosure": DISCLOSURE_NOTE, "settings": settings,
-            "gate": {"status": self.status, "label": self.label(), "outcomes": {g.outcome: {
-                "status": g.status, "label": g.label(), "accepted": g.accepted,
-                "override": asdict(g.override) if g.override else None,
-                "findings": [f.as_dict() for f in g.findings]} for g in self.gates}},
+            "disclosure": DISCLOSURE_NOTE, "settings": settings, "notes": self.notes,
+            "gate": {"status": self.status, "label": self.label(), "may_publish": not decision.refused,
+                     "exit_code": decision.exit_code, "outcomes": {g.outcome: {
+                         "status": g.status, "label": g.label(), "accepted": g.accepted,
+                         "signoff": g.signoff.as_dict() if g.signoff and g.status != "PASS" else None,
+                         "ranks_list": decision.ranks_list(g.outcome),
+                         "findings": [f.as_dict() for f in g.findings],
+                         "tests": [t.as_dict() for t in g.tests]} for g in self.gates}},
             "scores": {},
         }
+        if decision.standards:
+            out["compared_with_standard"] = {k: v.as_dict() for k, v in decision.standards.items()}
         for audit in self.audits:
             entry = {"model": self.models.get(audit.name, {}), "operating_point_threshold": round(audit.threshold, 6),
                      "need_measure": audit.need_description,
-                     "performance": {g.grouping.name: _grouping_json(g) for g in audit.performance},
-                     "selection": {g.grouping.name: _grouping_json(g) for g in audit.selection},
+                     "performance": {g.grouping.name: grouping_json(g, self.settings.level) for g in audit.performance},
+                     "selection": {g.grouping.name: grouping_json(g, self.settings.level) for g in audit.selection},
                      "population_need_by_score_decile": audit.population_need_by_decile}
             if audit.name in self.detailed:
                 d = self.detailed[audit.name]
                 entry["detailed_categories"] = {
-                    "performance": _grouping_json(d.performance[1]) if d.performance else [],
-                    "selection": _grouping_json(d.selection[1])}
+                    "performance": grouping_json(d.performance[1]) if d.performance else [],
+                    "selection": grouping_json(d.selection[1])}
             out["scores"][audit.name] = entry
         if self.quality is not None:
             out["ethnicity_data_quality"] = [_quality_json(r) for r in self.quality.rows]
@@ -274,7 +338,7 @@ def _counted(name: str):
 
 PERFORMANCE_COLUMNS = [
     ("patients", _counted("patients")), ("outcomes", _counted("events")),
-    ("share", lambda r, band, limit: f"{r['share_of_population']:.1%}"),
+    ("share", lambda r, band, limit: "&ndash;" if r["share_of_population"] is None else f"{r['share_of_population']:.1%}"),
     ("outcome rate", _figure("outcome_rate")), ("mean predicted", _figure("mean_predicted_risk")),
     ("O/E", _figure("observed_expected", "band")), ("cal. slope", _figure("calibration_slope")),
     ("AUROC", _figure("auroc")), ("selection rate", _figure("selection_rate")),
@@ -316,6 +380,60 @@ def _selection_table(rows: list[dict], limit: float) -> str:
     return _table(rows, SELECTION_COLUMNS, None, limit)
 
 
+def _tests_table(report: AuditReport, settings: AuditSettings) -> str:
+    family = "Holm" if settings.family_control == "holm" else "Benjamini-Hochberg"
+    rows = ["<h2>The gate's tests</h2><p class=note>One family of tests over every outcome, group and check; "
+            f"p-values of 'no worse than the margin', {family}-adjusted; family error {1 - settings.level:.0%}. "
+            "Estimates shrunk by empirical Bayes before judging"
+            f"{'' if settings.shrinkage else ' (off)'}. The minimum detectable ratio is the smallest effect on the "
+            f"harmful side the test would find with {settings.power:.0%} power: a small group is judged, and this "
+            "says how large an effect it could show.</p><table><tr><th>outcome</th><th>group</th><th>check</th>"
+            "<th>harm</th><th>estimate (95% CI)</th><th>after shrinkage</th><th>margin</th><th>p</th>"
+            "<th>adjusted p</th><th>minimum detectable ratio</th><th>verdict</th></tr>"]
+    for gate in report.gates:
+        for t in gate.tests:
+            d = t.as_dict()
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                t.outcome, t.group + (" (small)" if t.small else ""), t.check, t.side)) +
+                f"<td>{_cell(d['estimate'])}</td><td>{_num(d['shrunk'])}</td>"
+                f"<td>{t.margin[0]:.2f}-{t.margin[1]:.2f}</td><td>{_num(d['p_value'])}</td>"
+                f"<td>{_num(d['adjusted_p_value'])}</td><td>{_num(d['minimum_detectable_ratio'])}</td>"
+                f"<td class={t.verdict}>{t.verdict}</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _num(value) -> str:
+    return "&ndash;" if value is None else f"{value:.3g}"
+
+
+def _standard_table(data: dict) -> str:
+    compared = data.get("compared_with_standard")
+    if not compared:
+        return ""
+    parts = ["<h2>Do no harm: the trained model against the validated score, same validation patients</h2>"
+             "<p class=note>Each score selects the same share of the validation patients. Difference = model "
+             "minus standard, paired bootstrap interval; 'worse' = surely worse after Holm's control over these "
+             "comparisons. A model worse for any group large enough to judge does not become champion, and the "
+             "validated score ranks that outcome's list.</p>"]
+    for outcome, c in compared.items():
+        parts.append(f"<h3>{html.escape(outcome)}: {html.escape(c['standard'])}; the list is ranked by "
+                     f"<b>{html.escape(c['ranks_list'])}</b></h3>")
+        for reason in c["reasons"]:
+            parts.append(f"<p class=flag>{html.escape(reason)}</p>")
+        parts.append("<table><tr><th>group</th><th>patients</th><th>outcomes</th><th>figure</th><th>model</th>"
+                     f"<th>{html.escape(c['standard'])}</th><th>difference (95% CI)</th><th>judged</th>"
+                     "<th>model worse</th></tr>")
+        for g in c["groups"]:
+            for name, f in g["figures"].items():
+                parts.append(f"<tr><td>{html.escape(g['group'])}</td><td>{_count(g['patients'])}</td>"
+                             f"<td>{_count(g['events'])}</td><td>{html.escape(name)}</td><td>{_num(f['model'])}</td>"
+                             f"<td>{_num(f['standard'])}</td><td>{_num(f['difference'])} <span class=note>"
+                             f"({_num(f['low'])} to {_num(f['high'])})</span></td><td>{'yes' if g['judged'] else 'no'}"
+                             f"</td><td>{'<b>yes</b>' if name in g['model_worse_on'] else 'no'}</td></tr>")
+        parts.append("</table>")
+    return "".join(parts)
+
+
 def render_html(report: AuditReport, data: dict) -> str:
     settings = report.settings
     band = settings.ratio_band
@@ -325,16 +443,24 @@ def render_html(report: AuditReport, data: dict) -> str:
              f"<h1>{html.escape(report.title)}</h1>",
              f"<p>Gate result: <span class='status {status}' id=gate-result>{html.escape(report.label())}</span></p>",
              f"<p class=note>Generated {html.escape(data['generated_at'])}. Reference group: "
-             f"{html.escape(settings.reference_group)}. Ratio band {band[0]}-{band[1]}; label-choice limit "
+             f"{html.escape(settings.reference_group)}. Margin {band[0]}-{band[1]}; label-choice margin "
              f"{settings.need_ratio_limit}; {settings.replicates:,} bootstrap replicates; {settings.level:.0%} "
              f"intervals (Wilson for proportions, bootstrap otherwise). {DISCLOSURE_NOTE}</p>"]
+    for note in data.get("notes", []):
+        parts.append(f"<p class=note><b>Note:</b> {html.escape(note)}</p>")
     parts.append("<h2>Findings</h2><ul>")
     any_finding = False
     for gate in report.gates:
         override = ""
-        if gate.override is not None and gate.status != "PASS":
-            override = (f" &mdash; accepted by {html.escape(gate.override.reviewer)}: "
-                        f"{html.escape(gate.override.reason)}")
+        if gate.signoff is not None and gate.status != "PASS":
+            demo = " <b>[DEMO SIGN-OFF on synthetic data: not a real review]</b>" if gate.signoff.is_demo else ""
+            override = (f" &mdash; signed off by {html.escape(gate.signoff.reviewer)} "
+                        f"({html.escape(gate.signoff.source)}){demo}: {html.escape(gate.signoff.reason)}")
+        elif gate.status != "PASS":
+            override = " &mdash; <b>not signed off: champion not moved, no list may go out</b>"
+        ranks = report.decision.ranks_list(gate.outcome)
+        if ranks != "model":
+            override += f" &mdash; <b>do no harm: {html.escape(ranks)} ranks this list, not the trained model</b>"
         parts.append(f"<li><b>{html.escape(gate.outcome)}: {gate.status}</b>{override}<ul>")
         for f in sorted(gate.findings, key=lambda f: (f.level != "FAIL", f.rule, f.group)):
             any_finding = True
@@ -343,6 +469,8 @@ def render_html(report: AuditReport, data: dict) -> str:
     if not any_finding:
         parts.append("<li>No findings.</li>")
     parts.append("</ul>")
+    parts.append(_tests_table(report, settings))
+    parts.append(_standard_table(data))
     for audit in report.audits:
         entry = data["scores"][audit.name]
         entry["_band"] = band

@@ -11,44 +11,74 @@ from dataclasses import dataclass, field
 from phm.exceptions import ConfigError
 
 GATE_LEVELS = ("PASS", "WARN", "FAIL")
+FAMILY_CONTROLS = ("holm", "fdr")
+DEMO_REVIEWER = "DEMO REVIEWER (phm demo, synthetic data: not a real review)"
 
 
 @dataclass(frozen=True)
-class Override:
-    """A reviewer's acceptance of a gate result, recorded in MLflow with the audit."""
+class SignOff:
+    """A named reviewer's sign-off on a WARN or FAIL: without one, neither moves ``champion`` nor
+    lets a list out. Recorded in MLflow (tags of the audit run and the model version) and in the
+    lists' manifest. ``source`` says where it came from: the configuration, ``phm review`` or
+    ``phm demo`` (a demo sign-off is labelled as such everywhere it is shown)."""
 
     reviewer: str
     reason: str
-    accepts: str = "FAIL"  # the worst result it accepts: "WARN" or "FAIL"
+    accepts: str = "WARN"  # the worst result it accepts: "WARN" or "FAIL"
     outcomes: tuple[str, ...] = ("*",)  # outcomes it covers; "*" = all
+    source: str = "configuration"
+
+    @property
+    def is_demo(self) -> bool:
+        return self.source == "phm demo"
 
     def covers(self, outcome: str) -> bool:
         return "*" in self.outcomes or outcome in self.outcomes
 
     def validate(self, where: str) -> None:
         if not self.reviewer.strip():
-            raise ConfigError(f"{where}.reviewer: name the reviewer who accepts the result")
+            raise ConfigError(f"{where}.reviewer: name the reviewer who signs off the result")
         if len(self.reason.strip()) < 10:
-            raise ConfigError(f"{where}.reason: give the reason for the override (at least 10 characters)")
+            raise ConfigError(f"{where}.reason: give the reason for the sign-off (at least 10 characters)")
         if self.accepts not in ("WARN", "FAIL"):
             raise ConfigError(f"{where}.accepts: must be WARN or FAIL, not {self.accepts!r}")
+
+    def as_dict(self) -> dict:
+        return {"reviewer": self.reviewer, "reason": self.reason, "accepts": self.accepts,
+                "outcomes": list(self.outcomes), "source": self.source}
+
+
+Override = SignOff  # the name used before sign-offs were required for WARN too
+
+
+def demo_signoff() -> SignOff:
+    return SignOff(DEMO_REVIEWER, "phm demo signs off its own synthetic run so that the whole pipeline can be "
+                   "seen end to end; a real run needs a named reviewer ([[audit.signoff]] or phm review)",
+                   "FAIL", ("*",), "phm demo")
 
 
 @dataclass(frozen=True)
 class AuditSettings:
     replicates: int = 1000  # bootstrap replicates
     seed: int = 42
-    level: float = 0.95  # confidence level of every interval
+    level: float = 0.95  # confidence level of every interval; the family's error rate is 1 - level
     reference_group: str = "White"  # the comparison group for ratios and differences
-    ratio_band: tuple[float, float] = (0.8, 1.25)  # ratios inside it are judged equitable
-    need_ratio_limit: float = 1.5  # label choice: FAIL when a group is surely this much sicker at the same score
-    min_patients: int = 100  # groups smaller than this are "too small to judge" (WARN)
+    ratio_band: tuple[float, float] = (0.8, 1.25)  # the equivalence margin of every ratio check
+    need_ratio_limit: float = 1.25  # label choice: the margin for need at the same score (and age)
+    family_control: str = "holm"  # multiplicity control of the gate's tests: holm (FWER) or fdr (BH)
+    shrinkage: bool = True  # empirical-Bayes shrinkage of group estimates before judging them
+    power: float = 0.8  # for the minimum detectable effect stated for every group
+    min_patients: int = 100  # groups smaller than this are also "too small to judge" (WARN), still tested
     min_events: int = 10  # ... or with fewer recorded outcomes than this
     max_ethnicity_missing: float = 0.15  # WARN when more than this share has no stated ethnicity
     capacity_share: float = 0.10  # list capacity as a share of eligible patients (until lists set it)
-    fail_when_over_served: bool = False  # FAIL also when a selection ratio is wholly above the band
-    accept_warn: bool = True  # a WARN still moves 'champion' (and lets lists out), recorded as such
-    overrides: tuple[Override, ...] = field(default_factory=tuple)
+    fail_when_over_served: bool = False  # FAIL also when a selection ratio is surely above the band
+    compare_with_standard: bool = True  # do no harm: a model worse than QRISK3/QDiabetes for a group is not used
+    signoffs: tuple[SignOff, ...] = field(default_factory=tuple)
+
+    @property
+    def overrides(self) -> tuple[SignOff, ...]:
+        return self.signoffs
 
     def validate(self) -> None:
         low, high = self.ratio_band
@@ -56,7 +86,9 @@ class AuditSettings:
             (self.replicates >= 1000, "audit.replicates: at least 1000 bootstrap replicates (the default)"),
             (0.5 < self.level < 1, "audit.level: a confidence level between 0.5 and 1 (default 0.95)"),
             (0 < low < 1 < high, "audit.ratio_band: [low, high] with low < 1 < high (default [0.8, 1.25])"),
-            (self.need_ratio_limit > 1, "audit.need_ratio_limit: above 1 (default 1.5)"),
+            (self.need_ratio_limit > 1, "audit.need_ratio_limit: above 1 (default 1.25)"),
+            (self.family_control in FAMILY_CONTROLS, "audit.family_control: holm or fdr (default holm)"),
+            (0.5 <= self.power < 1, "audit.power: between 0.5 and 1 (default 0.8)"),
             (self.min_patients >= 8, "audit.min_patients: at least 8 (default 100)"),
             (self.min_events >= 1, "audit.min_events: at least 1 (default 10)"),
             (0 <= self.max_ethnicity_missing <= 1, "audit.max_ethnicity_missing: a share in [0, 1] (default 0.15)"),
@@ -66,5 +98,5 @@ class AuditSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        for i, override in enumerate(self.overrides):
-            override.validate(f"audit.override[{i}]")
+        for i, signoff in enumerate(self.signoffs):
+            signoff.validate(f"audit.signoff[{i}]")

@@ -1,9 +1,16 @@
 """The audit of any scored table (CSV or Parquet) from any model: ``phm audit --scores``.
 
 The table is both the validation data and the list's population: one row per patient with a
-group, a predicted probability, the recorded outcome (0/1) and optionally a need count; the
-operating point is the top k rows or a threshold. ``imd_quintile`` and ``sex`` columns, when
-present, give the intersections. Errors name the file, the column and the first bad row.
+group, a score, the recorded outcome (0/1) and optionally a need count; the operating point is
+the top k rows or a threshold. ``imd_quintile`` and ``sex`` columns, when present, give the
+intersections; an ``age`` (or ``age_years``) column makes the label-choice check compare by age
+band too. Errors name the file, the column and the first bad row.
+
+A score that is not a probability is read, with a note in the output and the report:
+- a percentile or percentage (0-100, some value above 1): divided by 100;
+- anything else (negative values, or above 100): a rank score; it is converted to its
+  percentile within the table (0-1). Ranking, selection and the label-choice check do not
+  change; calibration (observed / expected) is then not meaningful and is not gated.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from pathlib import Path
 import polars as pl
 
 from models.fairness._audit import audit_score
-from models.fairness._gate import judge
+from models.fairness._decision import decide
+from models.fairness._gate import judge_all
 from models.fairness._quality import ethnicity_quality
 from models.fairness._report import AuditReport
 from models.fairness._settings import AuditSettings
@@ -78,16 +86,28 @@ def _numeric(frame: pl.DataFrame, path: Path, column: str, option: str) -> pl.Se
     return converted
 
 
+def as_probability(score: pl.Series, column: str) -> tuple[pl.Series, str | None]:
+    """The score as a probability, and a note saying how it was read (None when it was one)."""
+    low, high = score.min(), score.max()
+    if low >= 0 and high <= 1:
+        return score, None
+    if low >= 0 and high <= 100:
+        return score / 100, (f"column {column!r} is not a probability (values up to {high:g}): read as a "
+                             "percentage or percentile 0-100 and divided by 100")
+    ranked = (score.rank("average") - 0.5) / score.len()
+    return ranked, (f"column {column!r} is not a probability (values from {low:g} to {high:g}): converted to its "
+                    "percentile rank within the table; ranking and selection are unchanged, but calibration "
+                    "(observed / expected) is not meaningful for it and is not gated")
+
+
 def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float]:
     frame = read_table(spec.path)
     if frame.is_empty():
         raise ConfigError(f"--scores {spec.path}: no rows")
     if spec.group not in frame.columns:
         raise ConfigError(f"--group {spec.group}: no such column in {spec.path} (columns: {', '.join(frame.columns)})")
-    score = _numeric(frame, spec.path, spec.score, "--score")
-    row = _first_bad_row(~score.is_between(0, 1))
-    if row is not None:
-        raise ConfigError(f"{spec.path}, row {row}, column {spec.score!r}: a score must be a probability between 0 and 1")
+    raw_score = _numeric(frame, spec.path, spec.score, "--score")
+    score, note = as_probability(raw_score, spec.score)
     outcome = _numeric(frame, spec.path, spec.outcome, "--outcome")
     row = _first_bad_row(~outcome.is_in([0.0, 1.0]))
     if row is not None:
@@ -104,6 +124,9 @@ def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float]:
     for column in ("imd_quintile", "sex"):
         if column in frame.columns:
             table = table.with_columns(frame[column].cast(pl.String).alias(column))
+    age = next((c for c in ("age", "age_years") if c in frame.columns), None)
+    if age is not None:
+        table = table.with_columns(_numeric(frame, spec.path, age, "age column").alias("age"))
     if spec.top_k is not None:
         if not 1 <= spec.top_k <= table.height:
             raise ConfigError(f"--top-k must be between 1 and the number of rows ({table.height:,}), not {spec.top_k}")
@@ -114,20 +137,28 @@ def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float]:
         threshold = spec.threshold if spec.threshold is not None else None
         if threshold is None:
             raise ConfigError("give the operating point: --top-k N or --threshold X")
-        table = table.with_columns((pl.col("score") >= threshold).alias("selected"))
-    return table, threshold
+        # the threshold is on the score as given
+        table = table.with_columns((raw_score >= threshold).alias("selected"))
+    return table, threshold, note
 
 
 def audit_table(spec: TableSpec, settings: AuditSettings, out_dir: Path, name: str = "score") -> AuditReport:
-    table, threshold = prepare(spec)
+    table, threshold, note = prepare(spec)
     settings.validate()
     columns = [c for c in ("group", "imd_quintile", "sex") if c in table.columns]
+    age = ["age"] if "age" in table.columns else []
     audit = audit_score(name, table.select(*columns, "score", "selected", "outcome"),
-                        table.select(*columns, "score", "selected", "need"), threshold, settings, spec.high_need_from)
+                        table.select(*columns, *age, "score", "selected", "need"), threshold, settings,
+                        spec.high_need_from)
     audit.need_description = f"column {spec.need!r}" if spec.need else "the recorded outcome (no --need given)"
     quality = ethnicity_quality(table.select("group"), settings.level)
-    gate = judge(audit, settings, quality.missing_share)
+    gate = judge_all([audit], settings, quality.missing_share)[0]
+    if note and "percentile rank" in note:  # calibration of a rank is meaningless: not gated
+        gate.tests = [t for t in gate.tests if t.check != "calibration"]
+        gate.findings = [f for f in gate.findings if f.rule != "calibration"]
+    decision = decide([gate], settings.signoffs)
     report = AuditReport(f"Fairness audit of {spec.path.name}", settings, [audit], [gate], quality, {},
-                         {name: {"table": spec.path.name, "score column": spec.score, "outcome column": spec.outcome}})
+                         {name: {"table": spec.path.name, "score column": spec.score, "outcome column": spec.outcome}},
+                         decision=decision, notes=[note] if note else [])
     report.write(Path(out_dir))
     return report

@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from models.fairness import AuditSettings, SignOff
 from phm.config import RunConfig
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE, practice_key, pseudonym
@@ -22,6 +23,10 @@ from tests.servers import prefect_harness
 
 pytestmark = pytest.mark.slow
 KEY = "a-test-key-that-is-long-enough-0123456789"
+# a WARN or FAIL needs a named reviewer's sign-off before any list goes out (docs/fairness.md)
+REVIEWER = SignOff("Test Reviewer, flow tests", "a 12,000-patient synthetic extract: small groups reviewed by the test",
+                   "FAIL")
+SIGNED_OFF = RunConfig(audit=AuditSettings(signoffs=(REVIEWER,)))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def flow_run(tmp_path_factory):
     generate(SynthConfig(patients=12_000, seed=11, pcns=2), folder / "extract")
     with pytest.MonkeyPatch.context() as patch, prefect_harness():
         patch.setenv(KEY_VARIABLE, KEY)
-        summary = run_flow(folder / "extract", folder / "out", RunConfig())
+        summary = run_flow(folder / "extract", folder / "out", SIGNED_OFF)
         yield folder, summary, patch
 
 
@@ -129,16 +134,35 @@ def test_no_raw_identifier_leaves_in_a_list(flow_run):
     assert KEY not in text
 
 
+def test_the_manifest_and_mlflow_record_the_gate_decision_and_who_signed_it_off(flow_run):
+    from mlflow.tracking import MlflowClient
+
+    folder, summary, _ = flow_run
+    manifest = json.loads((summary.lists_link / "lists_manifest.json").read_text())
+    decision = manifest["gate_decision"]
+    assert set(decision) == {"cvd", "t2d", "hypertension"}
+    client = MlflowClient(f"sqlite:///{folder / 'out' / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_run(manifest["audit_run_id"]).data.tags
+    for outcome, entry in decision.items():
+        assert entry["may_publish"] is True
+        if entry["gate"] == "PASS":
+            assert entry["signoff"] is None
+        else:  # WARN or FAIL went out only because the named reviewer signed it off
+            assert entry["signoff"]["reviewer"] == REVIEWER.reviewer and entry["signoff"]["source"] == "configuration"
+            assert tags[f"phm.signoff.{outcome}.reviewer"] == REVIEWER.reviewer
+        assert tags[f"phm.fairness_gate.{outcome}.may_publish"] == "true"
+
+
 def test_a_gate_that_refuses_leaves_the_previous_lists_published(flow_run):
     from flows.run import run_flow
-    from models.fairness import AuditSettings
 
     folder, summary, patch = flow_run
     before = summary.lists_link.resolve()
     files = {p.name: p.read_bytes() for p in before.iterdir()}
-    strict = RunConfig(audit=AuditSettings(min_patients=10**9, accept_warn=False))  # every group too small
+    strict = RunConfig(audit=AuditSettings(min_patients=10**9))  # every group too small: WARN, and no sign-off
     with prefect_harness():
-        with pytest.raises(FairnessGateFailed, match="too small to judge.*no list is produced"):
+        with pytest.raises(FairnessGateFailed, match="awaiting a reviewer's sign-off.*too small to judge.*no list is "
+                           "produced"):
             run_flow(folder / "extract", folder / "out", strict)
     assert summary.lists_link.resolve() == before
     assert {p.name: p.read_bytes() for p in before.iterdir()} == files

@@ -153,8 +153,8 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
     scores = pl.Series("score", predict_risk(model, model_inputs(eligible, "with_equity")))
     threshold = operating_point(scores, settings.capacity_share)
     patients = eligible.with_columns(scores, need("hypertension"), measurements_recorded()).select(
-        pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", "score", "need", "measurements_recorded",
-        (pl.col("score") >= threshold).alias("selected"))
+        pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", pl.col("age_years").alias("age"), "score",
+        "need", "measurements_recorded", (pl.col("score") >= threshold).alias("selected"))
     assert cuts.threshold == threshold and cuts.eligible == eligible.height
     direct = audit_score("hypertension", None, patients, threshold, settings, 1)
     sharded = audit_score("hypertension", None, cells, threshold, settings, 1)

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import precision_score, roc_auc_score
 
-from models.fairness import AuditSettings, Override, audit_score, ethnicity_quality, judge
+from models.fairness import AuditSettings, Override, SignOff, audit_score, ethnicity_quality, judge
 from models.fairness._metrics import wilson_interval
 from models.fairness._report import AuditReport
 from models.metrics import calibration_slope
@@ -177,7 +177,7 @@ def test_an_under_predicted_group_fails_on_observed_expected():
     audit = run(simulate(under_predicted={"Black": 2.0}))
     gate = judge(audit, FAST, 0.05)
     assert gate.status == "FAIL" and not gate.accepted
-    assert any(f.rule == "observed/expected" and f.group == "Black" and f.level == "FAIL" for f in gate.findings)
+    assert any(f.rule == "calibration" and f.group == "Black" and f.level == "FAIL" for f in gate.findings)
     # under-rated, so selected far less than its share of the outcomes: under-served twice over
     for rule in ("need-adjusted selection", "sensitivity ratio"):
         assert any(f.rule == rule and f.group == "Black" and f.level == "FAIL" for f in gate.findings), rule
@@ -192,30 +192,34 @@ def test_a_group_served_beyond_its_share_is_a_warning_unless_configured_to_fail(
                for f in judge(audit, strict, 0.05).findings)
 
 
-def test_a_group_too_small_to_judge_is_a_warning():
+def test_a_group_too_small_to_judge_is_a_warning_that_names_what_it_could_show():
     frame = simulate(n=20_000, groups=("White", "Asian", "Other"), shares=(0.8, 0.197, 0.003))
     gate = judge(run(frame), FAST, 0.05)
-    assert any(f.rule == "too small to judge" and f.group == "Other" for f in gate.findings)
-    assert gate.status == "WARN" and gate.accepted  # accept_warn is the default
+    small = [f for f in gate.findings if f.rule == "too small to judge" and f.group == "Other"]
+    assert small and "smallest effects it could show" in small[0].message
+    # judged all the same: its tests are in the family, with a minimum detectable ratio
+    assert any(t.group == "Other" and t.small and t.detectable > 0 for t in gate.tests)
+    assert gate.status == "WARN" and not gate.accepted  # a WARN is never accepted silently
+    signed = SignOff("Dr Reviewer", "small group, reviewed by hand at the panel", "WARN")
+    assert judge(run(frame), AuditSettings(replicates=300, signoffs=(signed,)), 0.05).accepted
 
 
 def test_missing_ethnicity_over_the_limit_is_a_data_quality_warning(plain):
     _, audit = plain
     gate = judge(audit, FAST, 0.30)
     assert any(f.rule == "ethnicity data quality" and f.level == "WARN" for f in gate.findings)
-    strict = AuditSettings(replicates=300, accept_warn=False)
-    assert not judge(audit, strict, 0.30).accepted
+    assert not judge(audit, FAST, 0.30).accepted
 
 
 def test_a_reviewer_override_accepts_a_fail_only_for_its_outcomes():
     audit = run(simulate(under_predicted={"Black": 2.0}))
     override = Override("Dr Reviewer", "known under-recording, correction under way", "FAIL", ("test",))
-    gate = judge(audit, AuditSettings(replicates=300, overrides=(override,)), 0.05)
-    assert gate.status == "FAIL" and gate.accepted and gate.label() == "FAIL (accepted by Dr Reviewer)"
+    gate = judge(audit, AuditSettings(replicates=300, signoffs=(override,)), 0.05)
+    assert gate.status == "FAIL" and gate.accepted and gate.label() == "FAIL (signed off by Dr Reviewer)"
     other = Override("Dr Reviewer", "known under-recording, correction under way", "FAIL", ("cvd",))
-    assert not judge(audit, AuditSettings(replicates=300, overrides=(other,)), 0.05).accepted
+    assert not judge(audit, AuditSettings(replicates=300, signoffs=(other,)), 0.05).accepted
     warn_only = Override("Dr Reviewer", "known under-recording, correction under way", "WARN")
-    assert not judge(audit, AuditSettings(replicates=300, overrides=(warn_only,)), 0.05).accepted
+    assert not judge(audit, AuditSettings(replicates=300, signoffs=(warn_only,)), 0.05).accepted
 
 
 # --- data quality and the report -----------------------------------------------------------------
@@ -275,6 +279,8 @@ def test_configuration_errors_name_the_key(tmp_path):
         "[audit]\nreplicates = 200\n": "audit.replicates: at least 1000",
         "[audit]\nratio_band = [1.2, 0.8]\n": "audit.ratio_band",
         "[audit]\n[[audit.override]]\nreviewer = 'Dr R'\n": "audit.override[0].reason: required",
+        "[audit]\n[[audit.signoff]]\nreviewer = ' '\nreason = 'reviewed at the panel'\n": "audit.signoff[0].reviewer",
+        "[audit]\naccept_warn = true\n": "audit.accept_warn: removed",
         "[paths]\nout = 3\n": "unknown table or key 'paths'",
         "[lists]\ncapacity = 3\n": "lists.capacity: unknown key",
         "[audit\n": "not valid TOML",
@@ -288,12 +294,13 @@ def test_configuration_errors_name_the_key(tmp_path):
 
 def test_configuration_loads_rules_and_overrides(tmp_path):
     path = tmp_path / "phm.toml"
-    path.write_text("[audit]\nreplicates = 2000\nratio_band = [0.9, 1.1]\naccept_warn = false\n"
-                    "[[audit.override]]\nreviewer = 'Dr R'\nreason = 'accepted at the panel of 1 May'\n"
+    path.write_text("[audit]\nreplicates = 2000\nratio_band = [0.9, 1.1]\nfamily_control = 'fdr'\n"
+                    "[[audit.signoff]]\nreviewer = 'Dr R'\nreason = 'accepted at the panel of 1 May'\n"
                     "outcomes = ['cvd']\n")
     settings = load_config(path).audit
-    assert settings.replicates == 2000 and settings.ratio_band == (0.9, 1.1) and not settings.accept_warn
-    assert settings.overrides[0].covers("cvd") and not settings.overrides[0].covers("t2d")
+    assert settings.replicates == 2000 and settings.ratio_band == (0.9, 1.1) and settings.family_control == "fdr"
+    assert settings.signoffs[0].covers("cvd") and not settings.signoffs[0].covers("t2d")
+    assert settings.signoffs[0].accepts == "WARN" and settings.signoffs[0].source == "configuration"
 
 
 # --- phm audit --scores -------------------------------------------------------------------------
@@ -320,13 +327,13 @@ def test_audit_of_a_scored_table_on_the_command_line(tmp_path, capsys):
                  "--outcome", "outcome", "--threshold", "0.1", "--replicates", "1000", "--out", str(tmp_path / "u")])
     captured = capsys.readouterr()
     assert code == 7
-    assert "FAIL [observed/expected]" in captured.out and "Black" in captured.out
-    assert "fairness gate says FAIL" in captured.err
+    assert "FAIL [calibration]" in captured.out and "Black" in captured.out
+    assert "fairness gate refused score FAIL" in captured.err
 
 
 @pytest.mark.parametrize("args, message", [
     (["--group", "nope"], "--group nope: no such column"),
-    (["--score", "need"], "row 1, column 'need': a score must be a probability"),
+    (["--score", "group"], "row 1, column 'group': empty or not a number"),
     (["--outcome", "score"], "column 'score': the outcome must be 0 or 1"),
     (["--top-k", "0"], "--top-k must be between 1"),
 ])
@@ -342,3 +349,147 @@ def test_audit_of_a_scored_table_names_the_column_and_row_at_fault(tmp_path, cap
         argv += [key, value]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+# --- phm audit --scores: scores that are not probabilities; the published label-choice case ---------
+
+def obermeyer_table(n=20_000, seed=3, cost_factor=0.6) -> pl.DataFrame:
+    """A table in the shape of Obermeyer et al. (Science 2019; their data is public): the score is
+    a percentile (0-100) of predicted cost, the outcome is high cost, need is the number of chronic
+    conditions. Black patients' care costs less for the same illness (``cost_factor``), so at the
+    same score they carry more chronic conditions."""
+    rng = np.random.default_rng(seed)
+    black = rng.random(n) < 0.12
+    conditions = rng.poisson(np.exp(rng.normal(0.6, 0.7, n)))
+    cost = conditions * np.where(black, cost_factor, 1.0) * np.exp(rng.normal(0, 0.3, n))
+    predicted = cost * np.exp(rng.normal(0, 0.2, n))
+    percentile = 100 * (np.argsort(np.argsort(predicted)) + 0.5) / n
+    high_cost = (cost > np.quantile(cost, 0.9)).astype(np.int8)
+    return pl.DataFrame({"race": np.where(black, "Black", "White"), "risk_score_t": percentile,
+                         "high_cost": high_cost, "gagne_sum_t": conditions})
+
+
+def test_a_percentile_score_is_read_with_a_note_and_the_label_choice_case_fails(tmp_path, capsys):
+    from phm.cli import main
+
+    obermeyer_table().write_csv(tmp_path / "obermeyer.csv")
+    code = main(["audit", "--scores", str(tmp_path / "obermeyer.csv"), "--group", "race", "--score", "risk_score_t",
+                 "--outcome", "high_cost", "--need", "gagne_sum_t", "--top-k", "2000", "--reference", "White",
+                 "--replicates", "1000", "--out", str(tmp_path / "audit")])
+    captured = capsys.readouterr()
+    assert "note: column 'risk_score_t' is not a probability" in captured.out and "divided by 100" in captured.out
+    assert code == 7
+    assert "FAIL [label choice]" in captured.out and "Black" in captured.out
+    data = json.loads((tmp_path / "audit" / "fairness_audit.json").read_text())
+    assert data["notes"] and data["gate"]["exit_code"] == 7
+    failed = [f for f in data["gate"]["outcomes"]["score"]["findings"] if f["level"] == "FAIL"]
+    assert any(f["rule"] == "label choice" and f["group"] == "Black" for f in failed)
+    # the same table without the cost gap: no label-choice FAIL
+    obermeyer_table(cost_factor=1.0).write_csv(tmp_path / "fair.csv")
+    main(["audit", "--scores", str(tmp_path / "fair.csv"), "--group", "race", "--score", "risk_score_t",
+          "--outcome", "high_cost", "--need", "gagne_sum_t", "--top-k", "2000", "--reference", "White",
+          "--replicates", "1000", "--out", str(tmp_path / "fair")])
+    assert "FAIL [label choice]" not in capsys.readouterr().out
+
+
+def test_a_score_that_is_no_probability_nor_percentile_is_ranked_and_not_judged_on_calibration(tmp_path):
+    from models.fairness._table import TableSpec, audit_table
+
+    table = simulate(n=5_000).with_columns((pl.col("score").log() * 10).alias("score"))  # negative log-scores
+    table.write_csv(tmp_path / "t.csv")
+    report = audit_table(TableSpec(tmp_path / "t.csv", "group", "score", "outcome", top_k=500), AuditSettings(),
+                         tmp_path / "o")
+    assert "percentile rank" in report.notes[0]
+    assert not any(t.check == "calibration" for t in report.gates[0].tests)
+    assert report.audits[0].performance[0].groups[0].counts["selected"] == 500
+
+
+# --- the gate as a family of tests ------------------------------------------------------------------
+
+def test_holm_by_hand_and_benjamini_hochberg_as_scipy():
+    from scipy.stats import false_discovery_control
+
+    from models.fairness._gate import adjust
+
+    p = np.array([0.001, 0.04, 0.03, 0.2, np.nan, 0.012])
+    ok = np.isfinite(p)
+    holm = adjust(p, "holm")
+    assert np.isnan(holm[~ok]).all()
+    # sorted 0.001, 0.012, 0.03, 0.04, 0.2 times 5, 4, 3, 2, 1, then running maximum
+    np.testing.assert_allclose(holm[ok], [0.005, 0.09, 0.09, 0.2, 0.048])
+    np.testing.assert_allclose(adjust(p, "fdr")[ok], false_discovery_control(p[ok], method="bh"))
+
+
+def test_shrinkage_pulls_a_noisy_small_group_towards_the_others_more_than_a_precise_one():
+    from models.fairness._gate import shrink
+
+    values = np.log(np.array([1.0, 1.05, 0.95, 1.6, 1.6]))
+    ses = np.array([0.02, 0.02, 0.02, 0.5, 0.02])
+    shrunk, shrunk_se = shrink(values, ses)
+    assert abs(shrunk[3]) < abs(values[3]) * 0.8  # the noisy one moves a lot
+    assert shrunk[4] == pytest.approx(values[4], rel=0.05)  # the precise one hardly
+    assert (shrunk_se <= ses + 1e-9).all()
+
+
+def test_a_fair_family_of_many_groups_rarely_fails_and_a_large_effect_in_a_small_group_still_does():
+    groups = ("White", "Asian", "Black", "Mixed", "Other")
+    fails = 0
+    for seed in range(4):
+        frame = simulate(n=20_000, seed=seed, groups=groups, shares=(0.7, 0.12, 0.08, 0.06, 0.04))
+        fails += judge(run(frame), FAST, 0.05).status == "FAIL"
+    assert fails == 0
+    small = simulate(n=20_000, seed=9, groups=groups, shares=(0.7, 0.12, 0.08, 0.07, 0.03),
+                     under_predicted={"Other": 3.0})
+    gate = judge(run(small), FAST, 0.05)
+    assert any(f.group == "Other" and f.level == "FAIL" for f in gate.findings)
+
+
+# --- suppression that cannot be undone (issue 16, item 2) ---------------------------------------------
+
+def test_no_suppressed_count_can_be_recovered_from_the_published_figures(tmp_path):
+    """Tries every route an attacker has to each suppressed cell: its share of the population
+    times the published total, a proportion times its published denominator, a mean times its
+    patients, and the grouping's total minus the other cells; each must fail."""
+    frame = simulate(n=4000, seed=5, groups=("White", "Asian", "Black", "Other"), shares=(0.85, 0.1, 0.047, 0.003))
+    audit = run(frame)
+    gate = judge(audit, FAST, 0.05)
+    report = AuditReport("Test audit", FAST, [audit], [gate], ethnicity_quality(frame.select("group")), {},
+                         {"test": {"model": "m"}})
+    data = json.loads(report.write(tmp_path)[0].read_text())
+    exact = {kind: {g.grouping.name: {tuple(r.labels.values()): r.counts for r in g.groups}
+                    for g in getattr(audit, kind)} for kind in ("performance", "selection")}
+    from models.fairness._audit import PROPORTIONS
+
+    suppressed_cells = 0
+    for kind in ("performance", "selection"):
+        population = data["scores"]["test"][kind]["population"][0]["counts"]
+        for grouping, rows in data["scores"]["test"][kind].items():
+            for name in rows[0]["counts"]:
+                nulls = [r for r in rows if r["counts"].get(name) is None]
+                # subtraction: a single hidden cell would be the total minus the others
+                assert len(nulls) != 1, (kind, grouping, name)
+                if len(nulls) >= 2 and population.get(name) is not None:
+                    rest = population[name] - sum(r["counts"][name] for r in rows if r["counts"].get(name) is not None)
+                    true = [exact[kind][grouping][tuple(r["group"].values())][name] for r in nulls]
+                    assert rest != true[0] or len(set(true)) > 1 or len(nulls) > 1
+            for r in rows:
+                counts = r["counts"]
+                true = exact[kind][grouping][tuple(r["group"].values())]
+                hidden = [k for k, v in counts.items() if v is None and 0 < true[k]]
+                suppressed_cells += bool(hidden)
+                if counts.get("patients") is None:
+                    assert r.get("share_of_population") is None
+                elif r.get("share_of_population") is not None:  # from the published (rounded) counts only
+                    total = sum(x["counts"]["patients"] or 0 for x in rows)
+                    assert r["share_of_population"] in (round(counts["patients"] / total, 3),
+                                                        round(counts["patients"] / population["patients"], 3))
+                for figure, (numerator, denominator) in PROPORTIONS.items():
+                    shown = (r.get("figures") or {}).get(figure)
+                    if shown and numerator in hidden:
+                        pytest.fail(f"{figure} of {r['group']} shown over a suppressed {numerator}")
+                    if shown and counts.get(denominator):  # rate x published denominator = the published numerator
+                        assert shown["value"] * counts[denominator] == pytest.approx(
+                            counts[numerator], abs=counts[denominator] * 1e-4 + 0.01)
+                if true["patients"] < 100 and r.get("figures"):
+                    assert r["figures"].get("mean_need") is None
+    assert suppressed_cells >= 3  # the attack had something to attack

@@ -12,7 +12,7 @@ import pytest
 from cli.main import build_parser, main
 from tests.extracts import write_extract
 
-COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "run", "deploy", "demo", "calc", "contract", "codelists"]
+COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "calc", "contract", "codelists"]
 
 
 def phm(*args, timeout=300):

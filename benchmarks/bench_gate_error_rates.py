@@ -1,0 +1,114 @@
+"""The fairness gate's operating characteristics, measured against the generator's truth.
+
+Over seeds x 2 ethnicity profiles (england, diverse_urban) x 3 scenarios (no bias; outcomes of
+Black African patients recorded at 60-80%; a measurement-access gap for Black patients), each
+extract goes through ingest, features, training and the audit (models/fairness/truth.py). For
+each outcome of each run the truth says whether the model harms a group (its mean risk relative
+to White under-rates the true ratio by more than 25%, for a group with at least 200 validation
+patients). Then:
+
+- sensitivity: of the outcome-runs where the truth shows harm, the share the gate FAILs;
+- false alarms: of the outcome-runs where it does not, the share the gate FAILs;
+- both per check (the rule of a FAIL finding) and overall; and, for the under-recording
+  scenario, the share of runs that FAIL naming the Black group and the label-choice check.
+
+Prints the table and writes JSON (benchmarks/results/gate_error_rates.json), rewritten after
+every run so a long study can be stopped and still reported. Goal (issue 22): sensitivity at
+least 90%, false alarms at most 5%.
+
+    uv run python benchmarks/bench_gate_error_rates.py --seeds 20 --patients 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.fairness._gate import CHECKS  # noqa: E402
+from models.fairness.truth import SCENARIOS, ScenarioRun, scenario_run  # noqa: E402
+
+PROFILES = ("england", "diverse_urban")
+RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
+
+
+def knobs_for(scenario: str, seed: int) -> dict:
+    if scenario == "outcome under-recording":
+        return {"outcome_recording": {"N": (0.6, 0.7, 0.8)[seed % 3]}}
+    return SCENARIOS[scenario]
+
+
+def rates(runs: list[ScenarioRun]) -> dict:
+    def share(hits: int, total: int) -> dict:
+        return {"share": round(hits / total, 3) if total else None, "of": total, "hits": hits}
+
+    rows = [(r, outcome, bool(r.harmed(outcome))) for r in runs for outcome in r.gates]
+    harmed = [(r, o) for r, o, h in rows if h]
+    fair = [(r, o) for r, o, h in rows if not h]
+    out = {"outcome-runs": len(rows), "harm shown by the truth": len(harmed),
+           "sensitivity": share(sum(r.failed(o) for r, o in harmed), len(harmed)),
+           "false alarms": share(sum(r.failed(o) for r, o in fair), len(fair)),
+           "by check": {check: {"sensitivity": share(sum(r.failed(o, check) for r, o in harmed), len(harmed)),
+                                "false alarms": share(sum(r.failed(o, check) for r, o in fair), len(fair))}
+                        for check in CHECKS}}
+    under = [r for r in runs if r.scenario == "outcome under-recording"]
+    out["under-recording runs failing Black on label choice"] = share(
+        sum(any(r.failed(o, "label choice", "Black") for o in r.gates) for r in under), len(under))
+    out["by scenario"] = {s: {"runs": sum(r.scenario == s for r in runs),
+                              "any FAIL": share(sum(any(r.failed(o) for o in r.gates) for r in runs if r.scenario == s),
+                                                sum(r.scenario == s for r in runs))} for s in SCENARIOS}
+    return out
+
+
+def table(summary: dict) -> str:
+    lines = ["| check | sensitivity (FAIL when the truth shows harm) | false alarms (FAIL when it does not) |",
+             "|---|---:|---:|"]
+
+    def fmt(x: dict) -> str:
+        return "n/a" if x["share"] is None else f"{x['share']:.0%} ({x['hits']}/{x['of']})"
+    lines.append(f"| any check (the gate) | {fmt(summary['sensitivity'])} | {fmt(summary['false alarms'])} |")
+    for check, r in summary["by check"].items():
+        lines.append(f"| {check} | {fmt(r['sensitivity'])} | {fmt(r['false alarms'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--patients", type=int, default=30_000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    runs: list[ScenarioRun] = []
+    started = time.perf_counter()
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for profile in PROFILES:
+            for scenario in SCENARIOS:
+                folder = Path(tempfile.mkdtemp(prefix="phm-gate-"))
+                try:
+                    run = scenario_run(folder, seed, profile, scenario, args.patients, knobs_for(scenario, seed))
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+                runs.append(run)
+                fails = {o: [f"{f['rule']}/{f['group']}" for f in g["fails"]] for o, g in run.gates.items()}
+                harmed = {o: run.harmed(o) for o in run.gates}
+                print(f"seed {seed} {profile:<13} {scenario:<24} {run.seconds:5.0f} s  FAIL {fails}  harm {harmed}",
+                      flush=True)
+                summary = rates(runs)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps({
+                    "patients": args.patients, "seeds_done": sorted({r.seed for r in runs}),
+                    "runs": len(runs), "seconds": round(time.perf_counter() - started),
+                    "summary": summary, "runs_detail": [r.as_dict() for r in runs]}, indent=1) + "\n")
+    print(table(rates(runs)))
+    print(json.dumps(rates(runs), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Do no harm against the standard: the trained model against QRISK3 (CVD) or QDiabetes (T2D).
+
+On the same validation patients, for every broad group large enough to judge (at least
+``min_patients`` patients and ``min_events`` recorded outcomes), two paired comparisons:
+
+- sensitivity at the list's operating point: each score selects the top ``capacity_share`` of
+  the validation patients (the same capacity); difference model - standard;
+- calibration: the absolute log of observed / expected, model minus standard (a positive
+  difference: the model is further from the recorded outcomes than the standard).
+
+Intervals and one-sided p-values come from one patient-level Poisson bootstrap shared by both
+scores (paired). "Worse beyond the interval" is a test that survives Holm's control over the
+family of these comparisons (every outcome, group and figure) at ``1 - level``. If the model is
+worse for any group, it does not become champion and the validated score ranks that outcome's
+list; the report says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from models.fairness._gate import adjust
+from models.fairness._settings import AuditSettings
+
+STANDARDS = {"cvd": "QRISK3-2017", "t2d": "QDiabetes-2018"}
+CHUNK = 100
+
+
+@dataclass
+class GroupComparison:
+    group: str
+    patients: int
+    events: int
+    judged: bool
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)  # figure -> model, standard, diff, low, high, p
+    worse: list[str] = field(default_factory=list)  # figures where the model is surely worse
+
+    def as_dict(self) -> dict:
+        from phm.disclosure import suppress
+
+        return {"group": self.group, "patients": suppress(self.patients), "events": suppress(self.events),
+                "judged": self.judged, "figures": {k: {n: (None if not math.isfinite(v) else round(v, 4))
+                                                       for n, v in f.items()} for k, f in self.figures.items()},
+                "model_worse_on": self.worse}
+
+
+@dataclass
+class StandardComparison:
+    outcome: str
+    standard: str
+    groups: list[GroupComparison]
+
+    @property
+    def model_is_worse(self) -> bool:
+        return any(g.worse for g in self.groups)
+
+    @property
+    def ranks_list(self) -> str:
+        return self.standard if self.model_is_worse else "model"
+
+    def reasons(self) -> list[str]:
+        out = []
+        for g in self.groups:
+            for figure in g.worse:
+                f = g.figures[figure]
+                out.append(f"{self.outcome}: for {g.group}, the trained model's {figure} is worse than "
+                           f"{self.standard}'s on the same validation patients (model {f['model']:.3f}, "
+                           f"{self.standard} {f['standard']:.3f}; difference {f['difference']:+.3f}, "
+                           f"95% CI {f['low']:+.3f} to {f['high']:+.3f})")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"standard": self.standard, "ranks_list": self.ranks_list, "reasons": self.reasons(),
+                "groups": [g.as_dict() for g in self.groups]}
+
+
+def _top(score: np.ndarray, share: float) -> np.ndarray:
+    capacity = max(1, int(round(score.size * share)))
+    threshold = np.sort(score)[::-1][capacity - 1]
+    return score >= threshold
+
+
+def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[str, StandardComparison]:
+    """``frames``: outcome -> validation patients with ``group``, ``score`` (model),
+    ``standard`` (validated score at the same horizon) and ``outcome`` (0/1)."""
+    out, tests = {}, []
+    for k, (outcome, frame) in enumerate(frames.items()):
+        frame = frame.filter(pl.col("score").is_not_null() & pl.col("standard").is_not_null())
+        if frame.is_empty():
+            continue
+        groups = sorted(frame["group"].unique().to_list())
+        g_index = frame["group"].replace_strict({g: i for i, g in enumerate(groups)}, return_dtype=pl.Int64).to_numpy()
+        y = frame["outcome"].to_numpy().astype(float)
+        model, standard = frame["score"].to_numpy(), frame["standard"].to_numpy()
+        selected = {"model": _top(model, settings.capacity_share), "standard": _top(standard, settings.capacity_share)}
+        onehot = np.zeros((y.size, len(groups)))
+        onehot[np.arange(y.size), g_index] = 1
+        columns = {"n": np.ones_like(y), "y": y, "tp_model": y * selected["model"], "tp_standard": y * selected["standard"],
+                   "risk_model": model, "risk_standard": standard}
+
+        def figures(sums):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sens_m, sens_s = sums["tp_model"] / sums["y"], sums["tp_standard"] / sums["y"]
+                cal_m = np.abs(np.log(sums["y"] / sums["risk_model"]))
+                cal_s = np.abs(np.log(sums["y"] / sums["risk_standard"]))
+            return {"sensitivity at the operating point": (sens_m, sens_s, sens_m - sens_s, "below"),
+                    "calibration error |log O/E|": (cal_m, cal_s, cal_m - cal_s, "above")}
+
+        observed = figures({name: values @ onehot for name, values in columns.items()})
+        rng = np.random.default_rng(settings.seed + 100 + k)
+        reps: dict[str, list[np.ndarray]] = {name: [] for name in observed}
+        done = 0
+        while done < settings.replicates:
+            r = min(CHUNK, settings.replicates - done)
+            w = rng.poisson(1.0, size=(r, y.size)).astype(float)
+            for name, value in figures({c: w @ (v[:, None] * onehot) for c, v in columns.items()}).items():
+                reps[name].append(value[2])
+            done += r
+        reps = {name: np.concatenate(v) for name, v in reps.items()}
+        comparisons = []
+        counts = {"n": columns["n"] @ onehot, "y": y @ onehot}
+        for i, group in enumerate(groups):
+            judged = counts["n"][i] >= settings.min_patients and counts["y"][i] >= settings.min_events
+            comparison = GroupComparison(group, int(counts["n"][i]), int(counts["y"][i]), bool(judged))
+            for name, (m, s, diff, worse_side) in observed.items():
+                samples = reps[name][:, i]
+                finite = samples[np.isfinite(samples)]
+                if finite.size < 0.9 * samples.size or not math.isfinite(diff[i]):
+                    continue
+                low, high = np.percentile(finite, [50 * (1 - settings.level), 50 * (1 + settings.level)])
+                # one-sided bootstrap p of "the model is not worse": the share of replicates on that side
+                p = float(((finite >= 0) if worse_side == "below" else (finite <= 0)).mean())
+                comparison.figures[name] = {"model": float(m[i]), "standard": float(s[i]), "difference": float(diff[i]),
+                                            "low": float(low), "high": float(high), "p": max(p, 1 / (finite.size + 1))}
+                if judged:
+                    tests.append((comparison, name))
+            comparisons.append(comparison)
+        out[outcome] = StandardComparison(outcome, STANDARDS.get(outcome, "validated score"), comparisons)
+    adjusted = adjust(np.array([c.figures[name]["p"] for c, name in tests]), "holm")
+    for (comparison, name), p in zip(tests, adjusted, strict=True):
+        comparison.figures[name]["adjusted_p"] = float(p)
+        if p <= 1 - settings.level:
+            comparison.worse.append(name)
+    return out

@@ -1,0 +1,132 @@
+"""Synthetic extracts only: does the truth show that a model harms a group? (tests, benchmarks)
+
+The generator's ``truth/patients.parquet`` holds each patient's true ethnic group and true risk
+over the training horizon. On the validation patients (the audit's), for each outcome and true
+broad group with at least ``min_patients`` patients, the model's mean predicted risk relative to
+White is compared with the true mean risk relative to White:
+
+    tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
+
+A group is harmed when the model under-rates it by more than ``margin`` (tracking below 0.75 by
+default: the issue's "within 25%"). This is the answer key the gate's error rates are measured
+against (benchmarks/bench_gate_error_rates.py, tests/test_gate_truth.py); the pipeline never reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from phm.ethnicity import broad_group
+
+TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hypertension": "true_risk_htn_horizon"}
+
+
+@dataclass(frozen=True)
+class Tracking:
+    outcome: str
+    group: str
+    patients: int
+    model_ratio: float
+    true_ratio: float
+
+    @property
+    def tracking(self) -> float:
+        return self.model_ratio / self.true_ratio
+
+    def harmed(self, margin: float = 0.75) -> bool:
+        return self.tracking < margin
+
+
+def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200) -> list[Tracking]:
+    from features.run import connect
+
+    con = connect(db_path, read_only=True)
+    try:
+        validation = con.execute("select patient_id, outcome, predicted_risk from models.validation_predictions "
+                                 "where is_candidate").pl()
+    finally:
+        con.close()
+    truth = pl.read_parquet(Path(truth_dir) / "patients.parquet").with_columns(
+        pl.col("ethnicity_true").map_elements(broad_group, return_dtype=pl.String).alias("true_group"))
+    out = []
+    for outcome, column in TRUE_RISK.items():
+        joined = validation.filter(pl.col("outcome") == outcome).join(
+            truth.select("patient_id", "true_group", column), on="patient_id", how="inner")
+        means = joined.group_by("true_group").agg(pl.len().alias("n"), pl.col("predicted_risk").mean().alias("model"),
+                                                  pl.col(column).mean().alias("true"))
+        rows = {r["true_group"]: r for r in means.iter_rows(named=True)}
+        white = rows.get("White")
+        if white is None:
+            continue
+        for group, r in sorted(rows.items()):
+            if group == "White" or r["n"] < min_patients or not r["true"]:
+                continue
+            out.append(Tracking(outcome, group, int(r["n"]), r["model"] / white["model"], r["true"] / white["true"]))
+    return out
+
+
+SCENARIOS = {
+    "no bias": {},
+    "outcome under-recording": {"outcome_recording": {"N": 0.6}},  # Black African events coded at 60%
+    "measurement-access gap": {"measurement_access": {"Black": 0.5}},  # half the readings for Black patients
+}
+
+
+@dataclass
+class ScenarioRun:
+    """One synthetic extract through ingest, features, training and the audit, with its truth."""
+
+    seed: int
+    profile: str
+    scenario: str
+    knobs: dict
+    gates: dict[str, dict]  # outcome -> status, FAIL findings (rule, group)
+    tracking: list[Tracking]
+    seconds: float
+
+    def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
+        return [t.group for t in self.tracking if t.outcome == outcome and t.harmed(margin)]
+
+    def failed(self, outcome: str, rule: str | None = None, group: str | None = None) -> bool:
+        return any((rule is None or f["rule"] == rule) and (group is None or f["group"] == group)
+                   for f in self.gates[outcome]["fails"])
+
+    def as_dict(self) -> dict:
+        return {"seed": self.seed, "profile": self.profile, "scenario": self.scenario, "knobs": self.knobs,
+                "seconds": round(self.seconds, 1), "gates": self.gates,
+                "tracking": [{"outcome": t.outcome, "group": t.group, "patients": t.patients,
+                              "model_ratio": round(t.model_ratio, 3), "true_ratio": round(t.true_ratio, 3),
+                              "tracking": round(t.tracking, 3)} for t in self.tracking]}
+
+
+def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients: int = 30_000,
+                 knobs: dict | None = None, settings=None, min_patients: int = 200) -> ScenarioRun:
+    """Generate, ingest, build features, train (MLflow in a local store) and audit one extract."""
+    import time
+
+    from features.run import run_features
+    from models.audit_run import run_audit
+    from models.fairness._settings import AuditSettings
+    from models.tracking import tracking_location
+    from models.train import TrainingConfig
+    from models.training_run import run_training
+    from phm.ingest import ingest
+    from phm.synth import SynthConfig, generate
+
+    started = time.perf_counter()
+    knobs = SCENARIOS[scenario] if knobs is None else knobs
+    folder = Path(folder)
+    generate(SynthConfig(patients=patients, seed=seed, profile=profile, pcns=1, **knobs), folder / "extract")
+    db = folder / "phm.duckdb"
+    ingest(folder / "extract", db)
+    run_features(db)
+    run_training(db, TrainingConfig(seed=seed))
+    run = run_audit(db, settings or AuditSettings(), tracking_location(folder, None), folder / "audit")
+    gates = {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
+                                                       if f.level == "FAIL"],
+                         "ranks_list": run.decision.ranks_list(g.outcome)} for g in run.report.gates}
+    tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients)
+    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started)
