@@ -332,6 +332,10 @@ def _too_small(settings: AuditSettings, performance: bool):
 
 
 SELECTION_INNER = ("decile", "high_need", "selected")
+# The label-choice check compares need at the same score in the upper half of the scores (deciles
+# 6-10), where the list's decisions are made: in the lowest deciles risks are a fraction of a
+# percent, and a ratio of two tiny needs says little about who the list misses.
+LABEL_CHOICE_FROM_DECILE = 5
 
 
 def selection_cells(frame: pl.DataFrame, high_need_from: float = 1) -> Cells:
@@ -383,8 +387,10 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
             # share of the list over share of the patients with high need now (descriptive)
             target["list_over_high_need_share"] = _share_ratio(target["selected"], source["selected"],
                                                                target["high_need"], source["high_need"])
+            # the label-choice check, where the list's decisions are made: the upper half of the scores
+            upper = np.repeat(np.arange(SCORE_DECILES) >= LABEL_CHOICE_FROM_DECILE, AGE_BANDS)
             target["need_at_same_score"] = _metrics.need_ratio(
-                target["patients_by_stratum"], target["need_sum"],
+                target["patients_by_stratum"] * upper, (target["need_by_stratum"] * upper).sum(axis=-1),
                 source["patients_by_stratum"][:, :1] if target is reps else source["patients_by_stratum"][:1],
                 source["need_by_stratum"][:, :1] if target is reps else source["need_by_stratum"][:1])
     for obs in observed:

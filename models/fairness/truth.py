@@ -8,7 +8,10 @@ White is compared with the true mean risk relative to White:
     tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
 
 A group is harmed when the model under-rates it by more than ``margin`` (tracking below 0.75 by
-default: the issue's "within 25%"). This is the answer key the gate's error rates are measured
+default: the issue's "within 25%"), or when, on the list's population now (eligible patients
+scored by the candidate), in the upper half of the scores where the list's decisions are made,
+its true 10-year risk at the same score decile and age band is more than 1.25 times the
+population's (``true_at_same_score``): the truth's own label-choice statistic. This is the answer key the gate's error rates are measured
 against (benchmarks/bench_gate_error_rates.py, tests/test_gate_truth.py); the pipeline never reads it.
 """
 
@@ -36,11 +39,55 @@ class Tracking:
     def tracking(self) -> float:
         return self.model_ratio / self.true_ratio
 
+    true_at_same_score: float = float("nan")  # true risk at the same score, over expected (upper half)
+
     def harmed(self, margin: float = 0.75) -> bool:
-        return self.tracking < margin
+        return self.tracking < margin or self.true_at_same_score > 1 / margin
 
 
-def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200) -> list[Tracking]:
+TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10y_at_extract",
+                 "hypertension": "true_risk_htn_10y_at_extract"}
+
+
+def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: str,
+                            min_patients: int = 20) -> dict[tuple[str, str], float]:
+    """(outcome, group) -> true risk over the risk expected at the same score decile and age band,
+    in the upper half of the candidate's scores on the eligible population now; by the group the
+    audit sees (the recorded broad group), as the gate can only name that."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from features.run import connect
+    from models.fairness._cells import age_band, score_bins
+    from models.score_models import read_features
+    from models.train import OUTCOMES, model_inputs, predict_risk, single_icb
+
+    con = connect(db_path, read_only=True)
+    try:
+        icb, features = single_icb(read_features(con), None)
+    finally:
+        con.close()
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    out = {}
+    for outcome in OUTCOMES:
+        version = client.get_model_version_by_alias(f"phm-{icb}-{outcome.short}", "candidate")
+        model = mlflow.sklearn.load_model(f"models:/phm-{icb}-{outcome.short}/{version.version}")
+        rows = features.filter(outcome.eligible(features))
+        rows = rows.with_columns(pl.Series("score", predict_risk(model, model_inputs(rows, version.tags["phm.variant"]))))
+        rows = rows.join(truth.select("patient_id", "true_group", TRUE_RISK_NOW[outcome.short]), on="patient_id")
+        rows = rows.with_columns(score_bins(pl.col("score"), 10).alias("decile"), age_band(pl.col("age_years")).alias("band"),
+                                 pl.col(TRUE_RISK_NOW[outcome.short]).fill_null(0).alias("true"))
+        rows = rows.with_columns(pl.col("true").mean().over("decile", "band").alias("expected")).filter(pl.col("decile") >= 5)
+        for r in rows.group_by("ethnicity_group").agg(pl.len().alias("n"), pl.col("true").sum(),
+                                                      pl.col("expected").sum()).iter_rows(named=True):
+            if r["n"] >= min_patients and r["expected"] > 0 and r["ethnicity_group"] != "White":
+                out[(outcome.short, r["ethnicity_group"])] = r["true"] / r["expected"]
+    return out
+
+
+def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, tracking_uri: str | None = None
+                   ) -> list[Tracking]:
     from features.run import connect
 
     con = connect(db_path, read_only=True)
@@ -51,6 +98,7 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200) -> l
         con.close()
     truth = pl.read_parquet(Path(truth_dir) / "patients.parquet").with_columns(
         pl.col("ethnicity_true").map_elements(broad_group, return_dtype=pl.String).alias("true_group"))
+    at_same_score = true_risk_at_same_score(db_path, truth, tracking_uri) if tracking_uri else {}
     out = []
     for outcome, column in TRUE_RISK.items():
         joined = validation.filter(pl.col("outcome") == outcome).join(
@@ -62,9 +110,17 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200) -> l
         if white is None:
             continue
         for group, r in sorted(rows.items()):
-            if group == "White" or r["n"] < min_patients or not r["true"]:
+            if group == "White" or not r["true"]:
                 continue
-            out.append(Tracking(outcome, group, int(r["n"]), r["model"] / white["model"], r["true"] / white["true"]))
+            same = at_same_score.get((outcome, group), float("nan"))
+            if r["n"] < min_patients:
+                if not same > 0:
+                    continue
+                r = {**r, "model": white["model"], "true": white["true"]}  # too few to compare group means
+            out.append(Tracking(outcome, group, int(r["n"]), r["model"] / white["model"], r["true"] / white["true"], same))
+        for (o, group), same in at_same_score.items():
+            if o == outcome and group not in rows:  # recorded as Not stated / Not known: no true group of that name
+                out.append(Tracking(outcome, group, 0, 1.0, 1.0, same))
     return out
 
 
@@ -99,7 +155,8 @@ class ScenarioRun:
                 "seconds": round(self.seconds, 1), "gates": self.gates,
                 "tracking": [{"outcome": t.outcome, "group": t.group, "patients": t.patients,
                               "model_ratio": round(t.model_ratio, 3), "true_ratio": round(t.true_ratio, 3),
-                              "tracking": round(t.tracking, 3)} for t in self.tracking]}
+                              "tracking": round(t.tracking, 3),
+                              "true_risk_at_same_score": round(t.true_at_same_score, 3)} for t in self.tracking]}
 
 
 def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients: int = 30_000,
@@ -128,5 +185,6 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
     gates = {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
                                                        if f.level == "FAIL"],
                          "ranks_list": run.decision.ranks_list(g.outcome)} for g in run.report.gates}
-    tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients)
+    tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
+                              tracking_location(folder, None).tracking_uri)
     return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started)
