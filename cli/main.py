@@ -456,7 +456,7 @@ def add_audit(sub) -> None:
     point.add_argument("--top-k", type=int, help="with --scores: the list holds the k highest scores")
     point.add_argument("--threshold", type=float, help="with --scores: the list holds scores at or above this")
     p.add_argument("--out", help="folder for the report and JSON (default with --db: audit/ beside it)")
-    p.add_argument("--config", type=Path, help="TOML configuration ([audit] table: rules, overrides)")
+    p.add_argument("--config", type=Path, help="TOML configuration ([audit] table: rules, [[audit.signoff]])")
     p.add_argument("--reference", help="reference group (default: the configuration's, White)")
     p.add_argument("--replicates", type=int, help="bootstrap replicates (default: the configuration's, 1000)")
     _add_model_options(p)

@@ -66,3 +66,15 @@ def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     finally:
         con.unregister("patient_scores_frame")
     return scores.height
+
+
+NEUTRAL_COLUMNS = {"qrisk3_10y_pct": "qrisk3_neutral_10y_pct", "qdiabetes_10y_pct": "qdiabetes_neutral_10y_pct"}
+
+
+def ethnicity_neutral_scores(features: pl.DataFrame) -> pl.DataFrame:
+    """QRISK3 and QDiabetes with every patient's ethnicity input set to 1 (White or not stated):
+    the clinical risk that readings, history, age, sex and deprivation carry by national weights,
+    the same for every group. The label-choice check's need (models/fairness/_need.py): like
+    Obermeyer et al.'s measures of health, it does not depend on the patient's group."""
+    scores = score_features(features.with_columns(pl.lit(1).alias("qrisk3_ethrisk")))
+    return scores.select(*[pl.col(source).alias(target) for source, target in NEUTRAL_COLUMNS.items()])

@@ -255,6 +255,10 @@ def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> Shard
     if clashes:  # a score column shadowing a feature would silently audit the wrong thing
         raise ValueError(f"shard {shard.name}: score columns clash with features: {clashes}")
     out = ShardCells(shard.name)
+    if any(o in cuts for o in ("cvd", "t2d")):  # the label-choice need (models/fairness/_need.py)
+        from models.score_patients import ethnicity_neutral_scores
+
+        frame = pl.concat([frame, ethnicity_neutral_scores(frame)], how="horizontal")
     for outcome, cut in cuts.items():
         score = pl.col(score_column(outcome))
         rows = frame.filter(score.is_not_null())

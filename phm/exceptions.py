@@ -66,9 +66,10 @@ class DatabaseError(PhmError):
 
 
 class FairnessGateFailed(PhmError):
-    """The fairness audit's gate FAILed: no list leaves the pipeline and 'champion' stays where it
-    was. The report says which group and which check; a reviewer can accept it only through the
-    configuration (audit.override), which is recorded in MLflow."""
+    """The fairness gate's decision refused an outcome (a FAIL, or a WARN no named reviewer signed
+    off): no list leaves the pipeline and 'champion' stays where it was. The report says which
+    group and which check; a named reviewer can sign it off ([[audit.signoff]] in the
+    configuration, or phm review), which is recorded in MLflow and the lists' manifest."""
 
     exit_code = 7
 

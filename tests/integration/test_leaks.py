@@ -85,7 +85,8 @@ def finished_run(tmp_path_factory):
     # (its metrics go to MLflow too), here on the remapped extract
     demo = ("import sys; from pathlib import Path; from cli import main as cli; from phm.config import RunConfig; "
             "cli._env_defaults(); e = Path(sys.argv[1]); "
-            "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), RunConfig(), truth=e / 'truth', force=True))")
+            "from tests.signoff import AUDIT; "
+            "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), RunConfig(audit=AUDIT), truth=e / 'truth', force=True))")
     done = subprocess.run([sys.executable, "-c", demo, str(extract), str(folder / "out")], env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

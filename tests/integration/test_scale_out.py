@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from phm.config import RunConfig, RunSettings
+from tests.signoff import AUDIT
 from phm.pseudonymise import KEY_VARIABLE
 from tests.servers import prefect_harness
 
@@ -34,7 +35,7 @@ def two_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, prefect_harness():
         patch.setenv(KEY_VARIABLE, KEY)
         for executor in ("local", "dask"):
-            config = RunConfig(run=RunSettings(executor=executor, dask_workers=2))
+            config = RunConfig(run=RunSettings(executor=executor, dask_workers=2), audit=AUDIT)
             summaries[executor] = flow_for(config.run)(folder / "extract", folder / executor, config)
     return summaries
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.servers import free_port, running
+from tests.signoff import signed_off_config
 
 pytestmark = pytest.mark.slow
 KEYS = {"QAA": "key-of-icb-qaa-long-enough-0123456789abc", "QBB": "key-of-icb-qbb-long-enough-0123456789abc"}
@@ -59,11 +60,13 @@ work_pool = "{POOL}"
 icb = "QAA"
 extract = "{folder / 'QAA' / 'extract'}"
 out = "{folder / 'QAA' / 'out'}"
+config = "{signed_off_config(folder)}"
 
 [[deployment]]
 icb = "QBB"
 extract = "{folder / 'QBB' / 'extract'}"
 out = "{folder / 'QBB' / 'out'}"
+config = "{signed_off_config(folder)}"
 cron = "30 5 * * 1-5"
 
 [[deployment]]

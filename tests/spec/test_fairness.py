@@ -370,7 +370,7 @@ def obermeyer_table(n=20_000, seed=3, cost_factor=0.6) -> pl.DataFrame:
 
 
 def test_a_percentile_score_is_read_with_a_note_and_the_label_choice_case_fails(tmp_path, capsys):
-    from phm.cli import main
+    from cli.main import main
 
     obermeyer_table().write_csv(tmp_path / "obermeyer.csv")
     code = main(["audit", "--scores", str(tmp_path / "obermeyer.csv"), "--group", "race", "--score", "risk_score_t",
