@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 
 from phm.config import RunConfig, RunSettings
-from tests.signoff import AUDIT
 from phm.pseudonymise import KEY_VARIABLE
 from tests.servers import prefect_harness
+from tests.signoff import AUDIT
 
 pytestmark = pytest.mark.slow
 KEY = "a-test-key-that-is-long-enough-0123456789"
