@@ -72,7 +72,7 @@ def champion_versions(run) -> dict[str, str]:
 def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(tmp_path, capsys):
     from cli.main import main
 
-    db = build(tmp_path, patients=100_000, pcns=3, outcome_recording={"N": 0.6})  # Black African
+    db = build(tmp_path, patients=40_000, pcns=2, profile="diverse_urban", outcome_recording={"N": 0.6})  # Black African
     code = main(["audit", "--db", str(db), "--out", str(tmp_path / "audit")])
     assert code == 7
     captured = capsys.readouterr()
