@@ -77,7 +77,7 @@ def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_chec
     assert code == 7
     captured = capsys.readouterr()
     assert "FAIL [label choice]" in captured.out and "Black patients" in captured.out
-    assert "fairness gate FAILed" in captured.err
+    assert "fairness gate refused" in captured.err
     data = json.loads((tmp_path / "audit" / "fairness_audit.json").read_text())
     assert data["gate"]["status"] == "FAIL"
     failed = [f for o in data["gate"]["outcomes"].values() for f in o["findings"] if f["level"] == "FAIL"]
