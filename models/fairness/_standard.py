@@ -107,17 +107,18 @@ def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[st
                 sens_m, sens_s = sums["tp_model"] / sums["y"], sums["tp_standard"] / sums["y"]
                 cal_m = np.abs(np.log(sums["y"] / sums["risk_model"]))
                 cal_s = np.abs(np.log(sums["y"] / sums["risk_standard"]))
-            return {"sensitivity at the operating point": (sens_m, sens_s, sens_m - sens_s, "below"),
-                    "calibration error |log O/E|": (cal_m, cal_s, cal_m - cal_s, "above")}
+                return {"sensitivity at the operating point": (sens_m, sens_s, sens_m - sens_s, "below"),
+                        "calibration error |log O/E|": (cal_m, cal_s, cal_m - cal_s, "above")}
 
-        observed = figures({name: values @ onehot for name, values in columns.items()})
+        by_group = {name: values[:, None] * onehot for name, values in columns.items()}
+        observed = figures({name: values.sum(axis=0) for name, values in by_group.items()})
         rng = np.random.default_rng(settings.seed + 100 + k)
         reps: dict[str, list[np.ndarray]] = {name: [] for name in observed}
         done = 0
         while done < settings.replicates:
             r = min(CHUNK, settings.replicates - done)
             w = rng.poisson(1.0, size=(r, y.size)).astype(float)
-            for name, value in figures({c: w @ (v[:, None] * onehot) for c, v in columns.items()}).items():
+            for name, value in figures({c: w @ v for c, v in by_group.items()}).items():
                 reps[name].append(value[2])
             done += r
         reps = {name: np.concatenate(v) for name, v in reps.items()}
