@@ -493,3 +493,40 @@ def test_no_suppressed_count_can_be_recovered_from_the_published_figures(tmp_pat
                 if true["patients"] < 100 and r.get("figures"):
                     assert r["figures"].get("mean_need") is None
     assert suppressed_cells >= 3  # the attack had something to attack
+
+
+# --- one decision, one exit code ---------------------------------------------------------------------
+
+def _result(outcome: str, level: str | None):
+    from models.fairness import Finding, GateResult
+
+    result = GateResult(outcome)
+    if level:
+        result.findings.append(Finding(level, "calibration", outcome, "Black", f"{outcome}: {level}"))
+    return result
+
+
+def test_the_decision_lets_out_pass_and_signed_off_results_only_with_one_exit_code():
+    from models.fairness import decide, demo_signoff, version_may_be_scored
+    from phm.exceptions import FairnessGateFailed
+
+    unsigned = decide([_result("cvd", None), _result("t2d", "WARN"), _result("hypertension", "FAIL")], ())
+    assert [unsigned.may_publish(o) for o in ("cvd", "t2d", "hypertension")] == [True, False, False]
+    assert unsigned.exit_code == FairnessGateFailed.exit_code == 7
+    with pytest.raises(FairnessGateFailed, match="t2d WARN awaiting a reviewer's sign-off, hypertension FAIL"):
+        unsigned.raise_if_refused("no list")
+    assert unsigned.version_tags("t2d")["phm.fairness_gate"] == "WARN (not signed off)"
+    assert not version_may_be_scored(unsigned.version_tags("t2d"))
+
+    warn_only = SignOff("Dr R", "reviewed at the panel of 1 May", "WARN")
+    partly = decide([_result("t2d", "WARN"), _result("hypertension", "FAIL")], (warn_only,))
+    assert partly.may_publish("t2d") and not partly.may_publish("hypertension") and partly.exit_code == 7
+    manifest = partly.manifest()
+    assert manifest["t2d"]["signoff"]["reviewer"] == "Dr R" and manifest["hypertension"]["signoff"] is None
+    assert partly.tags()["phm.signoff.t2d.source"] == "configuration"
+
+    demo = decide([_result("t2d", "WARN"), _result("hypertension", "FAIL")], (demo_signoff(),))
+    assert demo.exit_code == 0 and demo.demo_signed
+    assert "DEMO SIGN-OFF" in "\n".join(demo.lines())
+    assert demo.manifest()["hypertension"]["signoff"]["source"] == "phm demo"
+    assert version_may_be_scored(demo.version_tags("hypertension"))
