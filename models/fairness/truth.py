@@ -11,7 +11,8 @@ A group is harmed when the model under-rates it by more than ``margin`` (trackin
 default: the issue's "within 25%"), or when, on the list's population now (eligible patients
 scored by the candidate), in the upper half of the scores where the list's decisions are made,
 its true 10-year risk at the same score decile and age band is more than 1.25 times the
-population's (``true_at_same_score``): the truth's own label-choice statistic. This is the answer key the gate's error rates are measured
+population's (``true_at_same_score``): the truth's own label-choice statistic, judged against the
+gate's own margin (``need_ratio_limit``, 1.25). This is the answer key the gate's error rates are measured
 against (benchmarks/bench_gate_error_rates.py, tests/test_gate_truth.py); the pipeline never reads it.
 """
 
@@ -41,8 +42,8 @@ class Tracking:
 
     true_at_same_score: float = float("nan")  # true risk at the same score, over expected (upper half)
 
-    def harmed(self, margin: float = 0.75) -> bool:
-        return self.tracking < margin or self.true_at_same_score > 1 / margin
+    def harmed(self, margin: float = 0.75, at_same_score: float = 1.25) -> bool:
+        return self.tracking < margin or self.true_at_same_score > at_same_score
 
 
 TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10y_at_extract",
