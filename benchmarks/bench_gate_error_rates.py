@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.fairness._gate import CHECKS  # noqa: E402
-from models.fairness.truth import SCENARIOS, ScenarioRun, scenario_run  # noqa: E402
+from models.fairness.truth import SCENARIOS, ScenarioRun, Tracking, scenario_run  # noqa: E402
 
 PROFILES = ("england", "diverse_urban")
 RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
@@ -54,6 +54,12 @@ def rates(runs: list[ScenarioRun]) -> dict:
     out = {"outcome-runs": len(rows), "harm shown by the truth": len(harmed),
            "sensitivity": share(sum(r.failed(o) for r, o in harmed), len(harmed)),
            "false alarms": share(sum(r.failed(o) for r, o in fair), len(fair)),
+           # do no harm: where the trained model was worse than QRISK3/QDiabetes, the validated score
+           # ranks the list instead: the harm is stopped without a FAIL
+           "stopped (FAIL, or the validated score ranks the list)": share(
+               sum(r.failed(o) or r.gates[o].get("ranks_list", "model") != "model" for r, o in harmed), len(harmed)),
+           "model replaced where no harm": share(
+               sum(r.gates[o].get("ranks_list", "model") != "model" for r, o in fair), len(fair)),
            "by check": {check: {"sensitivity": share(sum(r.failed(o, check) for r, o in harmed), len(harmed)),
                                 "false alarms": share(sum(r.failed(o, check) for r, o in fair), len(fair))}
                         for check in CHECKS}}
@@ -73,9 +79,21 @@ def table(summary: dict) -> str:
     def fmt(x: dict) -> str:
         return "n/a" if x["share"] is None else f"{x['share']:.0%} ({x['hits']}/{x['of']})"
     lines.append(f"| any check (the gate) | {fmt(summary['sensitivity'])} | {fmt(summary['false alarms'])} |")
+    lines.append(f"| FAIL, or the validated score ranks the list (do no harm) | "
+                 f"{fmt(summary['stopped (FAIL, or the validated score ranks the list)'])} | "
+                 f"{fmt(summary['model replaced where no harm'])} (model replaced) |")
     for check, r in summary["by check"].items():
         lines.append(f"| {check} | {fmt(r['sensitivity'])} | {fmt(r['false alarms'])} |")
     return "\n".join(lines)
+
+
+def from_json(path: Path) -> list[ScenarioRun]:
+    """The runs of a saved study, judged by the current truth definition (models/fairness/truth.py)."""
+    data = json.loads(Path(path).read_text())
+    return [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
+                        [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
+                                  t.get("true_risk_at_same_score") or float("nan")) for t in r["tracking"]],
+                        r["seconds"]) for r in data["runs_detail"]]
 
 
 def main() -> None:
@@ -84,7 +102,14 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--patients", type=int, default=30_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summarise", type=Path, help="only print the table of a saved study (JSON)")
     args = parser.parse_args()
+    if args.summarise:
+        runs = from_json(args.summarise)
+        print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")
+        print(table(rates(runs)))
+        print(json.dumps(rates(runs), indent=1))
+        return
     runs: list[ScenarioRun] = []
     started = time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
