@@ -393,7 +393,8 @@ def add_score(sub) -> None:
                        description="Apply each outcome's champion model (or, where none exists yet, "
                        "the candidate, with a warning) and the validated scores to every patient at "
                        "the current index date; write marts.risk_scores with the model name and version "
-                       "on every row. Run phm features first.")
+                       "on every row. The alias is resolved once, at the start, to the version used, so "
+                       "another run moving it meanwhile changes nothing. Run phm features first.")
     p.add_argument("--db", required=True, help="DuckDB file with features (phm features)")
     _add_model_options(p)
     p.set_defaults(func=cmd_score)
@@ -444,6 +445,8 @@ def add_audit(sub) -> None:
                        "with --db also against QRISK3/QDiabetes on the same patients. Writes a self-contained "
                        "HTML report and JSON (counts suppressed); with --db also logs them to MLflow and moves "
                        "'champion' to each audited version that passes or that a named reviewer signed off. "
+                       "With --db, 'candidate' is resolved once, at the start, to the versions audited (recorded "
+                       "in MLflow). "
                        "Exit code 7 when the gate refuses (a FAIL, or a WARN not signed off). "
                        "See docs/fairness.md.")
     p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")

@@ -119,19 +119,19 @@ def shards_task(db: Path, config: RunConfig, population):
 
 
 @task(name="fairness-audit", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
-def audit_task(db: Path, config: RunConfig, out: Path, location, shards, population):
+def audit_task(db: Path, config: RunConfig, out: Path, location, shards, population, versions):
     from models.audit_run import run_audit
 
     return run_audit(db, config.audit, location, out / "audit", population.icb_code, progress=_progress(),
-                     shards=shards, shard_map=on_task_runner, population=population)
+                     shards=shards, shard_map=on_task_runner, population=population, versions=versions)
 
 
 @task(name="score", cache_policy=NONE)
-def score_task(db: Path, config: RunConfig, location, shards, population):
+def score_task(db: Path, config: RunConfig, location, shards, population, versions):
     from models.score_models import score_models
 
     return score_models(db, location, population.icb_code, warn=get_run_logger().warning, shards=shards,
-                        shard_map=on_task_runner, population=population)
+                        shard_map=on_task_runner, population=population, versions=versions)
 
 
 @task(name="lists", cache_policy=NONE)
@@ -251,7 +251,9 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     shard_folder, shards = shards_task(db, config, population)
     try:
         summary.lines.append(f"shards: {len(shards)} ({config.run.executor} executor)")
-        audit = audit_task(db, config, out, location, shards, population)
+        # The versions this run registered, as data: never what an alias points to by the time
+        # the audit or scoring reads it (another run may share the MLflow store).
+        audit = audit_task(db, config, out, location, shards, population, training.versions)
         summary.lines += audit.summary_lines()
         summary.audit_report = audit.html_path
         stages.done()
@@ -259,7 +261,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
                                         audit.html_path)
 
         stages.start("score with the audited models")
-        summary.lines += score_task(db, config, location, shards, population).summary_lines()
+        scored = score_task(db, config, location, shards, population, audit.scoring_versions())
+        summary.lines += scored.summary_lines()
         stages.done()
     finally:
         remove_shards(shard_folder)  # patient rows: never left behind, whatever happened
@@ -275,6 +278,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         "index_date": features.index_date.isoformat(),
         "extract": str(extract.resolve()), "extract_digest": digest, "gate": audit.report.label(),
         "gate_decision": audit.decision.manifest(), "models": audit.report.models, "audit_run_id": audit.run_id,
+        "scored_with": {m.outcome: {"registered model": m.name, "version": m.version, "role": m.alias,
+                                    "ranks_list": m.ranks_list, "taken as": m.source} for m in scored.models},
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
     }

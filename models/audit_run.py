@@ -20,6 +20,7 @@ decision's: 0 when every outcome may go out, 7 otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +60,12 @@ from models.shards import (
 from models.tracking import (
     CANDIDATE,
     CHAMPION,
+    ModelVersion,
     TrackingLocation,
+    check_versions,
     experiment_name,
     registered_model_name,
+    versions_by_alias,
 )
 from models.train import OUTCOMES
 from phm.db import connect
@@ -79,6 +83,7 @@ class AuditRun:
     location: TrackingLocation
     decision: GateDecision | None = None
     champions: dict[str, str] = field(default_factory=dict)  # outcome -> version made champion
+    versions: dict[str, ModelVersion] = field(default_factory=dict)  # outcome -> the version audited
     seconds: float = 0.0
     shards: int = 1
     shard_processes: int = 1  # how many processes the shard work ran in
@@ -86,6 +91,14 @@ class AuditRun:
     @property
     def status(self) -> str:
         return self.report.status
+
+    def scoring_versions(self) -> list[ModelVersion]:
+        """The versions this audit judged, for scoring the same run's lists: each in the role the
+        decision gave it ('champion' where it moved the alias; otherwise 'candidate', whose
+        version tags say what scoring may do with it). Scoring never asks the alias again."""
+        return [dataclasses.replace(v, alias=CHAMPION if outcome in self.champions else CANDIDATE,
+                                    source=f"audited by fairness audit run {self.run_id}")
+                for outcome, v in self.versions.items()]
 
     def summary_lines(self) -> list[str]:
         lines = [f"fairness audit: {self.report.label()} ({self.seconds:.1f} s; {self.shards} shard(s) "
@@ -96,6 +109,8 @@ class AuditRun:
             for finding in gate.findings:
                 if finding.level == "FAIL":
                     lines.append(f"    FAIL [{finding.rule}] {finding.message}")
+        for version in self.versions.values():
+            lines.append(f"  audited {version.described()}")
         if self.decision is not None:
             lines += self.decision.lines()
         for outcome, version in self.champions.items():
@@ -108,24 +123,23 @@ class AuditRun:
         return lines
 
 
-def _candidate(client, icb_code: str, outcome):
-    from mlflow.exceptions import MlflowException
-
-    name = registered_model_name(icb_code, outcome)
-    try:
-        return name, client.get_model_version_by_alias(name, CANDIDATE)
-    except MlflowException:
-        raise ConfigError(f"no registered model {name} with alias 'candidate': run phm train first") from None
-
-
-def _validation(con, outcome: str) -> pl.DataFrame:
+def _validation(con, version: ModelVersion) -> pl.DataFrame:
+    """The validation predictions of the audited version: those of the training run that
+    registered it. The database keeps its last training's; a version from another training (one
+    sharing the MLflow store) would be judged on predictions it did not make."""
     try:
         frame = con.execute("select * from models.validation_predictions where is_candidate and outcome = ?",
-                            [outcome]).pl()
+                            [version.outcome]).pl()
     except Exception as exc:  # duckdb.CatalogException: no table
         if "validation_predictions" in str(exc):
             raise ConfigError("the database has no validation predictions: run phm train first") from None
         raise
+    trained_by = set(frame["mlflow_training_run_id"].unique().to_list())
+    if trained_by and trained_by != {version.training_run_id}:
+        raise ConfigError(f"{version.described()} comes from MLflow training run {version.training_run_id}, but "
+                          f"the database's validation predictions from run {', '.join(sorted(trained_by))}: another "
+                          "training shares this MLflow store. Run phm train on this database again and audit the "
+                          "versions it registers")
     return frame
 
 
@@ -162,12 +176,15 @@ def _list_population_cells(shards: list[Shard], models: list[ModelToScore], sett
 
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
               icb_code: str | None = None, progress=None, shards: list[Shard] | None = None,
-              shard_map: ShardMap = run_here, population: Population | None = None) -> AuditRun:
+              shard_map: ShardMap = run_here, population: Population | None = None,
+              versions: list[ModelVersion] | None = None) -> AuditRun:
     """``shards``: the ICB's patients already written as shards (the flow makes them once for
     the audit and scoring); without them, one shard of the whole ICB in a folder beside the
     database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask).
     ``population``: the ICB's patients as the flow read them once (models/population.py);
-    without it, read here."""
+    without it, read here. ``versions``: the model versions to audit, as training registered
+    them (the flow passes them); without them, the ``candidate`` alias is resolved once, here
+    at the start, and only those versions are used and recorded."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -177,9 +194,10 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     client = MlflowClient(location.tracking_uri)
     population = population or read_population(db_path, icb_code)
     icb_code, features = population.icb_code, population.features
+    pinned = check_versions(versions or versions_by_alias(client, icb_code, (CANDIDATE,)), icb_code)
     con = connect(db_path, read_only=True)
     try:
-        validations = {o.short: _validation(con, o.short) for o in OUTCOMES}
+        validations = {o.short: _validation(con, pinned[o.short]) for o in OUTCOMES}
     finally:
         con.close()
     population = features.select(
@@ -188,10 +206,11 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     quality = ethnicity_quality(population, settings.level)
     versions, models_to_score = {}, []
     for outcome in OUTCOMES:
-        name, version = _candidate(client, icb_code, outcome)
+        given = pinned[outcome.short]
+        name, version = given.name, client.get_model_version(given.name, given.version)
         versions[outcome.short] = (name, version)
         if progress:
-            progress(f"audit {outcome.short}: {name} v{version.version} (candidate)")
+            progress(f"audit {outcome.short}: {given.described()}")
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
         models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
     with shards_for(features, db_path, shards) as shards:
@@ -226,7 +245,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                 pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
                 pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"))
         audits.append(audit)
-        models[outcome.short] = {"registered model": name, "version": version.version, "alias audited": CANDIDATE,
+        models[outcome.short] = {"registered model": name, "version": version.version,
+                                 "taken as": pinned[outcome.short].source,
                                  "variant": version.tags.get("phm.variant"),
                                  "horizon years": version.tags.get("phm.horizon_years")}
     if progress and standard_frames:
@@ -245,7 +265,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         if decision.becomes_champion(gate.outcome):
             client.set_registered_model_alias(name, CHAMPION, version.version)
             champions[gate.outcome] = str(version.version)
-    return AuditRun(report, json_path, html_path, run_id, location, decision, champions,
+    return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
                     time.perf_counter() - started, len(shards), processes)
 
 
@@ -274,6 +294,7 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
         tags = {"phm.kind": "fairness audit", "phm.icb_code": icb_code, "phm.fairness_gate": report.label()}
         for gate in report.gates:
             tags[f"phm.fairness_gate.{gate.outcome}.model"] = str(report.models[gate.outcome]["version"])
+            tags[f"phm.fairness_gate.{gate.outcome}.model_taken_as"] = report.models[gate.outcome]["taken as"]
         tags.update(report.decision.tags())
         mlflow.set_tags(tags)
         metrics = {}

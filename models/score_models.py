@@ -1,9 +1,12 @@
 """``phm score``: the registered models and the validated scores for every eligible patient.
 
-Each outcome's model is loaded from the MLflow registry by alias: ``champion`` (audited), or
-where none exists yet ``candidate``, with a loud warning that the model has not passed the
-fairness gate; a candidate the gate's decision refused (a FAIL, or a WARN no reviewer signed
-off: models/fairness/_decision.py) is refused (exit code 7). Where the audit found the trained
+Each outcome's model is an explicit registered version: in ``phm run``, the version this run
+trained and audited (handed on as data, models/tracking.py ``ModelVersion``); on its own, the
+version the alias ``champion`` (audited), or where none exists yet ``candidate``, points to when
+the command starts, resolved once, so that another run moving an alias meanwhile changes
+nothing. A candidate is scored with a loud warning that the model has not passed the fairness
+gate; one the gate's decision refused (a FAIL, or a WARN no reviewer signed off:
+models/fairness/_decision.py) is refused (exit code 7). Where the audit found the trained
 model worse than QRISK3 / QDiabetes for a group (do no harm), the validated score ranks that
 outcome's list: its 10-year risk is written in the model's column, named as such. Patients are scored at the current index date (the features built by
 ``phm features``). Eligible: aged 25-84 and free of the outcome, as in training; others get
@@ -33,11 +36,18 @@ from models.shards import (
     score_shard,
     shards_for,
 )
-from models.tracking import CANDIDATE, CHAMPION, TrackingLocation, registered_model_name
-from models.train import OUTCOMES, Outcome
+from models.tracking import (
+    CANDIDATE,
+    CHAMPION,
+    ModelVersion,
+    TrackingLocation,
+    check_versions,
+    versions_by_alias,
+)
+from models.train import OUTCOMES
 from phm.db import connect
 from phm.disclosure import COUNTS_NOTE, show
-from phm.exceptions import ConfigError, FairnessGateFailed
+from phm.exceptions import FairnessGateFailed
 
 
 @dataclass
@@ -49,6 +59,7 @@ class ModelInUse:
     variant: str
     horizon_years: int
     ranks_list: str = "model"  # or the validated score that ranks this outcome's list (do no harm)
+    source: str = ""  # how the run came by the version (models/tracking.py ModelVersion)
 
 
 @dataclass
@@ -65,37 +76,34 @@ class ScoreRun:
             lines.append(f"  {m.outcome:<13} {m.name} v{m.version} ({m.alias}, {m.variant}): "
                          f"{show(self.scored[m.outcome])} eligible patients scored, "
                          f"{m.horizon_years}-year risk")
+        for source in dict.fromkeys(m.source for m in self.models if m.source):
+            lines.append(f"  model versions {source}")
         lines.append(f"  {COUNTS_NOTE}")
         return lines
 
 
-def model_in_use(client, icb_code: str, outcome: Outcome) -> ModelInUse:
-    from mlflow.exceptions import MlflowException
-
-    name = registered_model_name(icb_code, outcome)
-    for alias in (CHAMPION, CANDIDATE):
-        try:
-            version = client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            continue
-        if alias == CANDIDATE and not version_may_be_scored(version.tags):
-            raise FairnessGateFailed(
-                f"{name} version {version.version} did not pass the fairness audit "
-                f"({version.tags.get('phm.fairness_gate', 'refused')}) and there is no champion: nothing is scored "
-                "with it (see the audit report; a named reviewer can sign it off with [[audit.signoff]] in the "
-                "configuration or with phm review)")
-        return ModelInUse(outcome.short, name, str(version.version), alias, version.tags["phm.variant"],
-                          int(version.tags["phm.horizon_years"]), version.tags.get(TAG_RANKS_LIST, "model"))
-    raise ConfigError(f"no registered model {name} with alias 'champion' or 'candidate': run phm train first")
+def model_in_use(client, given: ModelVersion) -> ModelInUse:
+    """The version's own record (its tags, read by version number, never by alias)."""
+    version = client.get_model_version(given.name, given.version)
+    if given.alias == CANDIDATE and not version_may_be_scored(version.tags):
+        raise FairnessGateFailed(
+            f"{given.name} version {version.version} did not pass the fairness audit "
+            f"({version.tags.get('phm.fairness_gate', 'refused')}) and there is no champion: nothing is scored "
+            "with it (see the audit report; a named reviewer can sign it off with [[audit.signoff]] in the "
+            "configuration or with phm review)")
+    return ModelInUse(given.outcome, given.name, str(version.version), given.alias, version.tags["phm.variant"],
+                      int(version.tags["phm.horizon_years"]), version.tags.get(TAG_RANKS_LIST, "model"), given.source)
 
 
 def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None = None,
                  warn=None, shards: list[Shard] | None = None, shard_map: ShardMap = run_here,
-                 population: Population | None = None) -> ScoreRun:
+                 population: Population | None = None, versions: list[ModelVersion] | None = None) -> ScoreRun:
     """``shards``/``shard_map``: as for the audit (models/shards.py): the models are loaded once
     here and each shard's patients scored where ``shard_map`` runs them; the scores come back
     as files and are written to the database here, its only writer. ``population``: the ICB's
-    patients as the flow read them once (models/population.py); without it, read here."""
+    patients as the flow read them once (models/population.py); without it, read here.
+    ``versions``: the model versions to score with (the flow passes those its audit judged);
+    without them, ``champion`` (else ``candidate``) is resolved once, here at the start."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -104,11 +112,12 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
     client = MlflowClient(location.tracking_uri)
     population = population or read_population(db_path, icb_code)
     icb_code, features = population.icb_code, population.features
+    pinned = check_versions(versions or versions_by_alias(client, icb_code, (CHAMPION, CANDIDATE)), icb_code)
     run = ScoreRun([], features.height, {}, 0.0)
     to_score = []
     validated = {o.short: o.comparator for o in OUTCOMES}
     for outcome in OUTCOMES:
-        in_use = model_in_use(client, icb_code, outcome)
+        in_use = model_in_use(client, pinned[outcome.short])
         if in_use.ranks_list != "model":
             message = (f"{in_use.name} v{in_use.version} was worse than {in_use.ranks_list} for a group in the "
                        f"audit (do no harm): {in_use.ranks_list} ranks the {outcome.short} list")
@@ -121,7 +130,7 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
             run.warnings.append(message)
             if warn:
                 warn(message)
-        estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}@{in_use.alias}")
+        estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}/{in_use.version}")
         to_score.append(ModelToScore(outcome.short, in_use.variant, estimator))
         run.models.append(in_use)
     with shards_for(features, db_path, shards) as shards:

@@ -35,10 +35,12 @@ from models.train import (
     EQUITY_CATEGORICAL,
     EQUITY_FLAGS,
     EQUITY_NUMERIC,
+    OUTCOMES,
     Outcome,
     TrainingResult,
 )
 from phm.disclosure import show
+from phm.exceptions import ConfigError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 # The user's setting, read once: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into the
@@ -232,12 +234,25 @@ def truth_metrics(validation_frame: pl.DataFrame, predicted: np.ndarray, truth: 
     }
 
 
-@dataclass
-class RegisteredCandidate:
+@dataclass(frozen=True)
+class ModelVersion:
+    """One outcome's registered model version, fixed once and handed on as data (as the
+    population is, models/population.py): the audit and scoring load exactly this version and
+    never ask an alias again, because another run sharing the MLflow store may move
+    ``candidate`` or ``champion`` between this run's registration and its audit or scoring."""
     outcome: str
     name: str
     version: str
-    run_id: str
+    run_id: str  # the MLflow run that logged the model
+    training_run_id: str  # its parent: the training run whose validation predictions go with it
+    alias: str  # the role it is used in: 'candidate' (not yet accepted by the gate) or 'champion'
+    source: str  # how the run came by it, recorded with the audit and the scores
+
+    def described(self) -> str:
+        return f"{self.name} v{self.version} ({self.source})"
+
+
+REGISTERED_BY_THIS_RUN = "registered by this run's training"
 
 
 @dataclass
@@ -245,8 +260,47 @@ class TrainingLog:
     location: TrackingLocation
     experiment_id: str
     parent_run_id: str
-    candidates: list[RegisteredCandidate] = field(default_factory=list)
+    candidates: list[ModelVersion] = field(default_factory=list)
     comparison: list[dict] = field(default_factory=list)
+
+
+def versions_by_alias(client, icb_code: str, aliases: tuple[str, ...]) -> list[ModelVersion]:
+    """For a command run on its own (phm audit --db, phm score): each outcome's version that the
+    first of ``aliases`` found points to, resolved once, at the start, into explicit versions."""
+    import datetime as dt
+
+    from mlflow.exceptions import MlflowException
+
+    resolved_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    versions = []
+    for outcome in OUTCOMES:
+        name = registered_model_name(icb_code, outcome)
+        for alias in aliases:
+            try:
+                version = client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                continue
+            parent = client.get_run(version.run_id).data.tags.get("mlflow.parentRunId", version.run_id)
+            versions.append(ModelVersion(outcome.short, name, str(version.version), version.run_id, parent, alias,
+                                         f"alias '{alias}' resolved at {resolved_at}"))
+            break
+        else:
+            wanted = " or ".join(f"'{a}'" for a in aliases)
+            raise ConfigError(f"no registered model {name} with alias {wanted}: run phm train first")
+    return versions
+
+
+def check_versions(versions: list[ModelVersion], icb_code: str) -> dict[str, ModelVersion]:
+    """Versions given to the audit or scoring: one per outcome, each of this ICB's models."""
+    by_outcome = {v.outcome: v for v in versions}
+    for outcome in OUTCOMES:
+        given = by_outcome.get(outcome.short)
+        if given is None:
+            raise ConfigError(f"no model version given for {outcome.short}")
+        if given.name != registered_model_name(icb_code, outcome):
+            raise ConfigError(f"{given.name} v{given.version} is not ICB {icb_code}'s {outcome.short} model "
+                              f"({registered_model_name(icb_code, outcome)})")
+    return by_outcome
 
 
 def comparison_rows(result: TrainingResult) -> list[dict]:
@@ -355,7 +409,8 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
                         skops_trusted_types=skops_trusted_types(model.estimator))
                     if is_candidate:
                         log.candidates.append(_register(client, result.icb_code, outcome, model,
-                                                        info.model_uri, child.info.run_id, digest, data))
+                                                        info.model_uri, child.info.run_id, digest, data,
+                                                        parent.info.run_id))
     return log
 
 
@@ -379,7 +434,7 @@ def _calibration_method(estimator) -> str:
 
 
 def _register(client, icb_code: str, outcome: Outcome, model, model_uri: str, run_id: str,
-              digest: str, data) -> RegisteredCandidate:
+              digest: str, data, training_run_id: str) -> ModelVersion:
     import mlflow
 
     name = registered_model_name(icb_code, outcome)
@@ -392,4 +447,4 @@ def _register(client, icb_code: str, outcome: Outcome, model, model_uri: str, ru
         f"{outcome.description} within the horizon, for patients aged 25-84 free of it at the index date "
         f"(ICB {icb_code}). Versions get the alias 'candidate'; only the fairness gate moves 'champion'."))
     client.set_registered_model_alias(name, CANDIDATE, version)
-    return RegisteredCandidate(outcome.short, name, str(version), run_id)
+    return ModelVersion(outcome.short, name, str(version), run_id, training_run_id, CANDIDATE, REGISTERED_BY_THIS_RUN)

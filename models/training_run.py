@@ -13,7 +13,13 @@ from pathlib import Path
 
 import polars as pl
 
-from models.tracking import TrainingLog, comparison_markdown, log_training, tracking_location
+from models.tracking import (
+    ModelVersion,
+    TrainingLog,
+    comparison_markdown,
+    log_training,
+    tracking_location,
+)
 from models.train import TrainingConfig, TrainingResult, train_all
 from models.training_data import training_data
 from phm.db import connect
@@ -25,6 +31,12 @@ class TrainingRun:
     result: TrainingResult
     log: TrainingLog
     seconds: dict[str, float]  # stage -> wall seconds
+
+    @property
+    def versions(self) -> list[ModelVersion]:
+        """The versions this training registered: what the run's audit must judge (passed on as
+        data, not found again through the ``candidate`` alias another run may have moved)."""
+        return list(self.log.candidates)
 
     def summary_lines(self) -> list[str]:
         data = self.result.data

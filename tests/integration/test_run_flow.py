@@ -130,6 +130,21 @@ def test_the_manifest_and_mlflow_record_the_gate_decision_and_who_signed_it_off(
         assert tags[f"phm.fairness_gate.{outcome}.may_publish"] == "true"
 
 
+def test_the_manifest_names_the_versions_the_run_registered_audited_and_scored_with(finished_run):
+    from mlflow.tracking import MlflowClient
+
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    client = MlflowClient(f"sqlite:///{finished_run.out / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_run(manifest["audit_run_id"]).data.tags
+    for outcome, audited in manifest["models"].items():
+        assert audited["taken as"] == "registered by this run's training"
+        assert tags[f"phm.fairness_gate.{outcome}.model"] == str(audited["version"])
+        scored = manifest["scored_with"][outcome]
+        assert scored["taken as"] == f"audited by fairness audit run {manifest['audit_run_id']}"
+        if scored["ranks_list"] == "model":
+            assert scored["version"] == str(audited["version"])
+
+
 def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing(finished_run):
     terminal = finished_run.terminal.splitlines()
     named = [line.split("codelists: ", 1)[1].split(" (", 1)[0] for line in terminal if line.startswith("  codelists: ")]

@@ -27,6 +27,10 @@ def trained(finished_run, tmp_path_factory):
     db = folder / "phm.duckdb"
     shutil.copyfile(finished_run.db, db)
     run = run_training(db, TrainingConfig(), truth_dir=finished_run.extract / "truth")
+    # as training left them, before later tests train again into this store and database
+    (folder / "as-trained").mkdir()
+    shutil.copyfile(db, folder / "as-trained" / "phm.duckdb")
+    shutil.copyfile(folder / "mlflow" / "mlflow.db", folder / "as-trained" / "mlflow.db")
     return folder, db, run
 
 
@@ -190,3 +194,94 @@ def test_training_is_reproducible_for_a_seed(trained):
     for first, second in zip(run.result.outcomes[0].models, again.models, strict=True):
         np.testing.assert_array_equal(first.predictions, second.predictions)
     assert again.candidate.kind == run.result.outcomes[0].candidate.kind
+
+
+def another_run_registers_and_moves_the_aliases(client, versions) -> dict[str, str]:
+    """What a second run of the same ICB sharing the MLflow store does between this run's
+    registration and its audit or scoring: a training of its own registers a version of each
+    model, and its audit makes it 'candidate' and 'champion'. Returns outcome -> its version."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)  # MLflow resolves a version's source in the current store
+    experiment = client.get_experiment(client.get_run(versions[0].run_id).info.experiment_id)
+    parent = client.create_run(experiment.experiment_id, run_name="train (another run sharing the store)",
+                               tags={"phm.kind": "training"})
+    child = client.create_run(experiment.experiment_id, tags={"mlflow.parentRunId": parent.info.run_id})
+    theirs = {}
+    for mine in versions:
+        registered = client.get_model_version(mine.name, mine.version)
+        other = client.create_model_version(mine.name, registered.source, run_id=child.info.run_id,
+                                            tags=registered.tags)
+        client.set_registered_model_alias(mine.name, "candidate", other.version)
+        client.set_registered_model_alias(mine.name, "champion", other.version)
+        theirs[mine.outcome] = str(other.version)
+    for run_id in (child.info.run_id, parent.info.run_id):
+        client.set_terminated(run_id)
+    return theirs
+
+
+def test_a_run_audits_and_scores_the_versions_it_registered_whatever_the_aliases_say(trained, tmp_path):
+    """Issue 16 item 15. Fails on the code that took the audit's model by 'candidate' and
+    scoring's by 'champion': it audited, tagged and scored the other run's version."""
+    from mlflow.tracking import MlflowClient
+
+    from models.audit_run import run_audit
+    from models.score_models import score_models
+    from models.tracking import TrackingLocation
+    from tests.signoff import AUDIT
+
+    folder, _, run = trained
+    db = tmp_path / "phm.duckdb"
+    shutil.copyfile(folder / "as-trained" / "phm.duckdb", db)
+    shutil.copyfile(folder / "as-trained" / "mlflow.db", tmp_path / "mlflow.db")
+    location = TrackingLocation(f"sqlite:///{tmp_path / 'mlflow.db'}", run.log.location.artifact_root)
+    client = MlflowClient(location.tracking_uri)
+    mine = {v.outcome: v.version for v in run.versions}
+
+    theirs = another_run_registers_and_moves_the_aliases(client, run.versions)
+    audit = run_audit(db, AUDIT, location, tmp_path / "audit", versions=run.versions)
+    assert {o: str(m["version"]) for o, m in audit.report.models.items()} == mine
+    tags = client.get_run(audit.run_id).data.tags
+    for v in run.versions:
+        assert tags[f"phm.fairness_gate.{v.outcome}.model"] == v.version
+        assert tags[f"phm.fairness_gate.{v.outcome}.model_taken_as"] == "registered by this run's training"
+        assert client.get_model_version(v.name, v.version).tags["phm.audit_run_id"] == audit.run_id
+        assert "phm.audit_run_id" not in client.get_model_version(v.name, theirs[v.outcome]).tags
+
+    theirs = another_run_registers_and_moves_the_aliases(client, run.versions)  # and again, before scoring
+    scored = score_models(db, location, versions=audit.scoring_versions())
+    with duckdb.connect(str(db), read_only=True) as con:
+        scores = con.execute("select * from marts.risk_scores").pl()
+    for m in scored.models:
+        ranks_list = client.get_model_version(f"phm-{run.result.icb_code}-{m.outcome}", mine[m.outcome]).tags[
+            "phm.ranks_list"]
+        # our version, or (do no harm, as our audit decided) the validated score; never theirs
+        expected = mine[m.outcome] if ranks_list == "model" else "validated score"
+        assert set(scores[f"{m.outcome}_model_version"]) == {expected} != {theirs[m.outcome]}
+        assert m.source == f"audited by fairness audit run {audit.run_id}"
+
+
+def test_standalone_commands_resolve_the_alias_once_and_refuse_another_trainings_candidate(trained, tmp_path):
+    """phm score (no versions given) fixes champion's versions at the start and says so; phm audit
+    --db refuses a 'candidate' that another training registered, whose validation predictions
+    are not the database's."""
+    from mlflow.tracking import MlflowClient
+
+    from models.audit_run import run_audit
+    from models.score_models import score_models
+    from models.tracking import TrackingLocation
+    from tests.signoff import AUDIT
+
+    folder, _, run = trained
+    db = tmp_path / "phm.duckdb"
+    shutil.copyfile(folder / "as-trained" / "phm.duckdb", db)
+    shutil.copyfile(folder / "as-trained" / "mlflow.db", tmp_path / "mlflow.db")
+    location = TrackingLocation(f"sqlite:///{tmp_path / 'mlflow.db'}", run.log.location.artifact_root)
+    theirs = another_run_registers_and_moves_the_aliases(MlflowClient(location.tracking_uri), run.versions)
+
+    scored = score_models(db, location)
+    assert {m.outcome: m.version for m in scored.models} == theirs  # champion's, as it was at the start
+    assert all(m.source.startswith("alias 'champion' resolved at ") for m in scored.models)
+    assert any(line.startswith("  model versions alias 'champion' resolved at") for line in scored.summary_lines())
+    with pytest.raises(ConfigError, match="another training shares this MLflow store"):
+        run_audit(db, AUDIT, location, tmp_path / "audit")
