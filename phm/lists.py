@@ -14,11 +14,18 @@ could be invited, each with a tier (1 = act first) and a suggested action. Then,
    excluded; every exclusion is counted by reason, per PCN, never silently dropped;
 2. the remaining patients are ordered by tier, then (with ``prioritisation = "core20plus5"``)
    the most deprived national quintile (Core20) and the configured PLUS groups first within a
-   tier, then by their highest model risk relative to others (the smallest top-share across the
-   three models), then by pseudonym (a stable, meaningless tie-break);
+   tier, then by the band of their highest model risk relative to others (the smallest top-share
+   across the three models: top 1%, 1-5%, 5-10%, 10-25%, 25-50%, the rest), then, within a band,
+   in a keyed pseudo-random order (by pseudonym, an HMAC under the practice's key): a different
+   key gives a different order, so the rank does not link lists made under two keys;
 3. each practice (``capacity_per_practice``) or PCN (``capacity_per_pcn``) takes as many as it
    has room for;
 4. ids are replaced by pseudonyms only the patient's practice can re-identify (phm/pseudonymise.py).
+
+Risks on a list, in its columns and in the reasons, are bands (``risk_band_edges``, with every
+threshold that decides a reason added; sql/lists/macros.sql), never the exact value: exact risks
+made 399 of 400 rows of lists built under two keys match one to one (issue 16; docs/lists.md
+says what the lists protect against and what they do not).
 
 Rows in = rows on a list + rows over capacity + rows excluded, per PCN; ``ListRun`` says so.
 """
@@ -37,6 +44,10 @@ from phm.exceptions import ConfigError
 from phm.pseudonymise import pseudonymise
 
 SQL = SQL_DIR / "lists" / "list_reasons.sql"
+MACROS = SQL_DIR / "lists" / "macros.sql"
+# Bands of the relative model risk (share of eligible patients at or above it) that order
+# patients within a tier; inside a band the order is keyed pseudo-random.
+TOP_SHARE_BANDS = (0.01, 0.05, 0.10, 0.25, 0.50)
 PRIORITISATIONS = ("risk", "core20plus5")
 BROAD_GROUPS = ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known")
 
@@ -53,6 +64,14 @@ class ListSettings:
     qrisk3_high: float = 20.0
     qdiabetes_threshold: float = 10.0  # %
     model_top_share: float = 0.10  # a model's top share of eligible patients is a reason
+    # Risks go out as bands between these edges (%), with 0 and the thresholds above added
+    risk_band_edges: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+
+    def band_edges(self) -> list[float]:
+        """Every edge a band is cut at: 0, the configured edges and each threshold, so that a
+        band never straddles a threshold that decides a reason."""
+        return sorted({0.0, *map(float, self.risk_band_edges), self.qrisk3_threshold, self.qrisk3_high,
+                       self.qdiabetes_threshold})
 
     def validate(self) -> None:
         capacities = [c for c in (self.capacity_per_practice, self.capacity_per_pcn) if c is not None]
@@ -73,15 +92,26 @@ class ListSettings:
             raise ConfigError("lists.recently_invited_days: 0 or more")
         if not 0 < self.model_top_share < 1:
             raise ConfigError("lists.model_top_share: a share between 0 and 1")
+        edges = list(self.risk_band_edges)
+        if not edges or edges != sorted(set(edges)) or not all(0 < e < 100 for e in edges):
+            raise ConfigError("lists.risk_band_edges: percentages between 0 and 100 in increasing order, "
+                              "e.g. [5, 10, 15, 20, 30, 50]")
+
+
+def prepare(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> None:
+    """The lists' parameters (bound) and macros, for the reasons and the list columns."""
+    con.execute("create schema if not exists lists")
+    con.execute("create or replace table lists.parameters as select ?::double as qrisk3_threshold, "
+                "?::double as qrisk3_high, ?::double as qdiabetes_threshold, ?::double as model_top_share, "
+                "?::double[] as risk_band_edges",
+                [settings.qrisk3_threshold, settings.qrisk3_high, settings.qdiabetes_threshold,
+                 settings.model_top_share, settings.band_edges()])
+    con.execute(MACROS.read_text())
 
 
 def reasons(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> pl.DataFrame:
     """Every reason for every patient (sql/lists/list_reasons.sql), thresholds bound as parameters."""
-    con.execute("create schema if not exists lists")
-    con.execute("create or replace table lists.parameters as select ?::double as qrisk3_threshold, "
-                "?::double as qrisk3_high, ?::double as qdiabetes_threshold, ?::double as model_top_share",
-                [settings.qrisk3_threshold, settings.qrisk3_high, settings.qdiabetes_threshold,
-                 settings.model_top_share])
+    prepare(con, settings)
     # Materialised first, then read: fetching this query's result straight from DuckDB 1.5.6 as a
     # stream stalls indefinitely at about a million patients (the same query into a table takes
     # 2 s); benchmarks/bench_scale.py found it.
@@ -92,16 +122,23 @@ def reasons(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> pl.DataFr
         con.execute("drop table if exists list_reasons")
 
 
+# after prepare(): the risks as bands, as the reasons write them
 PATIENT_COLUMNS = """
     select f.patient_id, f.practice_pseudo_id, f.pcn_code, f.age_years, f.sex, f.ethnicity_group,
            f.imd_quintile, f.core20, f.palliative_care, f.care_home,
-           s.qrisk3_10y_pct, s.qdiabetes_10y_pct, s.qrisk3_notes, s.qdiabetes_notes,
+           s.qrisk3_notes, s.qdiabetes_notes,
+           phm_risk_band(s.qrisk3_10y_pct, p.risk_band_edges) as qrisk3_10y_band,
+           phm_risk_band(s.qdiabetes_10y_pct, p.risk_band_edges) as qdiabetes_10y_band,
            h.finding as hypertension_finding,
-           r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk
+           r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
+           phm_risk_band(100 * r.cvd_model_risk, p.risk_band_edges) as cvd_model_risk_band,
+           phm_risk_band(100 * r.t2d_model_risk, p.risk_band_edges) as t2d_model_risk_band,
+           phm_risk_band(100 * r.hypertension_model_risk, p.risk_band_edges) as hypertension_model_risk_band
     from marts.mart_patient_features as f
     left join marts.patient_scores as s using (patient_id)
     left join marts.mart_hypertension_case_finding as h using (patient_id)
     left join marts.risk_scores as r using (patient_id)
+    cross join lists.parameters as p
 """
 
 
@@ -127,19 +164,29 @@ def _age_band(age: pl.Expr) -> pl.Expr:
 
 
 def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFrame:
-    """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates."""
+    """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates.
+
+    Within a tier (and Core20PLUS5 group) the order is by band of relative model risk, then by
+    pseudonym: the exact risk would give every patient the same rank under any key, and the
+    rank would link lists made under two keys; the pseudonym, an HMAC under the practice's key,
+    orders a band differently under each key and means nothing clinically (nor does the exact
+    order of patients whose risks fall in one band)."""
     relative = [pl.col(f"{o}_model_risk").rank("max", descending=True) / pl.col(f"{o}_model_risk").count()
                 for o in ("cvd", "t2d", "hypertension")]
-    frame = candidates.with_columns(pl.min_horizontal(*relative).fill_null(1.0).alias("_model_top_share"))
+    top_share = pl.min_horizontal(*relative).fill_null(1.0)
+    band = pl.lit(len(TOP_SHARE_BANDS), dtype=pl.Int8)
+    for index, edge in reversed(list(enumerate(TOP_SHARE_BANDS))):
+        band = pl.when(top_share <= edge).then(pl.lit(index, dtype=pl.Int8)).otherwise(band)
+    frame = candidates.with_columns(band.alias("_model_top_band"))
     first = pl.lit(0)
     if settings.prioritisation == "core20plus5":
         first = (~(pl.col("core20").fill_null(False) | pl.col("ethnicity_group").is_in(list(settings.plus_groups)))
                  ).cast(pl.Int8)
     unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
     capacity = settings.capacity_per_practice or settings.capacity_per_pcn
-    frame = frame.with_columns(first.alias("_first")).sort(["tier", "_first", "_model_top_share", "pseudonym"])
+    frame = frame.with_columns(first.alias("_first")).sort(["tier", "_first", "_model_top_band", "pseudonym"])
     frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"))
-    return frame.with_columns((pl.col("priority_rank") <= capacity).alias("on_list")).drop("_first")
+    return frame.with_columns((pl.col("priority_rank") <= capacity).alias("on_list")).drop("_first", "_model_top_band")
 
 
 @dataclass
@@ -160,8 +207,8 @@ class ListRun:
 
 LIST_COLUMNS = [
     "pseudonym", "practice_pseudo_id", "priority_rank", "tier", "age_band", "sex", "ethnicity_group",
-    "imd_quintile", "core20", "qrisk3_pct", "qdiabetes_pct", "cvd_model_risk_pct", "t2d_model_risk_pct",
-    "hypertension_model_risk_pct", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
+    "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band", "cvd_model_risk_band", "t2d_model_risk_band",
+    "hypertension_model_risk_band", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
     "defaulted_inputs",
 ]
 
@@ -189,9 +236,10 @@ def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date)
 
 def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: bytes, index_date) -> ListRun:
     settings.validate()
+    reason_rows = reasons(con, settings)  # prepares the parameters and macros PATIENT_COLUMNS uses
     patients = con.execute(PATIENT_COLUMNS).pl()
     invited = recently_invited(con, index_date, settings.recently_invited_days)
-    candidates = per_patient(reasons(con, settings)).join(patients, on="patient_id", how="left")
+    candidates = per_patient(reason_rows).join(patients, on="patient_id", how="left")
     candidates = candidates.join(invited, on="patient_id", how="left").with_columns(
         pl.when(pl.col("palliative_care").fill_null(False)).then(pl.lit("palliative care"))
         .when(pl.col("care_home").fill_null(False) & pl.lit(settings.exclude_care_homes)).then(pl.lit("care home"))
@@ -203,9 +251,6 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings)
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
-        pl.col("qrisk3_10y_pct").round(1).alias("qrisk3_pct"),
-        pl.col("qdiabetes_10y_pct").round(1).alias("qdiabetes_pct"),
-        *[(100 * pl.col(f"{o}_model_risk")).round(1).alias(f"{o}_model_risk_pct") for o in ("cvd", "t2d", "hypertension")],
         (pl.col("qrisk3_notes").fill_null("").str.contains("defaulted")
          | pl.col("qdiabetes_notes").fill_null("").str.contains("defaulted")).alias("defaulted_inputs"),
     ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
@@ -280,6 +325,11 @@ def settings_from(table: dict, where: str = "lists") -> ListSettings:
         elif key == "exclude_care_homes":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: must be true or false, not {value!r}")
+        elif key == "risk_band_edges":
+            if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                      for v in value):
+                raise ConfigError(f"{where}.risk_band_edges: a list of percentages, e.g. [5, 10, 15, 20, 30, 50]")
+            value = tuple(float(v) for v in value)
         elif key == "prioritisation":
             if not isinstance(value, str):
                 raise ConfigError(f"{where}.{key}: must be text, not {value!r}")

@@ -3,6 +3,8 @@
 -- Read by phm/lists.py, which applies exclusions, capacity and prioritisation. Nothing is
 -- dropped here: a reason that a treatment makes moot keeps its row with excluded_by set, so the
 -- per-PCN summary can count it. Thresholds come from lists.parameters (bound by the caller).
+-- Risks are written as bands (phm_risk_band, sql/lists/macros.sql), never exactly: the reason text
+-- goes out on the list, and an exact risk there would link lists made under two keys.
 --
 -- Reasons, tier (1 = act first) and suggested action:
 --   bp_urgent               1  no hypertension diagnosis, latest reading >= 180/120 in 12 months: urgent BP review
@@ -22,6 +24,7 @@
 --   bp_no_recent_reading    3  hypertension, no reading in 12 months: BP check
 --   bp_none_in_5_years      3  aged 45+, no reading in 5 years: BP check
 --   model_high_risk         3  a trained model's risk in the top model_top_share of eligible patients
+--                              (written as a band of risk, as QRISK3 and QDiabetes are)
 -- excluded_by (reason level; the reason is kept, set aside, and counted), as QOF, CVDPREVENT and
 -- NCL's LTC LCS use them:
 --   lipid reasons            already on a statin; statin allergy, contraindicated, not tolerated,
@@ -131,25 +134,29 @@ reasons as (
     where not diabetes and (hba1c_ndh_12m or glucose_ndh_12m or ndh_coded)
     union all
     select pt.patient_id, 'qrisk3_high', 2, 'cvd',
-           'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_high || '% or over)',
+           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges)
+               || ' (' || printf('%g', p.qrisk3_high) || '% or over)',
            'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p where pt.qrisk3_10y_pct >= p.qrisk3_high
     union all
     select pt.patient_id, 'qrisk3_raised', 3, 'cvd',
-           'QRISK3 10-year risk ' || round(pt.qrisk3_10y_pct, 1) || '% (' || p.qrisk3_threshold || '% or over)',
+           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges)
+               || ' (' || printf('%g', p.qrisk3_threshold) || '% or over)',
            'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p
     where pt.qrisk3_10y_pct >= p.qrisk3_threshold and pt.qrisk3_10y_pct < p.qrisk3_high
     union all
     select pt.patient_id, 'qdiabetes_high', 3, 't2d',
-           'QDiabetes 10-year risk ' || round(pt.qdiabetes_10y_pct, 1) || '% (' || p.qdiabetes_threshold || '% or over)',
+           'QDiabetes 10-year risk ' || phm_risk_band(pt.qdiabetes_10y_pct, p.risk_band_edges)
+               || ' (' || printf('%g', p.qdiabetes_threshold) || '% or over)',
            'HbA1c test and diabetes prevention advice',
            case when pt.nhs_health_check_5y then 'NHS Health Check in the last 5 years' end
     from patients as pt cross join parameters as p where pt.qdiabetes_10y_pct >= p.qdiabetes_threshold
     union all
     select m.patient_id, 'model_high_risk', 3, m.outcome,
-           'predicted ' || round(100 * m.risk, 1) || '% risk of ' || m.what || ' in the next ' || m.horizon
-               || ' years (model; top ' || round(100 * p.model_top_share)::integer || '%)',
+           'predicted risk of ' || m.what || ' in the next ' || m.horizon || ' years: '
+               || phm_risk_band(100 * m.risk, p.risk_band_edges)
+               || ' (model; top ' || round(100 * p.model_top_share)::integer || '%)',
            m.action, null
     from model_risks as m cross join parameters as p where m.top_share <= p.model_top_share
 )

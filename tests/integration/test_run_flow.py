@@ -89,6 +89,48 @@ def test_reasons_are_true_for_the_patient_and_excluded_patients_are_never_listed
         assert f"{row['age_years'] // 5 * 5}-" in row["age_band"]
 
 
+def one_to_one_share(first: pl.DataFrame, second: pl.DataFrame, columns: list[str]) -> float:
+    """The share of ``first``'s rows whose values in ``columns`` match exactly one row of
+    ``second``: the rows someone holding both lists could link one to one."""
+    matches = second.group_by(columns).len()
+    joined = first.select(columns).join(matches, on=columns, how="left", nulls_equal=True)
+    return float((joined["len"] == 1).sum() / first.height)
+
+
+def test_lists_made_under_two_keys_do_not_link_one_to_one_through_their_other_columns(finished_run, tmp_path):
+    """Issue 16 item 14. Same data, two keys: with exact risks (in columns and reasons) and rows
+    ranked by exact risk, 98.2-98.5% of the rows (1,178-1,182 of 1,200) matched exactly one row of the other
+    list through every column but the pseudonym. With bands and a keyed order within a band:
+    4.6-5.4% over six key pairs (1.4-2.1% with capacity per PCN, 7.4-9.3% with core20plus5).
+    Ignoring the rank, 94-95% still match: age band, sex, ethnic group, IMD quintile, practice
+    and reasons single out a patient (docs/lists.md says what the lists do not protect against)."""
+    import shutil
+
+    from phm.lists import ListSettings, build_lists
+
+    db = tmp_path / "phm.duckdb"
+    shutil.copyfile(finished_run.db, db)
+    con = duckdb.connect(str(db))
+    try:
+        index_date = con.execute("select index_date from features.parameters").fetchone()[0]
+        first, second = (build_lists(con, ListSettings(), key, index_date) for key in (
+            KEY.encode(), b"the ICB's next key, after rotation, 0123456789"))
+    finally:
+        con.close()
+    columns = [c for c in first.lists.columns if c != "pseudonym"]
+    assert first.lists.height == second.lists.height == 1200
+    assert not set(first.lists["pseudonym"]) & set(second.lists["pseudonym"])
+    linked = one_to_one_share(first.lists, second.lists, columns)
+    assert linked <= 0.10, f"{linked:.1%} of the rows link one to one"
+    # what a PCN team relies on holds under either key: tiers in order, every risk a band
+    for run in (first, second):
+        for _, practice in run.lists.group_by("practice_pseudo_id"):
+            ordered = practice.sort("priority_rank")
+            assert ordered["tier"].to_list() == sorted(ordered["tier"].to_list())
+        assert not run.lists["reasons"].str.contains(r"\d\.\d%").any()
+        assert run.lists["qrisk3_10y_band"].drop_nulls().str.contains(r"^\d+(\.\d+)?(-\d+(\.\d+)?%|% or over)$").all()
+
+
 def test_exclusions_and_every_candidate_are_counted(finished_run):
     manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
     for counts in manifest["pcns"].values():

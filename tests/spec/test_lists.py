@@ -168,7 +168,27 @@ def test_a_models_top_share_is_a_reason_with_its_horizon():
     con = hand_made_database([{"patient_id": i, "cvd_model_risk": i / 100} for i in range(1, 21)])
     found = reasons(con, ListSettings(model_top_share=0.1)).filter(pl.col("reason_code") == "model_high_risk")
     assert sorted(found["patient_id"].to_list()) == [19, 20]
-    assert found["reason"][0].startswith("predicted ") and "next 5 years (model; top 10%)" in found["reason"][0]
+    assert dict(found.select("patient_id", "reason").rows())[19] == \
+        "predicted risk of a CVD event in the next 5 years: 15-20% (model; top 10%)"
+
+
+def test_risks_in_reasons_are_bands_cut_at_every_threshold_never_the_exact_value():
+    """Issue 16 item 14: an exact risk is nearly unique to a patient and linked lists made under
+    two keys; a band is shared by many."""
+    con = hand_made_database([
+        {"patient_id": 1, "qrisk3_10y_pct": 10.0}, {"patient_id": 2, "qrisk3_10y_pct": 14.99},
+        {"patient_id": 3, "qrisk3_10y_pct": 23.4}, {"patient_id": 4, "qrisk3_10y_pct": 61.2},
+        {"patient_id": 5, "qdiabetes_10y_pct": 12.7}, {"patient_id": 6, "qrisk3_10y_pct": 12.7}])
+    text = dict(reasons(con, ListSettings()).select("patient_id", "reason").rows())
+    assert text[1] == "QRISK3 10-year risk 10-15% (10% or over)"
+    assert text[2] == "QRISK3 10-year risk 10-15% (10% or over)"
+    assert text[3] == "QRISK3 10-year risk 20-30% (20% or over)"
+    assert text[4] == "QRISK3 10-year risk 50% or over (20% or over)"
+    assert text[5] == "QDiabetes 10-year risk 10-15% (10% or over)"
+    # a threshold of its own cuts the band, so a band never straddles what decides a reason
+    text = dict(reasons(con, ListSettings(qrisk3_threshold=12.5)).select("patient_id", "reason").rows())
+    assert text[6] == "QRISK3 10-year risk 12.5-15% (12.5% or over)"
+    assert ListSettings(qrisk3_threshold=12.5).band_edges() == [0, 5, 10, 12.5, 15, 20, 30, 50]
 
 
 # --- per patient, order, capacity ---------------------------------------------------------------
@@ -210,6 +230,23 @@ def test_order_is_tier_then_risk_and_capacity_is_per_practice():
     assert p1["tier"].to_list() == [1, 1, 2, 3]
     assert p1["cvd_model_risk"].to_list()[:2] == [0.4, 0.1]  # same tier: higher relative risk first
     assert ranked.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2, 2]
+
+
+def test_within_a_band_the_order_is_keyed_so_another_key_gives_another_order():
+    """Tier and band of relative risk order the list under any key; inside a band the order
+    follows the pseudonym (an HMAC under the practice's key), so the rank links nothing."""
+    rows = [{"patient_id": i, "practice_pseudo_id": "P1", "pcn_code": "N1", "tier": 1 + (i >= 30),
+             "core20": False, "ethnicity_group": "White", "cvd_model_risk": 0.001 * i + 0.5 * (i in (10, 20)),
+             "t2d_model_risk": None, "hypertension_model_risk": None} for i in range(1, 61)]
+    frame = pl.DataFrame(rows)
+    first, second = (order_and_cap(frame.with_columns(pseudonymise(frame, key)), ListSettings(capacity_per_practice=60))
+                     .sort("priority_rank") for key in (KEY, b"another key, as long as it must be"))
+    for ranked in (first, second):
+        assert ranked["tier"].to_list() == sorted(ranked["tier"].to_list())
+        assert set(ranked.filter(pl.col("tier") == 1)["patient_id"].to_list()[:2]) == {10, 20}  # top band first
+    rank = {key: dict(r.select("patient_id", "priority_rank").rows()) for key, r in (("a", first), ("b", second))}
+    # every risk differs, so ranking by exact risk gave every patient the same rank under both keys
+    assert sum(rank["a"][i] != rank["b"][i] for i in range(1, 61)) > 40  # moved within their bands
 
 
 def test_capacity_per_pcn_and_core20plus5_first_within_a_tier():
@@ -281,6 +318,8 @@ def test_lists_configuration_names_the_key(tmp_path):
                           '[lists]\nprioritisation = "alphabetical"\n': "lists.prioritisation: one of",
                           '[lists]\nplus_groups = ["Martians"]\n': "lists.plus_groups: 'Martians'",
                           '[lists]\ncapacity_per_practice = 5\ncapacity_per_pcn = 5\n': "exactly one of",
+                          '[lists]\nrisk_band_edges = [10, 5]\n': "lists.risk_band_edges: percentages",
+                          '[lists]\nrisk_band_edges = "5"\n': "lists.risk_band_edges: a list",
                           '[run]\nhorizon_years = 50\n': "run.horizon_years"}.items():
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
