@@ -115,7 +115,9 @@ def _quiet_user_errors_on_console() -> None:
     error_names = tuple(EXIT_CODES)
 
     def keep(record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], PhmError):
+        # a full disk is a user error too, wherever a library raised it (main() names the path)
+        if record.exc_info and (isinstance(record.exc_info[1], PhmError)
+                                or DiskFull.from_exception(record.exc_info[1]) is not None):
             return False
         return not any(name in record.getMessage() for name in error_names)
 
@@ -667,14 +669,22 @@ def main(argv: list[str] | None = None) -> int:
         print("phm: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        return _report(exc, args.debug)
+        return _report(exc, args.debug, _outputs(args))
     finally:
         os.umask(umask)
 
 
-def _report(exc: Exception, debug: bool) -> int:
+def _outputs(args) -> str:
+    """Where the command writes, as its options say: a full disk is named by them when the
+    error itself carries no path."""
+    given = [f"--{name} {getattr(args, name)}" for name in ("out", "db", "output", "report", "docs", "write")
+             if getattr(args, name, None) and not isinstance(getattr(args, name), bool)]
+    return " or ".join(given)
+
+
+def _report(exc: Exception, debug: bool, outputs: str = "") -> int:
     """One line on stderr and the exit code (README: exit codes)."""
-    full = DiskFull.from_exception(exc)  # first: a full disk shows up inside other errors
+    full = DiskFull.from_exception(exc, outputs)  # first: a full disk shows up inside other errors
     if full is not None:
         exc = full
     if isinstance(exc, PhmError):

@@ -90,10 +90,12 @@ class DiskFull(PhmError):
     exit_code = 9
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> DiskFull | None:
+    def from_exception(cls, exc: BaseException, outputs: str = "") -> DiskFull | None:
         """The full disk behind ``exc`` (an OSError with ENOSPC anywhere in its chain, or a
         library's message saying so: DuckDB and MLflow wrap it), or None. Without this a full
-        disk read as a malformed extract (exit 3) or an internal error (exit 70)."""
+        disk read as a malformed extract (exit 3) or an internal error (exit 70). ``outputs``:
+        where the command writes (its output options), named when the error has no path, as when
+        ``write()`` or ``close()`` of an open file fails, which Python reports without one."""
         seen: set[int] = set()
         while exc is not None and id(exc) not in seen:
             seen.add(id(exc))
@@ -102,7 +104,7 @@ class DiskFull(PhmError):
             text = str(exc)
             if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
                 path = getattr(exc, "filename", None) or next(iter(re.findall(r'"(/[^"]+)"', text)), None)
-                where = f" writing {path}" if path else ""
+                where = f" writing {path}" if path else (f" writing phm's output ({outputs})" if outputs else "")
                 return cls(f"no space left on the device{where}: the published lists are untouched; "
                            "free some space (or point --out at a larger disk) and run again")
             exc = exc.__cause__ or exc.__context__

@@ -420,7 +420,10 @@ def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableRepo
         found = notes(con, reports)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        try:
+            con.execute("rollback")
+        except duckdb.TransactionException:
+            pass  # DuckDB ended the transaction itself (e.g. it could not write: a full disk); say why, not this
         raise
     finally:
         con.close()
