@@ -358,8 +358,9 @@ def cmd_train(args) -> int:
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train the risk models on the extract's history; log them to MLflow",
                        description="Build features at the extract date minus the horizon, label the "
-                       "outcomes recorded after, train logistic regression and calibrated gradient "
-                       "boosting with and without ethnicity/deprivation inputs, validate on held-out "
+                       "outcomes recorded after with follow-up censored at death or leaving, train "
+                       "survival models (Poisson GLM and boosting; updates of QRISK3 and QDiabetes) "
+                       "with and without ethnicity/deprivation inputs, validate on held-out "
                        "practices side by side with QRISK3 and QDiabetes, log everything to MLflow and "
                        "register each outcome's candidate. See docs/models.md.")
     p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")

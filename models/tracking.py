@@ -146,14 +146,16 @@ def pinned_requirements() -> list[str]:
 def skops_trusted_types(estimator) -> list[str]:
     """The non-scikit-learn types in the model's skops file, for MLflow's save-and-reload check.
 
-    Our pipelines hold only scikit-learn objects and the numpy/scipy types they are built from
-    (numpy.dtype; scipy's BSpline inside SplineTransformer). Anything else means the pipeline
-    holds something unexpected, and is refused rather than trusted.
+    Our models are the project's survival wrapper (models.hazard.HorizonHazardModel) around
+    scikit-learn pipelines, holding only scikit-learn objects and the numpy/scipy types they are
+    built from (numpy.dtype; scipy's BSpline inside SplineTransformer). Anything else means the
+    model holds something unexpected, and is refused rather than trusted.
     """
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
-    unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn."))]
+    unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn."))
+                  and t != "models.hazard.HorizonHazardModel"]
     if unexpected:
         raise RuntimeError(f"the model holds types that are not numpy/scipy/scikit-learn: {unexpected}")
     return untrusted
@@ -345,7 +347,7 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
     digest = data_digest(data.frame)
     common = {"icb_code": result.icb_code, "index_date": data.index_date.isoformat(),
               "horizon_years": data.horizon_years, "validation_share": config.validation_share,
-              "calibration_share": config.calibration_share, "seed": config.seed,
+              "seed": config.seed,
               "candidate_variant": config.candidate_variant, "training_data_digest": digest,
               "validation_split": "by practice"}
     rows = comparison_rows(result)
@@ -427,10 +429,11 @@ def signature_frame(model):
 
 
 def _calibration_method(estimator) -> str:
-    calibrators = getattr(estimator, "calibrated_classifiers_", None)
-    if not calibrators:
-        return "none (logistic regression)"
-    return f"{estimator.method} on held-out training-practice patients"
+    comparator = getattr(estimator, "comparator", None)
+    if comparator:
+        return (f"update of {COMPARATOR_NAMES[comparator]}: its log hazard as offset, recalibrated and "
+                "extended on censored follow-up (Poisson)")
+    return "hazard fitted on censored follow-up (Poisson)"
 
 
 def _register(client, icb_code: str, outcome: Outcome, model, model_uri: str, run_id: str,

@@ -2,7 +2,8 @@
 
 Features are built with the same SQL as scoring (features/build.py), for index date
 T0 = extract date - horizon, inside a transaction that is rolled back, so the extract-date
-tables are untouched. Labels come from sql/labels/outcomes.sql.
+tables are untouched. Labels (time-to-event: recorded outcome, years followed, censoring at
+death or leaving) come from sql/labels/outcomes.sql.
 """
 
 from __future__ import annotations
@@ -18,17 +19,25 @@ import polars as pl
 
 from features.build import build
 from phm.db import SQL_DIR, connect, extract_date
+from phm.ethnicity import NOT_KNOWN, broad_group
 from phm.exceptions import ConfigError
 
 LABELS_SQL = SQL_DIR / "labels" / "outcomes.sql"
+ETHNICITY_SQL = SQL_DIR / "intermediate" / "int_patient_ethnicity.sql"
 OUTCOMES = ("cvd_event", "t2d_event", "hypertension_event")
+# Columns that describe what happened after the index date: labels, follow-up, and the
+# ethnicity known at the extract date. No model input may be one of them (tests hold this).
+AFTER_INDEX_COLUMNS = (*OUTCOMES, "cvd_followup_years", "t2d_followup_years", "hypertension_followup_years",
+                       "followup_end_reason", "ethnicity_category_at_extract", "ethnicity_group_at_extract")
 
 
 @dataclass(frozen=True)
 class TrainingData:
     index_date: dt.date
     horizon_years: int
-    frame: pl.DataFrame  # mart features at index_date + one column per outcome (null = not at risk)
+    # mart features at index_date; per outcome, whether it was recorded within follow-up and the
+    # years followed (null = not at risk); why follow-up ended; the ethnicity known at the extract date
+    frame: pl.DataFrame
 
 
 def past_index_date(extract_date: dt.date, horizon_years: int) -> dt.date:
@@ -65,7 +74,8 @@ def training_data(db_path: Path, horizon_years: int = 5) -> TrainingData:
         raise ConfigError(f"--horizon must be at least 1 year (got {horizon_years})")
     con = connect(db_path)
     try:
-        index_date = past_index_date(extract_date(con), horizon_years)
+        extract = extract_date(con)
+        index_date = past_index_date(extract, horizon_years)
     finally:
         con.close()
     with features_as_of(db_path, index_date) as con:
@@ -73,6 +83,16 @@ def training_data(db_path: Path, horizon_years: int = 5) -> TrainingData:
         con.execute("create table labels.parameters (horizon_years integer)")
         con.execute("insert into labels.parameters values (?)", [horizon_years])
         con.execute(f"create table labels.outcomes as {LABELS_SQL.read_text()}")
-        frame = con.execute("select f.*, o.* exclude (patient_id) from marts.mart_patient_features f "
-                            "join labels.outcomes o using (patient_id) order by patient_id").pl()
+        # The ethnicity known at the extract date, for grouping patients in the audit only (never
+        # a model input): the same rule as the mart's, run with the extract date as index date.
+        con.execute("update features.parameters set index_date = ?", [extract])
+        con.execute(f"create table labels.ethnicity_at_extract as {ETHNICITY_SQL.read_text()}")
+        frame = con.execute(
+            "select f.*, o.* exclude (patient_id), "
+            "coalesce(e.ethnicity_category, ?) as ethnicity_category_at_extract, "
+            "coalesce(g.broad_group, ?) as ethnicity_group_at_extract "
+            "from marts.mart_patient_features f join labels.outcomes o using (patient_id) "
+            "left join labels.ethnicity_at_extract e using (patient_id) "
+            "left join ref.ethnic_categories g on g.category = e.ethnicity_category "
+            "order by patient_id", [NOT_KNOWN, broad_group(NOT_KNOWN)]).pl()
     return TrainingData(index_date, horizon_years, frame)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
@@ -90,7 +91,7 @@ def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs, tmp_pat
     """On one database: the same models score the ICB as one shard and as per-PCN shards."""
     from models.population import read_features
     from models.shards import ModelToScore, make_shards, read_shard_scores, score_shard
-    from models.train import make_model, model_inputs
+    from models.train import OUTCOME_BY_SHORT, make_model, model_inputs
 
     con = duckdb.connect(str(two_runs["local"].db), read_only=True)
     try:
@@ -99,10 +100,11 @@ def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs, tmp_pat
         con.close()
     eligible = features.filter(pl.col("age_years").is_between(25, 84))
     label = (eligible["sbp_mmhg"].fill_null(0) > 140).to_numpy()  # any outcome: the models are what matter
+    years = np.where(label, 2.5, 5.0)
     models = []
-    for kind in ("logistic", "gradient_boosting"):
-        model = make_model(kind, "with_equity", seed=1)
-        model.fit(model_inputs(eligible, "with_equity"), label)
+    for kind in ("hazard_glm", "hazard_boosting"):
+        model = make_model(kind, "with_equity", 1, OUTCOME_BY_SHORT["cvd"], 5)
+        model.fit(model_inputs(eligible, "with_equity"), label, years)
         models.append(ModelToScore("hypertension", "with_equity", model))
     for model in models:
         whole = make_shards(features, tmp_path / "whole", by=None)
@@ -143,7 +145,8 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
     outcome = next(o for o in OUTCOMES if o.short == "hypertension")  # also a feature's name
     eligible = features.filter(outcome.eligible(features))
     label = (eligible["sbp_mmhg"].fill_null(0) > 140).to_numpy()
-    model = make_model("logistic", "with_equity", seed=1).fit(model_inputs(eligible, "with_equity"), label)
+    model = make_model("hazard_glm", "with_equity", 1, outcome, 5).fit(
+        model_inputs(eligible, "with_equity"), label, np.where(label, 2.5, 5.0))
     settings = AuditSettings(replicates=200)
 
     shards = make_shards(features, tmp_path / "shards", by="pcn")

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from models.training_data import past_index_date, training_data
+from models.train import VARIANTS, model_inputs
+from models.training_data import AFTER_INDEX_COLUMNS, past_index_date, training_data
 from phm.ingest import ingest
 
 
@@ -43,8 +44,14 @@ def test_no_feature_uses_data_after_its_index_date(ingested, tmp_path):
         con.execute("update main.patients set date_of_death = null where date_of_death > ?", [t0])
     assert removed > 1000  # the test removes a lot of future
     future_free = training_data(truncated, 5)
-    features = [c for c in data.frame.columns if c not in ("cvd_event", "t2d_event", "hypertension_event")]
+    features = [c for c in data.frame.columns if c not in AFTER_INDEX_COLUMNS]
     assert_frame_equal(data.frame.select(features), future_free.frame.select(features))
+    # no model input is a column that describes what came after T0 (labels, follow-up, the
+    # ethnicity known at the extract date, which only groups patients in the audit)
+    for variant in VARIANTS:
+        inputs = model_inputs(data.frame, variant)
+        assert set(inputs.columns).isdisjoint(AFTER_INDEX_COLUMNS)
+        assert_frame_equal(pl.from_pandas(inputs), pl.from_pandas(model_inputs(future_free.frame, variant)))
     # and with the future gone nothing is recorded after T0
     assert future_free.frame.select(pl.col("cvd_event", "t2d_event").fill_null(False).any()).row(0) == (False, False)
 
@@ -80,3 +87,37 @@ def test_the_labels_sql_and_the_python_eligibility_agree(ingested):
     frame = training_data(ingested, 5).frame.filter(pl.col("age_years").is_between(MIN_AGE, MAX_AGE))
     for outcome in OUTCOMES:
         assert outcome.eligible(frame).to_list() == frame[outcome.label].is_not_null().to_list(), outcome.short
+
+
+def test_follow_up_ends_at_death_or_leaving_and_such_patients_are_censored_not_event_free(ingested, small_synthetic_extract):
+    """A patient who died or left before the horizon's end without the outcome is followed until
+    then (censored), not counted as followed event-free for 5 years; one with the outcome is
+    followed to its record. The truth says when each death and event happened."""
+    data = training_data(ingested, 5)
+    frame = data.frame.filter(pl.col("t2d_event").is_not_null())
+    horizon = 5.01
+    assert frame["t2d_followup_years"].is_between(0, horizon).all()
+    full = frame.filter(pl.col("followup_end_reason") == "horizon")
+    assert full.filter(~pl.col("t2d_event"))["t2d_followup_years"].min() > 4.99
+    censored = frame.filter(pl.col("followup_end_reason").is_in(["died", "left practice"]) & ~pl.col("t2d_event"))
+    assert censored.height > 20 and (censored["t2d_followup_years"] < 4.99).all()
+    patients = pl.read_csv(small_synthetic_extract / "patients.csv", try_parse_dates=True)
+    died = censored.filter(pl.col("followup_end_reason") == "died").join(patients, on="patient_id")
+    days = (pl.col("date_of_death") - pl.lit(data.index_date)).dt.total_days() / 365.25
+    assert died.select((days - pl.col("t2d_followup_years")).abs().max()).item() < 1e-6
+    truth = pl.read_parquet(small_synthetic_extract / "truth" / "patients.parquet")
+    events = frame.filter(pl.col("t2d_event")).join(truth, on="patient_id")
+    years_to_event = (pl.col("t2d_event_date") - pl.lit(data.index_date)).dt.total_days() / 365.25
+    recorded_true_events = events.filter(pl.col("t2d_event_recorded"))
+    assert recorded_true_events.height > 5
+    assert recorded_true_events.select((years_to_event - pl.col("t2d_followup_years")).abs().max()).item() < 1e-6
+
+
+def test_ethnicity_known_at_the_extract_date_fills_in_what_the_index_date_did_not_know(ingested):
+    frame = training_data(ingested, 5).frame
+    unknown_then = frame.filter(pl.col("ethnicity_group") == "Not known")
+    known_now = unknown_then.filter(pl.col("ethnicity_group_at_extract") != "Not known")
+    assert known_now.height > 0.3 * unknown_then.height
+    # a group known at T0 is still known at the extract date (codes are never removed)
+    known_then = frame.filter(~pl.col("ethnicity_group").is_in(["Not known", "Not stated"]))
+    assert (known_then["ethnicity_group_at_extract"] != "Not known").all()

@@ -115,7 +115,7 @@ def mart_rows():
     return pl.DataFrame({
         "sex": ["female", "male"], "age_years": [50, 60], "ethnicity_group": ["Asian", None],
         "imd_decile": [1, None], "townsend_score": [2.5, None], "core20": [True, False],
-        "bmi": [None, 30.0],
+        "bmi": [None, 30.0], "qrisk3_10y_pct": [5.0, None], "qdiabetes_10y_pct": [3.0, None],
     })
 
 
@@ -134,7 +134,7 @@ def test_clinical_only_variant_never_sees_ethnicity_or_deprivation():
     equity = {*EQUITY_NUMERIC, *EQUITY_CATEGORICAL, "core20"}
     assert equity.isdisjoint(clinical.columns)
     assert equity <= set(with_equity.columns)
-    assert list(with_equity["ethnicity_group"]) == ["Asian", "Not known"]
+    assert list(with_equity["ethnicity_group"]) == ["Asian", "White"]  # not known: the reference group
     assert list(clinical["sex_male"]) == [0.0, 1.0]
     assert np.isnan(clinical["bmi"][0])  # missing stays missing; the model handles it
 
@@ -156,23 +156,27 @@ def test_a_missing_database_is_named_and_nothing_is_created(command, tmp_path, c
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_risk_is_scikit_learns_probability_whatever_the_batch():
+def test_predict_risk_is_the_models_risk_whatever_the_batch():
     import numpy as np
     import pandas as pd
 
-    from models.train import feature_names, make_model, predict_risk
+    from models.train import COMPARATORS, OUTCOME_BY_SHORT, feature_names, make_model, predict_risk
 
     rng = np.random.default_rng(5)
     numeric, categorical = feature_names("with_equity")
     n = 3_000
     x = pd.DataFrame({c: rng.normal(50, 10, n) for c in numeric})
     for c in categorical:
-        x[c] = rng.choice(["a", "b", "c"], n)
-    y = (x[numeric[0]] + rng.normal(0, 10, n) > 55).to_numpy()
-    for kind in ("logistic", "gradient_boosting"):
-        model = make_model(kind, "with_equity", seed=1).fit(x, y)
+        x[c] = rng.choice(["White", "Black", "Asian"], n)
+    for c in COMPARATORS:
+        x[c] = rng.uniform(1, 30, n)
+    event = (x[numeric[0]] + rng.normal(0, 10, n) > 62).to_numpy()
+    years = np.where(event, rng.uniform(0, 5, n), rng.choice([5.0, 2.5], n))
+    for kind in ("hazard_glm", "hazard_boosting"):
+        model = make_model(kind, "with_equity", 1, OUTCOME_BY_SHORT["cvd"], 5).fit(x, event, years)
         whole = predict_risk(model, x)
         np.testing.assert_allclose(whole, model.predict_proba(x)[:, 1], rtol=1e-12, atol=1e-15)
+        assert ((whole > 0) & (whole < 1)).all()
         # batches of 7 taken from every part of the whole batch (every 20th one: predicting all
         # 429 takes minutes and shows nothing more)
         starts = range(0, n, 7 * 20)
