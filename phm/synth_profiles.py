@@ -59,3 +59,25 @@ OTHER_CODES = (
     "195967001", "13645005", "35489007", "197480006", "396275006", "279039007", "40930008",
     "43116000", "235595009", "86198006", "271737000", "68566005", "24700007",
 )
+
+
+# Ethnic differences in the true hazards of CVD and type 2 diabetes, on the log scale, by sex and
+# QRISK3/QDiabetes ethnicity code (phm.ethnicity.QRISK3_ETHRISK: 1 White, 2 Indian, 3 Pakistani,
+# 4 Bangladeshi, 5 Other Asian, 6 Black Caribbean, 7 Black African, 8 Chinese, 9 Other, which
+# takes every Mixed and 'any other Black' category). They are the published effects of QRISK3-2017
+# (CVD) and QDiabetes-2018 model C (type 2 diabetes, adjusted for HbA1c as the true model is),
+# rounded: the best evidence there is on ethnic differences in these risks in England, from
+# QResearch's millions of records. Until issue 22 the generator used effects set by hand (no
+# excess CVD for Black groups; none for T2D in Mixed and Other groups) that differed from the
+# published ones by up to 1.4 times; the fairness gate, which judges models against QRISK3 and
+# QDiabetes, then measured that difference, not bias. The price: synthetic extracts cannot show
+# what happens where a local population truly departs from the published effects
+# (docs/fairness.md says what then sees it).
+TRUE_ETHNIC_LOG_HR: dict[str, dict[str, tuple[float, ...]]] = {
+    # code:      1     2     3     4     5      6      7      8      9
+    "cvd": {"female": (0.0, 0.28, 0.56, 0.30, 0.07, -0.17, -0.39, -0.33, -0.17),
+            "male": (0.0, 0.28, 0.47, 0.53, 0.04, -0.36, -0.40, -0.42, -0.26)},
+    "t2d": {"female": (0.0, 0.60, 0.78, 1.19, 0.71, 0.12, 0.01, 0.57, 0.17),
+            "male": (0.0, 0.68, 0.83, 1.10, 0.77, 0.21, 0.38, 0.34, 0.22)},
+}
+

@@ -346,13 +346,15 @@ def selection_cells(frame: pl.DataFrame, high_need_from: float = 1) -> Cells:
     summed per cell (it may be a count or a risk); ``high_need`` is need >= ``high_need_from``."""
     if "measurements_recorded" not in frame.columns:
         frame = frame.with_columns(pl.lit(0).alias("measurements_recorded"))
+    if "score" not in frame.columns:  # cells made without scores standardise by decile means
+        frame = frame.with_columns(pl.lit(1.0).alias("score"))
     band = pl.col("age_band").cast(pl.Int32) if "age_band" in frame.columns else pl.lit(0, dtype=pl.Int32)
     frame = _prepare_strata(frame.with_columns(
         (pl.col("decile").cast(pl.Int32) * AGE_BANDS + band).alias("decile")).drop("age_band", strict=False)).with_columns(
         pl.col("need").cast(pl.Float64).fill_null(0.0).alias("need"),
         (pl.col("need").fill_null(0) >= high_need_from).cast(pl.Int8).alias("high_need"),
         pl.col("selected").cast(pl.Int8))
-    return to_cells(frame, [*_strata(frame), *SELECTION_INNER], ["need", "measurements_recorded"])
+    return to_cells(frame, [*_strata(frame), *SELECTION_INNER], ["need", "measurements_recorded", "score"])
 
 
 def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
@@ -372,13 +374,14 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
              + keys["selected"].to_numpy())
     groupings = groupings_for(strata)
 
-    def figures(n, need, measured):
-        return _metrics.selection(n, need, measured, MEASURES, AGE_BANDS)
+    def figures(n, need, measured, score):
+        return _metrics.selection(n, need, measured, MEASURES, AGE_BANDS, score)
 
     indexes, observed, replicates = _bootstrap(
         cells, groupings, inner, (SCORE_DECILES * AGE_BANDS, 2, 2),
         {"n": np.ones(cells.size), "need": cells.sums["need"] / cells.count,
-         "measured": cells.sums["measurements_recorded"] / cells.count},
+         "measured": cells.sums["measurements_recorded"] / cells.count,
+         "score": cells.sums["score"] / cells.count},
         figures, settings, seed_offset=1)
     population = groupings.index(Grouping("population", ()))
     pop_obs, pop_reps = observed[population], replicates[population]
@@ -389,9 +392,12 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
                                                                target["high_need"], source["high_need"])
             # the label-choice check, where the list's decisions are made: the upper half of the scores
             upper = np.repeat(np.arange(SCORE_DECILES) >= LABEL_CHOICE_FROM_DECILE, AGE_BANDS)
+            # (need expected in proportion to the score within each stratum: a decile, the top one
+            # above all, spans a range of scores, and a group stacked at its top would otherwise
+            # look sicker "at the same score" only for having higher scores)
             target["need_at_same_score"] = _metrics.need_ratio(
-                target["patients_by_stratum"] * upper, (target["need_by_stratum"] * upper).sum(axis=-1),
-                source["patients_by_stratum"][:, :1] if target is reps else source["patients_by_stratum"][:1],
+                target["score_by_stratum"] * upper, (target["need_by_stratum"] * upper).sum(axis=-1),
+                source["score_by_stratum"][:, :1] if target is reps else source["score_by_stratum"][:1],
                 source["need_by_stratum"][:, :1] if target is reps else source["need_by_stratum"][:1])
     for obs in observed:
         obs["patients_by_decile_kept"] = np.rint(obs["patients_by_decile"])
@@ -404,7 +410,7 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
         row.patients_by_decile = [int(x) for x in obs["patients_by_decile_kept"][g]]
 
     # the per-decile arrays are curves, not figures: keep them out of the figure tables
-    curves = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum")
+    curves = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum", "score_by_stratum")
     for obs in observed:
         for name in curves:
             obs.pop(name, None)

@@ -51,12 +51,15 @@ CHECKS = {
     "sensitivity ratio": ("performance", "vs_reference", "sensitivity", "below"),
     "need-adjusted selection": ("performance", "figures", "need_adjusted_selection", "below"),
     "label choice": ("selection", "figures", "need_at_same_score", "above"),
+    "label choice (diagnosis gap)": ("selection", "figures", "diagnosis_gap", "above"),
 }
 CHECK_WORDS = {
     "calibration": "observed / expected (calibration)",
     "sensitivity ratio": "sensitivity relative to the reference group at the list's operating point",
     "need-adjusted selection": "need-adjusted selection (share selected / share of recorded outcomes)",
     "label choice": "need at the same score and age, over the need expected (label-choice check)",
+    "label choice (diagnosis gap)": "diagnostic readings left undiagnosed, over the number expected at the "
+                                    "same reading and age (label-choice check: recorded outcomes under-state need)",
 }
 FLOOR = 0.01  # ratios are taken on the log scale; a ratio of 0 counts as 0.01
 
@@ -266,7 +269,7 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
     for check, (kind, where, figure, side) in CHECKS.items():
         if check == "need-adjusted selection" and settings.fail_when_over_served:
             side = "both"
-        margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit) if check == "label choice" \
+        margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit) if check.startswith("label choice") \
             else settings.ratio_band
         for group, row in sorted(groups[kind].items()):
             if where == "vs_reference" and group == settings.reference_group:
@@ -340,6 +343,11 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
             if t.check == "label choice":
                 message += (f"; label-choice check: at the same score, {t.group} patients are sicker than the "
                             "score says: their outcomes may be under-recorded, so the model under-rates them")
+            elif t.check == "label choice (diagnosis gap)":
+                message += (f"; label-choice check: {t.group} patients whose readings meet the diagnostic "
+                            "threshold go undiagnosed more often than others at the same reading and age: their "
+                            "outcomes are under-recorded, so the labels (and any model trained on them) under-state "
+                            "their need")
         else:
             message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: beyond the margin "
                        f"{low:.2f}-{high:.2f}, but not surely ({family}-adjusted p = {t.adjusted_p:.2g})")

@@ -102,7 +102,7 @@ def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def selection(n: np.ndarray, need: np.ndarray, measured: np.ndarray, measures: int,
-              age_bands: int = 1) -> dict[str, np.ndarray]:
+              age_bands: int = 1, score: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Figures from counts, need sums and measurement sums shaped (r, groups, strata, high need,
     selected), where a stratum is a score decile and age band (decile * age_bands + band)."""
     patients = n.sum(axis=(2, 3, 4))
@@ -116,6 +116,7 @@ def selection(n: np.ndarray, need: np.ndarray, measured: np.ndarray, measures: i
         "high_need": high.sum(axis=(2, 3)), "selected_high_need": high[..., 1].sum(axis=2),
         "need_sum": need_by_stratum.sum(axis=2),
         "patients_by_stratum": by_stratum, "need_by_stratum": need_by_stratum,  # (r, g, strata)
+        "score_by_stratum": by_stratum if score is None else score.sum(axis=(3, 4)),
         "patients_by_decile": by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
         "need_by_decile": need_by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
         "selection_rate": _divide(selected, patients),
@@ -124,16 +125,17 @@ def selection(n: np.ndarray, need: np.ndarray, measured: np.ndarray, measures: i
     }
 
 
-def need_ratio(group_patients_by_decile: np.ndarray, group_need_sum: np.ndarray,
-               population_patients_by_decile: np.ndarray, population_need_by_decile: np.ndarray) -> np.ndarray:
+def need_ratio(group_score_by_stratum: np.ndarray, group_need_sum: np.ndarray,
+               population_score_by_stratum: np.ndarray, population_need_by_stratum: np.ndarray) -> np.ndarray:
     """Label-choice check: the group's need over the need expected at its scores and ages.
 
-    Expected = for each stratum (score decile x age band), the group's patients times the
-    population's mean need in that stratum (indirect standardisation). Above 1: at the same
-    score and age the group is sicker. Age is in the strata because need (readings) does not
-    rise with age the way the score does: a younger group would otherwise look sicker at the
-    same score with no recording bias at all.
+    Expected = for each stratum (score decile x age band), the group's summed score times the
+    population's need per unit of score in that stratum (indirect standardisation, in proportion
+    to the score within the stratum; given patient counts for the scores it is the stratum's mean
+    need per patient). Above 1: at the same score and age the group is sicker. Age is in the
+    strata because need (readings) does not rise with age the way the score does: a younger
+    group would otherwise look sicker at the same score with no recording bias at all.
     """
-    population_mean = _divide(population_need_by_decile, population_patients_by_decile)  # (r, 1, d)
-    expected = (group_patients_by_decile * np.nan_to_num(population_mean)).sum(axis=-1)
+    per_score = _divide(population_need_by_stratum, population_score_by_stratum)  # (r, 1, d)
+    expected = (group_score_by_stratum * np.nan_to_num(per_score)).sum(axis=-1)
     return _divide(group_need_sum, expected)

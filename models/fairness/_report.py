@@ -49,6 +49,7 @@ FIGURE_NAMES = {
     "false_negative_rate": "false negative rate", "need_adjusted_selection": "need-adjusted selection",
     "mean_need": "mean need", "measurement_completeness": "measurement completeness",
     "need_at_same_score": "need at the same score (label choice)",
+    "diagnosis_gap": "high readings undiagnosed, over expected (label choice: diagnosis gap)",
     "list_over_high_need_share": "share of list / share of high need",
 }
 
@@ -350,6 +351,7 @@ SELECTION_COLUMNS = [
     ("patients", _counted("patients")), ("on the list", _counted("selected")),
     ("selection rate", _figure("selection_rate")), ("mean need", _figure("mean_need")),
     ("need at the same score", _figure("need_at_same_score", "limit")),
+    ("diagnosis gap", _figure("diagnosis_gap", "limit")),
     ("share of list / share of high need", _figure("list_over_high_need_share")),
     ("measurement completeness", _figure("measurement_completeness")),
     ("completeness ratio to reference", _ratio("measurement_completeness")),

@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 
 from models.train import VARIANTS, model_inputs
 from models.training_data import AFTER_INDEX_COLUMNS, past_index_date, training_data
+from phm.codelists import project_codelists
 from phm.ingest import ingest
 
 
@@ -28,16 +29,23 @@ def test_past_index_date_is_extract_date_minus_horizon():
 
 
 def test_no_feature_uses_data_after_its_index_date(ingested, tmp_path):
-    """Delete every event, prescription, address and registration change after T0: the
-    features at T0 must not change at all."""
+    """Delete every event, prescription, address and registration change after T0, apart from
+    ethnicity codes: the features at T0 must not change at all. Ethnicity is the one thing read
+    as known at the extract date (ethnicity does not change, its recording does; docs/models.md),
+    and the test shows it is the only one."""
     data = training_data(ingested, 5)
     truncated = tmp_path / "truncated.duckdb"
     shutil.copy(ingested, truncated)
     t0 = data.index_date
     with duckdb.connect(str(truncated)) as con:
         removed = 0
-        for table in ("clinical_events", "medications"):
-            removed += con.execute(f"delete from main.{table} where date > ?", [t0]).fetchone()[0]
+        con.execute("create temporary table ethnicity_codes (code varchar)")
+        con.executemany("insert into ethnicity_codes values (?)",
+                        [[c] for c in project_codelists()["ethnicity"].codes])
+        removed += con.execute(
+            "delete from main.clinical_events where date > ? and snomedct_code not in "
+            "(select code from ethnicity_codes)", [t0]).fetchone()[0]
+        removed += con.execute("delete from main.medications where date > ?", [t0]).fetchone()[0]
         for table in ("addresses", "practice_registrations"):
             removed += con.execute(f"delete from main.{table} where start_date > ?", [t0]).fetchone()[0]
             con.execute(f"update main.{table} set end_date = null where end_date > ?", [t0])
@@ -46,13 +54,20 @@ def test_no_feature_uses_data_after_its_index_date(ingested, tmp_path):
     future_free = training_data(truncated, 5)
     features = [c for c in data.frame.columns if c not in AFTER_INDEX_COLUMNS]
     assert_frame_equal(data.frame.select(features), future_free.frame.select(features))
-    # no model input is a column that describes what came after T0 (labels, follow-up, the
-    # ethnicity known at the extract date, which only groups patients in the audit)
+    # no model input is a column that describes what came after T0 (labels, follow-up)
     for variant in VARIANTS:
         inputs = model_inputs(data.frame, variant)
         assert set(inputs.columns).isdisjoint(AFTER_INDEX_COLUMNS)
         assert_frame_equal(pl.from_pandas(inputs), pl.from_pandas(model_inputs(future_free.frame, variant)))
-    # and with the future gone nothing is recorded after T0
+    # and with the future gone nothing is recorded after T0; without the later ethnicity codes
+    # too, only the ethnicity inputs change
+    with duckdb.connect(str(truncated)) as con:
+        con.execute("delete from main.clinical_events where date > ?", [t0])
+    no_later_ethnicity = training_data(truncated, 5).frame
+    changed = [c for c in features if not data.frame[c].equals(no_later_ethnicity[c], null_equal=True)]
+    assert set(changed) <= {"ethnicity_category", "ethnicity_group", "qrisk3_ethrisk", "ethnicity_has_conflicting_codes",
+                            "ethnicity_category_at_extract", "ethnicity_group_at_extract"}, changed
+    assert "ethnicity_group" in changed
     assert future_free.frame.select(pl.col("cvd_event", "t2d_event").fill_null(False).any()).row(0) == (False, False)
 
 
@@ -115,9 +130,12 @@ def test_follow_up_ends_at_death_or_leaving_and_such_patients_are_censored_not_e
 
 def test_ethnicity_known_at_the_extract_date_fills_in_what_the_index_date_did_not_know(ingested):
     frame = training_data(ingested, 5).frame
-    unknown_then = frame.filter(pl.col("ethnicity_group") == "Not known")
+    unknown_then = frame.filter(pl.col("ethnicity_group_at_index") == "Not known")
     known_now = unknown_then.filter(pl.col("ethnicity_group_at_extract") != "Not known")
     assert known_now.height > 0.3 * unknown_then.height
     # a group known at T0 is still known at the extract date (codes are never removed)
-    known_then = frame.filter(~pl.col("ethnicity_group").is_in(["Not known", "Not stated"]))
+    known_then = frame.filter(~pl.col("ethnicity_group_at_index").is_in(["Not known", "Not stated"]))
     assert (known_then["ethnicity_group_at_extract"] != "Not known").all()
+    # the models read the ethnicity known at the extract date; the T0 recording is kept beside it
+    assert frame["ethnicity_group"].equals(frame["ethnicity_group_at_extract"])
+    assert (frame["ethnicity_group_at_index"] != frame["ethnicity_group"]).sum() >= known_now.height

@@ -1,0 +1,56 @@
+"""The fairness gate against the generator's truth, on three seeds and both ethnicity profiles.
+
+Each case generates a 20,000-patient extract (one PCN; 40,000 for the biased cases) and takes it through ingest, features,
+validated scores, training and the audit (models/fairness/truth.py, the same function the
+simulation study in benchmarks/bench_gate_error_rates.py uses). The truth says, for each outcome
+and true group, whether the published ranking harms the group: its risk relative to White
+under-rates the true ratio by more than 25%; at the same score the group's true risk is more than
+1.25 times the expected; or its outcomes are recorded worse than White's by more than 1.25 times.
+
+- with no bias planted, the gate FAILs nothing; every group the model does not track within 25%
+  (a group with at least 200 validation patients) is named in the gate's findings;
+- with Black African patients' diagnoses and events recorded at 60%, the gate FAILs, naming the
+  Black group and a label-choice check.
+
+The simulation study measures how often each happens over many seeds (docs/fairness.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.fairness.truth import scenario_run
+
+pytestmark = pytest.mark.slow
+PATIENTS = 20_000
+FAIR = [(1, "england"), (2, "diverse_urban"), (3, "england")]
+# Under-recording of Black African patients' diagnoses shows in the T2D diagnosis gap: on 20,000
+# 'diverse_urban' patients about 12 undiagnosed with a diabetic HbA1c where 4 were expected, not
+# enough for the gate's family of about 100 tests (Holm); 40,000 give about twice that. 'england'
+# (4% Black) would need over 100,000: the simulation study measures it there
+# (benchmarks/bench_gate_error_rates.py, docs/fairness.md).
+BIASED = [(4, "diverse_urban", 2 * PATIENTS), (6, "diverse_urban", 2 * PATIENTS)]
+
+
+@pytest.fixture(scope="module", params=FAIR, ids=lambda c: f"seed{c[0]}-{c[1]}")
+def fair_run(request, tmp_path_factory):
+    seed, profile = request.param
+    return scenario_run(tmp_path_factory.mktemp("fair"), seed, profile, "no bias", PATIENTS)
+
+
+@pytest.fixture(scope="module", params=BIASED, ids=lambda c: f"seed{c[0]}-{c[1]}-{c[2]}")
+def biased_run(request, tmp_path_factory):
+    seed, profile, patients = request.param
+    return scenario_run(tmp_path_factory.mktemp("biased"), seed, profile, "outcome under-recording", patients)
+
+
+def test_with_no_bias_planted_nothing_fails_and_a_group_not_tracked_is_named(fair_run):
+    assert not any(gate["fails"] for gate in fair_run.gates.values()), fair_run.as_dict()
+    for t in fair_run.tracking:
+        if t.patients >= 200 and not 0.75 <= t.tracking <= 1.25:
+            assert t.group in fair_run.gates[t.outcome]["named"], (t, fair_run.as_dict())
+
+
+def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(biased_run):
+    assert any(biased_run.failed(outcome, "label choice", "Black") for outcome in biased_run.gates), \
+        biased_run.as_dict()

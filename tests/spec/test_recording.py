@@ -1,0 +1,66 @@
+"""The diagnosis-gap check (models/fairness/_recording.py) on tiny hand-made tables."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from models.fairness._recording import gap_counts, gap_ratios
+
+
+def _patients(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=["ethnicity_group", "age_years", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol",
+                                      "hypertension", "type1_diabetes", "type2_diabetes"], orient="row")
+
+
+def test_only_adults_with_a_reading_over_the_diagnostic_threshold_count():
+    frame = _patients([
+        ("White", 50, 150, 80, None, False, False, False),  # high, undiagnosed
+        ("White", 50, 150, 80, None, True, False, False),  # high, diagnosed
+        ("White", 50, 139, 89, None, False, False, False),  # below 140/90: not counted
+        ("White", 17, 170, 95, None, False, False, False),  # a child: not counted
+        ("White", 50, 120, 92, None, False, False, False),  # diastolic 92: counted
+        ("Black", 50, None, None, None, False, False, False),  # no reading: not counted
+    ])
+    counts = gap_counts(frame, "hypertension")
+    assert counts["patients"].sum() == 3
+    assert counts["undiagnosed"].sum() == 2
+    t2d = gap_counts(_patients([("Asian", 40, None, None, 48, False, False, False),
+                                ("Asian", 40, None, None, 47.9, False, False, False),
+                                ("Asian", 40, None, None, 60, False, True, False)]), "t2d")
+    # 48 counts, 47.9 does not; a type 1 code is a diagnosis too
+    assert (t2d["patients"].sum(), t2d["undiagnosed"].sum()) == (2, 1)
+    assert gap_counts(frame, "cvd") is None  # no reading shows an unrecorded CVD event
+
+
+def test_a_group_undiagnosed_as_often_as_the_population_at_the_same_reading_and_age_is_1():
+    # the Black group has higher readings (stage 2) where everyone is diagnosed more often:
+    # standardised by reading band, it is diagnosed exactly as often as the population
+    counts = pl.DataFrame({"group": ["White", "White", "Black", "Black"], "stratum": [3, 13, 3, 13],
+                           "patients": [400, 100, 50, 150], "undiagnosed": [200, 20, 25, 30]})
+    ratios = gap_ratios(counts)
+    assert ratios["Black"][0].value == pytest.approx(1.0)
+    assert ratios["White"][0].value == pytest.approx(1.0)
+    # unstandardised, Black would look better diagnosed: 55/200 against 220/500
+    assert 55 / 200 < 220 / 500
+
+
+def test_twice_the_undiagnosed_at_the_same_reading_is_about_2_with_an_exact_interval():
+    counts = pl.DataFrame({"group": ["White", "Black"], "stratum": [3, 3], "patients": [1000, 100],
+                           "undiagnosed": [100, 20]})
+    estimate, patients, undiagnosed = gap_ratios(counts)["Black"]
+    assert (patients, undiagnosed) == (100, 20)
+    expected = 100 * 120 / 1100
+    assert estimate.value == pytest.approx(20 / expected)
+    # Garwood's exact 95% interval of 20 events is 12.22-30.89
+    assert estimate.low == pytest.approx(12.217 / expected, rel=1e-3)
+    assert estimate.high == pytest.approx(30.893 / expected, rel=1e-3)
+
+
+def test_a_handful_of_patients_is_not_a_sure_excess():
+    # 3 undiagnosed where 0.87 were expected (seed 3 'england', Other group, T2D)
+    counts = pl.DataFrame({"group": ["White", "Other"], "stratum": [5, 5], "patients": [460, 15],
+                           "undiagnosed": [23, 3]})
+    estimate = gap_ratios(counts)["Other"][0]
+    assert estimate.value > 3
+    assert estimate.low < 1.25  # the gate's margin: it could be no excess at all
