@@ -1,11 +1,12 @@
 """The fairness gate's operating characteristics, measured against the generator's truth.
 
 Over seeds x 2 ethnicity profiles (england, diverse_urban) x 3 scenarios (no bias; outcomes of
-Black African patients recorded at 60-80%; a measurement-access gap for Black patients), each
-extract goes through ingest, features, training and the audit (models/fairness/truth.py). For
-each outcome of each run the truth says whether the model harms a group (its mean risk relative
-to White under-rates the true ratio by more than 25%, for a group with at least 200 validation
-patients). Then:
+Black patients recorded at 60, 70 or 80% by seed; a measurement-access gap for Black patients),
+each extract goes through ingest, features, validated scores, training and the audit
+(models/fairness/truth.py). For each outcome of each run the truth says whether a group is
+harmed (models/fairness/truth.py: the model does not track its true risk relative to White
+within 25%, or at the same score it is truly sicker by more than 1.25 times, or its outcomes are
+recorded worse than White's by more than 1.25 times). Then:
 
 - sensitivity: of the outcome-runs where the truth shows harm, the share the gate FAILs;
 - false alarms: of the outcome-runs where it does not, the share the gate FAILs;
@@ -40,7 +41,7 @@ RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
 
 def knobs_for(scenario: str, seed: int) -> dict:
     if scenario == "outcome under-recording":
-        return {"outcome_recording": {"N": (0.6, 0.7, 0.8)[seed % 3]}}
+        return {"outcome_recording": {"Black": (0.6, 0.7, 0.8)[seed % 3]}}
     return SCENARIOS[scenario]
 
 

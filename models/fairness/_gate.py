@@ -14,8 +14,11 @@ some would fire on fair data by chance. So the gate is one family of tests (docs
 2. Non-inferiority against the margin (``ratio_band``, ``need_ratio_limit``): the one-sided
    null hypothesis is "the group is no worse than the margin"; its p-value is from the
    estimate and its standard error (from the counts where the bootstrap interval collapses).
-3. The family (every test of every outcome of the run) is controlled with Holm's step-down
-   method (family-wise error ``1 - level``), or Benjamini-Hochberg (``family_control = "fdr"``).
+3. Each family is controlled with Holm's step-down method (family-wise error ``1 - level``), or
+   Benjamini-Hochberg (``family_control = "fdr"``). A family (``family``) is by default one
+   outcome's check across its groups (the error rates the issue sets, at most 5% false alarms,
+   are per check; docs/fairness.md has them measured); or an outcome's checks together, or the
+   whole run.
 4. Empirical-Bayes shrinkage (``shrinkage``): for each outcome and check, the groups' log
    ratios are shrunk towards their precision-weighted mean by the between-group variance
    (DerSimonian-Laird). A FAIL needs both: the test survives the family's control, and the
@@ -302,10 +305,16 @@ def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
     results = [GateResult(a.name) for a in audits]
     all_tests = [t for audit, result in zip(audits, results, strict=True)
                  for t in _store(result, _tests(audit, settings))]
-    adjusted = adjust(np.array([t.p_value for t in all_tests]), settings.family_control)
+    families: dict[tuple, list[GateTest]] = {}
+    for t in all_tests:
+        key = {"check": (t.outcome, t.check), "outcome": (t.outcome,), "run": ()}[settings.family]
+        families.setdefault(key, []).append(t)
+    for family in families.values():
+        for t, p in zip(family, adjust(np.array([t.p_value for t in family]), settings.family_control), strict=True):
+            t.adjusted_p = float(p)
     alpha = 1 - settings.level
-    for t, p in zip(all_tests, adjusted, strict=True):
-        t.adjusted_p = float(p)
+    for t in all_tests:
+        p = t.adjusted_p
         harmful = (t.side in ("below", "both") and t.shrunk < t.margin[0]) or \
             (t.side in ("above", "both") and t.shrunk > t.margin[1])
         # beyond the margin on the side that is not harm (a group served beyond its share): a

@@ -12,6 +12,9 @@ from phm.exceptions import ConfigError
 
 GATE_LEVELS = ("PASS", "WARN", "FAIL")
 FAMILY_CONTROLS = ("holm", "fdr")
+# what one family of tests is: each outcome's check across its groups (the gate's error rates are
+# measured, and asked for, per check), each outcome's checks together, or the whole run
+FAMILIES = ("check", "outcome", "run")
 DEMO_REVIEWER = "DEMO REVIEWER (phm demo, synthetic data: not a real review)"
 
 
@@ -66,6 +69,7 @@ class AuditSettings:
     ratio_band: tuple[float, float] = (0.8, 1.25)  # the equivalence margin of every ratio check
     need_ratio_limit: float = 1.25  # label choice: the margin for need at the same score (and age)
     family_control: str = "holm"  # multiplicity control of the gate's tests: holm (FWER) or fdr (BH)
+    family: str = "check"  # one family: an outcome's check across groups, an outcome, or the run
     shrinkage: bool = True  # empirical-Bayes shrinkage of group estimates before judging them
     power: float = 0.8  # for the minimum detectable effect stated for every group
     min_patients: int = 100  # groups smaller than this are also "too small to judge" (WARN), still tested
@@ -88,6 +92,7 @@ class AuditSettings:
             (0 < low < 1 < high, "audit.ratio_band: [low, high] with low < 1 < high (default [0.8, 1.25])"),
             (self.need_ratio_limit > 1, "audit.need_ratio_limit: above 1 (default 1.25)"),
             (self.family_control in FAMILY_CONTROLS, "audit.family_control: holm or fdr (default holm)"),
+            (self.family in FAMILIES, "audit.family: check, outcome or run (default check)"),
             (0.5 <= self.power < 1, "audit.power: between 0.5 and 1 (default 0.8)"),
             (self.min_patients >= 8, "audit.min_patients: at least 8 (default 100)"),
             (self.min_events >= 1, "audit.min_events: at least 1 (default 10)"),

@@ -1,19 +1,25 @@
 """Synthetic extracts only: does the truth show that a model harms a group? (tests, benchmarks)
 
-The generator's ``truth/patients.parquet`` holds each patient's true ethnic group and true risk
-over the training horizon. On the validation patients (the audit's), for each outcome and true
-broad group with at least ``min_patients`` patients, the model's mean predicted risk relative to
-White is compared with the true mean risk relative to White:
+The generator's ``truth/patients.parquet`` holds each patient's true ethnic group, true risk over
+the training horizon and now, and which true conditions and events were recorded. For each
+outcome and true broad group the truth says the group is harmed when any of these holds:
 
-    tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
+- tracking: on the validation patients (at least ``min_patients``), the model's mean predicted
+  risk relative to White under-rates the true mean risk relative to White by more than 25%:
 
-A group is harmed when the model under-rates it by more than ``margin`` (tracking below 0.75 by
-default: the issue's "within 25%"), or when, on the list's population now (eligible patients
-scored by the candidate), in the upper half of the scores where the list's decisions are made,
-its true 10-year risk at the same score decile and age band is more than 1.25 times the
-population's (``true_at_same_score``): the truth's own label-choice statistic, judged against the
-gate's own margin (``need_ratio_limit``, 1.25). This is the answer key the gate's error rates are measured
-against (benchmarks/bench_gate_error_rates.py; the truth tests on branch gate-truth); the pipeline never reads it.
+      tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
+
+- at the same score: on the list's population now (eligible patients scored by the candidate),
+  in the upper half of the scores where the list's decisions are made, the group's true 10-year
+  risk is more than 1.25 times the risk expected at its scores within score decile and age band
+  (in proportion to the score, as the gate's label-choice check standardises);
+- recording: the group's outcomes are recorded worse than White's by more than 1.25 times (type 2
+  diabetes and hypertension: the share of true cases at the extract date with no diagnosis code,
+  over White's; CVD: White's share of true events recorded over the group's).
+
+The margins are the gate's own (``need_ratio_limit`` 1.25, the issue's "within 25%"). This is
+the answer key the gate's error rates are measured against (benchmarks/bench_gate_error_rates.py,
+tests/integration/test_gate_truth.py); the pipeline never reads it.
 """
 
 from __future__ import annotations
@@ -173,7 +179,9 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
 
 SCENARIOS = {
     "no bias": {},
-    "outcome under-recording": {"outcome_recording": {"N": 0.6}},  # Black African events coded at 60%
+    # the Black group's diagnoses and events coded at 60% (the issue's example, Black African
+    # patients alone, is the pipeline test's: tests/integration/test_fairness_pipeline.py)
+    "outcome under-recording": {"outcome_recording": {"Black": 0.6}},
     "measurement-access gap": {"measurement_access": {"Black": 0.5}},  # half the readings for Black patients
 }
 

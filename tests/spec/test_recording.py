@@ -64,3 +64,37 @@ def test_a_handful_of_patients_is_not_a_sure_excess():
     estimate = gap_ratios(counts)["Other"][0]
     assert estimate.value > 3
     assert estimate.low < 1.25  # the gate's margin: it could be no excess at all
+
+
+def _audit_with_gap(undiagnosed_black: int, family: str = "check"):
+    from models.fairness import AuditSettings, judge
+    from models.fairness._recording import add_gap_figures
+    from tests.spec.test_fairness import run, simulate
+
+    settings = AuditSettings(replicates=300, seed=1, family=family)
+    audit = run(simulate(n=20_000, seed=4), settings)
+    counts = pl.DataFrame({"group": ["White", "Asian", "Black"], "stratum": [3, 3, 3],
+                           "patients": [1000, 300, 100], "undiagnosed": [100, 30, undiagnosed_black]})
+    add_gap_figures(audit, counts)
+    return judge(audit, settings, 0.05)
+
+
+def test_the_gate_fails_a_group_whose_high_readings_go_undiagnosed_naming_the_label_choice_check():
+    gate = _audit_with_gap(40)  # 40 undiagnosed where about 11 were expected
+    failed = [f for f in gate.findings if f.level == "FAIL"]
+    assert [(f.rule, f.group) for f in failed] == [("label choice (diagnosis gap)", "Black")]
+    assert "go undiagnosed more often" in failed[0].message
+    # as often as the others: no finding on that check
+    assert not [f for f in _audit_with_gap(10).findings if f.rule == "label choice (diagnosis gap)"]
+
+
+def test_each_check_is_its_own_family_unless_configured_otherwise():
+    from models.fairness import AuditSettings
+
+    per_check = _audit_with_gap(22)
+    whole_run = _audit_with_gap(22, family="run")
+    gap = [t for t in per_check.tests if t.check == "label choice (diagnosis gap)" and t.group == "Black"][0]
+    gap_run = [t for t in whole_run.tests if t.check == "label choice (diagnosis gap)" and t.group == "Black"][0]
+    assert gap.p_value == gap_run.p_value and gap.adjusted_p < gap_run.adjusted_p
+    with pytest.raises(Exception, match="audit.family"):
+        AuditSettings(family="everything").validate()
