@@ -71,7 +71,8 @@ def to_cells(frame: pl.DataFrame, key_columns: list[str], sum_columns: list[str]
 
 def add_cells(parts: list[Cells]) -> Cells:
     """The cells of a population from the cells of its parts (shards): the same keys, counts and
-    sums, in the same order, as ``to_cells`` of the whole, since every sum is of whole numbers."""
+    sums, in the same order, as ``to_cells`` of the whole: exactly for sums of whole numbers (counts,
+    need counts), up to the order of float additions for scores and risks."""
     parts = [p for p in parts if p.size]
     if not parts:
         raise ValueError("no cells to add")
