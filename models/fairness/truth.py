@@ -52,9 +52,12 @@ class Tracking:
     # code, over White's; for CVD, White's share of true events recorded over the group's
     true_under_recording: float = float("nan")
 
-    def harmed(self, margin: float = 0.75, at_same_score: float = 1.25) -> bool:
+    def harmed(self, margin: float = 0.75, at_same_score: float = 1.25, recording_planted: bool = True) -> bool:
+        """``recording_planted``: whether the scenario planted under-recording on this group. The
+        recording statistic of a group with none planted is chance (a few dozen undiagnosed cases
+        in a 20,000-patient extract), not harm: the generator records every group alike."""
         return (self.tracking < margin or self.true_at_same_score > at_same_score
-                or self.true_under_recording > at_same_score)
+                or (recording_planted and self.true_under_recording > at_same_score))
 
 
 TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10y_at_extract",
@@ -177,6 +180,13 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
     return out
 
 
+def recording_planted(knobs: dict, group: str) -> bool:
+    """Did the generator's ``outcome_recording`` knob lower the recording of any of the group's
+    categories (knobs name a broad group or a category letter)?"""
+    return any(value < 1 and (name == group or broad_group(name) == group)
+               for name, value in (knobs or {}).get("outcome_recording", {}).items())
+
+
 SCENARIOS = {
     "no bias": {},
     # the Black group's diagnoses and events coded at 60% (the issue's example, Black African
@@ -199,7 +209,8 @@ class ScenarioRun:
     seconds: float
 
     def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
-        return [t.group for t in self.tracking if t.outcome == outcome and t.harmed(margin)]
+        return [t.group for t in self.tracking if t.outcome == outcome
+                and t.harmed(margin, recording_planted=recording_planted(self.knobs, t.group))]
 
     def failed(self, outcome: str, rule: str | None = None, group: str | None = None) -> bool:
         """Did the gate FAIL the outcome (naming ``group``, with a check whose name starts with
