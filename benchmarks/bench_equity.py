@@ -1,6 +1,7 @@
 """Benchmark: does the published ranking rank ethnic groups as the truth does? (prints a table, writes JSON)
 
     uv run python benchmarks/bench_equity.py --patients 1000000 [--seed 1] [--profile england]
+    uv run python benchmarks/bench_equity.py --published phm-demo     # a finished run's lists
 
 Generates a synthetic extract, ingests it, trains the models on its history (plain functions,
 no Prefect, no MLflow), scores the patients eligible at the extract date with each outcome's
@@ -47,13 +48,69 @@ def fmt(value, spec=".2f"):
     return "-" if value is None else format(value, spec)
 
 
+PUBLISHED = {  # outcome -> (the truth's 10-year risk now, the validated score, the published ranking's risk)
+    "cvd": ("true_risk_cvd_10y_at_extract", "qrisk3_10y_pct", "cvd_model_risk"),
+    "t2d": ("true_risk_t2d_10y_at_extract", "qdiabetes_10y_pct", "t2d_model_risk"),
+    "hypertension": ("true_risk_htn_10y_at_extract", None, "hypertension_model_risk"),
+}
+
+
+def published_table(run: Path) -> list[dict]:
+    """The same ratios for a finished pipeline run (``phm demo`` or ``phm run`` on a synthetic
+    extract): the scores the lists were ranked by (``marts.risk_scores``: the champion models, as
+    the gate let them), against the truth of ``<run>/extract/truth``."""
+    import duckdb
+
+    con = duckdb.connect(str(run / "phm.duckdb"), read_only=True)
+    try:
+        scores = con.execute("select * from marts.risk_scores").pl()
+    finally:
+        con.close()
+    truth = true_groups(pl.read_parquet(run / "extract" / "truth" / "patients.parquet"))
+    group = "true_group" if "true_group" in truth.columns else "group"
+    joined = scores.join(truth, on="patient_id")
+    rows = []
+    for outcome, (true, standard, model) in PUBLISHED.items():
+        scored = joined.filter(pl.col(model).is_not_null())
+        means = scored.group_by(group).agg(
+            pl.len().alias("n"), pl.col(true).mean().alias("truth"), pl.col(model).mean().alias("model"),
+            (pl.col(standard).mean() if standard else pl.lit(None, dtype=pl.Float64)).alias("standard"))
+        white = means.filter(pl.col(group) == "White").row(0, named=True)
+        for r in means.sort(group).iter_rows(named=True):
+            if r[group] == "White":
+                continue
+            truth_ratio, model_ratio = r["truth"] / white["truth"], r["model"] / white["model"]
+            rows.append({"outcome": outcome, "group": r[group], "patients": r["n"], "truth_ratio": truth_ratio,
+                         "comparator_ratio": r["standard"] / white["standard"] if standard else None,
+                         "model_ratio": model_ratio, "tracks": model_ratio / truth_ratio})
+    return rows
+
+
+def print_table(table: list[dict]) -> None:
+    print(f"\n| outcome | group | patients | truth | {'/'.join(sorted(set(COMPARATOR_LABEL.values())))} | published model | tracks |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in table:
+        print(f"| {r['outcome']} | {r['group']} | {r['patients']:,} | {fmt(r['truth_ratio'])} | "
+              f"{fmt(r['comparator_ratio'])} | {fmt(r['model_ratio'])} | {fmt(r['tracks'])} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--published", type=Path, metavar="RUN",
+                        help="only compare a finished run's published scores (e.g. phm-demo) with its truth")
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default="england")
     parser.add_argument("--work", type=Path, help="folder for the extract and database (default: a temporary one)")
     args = parser.parse_args()
+    if args.published:
+        table = published_table(args.published)
+        print_table(table)
+        out = ROOT / "benchmarks" / "results" / f"equity-published-{args.published.name}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"run": str(args.published), "equity": table}, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -73,11 +130,7 @@ def main() -> None:
         calibration = validation_calibration(truth, result)
         generator = generator_check(truth)
     seconds = time.perf_counter() - started
-    print(f"\n| outcome | group | patients | truth | {'/'.join(sorted(set(COMPARATOR_LABEL.values())))} | published model | tracks |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in table:
-        print(f"| {r['outcome']} | {r['group']} | {r['patients']:,} | {fmt(r['truth_ratio'])} | "
-              f"{fmt(r['comparator_ratio'])} | {fmt(r['model_ratio'])} | {fmt(r['tracks'])} |")
+    print_table(table)
     print("\nvalidation practices, by true group: Kaplan-Meier observed risk vs the model's mean risk")
     for r in calibration:
         print(f"  {r['outcome']:<13}{r['group']:<7} n={r['patients']:>8,} events={r['events']:>6,} "
