@@ -1,7 +1,7 @@
 """The published ranking against the synthetic truth, by true ethnic group (synthetic data only).
 
-Used by benchmarks/bench_equity.py (the equity table in docs/benchmarks.md) and by
-tests/integration/test_equity_truth.py. The pipeline never reads truth/; these functions join
+Used by benchmarks/bench_equity.py (the equity table in docs/benchmarks.md); the truth tests
+use models/fairness/truth.py. The pipeline never reads truth/; these functions join
 its outputs to truth/ afterwards, so every claim about equity is checked against the answer key.
 """
 

@@ -24,7 +24,7 @@ tests/integration/test_gate_truth.py); the pipeline never reads it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -65,7 +65,7 @@ TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10
 
 
 def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: str,
-                            min_patients: int = 20) -> dict[tuple[str, str], float]:
+                            min_patients: int = 20, published: list | None = None) -> dict[tuple[str, str], float]:
     """(outcome, group) -> true risk over the risk expected at the same score decile and age band,
     in the upper half of the candidate's scores on the eligible population now; by the group the
     audit sees (the recorded broad group), as the gate can only name that."""
@@ -85,6 +85,7 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     out = {}
+    published = [] if published is None else published
     for outcome in OUTCOMES:
         version = client.get_model_version_by_alias(f"phm-{icb}-{outcome.short}", "candidate")
         model = mlflow.sklearn.load_model(f"models:/phm-{icb}-{outcome.short}/{version.version}")
@@ -93,6 +94,18 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
         rows = rows.join(truth.select("patient_id", "true_group", TRUE_RISK_NOW[outcome.short]), on="patient_id")
         rows = rows.with_columns(score_bins(pl.col("score"), 10).alias("decile"), age_band(pl.col("age_years")).alias("band"),
                                  pl.col(TRUE_RISK_NOW[outcome.short]).fill_null(0).alias("true"))
+        # the ranking's mean risk by true group relative to White's, against the truth's (every
+        # eligible patient now: the population the list is drawn from)
+        means = {r["true_group"]: r for r in rows.group_by("true_group").agg(
+            pl.len().alias("n"), pl.col("score").mean().alias("model"), pl.col("true").mean().alias("true_mean")
+        ).iter_rows(named=True)}
+        white = means.get("White")
+        for group, r in sorted(means.items()):
+            if white is not None and group != "White" and r["true_mean"] and white["true_mean"]:
+                model_ratio, true_ratio = r["model"] / white["model"], r["true_mean"] / white["true_mean"]
+                published.append({"outcome": outcome.short, "group": group, "patients": r["n"],
+                                  "model_ratio": round(model_ratio, 4), "true_ratio": round(true_ratio, 4),
+                                  "tracks": round(model_ratio / true_ratio, 4)})
         # expected in proportion to the score within each stratum, as the gate's check does (_metrics.need_ratio)
         rows = rows.with_columns((pl.col("score") * pl.col("true").sum().over("decile", "band")
                                   / pl.col("score").sum().over("decile", "band")).alias("expected")
@@ -139,8 +152,8 @@ def _relative(outcome: str, shares: pl.DataFrame, min_cases: int, higher_is_wors
     return out
 
 
-def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, tracking_uri: str | None = None
-                   ) -> list[Tracking]:
+def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, tracking_uri: str | None = None,
+                   published: list | None = None) -> list[Tracking]:
     from phm.db import connect
 
     con = connect(db_path, read_only=True)
@@ -152,7 +165,7 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
         con.close()
     truth = pl.read_parquet(Path(truth_dir) / "patients.parquet").with_columns(
         pl.col("ethnicity_true").map_elements(broad_group, return_dtype=pl.String).alias("true_group"))
-    at_same_score = true_risk_at_same_score(db_path, truth, tracking_uri) if tracking_uri else {}
+    at_same_score = true_risk_at_same_score(db_path, truth, tracking_uri, published=published) if tracking_uri else {}
     recording = true_under_recording(registered, truth)
     out = []
     for outcome, column in TRUE_RISK.items():
@@ -207,6 +220,9 @@ class ScenarioRun:
     gates: dict[str, dict]  # outcome -> status, FAIL findings (rule, group)
     tracking: list[Tracking]
     seconds: float
+    # the ranking's mean risk by true group relative to White's, over every eligible patient at
+    # the extract date, against the truth's: outcome, group, patients, model_ratio, true_ratio, tracks
+    published: list[dict] = field(default_factory=list)
 
     def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
         return [t.group for t in self.tracking if t.outcome == outcome
@@ -225,7 +241,8 @@ class ScenarioRun:
                               "model_ratio": round(t.model_ratio, 3), "true_ratio": round(t.true_ratio, 3),
                               "tracking": round(t.tracking, 3),
                               "true_risk_at_same_score": round(t.true_at_same_score, 3),
-                              "true_under_recording": round(t.true_under_recording, 3)} for t in self.tracking]}
+                              "true_under_recording": round(t.true_under_recording, 3)} for t in self.tracking],
+                "published": self.published}
 
 
 def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients: int = 30_000,
@@ -257,6 +274,7 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
                                                        if f.level == "FAIL"],
                          "named": sorted({f.group for f in g.findings}),
                          "ranks_list": run.decision.ranks_list(g.outcome)} for g in run.report.gates}
+    published: list[dict] = []
     tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
-                              tracking_location(folder, None).tracking_uri)
-    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started)
+                              tracking_location(folder, None).tracking_uri, published)
+    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started, published)

@@ -8,7 +8,8 @@ under-rates the true ratio by more than 25%; at the same score the group's true 
 1.25 times the expected; or its outcomes are recorded worse than White's by more than 1.25 times.
 
 - with no bias planted, the gate FAILs nothing; every group the model does not track within 25%
-  (a group with at least 200 validation patients) is named in the gate's findings;
+  (a group with at least 200 validation patients, or with 1,000 eligible patients ranked at the
+  extract date) is named in the gate's findings;
 - with Black patients' diagnoses and events recorded at 60%, the gate FAILs, naming the Black
   group and a label-choice check.
 
@@ -23,7 +24,7 @@ from models.fairness.truth import scenario_run
 
 pytestmark = pytest.mark.slow
 PATIENTS = 20_000
-FAIR = [(1, "england"), (2, "diverse_urban"), (3, "england")]
+FAIR = [(1, "england"), (2, "diverse_urban"), (3, "diverse_urban")]  # minorities of 1,000+ need diverse_urban at this size
 # Under-recording shows in the T2D diagnosis gap: patients with a diabetic HbA1c and no diagnosis.
 # With the Black group's outcomes coded at 60%, 20,000 'diverse_urban' patients give about 25
 # such Black patients where 7 were expected; 'england' (4% Black) needs 40,000 for as many. The
@@ -49,6 +50,23 @@ def test_with_no_bias_planted_nothing_fails_and_a_group_not_tracked_is_named(fai
     for t in fair_run.tracking:
         if t.patients >= 200 and not 0.75 <= t.tracking <= 1.25:
             assert t.group in fair_run.gates[t.outcome]["named"], (t, fair_run.as_dict())
+
+
+def test_with_no_bias_planted_the_ranking_tracks_the_true_ratio_to_white_or_the_group_is_named(fair_run):
+    """Every eligible patient at the extract date: each broad group of 1,000 or more ranked, as a
+    ratio of mean risk to White's, is not under-rated by more than 25% against the truth's ratio,
+    or the gate's findings name the group (issue 22)."""
+    judged = [r for r in fair_run.published if r["patients"] >= 1_000
+              and fair_run.gates[r["outcome"]]["ranks_list"] == "model"]  # else the validated score ranks
+    assert judged or fair_run.profile == "england", fair_run.as_dict()  # 'england' minorities are small
+    for r in judged:
+        print(r)  # shown with -rA: the measured figures
+        if r["tracks"] < 0.75:  # under-rated by more than 25%: the harm the gate must name
+            assert r["group"] in fair_run.gates[r["outcome"]]["named"], (r, fair_run.as_dict())
+        # over-rated by more than 25% is no harm to the group (its cost falls on the groups it
+        # displaces, whose need-adjusted selection the gate judges); measured: hypertension
+        # Asian 1.26 on seed 2 'diverse_urban' (the learned group effect), not named
+        assert r["tracks"] < 1.35, r
 
 
 def test_under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check(biased_run):
