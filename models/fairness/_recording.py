@@ -39,14 +39,6 @@ from scipy import stats
 from models.fairness._audit import Estimate
 from models.fairness._cells import age_band
 
-GAP_COLUMNS = ("age_years", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol", "hypertension", "type1_diabetes",
-               "type2_diabetes")
-DESCRIPTIONS = {
-    "hypertension": "latest blood pressure >= 140/90 mmHg (NICE NG136) with no hypertension code",
-    "t2d": "latest HbA1c >= 48 mmol/mol (NICE NG28) with no diabetes code",
-}
-
-
 def _evidence(outcome: str) -> tuple[pl.Expr, pl.Expr, pl.Expr] | None:
     """(reading meets the threshold, reading band 0/1, not diagnosed) for the outcome."""
     if outcome == "hypertension":
