@@ -39,6 +39,7 @@ from scipy import stats
 from models.fairness._audit import Estimate
 from models.fairness._cells import age_band
 
+
 def _evidence(outcome: str) -> tuple[pl.Expr, pl.Expr, pl.Expr] | None:
     """(reading meets the threshold, reading band 0/1, not diagnosed) for the outcome."""
     if outcome == "hypertension":
