@@ -74,18 +74,6 @@ def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     return scores.height
 
 
-NEED_COLUMNS = {"qrisk3_10y_pct": "qrisk3_need_10y_pct", "qdiabetes_10y_pct": "qdiabetes_need_10y_pct"}
-
-
-def need_scores(features: pl.DataFrame) -> pl.DataFrame:
-    """QRISK3 and QDiabetes as published, each patient with the ethnicity known at the extract
-    date: the label-choice check's need (models/fairness/_need.py). It turns readings, history,
-    age, sex, deprivation and ethnicity into risk with weights fitted on national records, not on
-    this extract's recorded outcomes."""
-    scores = score_features(features)
-    return scores.select(*[pl.col(source).alias(target) for source, target in NEED_COLUMNS.items()])
-
-
 @dataclass
 class ScoreRun:
     """The validated scores stage: ``marts.patient_scores`` made, and what it holds (suppressed)."""

@@ -256,9 +256,13 @@ def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> Shard
         raise ValueError(f"shard {shard.name}: score columns clash with features: {clashes}")
     out = ShardCells(shard.name)
     if any(o in cuts for o in ("cvd", "t2d")):  # the label-choice need (models/fairness/_need.py)
-        from models.score_patients import need_scores
+        # the validated scores come with the population (models/population.py reads them from
+        # marts.patient_scores); computed here only for shards made from bare features
+        missing = [c for c in ("qrisk3_10y_pct", "qdiabetes_10y_pct") if c not in frame.columns]
+        if missing:
+            from models.score_patients import score_features
 
-        frame = pl.concat([frame, need_scores(frame)], how="horizontal")
+            frame = frame.with_columns(score_features(frame).select(missing))
     for outcome, cut in cuts.items():
         score = pl.col(score_column(outcome))
         rows = frame.filter(score.is_not_null())

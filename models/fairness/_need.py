@@ -11,9 +11,9 @@ groups differ in their mix of risk factors, and the count weighs each finding al
 does not (in England, and in the synthetic population, Black patients have more hypertension and
 less smoking at the same cardiovascular risk, so a count calls them "sicker at the same score"
 with no recording bias at all). So where a validated score exists, need is that score as
-published, with the ethnicity known at the extract date (models/score_patients.py,
-``need_scores``): it turns the readings, history, age, sex, deprivation and ethnicity into risk
-with weights fitted on national records (QResearch), not on this extract's recorded outcomes. A
+published, with the ethnicity known at the extract date (``qrisk3_10y_pct`` and
+``qdiabetes_10y_pct`` of marts.patient_scores, which come with the population): it turns the
+readings, history, age, sex, deprivation and ethnicity into risk with weights fitted on national records (QResearch), not on this extract's recorded outcomes. A
 model that learnt to under-rate a group from under-recorded outcomes (or from a few dozen
 events) rates its patients below their clinical risk.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import polars as pl
 
-NEED_COLUMNS = ("sbp_mmhg", "dbp_mmhg", "qrisk3_need_10y_pct", "qdiabetes_need_10y_pct")
+NEED_COLUMNS = ("sbp_mmhg", "dbp_mmhg", "qrisk3_10y_pct", "qdiabetes_10y_pct")
 NEED_DESCRIPTIONS = {
     "cvd": "QRISK3-2017 10-year risk, %, as published (clinical risk by national weights, with the "
            "ethnicity known at the extract date; high need from 10%)",
@@ -59,9 +59,9 @@ def need(outcome: str) -> pl.Expr:
     bp_stage_1 = _finding((pl.col("sbp_mmhg") >= 140) | (pl.col("dbp_mmhg") >= 90))
     bp_stage_2 = _finding((pl.col("sbp_mmhg") >= 160) | (pl.col("dbp_mmhg") >= 100))
     if outcome == "cvd":
-        expr = pl.col("qrisk3_need_10y_pct").cast(pl.Float64)
+        expr = pl.col("qrisk3_10y_pct").cast(pl.Float64)
     elif outcome == "t2d":
-        expr = pl.col("qdiabetes_need_10y_pct").cast(pl.Float64)
+        expr = pl.col("qdiabetes_10y_pct").cast(pl.Float64)
     elif outcome == "hypertension":
         expr = bp_stage_1 + bp_stage_2
     else:
