@@ -54,7 +54,7 @@ import datetime as dt
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -244,17 +244,78 @@ def _bp_code_pairs() -> dict[str, str]:
 
 
 def generate(config: SynthConfig, out_dir: Path) -> dict:
-    """Write a synthetic extract to ``out_dir`` and return a summary of what was written."""
+    """Write a synthetic extract to ``out_dir`` and return a summary of what was written.
+
+    Each step below draws from the one random stream in a fixed order (the code pickers have
+    their own streams), so the same config always gives byte-identical files: reordering the
+    steps, or the draws within one, changes every extract made after it."""
     config.validate()
     out_dir = Path(out_dir)
-    rng = np.random.default_rng(config.seed)
-    n = config.patients
-    E = _days(config.extract_date)
-    T0 = E - int(round(config.horizon_years * YEAR))
-    W0 = E - int(round(config.history_years * YEAR))
+    ctx = _Context.of(config)
+    practices = _practices(ctx)
+    people = _people(ctx, practices)
+    deprivation = _deprivation(ctx, practices, people)
+    health = _health_at_index(ctx, people, deprivation)
+    outcomes = _outcomes(ctx, people, deprivation, health)
+    registrations = _registrations(ctx, people, practices)
+    patient_id = ctx.rng.permutation(ctx.n).astype(np.int64) + 1  # ids: a shuffle of 1..n
+    outcomes = _censored_at_death(outcomes, registrations)
+    record = _Record.start(ctx, people, registrations, patient_id)
+    coding = _outcome_coding(ctx, people, outcomes, registrations)
+    _record_readings(ctx, record, people, health, outcomes, coding)
+    _record_smoking_and_other_codes(ctx, record, people, health)
+    diagnosed = _record_diagnoses(ctx, record, people, health, outcomes, coding)
+    _record_end_of_life_and_residence(ctx, record, people)
+    _record_practice_decisions(ctx, record, people, health, outcomes, coding)
+    _record_ethnicity(ctx, record, people, registrations)
+    _record_medications(ctx, record, people, health, outcomes, coding, diagnosed)
+    _fresh_folder(out_dir)
+    summary = _write_extract(ctx, out_dir, practices, people, deprivation, registrations, record)
+    _write_truth(ctx, out_dir, people, deprivation, health, outcomes, registrations, coding, diagnosed,
+                 patient_id)
+    return summary
 
-    # --- practices and PCNs ------------------------------------------------------------------
-    n_pcn = config.pcns or max(1, math.ceil(n / 40_000))
+
+@dataclass(frozen=True)
+class _Context:
+    """The config, the generator's one random stream, and the time line in days since 1970."""
+
+    config: SynthConfig
+    rng: np.random.Generator
+    n: int
+    E: int  # the extract date
+    T0: int  # the past index date, E - horizon_years
+    W0: int  # the start of the history window, E - history_years
+
+    @classmethod
+    def of(cls, config: SynthConfig) -> _Context:
+        E = _days(config.extract_date)
+        return cls(config, np.random.default_rng(config.seed), config.patients, E,
+                   E - int(round(config.horizon_years * YEAR)), E - int(round(config.history_years * YEAR)))
+
+    def u(self) -> np.ndarray:
+        """One uniform per patient: the draw most steps make, always in a fixed order."""
+        return self.rng.uniform(size=self.n)
+
+
+@dataclass(frozen=True)
+class _Practices:
+    n_pcn: int
+    sizes: np.ndarray  # patients per practice
+    pcn: np.ndarray  # each practice's PCN (index)
+    ids: np.ndarray  # practice_pseudo_id
+    deprivation: np.ndarray
+    diversity: np.ndarray  # relative weight of the minority groups, before scaling to the profile
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+
+def _practices(ctx: _Context) -> _Practices:
+    """PCNs of 30-50k patients, practices of about 10,000 each, with their deprivation and ethnic mix."""
+    rng, n = ctx.rng, ctx.n
+    n_pcn = ctx.config.pcns or max(1, math.ceil(n / 40_000))
     pcn_w = rng.uniform(30, 50, n_pcn)
     pcn_sizes = np.maximum(1, np.floor(n * pcn_w / pcn_w.sum()).astype(np.int64))
     pcn_sizes[-1] = n - pcn_sizes[:-1].sum()
@@ -274,8 +335,29 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     pcn_dep = rng.normal(0, 0.8, n_pcn)
     practice_dep = pcn_dep[practice_pcn] + rng.normal(0, 0.5, n_prac)
     practice_diversity = np.exp(rng.normal(0, 0.5, n_prac) + 0.3 * practice_dep)
+    return _Practices(n_pcn, practice_sizes, practice_pcn, practice_ids, practice_dep, practice_diversity)
 
-    # --- patients: practice, ethnicity, age, sex -------------------------------------------------
+
+@dataclass(frozen=True)
+class _People:
+    prac: np.ndarray  # each patient's current practice (index)
+    cat: np.ndarray  # true ethnic category (index into synth_profiles.CATEGORIES)
+    letter: np.ndarray  # true ethnic category (NHS letter)
+    south_asian: np.ndarray
+    black: np.ndarray
+    chinese: np.ndarray
+    age: np.ndarray  # at the extract date
+    age0: np.ndarray  # at the past index date
+    sex: np.ndarray
+    male: np.ndarray
+    female: np.ndarray
+    dob: np.ndarray  # day
+
+
+def _people(ctx: _Context, practices: _Practices) -> _People:
+    """Patients: practice, ethnicity, age, sex."""
+    rng, n, config = ctx.rng, ctx.n, ctx.config
+    practice_sizes, n_prac = practices.sizes, practices.count
     prac = np.repeat(np.arange(n_prac), practice_sizes)
     base = np.array([prof.ETHNICITY_PROFILES[config.profile][c] for c in prof.CATEGORIES])
     white = np.array([c in ("A", "B") for c in prof.CATEGORIES])
@@ -285,10 +367,10 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     lo, hi = 1e-3, 1e3
     for _ in range(60):
         scale = math.sqrt(lo * hi)
-        d = scale * practice_diversity
+        d = scale * practices.diversity
         share = (practice_sizes * minority * d / (minority * d + 1 - minority)).sum() / n
         lo, hi = (scale, hi) if share < minority else (lo, scale)
-    practice_diversity = practice_diversity * math.sqrt(lo * hi)
+    practice_diversity = practices.diversity * math.sqrt(lo * hi)
     cat = np.empty(n, dtype=np.int64)
     for j in range(n_prac):
         w = base * np.where(white, 1.0, practice_diversity[j])
@@ -310,20 +392,29 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         width = np.where(prof.AGE_BANDS[band] == 90, 10, 5)
         age[members] = prof.AGE_BANDS[band] + rng.uniform(0, 1, len(members)) * width
     p_female = 0.5 + 0.15 * np.clip(age - 70, 0, 30) / 30
-    u = rng.uniform(size=n)
-    sex = np.where(u < 0.0005, "unknown", np.where(u < 0.0005 + p_female * 0.9995, "female", "male"))
-    male = sex == "male"
-    female = sex == "female"
-    dob = E - (age * YEAR).astype(np.int64)
+    draw = rng.uniform(size=n)
+    sex = np.where(draw < 0.0005, "unknown", np.where(draw < 0.0005 + p_female * 0.9995, "female", "male"))
+    dob = ctx.E - (age * YEAR).astype(np.int64)
     # ehrQL gives dates of birth as the first of the month.
     dob_dates = pl.Series(dob.astype(np.int32)).cast(pl.Date).dt.truncate("1mo")
     dob = dob_dates.cast(pl.Int32).to_numpy().astype(np.int64)
-    age = (E - dob) / YEAR
+    age = (ctx.E - dob) / YEAR
     age0 = age - config.horizon_years  # age at the past index date
+    return _People(prac, cat, letter, south_asian, black, chinese, age, age0, sex, sex == "male", sex == "female", dob)
 
-    # --- deprivation -----------------------------------------------------------------------------
-    shift = np.array([prof.DEPRIVATION_SHIFT[c] for c in prof.CATEGORIES])[cat]
-    z = practice_dep[prac] + shift + rng.normal(0, 0.7, n)
+
+@dataclass(frozen=True)
+class _Deprivation:
+    z: np.ndarray  # latent score, sd 1, higher = more deprived
+    imd_rank: np.ndarray  # 1 = most deprived LSOA
+    imd_decile: np.ndarray
+    townsend: np.ndarray
+
+
+def _deprivation(ctx: _Context, practices: _Practices, people: _People) -> _Deprivation:
+    rng, n = ctx.rng, ctx.n
+    shift = np.array([prof.DEPRIVATION_SHIFT[c] for c in prof.CATEGORIES])[people.cat]
+    z = practices.deprivation[people.prac] + shift + rng.normal(0, 0.7, n)
     z = (z - z.mean()) / z.std()
     n_lsoa = 32_844
     # rank 1 = most deprived: the most deprived latent score gets the lowest rank
@@ -333,16 +424,55 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     imd_rank = np.clip((pct * n_lsoa).astype(np.int64) + 1, 1, n_lsoa)
     imd_decile = np.minimum(10, (imd_rank - 1) * 10 // n_lsoa + 1)
     townsend = np.clip(7.0 - 14.0 * imd_rank / n_lsoa + rng.normal(0, 1.5, n), -8, 14)
+    return _Deprivation(z, imd_rank, imd_decile, townsend)
 
-    # --- latent risk factors (at the past index date T0; drift after) ------------------------------
+
+@dataclass(frozen=True)
+class _Health:
+    """Latent risk factors and conditions at the past index date T0 (readings drift after)."""
+
+    bmi: np.ndarray
+    smoker: np.ndarray
+    ex_smoker: np.ndarray
+    smoke_amount: np.ndarray
+    fh_cvd: np.ndarray
+    fh_diab: np.ndarray
+    sbp: np.ndarray
+    dbp_offset: np.ndarray
+    tchol: np.ndarray
+    hdl: np.ndarray
+    hba1c: np.ndarray
+    t1d: np.ndarray
+    t2d0: np.ndarray
+    htn0: np.ndarray
+    af: np.ndarray
+    ckd: np.ndarray
+    cvd0: np.ndarray
+    ra: np.ndarray
+    sle: np.ndarray
+    migraine: np.ndarray
+    smi: np.ndarray
+    ed: np.ndarray
+    gdm: np.ndarray
+    pcos: np.ndarray
+    ld: np.ndarray
+    steroids: np.ndarray
+    antipsychotic: np.ndarray
+
+
+def _health_at_index(ctx: _Context, people: _People, deprivation: _Deprivation) -> _Health:
+    rng, n, u = ctx.rng, ctx.n, ctx.u
+    age, age0, z = people.age, people.age0, deprivation.z
+    south_asian, black, chinese = people.south_asian, people.black, people.chinese
+    male, female = people.male, people.female
     adult0 = age0 >= 18
     bmi = (27.0 + 0.08 * (np.clip(age, 18, 70) - 40) + 0.9 * z - 1.0 * south_asian
            + 1.2 * (black & female) - 3.0 * chinese + rng.normal(0, 4.5, n))
     bmi = np.clip(bmi, 15, 60)
     p_smoke = np.clip(0.13 + 0.06 * z, 0.03, 0.4) * np.where((south_asian | chinese) & female, 0.3, 1.0)
-    u = rng.uniform(size=n)
-    smoker = (u < p_smoke) & (age >= 18)
-    ex_smoker = ~smoker & (u < p_smoke + 0.22 * (age > 35)) & (age >= 18)
+    draw = rng.uniform(size=n)
+    smoker = (draw < p_smoke) & (age >= 18)
+    ex_smoker = ~smoker & (draw < p_smoke + 0.22 * (age > 35)) & (age >= 18)
     smoke_amount = rng.choice(np.array(["light", "moderate", "heavy"]), size=n, p=[0.35, 0.4, 0.25])
     fh_cvd = rng.uniform(size=n) < 0.12
     fh_diab = rng.uniform(size=n) < np.where(south_asian, 0.28, 0.15)
@@ -355,7 +485,6 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     hba1c = 35 + 0.08 * (np.clip(age0, 18, 90) - 40) + 0.25 * (bmi - 27) + 2 * south_asian + 1.5 * black + rng.normal(0, 3, n)
 
     # conditions present at T0 (adults), with ages of onset before T0
-    u = lambda: rng.uniform(size=n)  # noqa: E731 - a draw of n uniforms, in a fixed order
     t1d = u() < 0.004
     t2d0 = adult0 & ~t1d & (u() < _sigmoid(-3.9 + 0.05 * (age0 - 40) + 0.13 * (bmi - 27) + 1.0 * south_asian + 0.55 * black + 0.2 * z + 0.5 * fh_diab))
     hba1c = np.where(t2d0 | t1d, rng.uniform(50, 80, n), hba1c)
@@ -373,66 +502,129 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ld = u() < 0.005
     steroids = adult0 & (u() < 0.015)
     antipsychotic = smi & (u() < 0.6)
+    return _Health(bmi, smoker, ex_smoker, smoke_amount, fh_cvd, fh_diab, sbp, dbp_offset, tchol, hdl, hba1c,
+                   t1d, t2d0, htn0, af, ckd, cvd0, ra, sle, migraine, smi, ed, gdm, pcos, ld, steroids, antipsychotic)
 
-    # --- outcomes in (T0, E] from the true risk model ------------------------------------------------
-    ratio = tchol / hdl
-    ethrisk = np.array([QRISK3_ETHRISK[c] for c in prof.CATEGORIES])[cat]
 
-    def ethnic_log_hr(outcome: str) -> np.ndarray:
+@dataclass(frozen=True)
+class _TrueRiskModel:
+    """The documented true risk model (module docstring): each outcome's yearly log hazard for
+    these patients, at a given age and reading."""
+
+    people: _People
+    deprivation: _Deprivation
+    health: _Health
+
+    @property
+    def cholesterol_ratio(self) -> np.ndarray:
+        return self.health.tchol / self.health.hdl
+
+    def ethnic_log_hr(self, outcome: str) -> np.ndarray:
         """The published ethnic effects (synth_profiles.TRUE_ETHNIC_LOG_HR), by sex."""
         effects = prof.TRUE_ETHNIC_LOG_HR[outcome]
-        return np.where(female, np.array(effects["female"])[ethrisk - 1], np.array(effects["male"])[ethrisk - 1])
+        ethrisk = np.array([QRISK3_ETHRISK[c] for c in prof.CATEGORIES])[self.people.cat]
+        return np.where(self.people.female, np.array(effects["female"])[ethrisk - 1],
+                        np.array(effects["male"])[ethrisk - 1])
 
-    def lp_cvd(a, s, t2d):
-        return (-9.1 + 0.072 * a + 0.45 * male + 0.017 * (s - 130) + 0.55 * smoker + 0.65 * t2d
-                + 0.14 * (ratio - 4) + 0.55 * af + 0.3 * ckd + 0.3 * fh_cvd + 0.1 * z
-                + ethnic_log_hr("cvd"))
+    def lp_cvd(self, a, s, t2d):
+        p, h, z = self.people, self.health, self.deprivation.z
+        return (-9.1 + 0.072 * a + 0.45 * p.male + 0.017 * (s - 130) + 0.55 * h.smoker + 0.65 * t2d
+                + 0.14 * (self.cholesterol_ratio - 4) + 0.55 * h.af + 0.3 * h.ckd + 0.3 * h.fh_cvd + 0.1 * z
+                + self.ethnic_log_hr("cvd"))
 
-    def lp_t2d(a, h):
+    def lp_t2d(self, a, hba1c):
         # HbA1c acts with QDiabetes-2018 model C's slope near normal values (about 0.2 log hazard
         # per mmol/mol at 36-42): the groups' higher HbA1c then carries the part of their excess
         # risk that model A (no HbA1c) gives as a larger ethnic effect, so the truth agrees with
         # QDiabetes whether a patient's HbA1c is known (model C) or not (model A)
-        return (-7.9 + 0.035 * a + 0.11 * (bmi - 27) + 0.2 * (h - 36) + ethnic_log_hr("t2d")
-                + 0.45 * fh_diab + 0.4 * steroids + 0.12 * z)
+        h, z = self.health, self.deprivation.z
+        return (-7.9 + 0.035 * a + 0.11 * (h.bmi - 27) + 0.2 * (hba1c - 36) + self.ethnic_log_hr("t2d")
+                + 0.45 * h.fh_diab + 0.4 * h.steroids + 0.12 * z)
 
-    def lp_htn(a, s):
-        return -6.1 + 0.045 * a + 0.045 * (s - 125) + 0.45 * black + 0.04 * (bmi - 27) + 0.08 * z
+    def lp_htn(self, a, s):
+        h, z = self.health, self.deprivation.z
+        return -6.1 + 0.045 * a + 0.045 * (s - 125) + 0.45 * self.people.black + 0.04 * (h.bmi - 27) + 0.08 * z
 
-    def risk(lp, years):
-        return 1.0 - np.exp(-years * np.exp(lp))
 
-    h = config.horizon_years
+def _risk(lp, years):
+    return 1.0 - np.exp(-years * np.exp(lp))
+
+
+@dataclass(frozen=True)
+class _Outcomes:
+    """Outcomes in (T0, E] from the true risk model: each patient's yearly hazard, whether the
+    event happened (``ev_*``) and its day (``d_*``), and the readings after it."""
+
+    model: _TrueRiskModel
+    hazard_cvd: np.ndarray
+    hazard_t2d: np.ndarray
+    hazard_htn: np.ndarray
+    ev_cvd: np.ndarray
+    ev_t2d: np.ndarray
+    ev_htn: np.ndarray
+    d_cvd: np.ndarray
+    d_t2d: np.ndarray
+    d_htn: np.ndarray
+    hba1c_after: np.ndarray
+    sbp_after: np.ndarray
+
+
+def _outcomes(ctx: _Context, people: _People, deprivation: _Deprivation, health: _Health) -> _Outcomes:
+    rng, n, u, E, T0 = ctx.rng, ctx.n, ctx.u, ctx.E, ctx.T0
+    model = _TrueRiskModel(people, deprivation, health)
+    age0, sbp, hba1c, htn0 = people.age0, health.sbp, health.hba1c, health.htn0
+    h = ctx.config.horizon_years
+    adult0 = age0 >= 18
     old_enough = adult0 & (age0 >= 25)
     treated_sbp = np.where(htn0, sbp - 12, sbp)
     # Each outcome has a constant yearly hazard exp(lp) from T0; a patient's latent time to it is
     # drawn by inversion, -log(1 - U) / hazard (in years after T0), so "event within the horizon"
-    # has exactly the stated risk 1 - exp(-h * hazard). Death (below) can come first.
-    hazard_cvd = np.where(old_enough & ~cvd0, np.exp(lp_cvd(age0, treated_sbp, t2d0)), 0.0)
-    hazard_t2d = np.where(old_enough & ~t2d0 & ~t1d, np.exp(lp_t2d(age0, hba1c)), 0.0)
-    hazard_htn = np.where(old_enough & ~htn0, np.exp(lp_htn(age0, sbp)), 0.0)
+    # has exactly the stated risk 1 - exp(-h * hazard). Death (_registrations) can come first.
+    hazard_cvd = np.where(old_enough & ~health.cvd0, np.exp(model.lp_cvd(age0, treated_sbp, health.t2d0)), 0.0)
+    hazard_t2d = np.where(old_enough & ~health.t2d0 & ~health.t1d, np.exp(model.lp_t2d(age0, hba1c)), 0.0)
+    hazard_htn = np.where(old_enough & ~htn0, np.exp(model.lp_htn(age0, sbp)), 0.0)
 
     def years_to(hazard: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore"):
             return -np.log1p(-u()) / hazard  # inf where there is no hazard
 
     t_cvd, t_t2d, t_htn = years_to(hazard_cvd), years_to(hazard_t2d), years_to(hazard_htn)
-    ev_cvd, ev_t2d, ev_htn = t_cvd < h, t_t2d < h, t_htn < h  # before death is applied below
+    ev_cvd, ev_t2d, ev_htn = t_cvd < h, t_t2d < h, t_htn < h  # before death: _censored_at_death
     d_cvd = np.minimum(E, T0 + 1 + (np.where(ev_cvd, t_cvd, 0) * YEAR).astype(np.int64))
     d_t2d = np.minimum(E, T0 + 1 + (np.where(ev_t2d, t_t2d, 0) * YEAR).astype(np.int64))
     d_htn = np.minimum(E, T0 + 1 + (np.where(ev_htn, t_htn, 0) * YEAR).astype(np.int64))
     # the biology follows the outcome
     hba1c_after = np.where(ev_t2d, np.maximum(hba1c, rng.uniform(49, 75, n)), hba1c)
     sbp_after = np.where(ev_htn, np.maximum(sbp, 142 + rng.exponential(8, n)), sbp)
+    return _Outcomes(model, hazard_cvd, hazard_t2d, hazard_htn, ev_cvd, ev_t2d, ev_htn, d_cvd, d_t2d, d_htn,
+                     hba1c_after, sbp_after)
 
-    # --- registrations, deaths ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Registrations:
+    first_start: np.ndarray  # first day registered at the current practice (or its predecessor)
+    death_hazard: np.ndarray  # yearly
+    died: np.ndarray
+    death: np.ndarray  # day, -1 if alive at E
+    end: np.ndarray  # last registered day, -1 if still registered
+    table: pl.DataFrame  # practice_registrations, by patient index and practice index
+    last_day: np.ndarray  # last day the practice records anything
+
+    def alive_at(self, day) -> np.ndarray:
+        return (self.death < 0) | (self.death > day)
+
+
+def _registrations(ctx: _Context, people: _People, practices: _Practices) -> _Registrations:
+    """Registrations, deaths, leavers and movers between practices."""
+    rng, n, u, E, W0 = ctx.rng, ctx.n, ctx.u, ctx.E, ctx.W0
+    dob, prac, n_prac = people.dob, people.prac, practices.count
     years_registered = rng.exponential(14, n)
     first_start = np.maximum(dob, E - (years_registered * YEAR).astype(np.int64))
     # death: a constant yearly hazard from the start of the history window W0, by inversion as
     # for the outcomes, so a patient alive at T0 dies within the horizon with 1 - exp(-h * hazard)
-    death_h = 0.002 * np.exp(0.09 * (np.clip(age, 0, 105) - 45))
+    death_h = 0.002 * np.exp(0.09 * (np.clip(people.age, 0, 105) - 45))
     t_death = -np.log1p(-u()) / death_h  # years after W0
-    died = t_death < config.history_years
+    died = t_death < ctx.config.history_years
     death = np.where(died, np.maximum(W0 + (np.where(died, t_death, 0) * YEAR).astype(np.int64), dob + 1), -1)
     # nobody registers after they have died
     first_start = np.where(died, np.maximum(dob, np.minimum(first_start, death - 1)), first_start)
@@ -456,52 +648,79 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         "end_date": np.concatenate([end[~mover], move_day[mover] - 1, end[mover]]),
         "practice": np.concatenate([prac[~mover], old_practice[mover], prac[mover]]),
     })
-    last_day = np.where(end >= 0, end, E)  # last day the practice records anything
+    last_day = np.where(end >= 0, end, E)
+    return _Registrations(first_start, death_h, died, death, end, reg, last_day)
 
-    # --- ids -------------------------------------------------------------------------------------
-    patient_id = rng.permutation(n).astype(np.int64) + 1
 
-    # --- events ---------------------------------------------------------------------------------
-    ev = _Events()
-    med = _Events()
-    ev_code = _CodePicker(config.seed, ev)
-    med_code = _CodePicker(config.seed + 1, med)
-    access = _knob(config.measurement_access, cat, 1.0)
-    recording = _knob(config.outcome_recording, cat, 1.0)
-    win_start = np.maximum.reduce([first_start, np.full(n, W0), dob + int(18 * YEAR)])
-    win_len = np.clip(last_day - win_start, 0, None)
+def _censored_at_death(outcomes: _Outcomes, registrations: _Registrations) -> _Outcomes:
+    """Nobody has an event after they have died; events after leaving happen but go unrecorded."""
+    alive_at = registrations.alive_at
+    return replace(outcomes, ev_cvd=outcomes.ev_cvd & alive_at(outcomes.d_cvd),
+                   ev_t2d=outcomes.ev_t2d & alive_at(outcomes.d_t2d), ev_htn=outcomes.ev_htn & alive_at(outcomes.d_htn))
 
+
+@dataclass(frozen=True)
+class _Record:
+    """The practice record being written: event and medication rows, the code pickers (each on
+    its own random stream), and each patient's recording window."""
+
+    events: _Events
+    medications: _Events
+    event_codes: _CodePicker
+    medication_codes: _CodePicker
+    patient_id: np.ndarray
+    win_start: np.ndarray  # measurements are recorded over [win_start, win_start + win_len)
+    win_len: np.ndarray
+    last_day: np.ndarray
+    access: np.ndarray  # the measurement_access knob per patient
+
+    @classmethod
+    def start(cls, ctx: _Context, people: _People, registrations: _Registrations,
+              patient_id: np.ndarray) -> _Record:
+        ev, med = _Events(), _Events()
+        last_day = registrations.last_day
+        win_start = np.maximum.reduce([registrations.first_start, np.full(ctx.n, ctx.W0),
+                                       people.dob + int(18 * YEAR)])
+        win_len = np.clip(last_day - win_start, 0, None)
+        return cls(ev, med, _CodePicker(ctx.config.seed, ev), _CodePicker(ctx.config.seed + 1, med), patient_id,
+                   win_start, win_len, last_day, _knob(ctx.config.measurement_access, people.cat, 1.0))
+
+
+@dataclass(frozen=True)
+class _Coding:
+    """What the record says of each outcome: diagnosed before T0 (``*_dx0``), the event coded
+    (``rec_*``), treatment started, and undiagnosed conditions found during follow-up."""
+
+    htn_dx0: np.ndarray
+    htn_tx0: np.ndarray
+    t2d_dx0: np.ndarray
+    cvd_dx0: np.ndarray
+    rec_cvd: np.ndarray
+    rec_t2d: np.ndarray
+    rec_htn: np.ndarray
+    tx_start: np.ndarray  # antihypertensives from this day (-1: before T0; int64 max: never)
+    found_htn: np.ndarray
+    found_t2d: np.ndarray
+    d_found_htn: np.ndarray
+    d_found_t2d: np.ndarray
+
+
+def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registrations: _Registrations) -> _Coding:
+    u, E, T0 = ctx.u, ctx.E, ctx.T0
+    o, last_day, alive_at = outcomes, registrations.last_day, registrations.alive_at
+    htn0, t2d0, cvd0 = o.model.health.htn0, o.model.health.t2d0, o.model.health.cvd0
+    recording = _knob(ctx.config.outcome_recording, people.cat, 1.0)
     htn_dx0 = htn0 & (u() < 0.7 * recording)  # a national diagnosis gap, plus any planted bias
     htn_tx0 = htn_dx0 & (u() < 0.8)
     t2d_dx0 = t2d0 & (u() < 0.85 * recording)
     cvd_dx0 = cvd0 & (u() < recording)
-    rec_cvd = ev_cvd & (u() < recording)
-    rec_t2d = ev_t2d & (u() < recording)
-    rec_htn = ev_htn & (u() < 0.8 * recording)
-    alive_at = lambda day: (death < 0) | (death > day)  # noqa: E731
-    # nobody has an event after they have died; events after leaving happen but go unrecorded
-    ev_cvd &= alive_at(d_cvd)
-    ev_t2d &= alive_at(d_t2d)
-    ev_htn &= alive_at(d_htn)
-    # The stated risks, for patients alive and free of the outcome at T0 (0 for everyone else):
-    # - net risk 1 - exp(-h * hazard): the risk had they not died first, the quantity QRISK3,
-    #   QDiabetes and the trained models estimate (they censor at death);
-    # - cumulative incidence with death as a competing risk, hazard / (hazard + death hazard)
-    #   * (1 - exp(-h * (hazard + death hazard))): the chance that the event happens in the
-    #   horizon before death, so its sum over a group is the expected count of that group's events.
-    alive0 = alive_at(T0)
-
-    def stated(hazard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        both = hazard + death_h
-        net = np.where(alive0, risk(np.log(np.maximum(hazard, 1e-300)), h), 0.0)
-        cumulative = np.where(alive0, hazard / both * (1 - np.exp(-h * both)), 0.0)
-        return np.where(hazard > 0, net, 0.0), np.where(hazard > 0, cumulative, 0.0)
-
-    (r_cvd, ci_cvd), (r_t2d, ci_t2d), (r_htn, ci_htn) = stated(hazard_cvd), stated(hazard_t2d), stated(hazard_htn)
-    rec_cvd &= alive_at(d_cvd) & (d_cvd <= last_day)
-    rec_t2d &= alive_at(d_t2d) & (d_t2d <= last_day)
-    rec_htn &= alive_at(d_htn) & (d_htn <= last_day)
-    tx_start = np.where(htn_tx0, -1, np.where(rec_htn & (u() < 0.7), d_htn + 14, np.iinfo(np.int64).max))
+    rec_cvd = o.ev_cvd & (u() < recording)
+    rec_t2d = o.ev_t2d & (u() < recording)
+    rec_htn = o.ev_htn & (u() < 0.8 * recording)
+    rec_cvd &= alive_at(o.d_cvd) & (o.d_cvd <= last_day)
+    rec_t2d &= alive_at(o.d_t2d) & (o.d_t2d <= last_day)
+    rec_htn &= alive_at(o.d_htn) & (o.d_htn <= last_day)
+    tx_start = np.where(htn_tx0, -1, np.where(rec_htn & (u() < 0.7), o.d_htn + 14, np.iinfo(np.int64).max))
     # Undiagnosed hypertension and diabetes present at T0 are found during follow-up (NHS Health
     # Checks, case-finding) and coded then as a new diagnosis: half of them within the horizon,
     # fewer where the recording knob is planted. Without this, the people with the highest blood
@@ -512,26 +731,41 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     d_found_t2d = T0 + (u() * (E - T0)).astype(np.int64)
     found_htn &= alive_at(d_found_htn) & (d_found_htn <= last_day)
     found_t2d &= alive_at(d_found_t2d) & (d_found_t2d <= last_day)
+    return _Coding(htn_dx0, htn_tx0, t2d_dx0, cvd_dx0, rec_cvd, rec_t2d, rec_htn, tx_start,
+                   found_htn, found_t2d, d_found_htn, d_found_t2d)
 
-    def rate_events(rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Poisson-many events per patient spread over their window: (patient index, day)."""
-        counts = rng.poisson(np.clip(rate_per_year, 0, None) * win_len / YEAR)
-        idx = np.repeat(np.arange(n), counts)
-        day = win_start[idx] + (rng.uniform(size=len(idx)) * win_len[idx]).astype(np.int64)
-        return idx, day
 
-    def kept(idx: np.ndarray) -> np.ndarray:
-        return rng.uniform(size=len(idx)) < access[idx]
+def _rate_events(ctx: _Context, record: _Record, rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson-many events per patient spread over their window: (patient index, day)."""
+    rng = ctx.rng
+    counts = rng.poisson(np.clip(rate_per_year, 0, None) * record.win_len / YEAR)
+    idx = np.repeat(np.arange(ctx.n), counts)
+    day = record.win_start[idx] + (rng.uniform(size=len(idx)) * record.win_len[idx]).astype(np.int64)
+    return idx, day
+
+
+def _measured(ctx: _Context, record: _Record, rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scheduled measurements (``_rate_events``) that were taken (the measurement_access knob)."""
+    i, d = _rate_events(ctx, record, rate_per_year)
+    keep = ctx.rng.uniform(size=len(i)) < record.access[i]
+    return i[keep], d[keep]
+
+
+def _record_readings(ctx: _Context, record: _Record, people: _People, health: _Health, outcomes: _Outcomes,
+                     coding: _Coding) -> None:
+    """Blood pressure, BMI, lipids, HbA1c and fasting glucose over the history window."""
+    rng, T0 = ctx.rng, ctx.T0
+    ev, ev_code, patient_id = record.events, record.event_codes, record.patient_id
+    age, h, o = people.age, health, outcomes
+    t2d_dx0, cvd_dx0 = coding.t2d_dx0, coding.cvd_dx0
 
     # blood pressure: systolic and diastolic on the same day
-    bp_rate = 0.5 + 0.6 * (age >= 45) + 1.0 * htn_dx0 + 0.5 * t2d_dx0 + 0.4 * cvd_dx0
-    i, d = rate_events(bp_rate)
-    keep = kept(i)
-    i, d = i[keep], d[keep]
-    true_s = np.where(d > d_htn[i], sbp_after[i], sbp[i]) + 0.5 * (d - T0) / YEAR
-    true_s = true_s - np.where(d >= tx_start[i], 12, 0)
+    bp_rate = 0.5 + 0.6 * (age >= 45) + 1.0 * coding.htn_dx0 + 0.5 * t2d_dx0 + 0.4 * cvd_dx0
+    i, d = _measured(ctx, record, bp_rate)
+    true_s = np.where(d > o.d_htn[i], o.sbp_after[i], h.sbp[i]) + 0.5 * (d - T0) / YEAR
+    true_s = true_s - np.where(d >= coding.tx_start[i], 12, 0)
     s_read = np.round(np.clip(true_s + rng.normal(0, 8, len(i)), 70, 240))
-    d_read = np.round(np.clip(0.45 * s_read + 20 + dbp_offset[i] + rng.normal(0, 4, len(i)), 40, 140))
+    d_read = np.round(np.clip(0.45 * s_read + 20 + h.dbp_offset[i] + rng.normal(0, 4, len(i)), 40, 140))
     # one reading is a systolic and a diastolic code of the same kind (sitting, lying, ...)
     sys_codes = ev_code.pick("systolic_bp", len(i), among=frozenset(_bp_code_pairs()))
     dia_codes = np.array([ev.code_id(_diastolic_of(ev.codes[c])) for c in sys_codes], dtype=np.int32)
@@ -539,18 +773,14 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ev.add(patient_id[i], d, dia_codes, d_read)
 
     # BMI
-    i, d = rate_events(0.35 + 0.3 * t2d_dx0)
-    keep = kept(i)
-    i, d = i[keep], d[keep]
+    i, d = _measured(ctx, record, 0.35 + 0.3 * t2d_dx0)
     ev.add(patient_id[i], d, ev_code.pick("bmi", len(i)),
-           np.round(bmi[i] + 0.05 * (d - T0) / YEAR + rng.normal(0, 0.8, len(i)), 1))
+           np.round(h.bmi[i] + 0.05 * (d - T0) / YEAR + rng.normal(0, 0.8, len(i)), 1))
 
     # lipids: total cholesterol and HDL together, the laboratory ratio half of the time
-    i, d = rate_events(0.12 + 0.25 * (age >= 40) + 0.5 * (t2d_dx0 | cvd_dx0))
-    keep = kept(i)
-    i, d = i[keep], d[keep]
-    tc = np.round(np.clip(tchol[i] + rng.normal(0, 0.35, len(i)), 1.5, 15), 1)
-    hd = np.round(np.clip(hdl[i] + rng.normal(0, 0.1, len(i)), 0.3, 4), 2)
+    i, d = _measured(ctx, record, 0.12 + 0.25 * (age >= 40) + 0.5 * (t2d_dx0 | cvd_dx0))
+    tc = np.round(np.clip(h.tchol[i] + rng.normal(0, 0.35, len(i)), 1.5, 15), 1)
+    hd = np.round(np.clip(h.hdl[i] + rng.normal(0, 0.1, len(i)), 0.3, 4), 2)
     ev.add(patient_id[i], d, ev_code.pick("total_cholesterol", len(i)), tc)
     ev.add(patient_id[i], d, ev_code.pick("hdl_cholesterol", len(i)), hd)
     with_ratio = rng.uniform(size=len(i)) < 0.5
@@ -558,78 +788,105 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
            np.round(tc[with_ratio] / hd[with_ratio], 1))
 
     # HbA1c and fasting glucose
-    i, d = rate_events(0.08 + 0.12 * (age >= 40) + 1.8 * (t2d_dx0 | t1d) + 0.3 * (bmi > 30))
-    keep = kept(i)
-    i, d = i[keep], d[keep]
-    true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
+    i, d = _measured(ctx, record, 0.08 + 0.12 * (age >= 40) + 1.8 * (t2d_dx0 | h.t1d) + 0.3 * (h.bmi > 30))
+    true_h = np.where(d > o.d_t2d[i], o.hba1c_after[i], h.hba1c[i])
     ev.add(patient_id[i], d, ev_code.pick("hba1c", len(i)), np.round(np.clip(true_h + rng.normal(0, 2, len(i)), 20, 140)))
-    i, d = rate_events(0.03 + 0.05 * (bmi > 30))
-    keep = kept(i)
-    i, d = i[keep], d[keep]
-    true_h = np.where(d > d_t2d[i], hba1c_after[i], hba1c[i])
+    i, d = _measured(ctx, record, 0.03 + 0.05 * (h.bmi > 30))
+    true_h = np.where(d > o.d_t2d[i], o.hba1c_after[i], h.hba1c[i])
     ev.add(patient_id[i], d, ev_code.pick("fasting_glucose", len(i)),
            np.round(np.clip(5.0 + 0.09 * (true_h - 36) + rng.normal(0, 0.4, len(i)), 2.5, 30), 1))
 
+
+def _record_smoking_and_other_codes(ctx: _Context, record: _Record, people: _People, health: _Health) -> None:
+    rng, n = ctx.rng, ctx.n
+    ev, patient_id = record.events, record.patient_id
+    smoker, ex_smoker, smoke_amount = health.smoker, health.ex_smoker, health.smoke_amount
     # smoking status: the latest code tells the truth; ex-smokers were once recorded smoking
-    i, d = rate_events(np.full(n, 0.45))
+    i, d = _rate_events(ctx, record, np.full(n, 0.45))
     status = np.where(smoker[i], smoke_amount[i], np.where(ex_smoker[i], "ex", "never"))
-    earlier = ex_smoker[i] & (d < win_start[i] + win_len[i] // 3)
+    earlier = ex_smoker[i] & (d < record.win_start[i] + record.win_len[i] // 3)
     status = np.where(earlier, smoke_amount[i], status)
     codes = np.zeros(len(i), dtype=np.int32)
     for s in ("never", "ex", "light", "moderate", "heavy"):
-        codes[status == s] = ev_code.pick("smoking", int((status == s).sum()), category=s)
+        codes[status == s] = record.event_codes.pick("smoking", int((status == s).sum()), category=s)
     ev.add(patient_id[i], d, codes)
 
     # other codes no project list uses
-    i, d = rate_events(np.full(n, 3.2))
+    i, d = _rate_events(ctx, record, np.full(n, 3.2))
     other = np.array([ev.code_id(c) for c in prof.OTHER_CODES])
     ev.add(patient_id[i], d, other[rng.integers(0, len(other), len(i))])
 
-    # diagnoses present at T0: coded on a day before T0 (history may predate registration)
-    def dx_day(mask: np.ndarray, min_age: float) -> np.ndarray:
-        # A condition present at T0 is coded before T0 whatever the patient's age: someone younger
-        # than the usual age of onset is coded the day before T0 rather than after it, where the
-        # pipeline would see a prevalent condition as new or never see it at all.
-        lo = np.minimum(np.maximum(dob + int(min_age * YEAR), T0 - int(20 * YEAR)), T0 - 1)
-        return lo + (rng.uniform(size=n) * np.clip(T0 - 1 - lo, 0, None)).astype(np.int64)
+
+def _diagnosis_days(ctx: _Context, dob: np.ndarray, min_age: float) -> np.ndarray:
+    """A day before T0 for every patient, on which a condition present at T0 is coded (history
+    may predate registration)."""
+    # A condition present at T0 is coded before T0 whatever the patient's age: someone younger
+    # than the usual age of onset is coded the day before T0 rather than after it, where the
+    # pipeline would see a prevalent condition as new or never see it at all.
+    T0 = ctx.T0
+    lo = np.minimum(np.maximum(dob + int(min_age * YEAR), T0 - int(20 * YEAR)), T0 - 1)
+    return lo + (ctx.rng.uniform(size=ctx.n) * np.clip(T0 - 1 - lo, 0, None)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Diagnosed:
+    """The days on which hypertension and type 2 diabetes present at T0 were coded."""
+
+    htn_day: np.ndarray
+    t2d_day: np.ndarray
+
+
+def _record_diagnoses(ctx: _Context, record: _Record, people: _People, health: _Health, outcomes: _Outcomes,
+                      coding: _Coding) -> _Diagnosed:
+    """Diagnoses present at T0, coded before T0, and the outcomes coded in (T0, E]."""
+    rng, n, u, T0 = ctx.rng, ctx.n, ctx.u, ctx.T0
+    ev, ev_code, patient_id, last_day = record.events, record.event_codes, record.patient_id, record.last_day
+    age, dob, h, c, o = people.age, people.dob, health, coding, outcomes
 
     def add_dx(mask: np.ndarray, concept: str, min_age: float = 18, days: np.ndarray | None = None) -> np.ndarray:
-        days = dx_day(mask, min_age) if days is None else days
+        days = _diagnosis_days(ctx, dob, min_age) if days is None else days
         idx = np.flatnonzero(mask & (days <= last_day) & (days >= dob))
         ev.add(patient_id[idx], days[idx], ev_code.pick(concept, len(idx)))
         return days
 
     # hypertension and type 2 diabetes are diagnosed from adulthood (young-onset type 2 diabetes
     # is recognised; NICE NG28, NG136 cover adults from 18)
-    htn_day = add_dx(htn_dx0, "hypertension", 18)
-    resolved = htn_dx0 & (u() < 0.03)
+    htn_day = add_dx(c.htn_dx0, "hypertension", 18)
+    resolved = c.htn_dx0 & (u() < 0.03)
     add_dx(resolved, "hypertension_resolved", days=np.minimum(htn_day + int(2 * YEAR), T0 - 1))
-    t2d_day = add_dx(t2d_dx0, "diabetes_type2", 18)
-    add_dx(t1d, "diabetes_type1", 1)
+    t2d_day = add_dx(c.t2d_dx0, "diabetes_type2", 18)
+    add_dx(h.t1d, "diabetes_type1", 1)
     cvd_kind = rng.choice(np.array(["chd", "mi", "stroke", "tia"]), size=n, p=[0.45, 0.25, 0.18, 0.12])
     for kind in ("chd", "mi", "stroke", "tia"):
-        add_dx(cvd_dx0 & (cvd_kind == kind), kind, 30)
-    for mask, concept, min_age in ((af, "atrial_fibrillation", 30), (ckd, "ckd_3_5", 30),
-                                   (ra, "rheumatoid_arthritis", 18), (sle, "sle", 18),
-                                   (migraine, "migraine", 12), (smi, "severe_mental_illness", 16),
-                                   (ed, "erectile_dysfunction", 30), (fh_cvd & (age >= 18), "family_history_cvd", 18),
-                                   (fh_diab & (age >= 18), "family_history_diabetes", 18),
-                                   (gdm, "gestational_diabetes", 18), (pcos, "pcos", 16),
-                                   (ld, "learning_disability", 5)):
+        add_dx(c.cvd_dx0 & (cvd_kind == kind), kind, 30)
+    for mask, concept, min_age in ((h.af, "atrial_fibrillation", 30), (h.ckd, "ckd_3_5", 30),
+                                   (h.ra, "rheumatoid_arthritis", 18), (h.sle, "sle", 18),
+                                   (h.migraine, "migraine", 12), (h.smi, "severe_mental_illness", 16),
+                                   (h.ed, "erectile_dysfunction", 30), (h.fh_cvd & (age >= 18), "family_history_cvd", 18),
+                                   (h.fh_diab & (age >= 18), "family_history_diabetes", 18),
+                                   (h.gdm, "gestational_diabetes", 18), (h.pcos, "pcos", 16),
+                                   (h.ld, "learning_disability", 5)):
         add_dx(mask, concept, min_age)
     # outcomes coded in (T0, E]
     for kind in ("chd", "mi", "stroke", "tia"):
-        idx = np.flatnonzero(rec_cvd & (cvd_kind == kind))
-        ev.add(patient_id[idx], d_cvd[idx], ev_code.pick(kind, len(idx)))
-    idx = np.flatnonzero(rec_t2d)
-    ev.add(patient_id[idx], d_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
-    idx = np.flatnonzero(rec_htn)
-    ev.add(patient_id[idx], d_htn[idx], ev_code.pick("hypertension", len(idx)))
-    idx = np.flatnonzero(found_htn)
-    ev.add(patient_id[idx], d_found_htn[idx], ev_code.pick("hypertension", len(idx)))
-    idx = np.flatnonzero(found_t2d)
-    ev.add(patient_id[idx], d_found_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
-    # end-of-life and residence, recent
+        idx = np.flatnonzero(c.rec_cvd & (cvd_kind == kind))
+        ev.add(patient_id[idx], o.d_cvd[idx], ev_code.pick(kind, len(idx)))
+    idx = np.flatnonzero(c.rec_t2d)
+    ev.add(patient_id[idx], o.d_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
+    idx = np.flatnonzero(c.rec_htn)
+    ev.add(patient_id[idx], o.d_htn[idx], ev_code.pick("hypertension", len(idx)))
+    idx = np.flatnonzero(c.found_htn)
+    ev.add(patient_id[idx], c.d_found_htn[idx], ev_code.pick("hypertension", len(idx)))
+    idx = np.flatnonzero(c.found_t2d)
+    ev.add(patient_id[idx], c.d_found_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
+    return _Diagnosed(htn_day, t2d_day)
+
+
+def _record_end_of_life_and_residence(ctx: _Context, record: _Record, people: _People) -> None:
+    """Palliative care and care homes, recent."""
+    rng, u, E = ctx.rng, ctx.u, ctx.E
+    ev, ev_code, patient_id, last_day = record.events, record.event_codes, record.patient_id, record.last_day
+    age = people.age
     palliative = (age >= 60) & (u() < np.clip(0.0004 * np.exp(0.08 * (age - 60)), 0, 0.2)) & (last_day > E - 700)
     idx = np.flatnonzero(palliative)
     ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 700, len(idx)), ev_code.pick("palliative_care", len(idx)))
@@ -637,9 +894,15 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     idx = np.flatnonzero(care_home & (last_day > E - 1500))
     ev.add(patient_id[idx], last_day[idx] - rng.integers(0, 1500, len(idx)), ev_code.pick("care_home", len(idx)))
 
-    # What practices record that changes who is invited: statin declined or unsuitable, ABPM or
-    # home monitoring, NHS Health Checks, coded non-diabetic hyperglycaemia. Drawn on the code
-    # picker's own stream, so no other draw of the generator moves.
+
+def _record_practice_decisions(ctx: _Context, record: _Record, people: _People, health: _Health,
+                               outcomes: _Outcomes, coding: _Coding) -> None:
+    """What practices record that changes who is invited: statin declined or unsuitable, ABPM or
+    home monitoring, NHS Health Checks, coded non-diabetic hyperglycaemia. Drawn on the code
+    picker's own stream, so no other draw of the generator moves."""
+    n, E = ctx.n, ctx.E
+    ev, ev_code, patient_id, last_day = record.events, record.event_codes, record.patient_id, record.last_day
+    win_start, age, c = record.win_start, people.age, coding
     cr = ev_code.rng
 
     def record_between(mask: np.ndarray, concept: str, start: np.ndarray, end: np.ndarray,
@@ -656,26 +919,31 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     recent_5y = np.maximum(win_start, E - int(5 * YEAR))
     record_between(adult & (age >= 40) & (cr.uniform(size=n) < 0.04), "statin_exclusion", win_start, np.full(n, E))
     record_between((age >= 40) & (age < 75) & (cr.uniform(size=n) < 0.3), "nhs_health_check", recent_5y, np.full(n, E))
-    true_hba1c_now = hba1c_after
+    true_hba1c_now = outcomes.hba1c_after
     record_between(adult & (true_hba1c_now >= 42) & (true_hba1c_now < 48) & (cr.uniform(size=n) < 0.4),
                    "non_diabetic_hyperglycaemia", win_start, np.full(n, E))
     # ABPM or home monitoring: when hypertension was found after the index date (the NG136 step
     # before the diagnosis), and, coded as readings only, for a tenth of the hypertensives the
     # record never diagnoses (monitoring done, the diagnosis not coded)
-    found_day = np.where(found_htn, d_found_htn, np.where(rec_htn, d_htn, -1))
+    found_day = np.where(c.found_htn, c.d_found_htn, np.where(c.rec_htn, outcomes.d_htn, -1))
     monitored = (found_day >= 0) & (cr.uniform(size=n) < 0.6)
     ambulatory = cr.uniform(size=n) < 0.5
     record_between(monitored & ambulatory, "abpm", found_day - 28, found_day, category="procedure")
     record_between(monitored & ~ambulatory, "home_bp", found_day - 28, found_day, category="procedure")
-    uncoded = htn0 & ~htn_dx0 & ~found_htn & adult & (cr.uniform(size=n) < 0.1)
-    mean_sbp = np.round(sbp_after - 8 + cr.normal(0, 4, n))
+    uncoded = health.htn0 & ~c.htn_dx0 & ~c.found_htn & adult & (cr.uniform(size=n) < 0.1)
+    mean_sbp = np.round(outcomes.sbp_after - 8 + cr.normal(0, 4, n))
     year_ago = np.full(n, E - 365)
     days = record_between(uncoded, "abpm", year_ago, np.full(n, E), category="systolic", value=mean_sbp)
     idx = np.flatnonzero(uncoded & (np.minimum(np.full(n, E), last_day + 1) > year_ago))
     ev.add(patient_id[idx], days, ev_code.pick("abpm", len(idx), category="diastolic"),
-           np.round(0.45 * mean_sbp[idx] + 22 + dbp_offset[idx]))
+           np.round(0.45 * mean_sbp[idx] + 22 + health.dbp_offset[idx]))
 
-    # ethnicity codes: absent for some, 'not stated' for some, 'any other' over-used, conflicts
+
+def _record_ethnicity(ctx: _Context, record: _Record, people: _People, registrations: _Registrations) -> None:
+    """Ethnicity codes: absent for some, 'not stated' for some, 'any other' over-used, conflicts."""
+    rng, n, u, config = ctx.rng, ctx.n, ctx.u, ctx.config
+    ev, ev_code, patient_id, last_day = record.events, record.event_codes, record.patient_id, record.last_day
+    cat, first_start = people.cat, registrations.first_start
     misrec = _knob(config.ethnicity_misrecording, cat, 0.0)
     recorded = u() >= config.ethnicity_unrecorded
     not_stated = recorded & (u() < 0.03)
@@ -683,6 +951,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     any_other = np.array([prof.CATEGORIES.index(prof.ANY_OTHER_OF[c]) for c in prof.CATEGORIES])
     rec_cat = np.where(u() < 0.06, any_other[cat], rec_cat)
     rec_cat = np.where(u() < misrec, rng.integers(0, len(prof.CATEGORIES), n), rec_cat)
+
     def eth_codes_for(cat_index: np.ndarray) -> np.ndarray:
         """One ethnicity code per record of the given category indices (2001 and 2011 census codes)."""
         chosen = np.zeros(len(cat_index), dtype=np.int32)
@@ -708,9 +977,16 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     ev.add(patient_id[idx], first_start[idx] + (u()[idx] * np.clip(last_day[idx] - first_start[idx], 0, None)).astype(np.int64),
            eth_codes_for(other_cat))
 
-    # --- medications: repeat issues every ~8 weeks over the history window -----------------------
+
+def _record_medications(ctx: _Context, record: _Record, people: _People, health: _Health, outcomes: _Outcomes,
+                        coding: _Coding, diagnosed: _Diagnosed) -> None:
+    """Repeat issues every ~8 weeks over the history window."""
+    rng, n, u, W0 = ctx.rng, ctx.n, ctx.u, ctx.W0
+    med, med_code, patient_id, last_day = record.medications, record.medication_codes, record.patient_id, record.last_day
+    c, h = coding, health
+
     def repeats(mask: np.ndarray, start: np.ndarray, concept: str, interval: int = 56) -> None:
-        first = np.maximum(start, win_start)
+        first = np.maximum(start, record.win_start)
         span = np.where(mask, np.clip(last_day - first, 0, None), 0)
         counts = span // interval
         idx = np.repeat(np.arange(n), counts)
@@ -719,41 +995,55 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
         per_patient = med_code.pick(concept, n)  # one product per patient, repeated
         med.add(patient_id[idx], np.minimum(day, last_day[idx]), per_patient[idx])
 
-    repeats(htn_tx0 | (tx_start < np.iinfo(np.int64).max), np.where(htn_tx0, htn_day + 14, tx_start), "antihypertensives")
-    on_statin = (cvd_dx0 & (u() < 0.7)) | (t2d_dx0 & (u() < 0.5)) | ((age >= 60) & (u() < 0.12))
-    repeats(on_statin, np.maximum(dx_day(on_statin, 40), W0 - 1), "statins")
-    after_event_statin = rec_cvd & (u() < 0.8)
-    repeats(after_event_statin, d_cvd + 7, "statins")
-    repeats(steroids, dx_day(steroids, 18), "corticosteroids", 30)
-    repeats(antipsychotic, dx_day(antipsychotic, 18), "atypical_antipsychotics", 28)
+    def dx_day(min_age: float) -> np.ndarray:
+        return _diagnosis_days(ctx, people.dob, min_age)
 
-    # --- write ------------------------------------------------------------------------------------
+    repeats(c.htn_tx0 | (c.tx_start < np.iinfo(np.int64).max), np.where(c.htn_tx0, diagnosed.htn_day + 14, c.tx_start),
+            "antihypertensives")
+    on_statin = (c.cvd_dx0 & (u() < 0.7)) | (c.t2d_dx0 & (u() < 0.5)) | ((people.age >= 60) & (u() < 0.12))
+    repeats(on_statin, np.maximum(dx_day(40), W0 - 1), "statins")
+    after_event_statin = c.rec_cvd & (u() < 0.8)
+    repeats(after_event_statin, outcomes.d_cvd + 7, "statins")
+    repeats(h.steroids, dx_day(18), "corticosteroids", 30)
+    repeats(h.antipsychotic, dx_day(18), "atypical_antipsychotics", 28)
+
+
+def _fresh_folder(out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "truth").mkdir(parents=True)
-    pcn_codes = [f"U{10000 + 37 * p:05d}" for p in range(n_pcn)]
+
+
+def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: _People, deprivation: _Deprivation,
+                   registrations: _Registrations, record: _Record) -> dict:
+    """The contract tables and extract.json; returns each table's rows."""
+    config, n = ctx.config, ctx.n
+    patient_id, practice_ids = record.patient_id, practices.ids
+    died, death = registrations.died, registrations.death
+    pcn_codes = [f"U{10000 + 37 * p:05d}" for p in range(practices.n_pcn)]
     tables = {
         "practices": pl.DataFrame({
             "practice_pseudo_id": practice_ids.astype(np.int64),
-            "pcn_code": [pcn_codes[p] for p in practice_pcn],
-            "pcn_name": [f"Synthetic PCN {p + 1}" for p in practice_pcn],
-            "icb_code": [config.icb_code] * n_prac,
+            "pcn_code": [pcn_codes[p] for p in practices.pcn],
+            "pcn_name": [f"Synthetic PCN {p + 1}" for p in practices.pcn],
+            "icb_code": [config.icb_code] * practices.count,
         }),
         "patients": pl.DataFrame({
             "patient_id": patient_id,
-            "sex": sex,
-            "date_of_birth": pl.Series(dob.astype(np.int32)).cast(pl.Date),
+            "sex": people.sex,
+            "date_of_birth": pl.Series(people.dob.astype(np.int32)).cast(pl.Date),
             "date_of_death": pl.Series(np.where(died, death, 0).astype(np.int32)).cast(pl.Date),
         }).with_columns(pl.when(pl.Series(died)).then(pl.col("date_of_death")).alias("date_of_death")),
-        "practice_registrations": reg.select(
+        "practice_registrations": registrations.table.select(
             pl.col("patient_id").map_batches(lambda s: pl.Series(patient_id[s.to_numpy()])),
             pl.col("start_date").cast(pl.Int32).cast(pl.Date),
             pl.when(pl.col("end_date") >= 0).then(pl.col("end_date")).cast(pl.Int32).cast(pl.Date).alias("end_date"),
             pl.col("practice").map_batches(lambda s: pl.Series(practice_ids[s.to_numpy()].astype(np.int64))).alias("practice_pseudo_id"),
         ),
-        "addresses": _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend, E),
-        "clinical_events": ev.frame("snomedct_code", with_value=True),
-        "medications": med.frame("dmd_code", with_value=False),
+        "addresses": _addresses(ctx.rng, n, patient_id, registrations.first_start, registrations.end,
+                                deprivation.imd_rank, deprivation.townsend, ctx.E),
+        "clinical_events": record.events.frame("snomedct_code", with_value=True),
+        "medications": record.medications.frame("dmd_code", with_value=False),
     }
     for name, frame in tables.items():
         frame = frame.select(TABLES[name].column_names)
@@ -763,6 +1053,37 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
             frame.write_parquet(out_dir / f"{name}.parquet")
     ExtractMetadata(config.extract_date, "IMD2019",
                     f"phm synth (seed {config.seed}, {n} patients, profile {config.profile})").write(out_dir)
+    return {name: frame.height for name, frame in tables.items()}
+
+
+def _stated_risks(outcomes: _Outcomes, registrations: _Registrations, h: int, T0: int) -> dict[str, tuple]:
+    """Per outcome, (net risk, cumulative incidence) over the horizon, for patients alive and free
+    of the outcome at T0 (0 for everyone else):
+    - net risk 1 - exp(-h * hazard): the risk had they not died first, the quantity QRISK3,
+      QDiabetes and the trained models estimate (they censor at death);
+    - cumulative incidence with death as a competing risk, hazard / (hazard + death hazard)
+      * (1 - exp(-h * (hazard + death hazard))): the chance that the event happens in the
+      horizon before death, so its sum over a group is the expected count of that group's events."""
+    alive0 = registrations.alive_at(T0)
+
+    def stated(hazard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        both = hazard + registrations.death_hazard
+        net = np.where(alive0, _risk(np.log(np.maximum(hazard, 1e-300)), h), 0.0)
+        cumulative = np.where(alive0, hazard / both * (1 - np.exp(-h * both)), 0.0)
+        return np.where(hazard > 0, net, 0.0), np.where(hazard > 0, cumulative, 0.0)
+
+    return {"cvd": stated(outcomes.hazard_cvd), "t2d": stated(outcomes.hazard_t2d), "htn": stated(outcomes.hazard_htn)}
+
+
+def _write_truth(ctx: _Context, out_dir: Path, people: _People, deprivation: _Deprivation, health: _Health,
+                 outcomes: _Outcomes, registrations: _Registrations, coding: _Coding, diagnosed: _Diagnosed,
+                 patient_id: np.ndarray) -> None:
+    """truth/patients.parquet (the answer key) and truth/planted.json (every setting)."""
+    config, T0 = ctx.config, ctx.T0
+    h, o, c, model = health, outcomes, coding, outcomes.model
+    age, last_day = people.age, registrations.last_day
+    stated = _stated_risks(outcomes, registrations, config.horizon_years, T0)
+    (r_cvd, ci_cvd), (r_t2d, ci_t2d), (r_htn, ci_htn) = stated["cvd"], stated["t2d"], stated["htn"]
 
     def opt_day(mask: np.ndarray, day: np.ndarray) -> pl.Series:
         """Dates where ``mask`` holds, null elsewhere."""
@@ -771,30 +1092,30 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
 
     truth = pl.DataFrame({
         "patient_id": patient_id,
-        "ethnicity_true": letter,
-        "imd_decile": imd_decile.astype(np.int8),
-        "deprivation_latent": z,
-        "sbp_true_past_index": sbp, "bmi_true": bmi, "cholesterol_ratio_true": ratio,
-        "hba1c_true_past_index": hba1c, "smoker": smoker,
-        "hypertension_true_past_index": htn0, "hypertension_diagnosed_past_index": htn_dx0,
-        "t2d_true_past_index": t2d0, "t2d_diagnosed_past_index": t2d_dx0,
-        "hypertension_found_after_index": found_htn, "t2d_found_after_index": found_t2d,
+        "ethnicity_true": people.letter,
+        "imd_decile": deprivation.imd_decile.astype(np.int8),
+        "deprivation_latent": deprivation.z,
+        "sbp_true_past_index": h.sbp, "bmi_true": h.bmi, "cholesterol_ratio_true": model.cholesterol_ratio,
+        "hba1c_true_past_index": h.hba1c, "smoker": h.smoker,
+        "hypertension_true_past_index": h.htn0, "hypertension_diagnosed_past_index": c.htn_dx0,
+        "t2d_true_past_index": h.t2d0, "t2d_diagnosed_past_index": c.t2d_dx0,
+        "hypertension_found_after_index": c.found_htn, "t2d_found_after_index": c.found_t2d,
         # what each patient really has by the extract date (or death), whatever their age, and
         # whether the record says so: true and not coded = undiagnosed
-        "t2d_true_at_extract": t2d0 | ev_t2d,
-        "t2d_coded_by_extract": (t2d_dx0 & (t2d_day <= last_day)) | rec_t2d | found_t2d,
-        "hypertension_true_at_extract": htn0 | ev_htn,
-        "hypertension_coded_by_extract": (htn_dx0 & (htn_day <= last_day)) | rec_htn | found_htn,
-        "cvd_true_past_index": cvd0, "cvd_diagnosed_past_index": cvd_dx0,
+        "t2d_true_at_extract": h.t2d0 | o.ev_t2d,
+        "t2d_coded_by_extract": (c.t2d_dx0 & (diagnosed.t2d_day <= last_day)) | c.rec_t2d | c.found_t2d,
+        "hypertension_true_at_extract": h.htn0 | o.ev_htn,
+        "hypertension_coded_by_extract": (c.htn_dx0 & (diagnosed.htn_day <= last_day)) | c.rec_htn | c.found_htn,
+        "cvd_true_past_index": h.cvd0, "cvd_diagnosed_past_index": c.cvd_dx0,
         "true_risk_cvd_horizon": r_cvd, "true_risk_t2d_horizon": r_t2d, "true_risk_htn_horizon": r_htn,
         "true_cuminc_cvd_horizon": ci_cvd, "true_cuminc_t2d_horizon": ci_t2d,
         "true_cuminc_htn_horizon": ci_htn,
-        "cvd_event": ev_cvd, "cvd_event_recorded": rec_cvd, "cvd_event_date": opt_day(ev_cvd, d_cvd),
-        "t2d_event": ev_t2d, "t2d_event_recorded": rec_t2d, "t2d_event_date": opt_day(ev_t2d, d_t2d),
-        "htn_event": ev_htn, "htn_event_recorded": rec_htn, "htn_event_date": opt_day(ev_htn, d_htn),
-        "true_risk_cvd_10y_at_extract": np.where(age >= 25, risk(lp_cvd(age, np.where(htn0 | ev_htn, sbp_after - 12, sbp_after), t2d0 | ev_t2d), 10), np.nan),
-        "true_risk_t2d_10y_at_extract": np.where(age >= 25, risk(lp_t2d(age, hba1c_after), 10), np.nan),
-        "true_risk_htn_10y_at_extract": np.where(age >= 25, risk(lp_htn(age, sbp_after), 10), np.nan),
+        "cvd_event": o.ev_cvd, "cvd_event_recorded": c.rec_cvd, "cvd_event_date": opt_day(o.ev_cvd, o.d_cvd),
+        "t2d_event": o.ev_t2d, "t2d_event_recorded": c.rec_t2d, "t2d_event_date": opt_day(o.ev_t2d, o.d_t2d),
+        "htn_event": o.ev_htn, "htn_event_recorded": c.rec_htn, "htn_event_date": opt_day(o.ev_htn, o.d_htn),
+        "true_risk_cvd_10y_at_extract": np.where(age >= 25, _risk(model.lp_cvd(age, np.where(h.htn0 | o.ev_htn, o.sbp_after - 12, o.sbp_after), h.t2d0 | o.ev_t2d), 10), np.nan),
+        "true_risk_t2d_10y_at_extract": np.where(age >= 25, _risk(model.lp_t2d(age, o.hba1c_after), 10), np.nan),
+        "true_risk_htn_10y_at_extract": np.where(age >= 25, _risk(model.lp_htn(age, o.sbp_after), 10), np.nan),
     })
     truth = truth.with_columns(pl.col(pl.Float64).fill_nan(None))
     truth.write_parquet(out_dir / "truth" / "patients.parquet")
@@ -803,7 +1124,6 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     planted["note"] = ("The pipeline never reads this folder. Bias knobs are probabilities per "
                        "group; groups not named are unaffected (1.0, or 0.0 for misrecording).")
     (out_dir / "truth" / "planted.json").write_text(json.dumps(planted, indent=2) + "\n")
-    return {name: frame.height for name, frame in tables.items()}
 
 
 def _addresses(rng, n, patient_id, first_start, end, imd_rank, townsend, extract_day) -> pl.DataFrame:
