@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -222,15 +222,22 @@ def _quality_json(row) -> dict:
 
 
 # --- HTML -----------------------------------------------------------------------------------
+# The page is templates/fairness_audit.html.j2 (layout only, autoescaped); the functions below
+# turn the report and its JSON into the plain data it lays out: text, counts already suppressed,
+# numbers already formatted. A table cell is None (shown as a dash), text, or an estimate
+# (``_estimate``).
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-h1{margin-bottom:.2em} .status{font-size:1.6em;font-weight:bold;padding:.3em .6em;border-radius:6px;display:inline-block}
-.PASS{background:#d4edda} .WARN{background:#fff3cd} .FAIL{background:#f8d7da}
-table{border-collapse:collapse;margin:1em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .flag{color:#b00;font-weight:bold}
-img{max-width:48%;margin:.5%} .note{color:#555;font-size:.85em}
-"""
+TEMPLATE = "fairness_audit.html.j2"
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@cache
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
 
 
 def _png(fig) -> str:
@@ -242,7 +249,8 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _plots(audit: ScoreAudit, data: dict) -> list[tuple[str, str]]:
+def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dict]:
+    """The figures of one score as {title, src (a PNG data URL)}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,7 +287,7 @@ def _plots(audit: ScoreAudit, data: dict) -> list[tuple[str, str]]:
             values = [(r["figures"].get("need_adjusted_selection") or {}).get("value") or 0 for r in rows]
             ax.barh(names, values, color="#4a7ab5")
             ax.axvline(1, color="black")
-            for edge in audit_band(data):
+            for edge in band:
                 ax.axvline(edge, color="grey", linestyle=":")
             ax.set(title=f"{audit.name}: selection versus need", xlabel="share selected / share of recorded outcomes")
             out.append(("selection versus need", _png(fig)))
@@ -295,39 +303,39 @@ def _plots(audit: ScoreAudit, data: dict) -> list[tuple[str, str]]:
            ylabel="mean need")
     ax.legend(fontsize=7)
     out.append(("need by score decile", _png(fig)))
-    return out
+    return [{"title": title, "src": src} for title, src in out]
 
 
-def audit_band(data: dict) -> tuple[float, float]:
-    return tuple(data.get("_band", (0.8, 1.25)))
-
-
-def _cell(estimate: dict | None, band: tuple[float, float] | None = None) -> str:
+def _estimate(estimate: dict | None, band: tuple[float, float] | None = None) -> dict | None:
+    """An estimate as shown: value (and interval) to 3 significant figures, flagged outside ``band``."""
     if not estimate or estimate.get("value") is None:
-        return "&ndash;"
-    text = f"{estimate['value']:.3g}"
-    if estimate.get("low") is not None:
-        text += f" <span class=note>({estimate['low']:.3g}&ndash;{estimate['high']:.3g})</span>"
-    if band and not band[0] <= estimate["value"] <= band[1]:
-        text = f"<span class=flag>{text}</span>"
-    return text
+        return None
+    interval = estimate.get("low") is not None
+    return {"value": f"{estimate['value']:.3g}",
+            "low": f"{estimate['low']:.3g}" if interval else None,
+            "high": f"{estimate['high']:.3g}" if interval else None,
+            "flag": bool(band and not band[0] <= estimate["value"] <= band[1])}
 
 
 def _count(value) -> str:
     return "[suppressed]" if value is None else f"{value:,}"
 
 
+def _num(value) -> str | None:
+    return None if value is None else f"{value:.3g}"
+
+
 def _figure(name: str, flag: str | None = None):
     """A table column showing figure ``name``; ``flag`` 'band' or 'limit' marks values outside."""
-    def show(r: dict, band, limit) -> str:
+    def show(r: dict, band, limit) -> dict | None:
         bounds = {"band": band, "limit": (0, limit)}.get(flag)
-        return _cell(r["figures"].get(name), bounds)
+        return _estimate(r["figures"].get(name), bounds)
     return show
 
 
 def _ratio(name: str, flag: str | None = None):
-    def show(r: dict, band, limit) -> str:
-        return _cell(r["ratio_to_reference"].get(name), band if flag == "band" else None)
+    def show(r: dict, band, limit) -> dict | None:
+        return _estimate(r["ratio_to_reference"].get(name), band if flag == "band" else None)
     return show
 
 
@@ -339,7 +347,7 @@ def _counted(name: str):
 
 PERFORMANCE_COLUMNS = [
     ("patients", _counted("patients")), ("outcomes", _counted("events")),
-    ("share", lambda r, band, limit: "&ndash;" if r["share_of_population"] is None else f"{r['share_of_population']:.1%}"),
+    ("share", lambda r, band, limit: None if r["share_of_population"] is None else f"{r['share_of_population']:.1%}"),
     ("outcome rate", _figure("outcome_rate")), ("mean predicted", _figure("mean_predicted_risk")),
     ("O/E", _figure("observed_expected", "band")), ("cal. slope", _figure("calibration_slope")),
     ("AUROC", _figure("auroc")), ("selection rate", _figure("selection_rate")),
@@ -358,164 +366,114 @@ SELECTION_COLUMNS = [
 ]
 
 
-def _table(rows: list[dict], columns, band, limit) -> str:
-    head = "<tr><th>group</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"
-    body = []
+def _table(rows: list[dict], columns, band, limit) -> dict:
+    """A group table: headers, and per group its name and cells (a withheld group's counts only)."""
+    shown_rows = []
     for r in rows:
-        name = html.escape(" x ".join(r["group"].values()))
-        if r["withheld"]:  # the counts (suppressed) only
-            shown = [show(r, band, limit) for header, show in columns[:2]]
-            body.append(f"<tr><td>{name}</td>" + "".join(f"<td>{v}</td>" for v in shown)
-                        + f"<td colspan={len(columns) - 2}>figures withheld (a count is 1-7)</td></tr>")
-            continue
-        small = " <span class=note>(too small to judge)</span>" if r["too_small_to_judge"] else ""
-        body.append(f"<tr><td>{name}{small}</td>" + "".join(f"<td>{show(r, band, limit)}</td>" for _, show in columns)
-                    + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+        shown = columns[:2] if r["withheld"] else columns  # withheld: the counts (suppressed) only
+        shown_rows.append({"name": " x ".join(r["group"].values()), "withheld": r["withheld"],
+                           "small": r["too_small_to_judge"], "cells": [show(r, band, limit) for _, show in shown]})
+    return {"headers": [h for h, _ in columns], "rows": shown_rows, "withheld_span": len(columns) - 2}
 
 
-def _performance_table(rows: list[dict], band) -> str:
+def _performance_table(rows: list[dict], band) -> dict:
     return _table(rows, PERFORMANCE_COLUMNS, band, None)
 
 
-def _selection_table(rows: list[dict], limit: float) -> str:
+def _selection_table(rows: list[dict], limit: float) -> dict:
     return _table(rows, SELECTION_COLUMNS, None, limit)
 
 
-def _tests_table(report: AuditReport, settings: AuditSettings) -> str:
-    family = "Holm" if settings.family_control == "holm" else "Benjamini-Hochberg"
-    rows = ["<h2>The gate's tests</h2><p class=note>One family of tests over every outcome, group and check; "
-            f"p-values of 'no worse than the margin', {family}-adjusted; family error {1 - settings.level:.0%}. "
-            "Estimates shrunk by empirical Bayes before judging"
-            f"{'' if settings.shrinkage else ' (off)'}. The minimum detectable ratio is the smallest effect on the "
-            f"harmful side the test would find with {settings.power:.0%} power: a small group is judged, and this "
-            "says how large an effect it could show.</p><table><tr><th>outcome</th><th>group</th><th>check</th>"
-            "<th>harm</th><th>estimate (95% CI)</th><th>after shrinkage</th><th>margin</th><th>p</th>"
-            "<th>adjusted p</th><th>minimum detectable ratio</th><th>verdict</th></tr>"]
+def _tests(report: AuditReport, settings: AuditSettings) -> dict:
+    rows = []
     for gate in report.gates:
         for t in gate.tests:
             d = t.as_dict()
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                t.outcome, t.group + (" (small)" if t.small else ""), t.check, t.side)) +
-                f"<td>{_cell(d['estimate'])}</td><td>{_num(d['shrunk'])}</td>"
-                f"<td>{t.margin[0]:.2f}-{t.margin[1]:.2f}</td><td>{_num(d['p_value'])}</td>"
-                f"<td>{_num(d['adjusted_p_value'])}</td><td>{_num(d['minimum_detectable_ratio'])}</td>"
-                f"<td class={t.verdict}>{t.verdict}</td></tr>")
-    return "".join(rows) + "</table>"
+            rows.append({"outcome": t.outcome, "group": t.group + (" (small)" if t.small else ""), "check": t.check,
+                         "side": t.side, "estimate": _estimate(d["estimate"]), "shrunk": _num(d["shrunk"]),
+                         "margin": f"{t.margin[0]:.2f}-{t.margin[1]:.2f}", "p_value": _num(d["p_value"]),
+                         "adjusted_p_value": _num(d["adjusted_p_value"]),
+                         "minimum_detectable_ratio": _num(d["minimum_detectable_ratio"]), "verdict": t.verdict})
+    return {"family": "Holm" if settings.family_control == "holm" else "Benjamini-Hochberg",
+            "family_error": f"{1 - settings.level:.0%}", "shrinkage": bool(settings.shrinkage),
+            "power": f"{settings.power:.0%}", "rows": rows}
 
 
-def _num(value) -> str:
-    return "&ndash;" if value is None else f"{value:.3g}"
+def _standards(data: dict) -> list[dict]:
+    """Do no harm: per outcome, the trained model against the validated score."""
+    out = []
+    for outcome, c in (data.get("compared_with_standard") or {}).items():
+        rows = [{"group": g["group"], "patients": _count(g["patients"]), "events": _count(g["events"]),
+                 "figure": name, "model": _num(f["model"]), "standard": _num(f["standard"]),
+                 "difference": _num(f["difference"]), "low": _num(f["low"]), "high": _num(f["high"]),
+                 "judged": g["judged"], "model_worse": name in g["model_worse_on"]}
+                for g in c["groups"] for name, f in g["figures"].items()]
+        out.append({"outcome": outcome, "standard": c["standard"], "ranks_list": c["ranks_list"],
+                    "reasons": c["reasons"], "rows": rows})
+    return out
 
 
-def _standard_table(data: dict) -> str:
-    compared = data.get("compared_with_standard")
-    if not compared:
-        return ""
-    parts = ["<h2>Do no harm: the trained model against the validated score, same validation patients</h2>"
-             "<p class=note>Each score selects the same share of the validation patients. Difference = model "
-             "minus standard, paired bootstrap interval; 'worse' = surely worse after Holm's control over these "
-             "comparisons. A model worse for any group large enough to judge does not become champion, and the "
-             "validated score ranks that outcome's list.</p>"]
-    for outcome, c in compared.items():
-        parts.append(f"<h3>{html.escape(outcome)}: {html.escape(c['standard'])}; the list is ranked by "
-                     f"<b>{html.escape(c['ranks_list'])}</b></h3>")
-        for reason in c["reasons"]:
-            parts.append(f"<p class=flag>{html.escape(reason)}</p>")
-        parts.append("<table><tr><th>group</th><th>patients</th><th>outcomes</th><th>figure</th><th>model</th>"
-                     f"<th>{html.escape(c['standard'])}</th><th>difference (95% CI)</th><th>judged</th>"
-                     "<th>model worse</th></tr>")
-        for g in c["groups"]:
-            for name, f in g["figures"].items():
-                parts.append(f"<tr><td>{html.escape(g['group'])}</td><td>{_count(g['patients'])}</td>"
-                             f"<td>{_count(g['events'])}</td><td>{html.escape(name)}</td><td>{_num(f['model'])}</td>"
-                             f"<td>{_num(f['standard'])}</td><td>{_num(f['difference'])} <span class=note>"
-                             f"({_num(f['low'])} to {_num(f['high'])})</span></td><td>{'yes' if g['judged'] else 'no'}"
-                             f"</td><td>{'<b>yes</b>' if name in g['model_worse_on'] else 'no'}</td></tr>")
-        parts.append("</table>")
-    return "".join(parts)
+def _gates(report: AuditReport) -> list[dict]:
+    """Per outcome: result, sign-off (shown for WARN and FAIL), what ranks the list, findings FAIL first."""
+    out = []
+    for gate in report.gates:
+        signoff = None
+        if gate.signoff is not None and gate.status != "PASS":
+            signoff = {"reviewer": gate.signoff.reviewer, "source": gate.signoff.source,
+                       "reason": gate.signoff.reason, "is_demo": gate.signoff.is_demo}
+        ranks = report.decision.ranks_list(gate.outcome)
+        findings = [{"level": f.level, "rule": f.rule, "message": f.message}
+                    for f in sorted(gate.findings, key=lambda f: (f.level != "FAIL", f.rule, f.group))]
+        out.append({"outcome": gate.outcome, "status": gate.status, "signoff": signoff,
+                    "ranks_list": None if ranks == "model" else ranks, "findings": findings})
+    return out
+
+
+def _score_section(audit: ScoreAudit, entry: dict, settings: AuditSettings) -> dict:
+    band, limit = settings.ratio_band, settings.need_ratio_limit
+    model = entry.get("model") or {}
+    others = [name for name in entry["performance"] if name not in ("population", "ethnicity")]
+    detailed = None
+    if "detailed_categories" in entry:
+        d = entry["detailed_categories"]
+        detailed = {"performance": _performance_table(d["performance"], band) if d["performance"] else None,
+                    "selection": _selection_table(d["selection"], limit)}
+    return {
+        "name": audit.name,
+        "model": ", ".join(f"{k}: {v}" for k, v in model.items()) if model else None,
+        "threshold": f"{audit.threshold:.4g}", "need": audit.need_description or "as given",
+        "performance": _performance_table(entry["performance"]["ethnicity"], band) if entry["performance"] else None,
+        "selection": _selection_table(entry["selection"]["ethnicity"], limit),
+        "plots": _plots(audit, entry, band),
+        "performance_by": [(name, _performance_table(entry["performance"][name], band)) for name in others],
+        "selection_by": [(name, _selection_table(rows, limit)) for name, rows in entry["selection"].items()
+                         if name not in ("population", "ethnicity")],
+        "detailed": detailed,
+    }
+
+
+def _quality(data: dict) -> list[dict] | None:
+    if "ethnicity_data_quality" not in data:
+        return None
+    return [{"level": r["level"], "unit": r["unit"], "patients": _count(r["patients"]),
+             "shares": [_estimate(r["shares"].get(k)) for k in
+                        ("recorded", "not_stated_z", "not_known_99", "conflicting_codes", "any_other_category")]}
+            for r in data["ethnicity_data_quality"]]
 
 
 def render_html(report: AuditReport, data: dict) -> str:
+    """The self-contained HTML report of ``report``, whose JSON (``to_json``) is ``data``."""
     settings = report.settings
     band = settings.ratio_band
-    status = data["gate"]["status"]
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(report.title)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(report.title)}</h1>",
-             f"<p>Gate result: <span class='status {status}' id=gate-result>{html.escape(report.label())}</span></p>",
-             f"<p class=note>Generated {html.escape(data['generated_at'])}. Reference group: "
-             f"{html.escape(settings.reference_group)}. Margin {band[0]}-{band[1]}; label-choice margin "
-             f"{settings.need_ratio_limit}; {settings.replicates:,} bootstrap replicates; {settings.level:.0%} "
-             f"intervals (Wilson for proportions, bootstrap otherwise). {DISCLOSURE_NOTE}</p>"]
-    for note in data.get("notes", []):
-        parts.append(f"<p class=note><b>Note:</b> {html.escape(note)}</p>")
-    parts.append("<h2>Findings</h2><ul>")
-    any_finding = False
-    for gate in report.gates:
-        override = ""
-        if gate.signoff is not None and gate.status != "PASS":
-            demo = " <b>[DEMO SIGN-OFF on synthetic data: not a real review]</b>" if gate.signoff.is_demo else ""
-            override = (f" &mdash; signed off by {html.escape(gate.signoff.reviewer)} "
-                        f"({html.escape(gate.signoff.source)}){demo}: {html.escape(gate.signoff.reason)}")
-        elif gate.status != "PASS":
-            override = " &mdash; <b>not signed off: champion not moved, no list may go out</b>"
-        ranks = report.decision.ranks_list(gate.outcome)
-        if ranks != "model":
-            override += f" &mdash; <b>do no harm: {html.escape(ranks)} ranks this list, not the trained model</b>"
-        parts.append(f"<li><b>{html.escape(gate.outcome)}: {gate.status}</b>{override}<ul>")
-        for f in sorted(gate.findings, key=lambda f: (f.level != "FAIL", f.rule, f.group)):
-            any_finding = True
-            parts.append(f"<li class={f.level}>{f.level} [{html.escape(f.rule)}] {html.escape(f.message)}</li>")
-        parts.append("</ul></li>")
-    if not any_finding:
-        parts.append("<li>No findings.</li>")
-    parts.append("</ul>")
-    parts.append(_tests_table(report, settings))
-    parts.append(_standard_table(data))
-    for audit in report.audits:
-        entry = data["scores"][audit.name]
-        entry["_band"] = band
-        model = entry.get("model") or {}
-        parts.append(f"<h2>{html.escape(audit.name)}</h2>")
-        if model:
-            parts.append("<p class=note>" + html.escape(", ".join(f"{k}: {v}" for k, v in model.items())) + "</p>")
-        parts.append(f"<p class=note>Operating point: score &ge; {audit.threshold:.4g} (the list's capacity). "
-                     f"Need: {html.escape(audit.need_description or 'as given')}.</p>")
-        if entry["performance"]:
-            parts.append("<h3>Model performance by ethnic group (validation patients)</h3>")
-            parts.append(_performance_table(entry["performance"]["ethnicity"], band))
-        parts.append("<h3>Selection and need by ethnic group (the list's population)</h3>")
-        parts.append(_selection_table(entry["selection"]["ethnicity"], settings.need_ratio_limit))
-        parts.append("<div>" + "".join(f"<img alt='{html.escape(t)}' src='{src}'>" for t, src in _plots(audit, entry))
-                     + "</div>")
-        for name, rows in entry["performance"].items():
-            if name in ("population", "ethnicity"):
-                continue
-            parts.append(f"<details><summary>Performance by {html.escape(name)}</summary>"
-                         f"{_performance_table(rows, band)}</details>")
-        for name, rows in entry["selection"].items():
-            if name in ("population", "ethnicity"):
-                continue
-            parts.append(f"<details><summary>Selection and need by {html.escape(name)}</summary>"
-                         f"{_selection_table(rows, settings.need_ratio_limit)}</details>")
-        if "detailed_categories" in entry:
-            detailed = entry["detailed_categories"]
-            parts.append("<details><summary>The 16 detailed ethnic categories (descriptive)</summary>")
-            if detailed["performance"]:
-                parts.append(_performance_table(detailed["performance"], band))
-            parts.append(_selection_table(detailed["selection"], settings.need_ratio_limit) + "</details>")
-        entry.pop("_band", None)
-    if "ethnicity_data_quality" in data:
-        parts.append("<h2>Ethnicity data quality</h2><table><tr><th>level</th><th>unit</th><th>patients</th>"
-                     "<th>recorded</th><th>not stated (Z)</th><th>not known (99)</th><th>conflicting codes</th>"
-                     "<th>'any other' category</th></tr>")
-        for r in data["ethnicity_data_quality"]:
-            s = r["shares"]
-            parts.append(f"<tr><td>{r['level']}</td><td>{html.escape(r['unit'])}</td><td>{_count(r['patients'])}</td>"
-                         + "".join(f"<td>{_cell(s.get(k))}</td>" for k in
-                                   ("recorded", "not_stated_z", "not_known_99", "conflicting_codes", "any_other_category"))
-                         + "</tr>")
-        parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    gates = _gates(report)
+    page = {
+        "title": report.title, "status": data["gate"]["status"], "label": report.label(),
+        "generated_at": data["generated_at"], "reference_group": settings.reference_group,
+        "band": (f"{band[0]}", f"{band[1]}"), "need_ratio_limit": f"{settings.need_ratio_limit}",
+        "replicates": f"{settings.replicates:,}", "level": f"{settings.level:.0%}", "disclosure": DISCLOSURE_NOTE,
+        "notes": data.get("notes", []), "gates": gates, "any_finding": any(g["findings"] for g in gates),
+        "tests": _tests(report, settings), "standards": _standards(data),
+        "scores": [_score_section(audit, data["scores"][audit.name], settings) for audit in report.audits],
+        "quality": _quality(data),
+    }
+    return _environment().get_template(TEMPLATE).render(page)
