@@ -71,9 +71,9 @@ def main() -> None:
         AuditReport("benchmark", settings, [audit], [gate], ethnicity_quality(table.select("group")), {},
                     {}).write(Path(tmp))
     total = time.perf_counter() - started
-    groups = sum(len(g.groups) for g in audit.performance + audit.selection)
+    groups = audit.groups.height
     print(f"audit of {args.patients:,} scored patients, {args.replicates:,} replicates, {groups} groups "
-          f"over {len(audit.performance)} groupings: figures {figures_seconds:.1f} s, with gate and report "
+          f"over {len(audit.groupings('performance'))} groupings: figures {figures_seconds:.1f} s, with gate and report "
           f"{total:.1f} s (target <= 30 s); peak {peak_gb():.2f} GB")
 
     from fairlearn.metrics import (

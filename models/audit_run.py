@@ -303,15 +303,14 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
         mlflow.set_tags(tags)
         metrics = {}
         for audit in report.audits:
-            for kind, groupings in (("performance", audit.performance), ("selection", audit.selection)):
-                for grouping in groupings:
-                    if grouping.grouping.name not in ("population", "ethnicity"):
-                        continue
+            for kind in ("performance", "selection"):
+                for grouping in ("population", "ethnicity"):
+                    groups = audit.by_group(grouping, kind)
                     # the same published figures as the JSON (suppression that cannot be undone)
-                    for row, data in zip(grouping.groups, grouping_json(grouping, settings.level), strict=True):
+                    for row, data in zip(groups, grouping_json(groups, settings.level), strict=True):
                         if data["withheld"]:
                             continue
-                        group = row.name if grouping.grouping.name == "ethnicity" else "population"
+                        group = row.name if grouping == "ethnicity" else "population"
                         for figure, estimate in data["figures"].items():
                             if estimate and estimate["value"] is not None:
                                 metrics[_metric_key(audit.name, kind, group, figure)] = estimate["value"]

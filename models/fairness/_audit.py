@@ -23,12 +23,35 @@ The shape follows fairlearn's MetricFrame: overall, by group, ratio and differen
 its interval. fairlearn's own MetricFrame computes the operating-point figures too (a test holds
 the two equal); its bootstrap refits per replicate, which at 1M patients takes seconds per
 replicate, so the intervals come from the cell bootstrap in _cells.py.
+
+The results of one score (``ScoreAudit``) are two polars frames with declared schemas, made once
+by ``_summarise``:
+
+- ``figures`` (``FIGURES_SCHEMA``): one row per population (``kind``: performance, selection) x
+  grouping x group x figure. The group's labels are the columns ``group`` (ethnic group),
+  ``imd_quintile`` and ``sex`` (null where the grouping does not use them: all null for the
+  population); ``figure`` is an Enum of ``Figure``; ``value``, ``low``, ``high``; and
+  ``ratio_to_reference``, ``difference_to_reference``, ``ratio_to_population``,
+  ``difference_to_population`` (``Compared``), each with ``_low`` and ``_high``, null where the
+  figure is not compared (only ``RATIO_FIGURES`` are; the population has no reference row).
+- ``groups`` (``GROUPS_SCHEMA``): one row per population x grouping x group: the exact counts
+  (one Int64 column per ``Count``, null where the population has no such count), ``too_small``,
+  and the need curve by score decile (``need_by_decile``, ``patients_by_decile``).
+
+Figure and count names are declared once (``Figure``, ``Count``, ``Compared``); every accessor
+checks the name it is given, so a misspelt one raises instead of finding nothing. The gate, the
+report and the pipeline read the frames through ``ScoreAudit.by_group(grouping, kind)`` (a
+``GroupResults`` per group: ``labels``, typed ``counts``, ``figure(f)``,
+``ratio_to_reference(f)``, ``compared(c, f)``), ``find``, ``figure`` and ``ratio_to_reference``.
+The one figure measured outside the audit, the diagnosis gap (_recording.py), is appended with
+``add_figure``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import polars as pl
@@ -51,19 +74,77 @@ from models.fairness._cells import (
 from models.fairness._settings import AuditSettings
 
 MEASURES = 4  # blood pressure, BMI, cholesterol ratio, HbA1c: see _need.py
+
+
+class Figure(StrEnum):
+    """Every figure the audit gives, declared once, in the order the report lists them. A name
+    that is not one of these is an error: ``Figure("sensitivty")`` raises ValueError, and so does
+    every accessor given a misspelt name."""
+
+    OUTCOME_RATE = "outcome_rate"
+    MEAN_PREDICTED_RISK = "mean_predicted_risk"
+    OBSERVED_EXPECTED = "observed_expected"
+    CALIBRATION_SLOPE = "calibration_slope"
+    AUROC = "auroc"
+    SELECTION_RATE = "selection_rate"
+    SENSITIVITY = "sensitivity"
+    FALSE_NEGATIVE_RATE = "false_negative_rate"
+    PPV = "ppv"
+    NEED_ADJUSTED_SELECTION = "need_adjusted_selection"
+    MEAN_NEED = "mean_need"
+    MEASUREMENT_COMPLETENESS = "measurement_completeness"
+    LIST_OVER_HIGH_NEED_SHARE = "list_over_high_need_share"
+    NEED_AT_SAME_SCORE = "need_at_same_score"
+    DIAGNOSIS_GAP = "diagnosis_gap"  # added after the audit by _recording.add_gap_figures
+
+
+class Count(StrEnum):
+    """The exact counts of a group (suppressed only when written out)."""
+
+    PATIENTS = "patients"
+    EVENTS = "events"
+    SELECTED = "selected"
+    TRUE_POSITIVES = "true_positives"
+    MISSED = "missed"
+    HIGH_NEED = "high_need"
+    SELECTED_HIGH_NEED = "selected_high_need"
+    NEED_SUM = "need_sum"
+
+
+class Compared(StrEnum):
+    """A figure against the reference group (in the same IMD quintile and sex) or the population."""
+
+    RATIO_TO_REFERENCE = "ratio_to_reference"
+    DIFFERENCE_TO_REFERENCE = "difference_to_reference"
+    RATIO_TO_POPULATION = "ratio_to_population"
+    DIFFERENCE_TO_POPULATION = "difference_to_population"
+
+
 PROPORTIONS = {  # figure -> (numerator, denominator): Wilson intervals
-    "outcome_rate": ("events", "patients"),
-    "selection_rate": ("selected", "patients"),
-    "sensitivity": ("true_positives", "events"),
-    "false_negative_rate": ("missed", "events"),
-    "ppv": ("true_positives", "selected"),
+    Figure.OUTCOME_RATE: (Count.EVENTS, Count.PATIENTS),
+    Figure.SELECTION_RATE: (Count.SELECTED, Count.PATIENTS),
+    Figure.SENSITIVITY: (Count.TRUE_POSITIVES, Count.EVENTS),
+    Figure.FALSE_NEGATIVE_RATE: (Count.MISSED, Count.EVENTS),
+    Figure.PPV: (Count.TRUE_POSITIVES, Count.SELECTED),
 }
-RATIO_FIGURES = {  # figures compared with the reference group and the population
-    "performance": ("outcome_rate", "mean_predicted_risk", "observed_expected", "calibration_slope",
-                    "auroc", "selection_rate", "sensitivity", "ppv", "false_negative_rate"),
-    "selection": ("selection_rate", "mean_need", "measurement_completeness"),
+RATIO_FIGURES = {  # figures compared with the reference group and the population, in this order
+    "performance": (Figure.OUTCOME_RATE, Figure.MEAN_PREDICTED_RISK, Figure.OBSERVED_EXPECTED,
+                    Figure.CALIBRATION_SLOPE, Figure.AUROC, Figure.SELECTION_RATE, Figure.SENSITIVITY, Figure.PPV,
+                    Figure.FALSE_NEGATIVE_RATE),
+    "selection": (Figure.SELECTION_RATE, Figure.MEAN_NEED, Figure.MEASUREMENT_COMPLETENESS),
 }
-COUNTS = ("patients", "events", "selected", "true_positives", "missed", "high_need", "selected_high_need", "need_sum")
+COUNTS = tuple(Count)
+KINDS = ("performance", "selection")  # the two populations audited (see the module docstring)
+LABELS = ("group", "imd_quintile", "sex")  # a group's labels; those its grouping does not use are null
+
+_ESTIMATE_COLUMNS = ["value", "low", "high", *(f"{c}{part}" for c in Compared for part in ("", "_low", "_high"))]
+FIGURES_SCHEMA = pl.Schema({
+    "kind": pl.Enum(KINDS), "grouping": pl.String, **{c: pl.String for c in LABELS},
+    "figure": pl.Enum([f.value for f in Figure]), **{c: pl.Float64 for c in _ESTIMATE_COLUMNS}})
+GROUPS_SCHEMA = pl.Schema({
+    "kind": pl.Enum(KINDS), "grouping": pl.String, **{c: pl.String for c in LABELS},
+    **{c.value: pl.Int64 for c in Count}, "too_small": pl.Boolean,
+    "need_by_decile": pl.List(pl.Float64), "patients_by_decile": pl.List(pl.Int64)})
 
 
 @dataclass
@@ -83,36 +164,74 @@ class Estimate:
         return math.isfinite(self.value) and not low <= self.value <= high
 
 
-@dataclass
-class GroupFigures:
-    """One group of one grouping: exact counts (suppressed only when written out) and figures."""
+def _columns(estimate: Estimate, prefix: str = "") -> dict[str, float]:
+    names = ("value", "low", "high") if not prefix else (prefix, f"{prefix}_low", f"{prefix}_high")
+    return dict(zip(names, (estimate.value, estimate.low, estimate.high), strict=True))
 
+
+def _estimate(row: dict, prefix: str = "") -> Estimate | None:
+    """The estimate in ``row``'s columns (``value``, or ``<prefix>``), None where not measured."""
+    names = ("value", "low", "high") if not prefix else (prefix, f"{prefix}_low", f"{prefix}_high")
+    return None if row[names[0]] is None else Estimate(*(row[n] for n in names))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A group's exact counts; None where its population has no such count (e.g. ``events`` of
+    the list's population, whose outcomes are not yet known)."""
+
+    patients: int
+    events: int | None = None
+    selected: int | None = None
+    true_positives: int | None = None
+    missed: int | None = None
+    high_need: int | None = None
+    selected_high_need: int | None = None
+    need_sum: int | None = None
+
+    def get(self, count: Count | str) -> int | None:
+        return getattr(self, Count(count).value)
+
+    def items(self) -> list[tuple[str, int]]:
+        """The counts this population has, in declared order."""
+        return [(c.value, getattr(self, c.value)) for c in Count if getattr(self, c.value) is not None]
+
+
+@dataclass(frozen=True)
+class GroupResults:
+    """One group of one grouping, as read from the audit's frames (``ScoreAudit.by_group``)."""
+
+    kind: str
     labels: dict[str, str]
-    counts: dict[str, int]
-    figures: dict[str, Estimate] = field(default_factory=dict)
-    vs_reference: dict[str, Estimate] = field(default_factory=dict)  # ratios
-    vs_reference_difference: dict[str, Estimate] = field(default_factory=dict)
-    vs_population: dict[str, Estimate] = field(default_factory=dict)
-    vs_population_difference: dict[str, Estimate] = field(default_factory=dict)
-    too_small: bool = False
-    need_by_decile: list[float | None] = field(default_factory=list)
-    patients_by_decile: list[int] = field(default_factory=list)
+    counts: Counts
+    too_small: bool
+    need_by_decile: list[float | None]
+    patients_by_decile: list[int]
+    estimates: dict[tuple[Compared | None, Figure], Estimate] = field(repr=False)  # (None: the figure itself)
 
     @property
     def name(self) -> str:
         return " x ".join(str(v) for v in self.labels.values())
 
+    def figure(self, figure: Figure | str) -> Estimate | None:
+        return self.estimates.get((None, Figure(figure)))
 
-@dataclass
-class GroupingFigures:
-    grouping: Grouping
-    groups: list[GroupFigures]
+    def ratio_to_reference(self, figure: Figure | str) -> Estimate | None:
+        return self.compared(Compared.RATIO_TO_REFERENCE, figure)
 
-    def find(self, **labels) -> GroupFigures | None:
-        for g in self.groups:
-            if all(g.labels.get(k) == v for k, v in labels.items()):
-                return g
-        return None
+    def compared(self, comparison: Compared | str, figure: Figure | str) -> Estimate | None:
+        return self.estimates.get((Compared(comparison), Figure(figure)))
+
+    def figures(self) -> list[tuple[Figure, Estimate]]:
+        """Every figure measured for the group, in the frame's order."""
+        return [(f, e) for (c, f), e in self.estimates.items() if c is None]
+
+    def comparisons(self, comparison: Compared | str) -> list[tuple[Figure, Estimate]]:
+        """The figures compared with the reference or the population, in ``RATIO_FIGURES`` order."""
+        comparison = Compared(comparison)
+        order = RATIO_FIGURES[self.kind]
+        found = {f: e for (c, f), e in self.estimates.items() if c == comparison}
+        return [(f, found[f]) for f in order if f in found] + [(f, e) for f, e in found.items() if f not in order]
 
 
 def groupings_for(columns: list[str]) -> list[Grouping]:
@@ -203,40 +322,46 @@ def _reference_rows(index: GroupIndex, reference: str) -> np.ndarray:
 
 def _summarise(kind: str, indexes: list[GroupIndex], observed, replicates, settings: AuditSettings,
                population_observed: dict[str, np.ndarray], population_reps: dict[str, np.ndarray],
-               extra=None) -> list[GroupingFigures]:
-    out = []
+               curves=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The figures of every group of every grouping as the audit's two frames (FIGURES_SCHEMA,
+    GROUPS_SCHEMA); ``curves(g, obs)`` gives a group's need curve by score decile."""
+    figure_rows, group_rows = [], []
     for gi, obs, reps in zip(indexes, observed, replicates, strict=True):
         ref_rows = _reference_rows(gi, settings.reference_group)
-        groups = []
+        # every 1-D array that is not a count is a figure, and must be a declared one
+        names = [Figure(name) for name, values in obs.items() if name not in COUNTS and values.ndim == 1]
         for g, labels in enumerate(gi.labels.iter_rows(named=True)):
-            counts = {c: int(round(obs[c][g])) for c in COUNTS if c in obs}
-            if "events" in counts:
-                counts["missed"] = counts["events"] - counts["true_positives"]
-            row = GroupFigures({k: str(v) for k, v in labels.items()}, counts)
-            for name, values in obs.items():
-                if name in COUNTS or values.ndim != 1:
-                    continue
+            where = {"kind": kind, "grouping": gi.grouping.name, **{k: str(v) for k, v in labels.items()}}
+            counts = {c.value: int(round(obs[c][g])) for c in COUNTS if c in obs}
+            if Count.EVENTS in counts:
+                counts[Count.MISSED] = counts[Count.EVENTS] - counts[Count.TRUE_POSITIVES]
+            small = counts[Count.PATIENTS] < settings.min_patients
+            if kind == "performance":
+                small |= counts[Count.EVENTS] < settings.min_events
+            group_rows.append({**where, **counts, "too_small": bool(small),
+                               **(curves(g, obs) if curves else {"need_by_decile": [], "patients_by_decile": []})})
+            for name in names:
+                values = obs[name]
                 if name in PROPORTIONS:
                     num, den = PROPORTIONS[name]
                     low, high = _metrics.wilson_interval(counts[num], counts[den], settings.level)
-                    row.figures[name] = Estimate(float(values[g]), float(low), float(high))
+                    row = {**where, "figure": name.value, **_columns(Estimate(float(values[g]), float(low), float(high)))}
                 else:
-                    row.figures[name] = Estimate(float(values[g]), *_percentile(reps[name][:, g], settings.level))
-            for name in RATIO_FIGURES[kind]:
-                if name not in obs:
-                    continue
-                if ref_rows[g] >= 0:
-                    row.vs_reference[name], row.vs_reference_difference[name] = _compare(
-                        obs[name], reps[name], g, ref_rows[g], settings.level)
-                both_obs = np.array([obs[name][g], population_observed[name][0]])
-                both_reps = np.stack([reps[name][:, g], population_reps[name][:, 0]], axis=1)
-                row.vs_population[name], row.vs_population_difference[name] = _compare(
-                    both_obs, both_reps, 0, 1, settings.level)
-            if extra:
-                extra(row, g, obs, reps)
-            groups.append(row)
-        out.append(GroupingFigures(gi.grouping, groups))
-    return out
+                    row = {**where, "figure": name.value,
+                           **_columns(Estimate(float(values[g]), *_percentile(reps[name][:, g], settings.level)))}
+                if name in RATIO_FIGURES[kind]:
+                    if ref_rows[g] >= 0:
+                        ratio, difference = _compare(values, reps[name], g, ref_rows[g], settings.level)
+                        row |= _columns(ratio, Compared.RATIO_TO_REFERENCE) | \
+                            _columns(difference, Compared.DIFFERENCE_TO_REFERENCE)
+                    both_obs = np.array([values[g], population_observed[name][0]])
+                    both_reps = np.stack([reps[name][:, g], population_reps[name][:, 0]], axis=1)
+                    ratio, difference = _compare(both_obs, both_reps, 0, 1, settings.level)
+                    row |= _columns(ratio, Compared.RATIO_TO_POPULATION) | \
+                        _columns(difference, Compared.DIFFERENCE_TO_POPULATION)
+                figure_rows.append(row)
+    return (pl.from_dicts(figure_rows, schema=FIGURES_SCHEMA) if figure_rows else pl.DataFrame(schema=FIGURES_SCHEMA),
+            pl.from_dicts(group_rows, schema=GROUPS_SCHEMA) if group_rows else pl.DataFrame(schema=GROUPS_SCHEMA))
 
 
 @dataclass
@@ -249,21 +374,90 @@ class Curves:
 
 @dataclass
 class ScoreAudit:
-    """Everything measured about one score (one outcome's model)."""
+    """Everything measured about one score (one outcome's model), as two typed frames:
+
+    - ``figures`` (FIGURES_SCHEMA): one row per population (``kind``) x grouping x group x
+      figure: the group's labels, the figure (a ``Figure``), its value and interval, and its
+      ratio and difference to the reference group and to the population with their intervals
+      (null where not compared);
+    - ``groups`` (GROUPS_SCHEMA): one row per population x grouping x group: its exact counts,
+      whether it is too small to judge, and its need by score decile (the list's population).
+
+    The accessors read them a group at a time (``by_group``) or a figure at a time."""
 
     name: str
     threshold: float
-    performance: list[GroupingFigures]
-    selection: list[GroupingFigures]
+    figures: pl.DataFrame
+    groups: pl.DataFrame
     population_need_by_decile: list[float]
     curves: Curves | None = None
     need_description: str = ""
 
-    def grouping(self, kind: str, name: str) -> GroupingFigures:
-        for g in getattr(self, kind):
-            if g.grouping.name == name:
-                return g
-        raise KeyError(name)
+    def audited(self, kind: str) -> bool:
+        """Was this population audited (the validation patients may be absent)?"""
+        return self.groups.filter(pl.col("kind") == _kind(kind)).height > 0
+
+    def groupings(self, kind: str) -> list[str]:
+        """The groupings' names in order: population, ethnicity, then the others."""
+        return self.groups.filter(pl.col("kind") == _kind(kind))["grouping"].unique(maintain_order=True).to_list()
+
+    def by_group(self, grouping: str, kind: str = "performance") -> list[GroupResults]:
+        """Every group of ``grouping`` (e.g. "ethnicity", "ethnicity x imd quintile") in order;
+        none where ``kind`` was not audited."""
+        if not self.audited(kind):
+            return []
+        if grouping not in self.groupings(kind):
+            raise KeyError(f"no grouping {grouping!r} in the {kind} audit (there are: {self.groupings(kind)})")
+        rows = self.groups.filter((pl.col("kind") == kind) & (pl.col("grouping") == grouping))
+        figures = self.figures.filter((pl.col("kind") == kind) & (pl.col("grouping") == grouping))
+        labels = [c for c in LABELS if rows[c].null_count() < rows.height]
+        parts = figures.partition_by(labels, as_dict=True, maintain_order=True) if labels else {(): figures}
+        out = []
+        for row in rows.iter_rows(named=True):
+            key = tuple(row[c] for c in labels)
+            estimates = {}
+            for f in parts[key].iter_rows(named=True) if key in parts else ():
+                estimates[None, Figure(f["figure"])] = _estimate(f)
+                for comparison in Compared:
+                    if f[comparison] is not None:
+                        estimates[comparison, Figure(f["figure"])] = _estimate(f, comparison)
+            out.append(GroupResults(kind, {c: row[c] for c in labels},
+                                    Counts(**{c.value: row[c] for c in Count if row[c] is not None}),
+                                    row["too_small"], row["need_by_decile"], row["patients_by_decile"], estimates))
+        return out
+
+    def find(self, grouping: str, kind: str = "performance", **labels: str) -> GroupResults | None:
+        """The group of ``grouping`` with these labels, e.g. ``find("ethnicity x sex", group="Black", sex="male")``."""
+        unknown = set(labels) - set(LABELS)
+        if unknown:
+            raise KeyError(f"no label {sorted(unknown)}: the labels are {LABELS}")
+        return next((g for g in self.by_group(grouping, kind)
+                     if all(g.labels.get(k) == v for k, v in labels.items())), None)
+
+    def figure(self, figure: Figure | str, kind: str = "performance",
+               grouping: str = "ethnicity") -> dict[str, Estimate]:
+        """One figure of every group of ``grouping``, by the group's name."""
+        return {g.name: e for g in self.by_group(grouping, kind) if (e := g.figure(figure)) is not None}
+
+    def ratio_to_reference(self, figure: Figure | str, kind: str = "performance",
+                           grouping: str = "ethnicity") -> dict[str, Estimate]:
+        """One figure's ratio to the reference group, by the group's name."""
+        return {g.name: e for g in self.by_group(grouping, kind) if (e := g.ratio_to_reference(figure)) is not None}
+
+    def add_figure(self, kind: str, grouping: str, figure: Figure | str, estimates: dict[str, Estimate]) -> None:
+        """A figure measured outside the audit (the diagnosis gap, _recording.py) for the groups of
+        ``grouping`` named in ``estimates``."""
+        figure = Figure(figure)
+        rows = [{"kind": kind, "grouping": grouping, **g.labels, "figure": figure.value, **_columns(estimates[g.name])}
+                for g in self.by_group(grouping, kind) if g.name in estimates]
+        if rows:
+            self.figures = pl.concat([self.figures, pl.from_dicts(rows, schema=FIGURES_SCHEMA)])
+
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"no population {kind!r}: the audit's are {KINDS}")
+    return kind
 
 
 def performance_curves(frame: pl.DataFrame, points: int = 10) -> Curves:
@@ -286,7 +480,7 @@ def performance_curves(frame: pl.DataFrame, points: int = 10) -> Curves:
     return Curves(calibration, roc)
 
 
-def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[list[GroupingFigures], Curves]:
+def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[pl.DataFrame, pl.DataFrame, Curves]:
     frame = _prepare_strata(frame).with_columns(
         score_bins(pl.col("score"), SCORE_BINS).alias("score_bin"),
         pl.col("outcome").cast(pl.Int8), pl.col("selected").cast(pl.Int8))
@@ -310,9 +504,9 @@ def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[lis
             # over its share of the recorded outcomes (the need the list exists to meet)
             target["need_adjusted_selection"] = _share_ratio(target["selected"], source["selected"],
                                                              target["events"], source["events"])
-    figures = _summarise("performance", indexes, observed, replicates, settings,
-                         observed[population], replicates[population], _too_small(settings, performance=True))
-    return figures, curves
+    figures, groups = _summarise("performance", indexes, observed, replicates, settings,
+                                 observed[population], replicates[population])
+    return figures, groups, curves
 
 
 def _share_ratio(part, whole, need_part, need_whole) -> np.ndarray:
@@ -320,15 +514,6 @@ def _share_ratio(part, whole, need_part, need_whole) -> np.ndarray:
         list_share = part / whole
         need_share = need_part / need_whole
         return np.where(need_share > 0, list_share / need_share, np.nan)
-
-
-def _too_small(settings: AuditSettings, performance: bool):
-    def mark(row: GroupFigures, g, obs, reps) -> None:
-        small = row.counts["patients"] < settings.min_patients
-        if performance:
-            small |= row.counts["events"] < settings.min_events
-        row.too_small = bool(small)
-    return mark
 
 
 SELECTION_INNER = ("decile", "high_need", "selected")
@@ -358,7 +543,7 @@ def selection_cells(frame: pl.DataFrame, high_need_from: float = 1) -> Cells:
 
 
 def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
-                    high_need_from: float = 1) -> tuple[list[GroupingFigures], list[float]]:
+                    high_need_from: float = 1) -> tuple[pl.DataFrame, pl.DataFrame, list[float]]:
     frame = frame.with_columns(score_bins(pl.col("score"), SCORE_DECILES).alias("decile"))
     if "age" in frame.columns:
         frame = frame.with_columns(age_band(pl.col("age")).alias("age_band")).drop("age")
@@ -366,7 +551,7 @@ def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
 
 
 def audit_selection_cells(cells: Cells, settings: AuditSettings,
-                          high_need_from: float | None = None) -> tuple[list[GroupingFigures], list[float]]:
+                          high_need_from: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, list[float]]:
     """``high_need_from`` is applied when the cells are made (selection_cells)."""
     keys = cells.keys
     strata = [c for c in keys.columns if c not in SELECTION_INNER]
@@ -404,36 +589,35 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
         obs["need_by_decile_mean"] = np.where(obs["patients_by_decile"] > 0,
                                               obs["need_by_decile"] / np.maximum(obs["patients_by_decile"], 1), np.nan)
 
-    def extra(row: GroupFigures, g, obs, reps) -> None:
-        _too_small(settings, performance=False)(row, g, obs, reps)
-        row.need_by_decile = [None if not np.isfinite(x) else round(float(x), 4) for x in obs["need_by_decile_mean"][g]]
-        row.patients_by_decile = [int(x) for x in obs["patients_by_decile_kept"][g]]
+    def curves(g, obs) -> dict:
+        return {"need_by_decile": [None if not np.isfinite(x) else round(float(x), 4)
+                                   for x in obs["need_by_decile_mean"][g]],
+                "patients_by_decile": [int(x) for x in obs["patients_by_decile_kept"][g]]}
 
     # the per-decile arrays are curves, not figures: keep them out of the figure tables
-    curves = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum", "score_by_stratum")
+    by_stratum = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum", "score_by_stratum")
     for obs in observed:
-        for name in curves:
+        for name in by_stratum:
             obs.pop(name, None)
     for reps in replicates:
-        for name in curves:
+        for name in by_stratum:
             reps.pop(name)
-    groups = _summarise("selection", indexes, observed, replicates, settings, pop_obs, pop_reps, extra)
+    figures, groups = _summarise("selection", indexes, observed, replicates, settings, pop_obs, pop_reps, curves)
     population_curve = [round(float(x), 4) for x in np.nan_to_num(pop_obs["need_by_decile_mean"][0])]
-    for grouping in groups:
-        for row in grouping.groups:
-            row.figures.pop("need_by_decile_mean", None)
-    return groups, population_curve
+    return figures, groups, population_curve
 
 
 def audit_score(name: str, performance: pl.DataFrame | None, selection: pl.DataFrame | Cells, threshold: float,
                 settings: AuditSettings, high_need_from: float = 1) -> ScoreAudit:
     """``selection``: the patients (with ``score``), or their cells already made
     (``selection_cells``, e.g. added up from shards)."""
-    perf, curves = [], None
+    figures, groups, curves = [], [], None
     if performance is not None and performance.height:
-        perf, curves = audit_performance(performance, settings)
+        perf_figures, perf_groups, curves = audit_performance(performance, settings)
+        figures, groups = [perf_figures], [perf_groups]
     if isinstance(selection, Cells):
-        sel, curve = audit_selection_cells(selection, settings, high_need_from)
+        sel_figures, sel_groups, curve = audit_selection_cells(selection, settings, high_need_from)
     else:
-        sel, curve = audit_selection(selection, settings, high_need_from)
-    return ScoreAudit(name, threshold, perf, sel, curve, curves)
+        sel_figures, sel_groups, curve = audit_selection(selection, settings, high_need_from)
+    return ScoreAudit(name, threshold, pl.concat([*figures, sel_figures]), pl.concat([*groups, sel_groups]),
+                      curve, curves)

@@ -45,16 +45,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from models.fairness._audit import Estimate, GroupFigures, ScoreAudit
+from models.fairness._audit import Compared, Estimate, Figure, GroupResults, ScoreAudit
 from models.fairness._settings import GATE_LEVELS, AuditSettings, SignOff
 
-# check -> (which population, where the figure is, which side is harm)
+# check -> (which population, the figure itself (None) or compared with what, the figure, which side is harm)
 CHECKS = {
-    "calibration": ("performance", "figures", "observed_expected", "both"),
-    "sensitivity ratio": ("performance", "vs_reference", "sensitivity", "below"),
-    "need-adjusted selection": ("performance", "figures", "need_adjusted_selection", "below"),
-    "label choice": ("selection", "figures", "need_at_same_score", "above"),
-    "label choice (diagnosis gap)": ("selection", "figures", "diagnosis_gap", "above"),
+    "calibration": ("performance", None, Figure.OBSERVED_EXPECTED, "both"),
+    "sensitivity ratio": ("performance", Compared.RATIO_TO_REFERENCE, Figure.SENSITIVITY, "below"),
+    "need-adjusted selection": ("performance", None, Figure.NEED_ADJUSTED_SELECTION, "below"),
+    "label choice": ("selection", None, Figure.NEED_AT_SAME_SCORE, "above"),
+    "label choice (diagnosis gap)": ("selection", None, Figure.DIAGNOSIS_GAP, "above"),
 }
 CHECK_WORDS = {
     "calibration": "observed / expected (calibration)",
@@ -160,31 +160,31 @@ def _log_and_se(estimate: Estimate | None, level: float) -> tuple[float, float]:
     return value, se if se > 0 else float("nan")
 
 
-def _count_based(check: str, row: GroupFigures, reference: GroupFigures | None,
-                 population: GroupFigures | None) -> tuple[float, float]:
+def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
+                 population: GroupResults | None) -> tuple[float, float]:
     """Log ratio and standard error from the counts, with a continuity correction of 0.5: used
     where the bootstrap interval collapses (no outcomes, or none selected, in every replicate),
     so that a group with no events where many were expected is still judged."""
     c = row.counts
     if check == "calibration":
-        risk = row.figures.get("mean_predicted_risk")
-        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c["patients"]
+        risk = row.figure(Figure.MEAN_PREDICTED_RISK)
+        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c.patients
         if expected <= 0:
             return float("nan"), float("nan")
-        return math.log((c["events"] + 0.5) / (expected + 0.5)), math.sqrt(1 / (c["events"] + 0.5))
+        return math.log((c.events + 0.5) / (expected + 0.5)), math.sqrt(1 / (c.events + 0.5))
     if check == "sensitivity ratio" and reference is not None:
         r = reference.counts
-        log = math.log((c["true_positives"] + 0.5) / (c["events"] + 0.5)) - \
-            math.log((r["true_positives"] + 0.5) / (r["events"] + 0.5))
-        var = 1 / (c["true_positives"] + 0.5) - 1 / (c["events"] + 0.5) + \
-            1 / (r["true_positives"] + 0.5) - 1 / (r["events"] + 0.5)
+        log = math.log((c.true_positives + 0.5) / (c.events + 0.5)) - \
+            math.log((r.true_positives + 0.5) / (r.events + 0.5))
+        var = 1 / (c.true_positives + 0.5) - 1 / (c.events + 0.5) + \
+            1 / (r.true_positives + 0.5) - 1 / (r.events + 0.5)
         return log, math.sqrt(max(var, 1e-12))
     if check == "need-adjusted selection" and population is not None:
         p = population.counts
-        if not p["selected"] or not p["events"]:
+        if not p.selected or not p.events:
             return float("nan"), float("nan")
-        log = math.log((c["selected"] + 0.5) / p["selected"]) - math.log((c["events"] + 0.5) / p["events"])
-        return log, math.sqrt(1 / (c["selected"] + 0.5) + 1 / (c["events"] + 0.5))
+        log = math.log((c.selected + 0.5) / p.selected) - math.log((c.events + 0.5) / p.events)
+        return log, math.sqrt(1 / (c.selected + 0.5) + 1 / (c.events + 0.5))
     return float("nan"), float("nan")
 
 
@@ -254,37 +254,34 @@ def adjust(p_values: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-def _groups(audit: ScoreAudit, kind: str) -> dict[str, GroupFigures]:
-    if not getattr(audit, kind):
-        return {}
-    return {g.labels["group"]: g for g in audit.grouping(kind, "ethnicity").groups}
+def _groups(audit: ScoreAudit, kind: str) -> dict[str, GroupResults]:
+    return {g.labels["group"]: g for g in audit.by_group("ethnicity", kind)}
 
 
-def _population(audit: ScoreAudit, kind: str) -> GroupFigures | None:
-    if not getattr(audit, kind):
-        return None
-    return audit.grouping(kind, "population").groups[0]
+def _population(audit: ScoreAudit, kind: str) -> GroupResults | None:
+    return next(iter(audit.by_group("population", kind)), None)
 
 
 def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
     tests = []
     groups = {"performance": _groups(audit, "performance"), "selection": _groups(audit, "selection")}
-    for check, (kind, where, figure, side) in CHECKS.items():
+    populations = {"performance": _population(audit, "performance"), "selection": _population(audit, "selection")}
+    for check, (kind, compared, figure, side) in CHECKS.items():
         if check == "need-adjusted selection" and settings.fail_when_over_served:
             side = "both"
         margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit) if check.startswith("label choice") \
             else settings.ratio_band
         for group, row in sorted(groups[kind].items()):
-            if where == "vs_reference" and group == settings.reference_group:
+            if compared is Compared.RATIO_TO_REFERENCE and group == settings.reference_group:
                 continue
-            estimate = getattr(row, where).get(figure)
+            estimate = row.figure(figure) if compared is None else row.compared(compared, figure)
             if estimate is None:
                 continue
             test = GateTest(audit.name, group, check, side, margin, estimate, small=row.too_small)
             test.log_value, test.se = _log_and_se(estimate, settings.level)
             if not (math.isfinite(test.se) and math.isfinite(test.log_value)):
                 test.log_value, test.se = _count_based(check, row, groups[kind].get(settings.reference_group),
-                                                       _population(audit, kind))
+                                                       populations[kind])
             if math.isfinite(test.se):
                 tests.append(test)
     # empirical Bayes, per check, across the groups
@@ -367,10 +364,10 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
         if (perf is not None and perf.too_small) or (sel is not None and sel.too_small):
             sizes = []
             if perf is not None:
-                sizes.append(f"{_size(perf.counts['patients'])} validation patients, "
-                             f"{_size(perf.counts['events'])} recorded outcomes")
+                sizes.append(f"{_size(perf.counts.patients)} validation patients, "
+                             f"{_size(perf.counts.events)} recorded outcomes")
             if sel is not None:
-                sizes.append(f"{_size(sel.counts['patients'])} patients now")
+                sizes.append(f"{_size(sel.counts.patients)} patients now")
             detectable = [f"{t.check} {t.detectable:.2f}" for t in result.tests
                           if t.group == group and math.isfinite(t.detectable)]
             can = ("; it is judged all the same, and the smallest effects it could show are ratios of "
@@ -379,7 +376,7 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                                     f"{outcome}: {group} is too small to judge alone ({'; '.join(sizes)}; fewer than "
                                     f"{settings.min_patients} patients or {settings.min_events} outcomes){can}"))
         if sel is not None and group != settings.reference_group:
-            completeness = sel.vs_reference.get("measurement_completeness")
+            completeness = sel.ratio_to_reference(Figure.MEASUREMENT_COMPLETENESS)
             if completeness is not None and completeness.value < settings.ratio_band[0]:
                 findings.append(Finding(
                     "WARN", "measurement gap", outcome, group,

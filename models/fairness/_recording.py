@@ -36,7 +36,7 @@ from __future__ import annotations
 import polars as pl
 from scipy import stats
 
-from models.fairness._audit import Estimate
+from models.fairness._audit import Estimate, Figure
 from models.fairness._cells import age_band
 
 
@@ -102,10 +102,8 @@ def gap_ratios(counts: pl.DataFrame, level: float = 0.95) -> dict[str, tuple[Est
 def add_gap_figures(audit, counts: pl.DataFrame | None, level: float = 0.95) -> None:
     """Put each broad group's diagnosis-gap ratio (from ``gap_counts``) into the audit's
     selection figures (ethnicity grouping), where the gate and the report read it."""
-    if counts is None or counts.is_empty() or not audit.selection:
+    if counts is None or counts.is_empty() or not audit.audited("selection"):
         return
     ratios = gap_ratios(counts, level)
-    for row in audit.grouping("selection", "ethnicity").groups:
-        found = ratios.get(row.labels["group"])
-        if found is not None:
-            row.figures["diagnosis_gap"] = found[0]
+    audit.add_figure("selection", "ethnicity", Figure.DIAGNOSIS_GAP,
+                     {group: estimate for group, (estimate, _, _) in ratios.items()})

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from models.fairness._audit import PROPORTIONS, GroupFigures, GroupingFigures, ScoreAudit
+from models.fairness._audit import PROPORTIONS, Compared, Count, Figure, GroupResults, ScoreAudit
 from models.fairness._gate import GateResult, worst
 from models.fairness._metrics import wilson_interval
 from models.fairness._quality import EthnicityQuality
@@ -37,29 +37,31 @@ from phm.disclosure import SUPPRESSED_BELOW, suppress
 
 PLOT_MIN_PATIENTS = 100
 SMALL_CELL = 100  # means of cells with fewer patients are withheld
-MEANS = ("mean_need",)
+MEANS = (Figure.MEAN_NEED,)
 DISCLOSURE_NOTE = ("Counts: 1-7 suppressed (null), others rounded to the nearest 5, with secondary suppression "
                    "where one cell of a grouping alone is suppressed; shares and proportions are computed from the "
                    "rounded counts; a group's figures are withheld where a count they rest on is 1-7, and means "
                    f"of cells under {SMALL_CELL} patients are withheld.")
 FIGURE_NAMES = {
-    "outcome_rate": "recorded outcome rate", "mean_predicted_risk": "mean predicted risk",
-    "observed_expected": "observed / expected", "calibration_slope": "calibration slope", "auroc": "AUROC",
-    "selection_rate": "selection rate", "sensitivity": "sensitivity", "ppv": "PPV",
-    "false_negative_rate": "false negative rate", "need_adjusted_selection": "need-adjusted selection",
-    "mean_need": "mean need", "measurement_completeness": "measurement completeness",
-    "need_at_same_score": "need at the same score (label choice)",
-    "diagnosis_gap": "high readings undiagnosed, over expected (label choice: diagnosis gap)",
-    "list_over_high_need_share": "share of list / share of high need",
+    Figure.OUTCOME_RATE: "recorded outcome rate", Figure.MEAN_PREDICTED_RISK: "mean predicted risk",
+    Figure.OBSERVED_EXPECTED: "observed / expected", Figure.CALIBRATION_SLOPE: "calibration slope",
+    Figure.AUROC: "AUROC", Figure.SELECTION_RATE: "selection rate", Figure.SENSITIVITY: "sensitivity",
+    Figure.PPV: "PPV", Figure.FALSE_NEGATIVE_RATE: "false negative rate",
+    Figure.NEED_ADJUSTED_SELECTION: "need-adjusted selection", Figure.MEAN_NEED: "mean need",
+    Figure.MEASUREMENT_COMPLETENESS: "measurement completeness",
+    Figure.NEED_AT_SAME_SCORE: "need at the same score (label choice)",
+    Figure.DIAGNOSIS_GAP: "high readings undiagnosed, over expected (label choice: diagnosis gap)",
+    Figure.LIST_OVER_HIGH_NEED_SHARE: "share of list / share of high need",
 }
 
 
 # Which counts each figure rests on, beyond the group's patients and outcomes (which, if 1-7,
 # withhold the whole group).
 RESTS_ON = {
-    "selection_rate": ("selected",), "sensitivity": ("true_positives", "missed"),
-    "false_negative_rate": ("true_positives", "missed"), "ppv": ("true_positives", "selected"),
-    "need_adjusted_selection": ("selected",), "list_over_high_need_share": ("selected", "high_need"),
+    Figure.SELECTION_RATE: (Count.SELECTED,), Figure.SENSITIVITY: (Count.TRUE_POSITIVES, Count.MISSED),
+    Figure.FALSE_NEGATIVE_RATE: (Count.TRUE_POSITIVES, Count.MISSED),
+    Figure.PPV: (Count.TRUE_POSITIVES, Count.SELECTED), Figure.NEED_ADJUSTED_SELECTION: (Count.SELECTED,),
+    Figure.LIST_OVER_HIGH_NEED_SHARE: (Count.SELECTED, Count.HIGH_NEED),
 }
 
 
@@ -67,11 +69,11 @@ def _small(count: int | None) -> bool:
     return count is not None and 0 < count < SUPPRESSED_BELOW
 
 
-def secondary_suppression(rows: list[GroupFigures]) -> dict[int, set[str]]:
+def secondary_suppression(rows: list[GroupResults]) -> dict[int, set[str]]:
     """For each row (by index), the counts to suppress beyond 1-7: where exactly one cell of a
     grouping has a given count suppressed, the next smallest non-zero cell's count too."""
     extra: dict[int, set[str]] = {i: set() for i in range(len(rows))}
-    names = {k for r in rows for k in r.counts if k != "need_sum"}
+    names = {k for r in rows for k, _ in r.counts.items() if k != Count.NEED_SUM}
     for name in names:
         values = [(r.counts.get(name), i) for i, r in enumerate(rows)]
         primary = [i for v, i in values if _small(v)]
@@ -82,16 +84,16 @@ def secondary_suppression(rows: list[GroupFigures]) -> dict[int, set[str]]:
     return extra
 
 
-def group_json(row: GroupFigures, population_patients: int | None, secondary: set[str] = frozenset(),
+def group_json(row: GroupResults, population_patients: int | None, secondary: set[str] = frozenset(),
                level: float = 0.95) -> dict:
     """``population_patients``: the grouping's total as published (rounded)."""
-    withheld = _small(row.counts.get("patients")) or _small(row.counts.get("events"))
-    published = {k: (None if k in secondary else suppress(v)) for k, v in row.counts.items() if k != "need_sum"}
+    withheld = _small(row.counts.patients) or _small(row.counts.events)
+    published = {k: (None if k in secondary else suppress(v)) for k, v in row.counts.items() if k != Count.NEED_SUM}
     out = {"group": row.labels, "too_small_to_judge": row.too_small, "withheld": withheld, "counts": published}
     if withheld:
         return out
     hidden = {name for name, counts in RESTS_ON.items() if any(_small(row.counts.get(c)) for c in counts)}
-    if row.counts.get("patients", 0) < SMALL_CELL:
+    if row.counts.patients < SMALL_CELL:
         hidden |= set(MEANS)
 
     def proportion(name: str, estimate):
@@ -101,27 +103,25 @@ def group_json(row: GroupFigures, population_patients: int | None, secondary: se
         low, high = wilson_interval(numerator, denominator, level)
         return {"value": round(numerator / denominator, 4), "low": round(float(low), 4), "high": round(float(high), 4)}
 
-    def shown(figures: dict, rounded_proportions: bool = False) -> dict:
+    def shown(figures: list[tuple[Figure, object]], rounded_proportions: bool = False) -> dict:
         out = {}
-        for k, v in figures.items():
+        for k, v in figures:
             if k in hidden:
-                out[k] = None
+                out[k.value] = None
             elif rounded_proportions and k in PROPORTIONS and all(c in published for c in PROPORTIONS[k]):
-                out[k] = proportion(k, v)
+                out[k.value] = proportion(k, v)
             else:
-                out[k] = v.as_dict()
+                out[k.value] = v.as_dict()
         return out
 
     patients = published.get("patients")
     out["share_of_population"] = round(patients / population_patients, 3) \
         if population_patients and patients is not None else None
-    out["figures"] = shown(row.figures, rounded_proportions=True)
-    out["ratio_to_reference"] = shown(row.vs_reference)
-    out["difference_to_reference"] = shown(row.vs_reference_difference)
-    out["ratio_to_population"] = shown(row.vs_population)
-    out["difference_to_population"] = shown(row.vs_population_difference)
-    need = row.figures.get("need_at_same_score")
-    if need is not None and "need_at_same_score" not in hidden and min(need.value, need.low, need.high) > 0:
+    out["figures"] = shown(row.figures(), rounded_proportions=True)
+    for comparison in Compared:
+        out[comparison.value] = shown(row.comparisons(comparison))
+    need = row.figure(Figure.NEED_AT_SAME_SCORE)
+    if need is not None and Figure.NEED_AT_SAME_SCORE not in hidden and min(need.value, need.low, need.high) > 0:
         # the label-choice test statistic: Wald z of log(ratio) with the bootstrap interval's width
         se = (np.log(need.high) - np.log(need.low)) / (2 * stats.norm.ppf(0.975))
         z = float(np.log(need.value) / se) if se > 0 else float("nan")
@@ -132,10 +132,11 @@ def group_json(row: GroupFigures, population_patients: int | None, secondary: se
     return out
 
 
-def grouping_json(grouping: GroupingFigures, level: float = 0.95) -> list[dict]:
-    population = suppress(sum(g.counts["patients"] for g in grouping.groups))
-    secondary = secondary_suppression(grouping.groups)
-    return [group_json(g, population, secondary[i], level) for i, g in enumerate(grouping.groups)]
+def grouping_json(groups: list[GroupResults], level: float = 0.95) -> list[dict]:
+    """The published figures of one grouping's groups (``ScoreAudit.by_group``)."""
+    population = suppress(sum(g.counts.patients for g in groups))
+    secondary = secondary_suppression(groups)
+    return [group_json(g, population, secondary[i], level) for i, g in enumerate(groups)]
 
 
 @dataclass
@@ -189,14 +190,14 @@ class AuditReport:
         for audit in self.audits:
             entry = {"model": self.models.get(audit.name, {}), "operating_point_threshold": round(audit.threshold, 6),
                      "need_measure": audit.need_description,
-                     "performance": {g.grouping.name: grouping_json(g, self.settings.level) for g in audit.performance},
-                     "selection": {g.grouping.name: grouping_json(g, self.settings.level) for g in audit.selection},
+                     **{kind: {name: grouping_json(audit.by_group(name, kind), self.settings.level)
+                               for name in audit.groupings(kind)} for kind in ("performance", "selection")},
                      "population_need_by_score_decile": audit.population_need_by_decile}
             if audit.name in self.detailed:
                 d = self.detailed[audit.name]
                 entry["detailed_categories"] = {
-                    "performance": grouping_json(d.performance[1]) if d.performance else [],
-                    "selection": grouping_json(d.selection[1])}
+                    "performance": grouping_json(d.by_group("ethnicity", "performance")),
+                    "selection": grouping_json(d.by_group("ethnicity", "selection"))}
             out["scores"][audit.name] = entry
         if self.quality is not None:
             out["ethnicity_data_quality"] = [_quality_json(r) for r in self.quality.rows]
@@ -284,7 +285,7 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
         if rows:
             fig, ax = plt.subplots(figsize=(5.5, 4.5))
             names = [r["group"]["group"] for r in rows]
-            values = [(r["figures"].get("need_adjusted_selection") or {}).get("value") or 0 for r in rows]
+            values = [(r["figures"].get(Figure.NEED_ADJUSTED_SELECTION) or {}).get("value") or 0 for r in rows]
             ax.barh(names, values, color="#4a7ab5")
             ax.axvline(1, color="black")
             for edge in band:
@@ -346,23 +347,23 @@ def _counted(name: str):
 
 
 PERFORMANCE_COLUMNS = [
-    ("patients", _counted("patients")), ("outcomes", _counted("events")),
+    ("patients", _counted(Count.PATIENTS)), ("outcomes", _counted(Count.EVENTS)),
     ("share", lambda r, band, limit: None if r["share_of_population"] is None else f"{r['share_of_population']:.1%}"),
-    ("outcome rate", _figure("outcome_rate")), ("mean predicted", _figure("mean_predicted_risk")),
-    ("O/E", _figure("observed_expected", "band")), ("cal. slope", _figure("calibration_slope")),
-    ("AUROC", _figure("auroc")), ("selection rate", _figure("selection_rate")),
-    ("sensitivity", _figure("sensitivity")), ("sensitivity ratio to reference", _ratio("sensitivity", "band")),
-    ("PPV", _figure("ppv")), ("FNR", _figure("false_negative_rate")),
-    ("need-adjusted selection", _figure("need_adjusted_selection", "band")),
+    ("outcome rate", _figure(Figure.OUTCOME_RATE)), ("mean predicted", _figure(Figure.MEAN_PREDICTED_RISK)),
+    ("O/E", _figure(Figure.OBSERVED_EXPECTED, "band")), ("cal. slope", _figure(Figure.CALIBRATION_SLOPE)),
+    ("AUROC", _figure(Figure.AUROC)), ("selection rate", _figure(Figure.SELECTION_RATE)),
+    ("sensitivity", _figure(Figure.SENSITIVITY)), ("sensitivity ratio to reference", _ratio(Figure.SENSITIVITY, "band")),
+    ("PPV", _figure(Figure.PPV)), ("FNR", _figure(Figure.FALSE_NEGATIVE_RATE)),
+    ("need-adjusted selection", _figure(Figure.NEED_ADJUSTED_SELECTION, "band")),
 ]
 SELECTION_COLUMNS = [
-    ("patients", _counted("patients")), ("on the list", _counted("selected")),
-    ("selection rate", _figure("selection_rate")), ("mean need", _figure("mean_need")),
-    ("need at the same score", _figure("need_at_same_score", "limit")),
-    ("diagnosis gap", _figure("diagnosis_gap", "limit")),
-    ("share of list / share of high need", _figure("list_over_high_need_share")),
-    ("measurement completeness", _figure("measurement_completeness")),
-    ("completeness ratio to reference", _ratio("measurement_completeness")),
+    ("patients", _counted(Count.PATIENTS)), ("on the list", _counted(Count.SELECTED)),
+    ("selection rate", _figure(Figure.SELECTION_RATE)), ("mean need", _figure(Figure.MEAN_NEED)),
+    ("need at the same score", _figure(Figure.NEED_AT_SAME_SCORE, "limit")),
+    ("diagnosis gap", _figure(Figure.DIAGNOSIS_GAP, "limit")),
+    ("share of list / share of high need", _figure(Figure.LIST_OVER_HIGH_NEED_SHARE)),
+    ("measurement completeness", _figure(Figure.MEASUREMENT_COMPLETENESS)),
+    ("completeness ratio to reference", _ratio(Figure.MEASUREMENT_COMPLETENESS)),
 ]
 
 

@@ -168,6 +168,9 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
     assert cuts.threshold == threshold and cuts.eligible == eligible.height
     direct = audit_score("hypertension", None, patients, threshold, settings, 1)
     sharded = audit_score("hypertension", None, cells, threshold, settings, 1)
-    for a, b in zip(direct.selection, sharded.selection, strict=True):
-        assert [(g.labels, g.counts, {k: v.as_dict() for k, v in g.figures.items()}) for g in a.groups] == \
-            [(g.labels, g.counts, {k: v.as_dict() for k, v in g.figures.items()}) for g in b.groups]
+    assert direct.groupings("selection") == sharded.groupings("selection")
+    for grouping in direct.groupings("selection"):
+        assert [(g.labels, g.counts, [(k, v.as_dict()) for k, v in g.figures()])
+                for g in direct.by_group(grouping, "selection")] == \
+            [(g.labels, g.counts, [(k, v.as_dict()) for k, v in g.figures()])
+             for g in sharded.by_group(grouping, "selection")]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.audit_run import operating_point
-from models.fairness import AuditSettings, audit_score
+from models.fairness import AuditSettings, Compared, audit_score
 from models.fairness._audit import selection_cells
 from models.fairness._cells import SCORE_DECILES, add_cells, score_bins
 from models.shards import (
@@ -107,12 +107,14 @@ def test_cells_of_shards_add_up_to_the_audit_of_the_whole_population():
 
     from_cells = audit_score("x", None, added, cuts.threshold, audit_settings)
     from_patients = audit_score("x", None, whole, cuts.threshold, audit_settings)
-    for a, b in zip(from_cells.selection, from_patients.selection, strict=True):
-        for ga, gb in zip(a.groups, b.groups, strict=True):
+    assert from_cells.groupings("selection") == from_patients.groupings("selection")
+    for grouping in from_cells.groupings("selection"):
+        for ga, gb in zip(from_cells.by_group(grouping, "selection"), from_patients.by_group(grouping, "selection"),
+                          strict=True):
             assert ga.labels == gb.labels and ga.counts == gb.counts
-            assert {k: v.as_dict() for k, v in ga.figures.items()} == {k: v.as_dict() for k, v in gb.figures.items()}
-            assert {k: v.as_dict() for k, v in ga.vs_reference.items()} == \
-                {k: v.as_dict() for k, v in gb.vs_reference.items()}
+            assert [(k, v.as_dict()) for k, v in ga.figures()] == [(k, v.as_dict()) for k, v in gb.figures()]
+            assert [(k, v.as_dict()) for k, v in ga.comparisons(Compared.RATIO_TO_REFERENCE)] == \
+                [(k, v.as_dict()) for k, v in gb.comparisons(Compared.RATIO_TO_REFERENCE)]
             assert ga.need_by_decile == gb.need_by_decile
 
 

@@ -15,7 +15,18 @@ import pytest
 from sklearn.metrics import precision_score, roc_auc_score
 
 from flows.config import load_config
-from models.fairness import AuditSettings, Override, SignOff, audit_score, ethnicity_quality, judge
+from models.fairness import (
+    FIGURES_SCHEMA,
+    GROUPS_SCHEMA,
+    AuditSettings,
+    Compared,
+    Figure,
+    Override,
+    SignOff,
+    audit_score,
+    ethnicity_quality,
+    judge,
+)
 from models.fairness._metrics import wilson_interval
 from models.fairness._report import AuditReport
 from models.metrics import calibration_slope
@@ -54,7 +65,7 @@ def run(frame: pl.DataFrame, settings: AuditSettings = FAST, high_need_from: int
 
 
 def ethnicity(audit, kind="performance"):
-    return {g.labels["group"]: g for g in audit.grouping(kind, "ethnicity").groups}
+    return {g.labels["group"]: g for g in audit.by_group("ethnicity", kind)}
 
 
 # --- single figures -------------------------------------------------------------------------
@@ -77,11 +88,11 @@ def test_counts_and_rates_are_exact(plain):
     frame, audit = plain
     for name, row in ethnicity(audit).items():
         part = frame.filter(pl.col("group") == name)
-        assert row.counts["patients"] == part.height
-        assert row.counts["events"] == part["outcome"].sum()
-        assert row.figures["outcome_rate"].value == pytest.approx(part["outcome"].mean())
-        assert row.figures["mean_predicted_risk"].value == pytest.approx(part["score"].mean())
-        assert row.figures["observed_expected"].value == pytest.approx(part["outcome"].sum() / part["score"].sum())
+        assert row.counts.patients == part.height
+        assert row.counts.events == part["outcome"].sum()
+        assert row.figure(Figure.OUTCOME_RATE).value == pytest.approx(part["outcome"].mean())
+        assert row.figure(Figure.MEAN_PREDICTED_RISK).value == pytest.approx(part["score"].mean())
+        assert row.figure(Figure.OBSERVED_EXPECTED).value == pytest.approx(part["outcome"].sum() / part["score"].sum())
 
 
 def test_operating_point_figures_equal_fairlearn_metricframe(plain):
@@ -102,21 +113,21 @@ def test_operating_point_figures_equal_fairlearn_metricframe(plain):
     ours = ethnicity(audit)
     for group, values in metric_frame.by_group.iterrows():
         for name, value in values.items():
-            assert ours[group].figures[name].value == pytest.approx(value), (group, name)
+            assert ours[group].figure(name).value == pytest.approx(value), (group, name)
 
 
 def test_binned_auroc_and_slope_agree_with_patient_level_figures(plain):
     frame, audit = plain
     for name, row in ethnicity(audit).items():
         part = frame.filter(pl.col("group") == name)
-        assert row.figures["auroc"].value == pytest.approx(roc_auc_score(part["outcome"], part["score"]), abs=0.005)
+        assert row.figure(Figure.AUROC).value == pytest.approx(roc_auc_score(part["outcome"], part["score"]), abs=0.005)
         slope = calibration_slope(part["outcome"].to_numpy(), part["score"].to_numpy())
-        assert row.figures["calibration_slope"].value == pytest.approx(slope, abs=0.03)
+        assert row.figure(Figure.CALIBRATION_SLOPE).value == pytest.approx(slope, abs=0.03)
 
 
 def test_calibration_slope_sees_scores_that_are_too_extreme():
     audit = run(simulate(slope=0.6))
-    assert ethnicity(audit)["White"].figures["calibration_slope"].value == pytest.approx(0.6, abs=0.08)
+    assert ethnicity(audit)["White"].figure(Figure.CALIBRATION_SLOPE).value == pytest.approx(0.6, abs=0.08)
 
 
 def test_cell_bootstrap_intervals_match_a_patient_level_bootstrap(plain):
@@ -129,24 +140,45 @@ def test_cell_bootstrap_intervals_match_a_patient_level_bootstrap(plain):
         i = rng.integers(0, y.size, y.size)
         replicates.append(y[i].sum() / p[i].sum())
     low, high = np.percentile(replicates, [2.5, 97.5])
-    ours = ethnicity(audit)["Black"].figures["observed_expected"]
+    ours = ethnicity(audit)["Black"].figure(Figure.OBSERVED_EXPECTED)
     assert ours.low == pytest.approx(low, rel=0.08) and ours.high == pytest.approx(high, rel=0.08)
 
 
 def test_ratios_are_against_the_reference_in_the_same_stratum(plain):
     _, audit = plain
-    rows = audit.grouping("performance", "ethnicity x imd quintile")
-    black = rows.find(group="Black", imd_quintile="3")
-    white = rows.find(group="White", imd_quintile="3")
-    expected = black.figures["sensitivity"].value / white.figures["sensitivity"].value
-    assert black.vs_reference["sensitivity"].value == pytest.approx(expected)
-    assert white.vs_reference["sensitivity"].value == pytest.approx(1.0)
+    black = audit.find("ethnicity x imd quintile", group="Black", imd_quintile="3")
+    white = audit.find("ethnicity x imd quintile", group="White", imd_quintile="3")
+    expected = black.figure(Figure.SENSITIVITY).value / white.figure(Figure.SENSITIVITY).value
+    assert black.ratio_to_reference(Figure.SENSITIVITY).value == pytest.approx(expected)
+    assert white.ratio_to_reference(Figure.SENSITIVITY).value == pytest.approx(1.0)
+    # the frame says the same
+    row = audit.figures.filter((pl.col("grouping") == "ethnicity x imd quintile") & (pl.col("group") == "Black")
+                               & (pl.col("imd_quintile") == "3") & (pl.col("figure") == Figure.SENSITIVITY))
+    assert row[Compared.RATIO_TO_REFERENCE].item() == pytest.approx(expected)
+    assert audit.ratio_to_reference(Figure.SENSITIVITY)["White"].value == pytest.approx(1.0)
+
+
+def test_the_results_are_typed_frames_and_a_misspelt_name_is_an_error_not_a_silent_miss(plain):
+    _, audit = plain
+    assert audit.figures.schema == FIGURES_SCHEMA and audit.groups.schema == GROUPS_SCHEMA
+    black = ethnicity(audit)["Black"]
+    assert black.figure("sensitivity") == black.figure(Figure.SENSITIVITY)
+    with pytest.raises(ValueError, match="sensitivty"):
+        black.figure("sensitivty")
+    with pytest.raises(ValueError, match="sensitivty"):
+        audit.ratio_to_reference("sensitivty")
+    with pytest.raises(KeyError, match="ethnicty"):
+        audit.by_group("ethnicty")
+    with pytest.raises(ValueError, match="selecton"):
+        audit.by_group("ethnicity", "selecton")
+    with pytest.raises(KeyError, match="imd"):
+        audit.find("ethnicity x imd quintile", group="Black", imd="3")
 
 
 def test_every_intersection_is_reported_and_small_cells_are_marked_not_merged():
     frame = simulate(n=3000, shares=(0.9, 0.07, 0.03))
     audit = run(frame)
-    cells = audit.grouping("performance", "ethnicity x imd quintile x sex").groups
+    cells = audit.by_group("ethnicity x imd quintile x sex")
     expected = frame.select("group", "imd_quintile", "sex").unique().height
     assert len(cells) == expected
     assert any(c.too_small for c in cells) and not all(c.too_small for c in cells)
@@ -157,13 +189,13 @@ def test_need_at_the_same_score_finds_a_group_that_is_sicker():
     sicker = frame.with_columns(pl.when(pl.col("group") == "Black").then(pl.col("need") * 2 + 1)
                                 .otherwise(pl.col("need")).alias("need"))
     rows = ethnicity(run(sicker), "selection")
-    assert rows["Black"].figures["need_at_same_score"].low > 1.5
+    assert rows["Black"].figure(Figure.NEED_AT_SAME_SCORE).low > 1.5
     # the others are less sick than a population that now includes the sicker group, alike
-    assert rows["White"].figures["need_at_same_score"].value < 1
-    assert rows["White"].figures["need_at_same_score"].value == pytest.approx(
-        rows["Asian"].figures["need_at_same_score"].value, abs=0.05)
+    assert rows["White"].figure(Figure.NEED_AT_SAME_SCORE).value < 1
+    assert rows["White"].figure(Figure.NEED_AT_SAME_SCORE).value == pytest.approx(
+        rows["Asian"].figure(Figure.NEED_AT_SAME_SCORE).value, abs=0.05)
     fair = ethnicity(run(frame), "selection")
-    assert fair["Black"].figures["need_at_same_score"].low < 1.0 < fair["Black"].figures["need_at_same_score"].high
+    assert fair["Black"].figure(Figure.NEED_AT_SAME_SCORE).low < 1.0 < fair["Black"].figure(Figure.NEED_AT_SAME_SCORE).high
 
 
 # --- the gate ---------------------------------------------------------------------------------
@@ -401,7 +433,7 @@ def test_a_score_that_is_no_probability_nor_percentile_is_ranked_and_not_judged_
                          tmp_path / "o")
     assert "percentile rank" in report.notes[0]
     assert not any(t.check == "calibration" for t in report.gates[0].tests)
-    assert report.audits[0].performance[0].groups[0].counts["selected"] == 500
+    assert report.audits[0].by_group("population")[0].counts.selected == 500
 
 
 # --- the gate as a family of tests ------------------------------------------------------------------
@@ -456,8 +488,8 @@ def test_no_suppressed_count_can_be_recovered_from_the_published_figures(tmp_pat
     report = AuditReport("Test audit", FAST, [audit], [gate], ethnicity_quality(frame.select("group")), {},
                          {"test": {"model": "m"}})
     data = json.loads(report.write(tmp_path)[0].read_text())
-    exact = {kind: {g.grouping.name: {tuple(r.labels.values()): r.counts for r in g.groups}
-                    for g in getattr(audit, kind)} for kind in ("performance", "selection")}
+    exact = {kind: {grouping: {tuple(r.labels.values()): dict(r.counts.items()) for r in audit.by_group(grouping, kind)}
+                    for grouping in audit.groupings(kind)} for kind in ("performance", "selection")}
     from models.fairness._audit import PROPORTIONS
 
     suppressed_cells = 0
