@@ -31,11 +31,15 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def prefect_test_server():
     """One Prefect test harness (a temporary Prefect server) for every in-process flow of the
-    session, as Prefect's testing guide has it, rather than one per module."""
+    session, as Prefect's testing guide has it, rather than one per module. Its value is the
+    server's API URL, for a ``phm run`` in a subprocess to use as an ICS's runs use their server
+    (PREFECT_API_URL) instead of starting a temporary server of its own (about 12 s each)."""
+    import prefect.settings
+
     from tests.servers import prefect_harness
 
     with prefect_harness():
-        yield
+        yield prefect.settings.PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")

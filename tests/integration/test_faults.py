@@ -3,9 +3,12 @@ a run whose gate refuses leaves the published lists as they were.
 
 The session's 12,000-patient synthetic extract (tests/shared_run.py). The session's finished run
 of it is X, the reference. Folder Y gets an uninterrupted run (the lists a PCN already has), then
-seven runs of the same extract
-(``--force``), each killed with SIGKILL, process group and all (Prefect's temporary server too),
-a second after it enters stage 1, 2, ... 7; then one more run. Throughout, a reader keeps opening
+seven runs of the same extract (``--force``), each killed with SIGKILL, process group and all,
+in stage 1, 2, ... 7 (a second into it, or halfway through a stage shorter than two seconds in
+X's run, so that the kill lands in the stage); then one more run. These runs use the session's Prefect
+server (PREFECT_API_URL), as an ICS's scheduled runs use theirs: a killed run leaves its flow run
+behind on the server, as a killed worker's would, and no run pays for a temporary server of its
+own (about 12 s each, ten runs). Throughout, a reader keeps opening
 Y's published lists: they must always be there and readable, and the same. At the end Y's lists
 equal X's byte for byte, its database has no duplicated or half-written rows, nothing of the
 killed runs is left behind, and one more run of the unchanged extract does nothing. Last, a run
@@ -34,26 +37,38 @@ from tests.shared_run import KEY, subprocess_env, write_config
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def prefect_api(prefect_test_server) -> dict:
+    """The environment of every run here: the session's Prefect server."""
+    return subprocess_env(PREFECT_API_URL=prefect_test_server)
+
+
 def command(extract: Path, out: Path, *extra: str) -> list[str]:
     config = write_config(Path(out).parent)  # the shared run's settings (tests/shared_run.py)
     return [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out), "--config", str(config),
             *extra]
 
 
-def run_to_end(extract: Path, out: Path, *extra: str) -> str:
-    done = subprocess.run(command(extract, out, *extra), env=subprocess_env(), capture_output=True, text=True, timeout=900)
+def run_to_end(env: dict, extract: Path, out: Path, *extra: str) -> str:
+    done = subprocess.run(command(extract, out, *extra), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
-def kill_in_stage(extract: Path, out: Path, stage: int) -> None:
-    process = subprocess.Popen(command(extract, out, "--force"), env=subprocess_env(), stdout=subprocess.PIPE,
+def stage_seconds(terminal: str) -> list[float]:
+    """Each stage's seconds in a run's terminal output ("  stages: ingest and validate 13 s, ...")."""
+    line = next(line for line in terminal.splitlines() if line.startswith("  stages: "))
+    return [float(part.rsplit(" ", 2)[-2]) for part in line.removeprefix("  stages: ").split(", ")]
+
+
+def kill_in_stage(env: dict, extract: Path, out: Path, stage: int, after: float) -> None:
+    process = subprocess.Popen(command(extract, out, "--force"), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
     for line in process.stdout:
         seen.append(line)
         if f"[{stage}/7]" in line:
-            time.sleep(1.0)
+            time.sleep(after)
             os.killpg(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=60)
@@ -85,10 +100,10 @@ class ListsReader(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def published(shared_extract, tmp_path_factory) -> Path:
+def published(shared_extract, prefect_api, tmp_path_factory) -> Path:
     """Folder Y: one uninterrupted run of the shared extract, published."""
     folder = tmp_path_factory.mktemp("faults") / "y"
-    run_to_end(shared_extract, folder)
+    run_to_end(prefect_api, shared_extract, folder)
     return folder
 
 
@@ -112,18 +127,21 @@ def _db_facts(db: Path) -> dict:
         con.close()
 
 
-def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared_extract, finished_run, published):
+def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared_extract, finished_run, published,
+                                                                          prefect_api):
     extract, reference, folder = shared_extract, finished_run.out, published
     published = list_files((folder / "lists").resolve())
     assert published == list_files((reference / "lists").resolve())  # the same extract, the same lists
 
+    seconds = stage_seconds(finished_run.terminal)
+    assert len(seconds) == 7, seconds
     reader = ListsReader(folder, published)
     reader.start()
     try:
         for stage in range(1, 8):
-            kill_in_stage(extract, folder, stage)
+            kill_in_stage(prefect_api, extract, folder, stage, after=min(1.0, seconds[stage - 1] / 2))
             assert list_files((folder / "lists").resolve()) == published, f"killed in stage {stage}"
-        output = run_to_end(extract, folder, "--force")
+        output = run_to_end(prefect_api, extract, folder, "--force")
     finally:
         reader.stop.set()
         reader.join()
@@ -138,7 +156,7 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared
 
     # the same extract once more, without --force: nothing to do, the lists untouched
     target = (folder / "lists").resolve()
-    again = run_to_end(extract, folder)
+    again = run_to_end(prefect_api, extract, folder)
     assert "extract and settings unchanged since the run that finished at" in again
     assert (folder / "lists").resolve() == target
 

@@ -52,15 +52,27 @@ def copy_for_icb(extract: Path, icb: str, to: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployed(prefect_server, shared_extract, tmp_path_factory):
+def icb_extract(tmp_path_factory) -> Path:
+    """A small extract for the scheduled runs: 4,000 patients in 3 PCNs. Scheduling is what is
+    tested here, not scale; the session's 12,000-patient run is left to the tests that read it,
+    so this module can go to either pytest-xdist worker."""
+    from phm.synth import SynthConfig, generate
+
+    extract = tmp_path_factory.mktemp("icb-extract") / "extract"
+    generate(SynthConfig(patients=4_000, seed=11, pcns=3), extract)
+    return extract
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, icb_extract, tmp_path_factory):
     url, home = prefect_server
     folder = tmp_path_factory.mktemp("icbs")
-    # the session's extract as two ICBs' extracts, run with the shared run's settings (at 12,000
-    # patients a small group's model can fail the gate, which is right but not what this test is
-    # about: a reviewer's override accepts it)
+    # one extract as two ICBs' extracts, run with the mechanics tests' settings (a small group's
+    # model can fail the gate, which is right but not what this test is about: a reviewer's
+    # sign-off accepts it)
     for icb in KEYS:
-        copy_for_icb(shared_extract, icb, folder / icb / "extract")
-    config = write_config(folder)  # the shared run's settings (tests/shared_run.py)
+        copy_for_icb(icb_extract, icb, folder / icb / "extract")
+    config = write_config(folder)  # the settings with the sign-off (tests/signoff.py)
     (folder / "broken").mkdir()
     (folder / "broken" / "extract.json").write_text('{"extract_date": "2026-03-31", "imd_version": "IMD2019"}')
     (folder / "deployments.toml").write_text(f'''
