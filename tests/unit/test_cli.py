@@ -15,10 +15,14 @@ from tests.extracts import write_extract
 COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "calc", "contract", "codelists"]
 
 
-def phm(*args, timeout=300):
+def phm(*args, timeout=300, prefect_api: str | None = None):
+    """``phm`` in a subprocess; with ``prefect_api``, its flows use that Prefect server (the
+    session's, tests/conftest.py) rather than starting a temporary one (about 12 s)."""
     exe = shutil.which("phm")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "cli", *args]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -56,25 +60,26 @@ def test_bad_knob_syntax_is_rejected_with_the_option_named(capsys, tmp_path):
     assert "--outcome-recording takes GROUP=PROBABILITY" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a subprocess with a Prefect server of its own
-def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path):
+@pytest.mark.slow  # a subprocess running a Prefect flow
+def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path, prefect_test_server):
     extract = write_extract(tmp_path / "extract")
     (extract / "patients.csv").write_text("")
-    result = phm("ingest", "--extract", str(extract), "--db", str(tmp_path / "phm.duckdb"), "--no-docs")
+    result = phm("ingest", "--extract", str(extract), "--db", str(tmp_path / "phm.duckdb"), "--no-docs",
+                 prefect_api=prefect_test_server)
     assert result.returncode == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"phm: error: file {extract / 'patients.csv'}: is empty (0 bytes)"]
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow  # a subprocess with a Prefect server of its own
-def test_synth_then_ingest_from_the_command_line(tmp_path):
+@pytest.mark.slow  # subprocesses, one running a Prefect flow
+def test_synth_then_ingest_from_the_command_line(tmp_path, prefect_test_server):
     out = tmp_path / "extract"
     result = phm("synth", "--patients", "1500", "--seed", "3", "--pcns", "2", "--out", str(out), "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert "clinical_events" in result.stdout
     db = tmp_path / "phm.duckdb"
-    result = phm("ingest", "--extract", str(out), "--db", str(db))
+    result = phm("ingest", "--extract", str(out), "--db", str(db), prefect_api=prefect_test_server)
     assert result.returncode == 0, result.stderr
     assert "rows read = rows loaded + rows quarantined" in result.stdout
     assert (tmp_path / "phm.ingest.json").is_file()
