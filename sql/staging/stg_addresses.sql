@@ -8,12 +8,9 @@ select
     phm_whole_number(patient_id) as patient_id,
     phm_excel_notation(patient_id) as patient_id_excel_notation,
     try_cast(start_date as date) as start_date,
-    -- an end after the extract date has not happened yet: the address period is current (empty end_date),
-    -- as the contract says; counted in the ingest notes (e.g. 9999-12-31 written for 'open')
-    case when try_cast(end_date as date) <= (select extract_date from ingest.run_parameters)
-         then try_cast(end_date as date) end as end_date,
-    coalesce(try_cast(end_date as date) > (select extract_date from ingest.run_parameters), false)
-        as end_date_after_extract,
+    -- an end after the extract date: the address period is current (macros.sql)
+    phm_period_end(end_date) as end_date,
+    phm_ends_after_extract(end_date) as end_date_after_extract,
     end_date is not null and try_cast(end_date as date) is null as end_date_unparsed,
     nullif(upper(trim(cast(lsoa_code as varchar))), '') as lsoa_code,
     try_cast(imd_rounded as bigint) as imd_rounded,

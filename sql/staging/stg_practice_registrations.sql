@@ -8,12 +8,9 @@ select
     phm_whole_number(patient_id) as patient_id,
     phm_excel_notation(patient_id) as patient_id_excel_notation,
     try_cast(start_date as date) as start_date,
-    -- an end after the extract date has not happened yet: the registration is current (empty end_date),
-    -- as the contract says; counted in the ingest notes (e.g. 9999-12-31 written for 'open')
-    case when try_cast(end_date as date) <= (select extract_date from ingest.run_parameters)
-         then try_cast(end_date as date) end as end_date,
-    coalesce(try_cast(end_date as date) > (select extract_date from ingest.run_parameters), false)
-        as end_date_after_extract,
+    -- an end after the extract date: the registration is current (macros.sql)
+    phm_period_end(end_date) as end_date,
+    phm_ends_after_extract(end_date) as end_date_after_extract,
     end_date is not null and try_cast(end_date as date) is null as end_date_unparsed,
     phm_whole_number(practice_pseudo_id) as practice_pseudo_id,
     phm_excel_notation(practice_pseudo_id) as practice_pseudo_id_excel_notation
