@@ -288,21 +288,30 @@ def _bootstrap(cells: Cells, groupings: list[Grouping], inner: np.ndarray, inner
     return indexes, observed, replicates
 
 
-def _percentile(reps: np.ndarray, level: float) -> tuple[float, float]:
-    finite = reps[np.isfinite(reps)]
-    if finite.size < 0.9 * reps.size or finite.size == 0:
-        return float("nan"), float("nan")
-    low, high = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
+def _percentiles(reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap percentile interval of each column of ``reps`` (replicates x groups), over its
+    finite replicates; NaN where fewer than 90% of them are finite."""
+    finite = np.isfinite(reps)
+    counts = finite.sum(axis=0)
+    low, high = np.full(reps.shape[1], np.nan), np.full(reps.shape[1], np.nan)
+    q = [50 * (1 - level), 50 * (1 + level)]
+    whole = counts == reps.shape[0]
+    if whole.any():  # the usual case, every replicate finite: one call for all those columns
+        low[whole], high[whole] = np.percentile(reps[:, whole], q, axis=0)
+    for g in np.flatnonzero(~whole & (counts >= 0.9 * reps.shape[0]) & (counts > 0)):
+        low[g], high[g] = np.percentile(reps[finite[:, g], g], q)
+    return low, high
 
 
-def _compare(obs: np.ndarray, reps: np.ndarray, i: int, j: int, level: float) -> tuple[Estimate, Estimate]:
-    """Ratio and difference of group i over group j (or the population), with bootstrap intervals."""
+def _compared(obs: np.ndarray, reps: np.ndarray, obs_base: np.ndarray, reps_base: np.ndarray,
+              level: float) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Ratio and difference of each group over its base (the reference group, or the
+    population), with bootstrap intervals: ((value, low, high) of the ratio, of the difference)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = Estimate(obs[i] / obs[j] if obs[j] else float("nan"),
-                         *_percentile(reps[:, i] / reps[:, j], level))
-    difference = Estimate(obs[i] - obs[j], *_percentile(reps[:, i] - reps[:, j], level))
-    return ratio, difference
+        ratio = np.where(obs_base != 0, obs / np.where(obs_base != 0, obs_base, 1.0), np.nan)
+        ratio_reps = reps / reps_base
+    difference_reps = reps - reps_base
+    return (ratio, *_percentiles(ratio_reps, level)), (obs - obs_base, *_percentiles(difference_reps, level))
 
 
 def _reference_rows(index: GroupIndex, reference: str) -> np.ndarray:
@@ -330,6 +339,17 @@ def _summarise(kind: str, indexes: list[GroupIndex], observed, replicates, setti
         ref_rows = _reference_rows(gi, settings.reference_group)
         # every 1-D array that is not a count is a figure, and must be a declared one
         names = [Figure(name) for name, values in obs.items() if name not in COUNTS and values.ndim == 1]
+        intervals, to_reference, to_population = {}, {}, {}
+        has_reference = ref_rows >= 0
+        for name in names:  # every group's intervals at once, a figure at a time
+            values, figure_reps = obs[name], reps[name]
+            if name not in PROPORTIONS:
+                intervals[name] = _percentiles(figure_reps, settings.level)
+            if name in RATIO_FIGURES[kind]:
+                base = np.where(has_reference, ref_rows, 0)
+                to_reference[name] = _compared(values, figure_reps, values[base], figure_reps[:, base], settings.level)
+                to_population[name] = _compared(values, figure_reps, np.full_like(values, population_observed[name][0]),
+                                                population_reps[name][:, [0]], settings.level)
         for g, labels in enumerate(gi.labels.iter_rows(named=True)):
             where = {"kind": kind, "grouping": gi.grouping.name, **{k: str(v) for k, v in labels.items()}}
             counts = {c.value: int(round(obs[c][g])) for c in COUNTS if c in obs}
@@ -345,18 +365,15 @@ def _summarise(kind: str, indexes: list[GroupIndex], observed, replicates, setti
                 if name in PROPORTIONS:
                     num, den = PROPORTIONS[name]
                     low, high = _metrics.wilson_interval(counts[num], counts[den], settings.level)
-                    row = {**where, "figure": name.value, **_columns(Estimate(float(values[g]), float(low), float(high)))}
                 else:
-                    row = {**where, "figure": name.value,
-                           **_columns(Estimate(float(values[g]), *_percentile(reps[name][:, g], settings.level)))}
+                    low, high = intervals[name][0][g], intervals[name][1][g]
+                row = {**where, "figure": name.value, **_columns(Estimate(float(values[g]), float(low), float(high)))}
                 if name in RATIO_FIGURES[kind]:
-                    if ref_rows[g] >= 0:
-                        ratio, difference = _compare(values, reps[name], g, ref_rows[g], settings.level)
+                    if has_reference[g]:
+                        ratio, difference = (Estimate(*(float(a[g]) for a in part)) for part in to_reference[name])
                         row |= _columns(ratio, Compared.RATIO_TO_REFERENCE) | \
                             _columns(difference, Compared.DIFFERENCE_TO_REFERENCE)
-                    both_obs = np.array([values[g], population_observed[name][0]])
-                    both_reps = np.stack([reps[name][:, g], population_reps[name][:, 0]], axis=1)
-                    ratio, difference = _compare(both_obs, both_reps, 0, 1, settings.level)
+                    ratio, difference = (Estimate(*(float(a[g]) for a in part)) for part in to_population[name])
                     row |= _columns(ratio, Compared.RATIO_TO_POPULATION) | \
                         _columns(difference, Compared.DIFFERENCE_TO_POPULATION)
                 figure_rows.append(row)
