@@ -19,13 +19,14 @@ create or replace temp macro phm_excel_notation(x) as (
 
 -- A period (registration, address) ending after the extract date has not ended yet: it is
 -- current, as the contract says (an empty end_date), and 9999-12-31 written for 'open' is one.
--- phm_period_end(d): the end date, or null while the period is current;
--- phm_ends_after_extract(d): the end was after the extract date (counted in the ingest notes).
-create or replace temp macro phm_period_end(d) as (
-    case when try_cast(d as date) <= (select extract_date from ingest.run_parameters)
-         then try_cast(d as date) end
+-- phm_period_end(d, extract_date): the end date, or null while the period is current;
+-- phm_ends_after_extract(d, extract_date): the end was after the extract date (counted in the
+-- ingest notes). The extract date is an argument: a macro's body is bound when it is created,
+-- before ingest.run_parameters exists for every model.
+create or replace temp macro phm_period_end(d, extract_date) as (
+    case when try_cast(d as date) <= extract_date then try_cast(d as date) end
 );
 
-create or replace temp macro phm_ends_after_extract(d) as (
-    coalesce(try_cast(d as date) > (select extract_date from ingest.run_parameters), false)
+create or replace temp macro phm_ends_after_extract(d, extract_date) as (
+    coalesce(try_cast(d as date) > extract_date, false)
 );

@@ -9,8 +9,9 @@ select
     phm_excel_notation(patient_id) as patient_id_excel_notation,
     try_cast(start_date as date) as start_date,
     -- an end after the extract date: the address period is current (macros.sql)
-    phm_period_end(end_date) as end_date,
-    phm_ends_after_extract(end_date) as end_date_after_extract,
+    phm_period_end(end_date, (select extract_date from ingest.run_parameters)) as end_date,
+    phm_ends_after_extract(end_date, (select extract_date from ingest.run_parameters))
+        as end_date_after_extract,
     end_date is not null and try_cast(end_date as date) is null as end_date_unparsed,
     nullif(upper(trim(cast(lsoa_code as varchar))), '') as lsoa_code,
     try_cast(imd_rounded as bigint) as imd_rounded,

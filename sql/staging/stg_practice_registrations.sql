@@ -9,8 +9,9 @@ select
     phm_excel_notation(patient_id) as patient_id_excel_notation,
     try_cast(start_date as date) as start_date,
     -- an end after the extract date: the registration is current (macros.sql)
-    phm_period_end(end_date) as end_date,
-    phm_ends_after_extract(end_date) as end_date_after_extract,
+    phm_period_end(end_date, (select extract_date from ingest.run_parameters)) as end_date,
+    phm_ends_after_extract(end_date, (select extract_date from ingest.run_parameters))
+        as end_date_after_extract,
     end_date is not null and try_cast(end_date as date) is null as end_date_unparsed,
     phm_whole_number(practice_pseudo_id) as practice_pseudo_id,
     phm_excel_notation(practice_pseudo_id) as practice_pseudo_id_excel_notation
