@@ -1,18 +1,24 @@
 """Faults: a run killed (SIGKILL) in each stage in turn, then run again, ends as if never killed;
 a run whose gate refuses leaves the published lists as they were.
 
-The session's 12,000-patient synthetic extract (tests/shared_run.py). The session's finished run
-of it is X, the reference. Folder Y gets an uninterrupted run (the lists a PCN already has), then
-seven runs of the same extract (``--force``), each killed with SIGKILL, process group and all,
-in stage 1, 2, ... 7 (a second into it, or halfway through a stage shorter than two seconds in
-X's run, so that the kill lands in the stage); then one more run. These runs use the session's Prefect
-server (PREFECT_API_URL), as an ICS's scheduled runs use theirs: a killed run leaves its flow run
-behind on the server, as a killed worker's would, and no run pays for a temporary server of its
-own (about 12 s each, ten runs). Throughout, a reader keeps opening
+A 4,000-patient synthetic extract in 3 PCNs. Folder Y gets an uninterrupted run: the lists a PCN
+already has, and the reference (its lists' bytes, its database's row counts). Then seven runs of
+the same extract (``--force``), each killed with SIGKILL, process group and all, in stage 1, 2,
+... 7 (a second into it, or halfway through a stage shorter than two seconds in the reference
+run, so that the kill lands in the stage); then one more run. Throughout, a reader keeps opening
 Y's published lists: they must always be there and readable, and the same. At the end Y's lists
-equal X's byte for byte, its database has no duplicated or half-written rows, nothing of the
-killed runs is left behind, and one more run of the unchanged extract does nothing. Last, a run
-of Y with settings whose gate refuses every model fails and leaves Y's lists published.
+equal the reference byte for byte, its database has no duplicated or half-written rows and the
+reference's counts, nothing of the killed runs is left behind, and one more run of the unchanged
+extract does nothing. Last, a run of Y with settings whose gate refuses every model fails and
+leaves Y's lists published. (That two folders' runs of one extract give the same lists is the
+scale-out test's: the session's run against a Dask run, tests/integration/test_scale_out.py.)
+
+The runs use the session's Prefect server (PREFECT_API_URL), as an ICS's scheduled runs use
+theirs: a killed run leaves its flow run behind on the server, as a killed worker's would, and no
+run pays for a temporary server of its own (about 12 s each, ten runs). The extract is small
+because every stage is killed in a run that first goes through the stages before it: eleven
+runs, where the session's 12,000-patient extract cost a minute more and tied this module to the
+worker that makes the session's run.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -33,6 +40,8 @@ from flows.config import RunConfig
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY, subprocess_env, write_config
+
+PATIENTS, SEED, PCNS = 4_000, 11, 3
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +53,7 @@ def prefect_api(prefect_test_server) -> dict:
 
 
 def command(extract: Path, out: Path, *extra: str) -> list[str]:
-    config = write_config(Path(out).parent)  # the shared run's settings (tests/shared_run.py)
+    config = write_config(Path(out).parent)  # the settings with the sign-off (tests/signoff.py)
     return [sys.executable, "-m", "cli", "run", "--extract", str(extract), "--out", str(out), "--config", str(config),
             *extra]
 
@@ -100,11 +109,25 @@ class ListsReader(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def published(shared_extract, prefect_api, tmp_path_factory) -> Path:
-    """Folder Y: one uninterrupted run of the shared extract, published."""
-    folder = tmp_path_factory.mktemp("faults") / "y"
-    run_to_end(prefect_api, shared_extract, folder)
+def extract(tmp_path_factory) -> Path:
+    from phm.synth import SynthConfig, generate
+
+    folder = tmp_path_factory.mktemp("faults-extract") / "extract"
+    generate(SynthConfig(patients=PATIENTS, seed=SEED, pcns=PCNS), folder)
     return folder
+
+
+@dataclass(frozen=True)
+class Published:
+    folder: Path  # Y
+    terminal: str  # what its uninterrupted run printed
+
+
+@pytest.fixture(scope="module")
+def published(extract, prefect_api, tmp_path_factory) -> Published:
+    """Folder Y: one uninterrupted run of the extract, published."""
+    folder = tmp_path_factory.mktemp("faults") / "y"
+    return Published(folder, run_to_end(prefect_api, extract, folder))
 
 
 def _db_facts(db: Path) -> dict:
@@ -127,20 +150,20 @@ def _db_facts(db: Path) -> dict:
         con.close()
 
 
-def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared_extract, finished_run, published,
-                                                                          prefect_api):
-    extract, reference, folder = shared_extract, finished_run.out, published
-    published = list_files((folder / "lists").resolve())
-    assert published == list_files((reference / "lists").resolve())  # the same extract, the same lists
-
-    seconds = stage_seconds(finished_run.terminal)
+def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extract, published, prefect_api):
+    folder = published.folder
+    reference_lists = list_files((folder / "lists").resolve())
+    reference_facts = _db_facts(folder / "phm.duckdb")
+    assert len(reference_lists) == 2 * PCNS  # a list and its summary per PCN
+    seconds = stage_seconds(published.terminal)
     assert len(seconds) == 7, seconds
-    reader = ListsReader(folder, published)
+
+    reader = ListsReader(folder, reference_lists)
     reader.start()
     try:
         for stage in range(1, 8):
             kill_in_stage(prefect_api, extract, folder, stage, after=min(1.0, seconds[stage - 1] / 2))
-            assert list_files((folder / "lists").resolve()) == published, f"killed in stage {stage}"
+            assert list_files((folder / "lists").resolve()) == reference_lists, f"killed in stage {stage}"
         output = run_to_end(prefect_api, extract, folder, "--force")
     finally:
         reader.stop.set()
@@ -148,8 +171,8 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared
     assert reader.reads > 100 and reader.faults == [], reader.faults[:5]
     assert "removed what an interrupted run left" in output or not list(folder.glob(".shards-*"))
 
-    assert list_files((folder / "lists").resolve()) == list_files((reference / "lists").resolve())
-    assert _db_facts(folder / "phm.duckdb") == _db_facts(reference / "phm.duckdb")
+    assert list_files((folder / "lists").resolve()) == reference_lists
+    assert _db_facts(folder / "phm.duckdb") == reference_facts
     assert not list(folder.glob(".shards-*"))
     published_folders = [p for p in folder.glob("lists-*") if p.is_dir()]
     assert all((p / "lists_manifest.json").is_file() for p in published_folders) and len(published_folders) <= 2
@@ -161,17 +184,18 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(shared
     assert (folder / "lists").resolve() == target
 
 
-def test_a_gate_that_refuses_leaves_the_previous_lists_published(shared_extract, published, prefect_test_server,
+def test_a_gate_that_refuses_leaves_the_previous_lists_published(extract, published, prefect_test_server,
                                                                  monkeypatch):
     from flows.run import run_flow
     from models.fairness import AuditSettings
 
-    before = (published / "lists").resolve()
+    folder = published.folder
+    before = (folder / "lists").resolve()
     files = {p.name: p.read_bytes() for p in before.iterdir()}
     monkeypatch.setenv(KEY_VARIABLE, KEY)
     strict = RunConfig(audit=AuditSettings(min_patients=10**9))  # every group too small: WARN, and no sign-off
     with pytest.raises(FairnessGateFailed, match="the fairness gate refused .*(FAIL|awaiting a reviewer's "
                        "sign-off).*no list is produced and the previous lists stay published"):
-        run_flow(shared_extract, published, strict)
-    assert (published / "lists").resolve() == before
+        run_flow(extract, folder, strict)
+    assert (folder / "lists").resolve() == before
     assert {p.name: p.read_bytes() for p in before.iterdir()} == files
