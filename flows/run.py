@@ -143,9 +143,12 @@ def lists_task(db: Path, config: RunConfig, index_date: dt.date):
     key = icb_key(icb=config.run.icb)  # read here, never passed around: task arguments can be recorded by Prefect
     con = connect(db)
     try:
-        return build_lists(con, config.lists, key, index_date)
+        run = build_lists(con, config.lists, key, index_date)
     finally:
         con.close()
+    for warning in run.warnings:  # in the Prefect UI too: urgent patients beyond a practice's capacity
+        get_run_logger().warning(warning)
+    return run
 
 
 @task(name="publish", cache_policy=NONE, retries=2, retry_delay_seconds=2)  # files: transient faults

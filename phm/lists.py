@@ -19,7 +19,10 @@ could be invited, each with a tier (1 = act first) and a suggested action. Then,
    in a keyed pseudo-random order (by pseudonym, an HMAC under the practice's key): a different
    key gives a different order, so the rank does not link lists made under two keys;
 3. each practice (``capacity_per_practice``) or PCN (``capacity_per_pcn``) takes as many as it
-   has room for;
+   has room for. The safety net: an urgent patient (``URGENT_REASONS``: no diagnosis and a
+   reading of 180/120 or more, or an HbA1c or fasting glucose in the diabetic range) is never
+   left out by capacity or by the recently-invited rule; urgent patients head the list (its
+   ``urgent`` column) and capacity counts the rest; where they alone exceed it, the run says so;
 4. ids are replaced by pseudonyms only the patient's practice can re-identify (phm/pseudonymise.py).
 
 Risks on a list, in its columns and in the reasons, are bands (``risk_band_edges``, with every
@@ -142,12 +145,21 @@ PATIENT_COLUMNS = """
 """
 
 
+# Reasons a patient must never wait for: no diagnosis and a reading of 180/120 or more (NICE
+# NG136 1.4.1: same-day assessment when symptomatic, else within days), or a glucose measure in
+# the diagnostic range of diabetes (NICE NG28 / WHO 2011: HbA1c 48 mmol/mol or more, fasting
+# glucose 7.0 mmol/L or more) with none recorded (sql/lists/list_reasons.sql).
+URGENT_REASONS = ("bp_urgent", "hba1c_diabetic_range", "glucose_diabetic_range")
+
+
 def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per patient with a reason: tier, reasons and actions in plain English."""
+    """One row per patient with a reason: tier, reasons and actions in plain English, and
+    whether any reason is urgent."""
     kept = reason_rows.filter(pl.col("excluded_by").is_null()).sort("tier", "reason_code", "outcome")
     moot = reason_rows.filter(pl.col("excluded_by").is_not_null())
     listed = kept.group_by("patient_id", maintain_order=True).agg(
         pl.col("tier").min(),
+        pl.col("reason_code").is_in(list(URGENT_REASONS)).any().alias("urgent"),
         pl.col("reason").str.join("; ").alias("reasons"),
         pl.col("action").unique(maintain_order=True).str.join("; ").alias("suggested_actions"),
         pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes"))
@@ -166,7 +178,9 @@ def _age_band(age: pl.Expr) -> pl.Expr:
 def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFrame:
     """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates.
 
-    Within a tier (and Core20PLUS5 group) the order is by band of relative model risk, then by
+    Urgent patients (an ``urgent`` column, where there is one) come first and are always on the
+    list; capacity counts the others. Within a tier (and Core20PLUS5 group) the order is by band
+    of relative model risk, then by
     pseudonym: the exact risk would give every patient the same rank under any key, and the
     rank would link lists made under two keys; the pseudonym, an HMAC under the practice's key,
     orders a band differently under each key and means nothing clinically (nor does the exact
@@ -184,9 +198,13 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
                  ).cast(pl.Int8)
     unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
     capacity = settings.capacity_per_practice or settings.capacity_per_pcn
-    frame = frame.with_columns(first.alias("_first")).sort(["tier", "_first", "_model_top_band", "pseudonym"])
+    urgent = pl.col("urgent").fill_null(False) if "urgent" in frame.columns else pl.lit(False)
+    frame = frame.with_columns(first.alias("_first"), urgent.alias("urgent")).sort(
+        ["urgent", "tier", "_first", "_model_top_band", "pseudonym"], descending=[True, False, False, False, False])
     frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"))
-    return frame.with_columns((pl.col("priority_rank") <= capacity).alias("on_list")).drop("_first", "_model_top_band")
+    routine_rank = pl.col("priority_rank") - pl.col("urgent").cast(pl.Int64).sum().over(unit)
+    return frame.with_columns((pl.col("urgent") | (routine_rank <= capacity)).alias("on_list")).drop(
+        "_first", "_model_top_band")
 
 
 @dataclass
@@ -195,6 +213,7 @@ class ListRun:
     counts: pl.DataFrame  # per PCN: candidates, on list, over capacity, each exclusion (exact)
     summary: dict[str, pl.DataFrame] = field(default_factory=dict)  # per PCN: aggregate, suppressed
     invited: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient ids on a list: stays in the database
+    warnings: list[str] = field(default_factory=list)  # e.g. urgent patients beyond capacity (no patient values)
 
     def summary_lines(self) -> list[str]:
         lines = ["lists (counts: 1-7 suppressed, others rounded to 5):"]
@@ -202,11 +221,11 @@ class ListRun:
             lines.append(f"  PCN {row['pcn_code']}: {show(row['on_list'])} on the list, "
                          f"{show(row['over_capacity'])} over capacity, {show(row['excluded'])} excluded "
                          f"of {show(row['candidates'])} with a reason")
-        return lines
+        return lines + [f"  warning: {w}" for w in self.warnings]
 
 
 LIST_COLUMNS = [
-    "pseudonym", "practice_pseudo_id", "priority_rank", "tier", "age_band", "sex", "ethnicity_group",
+    "pseudonym", "practice_pseudo_id", "priority_rank", "urgent", "tier", "age_band", "sex", "ethnicity_group",
     "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band", "cvd_model_risk_band", "t2d_model_risk_band",
     "hypertension_model_risk_band", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
     "defaulted_inputs",
@@ -234,6 +253,17 @@ def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date)
     con.unregister("invited_frame")
 
 
+def exclusion(settings: ListSettings) -> pl.Expr:
+    """Why a candidate is not listed (null: listed, capacity allowing), first cause first. An
+    urgent patient invited recently is listed again: an undiagnosed 180/120 does not wait."""
+    return (pl.when(pl.col("palliative_care").fill_null(False)).then(pl.lit("palliative care"))
+            .when(pl.col("care_home").fill_null(False) & pl.lit(settings.exclude_care_homes)).then(pl.lit("care home"))
+            .when(pl.col("treatment_exclusion").is_not_null()).then(pl.col("treatment_exclusion"))
+            .when(pl.col("recently_invited").fill_null(False) & ~pl.col("urgent").fill_null(False))
+            .then(pl.lit("recently invited"))
+            .otherwise(None).alias("exclusion"))
+
+
 def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: bytes, index_date) -> ListRun:
     settings.validate()
     reason_rows = reasons(con, settings)  # prepares the parameters and macros PATIENT_COLUMNS uses
@@ -241,13 +271,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     invited = recently_invited(con, index_date, settings.recently_invited_days)
     candidates = per_patient(reason_rows).join(patients, on="patient_id", how="left")
     candidates = candidates.join(invited, on="patient_id", how="left").with_columns(
-        pl.when(pl.col("palliative_care").fill_null(False)).then(pl.lit("palliative care"))
-        .when(pl.col("care_home").fill_null(False) & pl.lit(settings.exclude_care_homes)).then(pl.lit("care home"))
-        .when(pl.col("treatment_exclusion").is_not_null()).then(pl.col("treatment_exclusion"))
-        .when(pl.col("recently_invited").fill_null(False)).then(pl.lit("recently invited"))
-        .otherwise(None).alias("exclusion"),
-        pseudonymise(candidates, key),
-    )
+        exclusion(settings), pseudonymise(candidates, key))
     eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings)
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
@@ -255,13 +279,26 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
          | pl.col("qdiabetes_notes").fill_null("").str.contains("defaulted")).alias("defaulted_inputs"),
     ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
     counts = _counts(candidates, eligible)
-    run = ListRun(on_list.select("pcn_code", *LIST_COLUMNS), counts, invited=on_list.select("patient_id"))
+    run = ListRun(on_list.select("pcn_code", *LIST_COLUMNS), counts, invited=on_list.select("patient_id"),
+                  warnings=urgent_beyond_capacity(eligible, settings))
     adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
     for pcn in counts["pcn_code"].to_list():
         run.summary[pcn] = pcn_summary(adults.filter(pl.col("pcn_code") == pcn),
                                        on_list.filter(pl.col("pcn_code") == pcn),
                                        candidates.filter(pl.col("pcn_code") == pcn))
     return run
+
+
+def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings) -> list[str]:
+    """A warning for each practice (or PCN) whose urgent patients alone exceed its capacity:
+    they are all listed, and the team needs to know before it plans the week."""
+    unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
+    capacity = settings.capacity_per_practice or settings.capacity_per_pcn
+    over = eligible.group_by("pcn_code", unit).agg(pl.col("urgent").sum().alias("n")).filter(pl.col("n") > capacity)
+    where = "practice" if unit == "practice_pseudo_id" else "PCN"
+    return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
+            f"({show(row['n'])}) than its capacity ({capacity}); all are listed, ahead of the rest"
+            for row in over.sort("pcn_code", unit).iter_rows(named=True)]
 
 
 def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame) -> pl.DataFrame:

@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 from flows.config import load_config
 from flows.publish import publish, write_run_folder
 from phm.exceptions import ConfigError, ExtractError
-from phm.lists import ListRun, ListSettings, order_and_cap, pcn_summary, per_patient, reasons
+from phm.lists import (
+    ListRun,
+    ListSettings,
+    exclusion,
+    order_and_cap,
+    pcn_summary,
+    per_patient,
+    reasons,
+    urgent_beyond_capacity,
+)
 from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
 from tests.hypothesis_settings import examples
 
@@ -444,3 +453,37 @@ def test_phm_run_into_an_unusable_folder_names_it_before_any_work(tmp_path, monk
     err = capsys.readouterr().err
     assert f"--out {tmp_path / 'a-file' / 'out'}: {tmp_path / 'a-file'} is not a folder" in err
     assert "Traceback" not in err and not (tmp_path / "a-file" / "out").exists()
+
+
+# --- the safety net: urgent patients (phm/lists.py, URGENT_REASONS) ------------------------------
+
+def test_a_patient_with_an_urgent_reason_is_marked_urgent():
+    rows = reason_rows(
+        (1, "bp_urgent", 1, "hypertension", "BP 184/122", "urgent blood pressure review", None),
+        (2, "hba1c_diabetic_range", 1, "t2d", "HbA1c 51", "repeat HbA1c", None),
+        (3, "ndh_ndpp", 1, "t2d", "NDH and gestational diabetes", "NHS DPP referral", None))
+    urgent = dict(per_patient(rows).select("patient_id", "urgent").rows())
+    assert urgent == {1: True, 2: True, 3: False}  # tier 1 is not urgent by itself
+
+
+def test_urgent_patients_head_the_list_beyond_capacity_and_capacity_counts_the_rest():
+    frame = candidates(n_per_practice=6).with_columns(  # in P1, patients 4, 5 and 6 (tiers 1, 2, 3) are urgent
+        pl.col("patient_id").is_in([4, 5, 6]).alias("urgent"))
+    ranked = order_and_cap(frame, ListSettings(capacity_per_practice=2))
+    p1 = ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
+    assert p1["patient_id"].to_list()[:3] == [4, 5, 6]  # urgent first, in tier order
+    assert p1["on_list"].to_list() == [True, True, True, True, True, False]  # 3 urgent + capacity 2
+    others = ranked.filter(pl.col("practice_pseudo_id") != "P1")
+    assert others.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2]
+    warnings = urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=2))
+    assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity (2); "
+                        "all are listed, ahead of the rest"]  # a count of 3 is suppressed
+    assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=3)) == []
+
+
+def test_the_recently_invited_rule_never_holds_back_an_urgent_patient():
+    frame = pl.DataFrame({"palliative_care": [False, False, True], "care_home": [False] * 3,
+                          "treatment_exclusion": [None, None, None], "recently_invited": [True, True, True],
+                          "urgent": [True, False, True]}, schema_overrides={"treatment_exclusion": pl.String})
+    assert frame.select(exclusion(ListSettings()))["exclusion"].to_list() == [
+        None, "recently invited", "palliative care"]
