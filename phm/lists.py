@@ -152,17 +152,43 @@ PATIENT_COLUMNS = """
 URGENT_REASONS = ("bp_urgent", "hba1c_diabetic_range", "glucose_diabetic_range")
 
 
+# One action per clinical area (a reason's outcome), the most pressing first: a possible
+# undiagnosed diabetes replaces diabetes prevention advice, a lipid review a general CVD review,
+# an urgent BP review any BP check; a trained model's reason gives way to any validated one.
+ACTION_PRECEDENCE = {
+    "hypertension": ("bp_urgent", "bp_confirmed_not_coded", "bp_possible_undiagnosed", "bp_above_target",
+                     "bp_no_recent_reading", "bp_none_in_5_years", "model_high_risk"),
+    "t2d": ("hba1c_diabetic_range", "glucose_diabetic_range", "ndh_ndpp", "qdiabetes_high", "model_high_risk"),
+    "cvd": ("qrisk3_high", "qrisk3_raised", "model_high_risk"),
+}
+SEPARATOR = "; "  # between reasons, and between actions: no reason or action contains it (tested)
+
+
+def _precedence() -> pl.Expr:
+    out = pl.lit(None, dtype=pl.Int32)
+    for outcome, codes in ACTION_PRECEDENCE.items():
+        for rank, code in enumerate(codes):
+            out = pl.when((pl.col("outcome") == outcome) & (pl.col("reason_code") == code)).then(rank).otherwise(out)
+    return out
+
+
 def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per patient with a reason: tier, reasons and actions in plain English, and
-    whether any reason is urgent."""
+    """One row per patient with a reason: tier, every reason in plain English, one action per
+    clinical area (ACTION_PRECEDENCE), and whether any reason is urgent."""
     kept = reason_rows.filter(pl.col("excluded_by").is_null()).sort("tier", "reason_code", "outcome")
     moot = reason_rows.filter(pl.col("excluded_by").is_not_null())
+    actions = (kept.with_columns(_precedence().alias("_precedence"))
+               .sort("patient_id", "outcome", "_precedence", nulls_last=True)
+               .group_by("patient_id", "outcome", maintain_order=True).first()  # the area's most pressing
+               .sort("patient_id", "tier", "_precedence", nulls_last=True)
+               .group_by("patient_id", maintain_order=True)
+               .agg(pl.col("action").unique(maintain_order=True).str.join(SEPARATOR).alias("suggested_actions")))
     listed = kept.group_by("patient_id", maintain_order=True).agg(
         pl.col("tier").min(),
         pl.col("reason_code").is_in(list(URGENT_REASONS)).any().alias("urgent"),
-        pl.col("reason").str.join("; ").alias("reasons"),
-        pl.col("action").unique(maintain_order=True).str.join("; ").alias("suggested_actions"),
-        pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes"))
+        pl.col("reason").str.join(SEPARATOR).alias("reasons"),
+        pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes")
+    ).join(actions, on="patient_id", how="left", maintain_order="left")
     set_aside = moot.group_by("patient_id", maintain_order=True).agg(
         pl.col("excluded_by").unique(maintain_order=True).str.join("; ").alias("set_aside"))
     treated = moot.join(listed.select("patient_id"), on="patient_id", how="anti").group_by("patient_id").agg(

@@ -97,7 +97,7 @@ reasons as (
     from patients where bp_finding = 'confirmed_not_coded'
     union all
     select patient_id, 'bp_possible_undiagnosed', 2, 'hypertension', bp_reason,
-           'blood pressure check; confirm with home or ambulatory readings',
+           'blood pressure check, confirmed with home or ambulatory readings',
            case when monitoring_12_months then 'ABPM or home blood pressure already done' end
     from patients where bp_finding = 'possible_undiagnosed'
     union all
@@ -123,7 +123,7 @@ reasons as (
     from patients where not diabetes and fasting_glucose_mmol_l >= 7.0
     union all
     select patient_id, 'ndh_ndpp', case when gestational_diabetes then 1 else 2 end, 't2d',
-           concat_ws('; ',
+           concat_ws(', ',
                case when hba1c_ndh_12m then 'HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol in the last 12 months (42-47)' end,
                case when glucose_ndh_12m then 'fasting glucose ' || round(fasting_glucose_mmol_l, 1) || ' mmol/L in the last 12 months (5.5-6.9)' end,
                case when ndh_coded then 'non-diabetic hyperglycaemia coded' end,
@@ -156,7 +156,7 @@ reasons as (
     select m.patient_id, 'model_high_risk', 3, m.outcome,
            'predicted risk of ' || m.what || ' in the next ' || m.horizon || ' years: '
                || phm_risk_band(100 * m.risk, p.risk_band_edges)
-               || ' (model; top ' || round(100 * p.model_top_share)::integer || '%)',
+               || ' (model, top ' || round(100 * p.model_top_share)::integer || '%)',
            m.action, null
     from model_risks as m cross join parameters as p where m.top_share <= p.model_top_share
 )

@@ -134,7 +134,7 @@ def test_diabetes_prevention_glucose_and_gestational_diabetes():
     assert codes(found, 6) == {("glucose_diabetic_range", 1)}
     assert codes(found, 8) == {("ndh_ndpp", 1)}  # a history of gestational diabetes raises the priority
     text = dict(found.select("patient_id", "reason").rows())
-    assert text[8] == "non-diabetic hyperglycaemia coded; history of gestational diabetes: non-diabetic hyperglycaemia"
+    assert text[8] == "non-diabetic hyperglycaemia coded, history of gestational diabetes: non-diabetic hyperglycaemia"
     assert text[3] == "fasting glucose 5.5 mmol/L in the last 12 months (5.5-6.9): non-diabetic hyperglycaemia"
 
 
@@ -178,7 +178,7 @@ def test_a_models_top_share_is_a_reason_with_its_horizon():
     found = reasons(con, ListSettings(model_top_share=0.1)).filter(pl.col("reason_code") == "model_high_risk")
     assert sorted(found["patient_id"].to_list()) == [19, 20]
     assert dict(found.select("patient_id", "reason").rows())[19] == \
-        "predicted risk of a CVD event in the next 5 years: 15-20% (model; top 10%)"
+        "predicted risk of a CVD event in the next 5 years: 15-20% (model, top 10%)"
 
 
 def test_risks_in_reasons_are_bands_cut_at_every_threshold_never_the_exact_value():
@@ -487,3 +487,67 @@ def test_the_recently_invited_rule_never_holds_back_an_urgent_patient():
                           "urgent": [True, False, True]}, schema_overrides={"treatment_exclusion": pl.String})
     assert frame.select(exclusion(ListSettings()))["exclusion"].to_list() == [
         None, "recently invited", "palliative care"]
+
+
+# --- reasons and actions: one action per clinical area, separators unambiguous -------------------
+
+def every_reason() -> pl.DataFrame:
+    """Every reason the SQL can give, from a hand-made database with a patient for each (and the
+    three models' top shares), as (reason_code, tier, outcome, reason, action) rows."""
+    con = hand_made_database([
+        {"patient_id": 1, "finding": "possible_undiagnosed_urgent", "finding_reason": "urgent text"},
+        {"patient_id": 2, "finding": "possible_undiagnosed", "finding_reason": "two readings"},
+        {"patient_id": 3, "finding": "above_target", "finding_reason": "above target"},
+        {"patient_id": 4, "finding": "no_recent_reading", "finding_reason": "no reading"},
+        {"patient_id": 5, "finding": "no_bp_in_5_years", "finding_reason": "none in 5 years"},
+        {"patient_id": 6, "finding": "confirmed_not_coded", "finding_reason": "ABPM 140/90"},
+        {"patient_id": 7, "hba1c_mmol_mol": 50.0, "fasting_glucose_mmol_l": 7.5},
+        {"patient_id": 8, "hba1c_mmol_mol": 44.0, "fasting_glucose_mmol_l": 6.0, "ndh_coded": True,
+         "gestational_diabetes": True},
+        {"patient_id": 9, "qrisk3_10y_pct": 25.0, "qdiabetes_10y_pct": 15.0},
+        {"patient_id": 10, "qrisk3_10y_pct": 12.0},
+        *({"patient_id": i, "cvd_model_risk": 0.5, "t2d_model_risk": 0.5, "hypertension_model_risk": 0.5}
+          for i in (11, 12)),
+        *({"patient_id": i, "cvd_model_risk": 0.01, "t2d_model_risk": 0.01, "hypertension_model_risk": 0.01}
+          for i in range(13, 40)),
+    ])
+    found = reasons(con, ListSettings(model_top_share=0.1))
+    return found.select("reason_code", "tier", "outcome", "reason", "action").unique(
+        ["reason_code", "outcome"], keep="first", maintain_order=True)
+
+
+EVERY_REASON = every_reason()
+
+
+def test_every_reason_and_action_is_free_of_the_separator():
+    from phm.lists import ACTION_PRECEDENCE, SEPARATOR
+
+    assert EVERY_REASON.height == sum(len(codes) for codes in ACTION_PRECEDENCE.values())  # every one made
+    for row in EVERY_REASON.iter_rows(named=True):
+        assert SEPARATOR.strip() not in row["reason"] and SEPARATOR.strip() not in row["action"], row
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(picked=st.lists(st.integers(0, EVERY_REASON.height - 1), min_size=1, max_size=8, unique=True))
+def test_a_patients_actions_are_one_per_clinical_area_and_split_back_into_their_reasons(picked):
+    from phm.lists import ACTION_PRECEDENCE, SEPARATOR
+
+    rows = EVERY_REASON[picked].with_columns(pl.lit(1).alias("patient_id"), pl.lit(None, pl.String).alias("excluded_by"))
+    out = per_patient(rows.select("patient_id", "reason_code", "tier", "outcome", "reason", "action", "excluded_by"))
+    actions = out["suggested_actions"][0].split(SEPARATOR)
+    assert len(actions) == len(set(actions)) == rows["outcome"].n_unique()  # no repeats, one per area
+    assert out["reasons"][0].split(SEPARATOR) == rows.sort("tier", "reason_code", "outcome")["reason"].to_list()
+    for outcome, area in rows.group_by("outcome"):
+        first = min(area.iter_rows(named=True), key=lambda r: ACTION_PRECEDENCE[outcome[0]].index(r["reason_code"]))
+        assert first["action"] in actions  # the area's most pressing action, never a lesser one beside it
+
+
+def test_possible_undiagnosed_diabetes_replaces_prevention_advice_and_one_cvd_review():
+    rows = reason_rows(
+        (1, "hba1c_diabetic_range", 1, "t2d", "HbA1c 50", "repeat HbA1c: possible undiagnosed diabetes", None),
+        (1, "qdiabetes_high", 3, "t2d", "QDiabetes 15-20%", "HbA1c test and diabetes prevention advice", None),
+        (1, "qrisk3_raised", 3, "cvd", "QRISK3 10-15%", "lipid review: discuss a statin (NICE NG238)", None),
+        (1, "model_high_risk", 3, "cvd", "model, top 10%", "cardiovascular risk review", None))
+    out = per_patient(rows).row(0, named=True)
+    assert out["suggested_actions"] == ("repeat HbA1c: possible undiagnosed diabetes; "
+                                        "lipid review: discuss a statin (NICE NG238)")
