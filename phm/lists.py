@@ -254,7 +254,7 @@ LIST_COLUMNS = [
     "pseudonym", "practice_pseudo_id", "priority_rank", "urgent", "tier", "age_band", "sex", "ethnicity_group",
     "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band", "cvd_model_risk_band", "t2d_model_risk_band",
     "hypertension_model_risk_band", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
-    "defaulted_inputs",
+    "to_measure",
 ]
 
 
@@ -279,6 +279,23 @@ def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date)
     con.unregister("invited_frame")
 
 
+# What to measure or record first where QRISK3 or QDiabetes took the model's default for a
+# missing input (models/scores.py notes "defaulted: <input>"; ClinRisk's input names). The
+# deprivation score (town) comes from the postcode, not from the patient, so it is not asked for.
+MEASURE_FOR_DEFAULT = {"sbp": "blood pressure", "sbps5": "blood pressure", "rati": "cholesterol", "bmi": "BMI",
+                       "smoke_cat": "smoking status", "ethrisk": "ethnicity"}
+
+
+def to_measure() -> pl.Expr:
+    """The measurements a patient's QRISK3 or QDiabetes is missing, e.g. "cholesterol, BMI"
+    (null when none): measured, the score on the next list is the patient's own."""
+    notes = pl.concat_str(pl.col("qrisk3_notes").fill_null(""), pl.col("qdiabetes_notes").fill_null(""), separator="; ")
+    items = [pl.when(notes.str.contains(f"defaulted: {name}", literal=True)).then(pl.lit(label))
+             for name, label in MEASURE_FOR_DEFAULT.items()]
+    listed = pl.concat_list(items).list.drop_nulls().list.unique(maintain_order=True)
+    return pl.when(listed.list.len() > 0).then(listed.list.join(", ")).alias("to_measure")
+
+
 def exclusion(settings: ListSettings) -> pl.Expr:
     """Why a candidate is not listed (null: listed, capacity allowing), first cause first. An
     urgent patient invited recently is listed again: an undiagnosed 180/120 does not wait."""
@@ -301,8 +318,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings)
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
-        (pl.col("qrisk3_notes").fill_null("").str.contains("defaulted")
-         | pl.col("qdiabetes_notes").fill_null("").str.contains("defaulted")).alias("defaulted_inputs"),
+        to_measure(),
     ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
     counts = _counts(candidates, eligible)
     run = ListRun(on_list.select("pcn_code", *LIST_COLUMNS), counts, invited=on_list.select("patient_id"),

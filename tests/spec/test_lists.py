@@ -551,3 +551,14 @@ def test_possible_undiagnosed_diabetes_replaces_prevention_advice_and_one_cvd_re
     out = per_patient(rows).row(0, named=True)
     assert out["suggested_actions"] == ("repeat HbA1c: possible undiagnosed diabetes; "
                                         "lipid review: discuss a statin (NICE NG238)")
+
+
+def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postcode():
+    from phm.lists import to_measure
+
+    frame = pl.DataFrame({
+        "qrisk3_notes": ["defaulted: rati; defaulted: bmi; defaulted: sbps5", "clamped: bmi raised to 20", None,
+                         "defaulted: town"],
+        "qdiabetes_notes": ["defaulted: bmi; defaulted: smoke_cat", None, None, "defaulted: ethrisk"]})
+    assert frame.select(to_measure())["to_measure"].to_list() == [
+        "blood pressure, cholesterol, BMI, smoking status", None, None, "ethnicity"]
