@@ -1,6 +1,7 @@
 """Publishing the lists: one folder of files per run, swapped into place in one step.
 
-Every PCN gets ``<PCN>.csv`` and ``<PCN>.xlsx`` (sheets "list" and "summary"), rows grouped by
+Every PCN gets ``<PCN>.csv`` and ``<PCN>.xlsx`` (a working document: Read me, the list, a sheet per
+practice, the summary; phm/workbook.py), rows grouped by
 practice and ranked by priority, and ``<PCN>_summary.csv`` (aggregate, suppressed); the run adds
 ``lists_manifest.json`` (what was published, from which models and audit). Files are written to
 a new folder ``<out>/lists-<stamp>`` and only then does the link ``<out>/lists`` move to it, by
@@ -19,12 +20,12 @@ import re
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import polars as pl
 
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ExtractError
 from phm.lists import ListRun
+from phm.workbook import write_workbook
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
 CURRENT = "lists"
@@ -65,9 +66,7 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
         summary = run.summary[pcn]
         rows.write_csv(list_csv)
         summary.write_csv(summary_csv)
-        with pd.ExcelWriter(workbook, engine="openpyxl") as excel:
-            rows.to_pandas().to_excel(excel, sheet_name="list", index=False)
-            summary.to_pandas().to_excel(excel, sheet_name="summary", index=False)
+        write_workbook(workbook, pcn, rows, summary, manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     for path in folder.iterdir():
         _private(path, FILE_MODE)

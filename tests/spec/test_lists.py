@@ -336,7 +336,8 @@ def test_lists_configuration_names_the_key(tmp_path):
 
 
 def tiny_run(label: str) -> ListRun:
-    lists = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "pseudonym": [label + "a", label + "b"]})
+    lists = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "pseudonym": [label + "a", label + "b"],
+                          "practice_pseudo_id": [1, 2]})
     counts = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "candidates": [1, 1]})
     summary = {p: pl.DataFrame({"section": ["total"], "on_list": [1]}) for p in ("U00001", "U00002")}
     return ListRun(lists, counts, summary)
@@ -344,7 +345,7 @@ def tiny_run(label: str) -> ListRun:
 
 def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_ones(tmp_path, monkeypatch):
     first = publish(write_run_folder(tiny_run("old"), tmp_path, {}), tmp_path)
-    assert (first / "U00001.csv").read_text().splitlines()[1] == "old"[:3] + "a"
+    assert (first / "U00001.csv").read_text().splitlines()[1] == "olda,1"
     assert stat.S_IMODE(os.stat(first / "U00001.csv").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(first.resolve()).st_mode) == 0o700
     assert (first / "U00002.xlsx").is_file() and (first / "U00001_summary.csv").is_file()
@@ -353,14 +354,14 @@ def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_one
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(publishing.pd, "ExcelWriter", broken)
+    monkeypatch.setattr(publishing, "write_workbook", broken)
     with pytest.raises(OSError):
         write_run_folder(tiny_run("new"), tmp_path, {})
-    assert (tmp_path / "lists" / "U00001.csv").read_text().splitlines()[1] == "olda"  # untouched
+    assert (tmp_path / "lists" / "U00001.csv").read_text().splitlines()[1] == "olda,1"  # untouched
     monkeypatch.undo()
 
     second = publish(write_run_folder(tiny_run("new"), tmp_path, {}), tmp_path)
-    assert (second / "U00001.csv").read_text().splitlines()[1] == "newa"
+    assert (second / "U00001.csv").read_text().splitlines()[1] == "newa,1"
     third = publish(write_run_folder(tiny_run("3rd"), tmp_path, {}), tmp_path)
     kept = sorted(p.name for p in tmp_path.glob("lists-*"))
     assert len(kept) == 2 and third.resolve().name in kept  # the current and the one before
@@ -562,3 +563,37 @@ def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postco
         "qdiabetes_notes": ["defaulted: bmi; defaulted: smoke_cat", None, None, "defaulted: ethrisk"]})
     assert frame.select(to_measure())["to_measure"].to_list() == [
         "blood pressure, cholesterol, BMI, smoking status", None, None, "ethnicity"]
+
+
+def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest_says(tmp_path):
+    from openpyxl import load_workbook
+
+    from phm.lists import LIST_COLUMNS
+    from phm.workbook import COLUMN_MEANINGS, OUTCOMES, WORKFLOW
+
+    rows = pl.DataFrame([{c: None for c in LIST_COLUMNS} | {
+        "pcn_code": "U00001", "pseudonym": f"p{i}", "practice_pseudo_id": 10 + i % 2, "priority_rank": i,
+        "tier": 1, "reasons": "a reason; another", "suggested_actions": "an action"} for i in range(1, 6)],
+        schema_overrides={c: pl.String for c in LIST_COLUMNS if c not in ("practice_pseudo_id", "priority_rank", "tier")})
+    run = ListRun(rows.select("pcn_code", *LIST_COLUMNS), pl.DataFrame({"pcn_code": ["U00001"]}),
+                  {"U00001": pl.DataFrame({"section": ["total"], "on_list": [5]})})
+    manifest = {"published_at": "2026-11-30T07:00:00+00:00", "index_date": "2026-03-31", "gate": "WARN",
+                "gate_decision": {"cvd": {"gate": "WARN", "ranks_list": "model", "may_publish": True,
+                                          "signoff": {"reviewer": "Dr A Reviewer", "reason": "small groups"}}}}
+    book = load_workbook(write_run_folder(run, tmp_path, manifest) / "U00001.xlsx")
+    assert book.sheetnames == ["Read me", "list", "practice 10", "practice 11", "summary"]
+    facts = {row[0]: row[1] for row in book["Read me"].iter_rows(values_only=True)}
+    assert facts["list published"] == manifest["published_at"] and facts["data as at (index date)"] == "2026-03-31"
+    assert facts["gate: cvd"] == "WARN, ranked by model; signed off by Dr A Reviewer: small groups"
+    assert all(facts[c] == COLUMN_MEANINGS[c] for c in [*LIST_COLUMNS, *WORKFLOW])  # every column explained
+    for name, own in (("list", 5), ("practice 10", 2), ("practice 11", 3)):
+        sheet = book[name]
+        header = [c.value for c in sheet[1]]
+        assert header == [*LIST_COLUMNS, *WORKFLOW] and sheet.max_row == own + 1
+        assert sheet.freeze_panes == "B2" and sheet.auto_filter.ref.startswith("A1:")
+        validations = {str(v.sqref).split(":")[0][:2]: v for v in sheet.data_validations.dataValidation}
+        outcome = next(v for v in sheet.data_validations.dataValidation if v.type == "list")
+        assert outcome.formula1 == '"' + ",".join(OUTCOMES) + '"' and validations
+        reasons = header.index("reasons") + 1
+        assert sheet.cell(2, reasons).alignment.wrap_text
+    assert [c.value for c in book["practice 11"]["A"][1:]] == ["p1", "p3", "p5"]

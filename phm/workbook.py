@@ -1,0 +1,152 @@
+"""A PCN's list as a workbook a care coordinator can work in (openpyxl).
+
+Sheets, in order:
+
+- **Read me**: the list's facts (PCN, when it was published, the date the data describe, the
+  fairness gate's result per outcome and who signed it off, what ranks each list), what every
+  column means, what tiers and IMD quintiles are, the risks' horizons, and how the practice
+  re-identifies its patients. The facts are the manifest's (``lists_manifest.json``), so the two
+  agree.
+- **list**: the whole PCN, practice by practice, in priority order.
+- **practice <id>**: each practice's own rows, in priority order.
+- **summary**: the aggregate, suppressed (as ``<PCN>_summary.csv``).
+
+Every list sheet has a frozen header row and first column (the pseudonym), a filter on every
+column, widths that fit, wrapped reasons and actions, and three columns for the team's work
+(``contacted_on``, a date; ``outcome``, from a drop-down list; ``notes``), empty when published.
+Nothing here computes a figure: the rows and the manifest are written as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+
+READ_ME, LIST, SUMMARY = "Read me", "list", "summary"
+WORKFLOW = ("contacted_on", "outcome", "notes")
+OUTCOMES = ("invited", "booked", "attended", "declined", "no response", "not appropriate")
+WRAPPED = {"reasons", "suggested_actions", "set_aside", "to_measure", "notes"}
+WIDTHS = {"pseudonym": 24, "reasons": 60, "suggested_actions": 48, "set_aside": 30, "to_measure": 28, "notes": 40,
+          "contacted_on": 14, "outcome": 16}
+
+COLUMN_MEANINGS = {
+    "pseudonym": "the patient's id under the practice's own key (20 hex characters); the practice re-identifies it",
+    "practice_pseudo_id": "the practice",
+    "priority_rank": "1 is first, within the practice (or the PCN, with PCN-wide capacity)",
+    "urgent": "true: an urgent reason (no diagnosis and a reading of 180/120 or more, or HbA1c 48+ or fasting "
+              "glucose 7.0+); urgent patients head the list and are never left off by capacity",
+    "tier": "1 acts first, then 2, then 3 (the reasons' tiers; docs/lists.md)",
+    "age_band": "5-year age band",
+    "sex": "F or M",
+    "ethnicity_group": "broad ethnic group as recorded (Not stated / Not known where not recorded)",
+    "imd_quintile": "national deprivation quintile: 1 = most deprived, 5 = least",
+    "core20": "true: in the most deprived national quintile (Core20PLUS5)",
+    "qrisk3_10y_band": "QRISK3: risk of heart attack or stroke over 10 years, as a band",
+    "qdiabetes_10y_band": "QDiabetes: risk of type 2 diabetes over 10 years, as a band",
+    "cvd_model_risk_band": "the audited model's risk of a CVD event over its horizon (5 years), as a band",
+    "t2d_model_risk_band": "the audited model's risk of type 2 diabetes over its horizon (5 years), as a band",
+    "hypertension_model_risk_band": "the audited model's risk of a hypertension diagnosis over its horizon "
+                                    "(5 years), as a band",
+    "hypertension_finding": "blood pressure case-finding: possible_undiagnosed_urgent, confirmed_not_coded, "
+                            "possible_undiagnosed, above_target, no_recent_reading, no_bp_in_5_years",
+    "reasons": "every reason, most urgent first, separated by '; '",
+    "suggested_actions": "one action per clinical area (blood pressure, diabetes, cardiovascular), separated by '; '",
+    "set_aside": "reasons set aside by a treatment or recorded decision (e.g. already on a statin)",
+    "to_measure": "what to measure or record first: the scores took a default for it",
+    "contacted_on": "for the team: the date the patient was contacted",
+    "outcome": "for the team: " + ", ".join(OUTCOMES),
+    "notes": "for the team: free text (stays at the practice)",
+}
+
+REIDENTIFY = ("Each practice holds its own key (HMAC-SHA256 of the ICB's key and the practice id) and "
+              "re-identifies its patients by computing the pseudonym of each of its patient ids under that "
+              "key and matching it to this column. Another practice's key matches none of them. See "
+              "docs/lists.md, 'Pseudonyms'.")
+
+
+def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str, str]]:
+    """The Read me sheet as (item, value) rows, from the manifest and the columns written."""
+    rows = [("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
+            ("data as at (index date)", str(manifest.get("index_date", ""))),
+            ("fairness gate", str(manifest.get("gate", "")))]
+    for outcome, decision in (manifest.get("gate_decision") or {}).items():
+        signoff = decision.get("signoff") or {}
+        who = f"; signed off by {signoff['reviewer']}: {signoff.get('reason', '')}" if signoff.get("reviewer") else ""
+        rows.append((f"gate: {outcome}", f"{decision.get('gate')}, ranked by {decision.get('ranks_list')}{who}"))
+    rows += [("", ""), ("column", "meaning")]
+    rows += [(c, COLUMN_MEANINGS.get(c, "")) for c in columns]
+    rows += [("", ""), ("horizons", "QRISK3 and QDiabetes: 10 years; the trained models: 5 years"),
+             ("re-identifying patients", REIDENTIFY),
+             ("small numbers", "summary counts of 1-7 are shown as [suppressed], others rounded to 5")]
+    return rows
+
+
+def sheet_name(practice, taken: list[str]) -> str:
+    """``practice <id>``: the id comes from the extract (a whole number once ingested), so it is
+    kept to letters, digits and '-' and cut to Excel's 31 characters, and never repeats a name."""
+    name = "practice " + re.sub(r"[^0-9A-Za-z-]", "_", str(practice))[:20]
+    n = 1
+    while name in taken:
+        n += 1
+        name = f"{name[:26]} ({n})"
+    return name
+
+
+def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    sheet = book.create_sheet(title)
+    columns = [*rows.columns, *WORKFLOW]
+    sheet.append(columns)
+    for row in rows.iter_rows():
+        sheet.append([*row, None, None, None])
+    last = max(2, rows.height + 1)
+    for index, name in enumerate(columns, start=1):
+        letter = get_column_letter(index)
+        sheet.cell(1, index).font = Font(bold=True)
+        sheet.column_dimensions[letter].width = WIDTHS.get(name, max(10, len(name) + 2))
+        if name in WRAPPED:
+            for cell in sheet[letter][1:]:
+                cell.alignment = Alignment(wrap_text=True, vertical="top")
+    sheet.freeze_panes = "B2"  # the header and the pseudonym stay in view
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{last}"
+    outcome = get_column_letter(columns.index("outcome") + 1)
+    choices = DataValidation(type="list", formula1='"' + ",".join(OUTCOMES) + '"', allow_blank=True)
+    choices.add(f"{outcome}2:{outcome}{last + 500}")  # room for the rows a team adds
+    contacted = get_column_letter(columns.index("contacted_on") + 1)
+    dates = DataValidation(type="date", operator="greaterThan", formula1="DATE(2000,1,1)", allow_blank=True)
+    dates.add(f"{contacted}2:{contacted}{last + 500}")
+    sheet.add_data_validation(choices)
+    sheet.add_data_validation(dates)
+
+
+def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFrame, manifest: dict) -> None:
+    """``rows``: the PCN's list rows (practice by practice, in priority order)."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
+    book = Workbook()
+    read_me = book.active
+    read_me.title = READ_ME
+    for item, value in read_me_rows(pcn, manifest, [*rows.columns, *WORKFLOW]):
+        read_me.append([item, value])
+    read_me.column_dimensions["A"].width, read_me.column_dimensions["B"].width = 30, 110
+    for (cell,) in read_me.iter_rows(min_col=2, max_col=2):
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    for (cell,) in read_me.iter_rows(min_col=1, max_col=1):
+        if cell.value in ("column", "PCN"):
+            cell.font = Font(bold=True)
+    _list_sheet(book, LIST, rows)
+    by_practice = rows.sort("practice_pseudo_id", maintain_order=True)  # stable: priority order within
+    for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():
+        _list_sheet(book, sheet_name(practice, book.sheetnames), own)
+    sheet = book.create_sheet(SUMMARY)
+    sheet.append(summary.columns)
+    for row in summary.iter_rows():
+        sheet.append(list(row))
+    sheet.freeze_panes = "A2"
+    book.save(path)
