@@ -113,21 +113,42 @@ def reads_the_shared_run(test_file: Path) -> bool:
     return any(name in text for name in SHARED_RUN_FIXTURES)
 
 
+# Seconds each of the longest units took on an idle 2-core machine (docs/benchmarks.md, "The test
+# suite"): handed out first, longest first, so that no long unit starts when the other worker is
+# nearly done (a 190 s unit started last leaves a core idle for 190 s). Every other unit counts as
+# one second a test.
+LONGEST_UNITS = {
+    "tests/integration/test_faults.py": 350, "shared run": 250, "tests/integration/test_gate_truth.py": 190,
+    "tests/property/test_malformed_extracts.py": 190, "tests/integration/test_fairness_pipeline.py": 160,
+    "tests/integration/test_scheduling.py": 130, "tests/integration/test_full_disk.py": 45,
+}
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist (pyproject.toml: -n 2) with every test of a module that reads the session's
-    shared run (tests/shared_run.py) in one worker, so the run is made once; every other test
-    goes to whichever worker is free. (xdist's own ``--dist loadgroup`` marks do not reach
-    pytest 9's node ids.) The largest unit, the shared-run tests, is handed out first."""
+    shared run (tests/shared_run.py) in one worker, so the run is made once, and every
+    integration module in one worker, so its module-scoped fixtures (a pipeline run, a server)
+    are made once; every other test goes to whichever worker is free. Units are handed out
+    longest first (LONGEST_UNITS), the rest in collection order. (xdist's own ``--dist
+    loadgroup`` marks do not reach pytest 9's node ids.)"""
     if config.getoption("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class SharedRunInOneWorker(LoadScopeScheduling):
+    class LongestFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "shared run" if reads_the_shared_run(config.rootpath / nodeid.split("::", 1)[0]) else nodeid
+            module = nodeid.split("::", 1)[0]
+            if reads_the_shared_run(config.rootpath / module):
+                return "shared run"
+            return module if module in LONGEST_UNITS or module.startswith("tests/integration/") else nodeid
 
-    return SharedRunInOneWorker(config, log)
+        def _assign_work_unit(self, node) -> None:
+            longest = max(self.workqueue, key=lambda scope: LONGEST_UNITS.get(scope, len(self.workqueue[scope])))
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 @pytest.fixture(autouse=True)
