@@ -22,7 +22,8 @@ could be invited, each with a tier (1 = act first) and a suggested action. Then,
    has room for. The safety net: an urgent patient (``URGENT_REASONS``: no diagnosis and a
    reading of 180/120 or more, or an HbA1c or fasting glucose in the diabetic range) is never
    left out by capacity or by the recently-invited rule; urgent patients head the list (its
-   ``urgent`` column) and capacity counts the rest; where they alone exceed it, the run says so;
+   ``urgent`` column) and count towards capacity, the rest fill what is left; where urgent
+   patients alone exceed it, all of them are listed (and no one else) and the run says so;
 4. ids are replaced by pseudonyms only the patient's practice can re-identify (phm/pseudonymise.py).
 
 Risks on a list, in its columns and in the reasons, are bands (``risk_band_edges``, with every
@@ -205,7 +206,7 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
     """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates.
 
     Urgent patients (an ``urgent`` column, where there is one) come first and are always on the
-    list; capacity counts the others. Within a tier (and Core20PLUS5 group) the order is by band
+    list, counting towards capacity; the others fill what is left. Within a tier (and Core20PLUS5 group) the order is by band
     of relative model risk, then by
     pseudonym: the exact risk would give every patient the same rank under any key, and the
     rank would link lists made under two keys; the pseudonym, an HMAC under the practice's key,
@@ -228,8 +229,7 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
     frame = frame.with_columns(first.alias("_first"), urgent.alias("urgent")).sort(
         ["urgent", "tier", "_first", "_model_top_band", "pseudonym"], descending=[True, False, False, False, False])
     frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"))
-    routine_rank = pl.col("priority_rank") - pl.col("urgent").cast(pl.Int64).sum().over(unit)
-    return frame.with_columns((pl.col("urgent") | (routine_rank <= capacity)).alias("on_list")).drop(
+    return frame.with_columns((pl.col("urgent") | (pl.col("priority_rank") <= capacity)).alias("on_list")).drop(
         "_first", "_model_top_band")
 
 
@@ -333,13 +333,13 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
 
 def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings) -> list[str]:
     """A warning for each practice (or PCN) whose urgent patients alone exceed its capacity:
-    they are all listed, and the team needs to know before it plans the week."""
+    they are all listed, no one else is, and the team needs to know before it plans the week."""
     unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
     capacity = settings.capacity_per_practice or settings.capacity_per_pcn
     over = eligible.group_by("pcn_code", unit).agg(pl.col("urgent").sum().alias("n")).filter(pl.col("n") > capacity)
     where = "practice" if unit == "practice_pseudo_id" else "PCN"
     return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
-            f"({show(row['n'])}) than its capacity ({capacity}); all are listed, ahead of the rest"
+            f"({show(row['n'])}) than its capacity ({capacity}); all are listed, and no one else"
             for row in over.sort("pcn_code", unit).iter_rows(named=True)]
 
 

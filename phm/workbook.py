@@ -36,7 +36,7 @@ COLUMN_MEANINGS = {
     "practice_pseudo_id": "the practice",
     "priority_rank": "1 is first, within the practice (or the PCN, with PCN-wide capacity)",
     "urgent": "true: an urgent reason (no diagnosis and a reading of 180/120 or more, or HbA1c 48+ or fasting "
-              "glucose 7.0+); urgent patients head the list and are never left off by capacity",
+              "glucose 7.0+); urgent patients head the list and are never left off by capacity or a recent invitation",
     "tier": "1 acts first, then 2, then 3 (the reasons' tiers; docs/lists.md)",
     "age_band": "5-year age band",
     "sex": "F or M",

@@ -467,18 +467,20 @@ def test_a_patient_with_an_urgent_reason_is_marked_urgent():
     assert urgent == {1: True, 2: True, 3: False}  # tier 1 is not urgent by itself
 
 
-def test_urgent_patients_head_the_list_beyond_capacity_and_capacity_counts_the_rest():
+def test_urgent_patients_head_the_list_even_beyond_capacity_and_the_rest_fill_what_is_left():
     frame = candidates(n_per_practice=6).with_columns(  # in P1, patients 4, 5 and 6 (tiers 1, 2, 3) are urgent
         pl.col("patient_id").is_in([4, 5, 6]).alias("urgent"))
     ranked = order_and_cap(frame, ListSettings(capacity_per_practice=2))
     p1 = ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
     assert p1["patient_id"].to_list()[:3] == [4, 5, 6]  # urgent first, in tier order
-    assert p1["on_list"].to_list() == [True, True, True, True, True, False]  # 3 urgent + capacity 2
+    assert p1["on_list"].to_list() == [True, True, True, False, False, False]  # 3 urgent > capacity 2: only they
+    roomier = order_and_cap(frame, ListSettings(capacity_per_practice=4)).filter(pl.col("practice_pseudo_id") == "P1")
+    assert roomier.sort("priority_rank")["on_list"].to_list() == [True, True, True, True, False, False]
     others = ranked.filter(pl.col("practice_pseudo_id") != "P1")
     assert others.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2]
     warnings = urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=2))
     assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity (2); "
-                        "all are listed, ahead of the rest"]  # a count of 3 is suppressed
+                        "all are listed, and no one else"]  # a count of 3 is suppressed
     assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=3)) == []
 
 
