@@ -72,13 +72,19 @@ def codes(frame: pl.DataFrame, patient: int) -> set[tuple[str, int]]:
     return {(c, t) for c, t in frame.filter(pl.col("patient_id") == patient).select("reason_code", "tier").rows()}
 
 
+# a patient for each blood pressure finding (patients 1-5), as the case-finding mart gives them
+BP_FINDINGS = [
+    {"patient_id": 1, "finding": "possible_undiagnosed_urgent", "finding_reason": "urgent text"},
+    {"patient_id": 2, "finding": "possible_undiagnosed", "finding_reason": "two readings"},
+    {"patient_id": 3, "finding": "above_target", "finding_reason": "above target"},
+    {"patient_id": 4, "finding": "no_recent_reading", "finding_reason": "no reading"},
+    {"patient_id": 5, "finding": "no_bp_in_5_years", "finding_reason": "none in 5 years"},
+]
+
+
 def test_each_reason_and_its_tier():
     con = hand_made_database([
-        {"patient_id": 1, "finding": "possible_undiagnosed_urgent", "finding_reason": "urgent text"},
-        {"patient_id": 2, "finding": "possible_undiagnosed", "finding_reason": "two readings"},
-        {"patient_id": 3, "finding": "above_target", "finding_reason": "above target"},
-        {"patient_id": 4, "finding": "no_recent_reading", "finding_reason": "no reading"},
-        {"patient_id": 5, "finding": "no_bp_in_5_years", "finding_reason": "none in 5 years"},
+        *BP_FINDINGS,
         {"patient_id": 6, "hba1c_mmol_mol": 48.0},
         {"patient_id": 7, "hba1c_mmol_mol": 47.9},
         {"patient_id": 8, "hba1c_mmol_mol": 41.9},
@@ -498,11 +504,7 @@ def every_reason() -> pl.DataFrame:
     """Every reason the SQL can give, from a hand-made database with a patient for each (and the
     three models' top shares), as (reason_code, tier, outcome, reason, action) rows."""
     con = hand_made_database([
-        {"patient_id": 1, "finding": "possible_undiagnosed_urgent", "finding_reason": "urgent text"},
-        {"patient_id": 2, "finding": "possible_undiagnosed", "finding_reason": "two readings"},
-        {"patient_id": 3, "finding": "above_target", "finding_reason": "above target"},
-        {"patient_id": 4, "finding": "no_recent_reading", "finding_reason": "no reading"},
-        {"patient_id": 5, "finding": "no_bp_in_5_years", "finding_reason": "none in 5 years"},
+        *BP_FINDINGS,
         {"patient_id": 6, "finding": "confirmed_not_coded", "finding_reason": "ABPM 140/90"},
         {"patient_id": 7, "hba1c_mmol_mol": 50.0, "fasting_glucose_mmol_l": 7.5},
         {"patient_id": 8, "hba1c_mmol_mol": 44.0, "fasting_glucose_mmol_l": 6.0, "ndh_coded": True,
