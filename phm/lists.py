@@ -77,6 +77,12 @@ class ListSettings:
         return sorted({0.0, *map(float, self.risk_band_edges), self.qrisk3_threshold, self.qrisk3_high,
                        self.qdiabetes_threshold})
 
+    def capacity_unit(self) -> tuple[str, int]:
+        """(the column capacity is counted over, the capacity): each practice, or each PCN."""
+        if self.capacity_per_practice is not None:
+            return "practice_pseudo_id", self.capacity_per_practice
+        return "pcn_code", self.capacity_per_pcn
+
     def validate(self) -> None:
         capacities = [c for c in (self.capacity_per_practice, self.capacity_per_pcn) if c is not None]
         if len(capacities) != 1:
@@ -223,8 +229,7 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
     if settings.prioritisation == "core20plus5":
         first = (~(pl.col("core20").fill_null(False) | pl.col("ethnicity_group").is_in(list(settings.plus_groups)))
                  ).cast(pl.Int8)
-    unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
-    capacity = settings.capacity_per_practice or settings.capacity_per_pcn
+    unit, capacity = settings.capacity_unit()
     urgent = pl.col("urgent").fill_null(False) if "urgent" in frame.columns else pl.lit(False)
     frame = frame.with_columns(first.alias("_first"), urgent.alias("urgent")).sort(
         ["urgent", "tier", "_first", "_model_top_band", "pseudonym"], descending=[True, False, False, False, False])
@@ -334,8 +339,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
 def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings) -> list[str]:
     """A warning for each practice (or PCN) whose urgent patients alone exceed its capacity:
     they are all listed, no one else is, and the team needs to know before it plans the week."""
-    unit = "practice_pseudo_id" if settings.capacity_per_practice is not None else "pcn_code"
-    capacity = settings.capacity_per_practice or settings.capacity_per_pcn
+    unit, capacity = settings.capacity_unit()
     over = eligible.group_by("pcn_code", unit).agg(pl.col("urgent").sum().alias("n")).filter(pl.col("n") > capacity)
     where = "practice" if unit == "practice_pseudo_id" else "PCN"
     return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
