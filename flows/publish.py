@@ -1,7 +1,9 @@
 """Publishing the lists: one folder of files per run, swapped into place in one step.
 
-Every PCN gets ``<PCN>.csv`` and ``<PCN>.xlsx`` (a working document: Read me, the list, a sheet per
-practice, the summary; phm/workbook.py), rows grouped by
+Every PCN gets ``<PCN>.parquet`` (reasons, actions, reasons set aside and what to measure as
+lists of text, for software), ``<PCN>.csv`` and ``<PCN>.xlsx`` (the same rows with those lists
+joined by a separator no item contains, for people; the workbook is a working document: Read
+me, the list, a sheet per practice, the summary; phm/workbook.py), rows grouped by
 practice and ranked by priority, and ``<PCN>_summary.csv`` (aggregate, suppressed); the run adds
 ``lists_manifest.json`` (what was published, from which models and audit). Files are written to
 a new folder ``<out>/lists-<stamp>`` and only then does the link ``<out>/lists`` move to it, by
@@ -24,7 +26,7 @@ import polars as pl
 
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ExtractError
-from phm.lists import ListRun
+from phm.lists import ListRun, for_people
 from phm.workbook import write_workbook
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -57,16 +59,17 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = out / f"{CURRENT}-{stamp}"
     # every file name is checked before anything is written
-    files = {pcn: [pcn_file(folder, pcn, suffix) for suffix in (".csv", "_summary.csv", ".xlsx")]
+    files = {pcn: [pcn_file(folder, pcn, suffix) for suffix in (".parquet", ".csv", "_summary.csv", ".xlsx")]
              for pcn in run.counts["pcn_code"].to_list()}
     out.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=DIR_MODE)
-    for pcn, (list_csv, summary_csv, workbook) in files.items():
+    for pcn, (list_parquet, list_csv, summary_csv, workbook) in files.items():
         rows = run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code")
         summary = run.summary[pcn]
-        rows.write_csv(list_csv)
+        rows.write_parquet(list_parquet)
+        for_people(rows).write_csv(list_csv)
         summary.write_csv(summary_csv)
-        write_workbook(workbook, pcn, rows, summary, manifest)
+        write_workbook(workbook, pcn, for_people(rows), summary, manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     for path in folder.iterdir():
         _private(path, FILE_MODE)

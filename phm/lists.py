@@ -141,6 +141,7 @@ PATIENT_COLUMNS = """
            phm_risk_band(s.qdiabetes_10y_pct, p.risk_band_edges) as qdiabetes_10y_band,
            h.finding as hypertension_finding,
            r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
+           r.cvd_model_horizon_years, r.t2d_model_horizon_years, r.hypertension_model_horizon_years,
            phm_risk_band(100 * r.cvd_model_risk, p.risk_band_edges) as cvd_model_risk_band,
            phm_risk_band(100 * r.t2d_model_risk, p.risk_band_edges) as t2d_model_risk_band,
            phm_risk_band(100 * r.hypertension_model_risk, p.risk_band_edges) as hypertension_model_risk_band
@@ -169,6 +170,9 @@ ACTION_PRECEDENCE = {
     "cvd": ("qrisk3_high", "qrisk3_raised", "model_high_risk"),
 }
 SEPARATOR = "; "  # between reasons, and between actions: no reason or action contains it (tested)
+# The columns that are lists (in Parquet) and the separator that joins them for people (CSV,
+# workbook): no item contains its separator, so a joined cell splits back into its items.
+JOINED_WITH = {"reasons": SEPARATOR, "suggested_actions": SEPARATOR, "set_aside": SEPARATOR, "to_measure": ", "}
 
 
 def _precedence() -> pl.Expr:
@@ -181,7 +185,8 @@ def _precedence() -> pl.Expr:
 
 def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
     """One row per patient with a reason: tier, every reason in plain English, one action per
-    clinical area (ACTION_PRECEDENCE), and whether any reason is urgent."""
+    clinical area (ACTION_PRECEDENCE), and whether any reason is urgent. Reasons, actions and
+    reasons set aside are lists (``JOINED_WITH`` joins them for people)."""
     kept = reason_rows.filter(pl.col("excluded_by").is_null()).sort("tier", "reason_code", "outcome")
     moot = reason_rows.filter(pl.col("excluded_by").is_not_null())
     actions = (kept.with_columns(_precedence().alias("_precedence"))
@@ -189,15 +194,15 @@ def per_patient(reason_rows: pl.DataFrame) -> pl.DataFrame:
                .group_by("patient_id", "outcome", maintain_order=True).first()  # the area's most pressing
                .sort("patient_id", "tier", "_precedence", nulls_last=True)
                .group_by("patient_id", maintain_order=True)
-               .agg(pl.col("action").unique(maintain_order=True).str.join(SEPARATOR).alias("suggested_actions")))
+               .agg(pl.col("action").unique(maintain_order=True).alias("suggested_actions")))
     listed = kept.group_by("patient_id", maintain_order=True).agg(
         pl.col("tier").min(),
         pl.col("reason_code").is_in(list(URGENT_REASONS)).any().alias("urgent"),
-        pl.col("reason").str.join(SEPARATOR).alias("reasons"),
+        pl.col("reason").alias("reasons"),
         pl.col("reason_code").unique(maintain_order=True).str.join(",").alias("reason_codes")
     ).join(actions, on="patient_id", how="left", maintain_order="left")
     set_aside = moot.group_by("patient_id", maintain_order=True).agg(
-        pl.col("excluded_by").unique(maintain_order=True).str.join("; ").alias("set_aside"))
+        pl.col("excluded_by").unique(maintain_order=True).alias("set_aside"))
     treated = moot.join(listed.select("patient_id"), on="patient_id", how="anti").group_by("patient_id").agg(
         pl.col("excluded_by").first().alias("treatment_exclusion"))
     return pl.concat([listed, treated], how="diagonal").join(set_aside, on="patient_id", how="left")
@@ -240,7 +245,7 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
 
 @dataclass
 class ListRun:
-    lists: pl.DataFrame  # the rows on a list, all PCNs, list columns only
+    lists: pl.DataFrame  # the rows on a list, all PCNs, list columns only (reasons etc. as lists)
     counts: pl.DataFrame  # per PCN: candidates, on list, over capacity, each exclusion (exact)
     summary: dict[str, pl.DataFrame] = field(default_factory=dict)  # per PCN: aggregate, suppressed
     invited: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient ids on a list: stays in the database
@@ -255,12 +260,41 @@ class ListRun:
         return lines + [f"  warning: {w}" for w in self.warnings]
 
 
-LIST_COLUMNS = [
-    "pseudonym", "practice_pseudo_id", "priority_rank", "urgent", "tier", "age_band", "sex", "ethnicity_group",
-    "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band", "cvd_model_risk_band", "t2d_model_risk_band",
-    "hypertension_model_risk_band", "hypertension_finding", "reasons", "suggested_actions", "set_aside",
-    "to_measure",
-]
+OUTCOMES = ("cvd", "t2d", "hypertension")
+
+
+def model_band_column(outcome: str, horizon_years: int | None) -> str:
+    """``cvd_model_5y_band``: a headline risk carries its horizon in its name, as
+    ``qrisk3_10y_band`` does (the trained models' horizon is configured; where QRISK3 or
+    QDiabetes ranks an outcome's list instead, do no harm, it is their 10 years)."""
+    return f"{outcome}_model_{horizon_years}y_band" if horizon_years else f"{outcome}_model_band"
+
+
+def list_columns(horizons: dict[str, int | None]) -> list[str]:
+    """A list's columns, in order; ``horizons``: each model's horizon in years."""
+    return ["pseudonym", "practice_pseudo_id", "priority_rank", "urgent", "tier", "age_band", "sex",
+            "ethnicity_group", "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band",
+            *[model_band_column(o, horizons.get(o)) for o in OUTCOMES],
+            "hypertension_finding", "reasons", "suggested_actions", "set_aside", "to_measure"]
+
+
+def model_horizons(patients: pl.DataFrame) -> dict[str, int | None]:
+    """Each model's horizon (marts.risk_scores names it on every row: one value per outcome)."""
+    horizons = {}
+    for outcome in OUTCOMES:
+        values = patients[f"{outcome}_model_horizon_years"].drop_nulls().unique().to_list()
+        if len(values) > 1:
+            raise ValueError(f"marts.risk_scores: {outcome} has more than one horizon ({sorted(values)})")
+        horizons[outcome] = int(values[0]) if values else None
+    return horizons
+
+
+def for_people(rows: pl.DataFrame) -> pl.DataFrame:
+    """The list as people read it (CSV, workbook): every list column joined by its separator
+    (``JOINED_WITH``); an empty list is an empty cell."""
+    return rows.with_columns(
+        pl.when(pl.col(c).list.len() > 0).then(pl.col(c).list.join(sep)).alias(c)
+        for c, sep in JOINED_WITH.items() if c in rows.columns and rows.schema[c] == pl.List(pl.String))
 
 
 def recently_invited(con: duckdb.DuckDBPyConnection, index_date, days: int) -> pl.DataFrame:
@@ -292,13 +326,13 @@ MEASURE_FOR_DEFAULT = {"sbp": "blood pressure", "sbps5": "blood pressure", "rati
 
 
 def to_measure() -> pl.Expr:
-    """The measurements a patient's QRISK3 or QDiabetes is missing, e.g. "cholesterol, BMI"
+    """The measurements a patient's QRISK3 or QDiabetes is missing, e.g. ["cholesterol", "BMI"]
     (null when none): measured, the score on the next list is the patient's own."""
     notes = pl.concat_str(pl.col("qrisk3_notes").fill_null(""), pl.col("qdiabetes_notes").fill_null(""), separator="; ")
     items = [pl.when(notes.str.contains(f"defaulted: {name}", literal=True)).then(pl.lit(label))
              for name, label in MEASURE_FOR_DEFAULT.items()]
     listed = pl.concat_list(items).list.drop_nulls().list.unique(maintain_order=True)
-    return pl.when(listed.list.len() > 0).then(listed.list.join(", ")).alias("to_measure")
+    return pl.when(listed.list.len() > 0).then(listed).alias("to_measure")
 
 
 def exclusion(settings: ListSettings) -> pl.Expr:
@@ -325,8 +359,10 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
         _age_band(pl.col("age_years")).alias("age_band"),
         to_measure(),
     ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
+    horizons = model_horizons(patients)
+    on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})
     counts = _counts(candidates, eligible)
-    run = ListRun(on_list.select("pcn_code", *LIST_COLUMNS), counts, invited=on_list.select("patient_id"),
+    run = ListRun(on_list.select("pcn_code", *list_columns(horizons)), counts, invited=on_list.select("patient_id"),
                   warnings=urgent_beyond_capacity(eligible, settings))
     adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
     for pcn in counts["pcn_code"].to_list():
@@ -384,7 +420,7 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
         add("excluded", reason, n, None)
     # every reason set aside (patients listed for another reason included): what practices recorded
     if "set_aside" in candidates.columns:
-        aside = candidates.select(pl.col("set_aside").str.split("; ")).explode("set_aside").drop_nulls()
+        aside = candidates.select("set_aside").explode("set_aside").drop_nulls()
         for reason, n in aside.group_by("set_aside").len().sort("set_aside").iter_rows():
             add("reason set aside", reason, n, None)
     return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,

@@ -45,16 +45,12 @@ COLUMN_MEANINGS = {
     "core20": "true: in the most deprived national quintile (Core20PLUS5)",
     "qrisk3_10y_band": "QRISK3: risk of heart attack or stroke over 10 years, as a band",
     "qdiabetes_10y_band": "QDiabetes: risk of type 2 diabetes over 10 years, as a band",
-    "cvd_model_risk_band": "the audited model's risk of a CVD event over its horizon (5 years), as a band",
-    "t2d_model_risk_band": "the audited model's risk of type 2 diabetes over its horizon (5 years), as a band",
-    "hypertension_model_risk_band": "the audited model's risk of a hypertension diagnosis over its horizon "
-                                    "(5 years), as a band",
     "hypertension_finding": "blood pressure case-finding: possible_undiagnosed_urgent, confirmed_not_coded, "
                             "possible_undiagnosed, above_target, no_recent_reading, no_bp_in_5_years",
     "reasons": "every reason, most urgent first, separated by '; '",
     "suggested_actions": "one action per clinical area (blood pressure, diabetes, cardiovascular), separated by '; '",
-    "set_aside": "reasons set aside by a treatment or recorded decision (e.g. already on a statin)",
-    "to_measure": "what to measure or record first: the scores took a default for it",
+    "set_aside": "reasons set aside by a treatment or recorded decision (e.g. already on a statin), separated by '; '",
+    "to_measure": "what to measure or record first, separated by ', ': the scores took a default for it",
     "contacted_on": "for the team: the date the patient was contacted",
     "outcome": "for the team: " + ", ".join(OUTCOMES),
     "notes": "for the team: free text (stays at the practice)",
@@ -64,6 +60,32 @@ REIDENTIFY = ("Each practice holds its own key (HMAC-SHA256 of the ICB's key and
               "re-identifies its patients by computing the pseudonym of each of its patient ids under that "
               "key and matching it to this column. Another practice's key matches none of them. See "
               "docs/lists.md, 'Pseudonyms'.")
+
+
+MODEL_OUTCOMES = {"cvd": "a CVD event", "t2d": "type 2 diabetes", "hypertension": "a hypertension diagnosis"}
+MODEL_BAND = re.compile(r"(cvd|t2d|hypertension)_model_(?:(\d+)y_)?band")
+
+
+def meaning(column: str) -> str:
+    """What a column means; a model's risk column names its horizon (``cvd_model_5y_band``)."""
+    model = MODEL_BAND.fullmatch(column)
+    if model is None:
+        return COLUMN_MEANINGS.get(column, "")
+    outcome, years = model.groups()
+    over = f"over {years} years" if years else "over its horizon"
+    return (f"the risk of {MODEL_OUTCOMES[outcome]} {over} that ranks this outcome's list, as a band: the audited "
+            "model's, or QRISK3's / QDiabetes' 10-year risk where the gate kept the model from ranking it "
+            "(the 'gate' rows above say which)")
+
+
+def horizons(columns: list[str]) -> str:
+    """The horizons of the risks on the list, from the columns' names."""
+    parts = ["QRISK3 and QDiabetes: 10 years"]
+    for column in columns:
+        model = MODEL_BAND.fullmatch(column)
+        if model is not None:
+            parts.append(f"{model.group(1)} model column: {model.group(2) or 'unknown'} years")
+    return "; ".join(parts)
 
 
 def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str, str]]:
@@ -76,8 +98,8 @@ def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str
         who = f"; signed off by {signoff['reviewer']}: {signoff.get('reason', '')}" if signoff.get("reviewer") else ""
         rows.append((f"gate: {outcome}", f"{decision.get('gate')}, ranked by {decision.get('ranks_list')}{who}"))
     rows += [("", ""), ("column", "meaning")]
-    rows += [(c, COLUMN_MEANINGS.get(c, "")) for c in columns]
-    rows += [("", ""), ("horizons", "QRISK3 and QDiabetes: 10 years; the trained models: 5 years"),
+    rows += [(c, meaning(c)) for c in columns]
+    rows += [("", ""), ("horizons", horizons(columns)),
              ("re-identifying patients", REIDENTIFY),
              ("small numbers", "summary counts of 1-7 are shown as [suppressed], others rounded to 5")]
     return rows

@@ -43,6 +43,20 @@ def test_one_csv_and_excel_file_per_pcn_with_only_its_own_practices(finished_run
         assert excel.height == rows.height
 
 
+def test_the_parquet_list_holds_the_csvs_rows_with_reasons_and_actions_as_lists(finished_run):
+    from phm.lists import JOINED_WITH
+
+    for pcn, rows in read_lists(finished_run).items():
+        stored = pl.read_parquet(finished_run.lists / f"{pcn}.parquet")
+        assert stored["pseudonym"].to_list() == rows["pseudonym"].to_list()
+        for column, separator in JOINED_WITH.items():
+            assert stored.schema[column] == pl.List(pl.String)
+            split = [None if text is None else text.split(separator) for text in rows[column].to_list()]
+            assert split == stored[column].to_list(), column  # the joined text splits back into the items
+        horizon = [c for c in stored.columns if c.startswith("cvd_model_")]
+        assert horizon in (["cvd_model_5y_band"], ["cvd_model_10y_band"])  # the horizon is in the name
+
+
 def test_rows_are_grouped_by_practice_ranked_and_within_capacity(finished_run):
     for rows in read_lists(finished_run).values():
         assert rows["practice_pseudo_id"].to_list() == sorted(rows["practice_pseudo_id"].to_list())
@@ -106,7 +120,7 @@ def test_lists_made_under_two_keys_do_not_link_one_to_one_through_their_other_co
     and reasons single out a patient (docs/lists.md says what the lists do not protect against)."""
     import shutil
 
-    from phm.lists import ListSettings, build_lists
+    from phm.lists import ListSettings, build_lists, for_people
 
     db = tmp_path / "phm.duckdb"
     shutil.copyfile(finished_run.db, db)
@@ -117,6 +131,7 @@ def test_lists_made_under_two_keys_do_not_link_one_to_one_through_their_other_co
             KEY.encode(), b"the ICB's next key, after rotation, 0123456789"))
     finally:
         con.close()
+    first.lists, second.lists = for_people(first.lists), for_people(second.lists)  # as a person holds them
     columns = [c for c in first.lists.columns if c != "pseudonym"]
     assert first.lists.height == second.lists.height == 1200
     assert not set(first.lists["pseudonym"]) & set(second.lists["pseudonym"])

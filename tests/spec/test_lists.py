@@ -168,7 +168,7 @@ def test_set_aside_reasons_are_shown_in_the_list_and_counted_in_the_summary():
         (1, "bp_none_in_5_years", 3, "hypertension", "no BP", "blood pressure check", None),
         (2, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "statin allergy"))
     out = {r["patient_id"]: r for r in per_patient(rows).iter_rows(named=True)}
-    assert out[1]["set_aside"] == "statin declined in the last 5 years" and out[1]["reasons"] == "no BP"
+    assert out[1]["set_aside"] == ["statin declined in the last 5 years"] and out[1]["reasons"] == ["no BP"]
     assert out[2]["treatment_exclusion"] == "statin allergy"
     candidates = per_patient(rows).with_columns(
         pl.when(pl.col("treatment_exclusion").is_not_null()).then(pl.col("treatment_exclusion")).alias("exclusion"))
@@ -221,10 +221,10 @@ def test_per_patient_takes_the_best_tier_and_keeps_reasons_in_tier_order():
         (3, "qrisk3_high", 2, "cvd", "QRISK3 25%", "lipid review", "already on a statin"),
         (3, "bp_none_in_5_years", 3, "hypertension", "no BP", "blood pressure check", None))
     out = {r["patient_id"]: r for r in per_patient(rows).iter_rows(named=True)}
-    assert out[1]["tier"] == 1 and out[1]["reasons"] == "urgent BP; QRISK3 12%"
-    assert out[1]["suggested_actions"] == "urgent review; lipid review"
+    assert out[1]["tier"] == 1 and out[1]["reasons"] == ["urgent BP", "QRISK3 12%"]
+    assert out[1]["suggested_actions"] == ["urgent review", "lipid review"]
     assert out[2]["treatment_exclusion"] == "already on a statin" and out[2]["tier"] is None
-    assert out[3]["tier"] == 3 and out[3]["reasons"] == "no BP" and out[3]["treatment_exclusion"] is None
+    assert out[3]["tier"] == 3 and out[3]["reasons"] == ["no BP"] and out[3]["treatment_exclusion"] is None
 
 
 def candidates(n_per_practice=4) -> pl.DataFrame:
@@ -535,13 +535,16 @@ def test_every_reason_and_action_is_free_of_the_separator():
 @settings(max_examples=examples(200), deadline=None)
 @given(picked=st.lists(st.integers(0, EVERY_REASON.height - 1), min_size=1, max_size=8, unique=True))
 def test_a_patients_actions_are_one_per_clinical_area_and_split_back_into_their_reasons(picked):
-    from phm.lists import ACTION_PRECEDENCE, SEPARATOR
+    from phm.lists import ACTION_PRECEDENCE, SEPARATOR, for_people
 
     rows = EVERY_REASON[picked].with_columns(pl.lit(1).alias("patient_id"), pl.lit(None, pl.String).alias("excluded_by"))
     out = per_patient(rows.select("patient_id", "reason_code", "tier", "outcome", "reason", "action", "excluded_by"))
-    actions = out["suggested_actions"][0].split(SEPARATOR)
+    actions = out["suggested_actions"][0].to_list()
     assert len(actions) == len(set(actions)) == rows["outcome"].n_unique()  # no repeats, one per area
-    assert out["reasons"][0].split(SEPARATOR) == rows.sort("tier", "reason_code", "outcome")["reason"].to_list()
+    assert out["reasons"][0].to_list() == rows.sort("tier", "reason_code", "outcome")["reason"].to_list()
+    joined = for_people(out).row(0, named=True)  # as a person reads them: split back, unambiguously
+    assert joined["suggested_actions"].split(SEPARATOR) == actions
+    assert joined["reasons"].split(SEPARATOR) == out["reasons"][0].to_list()
     for outcome, area in rows.group_by("outcome"):
         first = min(area.iter_rows(named=True), key=lambda r: ACTION_PRECEDENCE[outcome[0]].index(r["reason_code"]))
         assert first["action"] in actions  # the area's most pressing action, never a lesser one beside it
@@ -554,8 +557,8 @@ def test_possible_undiagnosed_diabetes_replaces_prevention_advice_and_one_cvd_re
         (1, "qrisk3_raised", 3, "cvd", "QRISK3 10-15%", "lipid review: discuss a statin (NICE NG238)", None),
         (1, "model_high_risk", 3, "cvd", "model, top 10%", "cardiovascular risk review", None))
     out = per_patient(rows).row(0, named=True)
-    assert out["suggested_actions"] == ("repeat HbA1c: possible undiagnosed diabetes; "
-                                        "lipid review: discuss a statin (NICE NG238)")
+    assert out["suggested_actions"] == ["repeat HbA1c: possible undiagnosed diabetes",
+                                        "lipid review: discuss a statin (NICE NG238)"]
 
 
 def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postcode():
@@ -566,38 +569,56 @@ def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postco
                          "defaulted: town"],
         "qdiabetes_notes": ["defaulted: bmi; defaulted: smoke_cat", None, None, "defaulted: ethrisk"]})
     assert frame.select(to_measure())["to_measure"].to_list() == [
-        "blood pressure, cholesterol, BMI, smoking status", None, None, "ethnicity"]
+        ["blood pressure", "cholesterol", "BMI", "smoking status"], None, None, ["ethnicity"]]
 
 
 def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest_says(tmp_path):
     from openpyxl import load_workbook
 
-    from phm.lists import LIST_COLUMNS
+    from phm.lists import JOINED_WITH, list_columns
     from phm.workbook import COLUMN_MEANINGS, OUTCOMES, WORKFLOW
 
-    rows = pl.DataFrame([{c: None for c in LIST_COLUMNS} | {
+    columns = list_columns({"cvd": 5, "t2d": 5, "hypertension": 10})
+    assert {"cvd_model_5y_band", "t2d_model_5y_band", "hypertension_model_10y_band"} <= set(columns)
+    listed = set(JOINED_WITH)
+    rows = pl.DataFrame([{c: None for c in columns} | {
         "pcn_code": "U00001", "pseudonym": f"p{i}", "practice_pseudo_id": 10 + i % 2, "priority_rank": i,
-        "tier": 1, "reasons": "a reason; another", "suggested_actions": "an action"} for i in range(1, 6)],
-        schema_overrides={c: pl.String for c in LIST_COLUMNS if c not in ("practice_pseudo_id", "priority_rank", "tier")})
-    run = ListRun(rows.select("pcn_code", *LIST_COLUMNS), pl.DataFrame({"pcn_code": ["U00001"]}),
+        "tier": 1, "reasons": ["a reason", "another"], "suggested_actions": ["an action"],
+        "to_measure": ["cholesterol", "BMI"] if i == 1 else None} for i in range(1, 6)],
+        schema_overrides={c: pl.List(pl.String) if c in listed else pl.String for c in columns
+                          if c not in ("practice_pseudo_id", "priority_rank", "tier")})
+    run = ListRun(rows.select("pcn_code", *columns), pl.DataFrame({"pcn_code": ["U00001"]}),
                   {"U00001": pl.DataFrame({"section": ["total"], "on_list": [5]})})
     manifest = {"published_at": "2026-11-30T07:00:00+00:00", "index_date": "2026-03-31", "gate": "WARN",
                 "gate_decision": {"cvd": {"gate": "WARN", "ranks_list": "model", "may_publish": True,
                                           "signoff": {"reviewer": "Dr A Reviewer", "reason": "small groups"}}}}
-    book = load_workbook(write_run_folder(run, tmp_path, manifest) / "U00001.xlsx")
+    folder = write_run_folder(run, tmp_path, manifest)
+    # for software, the lists as lists; for people, joined by a separator no item contains
+    stored = pl.read_parquet(folder / "U00001.parquet")
+    assert all(stored.schema[c] == pl.List(pl.String) for c in listed)
+    assert stored["reasons"][0].to_list() == ["a reason", "another"]
+    published = pl.read_csv(folder / "U00001.csv")
+    assert published["reasons"][0] == "a reason; another" and published["to_measure"].to_list()[:2] == [
+        "cholesterol, BMI", None]
+    book = load_workbook(folder / "U00001.xlsx")
     assert book.sheetnames == ["Read me", "list", "practice 10", "practice 11", "summary"]
     facts = {row[0]: row[1] for row in book["Read me"].iter_rows(values_only=True)}
     assert facts["list published"] == manifest["published_at"] and facts["data as at (index date)"] == "2026-03-31"
     assert facts["gate: cvd"] == "WARN, ranked by model; signed off by Dr A Reviewer: small groups"
-    assert all(facts[c] == COLUMN_MEANINGS[c] for c in [*LIST_COLUMNS, *WORKFLOW])  # every column explained
+    models = [c for c in columns if "_model_" in c]
+    assert all(facts[c] == COLUMN_MEANINGS[c] for c in [*columns, *WORKFLOW] if c not in models)  # every column
+    assert "over 5 years" in facts["cvd_model_5y_band"] and "over 10 years" in facts["hypertension_model_10y_band"]
+    assert facts["horizons"] == ("QRISK3 and QDiabetes: 10 years; cvd model column: 5 years; t2d model column: "
+                                 "5 years; hypertension model column: 10 years")
     for name, own in (("list", 5), ("practice 10", 2), ("practice 11", 3)):
         sheet = book[name]
         header = [c.value for c in sheet[1]]
-        assert header == [*LIST_COLUMNS, *WORKFLOW] and sheet.max_row == own + 1
+        assert header == [*columns, *WORKFLOW] and sheet.max_row == own + 1
         assert sheet.freeze_panes == "B2" and sheet.auto_filter.ref.startswith("A1:")
         validations = {str(v.sqref).split(":")[0][:2]: v for v in sheet.data_validations.dataValidation}
         outcome = next(v for v in sheet.data_validations.dataValidation if v.type == "list")
         assert outcome.formula1 == '"' + ",".join(OUTCOMES) + '"' and validations
         reasons = header.index("reasons") + 1
         assert sheet.cell(2, reasons).alignment.wrap_text
+    assert book["list"].cell(2, columns.index("reasons") + 1).value in ("a reason; another",)
     assert [c.value for c in book["practice 11"]["A"][1:]] == ["p1", "p3", "p5"]
