@@ -57,7 +57,7 @@ def main() -> None:
         icbs = [f"Q{chr(ord('A') + i)}{chr(ord('A') + i)}" for i in range(args.icbs)]
         for i, icb in enumerate(icbs):
             generate(SynthConfig(patients=args.patients, seed=42 + i, icb_code=icb), base / icb / "extract")
-            (base / icb / "phm.toml").write_text(f"[run]\nicb = \"{icb}\"\n" + TIMING_ONLY)
+            (base / icb / "phm.toml").write_text(f"[run]\nicb = \"{icb}\"\nstale_extract = \"mark\"\n" + TIMING_ONLY)
         processes, started = {}, time.time()
         for icb in icbs:
             env = {**os.environ, f"PHM_PSEUDONYMISATION_KEY_{icb}": f"key-{icb}-" + "0" * 40}

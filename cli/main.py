@@ -250,7 +250,9 @@ def add_run(sub) -> None:
                        description="One Prefect flow: ingest and validate, features and validated "
                        "scores, train, fairness audit and gate, score with the audited models, build "
                        "the PCN lists and publish them atomically under --out/lists. Needs "
-                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 7 when the gate refuses "
+                       "PHM_PSEUDONYMISATION_KEY in the environment. Exit code 10 when the extract is older than "
+                       "[run] max_extract_age_days (45 days by default; or stale_extract = \"mark\" publishes "
+                       "it marked stale). Exit code 7 when the gate refuses "
                        "(a FAIL, or a WARN that no named reviewer signed off in [[audit.signoff]]): no list "
                        "is produced; the previous lists stay. See docs/lists.md and docs/fairness.md.")
     p.add_argument("--extract", help="extract folder (see docs/extract-contract.md); or [run] extract")
@@ -307,9 +309,15 @@ def cmd_demo(args) -> int:
     config = load_config(args.config)
     config = dataclasses.replace(config, audit=dataclasses.replace(
         config.audit, signoffs=(*config.audit.signoffs, demo_signoff())))
+    # The synthetic extract is dated 2026-03-31 (reproducible, whatever the day): older than the
+    # stale-data guard allows, so the demo publishes its lists marked as stale instead of refusing.
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, stale_extract="mark"))
     code = run_pipeline(extract, out, config, truth=extract / "truth", force=True)
     print("demo: any WARN or FAIL above was signed off by the DEMO REVIEWER (synthetic data, not a real review); "
           "phm run needs a named reviewer ([[audit.signoff]] in --config, see docs/fairness.md)")
+    print("demo: the synthetic extract is dated 2026-03-31, so its lists are published marked STALE; phm run "
+          f"refuses an extract older than [run] max_extract_age_days ({config.run.max_extract_age_days}) unless "
+          "stale_extract = \"mark\"")
     return code
 
 

@@ -1,6 +1,6 @@
 """The run configuration: one TOML file, checked on load with errors that name the key.
 
-Tables: ``[run]`` (ICB, horizon, seed, MLflow), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
+Tables: ``[run]`` (ICB, horizon, seed, MLflow, the stale-data guard), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
 exclusions, thresholds: docs/lists.md) and ``[audit]`` (the fairness audit and its gate:
 docs/fairness.md). Every key is optional. Secrets never live here: the pseudonymisation key
 comes only from the environment (PHM_PSEUDONYMISATION_KEY).
@@ -9,6 +9,8 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
     icb = "QXX"
     extract = "/data/extracts/QXX/2026-03-31"
     out = "/data/phm/QXX"
+    max_extract_age_days = 45   # an older extract is stale (phm/freshness.py)
+    stale_extract = "refuse"    # or "mark": publish, marked stale everywhere
 
     [lists]
     capacity_per_practice = 200
@@ -39,6 +41,7 @@ from pathlib import Path
 from models.fairness import AuditSettings, SignOff
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
+from phm.freshness import DEFAULT_MAX_AGE_DAYS, STALE_POLICIES
 from phm.ingest import IngestSettings
 from phm.ingest import settings_from as ingest_settings
 from phm.lists import ListSettings
@@ -119,6 +122,8 @@ class RunSettings:
     executor: str = "local"  # "local": one process; "dask": per-PCN shards on Dask (docs/scale.md)
     dask_address: str | None = None  # tcp://scheduler:8786; default: a LocalCluster on this machine
     dask_workers: int | None = None  # LocalCluster workers; default: one per core
+    max_extract_age_days: int = DEFAULT_MAX_AGE_DAYS  # an older extract is stale (phm/freshness.py)
+    stale_extract: str = "refuse"  # "refuse": no lists; "mark": lists published, marked stale
 
 
 EXECUTORS = ("local", "dask")
@@ -126,7 +131,8 @@ EXECUTORS = ("local", "dask")
 
 def run_settings(table: dict, where: str = "run") -> RunSettings:
     types = {"icb": str, "index_date": dt.date, "horizon_years": int, "seed": int, "tracking_uri": str,
-             "extract": str, "out": str, "executor": str, "dask_address": str, "dask_workers": int}
+             "extract": str, "out": str, "executor": str, "dask_address": str, "dask_workers": int,
+             "max_extract_age_days": int, "stale_extract": str}
     for key, value in table.items():
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")
@@ -178,6 +184,11 @@ def check_run_settings(settings: RunSettings, where: str = "run") -> RunSettings
                           f"not {settings.dask_address!r}")
     if settings.dask_workers is not None and not 1 <= settings.dask_workers <= 256:
         raise ConfigError(f"{where}.dask_workers: between 1 and 256, not {settings.dask_workers}")
+    if not 1 <= settings.max_extract_age_days <= 3650:
+        raise ConfigError(f"{where}.max_extract_age_days: between 1 and 3650 (default {DEFAULT_MAX_AGE_DAYS}), "
+                          f"not {settings.max_extract_age_days}")
+    if settings.stale_extract not in STALE_POLICIES:
+        raise ConfigError(f"{where}.stale_extract: one of {', '.join(STALE_POLICIES)}, not {settings.stale_extract!r}")
     return settings
 
 

@@ -33,6 +33,7 @@ FILE_MODE, DIR_MODE = 0o600, 0o700
 CURRENT = "lists"
 NEXT_LINK = f".{CURRENT}.next"  # the new link, before it replaces CURRENT
 MANIFEST = "lists_manifest.json"  # written last: a folder without it was never complete
+NOT_REPLACED = "NOT_REPLACED.txt"  # beside the manifest of lists a later run was refused to replace
 
 
 def _private(path: Path, mode: int) -> None:
@@ -107,6 +108,33 @@ def remove_unpublished(out: Path) -> list[str]:
     if (out / NEXT_LINK).is_symlink() or (out / NEXT_LINK).exists():
         (out / NEXT_LINK).unlink()
     return removed
+
+
+def mark_not_replaced(out: Path, why: str, detail: str) -> Path | None:
+    """A run was refused (a stale extract, the fairness gate): the lists still published are not
+    the newest run's. Their manifest gains ``not_replaced`` (replaced atomically, so a reader sees
+    the old manifest or the new one) and ``NOT_REPLACED.txt`` says so in words beside the files.
+    The next published run replaces the whole folder, and the mark with it. Returns the folder
+    marked, or None when nothing is published yet. ``detail``: the refusal's message (it names
+    files and reasons, never a patient-level value)."""
+    link = out / CURRENT
+    if not link.is_symlink() or not (link.resolve() / MANIFEST).is_file():
+        return None
+    folder = link.resolve()
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["not_replaced"] = {"at": at, "why": why, "detail": detail}
+    partial = folder / f".{MANIFEST}.next"
+    partial.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    _private(partial, FILE_MODE)
+    os.replace(partial, folder / MANIFEST)
+    (folder / NOT_REPLACED).write_text(
+        f"These lists were NOT replaced by the run refused at {at} ({why}).\n"
+        f"They are still the latest published lists, from the index date {manifest.get('index_date')}, "
+        "but not from the newest extract.\n\n"
+        f"Why: {detail}\n")
+    _private(folder / NOT_REPLACED, FILE_MODE)
+    return folder
 
 
 def discard(folder: Path) -> None:

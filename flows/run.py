@@ -177,6 +177,7 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     """``truth``: synthetic extracts only, the generator's truth/ folder, to also measure the
     models against each patient's true risk (logged to MLflow). ``force``: run even if this
     extract, with these settings, was the last one published from ``out`` (flows/runrecord.py)."""
+    from flows.publish import mark_not_replaced
     from flows.runlock import run_lock
     from flows.runrecord import (
         extract_digest,
@@ -186,6 +187,9 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
         write_record,
     )
     from models.tracking import remove_unfinished_runs
+    from phm.contract import ExtractMetadata
+    from phm.exceptions import FairnessGateFailed, StaleExtract
+    from phm.freshness import check_freshness
     from phm.pseudonymise import icb_key
 
     config = config or RunConfig()
@@ -202,6 +206,17 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
             unfinished = remove_unfinished_runs(out, config.run.tracking_uri)
             if unfinished:
                 log.warning(f"removed the MLflow artifacts of {unfinished} run(s) a failed or killed run left")
+            # before "unchanged": a stale extract is refused (or marked) every time, not skipped as current
+            try:
+                freshness = check_freshness(ExtractMetadata.read(extract).extract_date,
+                                            config.run.max_extract_age_days, config.run.stale_extract)
+            except StaleExtract as exc:
+                if mark_not_replaced(out, "stale extract", str(exc)):
+                    log.warning(f"the published lists in {out / 'lists'} are marked as not replaced")
+                raise
+            if freshness.stale:
+                log.warning(f"STALE DATA: {freshness.message()}; the lists are published marked as stale "
+                            "([run] stale_extract = \"mark\")")
             digest, settings = extract_digest(extract), settings_digest(config, key)
             previous = None if force else unchanged_since(out, digest, settings)
             if previous:
@@ -212,9 +227,11 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
                 return RunSummary(out, out / "phm.duckdb", lines=[message], lists_link=out / "lists", skipped=True)
             log.info(f"extract content digest {digest[:12]}: processing")
             try:
-                summary = _run(extract, out, config, truth, digest)
-            except BaseException:
+                summary = _run(extract, out, config, truth, digest, freshness)
+            except BaseException as exc:
                 remove_unfinished_runs(out, config.run.tracking_uri)  # a failed run's partial artifacts
+                if isinstance(exc, FairnessGateFailed) and mark_not_replaced(out, "fairness gate refused", str(exc)):
+                    log.warning(f"the published lists in {out / 'lists'} are marked as not replaced")
                 raise
             write_record(out, digest, settings, summary.lists_link)
             return summary
@@ -222,13 +239,15 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
         os.umask(umask)
 
 
-def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str) -> RunSummary:
+def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str, freshness) -> RunSummary:
     from models.shards import remove_shards
     from models.tracking import tracking_location
 
     db = out / "phm.duckdb"
     stages = Stages(_progress())
     summary = RunSummary(out, db)
+    if freshness.stale:
+        summary.lines.append(f"STALE DATA: {freshness.message()}; the lists are marked as stale")
 
     stages.start("ingest and validate")
     ingest = ingest_flow(extract, db, out, config.ingest)
@@ -278,7 +297,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     stages.start("publish the lists")
     manifest = {
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "index_date": features.index_date.isoformat(),
+        "index_date": features.index_date.isoformat(), **freshness.manifest(),
+        **({"stale": freshness.manifest()} if freshness.stale else {}),
         "extract": str(extract.resolve()), "extract_digest": digest, "gate": audit.report.label(),
         "gate_decision": audit.decision.manifest(), "models": audit.report.models, "audit_run_id": audit.run_id,
         "scored_with": {m.outcome: {"registered model": m.name, "version": m.version, "role": m.alias,

@@ -111,8 +111,16 @@ class DiskFull(PhmError):
         return None
 
 
+class StaleExtract(PhmError):
+    """The extract is older than ``[run] max_extract_age_days`` and ``[run] stale_extract`` is
+    "refuse": no list is produced, and the published lists stay, marked as not replaced
+    (phm/freshness.py)."""
+
+    exit_code = 10
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (PhmError, ConfigError, ExtractError, CodelistError, ValidationError, DatabaseError,
-                FairnessGateFailed, TooLittleData, DiskFull)
+                FairnessGateFailed, TooLittleData, DiskFull, StaleExtract)
 }

@@ -2,7 +2,9 @@
 
 Sheets, in order:
 
-- **Read me**: the list's facts (PCN, when it was published, the date the data describe, the
+- **Read me**: a white-on-red STALE DATA line first when the extract was stale (phm/freshness.py;
+  every sheet's tab is then red too), then the list's facts (PCN, when it was published, the
+  extract's date, the date the data describe, the
   fairness gate's result per outcome and who signed it off, what ranks each list), what every
   column means, what tiers and IMD quintiles are, the risks' horizons, and how the practice
   re-identifies its patients. The facts are the manifest's (``lists_manifest.json``), so the two
@@ -24,7 +26,10 @@ from pathlib import Path
 
 import polars as pl
 
+from phm.freshness import stale_banner
+
 READ_ME, LIST, SUMMARY = "Read me", "list", "summary"
+STALE_RED = "C00000"
 WORKFLOW = ("contacted_on", "outcome", "notes")
 OUTCOMES = ("invited", "booked", "attended", "declined", "no response", "not appropriate")
 WRAPPED = {"reasons", "suggested_actions", "set_aside", "to_measure", "notes"}
@@ -90,7 +95,9 @@ def horizons(columns: list[str]) -> str:
 
 def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str, str]]:
     """The Read me sheet as (item, value) rows, from the manifest and the columns written."""
-    rows = [("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
+    rows = [("STALE DATA", stale_banner(manifest["stale"]))] if manifest.get("stale") else []
+    rows += [("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
+            ("extract date", str(manifest.get("extract_date", ""))),
             ("data as at (index date)", str(manifest.get("index_date", ""))),
             ("fairness gate", str(manifest.get("gate", "")))]
     for outcome, decision in (manifest.get("gate_decision") or {}).items():
@@ -149,7 +156,7 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
 def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFrame, manifest: dict) -> None:
     """``rows``: the PCN's list rows (practice by practice, in priority order)."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Alignment, Font, PatternFill
 
     book = Workbook()
     read_me = book.active
@@ -171,4 +178,9 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     for row in summary.iter_rows():
         sheet.append(list(row))
     sheet.freeze_panes = "A2"
+    if manifest.get("stale"):  # loud: white on red at the top of the Read me, and every tab red
+        for cell in read_me[1]:
+            cell.font, cell.fill = Font(bold=True, color="FFFFFF"), PatternFill("solid", fgColor=STALE_RED)
+        for each in book.worksheets:
+            each.sheet_properties.tabColor = STALE_RED
     book.save(path)

@@ -65,9 +65,9 @@ class FinishedRun:
 def reviewed():
     """The run settings of the shared run: the defaults, with the sign-off (tests/signoff.py)."""
     from flows.config import RunConfig
-    from tests.signoff import AUDIT
+    from tests.signoff import AUDIT, STALE_MARKED
 
-    return RunConfig(audit=AUDIT)
+    return RunConfig(run=STALE_MARKED, audit=AUDIT)
 
 
 def write_config(folder: Path) -> Path:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flows.config import RunSettings
 from models.fairness import AuditSettings, SignOff
 
 REVIEWER = SignOff("Test reviewer (pipeline mechanics)",
                    "tests of the pipeline's mechanics on synthetic data, not of the fairness gate", "FAIL")
 AUDIT = AuditSettings(signoffs=(REVIEWER,))
-TOML = (f'[[audit.signoff]]\nreviewer = "{REVIEWER.reviewer}"\nreason = "{REVIEWER.reason}"\n'
+# Synthetic extracts are dated 2026-03-31 (phm/synth.py), older than the stale-data guard's 45 days
+# when these tests run: they publish marked as stale (phm/freshness.py; its own tests refuse).
+STALE_MARKED = RunSettings(stale_extract="mark")
+TOML = ('[run]\nstale_extract = "mark"\n\n'
+        f'[[audit.signoff]]\nreviewer = "{REVIEWER.reviewer}"\nreason = "{REVIEWER.reason}"\n'
         f'accepts = "{REVIEWER.accepts}"\n')
 
 

@@ -37,9 +37,11 @@ import duckdb
 import pytest
 
 from flows.config import RunConfig
+from flows.publish import MANIFEST, NOT_REPLACED
 from phm.exceptions import FairnessGateFailed
 from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY, subprocess_env, write_config
+from tests.signoff import STALE_MARKED
 
 PATIENTS, SEED, PCNS = 4_000, 11, 3
 
@@ -193,9 +195,37 @@ def test_a_gate_that_refuses_leaves_the_previous_lists_published(extract, publis
     before = (folder / "lists").resolve()
     files = {p.name: p.read_bytes() for p in before.iterdir()}
     monkeypatch.setenv(KEY_VARIABLE, KEY)
-    strict = RunConfig(audit=AuditSettings(min_patients=10**9))  # every group too small: WARN, and no sign-off
+    # every group too small: WARN, and no sign-off
+    strict = RunConfig(run=STALE_MARKED, audit=AuditSettings(min_patients=10**9))
     with pytest.raises(FairnessGateFailed, match="the fairness gate refused .*(FAIL|awaiting a reviewer's "
                        "sign-off).*no list is produced and the previous lists stay published"):
         run_flow(extract, folder, strict)
     assert (folder / "lists").resolve() == before
-    assert {p.name: p.read_bytes() for p in before.iterdir()} == files
+    after = {p.name: p.read_bytes() for p in before.iterdir()}
+    # the lists themselves are untouched; they are marked as not replaced by the refused run
+    assert {n: b for n, b in after.items() if n not in (MANIFEST, NOT_REPLACED)} == \
+        {n: b for n, b in files.items() if n != MANIFEST}
+    manifest = json.loads(after[MANIFEST])
+    assert manifest["not_replaced"]["why"] == "fairness gate refused"
+    assert {k: v for k, v in manifest.items() if k != "not_replaced"} == json.loads(files[MANIFEST])
+    assert "NOT replaced" in after[NOT_REPLACED].decode() and "fairness gate" in after[NOT_REPLACED].decode()
+
+
+def test_a_stale_extract_is_refused_before_any_work_and_the_published_lists_are_marked(
+        extract, published, prefect_test_server, monkeypatch):
+    """The synthetic extract is dated 2026-03-31: with the default policy ("refuse", 45 days) the
+    run stops before ingest (the database is not touched) and says how to go on."""
+    from flows.config import RunSettings
+    from flows.run import run_flow
+    from phm.exceptions import StaleExtract
+
+    folder = published.folder
+    lists = (folder / "lists").resolve()
+    database = (folder / "phm.duckdb").stat().st_mtime_ns
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    with pytest.raises(StaleExtract, match=r"stale data: the extract is dated 2026-03-31, \d+ days before today .*"
+                       r"limit is 45 days.*stale_extract = \"mark\"") as refused:
+        run_flow(extract, folder, RunConfig(run=RunSettings(max_extract_age_days=45)), force=True)
+    assert refused.value.exit_code == 10
+    assert (folder / "lists").resolve() == lists and (folder / "phm.duckdb").stat().st_mtime_ns == database
+    assert json.loads((lists / MANIFEST).read_text())["not_replaced"]["why"] == "stale extract"

@@ -146,6 +146,21 @@ def test_lists_made_under_two_keys_do_not_link_one_to_one_through_their_other_co
         assert run.lists["qrisk3_10y_band"].drop_nulls().str.contains(r"^\d+(\.\d+)?(-\d+(\.\d+)?%|% or over)$").all()
 
 
+def test_a_stale_extract_published_as_stale_says_so_in_the_manifest_and_every_workbook(finished_run):
+    """The shared run's synthetic extract is dated 2026-03-31 and its settings mark a stale extract
+    (tests/signoff.py) instead of refusing it (tests/integration/test_faults.py)."""
+    from openpyxl import load_workbook
+
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    assert manifest["extract_date"] == "2026-03-31" and manifest["max_extract_age_days"] == 45
+    assert manifest["stale"]["extract_age_days"] == manifest["extract_age_days"] > 45
+    assert "STALE DATA" in finished_run.terminal
+    for workbook in finished_run.lists.glob("*.xlsx"):
+        read_me = load_workbook(workbook, read_only=True)["Read me"]
+        first = next(read_me.iter_rows(values_only=True))
+        assert first[0] == "STALE DATA" and "2026-03-31" in first[1]
+
+
 def test_exclusions_and_every_candidate_are_counted(finished_run):
     manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
     for counts in manifest["pcns"].values():

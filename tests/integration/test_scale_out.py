@@ -20,7 +20,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from flows.config import RunSettings
 from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY, reviewed
 
@@ -32,7 +31,8 @@ def two_runs(shared_extract, finished_run, prefect_test_server, tmp_path_factory
     """{executor: (lists folder, audit JSON, database, terminal lines)} of the two runs."""
     from flows.run import flow_for
 
-    config = dataclasses.replace(reviewed(), run=RunSettings(executor="dask", dask_workers=2))
+    config = reviewed()
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, executor="dask", dask_workers=2))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_VARIABLE, KEY)
         dask = flow_for(config.run)(shared_extract, tmp_path_factory.mktemp("scale") / "dask", config)
