@@ -305,6 +305,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
                                     "ranks_list": m.ranks_list, "taken as": m.source} for m in scored.models},
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
+        "capacity": lists.capacity,  # the period and each PCN's capacity in it: configuration, not counts
     }
     summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date)
     stages.done()

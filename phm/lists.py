@@ -19,7 +19,10 @@ could be invited, each with a tier (1 = act first) and a suggested action. Then,
    in a keyed pseudo-random order (by pseudonym, an HMAC under the practice's key): a different
    key gives a different order, so the rank does not link lists made under two keys;
 3. each practice (``capacity_per_practice``) or PCN (``capacity_per_pcn``) takes as many as it
-   has room for. The safety net: an urgent patient (``URGENT_REASONS``: no diagnosis and a
+   has room for in the period (``capacity_period``: the calendar month or week of the index
+   date): its capacity less the patients it listed earlier in the period (``lists.invitations``,
+   the history every published list adds to; a patient listed again within one period counts
+   once). The safety net: an urgent patient (``URGENT_REASONS``: no diagnosis and a
    reading of 180/120 or more, or an HbA1c or fasting glucose in the diabetic range) is never
    left out by capacity or by the recently-invited rule; urgent patients head the list (its
    ``urgent`` column) and count towards capacity, the rest fill what is left; where urgent
@@ -32,11 +35,13 @@ made 399 of 400 rows of lists built under two keys match one to one (issue 16; d
 says what the lists protect against and what they do not).
 
 Rows in = rows on a list + rows over capacity + rows excluded, per PCN; ``ListRun`` says so.
+Rows over capacity are the backlog: patients with a reason who wait for a later period.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 
 import duckdb
@@ -44,7 +49,7 @@ import polars as pl
 
 from phm.db import SQL_DIR
 from phm.disclosure import show, suppress
-from phm.exceptions import ConfigError
+from phm.exceptions import ConfigError, DatabaseError
 from phm.pseudonymise import pseudonymise
 
 SQL = SQL_DIR / "lists" / "list_reasons.sql"
@@ -54,12 +59,17 @@ MACROS = SQL_DIR / "lists" / "macros.sql"
 TOP_SHARE_BANDS = (0.01, 0.05, 0.10, 0.25, 0.50)
 PRIORITISATIONS = ("risk", "core20plus5")
 BROAD_GROUPS = ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known")
+# What capacity is counted over: the calendar month of the index date, or its week (Monday to
+# Sunday). Not "per run": a weekly schedule (flows/deployments.py's default) then invited a
+# practice's full capacity every week (issue 18).
+CAPACITY_PERIODS = ("month", "week")
 
 
 @dataclass(frozen=True)
 class ListSettings:
-    capacity_per_practice: int | None = 200  # patients each practice can invite per run
+    capacity_per_practice: int | None = 200  # patients each practice can invite per capacity_period
     capacity_per_pcn: int | None = None  # or a PCN-wide capacity instead
+    capacity_period: str = "month"  # "month" or "week": capacity is shared by every list of the period
     prioritisation: str = "risk"  # "risk", or "core20plus5": Core20 and PLUS groups first within a tier
     plus_groups: tuple[str, ...] = ()  # PLUS groups: broad ethnic groups, e.g. ("Black",)
     exclude_care_homes: bool = True
@@ -89,6 +99,11 @@ class ListSettings:
             raise ConfigError("lists: set exactly one of capacity_per_practice and capacity_per_pcn")
         if capacities[0] < 1:
             raise ConfigError(f"lists: capacity must be at least 1, not {capacities[0]}")
+        if self.capacity_period not in CAPACITY_PERIODS:
+            why = (" (capacity per run let a weekly schedule invite a full capacity every week; for the old "
+                   "behaviour on a weekly schedule set \"week\")") if self.capacity_period == "run" else ""
+            raise ConfigError(f"lists.capacity_period: one of {', '.join(CAPACITY_PERIODS)}, "
+                              f"not {self.capacity_period!r}{why}")
         if self.prioritisation not in PRIORITISATIONS:
             raise ConfigError(f"lists.prioritisation: one of {', '.join(PRIORITISATIONS)}, not {self.prioritisation!r}")
         for group in self.plus_groups:
@@ -213,7 +228,7 @@ def _age_band(age: pl.Expr) -> pl.Expr:
     return pl.format("{}-{}", low, low + 4)
 
 
-def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFrame:
+def order_and_cap(candidates: pl.DataFrame, settings: ListSettings, used: pl.DataFrame | None = None) -> pl.DataFrame:
     """Adds ``priority_rank`` (within practice or PCN) and ``on_list`` to eligible candidates.
 
     Urgent patients (an ``urgent`` column, where there is one) come first and are always on the
@@ -222,7 +237,13 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
     pseudonym: the exact risk would give every patient the same rank under any key, and the
     rank would link lists made under two keys; the pseudonym, an HMAC under the practice's key,
     orders a band differently under each key and means nothing clinically (nor does the exact
-    order of patients whose risks fall in one band)."""
+    order of patients whose risks fall in one band).
+
+    Capacity is per period: ``used`` (the capacity unit's column and ``listed_earlier``, the
+    patients its earlier lists of the period took) leaves ``capacity - listed_earlier``. A
+    candidate already listed this period (a ``listed_this_period`` column, where there is one:
+    an urgent patient listed again, or anyone with ``recently_invited_days`` shorter than the
+    period) is listed again, in rank order, without taking another place."""
     relative = [pl.col(f"{o}_model_risk").rank("max", descending=True) / pl.col(f"{o}_model_risk").count()
                 for o in ("cvd", "t2d", "hypertension")]
     top_share = pl.min_horizontal(*relative).fill_null(1.0)
@@ -236,11 +257,23 @@ def order_and_cap(candidates: pl.DataFrame, settings: ListSettings) -> pl.DataFr
                  ).cast(pl.Int8)
     unit, capacity = settings.capacity_unit()
     urgent = pl.col("urgent").fill_null(False) if "urgent" in frame.columns else pl.lit(False)
-    frame = frame.with_columns(first.alias("_first"), urgent.alias("urgent")).sort(
+    again = pl.col("listed_this_period").fill_null(False) if "listed_this_period" in frame.columns else pl.lit(False)
+    frame = frame.with_columns(first.alias("_first"), urgent.alias("urgent"), again.alias("_again")).sort(
         ["urgent", "tier", "_first", "_model_top_band", "pseudonym"], descending=[True, False, False, False, False])
-    frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"))
-    return frame.with_columns((pl.col("urgent") | (pl.col("priority_rank") <= capacity)).alias("on_list")).drop(
-        "_first", "_model_top_band")
+    frame = frame.with_columns(capacity_left(frame, settings, used).alias("_left"))
+    frame = frame.with_columns(pl.int_range(1, pl.len() + 1).over(unit).alias("priority_rank"),
+                               (~pl.col("_again")).cast(pl.Int32).cum_sum().over(unit).alias("_places_taken"))
+    return frame.with_columns((pl.col("urgent") | (pl.col("_places_taken") <= pl.col("_left"))).alias("on_list")).drop(
+        "_first", "_model_top_band", "_again", "_left", "_places_taken")
+
+
+def capacity_left(frame: pl.DataFrame, settings: ListSettings, used: pl.DataFrame | None) -> pl.Series:
+    """Each row's unit's capacity left in the period: capacity less ``used.listed_earlier``, at least 0."""
+    unit, capacity = settings.capacity_unit()
+    if used is None or used.height == 0:
+        return pl.Series("_left", [capacity] * frame.height, dtype=pl.Int64)
+    earlier = frame.select(unit).join(used.select(unit, "listed_earlier"), on=unit, how="left", maintain_order="left")
+    return (capacity - earlier["listed_earlier"].fill_null(0)).clip(lower_bound=0).cast(pl.Int64).alias("_left")
 
 
 @dataclass
@@ -248,16 +281,26 @@ class ListRun:
     lists: pl.DataFrame  # the rows on a list, all PCNs, list columns only (reasons etc. as lists)
     counts: pl.DataFrame  # per PCN: candidates, on list, over capacity, each exclusion (exact)
     summary: dict[str, pl.DataFrame] = field(default_factory=dict)  # per PCN: aggregate, suppressed
-    invited: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient ids on a list: stays in the database
+    invited: pl.DataFrame = field(default_factory=pl.DataFrame)  # who is on a list, by practice: stays in the database
     warnings: list[str] = field(default_factory=list)  # e.g. urgent patients beyond capacity (no patient values)
+    notes: list[str] = field(default_factory=list)  # e.g. the history moved to its current shape (counts suppressed)
+    capacity: dict = field(default_factory=dict)  # the period and each PCN's capacity in it (configuration, not counts)
 
     def summary_lines(self) -> list[str]:
-        lines = ["lists (counts: 1-7 suppressed, others rounded to 5):"]
+        period = self.capacity.get("period")
+        head = "lists (counts: 1-7 suppressed, others rounded to 5"
+        if period:
+            head += f"; capacity per {period}, {self.capacity['from']} to {self.capacity['to']}"
+        lines = [head + "):"]
         for row in self.counts.iter_rows(named=True):
-            lines.append(f"  PCN {row['pcn_code']}: {show(row['on_list'])} on the list, "
-                         f"{show(row['over_capacity'])} over capacity, {show(row['excluded'])} excluded "
-                         f"of {show(row['candidates'])} with a reason")
-        return lines + [f"  warning: {w}" for w in self.warnings]
+            line = (f"  PCN {row['pcn_code']}: {show(row['on_list'])} on the list, "
+                    f"{show(row['over_capacity'])} over capacity (the backlog), {show(row['excluded'])} excluded "
+                    f"of {show(row['candidates'])} with a reason")
+            if period and row["pcn_code"] in self.capacity.get("pcns", {}):
+                line += (f"; the {period}'s capacity {self.capacity['pcns'][row['pcn_code']]:,}, "
+                         f"{show(row.get('listed_earlier_in_period', 0))} of it used by earlier lists")
+            lines.append(line)
+        return lines + [f"  note: {n}" for n in self.notes] + [f"  warning: {w}" for w in self.warnings]
 
 
 OUTCOMES = ("cvd", "t2d", "hypertension")
@@ -297,25 +340,111 @@ def for_people(rows: pl.DataFrame) -> pl.DataFrame:
         for c, sep in JOINED_WITH.items() if c in rows.columns and rows.schema[c] == pl.List(pl.String))
 
 
-def recently_invited(con: duckdb.DuckDBPyConnection, index_date, days: int) -> pl.DataFrame:
-    """Patients on a list published in the ``days`` before the index date (lists.invitations:
-    patient_id, list_date; kept in the database, never in an output). A list for this same index
-    date is not 'before': it is this list, run again, and is replaced when this one publishes,
-    so a rerun gives the same list."""
+# The lists' history: one row per patient on a published list, pseudonymous and per practice
+# (the pseudonym under the practice's key, as on the list itself), never in an output. It
+# decides who was invited recently (``recently_invited_days``) and how much of a period's
+# capacity earlier lists used. A list for the same index date is that list run again: it is
+# replaced when the rerun publishes, and neither rule counts it.
+HISTORY = "lists.invitations"
+HISTORY_COLUMNS = ("practice_pseudo_id", "pseudonym", "list_date", "urgent")
+CREATE_HISTORY = ("create table lists.invitations (practice_pseudo_id bigint, pseudonym varchar, list_date date, "
+                  "urgent boolean)")
+OLD_HISTORY_COLUMNS = ("patient_id", "list_date")  # before issue 18: every list of every practice
+
+
+def period_bounds(day: dt.date | str, period: str) -> tuple[dt.date, dt.date]:
+    """The capacity period holding ``day``: (its first day, the next period's first day), the
+    calendar month, or the week from Monday (ISO 8601)."""
+    day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    if period == "week":
+        start = day - dt.timedelta(days=day.weekday())
+        return start, start + dt.timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        return start, (start + dt.timedelta(days=32)).replace(day=1)
+    raise ValueError(f"capacity period: one of {', '.join(CAPACITY_PERIODS)}, not {period!r}")
+
+
+def _history_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [name for (name,) in con.execute(
+        "select column_name from information_schema.columns where table_schema = 'lists' "
+        "and table_name = 'invitations' order by ordinal_position").fetchall()]
+
+
+def prepare_history(con: duckdb.DuckDBPyConnection, key: bytes) -> list[str]:
+    """``lists.invitations`` in its current shape, created if missing. A database from before
+    issue 18 holds (patient_id, list_date): its rows are carried over, each patient under the
+    practice they are registered with now (marts.mart_patient_features) and its pseudonym,
+    ``urgent`` unknown (null); a patient no longer registered cannot be placed, and cannot be a
+    candidate either, so their rows go. Returns what it did, counts suppressed, for the run's
+    summary."""
     con.execute("create schema if not exists lists")
-    con.execute("create table if not exists lists.invitations (patient_id bigint, list_date date)")
-    return con.execute("select distinct patient_id, true as recently_invited from lists.invitations "
-                       "where list_date > ?::date - ?::integer and list_date < ?::date",
-                       [index_date, days, index_date]).pl()
+    columns = _history_columns(con)
+    if not columns:
+        con.execute(CREATE_HISTORY)
+        return []
+    if columns == list(HISTORY_COLUMNS):
+        return []
+    if columns != list(OLD_HISTORY_COLUMNS):
+        raise DatabaseError(f"{HISTORY}: columns {', '.join(columns)} are neither the lists' history "
+                            f"({', '.join(HISTORY_COLUMNS)}) nor its earlier shape ({', '.join(OLD_HISTORY_COLUMNS)})")
+    old = con.execute("select i.patient_id, i.list_date, f.practice_pseudo_id from lists.invitations as i "
+                      "left join marts.mart_patient_features as f using (patient_id)").pl()
+    placed = old.filter(pl.col("practice_pseudo_id").is_not_null())
+    carried = placed.with_columns(pseudonymise(placed, key)).select(
+        "practice_pseudo_id", "pseudonym", "list_date", pl.lit(None, pl.Boolean).alias("urgent")).unique()
+    con.execute("begin transaction")
+    try:
+        con.execute("drop table lists.invitations")
+        con.execute(CREATE_HISTORY)
+        con.register("carried_frame", carried.to_arrow())
+        con.execute("insert into lists.invitations select * from carried_frame")
+        con.unregister("carried_frame")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return [f"{HISTORY} moved to its pseudonymous shape: {show(placed.height)} earlier listings carried over, "
+            f"{show(old.height - placed.height)} of patients no longer registered dropped"]
+
+
+def listed_before(con: duckdb.DuckDBPyConnection, index_date, settings: ListSettings) -> pl.DataFrame:
+    """Every (practice, pseudonym) on an earlier list that matters to this one: ``recently_invited``
+    (a list in the ``recently_invited_days`` before the index date) and ``listed_this_period``
+    (a list of the same capacity period, other than this index date's own)."""
+    start, end = period_bounds(index_date, settings.capacity_period)
+    recent = [index_date, settings.recently_invited_days, index_date]
+    period = [start, end, index_date]
+    return con.execute(
+        "select practice_pseudo_id, pseudonym, "
+        "bool_or(list_date > ?::date - ?::integer and list_date < ?::date) as recently_invited, "
+        "bool_or(list_date >= ?::date and list_date < ?::date and list_date <> ?::date) as listed_this_period "
+        "from lists.invitations "
+        "where (list_date > ?::date - ?::integer and list_date < ?::date) "
+        "or (list_date >= ?::date and list_date < ?::date and list_date <> ?::date) "
+        "group by practice_pseudo_id, pseudonym",
+        [*recent, *period, *recent, *period]).pl()
 
 
 def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date) -> None:
-    """After a list is published: remember who was on it (for ``recently_invited_days``)."""
-    con.execute("create table if not exists lists.invitations (patient_id bigint, list_date date)")
-    con.execute("delete from lists.invitations where list_date = ?::date", [index_date])  # a rerun replaces its own
-    con.register("invited_frame", run.invited.select("patient_id").to_arrow())
-    con.execute("insert into lists.invitations select patient_id, ?::date from invited_frame", [index_date])
-    con.unregister("invited_frame")
+    """After a list is published: remember who was on it, under which practice, and whether
+    urgently (for ``recently_invited_days`` and the period's capacity). A rerun for the same
+    index date replaces its own rows."""
+    if _history_columns(con) != list(HISTORY_COLUMNS):
+        raise DatabaseError(f"{HISTORY}: not in its current shape; build_lists prepares it before a list is made")
+    invited = run.invited.select(*(pl.col(c) for c in ("practice_pseudo_id", "pseudonym", "urgent")))
+    con.register("invited_frame", invited.to_arrow())
+    con.execute("begin transaction")
+    try:
+        con.execute("delete from lists.invitations where list_date = ?::date", [index_date])
+        con.execute("insert into lists.invitations select practice_pseudo_id, pseudonym, ?::date, urgent "
+                    "from invited_frame", [index_date])
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("invited_frame")
 
 
 # What to measure or record first where QRISK3 or QDiabetes took the model's default for a
@@ -348,42 +477,80 @@ def exclusion(settings: ListSettings) -> pl.Expr:
 
 def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: bytes, index_date) -> ListRun:
     settings.validate()
+    notes = prepare_history(con, key)
     reason_rows = reasons(con, settings)  # prepares the parameters and macros PATIENT_COLUMNS uses
     patients = con.execute(PATIENT_COLUMNS).pl()
-    invited = recently_invited(con, index_date, settings.recently_invited_days)
     candidates = per_patient(reason_rows).join(patients, on="patient_id", how="left")
-    candidates = candidates.join(invited, on="patient_id", how="left").with_columns(
-        exclusion(settings), pseudonymise(candidates, key))
-    eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings)
+    candidates = candidates.with_columns(pseudonymise(candidates, key))
+    earlier = listed_before(con, index_date, settings)
+    candidates = candidates.join(earlier, on=["practice_pseudo_id", "pseudonym"], how="left").with_columns(
+        exclusion(settings))
+    practices = patients.select("practice_pseudo_id", "pcn_code").unique()
+    this_period = earlier.filter(pl.col("listed_this_period")).join(practices, on="practice_pseudo_id")
+    unit, _ = settings.capacity_unit()
+    used = this_period.group_by(unit).agg(pl.len().alias("listed_earlier"))
+    eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings, used)
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
         to_measure(),
     ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
     horizons = model_horizons(patients)
     on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})
-    counts = _counts(candidates, eligible)
-    run = ListRun(on_list.select("pcn_code", *list_columns(horizons)), counts, invited=on_list.select("patient_id"),
-                  warnings=urgent_beyond_capacity(eligible, settings))
+    counts = _counts(candidates, eligible, this_period.group_by("pcn_code").agg(
+        pl.len().alias("listed_earlier_in_period")))
+    capacity = period_capacity(settings, index_date, practices)
+    run = ListRun(on_list.select("pcn_code", *list_columns(horizons)), counts,
+                  invited=on_list.select("practice_pseudo_id", "pseudonym", "urgent"),
+                  warnings=urgent_beyond_capacity(eligible, settings, used), notes=notes, capacity=capacity)
     adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
-    for pcn in counts["pcn_code"].to_list():
+    for row in counts.iter_rows(named=True):
+        pcn = row["pcn_code"]
         run.summary[pcn] = pcn_summary(adults.filter(pl.col("pcn_code") == pcn),
                                        on_list.filter(pl.col("pcn_code") == pcn),
-                                       candidates.filter(pl.col("pcn_code") == pcn))
+                                       candidates.filter(pl.col("pcn_code") == pcn),
+                                       {"period": settings.capacity_period, "from": capacity["from"],
+                                        "capacity": capacity["pcns"].get(pcn, 0), **row})
     return run
 
 
-def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings) -> list[str]:
-    """A warning for each practice (or PCN) whose urgent patients alone exceed its capacity:
-    they are all listed, no one else is, and the team needs to know before it plans the week."""
+def period_capacity(settings: ListSettings, index_date, practices: pl.DataFrame) -> dict:
+    """The capacity period of this list and each PCN's capacity in it (per practice times its
+    practices, or per PCN): configuration, not a count of patients."""
+    start, end = period_bounds(index_date, settings.capacity_period)
+    per_pcn = practices.group_by("pcn_code").len().sort("pcn_code")
+    return {"period": settings.capacity_period, "from": start.isoformat(),
+            "to": (end - dt.timedelta(days=1)).isoformat(),
+            "capacity_per_practice": settings.capacity_per_practice, "capacity_per_pcn": settings.capacity_per_pcn,
+            "pcns": {pcn: settings.capacity_per_pcn if settings.capacity_per_pcn is not None
+                     else n * settings.capacity_per_practice for pcn, n in per_pcn.iter_rows()}}
+
+
+def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings, used: pl.DataFrame | None = None) -> list[str]:
+    """A warning for each practice (or PCN) whose urgent patients alone exceed the capacity it
+    has left in the period (capacity less ``used.listed_earlier``; an urgent patient already
+    listed this period takes no new place): they are all listed, no one else is, and the team
+    needs to know before it plans the week."""
     unit, capacity = settings.capacity_unit()
-    over = eligible.group_by("pcn_code", unit).agg(pl.col("urgent").sum().alias("n")).filter(pl.col("n") > capacity)
+    again = pl.col("listed_this_period").fill_null(False) if "listed_this_period" in eligible.columns else pl.lit(False)
+    over = eligible.group_by("pcn_code", unit).agg((pl.col("urgent") & ~again).sum().alias("n"))
+    if used is not None and used.height:
+        over = over.join(used.select(unit, "listed_earlier"), on=unit, how="left")
+    else:
+        over = over.with_columns(pl.lit(0).alias("listed_earlier"))
+    over = over.with_columns(pl.col("listed_earlier").fill_null(0)).filter(
+        pl.col("n") > (capacity - pl.col("listed_earlier")).clip(lower_bound=0))
     where = "practice" if unit == "practice_pseudo_id" else "PCN"
+    period = settings.capacity_period
+
+    def limit(earlier: int) -> str:
+        return f"{capacity}, of which {show(earlier)} already used" if earlier else f"{capacity}"
     return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
-            f"({show(row['n'])}) than its capacity ({capacity}); all are listed, and no one else"
+            f"({show(row['n'])}) than its capacity for the {period} ({limit(row['listed_earlier'])}); "
+            "all are listed, and no one else"
             for row in over.sort("pcn_code", unit).iter_rows(named=True)]
 
 
-def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame) -> pl.DataFrame:
+def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame, earlier: pl.DataFrame | None = None) -> pl.DataFrame:
     excluded = candidates.filter(pl.col("exclusion").is_not_null()).group_by("pcn_code", "exclusion").len()
     by_reason = excluded.pivot(on="exclusion", index="pcn_code", values="len") if excluded.height else \
         pl.DataFrame({"pcn_code": []}, schema={"pcn_code": pl.String})
@@ -391,16 +558,23 @@ def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame) -> pl.DataFrame:
                                                (~pl.col("on_list")).sum().alias("over_capacity"))
     total = candidates.group_by("pcn_code").agg(pl.len().alias("candidates"),
                                                 pl.col("exclusion").is_not_null().sum().alias("excluded"))
-    out = total.join(placed, on="pcn_code", how="left").join(by_reason, on="pcn_code", how="left")
+    out = total.join(placed, on="pcn_code", how="left")
+    if earlier is not None:  # patients the PCN's earlier lists of the period took: its capacity used
+        out = out.join(earlier.select("pcn_code", pl.col("listed_earlier_in_period").cast(pl.Int64)),
+                       on="pcn_code", how="left")
+    out = out.join(by_reason, on="pcn_code", how="left")
     out = out.with_columns(pl.col(c).fill_null(0) for c in out.columns if c != "pcn_code").sort("pcn_code")
     if not (out["candidates"] == out["on_list"] + out["over_capacity"] + out["excluded"]).all():
         raise AssertionError("list rows do not add up: candidates != on list + over capacity + excluded")
     return out
 
 
-def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.DataFrame,
+                capacity: dict | None = None) -> pl.DataFrame:
     """Aggregate, suppressed: the list against the PCN's registered adults (everyone a reason can
-    apply to), by tier, ethnic group and IMD quintile; exclusions by reason."""
+    apply to), by tier, ethnic group and IMD quintile; exclusions by reason; with ``capacity``
+    (period, from, capacity, over_capacity, listed_earlier_in_period), the backlog and how much of
+    the period's capacity earlier lists used."""
     rows = []
 
     def add(section: str, value: str, listed: int, base: int | None) -> None:
@@ -408,6 +582,13 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
                      "registered_adults": None if base is None else suppress(base)})
 
     add("total", "all", on_list.height, population.height)
+    if capacity is not None:
+        period = capacity["period"]
+        add("backlog", f"over capacity: with a reason, eligible, waiting for a later {period}",
+            capacity["over_capacity"], None)
+        rows.append({"section": "capacity", "value": f"the {period}'s from {capacity['from']} (configured, not a count)",
+                     "on_list": capacity["capacity"], "registered_adults": None})
+        add("capacity", f"used by earlier lists of the {period}", capacity.get("listed_earlier_in_period", 0), None)
     for tier, n in on_list.group_by("tier").len().sort("tier").iter_rows():
         add("tier", str(tier), n, None)
     for column, label in (("ethnicity_group", "ethnic group"), ("imd_quintile", "IMD quintile")):
@@ -449,7 +630,7 @@ def settings_from(table: dict, where: str = "lists") -> ListSettings:
                                                       for v in value):
                 raise ConfigError(f"{where}.risk_band_edges: a list of percentages, e.g. [5, 10, 15, 20, 30, 50]")
             value = tuple(float(v) for v in value)
-        elif key == "prioritisation":
+        elif key in ("prioritisation", "capacity_period"):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}.{key}: must be text, not {value!r}")
         elif not isinstance(value, int | float) or isinstance(value, bool):

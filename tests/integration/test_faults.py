@@ -138,7 +138,7 @@ def _db_facts(db: Path) -> dict:
         facts = {}
         for table, key in (("main.patients", "patient_id"), ("marts.mart_patient_features", "patient_id"),
                            ("marts.patient_scores", "patient_id"), ("marts.risk_scores", "patient_id"),
-                           ("lists.invitations", "patient_id, list_date")):
+                           ("lists.invitations", "practice_pseudo_id, pseudonym, list_date")):
             rows, distinct = con.execute(f"select count(*), count(distinct ({key})) from {table}").fetchone()
             facts[table] = rows
             assert rows == distinct, f"{table}: duplicated rows"

@@ -16,15 +16,19 @@ from hypothesis import strategies as st
 
 from flows.config import load_config
 from flows.publish import publish, write_run_folder
-from phm.exceptions import ConfigError, ExtractError
+from phm.exceptions import ConfigError, DatabaseError, ExtractError
 from phm.lists import (
     ListRun,
     ListSettings,
     exclusion,
+    listed_before,
     order_and_cap,
     pcn_summary,
     per_patient,
+    period_bounds,
+    prepare_history,
     reasons,
+    record_invitations,
     urgent_beyond_capacity,
 )
 from phm.pseudonymise import KEY_VARIABLE, icb_key, practice_key, pseudonym, pseudonymise
@@ -329,12 +333,19 @@ def test_lists_configuration_names_the_key(tmp_path):
     path.write_text('[lists]\ncapacity_per_pcn = 500\nprioritisation = "core20plus5"\nplus_groups = ["Black"]\n')
     settings = load_config(path).lists
     assert settings.capacity_per_pcn == 500 and settings.capacity_per_practice is None
+    assert settings.capacity_period == "month"  # the default: a weekly schedule shares a month's capacity
+    path.write_text('[lists]\ncapacity_period = "week"\n')
+    assert load_config(path).lists.capacity_period == "week"
     for text, message in {'[lists]\ncapacity_per_practice = "lots"\n': "lists.capacity_per_practice: must be an integer",
                           '[lists]\nprioritisation = "alphabetical"\n': "lists.prioritisation: one of",
                           '[lists]\nplus_groups = ["Martians"]\n': "lists.plus_groups: 'Martians'",
                           '[lists]\ncapacity_per_practice = 5\ncapacity_per_pcn = 5\n': "exactly one of",
                           '[lists]\nrisk_band_edges = [10, 5]\n': "lists.risk_band_edges: percentages",
                           '[lists]\nrisk_band_edges = "5"\n': "lists.risk_band_edges: a list",
+                          '[lists]\ncapacity_period = "fortnight"\n':
+                              "lists.capacity_period: one of month, week, not 'fortnight'$",
+                          '[lists]\ncapacity_period = "run"\n': "not 'run' .*a weekly schedule invite a full capacity",
+                          '[lists]\ncapacity_period = 7\n': "lists.capacity_period: must be text",
                           '[run]\nhorizon_years = 50\n': "run.horizon_years"}.items():
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
@@ -485,8 +496,8 @@ def test_urgent_patients_head_the_list_even_beyond_capacity_and_the_rest_fill_wh
     others = ranked.filter(pl.col("practice_pseudo_id") != "P1")
     assert others.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2]
     warnings = urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=2))
-    assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity (2); "
-                        "all are listed, and no one else"]  # a count of 3 is suppressed
+    assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity for the month "
+                        "(2); all are listed, and no one else"]  # a count of 3 is suppressed
     assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=3)) == []
 
 
@@ -622,3 +633,134 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
         assert sheet.cell(2, reasons).alignment.wrap_text
     assert book["list"].cell(2, columns.index("reasons") + 1).value in ("a reason; another",)
     assert [c.value for c in book["practice 11"]["A"][1:]] == ["p1", "p3", "p5"]
+
+
+# --- capacity per period, and the history it is counted from (lists.invitations) -----------------
+
+@pytest.mark.parametrize("day,period,bounds", [
+    ("2026-03-17", "month", ("2026-03-01", "2026-04-01")),
+    ("2026-03-01", "month", ("2026-03-01", "2026-04-01")),
+    ("2026-12-31", "month", ("2026-12-01", "2027-01-01")),
+    ("2028-02-29", "month", ("2028-02-01", "2028-03-01")),
+    ("2026-03-16", "week", ("2026-03-16", "2026-03-23")),  # a Monday starts its week
+    ("2026-03-22", "week", ("2026-03-16", "2026-03-23")),  # a Sunday ends it
+    ("2026-12-30", "week", ("2026-12-28", "2027-01-04")),  # a week across the new year is one week
+])
+def test_a_capacity_period_is_the_calendar_month_or_the_week_from_monday(day, period, bounds):
+    assert period_bounds(dt.date.fromisoformat(day), period) == tuple(map(dt.date.fromisoformat, bounds))
+
+
+def test_earlier_lists_of_the_period_leave_capacity_less_what_they_took():
+    """P1 listed 3 of its 4 earlier this month: one place left. P2 listed more than its capacity
+    (urgent patients): none left, never a negative. P3 listed none: all 4 places."""
+    frame = candidates(n_per_practice=6).with_columns(pl.lit(False).alias("urgent"))
+    used = pl.DataFrame({"practice_pseudo_id": ["P1", "P2"], "listed_earlier": [3, 9]})
+    ranked = order_and_cap(frame, ListSettings(capacity_per_practice=4), used)
+    listed = dict(ranked.group_by("practice_pseudo_id").agg(pl.col("on_list").sum()).iter_rows())
+    assert listed == {"P1": 1, "P2": 0, "P3": 4}
+    p1 = ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
+    assert p1["on_list"].to_list() == [True] + [False] * 5  # the first in rank order
+
+
+def test_urgent_patients_take_the_places_left_and_one_already_listed_this_period_takes_none():
+    # P1: patients 1-6; 4 and 5 urgent; 5 was already listed this month (listed again, no new place)
+    frame = candidates(n_per_practice=6).with_columns(
+        pl.col("patient_id").is_in([4, 5]).alias("urgent"), (pl.col("patient_id") == 5).alias("listed_this_period"))
+    settings = ListSettings(capacity_per_practice=4)
+    used = pl.DataFrame({"practice_pseudo_id": ["P1"], "listed_earlier": [2]})
+    p1 = order_and_cap(frame, settings, used).filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")
+    # 2 places left: urgent 4 takes one, urgent 5 none, the first non-urgent the other
+    assert p1["patient_id"].to_list()[:2] == [4, 5]
+    assert p1["on_list"].to_list() == [True, True, True, False, False, False]
+    assert urgent_beyond_capacity(order_and_cap(frame, settings, used), settings, used) == []
+    full = pl.DataFrame({"practice_pseudo_id": ["P1"], "listed_earlier": [40]})
+    ranked = order_and_cap(frame, settings, full)
+    assert ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")["on_list"].to_list() == [
+        True, True, False, False, False, False]  # the urgent patients only
+    assert urgent_beyond_capacity(ranked, settings, full) == [
+        "PCN N1: a practice has more urgent patients ([suppressed]) than its capacity for the month "
+        "(4, of which 40 already used); all are listed, and no one else"]
+
+
+def test_capacity_per_pcn_is_shared_by_its_practices_over_the_period():
+    used = pl.DataFrame({"pcn_code": ["N1"], "listed_earlier": [2]})
+    ranked = order_and_cap(candidates(), ListSettings(capacity_per_practice=None, capacity_per_pcn=3), used)
+    assert dict(ranked.group_by("pcn_code").agg(pl.col("on_list").sum()).iter_rows()) == {"N1": 1, "N2": 3}
+
+
+def history_database(rows: list[tuple], registered: dict[int, int]) -> duckdb.DuckDBPyConnection:
+    """A database from before issue 18: lists.invitations (patient_id, list_date), and the
+    features mart saying which practice each patient is registered with now."""
+    con = duckdb.connect()
+    con.execute("create schema lists")
+    con.execute("create schema marts")
+    con.execute("create table marts.mart_patient_features (patient_id bigint, practice_pseudo_id bigint)")
+    con.executemany("insert into marts.mart_patient_features values (?, ?)", list(registered.items()))
+    con.execute("create table lists.invitations (patient_id bigint, list_date date)")
+    con.executemany("insert into lists.invitations values (?, ?::date)", rows)
+    return con
+
+
+def test_an_old_history_moves_to_pseudonyms_per_practice_and_an_unregistered_patients_rows_go():
+    con = history_database([(1, "2026-03-02"), (2, "2026-03-02"), (1, "2026-02-02"), (99, "2026-03-02")],
+                           {1: 10, 2: 11, 3: 10})
+    notes = prepare_history(con, KEY)
+    assert notes == ["lists.invitations moved to its pseudonymous shape: [suppressed] earlier listings carried "
+                     "over, [suppressed] of patients no longer registered dropped"]
+    rows = con.execute("select * from lists.invitations order by list_date, practice_pseudo_id").fetchall()
+    p1, p2 = pseudonym(practice_key(KEY, "10"), 1), pseudonym(practice_key(KEY, "11"), 2)
+    assert rows == [(10, p1, dt.date(2026, 2, 2), None), (10, p1, dt.date(2026, 3, 2), None),
+                    (11, p2, dt.date(2026, 3, 2), None)]
+    assert "patient_id" not in {c for (c,) in con.execute("select column_name from information_schema.columns "
+                                                           "where table_name = 'invitations'").fetchall()}
+    assert prepare_history(con, KEY) == []  # once: the next run finds the current shape
+    con.execute("create or replace table lists.invitations (who varchar)")
+    with pytest.raises(DatabaseError, match="lists.invitations: columns who are neither"):
+        prepare_history(con, KEY)
+    fresh = duckdb.connect()
+    assert prepare_history(fresh, KEY) == []
+    assert fresh.execute("select count(*) from lists.invitations").fetchone() == (0,)
+
+
+def test_the_history_says_who_was_invited_recently_and_who_took_this_periods_capacity():
+    con = duckdb.connect()
+    prepare_history(con, KEY)
+    con.executemany("insert into lists.invitations values (10, ?, ?::date, false)", [
+        ("own", "2026-03-17"),          # this index date's own list (a rerun): neither
+        ("early", "2026-03-03"),        # this month, 14 days before: both
+        ("february", "2026-02-20"),     # 25 days before, last month: recently invited only
+        ("old", "2025-12-01"),          # 106 days before, last year: neither
+        ("later", "2026-03-25"),        # later this month (a run out of date order): capacity only
+    ])
+    found = listed_before(con, dt.date(2026, 3, 17), ListSettings(recently_invited_days=90))
+    got = {r["pseudonym"]: (r["recently_invited"], r["listed_this_period"]) for r in found.iter_rows(named=True)}
+    assert got == {"early": (True, True), "february": (True, False), "later": (False, True)}
+    weekly = listed_before(con, dt.date(2026, 3, 17), ListSettings(capacity_period="week", recently_invited_days=10))
+    assert {r["pseudonym"]: (r["recently_invited"], r["listed_this_period"]) for r in weekly.iter_rows(named=True)} \
+        == {}  # 03-03 is 14 days before (outside 10) and in an earlier week; 03-25 is next week
+
+
+def test_recording_a_list_again_for_the_same_index_date_replaces_its_rows():
+    con = duckdb.connect()
+    prepare_history(con, KEY)
+
+    def run_of(*names):
+        return ListRun(pl.DataFrame(), pl.DataFrame(), invited=pl.DataFrame(
+            {"practice_pseudo_id": [10] * len(names), "pseudonym": list(names), "urgent": [False] * len(names)}))
+    record_invitations(con, run_of("a", "b"), dt.date(2026, 3, 10))
+    record_invitations(con, run_of("c", "d", "e"), dt.date(2026, 3, 17))
+    record_invitations(con, run_of("c", "f"), dt.date(2026, 3, 17))  # the 17th's list, run again
+    assert con.execute("select list_date, list(pseudonym order by pseudonym) from lists.invitations group by 1 "
+                       "order by 1").fetchall() == [(dt.date(2026, 3, 10), ["a", "b"]), (dt.date(2026, 3, 17), ["c", "f"])]
+
+
+def test_the_summary_shows_the_backlog_and_the_capacity_used_suppressed():
+    population = pl.DataFrame({"ethnicity_group": ["White"] * 40, "imd_quintile": [1] * 40})
+    on_list = pl.DataFrame({"tier": [1] * 10, "ethnicity_group": ["White"] * 10, "imd_quintile": [1] * 10})
+    summary = pcn_summary(population, on_list, pl.DataFrame({"exclusion": [None] * 33}, schema={"exclusion": pl.String}),
+                          {"period": "month", "from": "2026-03-01", "capacity": 12, "over_capacity": 23,
+                           "listed_earlier_in_period": 3})
+    rows = {(r["section"], r["value"]): r["on_list"] for r in summary.iter_rows(named=True)}
+    assert rows[("backlog", "over capacity: with a reason, eligible, waiting for a later month")] == 25
+    assert rows[("capacity", "the month's from 2026-03-01 (configured, not a count)")] == 12
+    assert rows[("capacity", "used by earlier lists of the month")] is None  # 3: suppressed
