@@ -14,6 +14,7 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 
     [lists]
     capacity_per_practice = 200
+    capacity_period = "month"
     prioritisation = "core20plus5"
     plus_groups = ["Black"]
 

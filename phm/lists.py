@@ -404,8 +404,9 @@ def prepare_history(con: duckdb.DuckDBPyConnection, key: bytes) -> list[str]:
     except BaseException:
         con.execute("rollback")
         raise
-    return [f"{HISTORY} moved to its pseudonymous shape: {show(placed.height)} earlier listings carried over, "
-            f"{show(old.height - placed.height)} of patients no longer registered dropped"]
+    dropped = old.height - placed.height
+    return [f"{HISTORY} moved to its pseudonymous shape: {show(placed.height)} earlier listings carried over"
+            + (f", {show(dropped)} of patients no longer registered dropped" if dropped else "")]
 
 
 def listed_before(con: duckdb.DuckDBPyConnection, index_date, settings: ListSettings) -> pl.DataFrame:

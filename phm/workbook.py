@@ -104,6 +104,14 @@ def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str
         signoff = decision.get("signoff") or {}
         who = f"; signed off by {signoff['reviewer']}: {signoff.get('reason', '')}" if signoff.get("reviewer") else ""
         rows.append((f"gate: {outcome}", f"{decision.get('gate')}, ranked by {decision.get('ranks_list')}{who}"))
+    capacity = manifest.get("capacity") or {}
+    if capacity.get("period"):
+        per = (f"{capacity['capacity_per_practice']} patients a practice" if capacity.get("capacity_per_practice")
+               else f"{capacity.get('capacity_per_pcn')} patients for the PCN")
+        rows.append(("capacity", f"{per} a {capacity['period']} ({capacity['from']} to {capacity['to']}; this PCN: "
+                                 f"{capacity.get('pcns', {}).get(pcn, '')}), shared by every list of the "
+                                 f"{capacity['period']}; the summary sheet says how much earlier lists used and "
+                                 "how many wait for a later one (the backlog)"))
     rows += [("", ""), ("column", "meaning")]
     rows += [(c, meaning(c)) for c in columns]
     rows += [("", ""), ("horizons", horizons(columns)),

@@ -602,7 +602,9 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
                   {"U00001": pl.DataFrame({"section": ["total"], "on_list": [5]})})
     manifest = {"published_at": "2026-11-30T07:00:00+00:00", "index_date": "2026-03-31", "gate": "WARN",
                 "gate_decision": {"cvd": {"gate": "WARN", "ranks_list": "model", "may_publish": True,
-                                          "signoff": {"reviewer": "Dr A Reviewer", "reason": "small groups"}}}}
+                                          "signoff": {"reviewer": "Dr A Reviewer", "reason": "small groups"}}},
+                "capacity": {"period": "month", "from": "2026-03-01", "to": "2026-03-31", "capacity_per_practice": 60,
+                             "capacity_per_pcn": None, "pcns": {"U00001": 120}}}
     folder = write_run_folder(run, tmp_path, manifest)
     # for software, the lists as lists; for people, joined by a separator no item contains
     stored = pl.read_parquet(folder / "U00001.parquet")
@@ -616,6 +618,7 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
     facts = {row[0]: row[1] for row in book["Read me"].iter_rows(values_only=True)}
     assert facts["list published"] == manifest["published_at"] and facts["data as at (index date)"] == "2026-03-31"
     assert facts["gate: cvd"] == "WARN, ranked by model; signed off by Dr A Reviewer: small groups"
+    assert facts["capacity"].startswith("60 patients a practice a month (2026-03-01 to 2026-03-31; this PCN: 120)")
     models = [c for c in columns if "_model_" in c]
     assert all(facts[c] == COLUMN_MEANINGS[c] for c in [*columns, *WORKFLOW] if c not in models)  # every column
     assert "over 5 years" in facts["cvd_model_5y_band"] and "over 10 years" in facts["hypertension_model_10y_band"]
