@@ -164,12 +164,19 @@ def test_a_stale_extract_published_as_stale_says_so_in_the_manifest_and_every_wo
 def test_exclusions_and_every_candidate_are_counted(finished_run):
     manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
     for counts in manifest["pcns"].values():
-        assert set(counts) >= {"candidates", "on_list", "over_capacity", "excluded"}
+        assert set(counts) >= {"candidates", "on_list", "over_capacity", "excluded", "listed_earlier_in_period"}
         assert all(v is None or v % 5 == 0 for v in counts.values())  # suppressed: it leaves the pipeline
+        assert counts["listed_earlier_in_period"] == 0  # the database's first list
+    capacity = manifest["capacity"]  # the period and each PCN's capacity: configuration, not counts
+    assert capacity["period"] == "month" and capacity["from"] == manifest["index_date"][:8] + "01"
+    assert capacity["pcns"].keys() == manifest["pcns"].keys()
+    assert "over capacity (the backlog)" in finished_run.terminal
     con = duckdb.connect(str(finished_run.db), read_only=True)
     listed = con.execute("select count(*) from lists.invitations").fetchone()[0]
+    history = con.execute("select * from lists.invitations limit 0").pl().columns
     con.close()
     assert listed == sum(rows.height for rows in read_lists(finished_run).values())
+    assert history == ["practice_pseudo_id", "pseudonym", "list_date", "urgent"]  # no patient id
 
 
 def test_no_raw_identifier_leaves_in_a_list(finished_run):

@@ -767,3 +767,39 @@ def test_the_summary_shows_the_backlog_and_the_capacity_used_suppressed():
     assert rows[("backlog", "over capacity: with a reason, eligible, waiting for a later month")] == 25
     assert rows[("capacity", "the month's from 2026-03-01 (configured, not a count)")] == 12
     assert rows[("capacity", "used by earlier lists of the month")] is None  # 3: suppressed
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(data=st.data())
+def test_capacity_left_is_filled_in_rank_order_urgent_first_and_never_beyond_unless_urgent(data):
+    """Random practices, earlier use of the period, urgent patients and patients listed earlier
+    this period, against a plain count: the listed are a prefix of the rank order; every urgent
+    patient is listed; new places taken = max(left, new urgent) where enough wait, never more."""
+    rows = []
+    capacity = data.draw(st.integers(1, 6))
+    used = {}
+    for practice in range(data.draw(st.integers(1, 4))):
+        used[practice] = data.draw(st.integers(0, 8))
+        for _ in range(data.draw(st.integers(0, 12))):
+            rows.append({"patient_id": len(rows) + 1, "practice_pseudo_id": practice, "pcn_code": "N1",
+                         "tier": data.draw(st.integers(1, 3)), "core20": False, "ethnicity_group": "White",
+                         "cvd_model_risk": data.draw(st.floats(0, 1)), "t2d_model_risk": None,
+                         "hypertension_model_risk": None, "urgent": data.draw(st.booleans()),
+                         "listed_this_period": data.draw(st.booleans())})
+    if not rows:
+        return
+    frame = pl.DataFrame(rows)
+    ranked = order_and_cap(frame.with_columns(pseudonymise(frame, KEY)), ListSettings(capacity_per_practice=capacity),
+                           pl.DataFrame({"practice_pseudo_id": list(used), "listed_earlier": list(used.values())}))
+    for (practice,), group in ranked.group_by("practice_pseudo_id"):
+        ordered = group.sort("priority_rank")
+        on = ordered["on_list"].to_list()
+        assert on == sorted(on, reverse=True)  # a prefix of the rank order
+        assert ordered.filter(pl.col("urgent"))["on_list"].all()
+        left = max(0, capacity - used[practice])
+        new = ordered.filter(pl.col("on_list") & ~pl.col("listed_this_period"))
+        new_urgent = new.filter(pl.col("urgent")).height
+        waiting = ordered.filter(~pl.col("on_list"))
+        assert new.height <= max(left, new_urgent)
+        if waiting.height:  # someone waits: the places left were all taken
+            assert new.height == max(left, new_urgent)
