@@ -587,8 +587,9 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
         period = capacity["period"]
         add("backlog", f"over capacity: with a reason, eligible, waiting for a later {period}",
             capacity["over_capacity"], None)
-        rows.append({"section": "capacity", "value": f"the {period}'s from {capacity['from']} (configured, not a count)",
-                     "on_list": capacity["capacity"], "registered_adults": None})
+        # configuration, not a count of patients: in the text, so the count columns hold only counts
+        rows.append({"section": "capacity", "value": f"the {period}'s from {capacity['from']}: {capacity['capacity']}",
+                     "on_list": None, "registered_adults": None})
         add("capacity", f"used by earlier lists of the {period}", capacity.get("listed_earlier_in_period", 0), None)
     for tier, n in on_list.group_by("tier").len().sort("tier").iter_rows():
         add("tier", str(tier), n, None)
