@@ -206,7 +206,8 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     if summary.coverage_report:
         print(f"  codelists: {summary.coverage_report.resolve()} (codes found per concept, unknown codes)")
     print(f"  database:  {summary.db.resolve()}")
-    print(f"  MLflow UI: {summary.mlflow_ui}  (then open http://127.0.0.1:5000)")
+    print(f"  MLflow UI: {summary.mlflow_ui}")
+    print(f"  the audit in MLflow: {summary.audit_ui_url} (its decision, who signed off, the report)")
     return 0
 
 

@@ -44,6 +44,7 @@ class RunSummary:
     audit_report: Path | None = None
     coverage_report: Path | None = None  # codelist coverage of the extract (phm.codelist_coverage)
     mlflow_ui: str = ""
+    audit_ui_url: str = ""  # the audit run's page in the MLflow UI
     skipped: bool = False  # the extract was the last one published: nothing done
 
 
@@ -278,6 +279,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         audit = audit_task(db, config, out, location, shards, population, training.versions)
         summary.lines += audit.summary_lines()
         summary.audit_report = audit.html_path
+        summary.audit_ui_url = location.ui_url(audit.ui_path())
         stages.done()
         audit.decision.raise_if_refused("no list is produced and the previous lists stay published",
                                         audit.html_path)

@@ -21,6 +21,7 @@ decision's: 0 when every outcome may go out, 7 otherwise.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ from models.tracking import (
     ModelVersion,
     TrackingLocation,
     check_versions,
+    ensure_experiment,
     experiment_name,
     registered_model_name,
     versions_by_alias,
@@ -88,6 +90,12 @@ class AuditRun:
     seconds: float = 0.0
     shards: int = 1
     shard_processes: int = 1  # how many processes the shard work ran in
+    experiment_id: str = ""
+
+    def ui_path(self) -> str:
+        """The audit run's page in the MLflow UI (after the server's address), in its "Model
+        training" view: MLflow 3 otherwise opens experiments in its GenAI view."""
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
 
     @property
     def status(self) -> str:
@@ -120,7 +128,7 @@ class AuditRun:
             lines.append("  'champion' not moved")
         lines.append(f"report: {self.html_path.resolve()}")
         lines.append(f"figures (JSON, counts suppressed): {self.json_path.resolve()}")
-        lines.append(f"MLflow run {self.run_id} in {self.location.tracking_uri}")
+        lines.append(f"MLflow run {self.run_id} in {self.location.tracking_uri} (in the UI: {self.ui_path()})")
         return lines
 
 
@@ -199,6 +207,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     con = connect(db_path, read_only=True)
     try:
         validations = {o.short: _validation(con, pinned[o.short]) for o in OUTCOMES}
+        extract_date = _extract_date(con)
     finally:
         con.close()
     population = features.select(
@@ -260,17 +269,36 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
                          decision=decision)
     json_path, html_path = report.write(Path(out_dir))
-    run_id = log_audit(report, json_path, html_path, client, location, icb_code)
+    run_id = log_audit(report, json_path, html_path, client, location, icb_code, extract_date)
     champions = {}
     for gate in gates:
         name, version = versions[gate.outcome]
         for key, value in {**decision.version_tags(gate.outcome), "phm.audit_run_id": run_id}.items():
             client.set_model_version_tag(name, version.version, key, value)
+        client.update_model_version(name, version.version, description=decision.version_description(
+            gate.outcome, audit_run_name(icb_code, extract_date, report.status) + f" (run {run_id})"))
         if decision.becomes_champion(gate.outcome):
             client.set_registered_model_alias(name, CHAMPION, version.version)
             champions[gate.outcome] = str(version.version)
     return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
-                    time.perf_counter() - started, len(shards), processes)
+                    time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id)
+
+
+def _extract_date(con) -> str | None:
+    """The extract's date (ingest.run_parameters), for the audit run's name; None without one."""
+    try:
+        row = con.execute("select extract_date from ingest.run_parameters").fetchone()
+    except Exception:  # a database made without phm ingest (tests of the audit alone)
+        return None
+    return row[0].isoformat() if row and row[0] else None
+
+
+def audit_run_name(icb_code: str, extract_date: str | None, status: str) -> str:
+    """"fairness audit, QXX, 2026-03-31: WARN": what a reviewer looks for in the runs list."""
+    return f"fairness audit, {icb_code}" + (f", {extract_date}" if extract_date else "") + f": {status}"
+
+
+REPORT_ARTIFACT = "fairness/fairness_audit.html"
 
 
 def _metric_key(*parts: str) -> str:
@@ -278,14 +306,14 @@ def _metric_key(*parts: str) -> str:
 
 
 def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, location: TrackingLocation,
-              icb_code: str) -> str:
+              icb_code: str, extract_date: str | None = None) -> str:
     import mlflow
 
-    experiment = client.get_experiment_by_name(experiment_name(icb_code))
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        experiment_name(icb_code), artifact_location=location.artifact_root)
+    experiment_id = ensure_experiment(client, icb_code, location.artifact_root)
     settings = report.settings
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"fairness audit: {report.status}") as run:
+    name = audit_run_name(icb_code, extract_date, report.status)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                          description=report.decision.description(name, REPORT_ARTIFACT)) as run:
         mlflow.log_params({
             "replicates": settings.replicates, "level": settings.level, "reference_group": settings.reference_group,
             "ratio_band": f"{settings.ratio_band[0]}-{settings.ratio_band[1]}",
@@ -295,7 +323,8 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
             "shrinkage": settings.shrinkage, "power": settings.power,
             "compare_with_standard": settings.compare_with_standard,
             "fail_when_over_served": settings.fail_when_over_served})
-        tags = {"phm.kind": "fairness audit", "phm.icb_code": icb_code, "phm.fairness_gate": report.label()}
+        tags = {"phm.kind": "fairness audit", "phm.icb_code": icb_code, "phm.fairness_gate": report.label(),
+                "phm.report": REPORT_ARTIFACT, **({"phm.extract_date": extract_date} if extract_date else {})}
         for gate in report.gates:
             tags[f"phm.fairness_gate.{gate.outcome}.model"] = str(report.models[gate.outcome]["version"])
             tags[f"phm.fairness_gate.{gate.outcome}.model_taken_as"] = report.models[gate.outcome]["taken as"]
@@ -381,11 +410,18 @@ def record_review(location: TrackingLocation, outcome: str, signoff, icb_code: s
     for key, value in decision.tags().items():
         if not key.startswith("phm.ranks_list"):
             client.set_tag(run.info.run_id, key, value)
+    # the run's description says it too: a reviewer reads it before any tag
+    note = tags.get("mlflow.note.content", "")
+    client.set_tag(run.info.run_id, "mlflow.note.content", note + (
+        f"\n\n**Signed off after the audit** ({signoff.source}, {dt.date.today().isoformat()}): {outcome} {status} "
+        f"by {signoff.reviewer}: {signoff.reason}"))
     name = registered_model_name(icb_code, next(o for o in OUTCOMES if o.short == outcome))
     version = tags[f"phm.fairness_gate.{outcome}.model"]
     for key, value in decision.version_tags(outcome).items():
         if key != TAG_RANKS_LIST:
             client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=decision.version_description(
+        outcome, f"{run.info.run_name} (run {run.info.run_id})", ranks_list))
     moved = ranks_list == "model"
     if moved:
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -59,6 +59,11 @@ class TrackingLocation:
             return f"uv run mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1"
         return f"open {self.tracking_uri} in a browser"
 
+    def ui_url(self, page: str) -> str:
+        """A page of the MLflow UI: on the tracking server, or on ``mlflow ui``'s default address."""
+        base = self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/{page}"
+
 
 def tracking_location(output_dir: Path, tracking_uri: str | None = None) -> TrackingLocation:
     """The configured tracking URI, else a SQLite store under ``output_dir/mlflow``."""
@@ -119,13 +124,28 @@ def registered_model_name(icb_code: str, outcome: Outcome) -> str:
     return f"phm-{icb_code}-{outcome.short}"
 
 
-def _experiment_id(client, location: TrackingLocation, icb_code: str) -> str:
+def experiment_description(icb_code: str) -> str:
+    """What a reviewer reads first on the ICB's experiment page in the MLflow UI."""
+    return (f"phm-risk runs for ICB {icb_code}.\n\n"
+            f"- **fairness audit, {icb_code}, <extract date>: <PASS/WARN/FAIL>**: the fairness audit and its gate "
+            "(tag `phm.kind` = `fairness audit`). Open one: its description gives the decision per outcome, who "
+            "signed off and why, and where the report is (Artifacts, `fairness/fairness_audit.html`). To see only "
+            "these, search ``tags.`phm.kind` = 'fairness audit'``.\n"
+            "- **train <index date> +<horizon>y**: training of the three risk models, with a child run per "
+            "outcome and model (validation on held-out practices, calibration and figures per ethnic group).\n\n"
+            f"The registered models `phm-{icb_code}-cvd`, `-t2d` and `-hypertension` carry the audit's decision "
+            "on each version (tags `phm.fairness_gate`, `phm.signoff.*`, and the version's description). "
+            "docs/fairness.md says how to review.")
+
+
+def ensure_experiment(client, icb_code: str, artifact_root: str) -> str:
+    """The ICB's experiment (created, described, on first use); its id."""
     name = experiment_name(icb_code)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=location.artifact_root,
-                                    tags={"phm.icb_code": icb_code})
+    return client.create_experiment(name, artifact_location=artifact_root, tags={
+        "phm.icb_code": icb_code, "mlflow.note.content": experiment_description(icb_code)})
 
 
 def data_digest(frame: pl.DataFrame) -> str:
@@ -342,7 +362,7 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
 
     mlflow.set_tracking_uri(location.tracking_uri)
     client = MlflowClient(location.tracking_uri)
-    experiment_id = _experiment_id(client, location, result.icb_code)
+    experiment_id = ensure_experiment(client, result.icb_code, location.artifact_root)
     config, data = result.config, result.data
     digest = data_digest(data.frame)
     common = {"icb_code": result.icb_code, "index_date": data.index_date.isoformat(),
@@ -352,7 +372,13 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
               "validation_split": "by practice"}
     rows = comparison_rows(result)
     requirements = pinned_requirements()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {data.index_date} +{data.horizon_years}y") as parent:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {data.index_date} +{data.horizon_years}y",
+                          description=(
+                              f"Training of ICB {result.icb_code}'s risk models: features at {data.index_date}, "
+                              f"outcomes over the {data.horizon_years} years after; validated on held-out practices. "
+                              "A child run per outcome and model; the candidates are registered with the alias "
+                              "'candidate' and wait for the fairness audit (a later run) before any list uses "
+                              "them. Comparison of the models: Artifacts, `comparison/comparison.md`.")) as parent:
         mlflow.log_params(common)
         mlflow.set_tags({"phm.kind": "training", "phm.icb_code": result.icb_code})
         log = TrainingLog(location, experiment_id, parent.info.run_id, comparison=rows)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.fairness._gate import GateResult
+from models.fairness._gate import GateResult, worst
 from models.fairness._settings import GATE_LEVELS, SignOff
 from phm.exceptions import FairnessGateFailed
 
@@ -104,6 +104,41 @@ class GateDecision:
                 out.append(f"  {outcome}: do no harm: {comparison.standard} ranks the list, not the trained model "
                            f"({'; '.join(comparison.reasons()[:2])})")
         return out
+
+    def description(self, title: str, report_artifact: str) -> str:
+        """The audit run's description in MLflow (Markdown; the ``mlflow.note.content`` tag the UI
+        shows first on the run's page): what the run is, the decision per outcome in full (tags
+        are cut short in the UI's tables), where the report is and how to sign off."""
+        rows = ["| outcome | gate | may its list go out? | ranked by | signed off by | reason |", "|---|---|---|---|---|---|"]
+        for r in self.results:
+            signed = r.signoff is not None and r.status != "PASS"
+            demo = " (DEMO SIGN-OFF, synthetic run)" if signed and r.signoff.is_demo else ""
+            rows.append(f"| {r.outcome} | {r.status} | {'yes' if r.accepted else 'no'} | {self.ranks_list(r.outcome)} | "
+                        f"{(r.signoff.reviewer + demo) if signed else ''} | "
+                        f"{r.signoff.reason.replace('|', '/') if signed else ''} |")
+        findings = [f"- {r.outcome} {f.level}: {f.message}" for r in self.results for f in r.findings
+                    if f.level == r.status and r.status != "PASS"][:12]
+        return "\n".join([
+            f"**{title}**: {worst(self.results)}, " + ("every list may go out." if not self.refused else
+                                                     "no list may go out until a named reviewer signs off."),
+            "", *rows, "",
+            *(["What the gate found:", *findings, ""] if findings else []),
+            f"**The report**: Artifacts tab, `{report_artifact}` (download it and open it in a browser); the "
+            "figures behind it are in the JSON beside it, and each group's figures are in the Metrics tab "
+            "(`<outcome>/<performance|selection>/<group>/<figure>`).", "",
+            f"**Signing off** a WARN or FAIL: {HOW_TO_SIGN_OFF}. The decision is also on each audited model "
+            "version in the registry (tags `phm.fairness_gate`, `phm.signoff.*`, and its description)."])
+
+    def version_description(self, outcome: str, audit_run: str, ranks_list: str | None = None) -> str:
+        """The audited model version's description in the registry: the decision, in words.
+        ``ranks_list``: as the audit recorded it, where this decision was remade without it (phm review)."""
+        r = self.result(outcome)
+        ranks = ranks_list or self.ranks_list(outcome)
+        text = (f"Audited in {audit_run}: {r.label()}. Its list may {'' if r.accepted else 'not '}go out"
+                f"{'' if ranks == 'model' else f', ranked by {ranks} (do no harm)'}.")
+        if r.signoff is not None and r.status != "PASS":
+            text += f" Signed off by {r.signoff.reviewer} ({r.signoff.source}): {r.signoff.reason}"
+        return text
 
     def manifest(self) -> dict:
         """For the lists' manifest and MLflow: per outcome, the result and who signed it off."""

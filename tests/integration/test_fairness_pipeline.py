@@ -10,7 +10,10 @@ which fail today: docs/fairness.md says how.)
 - a measurement-access gap for Black patients: flagged in the report;
 - ethnicity missing for 30%, audited through a real ``mlflow server`` on 127.0.0.1: WARN naming
   data quality; the run is found through the REST API, its report downloaded through the
-  server and rendered in headless Chromium, which must show the gate result and every group.
+  server and rendered in headless Chromium, which must show the gate result and every group;
+  the MLflow UI's pages a reviewer goes through (the runs, the audit run with its description,
+  the model version) are rendered there too. With PHM_DOCS_SCREENSHOTS=<folder> the test keeps
+  the screenshots (docs/images/ holds the ones docs/fairness.md shows).
 """
 
 from __future__ import annotations
@@ -181,6 +184,14 @@ def test_reviewer_finds_the_audit_in_mlflow_and_reads_the_report_in_a_browser(tm
     info, data = found[0]["info"], found[0]["data"]
     tags = {t["key"]: t["value"] for t in data["tags"]}
     assert tags["phm.fairness_gate"].startswith(run.status)
+    # what a reviewer reads first: the run's name and description say what it is and what it decided
+    assert info["run_name"] == f"fairness audit, QXX, 2026-03-31: {run.status}"
+    note = tags["mlflow.note.content"]
+    assert f"**fairness audit, QXX, 2026-03-31: {run.status}**: {run.status}" in note
+    assert "| cvd | " in note and "Dr B. Reviewer" in note and "fairness/fairness_audit.html" in note
+    assert "phm review" in note
+    assert "fairness audit, QXX, <extract date>" in {t["key"]: t["value"] for t in experiment["tags"]}[
+        "mlflow.note.content"]
     assert tags["phm.signoff.cvd.reviewer"] == "Dr B. Reviewer"
     metrics = {m["key"] for m in data["metrics"]}
     assert "cvd/performance/White/observed_expected" in metrics
@@ -191,6 +202,9 @@ def test_reviewer_finds_the_audit_in_mlflow_and_reads_the_report_in_a_browser(tm
     version_tags = {t["key"]: t["value"] for t in version["model_version"]["tags"]}
     assert version_tags["phm.fairness_gate"].endswith("(signed off by Dr B. Reviewer)")
     assert version_tags["phm.audit_run_id"] == info["run_id"]
+    description = version["model_version"]["description"]
+    assert description.startswith(f"Audited in fairness audit, QXX, 2026-03-31: {run.status} (run {info['run_id']})")
+    assert "Signed off by Dr B. Reviewer (configuration): missing ethnicity known" in description
 
     page = tmp_path / "downloaded_report.html"
     with urllib.request.urlopen(f"{mlflow_server}/get-artifact?path=fairness/fairness_audit.html"
@@ -209,3 +223,23 @@ def test_reviewer_finds_the_audit_in_mlflow_and_reads_the_report_in_a_browser(tm
     assert "ethnicity data quality" in dom
     for group in ("White", "Mixed", "Asian", "Black", "Other", "Not stated", "Not known"):
         assert f"<td>{group}" in dom, group
+
+    # the pages of the MLflow UI a reviewer goes through, as the browser renders them
+    experiment_id = experiment["experiment_id"]
+    pages = {"mlflow-runs": (f"{mlflow_server}/#/experiments/{experiment_id}?workflowType=machine_learning", 800),
+             "mlflow-audit-run": (f"{mlflow_server}/{run.ui_path()}", 2000),  # down to the description
+             "mlflow-model-version": (f"{mlflow_server}/#/models/phm-QXX-cvd/versions/1?workflowType=machine_learning",
+                                      1000),
+             "fairness-report": (page.as_uri(), 1400)}
+    keep = os.environ.get("PHM_DOCS_SCREENSHOTS")
+    for name, (url, height) in pages.items():
+        shot = tmp_path / f"{name}.png"
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'chromium'}", f"--window-size=1400,{height}",
+                        "--virtual-time-budget=15000", f"--screenshot={shot}", url],
+                       capture_output=True, text=True, timeout=120)
+        assert shot.is_file() and shot.stat().st_size > 20_000, name  # a page was drawn, not a blank one
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, Path(keep) / shot.name)

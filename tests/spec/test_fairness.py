@@ -562,3 +562,23 @@ def test_the_decision_lets_out_pass_and_signed_off_results_only_with_one_exit_co
     assert "DEMO SIGN-OFF" in "\n".join(demo.lines())
     assert demo.manifest()["hypertension"]["signoff"]["source"] == "phm demo"
     assert version_may_be_scored(demo.version_tags("hypertension"))
+
+
+def test_mlflow_descriptions_state_the_decision_in_full_for_a_reviewer():
+    from models.fairness import decide
+
+    signed = SignOff("Dr R", "reviewed | at the panel of 1 May", "WARN")
+    decision = decide([_result("cvd", None), _result("t2d", "WARN"), _result("hypertension", "FAIL")], (signed,))
+    note = decision.description("fairness audit, QXX, 2026-03-31: FAIL", "fairness/fairness_audit.html")
+    assert note.startswith("**fairness audit, QXX, 2026-03-31: FAIL**: FAIL, no list may go out until a named "
+                           "reviewer signs off.")
+    rows = note.splitlines()
+    assert "| cvd | PASS | yes | model |  |  |" in rows
+    assert "| t2d | WARN | yes | model | Dr R | reviewed / at the panel of 1 May |" in rows  # a '|' cannot break the table
+    assert "| hypertension | FAIL | no | model |  |  |" in rows
+    assert "- hypertension FAIL: hypertension: FAIL" in rows and "`fairness/fairness_audit.html`" in note
+    assert decision.version_description("t2d", "fairness audit, QXX, 2026-03-31: FAIL (run r1)") == (
+        "Audited in fairness audit, QXX, 2026-03-31: FAIL (run r1): WARN (signed off by Dr R). Its list may go out. "
+        "Signed off by Dr R (configuration): reviewed | at the panel of 1 May")
+    assert decision.version_description("hypertension", "run r1", ranks_list="QRISK3-2017").startswith(
+        "Audited in run r1: FAIL (not signed off). Its list may not go out, ranked by QRISK3-2017 (do no harm).")
