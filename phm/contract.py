@@ -28,7 +28,9 @@ SUPPORTED_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 # capital letters and digits only, so no value from an extract can name a path outside its folder.
 # Ingest quarantines a practice whose code breaks its pattern (expectations/practices.json uses
 # the same patterns; a test keeps them in step) and publishing checks again before it writes.
-CODE_PATTERNS = {"pcn_code": r"[A-Z0-9]{3,8}", "icb_code": r"[A-Z0-9]{3}"}
+# ``ods_code`` (a GP practice's ODS code: a letter and five digits, e.g. A12345 or Y01234) names
+# the practice on its lists and in the files ``phm reidentify`` writes.
+CODE_PATTERNS = {"pcn_code": r"[A-Z0-9]{3,8}", "icb_code": r"[A-Z0-9]{3}", "ods_code": r"[A-Z][0-9]{5}"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Column:
     type: str
     nullable: bool
     description: str
+    optional: bool = False  # the file may leave the column out (read as empty)
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,19 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def required_column_names(self) -> list[str]:
+        """The columns every file of this table must have (the others may be left out)."""
+        return [c.name for c in self.columns if not c.optional]
+
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
 
-def _c(name: str, type_: str, nullable: bool, description: str) -> Column:
+def _c(name: str, type_: str, nullable: bool, description: str, optional: bool = False) -> Column:
     assert type_ in DUCKDB_TYPES, type_
-    return Column(name, type_, nullable, description)
+    assert nullable or not optional, name  # a column a file may leave out is empty there
+    return Column(name, type_, nullable, description, optional)
 
 
 PATIENTS = Table(
@@ -136,6 +145,12 @@ PRACTICES = Table(
         _c("pcn_name", "string", False, "Primary Care Network name."),
         _c("icb_code", "string", False,
            f"Integrated Care Board ODS code (pattern {CODE_PATTERNS['icb_code']}, e.g. QXX)."),
+        _c("ods_code", "string", True,
+           f"The practice's ODS code (pattern {CODE_PATTERNS['ods_code']}, e.g. A12345), shown on its lists. "
+           "Optional column.", optional=True),
+        _c("practice_name", "string", True,
+           "The practice's name, shown on its lists; must not begin with =, +, - or @ (a spreadsheet would "
+           "read it as a formula) nor hold control characters. Optional column.", optional=True),
     ),
     key=("practice_pseudo_id",),
 )
@@ -226,6 +241,8 @@ def render_markdown() -> str:
         "- `extract_date`: nothing in the extract may be dated later.",
         f"- `imd_version`: one of {', '.join(f'`{k}` ({v:,} LSOAs)' for k, v in IMD_VERSIONS.items())}.",
         "",
+        "A column marked optional may be left out of the file (it is then read as empty); every "
+        "other column must be in the header. "
         "Columns not listed are ignored (and named in the ingest report), and so are files that "
         "are no table here (named too). Rows that break a rule go to quarantine with the rule they "
         "broke; file-level faults stop the ingest.",

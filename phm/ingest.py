@@ -74,6 +74,7 @@ class TableReport:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     rows_quarantined_with_parent: int = 0  # only because their patient or practice row was
     ignored_columns: list[str] = field(default_factory=list)
+    absent_optional_columns: list[str] = field(default_factory=list)  # read as empty
 
 
 @dataclass
@@ -200,11 +201,12 @@ def check_file(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) ->
     if path.stat().st_size == 0:
         raise ExtractError("is empty (0 bytes)", file=str(path))
     columns = read_header(path) if _is_csv(path) else _parquet_columns(con, path)
-    for column in spec.column_names:
+    for column in spec.required_column_names:
         if column not in columns:
             raise ExtractError(f"required column is missing (the {table} table needs "
-                               f"{', '.join(spec.column_names)})", file=str(path), column=column)
+                               f"{', '.join(spec.required_column_names)})", file=str(path), column=column)
     report.ignored_columns = [c for c in columns if c not in spec.column_names]
+    report.absent_optional_columns = [c for c in spec.column_names if c not in columns]
     return report, path
 
 
@@ -220,18 +222,19 @@ def _is_csv(path: Path) -> bool:
     return path.name.endswith((".csv", ".csv.gz"))
 
 
-def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int:
+def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str, absent: list[str] | tuple[str, ...] = ()) -> int:
     """Cast one file into staging with ``sql/staging/stg_<table>.sql``; return rows read.
 
     The file is cast as it is scanned (CSV as text, so a bad value is kept and flagged rather
     than failing the read) into ``staging.stg_<table>_rows``; insertion order is file order, so
     the view ``staging.stg_<table>`` numbers rows by rowid: source_row is the 1-based data row
-    of the file, which quarantine reports.
+    of the file, which quarantine reports. ``absent``: optional columns the file leaves out, read
+    as empty.
     """
     spec = TABLES[table]
     model = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
     # Column names come from the contract, never from the file; the path is a bound parameter.
-    columns = ", ".join(f'"{c}"' for c in spec.column_names)
+    columns = ", ".join(f'null::varchar as "{c}"' if c in absent else f'"{c}"' for c in spec.column_names)
     reader = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
               "escape = '\"', strict_mode = true, encoding = 'utf-8')"
               if _is_csv(path) else "read_parquet(?)")
@@ -402,7 +405,7 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
             if progress:
                 progress(f"loading {table}")
             reports[table], path = check_file(con, extract_dir, table)
-            reports[table].rows_read = stage(con, path, table)
+            reports[table].rows_read = stage(con, path, table, reports[table].absent_optional_columns)
         con.execute("create or replace view staging.patients_agreed as "
                     + (SQL_DIR / "staging" / "patients_agreed.sql").read_text())
     finally:

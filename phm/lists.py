@@ -315,7 +315,8 @@ def model_band_column(outcome: str, horizon_years: int | None) -> str:
 
 def list_columns(horizons: dict[str, int | None]) -> list[str]:
     """A list's columns, in order; ``horizons``: each model's horizon in years."""
-    return ["pseudonym", "practice_pseudo_id", "priority_rank", "urgent", "tier", "age_band", "sex",
+    return ["pseudonym", "practice_pseudo_id", "practice_ods_code", "practice_name", "priority_rank", "urgent",
+            "tier", "age_band", "sex",
             "ethnicity_group", "imd_quintile", "core20", "qrisk3_10y_band", "qdiabetes_10y_band",
             *[model_band_column(o, horizons.get(o)) for o in OUTCOMES],
             "hypertension_finding", "reasons", "suggested_actions", "set_aside", "to_measure"]
@@ -494,7 +495,8 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
         to_measure(),
-    ).sort("pcn_code", "practice_pseudo_id", "priority_rank")
+    ).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
+        practice_identity(con), on="practice_pseudo_id", how="left", maintain_order="left")
     horizons = model_horizons(patients)
     on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})
     counts = _counts(candidates, eligible, this_period.group_by("pcn_code").agg(
@@ -512,6 +514,13 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
                                        {"period": settings.capacity_period, "from": capacity["from"],
                                         "capacity": capacity["pcns"].get(pcn, 0), **row})
     return run
+
+
+def practice_identity(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Each practice's ODS code and name, as the extract gives them (optional columns of the
+    contract's practices table: empty where the extract leaves them out)."""
+    return con.execute("select practice_pseudo_id, ods_code as practice_ods_code, practice_name "
+                       "from main.practices").pl()
 
 
 def period_capacity(settings: ListSettings, index_date, practices: pl.DataFrame) -> dict:

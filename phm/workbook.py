@@ -38,7 +38,9 @@ WIDTHS = {"pseudonym": 24, "reasons": 60, "suggested_actions": 48, "set_aside": 
 
 COLUMN_MEANINGS = {
     "pseudonym": "the patient's id under the practice's own key (20 hex characters); the practice re-identifies it",
-    "practice_pseudo_id": "the practice",
+    "practice_pseudo_id": "the practice (its id in the extract; its key is derived from it)",
+    "practice_ods_code": "the practice's ODS code, where the extract gives it",
+    "practice_name": "the practice's name, where the extract gives it",
     "priority_rank": "1 is first, within the practice (or the PCN, with PCN-wide capacity)",
     "urgent": "true: an urgent reason (no diagnosis and a reading of 180/120 or more, or HbA1c 48+ or fasting "
               "glucose 7.0+); urgent patients head the list and are never left off by capacity or a recent invitation",
@@ -120,10 +122,18 @@ def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str
     return rows
 
 
-def sheet_name(practice, taken: list[str]) -> str:
-    """``practice <id>``: the id comes from the extract (a whole number once ingested), so it is
-    kept to letters, digits and '-' and cut to Excel's 31 characters, and never repeats a name."""
-    name = "practice " + re.sub(r"[^0-9A-Za-z-]", "_", str(practice))[:20]
+def sheet_name(practice, taken: list[str], ods_code: str | None = None, practice_name: str | None = None) -> str:
+    """``<ODS code> <name>`` where the extract gives the practice's ODS code (``A12345 Riverside
+    Surgery``), else ``practice <id>``. Values come from the extract, so they are kept to letters,
+    digits, spaces, '-', '&', ',' and '.' (no character Excel forbids in a sheet name) and cut to
+    Excel's 31 characters, and a name is never repeated."""
+    if ods_code:
+        label = re.sub(r"[^0-9A-Za-z-]", "_", str(ods_code))[:10]
+        if practice_name:
+            label = f"{label} {re.sub(r'[^0-9A-Za-z &,.-]', '_', str(practice_name))}"
+        name = label[:31].strip()
+    else:
+        name = "practice " + re.sub(r"[^0-9A-Za-z-]", "_", str(practice))[:20]
     n = 1
     while name in taken:
         n += 1
@@ -180,7 +190,8 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     _list_sheet(book, LIST, rows)
     by_practice = rows.sort("practice_pseudo_id", maintain_order=True)  # stable: priority order within
     for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():
-        _list_sheet(book, sheet_name(practice, book.sheetnames), own)
+        ods, name = (own[c][0] if c in own.columns else None for c in ("practice_ods_code", "practice_name"))
+        _list_sheet(book, sheet_name(practice, book.sheetnames, ods, name), own)
     sheet = book.create_sheet(SUMMARY)
     sheet.append(summary.columns)
     for row in summary.iter_rows():

@@ -8,5 +8,8 @@ select
     phm_excel_notation(practice_pseudo_id) as practice_pseudo_id_excel_notation,
     nullif(trim(cast(pcn_code as varchar)), '') as pcn_code,
     nullif(trim(cast(pcn_name as varchar)), '') as pcn_name,
-    nullif(trim(cast(icb_code as varchar)), '') as icb_code
+    nullif(trim(cast(icb_code as varchar)), '') as icb_code,
+    -- optional columns: the loader reads a file without them as empty (null)
+    nullif(trim(cast(ods_code as varchar)), '') as ods_code,
+    nullif(trim(cast(practice_name as varchar)), '') as practice_name
 from raw_source

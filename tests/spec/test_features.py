@@ -22,12 +22,13 @@ def d(text: str) -> dt.date:
 
 
 def database(**tables: list[tuple]) -> duckdb.DuckDBPyConnection:
-    """An in-memory database with the contract tables; unspecified tables are empty."""
+    """An in-memory database with the contract tables; unspecified tables are empty, and so are
+    optional columns a row leaves out (they come last)."""
     con = duckdb.connect()
     for name, spec in TABLES.items():
         columns = ", ".join(f"{c.name} {DUCKDB_TYPES[c.type]}" for c in spec.columns)
         con.execute(f"create table main.{name} ({columns})")
-        insert_rows(con, f"main.{name}", tables.get(name, []))
+        insert_rows(con, f"main.{name}", [(*r, *[None] * (len(spec.columns) - len(r))) for r in tables.get(name, [])])
     return con
 
 

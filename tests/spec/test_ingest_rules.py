@@ -262,3 +262,43 @@ def test_source_row_is_the_file_row_even_when_a_large_file_is_read_in_parallel(t
                              "where source_row <> numeric_value").fetchone()[0]
     con.close()
     assert mismatched == 0
+
+
+# practices with the optional columns ods_code and practice_name
+IDENTIFIED = [["practice_pseudo_id", "pcn_code", "pcn_name", "icb_code", "ods_code", "practice_name"],
+              ["101", "U00001", "North PCN", "QXX", "A12345", "Riverside Surgery"],
+              ["202", "U00002", "South PCN", "QXX", "", ""]]
+
+IDENTITY_CASES = [
+    ("an ODS code of the wrong form", ["303", "U00003", "East PCN", "QXX", "A1234", "Hill Surgery"],
+     "ods_code is not an ODS practice code"),
+    ("an ODS code in lower case", ["303", "U00003", "East PCN", "QXX", "a12345", "Hill Surgery"],
+     "ods_code is not an ODS practice code"),
+    ("an ODS code that climbs out of a folder", ["303", "U00003", "East PCN", "QXX", "../A12345", "Hill Surgery"],
+     "ods_code is not an ODS practice code"),
+    ("a practice name a spreadsheet would run as a formula", ["303", "U00003", "East PCN", "QXX", "A54321",
+                                                              "=HYPERLINK(\"http://x\")"],
+     "practice_name begins with =, +, - or @"),
+    ("a practice name with a control character", ["303", "U00003", "East PCN", "QXX", "A54321", "Hill\x07Surgery"],
+     "holds a control character"),
+]
+
+
+@pytest.mark.parametrize("case,row,reason", IDENTITY_CASES, ids=[c[0] for c in IDENTITY_CASES])
+def test_a_bad_practice_identity_is_quarantined_with_its_reason(tmp_path, case, row, reason):
+    report, db = run(tmp_path, {"practices": [*IDENTIFIED, row]})
+    rows = quarantined(db)
+    assert len(rows) == 1 and rows[0][:2] == ("practices", 3) and reason in rows[0][2], rows
+
+
+def test_the_practice_identity_columns_are_optional_and_loaded_where_given(tmp_path):
+    _, db = run(tmp_path, {"practices": IDENTIFIED})
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select practice_pseudo_id, ods_code, practice_name from main.practices "
+                           "order by 1").fetchall() == [(101, "A12345", "Riverside Surgery"), (202, None, None)]
+    without, db = run(tmp_path / "without")  # BASE: no ods_code or practice_name column
+    assert without.tables["practices"].absent_optional_columns == ["ods_code", "practice_name"]
+    assert without.tables["practices"].ignored_columns == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from main.practices where ods_code is null "
+                           "and practice_name is null").fetchone()[0] == 2

@@ -803,3 +803,13 @@ def test_capacity_left_is_filled_in_rank_order_urgent_first_and_never_beyond_unl
         assert new.height <= max(left, new_urgent)
         if waiting.height:  # someone waits: the places left were all taken
             assert new.height == max(left, new_urgent)
+
+
+def test_a_practices_sheet_is_titled_by_its_ods_code_and_name_where_the_extract_gives_them():
+    from phm.workbook import sheet_name
+
+    assert sheet_name(62394, [], "Z10001", "Synthetic Riverside Surgery") == "Z10001 Synthetic Riverside Surg"
+    assert sheet_name(62394, [], "Z10001", "St Mary's [Old] Surgery") == "Z10001 St Mary_s _Old_ Surgery"
+    assert sheet_name(62394, [], "Z10001", None) == "Z10001"
+    assert sheet_name(62394, [], None, "A name without a code") == "practice 62394"
+    assert sheet_name(62394, ["Z10001"], "Z10001", None) == "Z10001 (2)"
