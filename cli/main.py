@@ -18,6 +18,7 @@ import datetime as dt
 import difflib
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -532,6 +533,84 @@ def add_review(sub) -> None:
     p.set_defaults(func=cmd_review)
 
 
+def cmd_practice_key(args) -> int:
+    from phm.contract import CODE_PATTERNS
+    from phm.pseudonymise import icb_key
+    from phm.reidentify import check_practice_id, write_practice_key
+
+    check_practice_id(args.practice)
+    if args.icb is not None and not re.fullmatch(CODE_PATTERNS["icb_code"], args.icb):
+        raise ConfigError(f"--icb: an ICB code is {CODE_PATTERNS['icb_code']} (e.g. QXX)")
+    path = write_practice_key(icb_key(icb=args.icb), args.practice, Path(args.out))
+    print(f"wrote practice {args.practice}'s key to {path} (readable by its owner only). Give it to that "
+          "practice alone, over a secure channel; it re-identifies that practice's list rows and no other's "
+          "(phm reidentify; docs/lists.md)")
+    return 0
+
+
+def add_practice_key(sub) -> None:
+    p = sub.add_parser("practice-key", help="ICB side: write one practice's re-identification key to a file",
+                       description="Derive one practice's key from the ICB's pseudonymisation key "
+                       "(PHM_PSEUDONYMISATION_KEY_<ICB> or PHM_PSEUDONYMISATION_KEY, as phm run reads it) and "
+                       "write it, as 64 hex characters, to --out: readable by its owner only, never over an "
+                       "existing file, never printed. The ICB hands the file to that practice alone over a "
+                       "secure channel; with it and its own lookup the practice re-identifies its rows of a "
+                       "list (phm reidentify), and no other practice's. See docs/lists.md.")
+    p.add_argument("--practice", required=True, help="the practice's practice_pseudo_id, as the lists write it")
+    p.add_argument("--out", required=True, help="the key file to create (refused if it exists)")
+    p.add_argument("--icb", help="ICB code: read PHM_PSEUDONYMISATION_KEY_<ICB> first (as phm run with [run] icb)")
+    p.set_defaults(func=cmd_practice_key)
+
+
+def cmd_reidentify(args) -> int:
+    from phm.reidentify import (
+        check_practice_id,
+        read_list,
+        read_lookup,
+        read_practice_key,
+        reidentify,
+        write_outputs,
+    )
+
+    check_practice_id(args.practice)
+    key = read_practice_key(Path(args.key_file))
+    lookup = read_lookup(Path(args.lookup))
+    rows = read_list(Path(args.list))
+    if not (rows["practice_pseudo_id"].str.strip_chars() == args.practice).any():
+        raise ConfigError(f"--list {args.list}: no row of practice {args.practice} (the list's practices: "
+                          f"{', '.join(sorted(set(rows['practice_pseudo_id'].drop_nulls().to_list())))})")
+    result = reidentify(rows, args.practice, key, lookup, args.list)
+    if result.found == 0:
+        raise ConfigError(f"none of practice {args.practice}'s {result.listed} listed patients matches the lookup "
+                          "under this key: is --key-file this practice's key (phm practice-key --practice "
+                          f"{args.practice}) from the ICB key the list was made with, and --lookup this practice's "
+                          "export? Nothing was written")
+    listed, numbers = write_outputs(result, Path(args.out))
+    for line in result.summary_lines():
+        print(line)
+    print(f"  the practice's list with NHS numbers: {listed}")
+    print(f"  NHS numbers to import into the clinical system as a patient group (one a line): {numbers}")
+    print("  both files hold patient identifiers: keep them at the practice, readable by their owner only")
+    return 0
+
+
+def add_reidentify(sub) -> None:
+    p = sub.add_parser("reidentify", help="practice side: add NHS numbers to the practice's rows of a list",
+                       description="At the practice, with no ICB key: compute the pseudonym of each patient in "
+                       "--lookup (the practice's own export: patient_id and nhs_number) under the practice's key "
+                       "(--key-file, from phm practice-key), keep the practice's rows of the PCN list, and write "
+                       "them with an nhs_number column (CSV, in the list's order) and the NHS numbers alone, "
+                       "one a line, for import into EMIS Web or SystmOne as a patient group. Counts listed, "
+                       "re-identified and not found (a patient who left is reported, not dropped). Files are "
+                       "owner-only and never overwritten. See docs/lists.md.")
+    p.add_argument("--list", required=True, help="the PCN's list as published: <PCN>.csv (or .parquet)")
+    p.add_argument("--practice", required=True, help="the practice's practice_pseudo_id, as in the list")
+    p.add_argument("--key-file", required=True, help="the practice's key file from the ICB (phm practice-key)")
+    p.add_argument("--lookup", required=True, help="CSV from the practice's clinical system: patient_id, nhs_number")
+    p.add_argument("--out", required=True, help="folder for the two files")
+    p.set_defaults(func=cmd_reidentify)
+
+
 def cmd_calc(args) -> int:
     import polars as pl
 
@@ -651,7 +730,7 @@ def add_codelists(sub) -> None:
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
 COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
-            add_demo, add_calc, add_contract, add_codelists)
+            add_demo, add_practice_key, add_reidentify, add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,14 @@ class ExtractError(PhmError):
         self.file, self.column, self.row = file, column, row
 
 
+class PracticeFileError(ExtractError):
+    """A file at the practice is unusable for re-identification (phm reidentify): its key file,
+    its lookup from patient_id to NHS number, or the list it was sent. Named with the file, row and
+    column, never a value: an NHS number or a key is never echoed."""
+
+    exit_code = 3
+
+
 class CodelistError(PhmError):
     """A codelist file or its manifest is malformed (names the file, line and code)."""
 
@@ -121,6 +129,6 @@ class StaleExtract(PhmError):
 
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
-    for cls in (PhmError, ConfigError, ExtractError, CodelistError, ValidationError, DatabaseError,
+    for cls in (PhmError, ConfigError, ExtractError, PracticeFileError, CodelistError, ValidationError, DatabaseError,
                 FairnessGateFailed, TooLittleData, DiskFull, StaleExtract)
 }

@@ -3,7 +3,13 @@
 ``generate(SynthConfig(...), out_dir)`` writes the contract tables (see ``phm.contract``) and a
 separate ``truth/`` folder that the pipeline never reads: each patient's true ethnicity, true
 risk factors, true risks from the documented risk model below, true and recorded outcomes, and
-``truth/planted.json`` with every setting (including the bias knobs) that produced the extract.
+``truth/planted.json`` with every setting (including the bias knobs) that produced the extract,
+and a ``practice_side/`` folder that stands for what each practice holds in its own clinical
+system and the ICB never sees: ``practice_side/<practice_pseudo_id>/patients.csv``, the practice's
+lookup from extract ``patient_id`` to NHS number for the patients registered with it at the
+extract date (NHS numbers from the 999 range NHS England reserves for testing, with a valid
+modulus-11 check digit, unique per patient). ``phm reidentify`` reads it (docs/lists.md).
+Ingest reads neither folder (it names them as not in the contract).
 
 Time line: ``extract_date`` E; the past index date T0 = E - ``horizon_years``. Conditions present
 at T0 are coded before T0 (at any adult age: a 20-year-old with type 2 diabetes is coded as one);
@@ -69,6 +75,7 @@ from phm.exceptions import ConfigError
 
 EPOCH = dt.date(1970, 1, 1)
 YEAR = 365.25
+PRACTICE_SIDE = "practice_side"  # what each practice holds (its lookup to NHS numbers): never read by ingest
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     summary = _write_extract(ctx, out_dir, practices, people, deprivation, registrations, record)
     _write_truth(ctx, out_dir, people, deprivation, health, outcomes, registrations, coding, diagnosed,
                  patient_id)
+    _write_practice_side(ctx, out_dir, practices, registrations, patient_id)
     return summary
 
 
@@ -1027,6 +1035,8 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
             "pcn_code": [pcn_codes[p] for p in practices.pcn],
             "pcn_name": [f"Synthetic PCN {p + 1}" for p in practices.pcn],
             "icb_code": [config.icb_code] * practices.count,
+            "ods_code": [practice_ods_code(i) for i in range(practices.count)],
+            "practice_name": [practice_name(i) for i in range(practices.count)],
         }),
         "patients": pl.DataFrame({
             "patient_id": patient_id,
@@ -1054,6 +1064,77 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
     ExtractMetadata(config.extract_date, "IMD2019",
                     f"phm synth (seed {config.seed}, {n} patients, profile {config.profile})").write(out_dir)
     return {name: frame.height for name, frame in tables.items()}
+
+
+_PLACES = ("Riverside", "Oak Lane", "Hill View", "Market Street", "Church Road", "Park Side", "Mill Lane",
+           "Station Road", "Orchard", "Meadow Bank", "Castle View", "Brookfield", "Elm Grove", "Canal Side")
+_KINDS = ("Surgery", "Medical Centre", "Health Centre", "Medical Practice", "Family Practice")
+
+
+def practice_ods_code(index: int) -> str:
+    """A fictional ODS practice code: Z and five digits (the pattern of real ones, A12345; no GP
+    practice in England has a Z code)."""
+    return f"Z{10001 + index:05d}"
+
+
+def practice_name(index: int) -> str:
+    """A fictional practice name, e.g. "Synthetic Riverside Surgery" (no random draw: the
+    extract's other values do not move)."""
+    place = _PLACES[index % len(_PLACES)]
+    kind = _KINDS[(index // len(_PLACES) + index) % len(_KINDS)]
+    suffix = f" {index // (len(_PLACES) * len(_KINDS)) + 1}" if index >= len(_PLACES) * len(_KINDS) else ""
+    return f"Synthetic {place} {kind}{suffix}"
+
+
+# NHS numbers NHS England keeps for testing: 999 000 0000 to 999 999 9999 (never issued to a patient)
+TEST_NHS_NUMBER_PREFIX = 999
+
+
+def synthetic_nhs_numbers(count: int, seed: int) -> np.ndarray:
+    """``count`` distinct 10-digit NHS numbers (as int64) from the testing range, each with a valid
+    modulus-11 check digit, drawn from their own random stream (``[seed, 999]``) so the extract's
+    other values do not move. About 909,000 exist; a ConfigError for more."""
+    bases = TEST_NHS_NUMBER_PREFIX * 1_000_000 + np.arange(1_000_000, dtype=np.int64)  # the first nine digits
+    total = np.zeros(bases.size, dtype=np.int64)
+    rest = bases.copy()
+    for weight in range(2, 11):  # the ninth digit has weight 2, the first weight 10
+        total += (rest % 10) * weight
+        rest //= 10
+    check = (11 - total % 11) % 11  # 11 becomes 0; 10 means no valid number with these digits
+    valid = check != 10
+    numbers = bases[valid] * 10 + check[valid]
+    if count > numbers.size:
+        raise ConfigError(f"only {numbers.size:,} test NHS numbers exist; cannot give {count:,} patients one each")
+    return np.random.default_rng([seed, 999]).choice(numbers, size=count, replace=False)
+
+
+def _write_practice_side(ctx: _Context, out_dir: Path, practices: _Practices, registrations: _Registrations,
+                         patient_id: np.ndarray) -> None:
+    """practice_side/<practice_pseudo_id>/patients.csv: each practice's own lookup from extract
+    patient_id to NHS number, for the patients registered with it at the extract date (what a
+    practice's clinical system exports; the ICB never holds it). More patients than there are
+    test NHS numbers: a README.txt says why there are no lookups."""
+    folder = out_dir / PRACTICE_SIDE
+    folder.mkdir()
+    readme = ("What each practice holds in its own clinical system, never sent to the ICB: for each\n"
+              "practice (folder = practice_pseudo_id), patients.csv maps the extract's patient_id to\n"
+              "the patient's NHS number (synthetic: NHS England's 999 testing range). phm reidentify\n"
+              "reads it with the practice's key (docs/lists.md). phm ingest does not read this folder.\n")
+    try:
+        nhs = synthetic_nhs_numbers(ctx.n, ctx.config.seed)
+    except ConfigError as exc:
+        (folder / "README.txt").write_text(readme + f"\nNo lookups were written: {exc}.\n")
+        return
+    E = ctx.E  # nhs[i]: patient i's NHS number (a random draw, unrelated to the extract's id)
+    current = registrations.table.filter((pl.col("start_date") <= E) & ((pl.col("end_date") < 0) | (pl.col("end_date") >= E)))
+    index, practice = current["patient_id"].to_numpy(), current["practice"].to_numpy()
+    lookup = pl.DataFrame({"practice": practice, "patient_id": patient_id[index],
+                           "nhs_number": pl.Series(nhs[index]).cast(pl.String)})
+    for p in range(practices.count):
+        own = folder / str(int(practices.ids[p]))
+        own.mkdir()
+        lookup.filter(pl.col("practice") == p).drop("practice").sort("patient_id").write_csv(own / "patients.csv")
+    (folder / "README.txt").write_text(readme)
 
 
 def _stated_risks(outcomes: _Outcomes, registrations: _Registrations, h: int, T0: int) -> dict[str, tuple]:

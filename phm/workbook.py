@@ -63,10 +63,13 @@ COLUMN_MEANINGS = {
     "notes": "for the team: free text (stays at the practice)",
 }
 
-REIDENTIFY = ("Each practice holds its own key (HMAC-SHA256 of the ICB's key and the practice id) and "
-              "re-identifies its patients by computing the pseudonym of each of its patient ids under that "
-              "key and matching it to this column. Another practice's key matches none of them. See "
-              "docs/lists.md, 'Pseudonyms'.")
+REIDENTIFY = ("The practice, and only the practice, turns a pseudonym into its patient. It holds its own key file "
+              "from the ICB (phm practice-key) and its own lookup from patient_id to NHS number (an export from "
+              "its clinical system), and runs: phm reidentify --list <this PCN's list>.csv --practice "
+              "<practice_pseudo_id> --key-file <the practice's key> --lookup <lookup>.csv --out <folder>. It writes "
+              "the practice's rows with their NHS numbers, in this order, and the NHS numbers alone, one a line, to "
+              "import into EMIS Web or SystmOne as a patient group for recall. Another practice's key matches none "
+              "of its rows. See docs/lists.md, 'Re-identification at the practice'.")
 
 
 MODEL_OUTCOMES = {"cvd": "a CVD event", "t2d": "type 2 diabetes", "hypertension": "a hypertension diagnosis"}

@@ -84,6 +84,9 @@ def remap_ids(extract: Path) -> None:
         frame = pl.read_parquet(path)
         if "patient_id" in frame.columns:
             frame.with_columns(pl.col("patient_id") * 13 + ID_OFFSET).write_parquet(path)
+    for path in extract.glob("practice_side/*/patients.csv"):  # each practice's lookup to NHS numbers
+        frame = pl.read_csv(path, schema_overrides={"nhs_number": pl.String})
+        frame.with_columns(pl.col("patient_id") * 13 + ID_OFFSET).write_csv(path)
 
 
 def make_extract(extract: Path) -> Path:

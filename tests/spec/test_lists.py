@@ -813,3 +813,11 @@ def test_a_practices_sheet_is_titled_by_its_ods_code_and_name_where_the_extract_
     assert sheet_name(62394, [], "Z10001", None) == "Z10001"
     assert sheet_name(62394, [], None, "A name without a code") == "practice 62394"
     assert sheet_name(62394, ["Z10001"], "Z10001", None) == "Z10001 (2)"
+
+
+def test_the_read_me_names_the_commands_that_re_identify_at_the_practice():
+    from phm.workbook import read_me_rows
+
+    facts = dict(read_me_rows("U00001", {}, ["pseudonym"]))
+    assert "phm reidentify --list" in facts["re-identifying patients"]
+    assert "phm practice-key" in facts["re-identifying patients"]

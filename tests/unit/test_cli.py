@@ -12,7 +12,8 @@ import pytest
 from cli.main import build_parser, main
 from tests.extracts import write_extract
 
-COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "calc", "contract", "codelists"]
+COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "practice-key",
+            "reidentify", "calc", "contract", "codelists"]
 
 
 def phm(*args, timeout=300, prefect_api: str | None = None):
@@ -91,3 +92,92 @@ def test_synth_then_ingest_from_the_command_line(tmp_path, prefect_test_server):
     result = phm("features", "--db", str(db), "--index-date", "2030-01-01")
     assert result.returncode == 2
     assert "is after the extract date" in result.stderr
+
+
+# --- re-identification: the ICB writes a practice's key, the practice adds NHS numbers ----------
+
+ICB_KEY = "a-cli-test-icb-key-that-is-long-enough-42"
+
+
+def test_practice_key_writes_an_owner_only_file_never_prints_the_key_and_never_overwrites(tmp_path, monkeypatch,
+                                                                                            capsys):
+    from phm.pseudonymise import practice_key
+
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", ICB_KEY)
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY_QYY", ICB_KEY[::-1])
+    out = tmp_path / "101.key"
+    assert main(["practice-key", "--practice", "101", "--out", str(out)]) == 0
+    key = practice_key(ICB_KEY.encode(), "101").hex()
+    assert out.read_text() == key + "\n" and oct(out.stat().st_mode & 0o777) == "0o600"
+    printed = capsys.readouterr()
+    assert key not in printed.out + printed.err and "secure channel" in printed.out
+    assert main(["practice-key", "--practice", "101", "--out", str(out)]) == 2
+    assert "exists: phm does not overwrite it" in capsys.readouterr().err and out.read_text() == key + "\n"
+    # the per-ICB variable wins, as for phm run
+    assert main(["practice-key", "--practice", "101", "--icb", "QYY", "--out", str(tmp_path / "qyy.key")]) == 0
+    assert (tmp_path / "qyy.key").read_text() == practice_key(ICB_KEY[::-1].encode(), "101").hex() + "\n"
+    assert main(["practice-key", "--practice", "../101", "--out", str(tmp_path / "x.key")]) == 2
+    monkeypatch.delenv("PHM_PSEUDONYMISATION_KEY")
+    assert main(["practice-key", "--practice", "202", "--out", str(tmp_path / "202.key")]) == 2
+    assert "PHM_PSEUDONYMISATION_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "202.key").exists() and not (tmp_path / "x.key").exists()
+
+
+def practice_files(tmp_path, monkeypatch):
+    """A PCN list made under ICB_KEY (practices 101 and 202), the keys of both practices, and
+    practice 101's lookup (tests/spec/test_reidentify.py's patients)."""
+    from tests.spec.test_reidentify import lookup, pcn_list
+
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", ICB_KEY)
+    pcn_list(ICB_KEY.encode()).write_csv(tmp_path / "U00001.csv")
+    lookup((1, 2)).write_csv(tmp_path / "patients.csv")  # patient 3, listed, has left
+    for practice in ("101", "202"):
+        assert main(["practice-key", "--practice", practice, "--out", str(tmp_path / f"{practice}.key")]) == 0
+    monkeypatch.delenv("PHM_PSEUDONYMISATION_KEY")  # the practice has no ICB key
+    return tmp_path
+
+
+def reidentify_args(folder, key="101.key", lookup="patients.csv", out="out"):
+    return ["reidentify", "--list", str(folder / "U00001.csv"), "--practice", "101", "--key-file", str(folder / key),
+            "--lookup", str(folder / lookup), "--out", str(folder / out)]
+
+
+def test_reidentify_writes_the_practices_list_with_nhs_numbers_and_the_import_file(tmp_path, monkeypatch, capsys):
+    from tests.spec.test_reidentify import NHS
+
+    folder = practice_files(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert main(reidentify_args(folder)) == 0
+    printed = capsys.readouterr()
+    assert "practice 101: 3 patients on the list, 2 re-identified from the lookup, 1 not found in it" in printed.out
+    assert "not in the lookup" in printed.out
+    assert not any(n in printed.out + printed.err for n in NHS.values())
+    listed = folder / "out" / "practice_101_list_with_nhs_numbers.csv"
+    numbers = folder / "out" / "practice_101_nhs_numbers.txt"
+    assert numbers.read_text() == f"{NHS[1]}\n{NHS[2]}\n"
+    assert listed.read_text().splitlines()[0] == "nhs_number,pseudonym,practice_pseudo_id,reasons"
+    assert {oct(p.stat().st_mode & 0o777) for p in (listed, numbers)} == {"0o600"}
+
+
+def test_reidentify_with_another_practices_key_writes_nothing_and_says_why(tmp_path, monkeypatch, capsys):
+    folder = practice_files(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert main(reidentify_args(folder, key="202.key")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of practice 101's 3 listed patients matches the lookup under this key" in err[0]
+    assert not (folder / "out").exists()
+
+
+def test_reidentify_refuses_a_faulty_lookup_in_one_line_without_the_number(tmp_path, monkeypatch, capsys):
+    folder = practice_files(tmp_path, monkeypatch)
+    (folder / "bad.csv").write_text("patient_id,nhs_number\n1,9990000018\n2,9990000027\n")
+    capsys.readouterr()
+    assert main(reidentify_args(folder, lookup="bad.csv")) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"phm: error: file {folder / 'bad.csv'}, row 2, column 'nhs_number': not a valid NHS number "
+                   "(10 digits whose last is the modulus-11 check digit); correct the export from the clinical system"]
+    (folder / "short.key").write_text("ab" * 20 + "\n")
+    (folder / "short.key").chmod(0o600)
+    assert main(reidentify_args(folder, key="short.key")) == 3
+    assert "holds 40 characters; a practice key is 64" in capsys.readouterr().err
+    assert not (folder / "out").exists()

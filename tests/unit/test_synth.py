@@ -280,3 +280,29 @@ def test_conditions_present_at_the_index_date_are_coded_before_it_at_any_adult_a
         pl.col("t2d_coded_by_extract") == pl.col("first_t2d_code").is_not_null())
     assert coded.to_series().all()
     assert t["truth"].select((pl.col("t2d_coded_by_extract") <= pl.col("t2d_true_at_extract")).all()).item()
+
+
+def test_each_practice_has_its_own_lookup_to_test_nhs_numbers_that_ingest_does_not_read(tmp_path):
+    """practice_side/<practice>/patients.csv: the patients registered with the practice at the
+    extract date, each with one NHS number from the 999 testing range, valid and unique."""
+    from phm.ingest import unknown_files
+    from phm.reidentify import nhs_number_is_valid, read_lookup
+
+    out = tmp_path / "extract"
+    generate(SynthConfig(patients=25_000, seed=5, pcns=1), out)  # 2-3 practices: movers between them
+    practices = pl.read_parquet(out / "practices.parquet")
+    assert practices["ods_code"].str.contains(r"^[A-Z][0-9]{5}$").all() and practices["ods_code"].is_unique().all()
+    assert practices["practice_name"].str.starts_with("Synthetic ").all() and practices["practice_name"].is_unique().all()
+    registrations = pl.read_parquet(out / "practice_registrations.parquet")
+    current = registrations.filter(pl.col("start_date") <= dt.date(2026, 3, 31),
+                                   pl.col("end_date").is_null() | (pl.col("end_date") >= dt.date(2026, 3, 31)))
+    numbers = {}
+    for practice in practices["practice_pseudo_id"].to_list():
+        lookup = read_lookup(out / "practice_side" / str(practice) / "patients.csv")  # validates every number
+        expected = current.filter(pl.col("practice_pseudo_id") == practice)["patient_id"].cast(pl.String)
+        assert sorted(lookup["patient_id"].to_list()) == sorted(expected.to_list())
+        for patient, number in lookup.iter_rows():
+            assert numbers.setdefault(patient, number) == number  # a patient has one number everywhere
+    assert all(n.startswith("999") and nhs_number_is_valid(n) for n in numbers.values())
+    assert len(set(numbers.values())) == len(numbers)
+    assert "practice_side/" in unknown_files(out)  # named, not read, by ingest
