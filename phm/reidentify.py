@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from phm.exceptions import ConfigError, PracticeFileError
+from phm.lists import for_people
 from phm.pseudonymise import ID_HEX_CHARS, practice_key, pseudonym
 
 KEY_HEX_CHARS = 64  # a practice key: HMAC-SHA256, 32 bytes, written as hex
@@ -164,8 +165,8 @@ def read_lookup(path: Path) -> pl.DataFrame:
 
 
 def read_list(path: Path) -> pl.DataFrame:
-    """A PCN's list as phm published it (``<PCN>.csv``, or ``.parquet``), every column as text (a
-    Parquet list column joined by '; '). Needs ``pseudonym`` and ``practice_pseudo_id``."""
+    """A PCN's list as phm published it (``<PCN>.csv``, or ``<PCN>.parquet``), every column as text
+    (a Parquet list column joined as in the CSV). Needs ``pseudonym`` and ``practice_pseudo_id``."""
     path = Path(path)
     if path.suffix not in LIST_SUFFIXES:
         raise ConfigError(f"--list {path}: a PCN list file is .csv or .parquet")
@@ -178,6 +179,7 @@ def read_list(path: Path) -> pl.DataFrame:
             raise ConfigError(f"--list {path}: no such file") from None
         except (pl.exceptions.ComputeError, OSError):
             raise PracticeFileError("is not a readable Parquet file", file=str(path)) from None
+        frame = for_people(frame)  # as the CSV joins them (phm/lists.py), any other list column by '; '
         frame = frame.with_columns(
             *[pl.col(c).list.eval(pl.element().cast(pl.String)).list.join("; ") for c, t in frame.schema.items()
               if isinstance(t, pl.List)],
