@@ -79,7 +79,8 @@ def cmd_synth(args) -> int:
     for table, rows in counts.items():
         print(f"{table:<24}{rows:>12,} rows")
     print(f"written to {args.out} in {time.perf_counter() - started:.1f} s "
-          f"(truth for checking results in {Path(args.out) / 'truth'})")
+          f"(truth for checking results in {Path(args.out) / 'truth'}; each practice's own lookup to test NHS "
+          f"numbers, for phm reidentify, in {Path(args.out) / 'practice_side'}: neither is read by ingest)")
     return 0
 
 
@@ -298,10 +299,12 @@ def cmd_demo(args) -> int:
     extract = out / "extract"
     _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
-    if not os.environ.get(KEY_VARIABLE):
+    own_key = bool(os.environ.get(KEY_VARIABLE))
+    if not own_key:
         # Synthetic data: a throwaway key, so nobody can re-identify these ids (real runs set it).
         os.environ[KEY_VARIABLE] = secrets.token_hex(32)
-        _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run")
+        _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run "
+                  "(set it to try re-identification at the practice: docs/lists.md)")
     # The demo is synthetic, so the models are also measured against the generator's truth.
     # A demo always runs (the regenerated extract is the same, so it would otherwise be skipped).
     # A WARN or FAIL needs a named reviewer's sign-off; on synthetic data the demo signs off as a
@@ -320,6 +323,10 @@ def cmd_demo(args) -> int:
     print("demo: the synthetic extract is dated 2026-03-31, so its lists are published marked STALE; phm run "
           f"refuses an extract older than [run] max_extract_age_days ({config.run.max_extract_age_days}) unless "
           "stale_extract = \"mark\"")
+    if own_key and code == 0:
+        print(f"demo: to re-identify as a practice would: phm practice-key --practice <id> --out <id>.key, then "
+              f"phm reidentify --list {out / 'lists'}/<PCN>.csv --practice <id> --key-file <id>.key "
+              f"--lookup {extract / 'practice_side'}/<id>/patients.csv --out <folder> (docs/lists.md)")
     return code
 
 
