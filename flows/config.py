@@ -1,8 +1,8 @@
 """The run configuration: one TOML file, checked on load with errors that name the key.
 
 Tables: ``[run]`` (ICB, horizon, seed, MLflow, the stale-data guard), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
-exclusions, thresholds: docs/lists.md) and ``[audit]`` (the fairness audit and its gate:
-docs/fairness.md). Every key is optional. Secrets never live here: the pseudonymisation key
+exclusions, thresholds: docs/lists.md), ``[audit]`` (the fairness audit and its gate:
+docs/fairness.md) and ``[alerts]`` (the data-quality thresholds of the alerts: phm/alerts.py). Every key is optional. Secrets never live here: the pseudonymisation key
 comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 
     [run]
@@ -40,6 +40,8 @@ import tomllib
 from pathlib import Path
 
 from models.fairness import AuditSettings, SignOff
+from phm.alerts import AlertThresholds
+from phm.alerts import thresholds_from as alert_thresholds
 from phm.contract import CODE_PATTERNS
 from phm.exceptions import ConfigError
 from phm.freshness import DEFAULT_MAX_AGE_DAYS, STALE_POLICIES
@@ -199,6 +201,7 @@ class RunConfig:
     ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
     lists: ListSettings = dataclasses.field(default_factory=ListSettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
+    alerts: AlertThresholds = dataclasses.field(default_factory=AlertThresholds)
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -212,7 +215,7 @@ def load_config(path: Path | None) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
     readers = {"run": run_settings, "ingest": ingest_settings, "lists": lists_settings,
-               "audit": audit_settings}
+               "audit": audit_settings, "alerts": alert_thresholds}
     for key in data:
         if key not in readers:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(readers)})")

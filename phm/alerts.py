@@ -1,0 +1,198 @@
+"""Alerts: the conditions an ICS population health unit is told about, and their messages.
+
+Prefect does the telling (flows/alerts.py): the flow emits an event for each condition below
+that Prefect does not see by itself, one automation per ICB and condition matches it, and a
+notification block (a webhook, Slack or Teams) sends the message. A failed or crashed run is
+Prefect's own event (``prefect.flow-run.Failed`` / ``Crashed``).
+
+Every message names the ICB, the condition and where to look (the report, the lists' folder,
+the Prefect run), and carries no patient-level value: only dates of the extract, outcome names,
+table and rule names, and shares of a whole table or ICB, rounded to a whole per cent (this
+module builds the text from exactly those, nothing else reaches it).
+
+Data-quality thresholds are ``[alerts]`` of the run configuration (flows/config.py)::
+
+    [alerts]
+    min_ethnicity_recorded_share = 0.80   # share of the ICB's patients with an ethnicity recorded
+    max_quarantined_share = 0.01          # share of any table's rows quarantined by its own rules
+
+80%: England's GP records have an ethnicity code for about 90% of registered patients (Z 'not
+stated' and 99 'not known' excluded); under 80% the audit's group figures rest on a population
+noticeably different from the ICB's (the gate itself WARNs above 15% 'not known',
+``[audit] max_ethnicity_missing``). 1%: a well-formed extract quarantines a handful of rows per
+table (an impossible date, an implausible reading); a per cent means a supplier fault worth a
+look long before ingest refuses the extract (``[ingest] max_quarantined_share``, 50%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from phm.exceptions import ConfigError
+
+RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY = (
+    "run_failed", "gate_fail", "gate_warn", "stale_extract", "data_quality")
+CONDITIONS = (RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY)
+
+# The events the flow emits (Prefect's own flow-run events cover RUN_FAILED).
+EVENTS = {
+    GATE_FAIL: "phm.fairness-gate.fail",
+    GATE_WARN: "phm.fairness-gate.awaiting-signoff",
+    STALE_EXTRACT: "phm.extract.stale",
+    DATA_QUALITY: "phm.data-quality.below-threshold",
+}
+TITLES = {
+    RUN_FAILED: "run failed",
+    GATE_FAIL: "fairness gate FAIL",
+    GATE_WARN: "fairness gate WARN awaiting a reviewer's sign-off",
+    STALE_EXTRACT: "stale extract",
+    DATA_QUALITY: "data quality below threshold",
+}
+
+DEFAULT_MIN_ETHNICITY_RECORDED = 0.80
+DEFAULT_MAX_QUARANTINED = 0.01
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """``[alerts]`` of the run configuration: when the flow reports data quality as an alert."""
+
+    min_ethnicity_recorded_share: float = DEFAULT_MIN_ETHNICITY_RECORDED
+    max_quarantined_share: float = DEFAULT_MAX_QUARANTINED
+
+
+def thresholds_from(table: dict, where: str = "alerts") -> AlertThresholds:
+    known = {f.name for f in dataclasses.fields(AlertThresholds)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))}; where alerts "
+                              "go is set in the deployments file's [alerts], docs/scheduling.md)")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            default = getattr(AlertThresholds(), key)
+            raise ConfigError(f"{where}.{key}: a share between 0 and 1 (default {default}), not {value!r}")
+        values[key] = float(value)
+    return AlertThresholds(**values)
+
+
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One condition for one ICB: what the event carries (``payload``) and the message text."""
+
+    condition: str
+    icb: str
+    message: str
+    where: str  # where to look: a report, the lists' folder
+    details: dict = dataclasses.field(default_factory=dict)  # aggregates only: names, dates, shares
+
+    @property
+    def event(self) -> str:
+        return EVENTS[self.condition]
+
+    @property
+    def subject(self) -> str:
+        return subject(self.icb, self.condition)
+
+    def payload(self) -> dict:
+        return {"condition": self.condition, "title": TITLES[self.condition], "icb": self.icb,
+                "message": self.message, "where": self.where, **self.details}
+
+
+def subject(icb: str, condition: str) -> str:
+    return f"phm-risk ICB {icb}: {TITLES[condition]}"
+
+
+def gate_alerts(icb: str, refused: list[tuple[str, str]], report: str, lists: str) -> list[Alert]:
+    """``refused``: (outcome, FAIL or WARN) of each outcome the gate's decision refused."""
+    alerts = []
+    for status, condition in (("FAIL", GATE_FAIL), ("WARN", GATE_WARN)):
+        outcomes = sorted(o for o, s in refused if s == status)
+        if not outcomes:
+            continue
+        what = ("failed the fairness gate" if status == "FAIL"
+                else "have a fairness gate WARN that no named reviewer has signed off")
+        then = ("a named reviewer may sign it off only with accepts = \"FAIL\"" if status == "FAIL"
+                else "a named reviewer signs it off with phm review or [[audit.signoff]] (docs/fairness.md)")
+        message = (f"ICB {icb}: {', '.join(outcomes)} {what}. No list was published; the previous lists stay, "
+                   f"marked as not replaced. Read the fairness report: {report}; {then}. Lists folder: {lists}")
+        alerts.append(Alert(condition, icb, message, report, {"outcomes": outcomes, "gate": status}))
+    return alerts
+
+
+def stale_alert(icb: str, extract_date: str, age_days: int, max_age_days: int, policy: str, lists: str) -> Alert:
+    then = ("the run was refused before any work (exit code 10): no list was made and the published lists "
+            "stay, marked as not replaced" if policy == "refuse"
+            else "the lists were published marked STALE DATA ([run] stale_extract = \"mark\")")
+    message = (f"ICB {icb}: the extract is dated {extract_date}, {age_days} days old; the limit is {max_age_days} "
+               f"days ([run] max_extract_age_days): {then}. Deliver a newer extract. Lists folder: {lists}")
+    return Alert(STALE_EXTRACT, icb, message, lists, {"extract_date": extract_date, "extract_age_days": age_days,
+                                                      "max_extract_age_days": max_age_days, "policy": policy})
+
+
+def quality_alert(icb: str, thresholds: AlertThresholds, ethnicity_recorded: float | None,
+                  quarantined: dict[str, tuple[float, str]], report: str) -> Alert | None:
+    """``ethnicity_recorded``: the ICB's share with an ethnicity recorded (not Z, not 99);
+    ``quarantined``: table -> (share of its rows quarantined by its own rules, the rule most
+    broke). None when every measure is within its threshold."""
+    findings, details = [], {}
+    if ethnicity_recorded is not None and ethnicity_recorded < thresholds.min_ethnicity_recorded_share:
+        findings.append(f"ethnicity recorded for {_pct(ethnicity_recorded)} of patients, below "
+                        f"{_pct(thresholds.min_ethnicity_recorded_share)} ([alerts] min_ethnicity_recorded_share): "
+                        "the fairness audit's group figures rest on fewer patients than they should")
+        details["ethnicity_recorded_share"] = round(ethnicity_recorded, 2)
+    over = {t: v for t, v in sorted(quarantined.items()) if v[0] > thresholds.max_quarantined_share}
+    for table, (share, rule) in over.items():
+        findings.append(f"{_pct(share) if share >= 0.005 else 'under 1%'} of the {table} table's rows quarantined, "
+                        f"above {_pct(thresholds.max_quarantined_share)} ([alerts] max_quarantined_share); "
+                        f"most broke the rule '{rule}'")
+    if over:
+        details["quarantined_share"] = {t: round(v[0], 2) for t, v in over.items()}
+    if not findings:
+        return None
+    message = (f"ICB {icb}: data quality below threshold: {'; '.join(findings)}. The run went on. "
+               f"Read the ingest report and Data Docs: {report} (ingest.quarantine in the database lists every row)")
+    return Alert(DATA_QUALITY, icb, message, report, details)
+
+
+RUN_PAGE = "{ui}/runs/flow-run/{{{{ flow_run.id }}}}"  # Prefect renders flow_run from the event's flow run
+
+
+def run_failed_body(icb: str, ui: str) -> str:
+    """The body template of the run-failed automation (Prefect's Jinja, rendered by the server
+    from the flow-run event: the run's name, its state and its page in the UI at ``ui``). The
+    state message is left out on purpose: an unexpected error's text is not under phm's control."""
+    return (f"ICB {icb}: a phm-risk run ended {{{{ event.resource['prefect.state-name'] }}}} "
+            "(flow run '{{ event.resource['prefect.resource.name'] }}'). Where to look: the run's page in the "
+            f"Prefect UI, {RUN_PAGE.format(ui=ui)}, names the failed step and its error; the previous lists "
+            "stay published. If a 'stale extract' or 'fairness gate' alert came with this one, that is the cause.")
+
+
+def custom_body(ui: str) -> str:
+    """The body template of the flow's own conditions: the flow's message, then the run's page."""
+    return "{{ event.payload.message }} Prefect run: " + RUN_PAGE.format(ui=ui)
+
+
+def ethnicity_recorded_share(groups) -> float | None:
+    """``groups``: the ICB's patients' broad ethnic groups (a polars Series); the share recorded
+    as the fairness audit counts it ('recorded': neither Z 'not stated' nor 99 'not known')."""
+    if groups is None or len(groups) == 0:
+        return None
+    recorded = (~groups.cast(str).fill_null("Not known").is_in(["Not stated", "Not known"])).sum()
+    return int(recorded) / len(groups)
+
+
+def quarantined_shares(tables) -> dict[str, tuple[float, str]]:
+    """``tables``: the ingest report's TableReports; table -> (share of its rows quarantined by
+    its own rules, as ``[ingest] max_quarantined_share`` counts them, the rule most broke)."""
+    shares = {}
+    for t in tables:
+        own = t.rows_quarantined - t.rows_quarantined_with_parent
+        if t.rows_read and own > 0:
+            rule = max(t.quarantine_reasons.items(), key=lambda kv: kv[1])[0] if t.quarantine_reasons else "?"
+            shares[t.table] = (own / t.rows_read, rule)
+    return shares
