@@ -189,13 +189,17 @@ def add_features(sub) -> None:
 
 
 def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
+    from prefect import tags
+
+    from flows.alerts import run_tags
     from flows.run import flow_for
 
     _quiet_user_errors_on_console()
     _quiet_mlflow()
     _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run', "
               f"{config.run.executor} executor)")
-    summary = flow_for(config.run)(extract, out, config, truth, force)
+    with tags(*run_tags(config.run.icb)):  # the ICB's run-failed alert finds the run by its tag
+        summary = flow_for(config.run)(extract, out, config, truth, force)
     for line in summary.lines:
         print(line)
     if summary.skipped:

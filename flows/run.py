@@ -212,12 +212,14 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
                 freshness = check_freshness(ExtractMetadata.read(extract).extract_date,
                                             config.run.max_extract_age_days, config.run.stale_extract)
             except StaleExtract as exc:
+                _alert_stale(config, out, ExtractMetadata.read(extract).extract_date)
                 if mark_not_replaced(out, "stale extract", str(exc)):
                     log.warning(f"the published lists in {out / 'lists'} are marked as not replaced")
                 raise
             if freshness.stale:
                 log.warning(f"STALE DATA: {freshness.message()}; the lists are published marked as stale "
                             "([run] stale_extract = \"mark\")")
+                _alert_stale(config, out, freshness.extract_date)
             digest, settings = extract_digest(extract), settings_digest(config, key)
             previous = None if force else unchanged_since(out, digest, settings)
             if previous:
@@ -261,6 +263,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     summary.lines += features.summary_lines()
     summary.lines += scores_task(db).summary_lines()
     population = population_task(db, config)  # the ICB resolved once, its patients read once
+    _alert_quality(config, population, ingest, out)
     stages.done()
 
     stages.start("train the risk models")
@@ -281,6 +284,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         summary.audit_report = audit.html_path
         summary.audit_ui_url = location.ui_url(audit.ui_path())
         stages.done()
+        _alert_gate(population.icb_code, audit, out)
         audit.decision.raise_if_refused("no list is produced and the previous lists stay published",
                                         audit.html_path)
 
@@ -313,6 +317,42 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     stages.done()
     summary.seconds = stages.seconds
     return summary
+
+
+def _alert_stale(config: RunConfig, out: Path, extract_date: dt.date) -> None:
+    """An extract over the age limit, refused or published marked: an alert (flows/alerts.py)."""
+    from flows.alerts import emit
+    from phm.alerts import stale_alert
+    from phm.freshness import Freshness, today_utc
+
+    freshness = Freshness(extract_date, today_utc(), config.run.max_extract_age_days)
+    emit(stale_alert(config.run.icb or "unknown", extract_date.isoformat(), freshness.age_days,
+                     freshness.max_age_days, config.run.stale_extract, str(out.resolve() / "lists")))
+
+
+def _alert_quality(config: RunConfig, population, ingest, out: Path) -> None:
+    """Ethnicity recorded and quarantined shares against ``[alerts]``: an alert when below."""
+    from flows.alerts import emit
+    from phm.alerts import ethnicity_recorded_share, quality_alert, quarantined_shares
+
+    features = population.features
+    recorded = ethnicity_recorded_share(features["ethnicity_group"]) if "ethnicity_group" in features.columns else None
+    report = ingest.data_docs or str(out.resolve() / "phm.duckdb")  # Data Docs, or the database's ingest tables
+    alert = quality_alert(population.icb_code, config.alerts, recorded, quarantined_shares(ingest.tables.values()),
+                          report)
+    if alert is not None:
+        get_run_logger().warning(alert.message)
+        emit(alert)
+
+
+def _alert_gate(icb: str, audit, out: Path) -> None:
+    """The gate refused an outcome (a FAIL, or a WARN nobody signed off): an alert per kind."""
+    from flows.alerts import emit
+    from phm.alerts import gate_alerts
+
+    refused = [(r.outcome, r.status) for r in audit.decision.refused]
+    for alert in gate_alerts(icb, refused, str(Path(audit.html_path).resolve()), str(out.resolve() / "lists")):
+        emit(alert)
 
 
 def _suppressed(manifest: dict) -> dict:
