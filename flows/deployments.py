@@ -13,6 +13,10 @@ The deployments are declared in one TOML file (``phm deploy --file deployments.t
     cron = "0 6 * * 1"                 # default: Mondays 06:00
     timezone = "Europe/London"         # default; the cron is local time, across the clock change
 
+    [alerts]                           # optional: Prefect automations per ICB (flows/alerts.py)
+    kind = "slack"
+    url_env = "PHM_ALERTS_URL"
+
 Each deployment runs ``scheduled_run`` (below) with the ICB, extract, output folder and
 configuration as its parameters; a worker (``prefect worker start --pool phm``) picks the runs
 up. The pseudonymisation key is never a parameter (parameters are stored by the server): the
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.alerts import AlertDestination, destination_from, register_alerts, resolve_url
 from flows.config import check_icb, check_path
 from phm.exceptions import ConfigError
 
@@ -64,6 +69,7 @@ class DeploymentSpec:
     cron: str = DEFAULT_CRON
     timezone: str = DEFAULT_TIMEZONE
     name: str = ""
+    alerts: AlertDestination | None = None  # [alerts], with this deployment's [deployment.alerts] over it
 
     @property
     def deployment_name(self) -> str:
@@ -76,15 +82,22 @@ class DeploymentSpec:
 
 def read_deployments(path: Path) -> tuple[str, list[DeploymentSpec]]:
     """The work pool and the deployments of a deployments file; errors name the key."""
+    pool, specs, _ = read_deployments_file(path)
+    return pool, specs
+
+
+def read_deployments_file(path: Path) -> tuple[str, list[DeploymentSpec], dict]:
+    """The work pool, the deployments and each ICB's alerts (ICB -> (destination, where))."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"--file {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--file {path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"work_pool", "deployment"}
+    unknown = set(data) - {"work_pool", "deployment", "alerts"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: work_pool, deployment)")
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: work_pool, deployment, alerts)")
+    base = destination_from(data["alerts"], f"{path}: alerts") if "alerts" in data else None
     pool = data.get("work_pool", DEFAULT_POOL)
     if not isinstance(pool, str) or not pool:
         raise ConfigError(f"{path}: work_pool must be text, not {pool!r}")
@@ -92,9 +105,11 @@ def read_deployments(path: Path) -> tuple[str, list[DeploymentSpec]]:
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{path}: no [[deployment]] tables")
     known = {f.name for f in dataclasses.fields(DeploymentSpec)}
-    specs = []
+    specs, alerts = [], {}
     for i, table in enumerate(tables):
         where = f"{path}: deployment[{i}]"
+        table = dict(table)
+        own = table.pop("alerts", None)
         for key, value in table.items():
             if key not in known:
                 raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
@@ -103,8 +118,14 @@ def read_deployments(path: Path) -> tuple[str, list[DeploymentSpec]]:
         for key in ("icb", "extract", "out"):
             if not table.get(key):
                 raise ConfigError(f"{where}.{key}: required")
-        spec = DeploymentSpec(**table)
-        check_icb(f"{where}.icb", spec.icb)
+        check_icb(f"{where}.icb", table["icb"])
+        dest = destination_from(own, f"{where}.alerts", base) if own is not None else base
+        spec = DeploymentSpec(**table, alerts=dest)
+        if dest is not None:
+            earlier = alerts.setdefault(spec.icb, (dest, f"{where}.alerts" if own is not None else f"{path}: alerts"))
+            if earlier[0] != dest:
+                raise ConfigError(f"{where}.alerts: ICB {spec.icb}'s alerts differ from {earlier[1]}'s: one ICB, "
+                                  "one set of alerts")
         for key in ("extract", "out", "config"):
             check_path(f"{where}.{key}", getattr(spec, key))
         _check_schedule(spec, where)
@@ -118,7 +139,7 @@ def read_deployments(path: Path) -> tuple[str, list[DeploymentSpec]]:
     if shared:
         raise ConfigError(f"{path}: two deployments write to {shared[0]}: each ICB needs its own out folder "
                           "(its own DuckDB file: DuckDB allows one writer per file)")
-    return pool, specs
+    return pool, specs, alerts
 
 
 def _check_schedule(spec: DeploymentSpec, where: str) -> None:
@@ -157,10 +178,13 @@ def deploy(path: Path, progress=print) -> list[str]:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
 
-    pool, specs = read_deployments(path)
+    pool, specs, alerts = read_deployments_file(path)
     if not PREFECT_API_URL.value():
         raise ConfigError("PREFECT_API_URL is not set: start a Prefect server (docs/scheduling.md) and point "
                           "PREFECT_API_URL at it, e.g. http://127.0.0.1:4200/api")
+    for dest, where in alerts.values():  # before registering anything: a missing or wrong URL stops here
+        if dest.url_env:
+            resolve_url(dest, where)
     ensure_work_pool(pool)
     source = flow.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
     ids = []
@@ -173,5 +197,9 @@ def deploy(path: Path, progress=print) -> list[str]:
         ids.append(str(deployment_id))
         progress(f"deployed phm-scheduled-run/{spec.deployment_name} ({spec.cron}, {spec.timezone}) "
                  f"-> work pool {pool!r}")
+    if alerts:
+        register_alerts(alerts, progress)
+    else:
+        progress("no [alerts] in the file: no alert automations registered (docs/scheduling.md, \"Alerts\")")
     progress(f"start a worker for the pool: prefect worker start --pool {pool}")
     return ids
