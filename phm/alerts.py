@@ -114,11 +114,11 @@ def gate_alerts(icb: str, refused: list[tuple[str, str]], report: str, lists: st
         outcomes = sorted(o for o, s in refused if s == status)
         if not outcomes:
             continue
-        what = ("failed the fairness gate" if status == "FAIL"
-                else "have a fairness gate WARN that no named reviewer has signed off")
+        what = ("fairness gate FAIL for" if status == "FAIL"
+                else "fairness gate WARN, not signed off by a named reviewer, for")
         then = ("a named reviewer may sign it off only with accepts = \"FAIL\"" if status == "FAIL"
                 else "a named reviewer signs it off with phm review or [[audit.signoff]] (docs/fairness.md)")
-        message = (f"ICB {icb}: {', '.join(outcomes)} {what}. No list was published; the previous lists stay, "
+        message = (f"ICB {icb}: {what} {', '.join(outcomes)}. No list was published; the previous lists stay, "
                    f"marked as not replaced. Read the fairness report: {report}; {then}. Lists folder: {lists}")
         alerts.append(Alert(condition, icb, message, report, {"outcomes": outcomes, "gate": status}))
     return alerts
@@ -155,7 +155,8 @@ def quality_alert(icb: str, thresholds: AlertThresholds, ethnicity_recorded: flo
     if not findings:
         return None
     message = (f"ICB {icb}: data quality below threshold: {'; '.join(findings)}. The run went on. "
-               f"Read the ingest report and Data Docs: {report} (ingest.quarantine in the database lists every row)")
+               f"Where to look: {report} (the ingest's Data Docs, or the run's database; its ingest.quarantine table "
+               "lists every quarantined row and the rule it broke)")
     return Alert(DATA_QUALITY, icb, message, report, details)
 
 

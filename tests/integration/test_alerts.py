@@ -233,9 +233,9 @@ def test_gate_fail_warn_and_data_quality_alert_with_the_report(deployed, receive
     report = str(out.resolve() / "audit" / "fairness_audit.html")
     assert all(RUN_PAGE.search(m["body"]) for m in (fail, warn, quality))
     _check_message(fail, "fairness gate FAIL")
-    assert "cvd failed the fairness gate" in fail["body"] and report in fail["body"] and "t2d" not in fail["body"]
+    assert "fairness gate FAIL for cvd." in fail["body"] and report in fail["body"] and "t2d" not in fail["body"]
     _check_message(warn, "awaiting a reviewer's sign-off")
-    assert "t2d have a fairness gate WARN" in warn["body"] and report in warn["body"] and "phm review" in warn["body"]
+    assert "not signed off by a named reviewer, for t2d." in warn["body"] and report in warn["body"] and "phm review" in warn["body"]
     _check_message(quality, "data quality below threshold")
     assert "ethnicity recorded for 60% of patients, below 80%" in quality["body"]
     assert "3% of the clinical_events table's rows quarantined" in quality["body"]

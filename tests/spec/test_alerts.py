@@ -150,10 +150,10 @@ def test_every_message_names_the_icb_the_condition_and_where_to_look():
         assert payload["icb"] == "QXX" and payload["condition"] == alert.condition and payload["message"] == alert.message
     fail, warn, refused, marked, quality = alerts
     assert fail.subject == "phm-risk ICB QXX: fairness gate FAIL"
-    assert "cvd, hypertension failed the fairness gate" in fail.message and "t2d" not in fail.message
+    assert "fairness gate FAIL for cvd, hypertension." in fail.message and "t2d" not in fail.message
     assert "No list was published" in fail.message
     assert warn.subject == "phm-risk ICB QXX: fairness gate WARN awaiting a reviewer's sign-off"
-    assert "t2d have a fairness gate WARN that no named reviewer has signed off" in warn.message
+    assert "fairness gate WARN, not signed off by a named reviewer, for t2d." in warn.message
     assert "phm review" in warn.message
     assert "dated 2026-03-31, 244 days old; the limit is 45 days" in refused.message
     assert "refused before any work (exit code 10)" in refused.message
