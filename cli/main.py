@@ -526,6 +526,32 @@ def cmd_review(args) -> int:
     return 0
 
 
+def cmd_outcomes(args) -> int:
+    from phm.db import require
+    from phm.outcomes import load_outcomes
+
+    _quiet_user_errors_on_console()
+    load = load_outcomes(Path(args.file), require(Path(args.db), "phm run"), progress=_progress)
+    for line in load.summary_lines():
+        print(line)
+    print("the next audit (phm run, or phm audit --db) reports the uptake of invitations by ethnic group and "
+          "IMD quintile")
+    return 0
+
+
+def add_outcomes(sub) -> None:
+    p = sub.add_parser("outcomes", help="load a practice's outcomes of its list's invitations (for uptake by group)",
+                       description="Validate a practice's CSV of what happened after its list's invitations "
+                       "(pseudonym, contacted, attended, declined: yes/no; date: YYYY-MM-DD) and load it into "
+                       "the run's database: bad rows are quarantined with their reason (lists.outcomes_quarantine) "
+                       "and rows in = loaded + quarantined is printed. Loading a file again replaces its rows. "
+                       "The next fairness audit reports uptake by ethnic group and IMD quintile. See "
+                       "docs/lists.md, 'Outcomes back'.")
+    p.add_argument("--file", required=True, help="the practice's outcomes CSV")
+    p.add_argument("--db", required=True, help="the database of the runs that published the lists (<out>/phm.duckdb)")
+    p.set_defaults(func=cmd_outcomes)
+
+
 def add_review(sub) -> None:
     p = sub.add_parser("review", help="a named reviewer signs off the latest audit's WARN or FAIL",
                        description="Record a named reviewer's sign-off of the latest fairness audit's WARN (or, "
@@ -741,7 +767,7 @@ def add_codelists(sub) -> None:
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
 COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
-            add_demo, add_practice_key, add_reidentify, add_calc, add_contract, add_codelists)
+            add_demo, add_practice_key, add_reidentify, add_outcomes, add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:

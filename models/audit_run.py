@@ -73,6 +73,7 @@ from models.tracking import (
 from models.train import OUTCOMES
 from phm.db import connect
 from phm.exceptions import ConfigError
+from phm.outcomes import uptake
 
 GROUP_COLUMNS = ("ethnicity_group", "imd_quintile", "sex")
 
@@ -208,6 +209,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     try:
         validations = {o.short: _validation(con, pinned[o.short]) for o in OUTCOMES}
         extract_date = _extract_date(con)
+        uptake_of_invitations = uptake(con) or []  # outcomes back from practices (phm outcomes); none yet: []
     finally:
         con.close()
     population = features.select(
@@ -267,7 +269,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     gates = judge_all(audits, settings, quality.missing_share)
     decision = decide(gates, settings.signoffs, compare_with_standard(standard_frames, settings))
     report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
-                         decision=decision)
+                         decision=decision, uptake=uptake_of_invitations)
     json_path, html_path = report.write(Path(out_dir))
     run_id = log_audit(report, json_path, html_path, client, location, icb_code, extract_date)
     champions = {}
@@ -346,6 +348,10 @@ def log_audit(report: AuditReport, json_path: Path, html_path: Path, client, loc
                         for figure, estimate in data["ratio_to_reference"].items():
                             if estimate and estimate["value"] is not None:
                                 metrics[_metric_key(audit.name, kind, group, f"{figure}_ratio_to_reference")] = estimate["value"]
+        for row in report.uptake or []:  # the same published figures as the JSON
+            for share in ("contacted_share", "attended_share"):
+                if not row["withheld"] and row[share]["value"] is not None:
+                    metrics[_metric_key("uptake", row["grouping"], str(row["group"]), share)] = row[share]["value"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(html_path), artifact_path="fairness")
         mlflow.log_artifact(str(json_path), artifact_path="fairness")

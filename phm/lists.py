@@ -345,12 +345,15 @@ def for_people(rows: pl.DataFrame) -> pl.DataFrame:
 # (the pseudonym under the practice's key, as on the list itself), never in an output. It
 # decides who was invited recently (``recently_invited_days``) and how much of a period's
 # capacity earlier lists used. A list for the same index date is that list run again: it is
-# replaced when the rerun publishes, and neither rule counts it.
+# replaced when the rerun publishes, and neither rule counts it. The patient's broad ethnic group
+# and IMD quintile when listed are kept for the uptake of invitations by group (phm/outcomes.py):
+# equity is judged on the groups patients were invited as, including those who left since.
 HISTORY = "lists.invitations"
-HISTORY_COLUMNS = ("practice_pseudo_id", "pseudonym", "list_date", "urgent")
+HISTORY_COLUMNS = ("practice_pseudo_id", "pseudonym", "list_date", "urgent", "ethnicity_group", "imd_quintile")
 CREATE_HISTORY = ("create table lists.invitations (practice_pseudo_id bigint, pseudonym varchar, list_date date, "
-                  "urgent boolean)")
+                  "urgent boolean, ethnicity_group varchar, imd_quintile integer)")
 OLD_HISTORY_COLUMNS = ("patient_id", "list_date")  # before issue 18: every list of every practice
+WITHOUT_GROUPS = HISTORY_COLUMNS[:4]  # issue 18's first shape, before the uptake by group
 
 
 def period_bounds(day: dt.date | str, period: str) -> tuple[dt.date, dt.date]:
@@ -386,14 +389,19 @@ def prepare_history(con: duckdb.DuckDBPyConnection, key: bytes) -> list[str]:
         return []
     if columns == list(HISTORY_COLUMNS):
         return []
+    if columns == list(WITHOUT_GROUPS):  # the groups of patients listed then are not known
+        con.execute("alter table lists.invitations add column ethnicity_group varchar")
+        con.execute("alter table lists.invitations add column imd_quintile integer")
+        return []
     if columns != list(OLD_HISTORY_COLUMNS):
         raise DatabaseError(f"{HISTORY}: columns {', '.join(columns)} are neither the lists' history "
                             f"({', '.join(HISTORY_COLUMNS)}) nor its earlier shape ({', '.join(OLD_HISTORY_COLUMNS)})")
-    old = con.execute("select i.patient_id, i.list_date, f.practice_pseudo_id from lists.invitations as i "
-                      "left join marts.mart_patient_features as f using (patient_id)").pl()
+    old = con.execute("select i.patient_id, i.list_date, f.practice_pseudo_id, f.ethnicity_group, f.imd_quintile "
+                      "from lists.invitations as i left join marts.mart_patient_features as f using (patient_id)").pl()
     placed = old.filter(pl.col("practice_pseudo_id").is_not_null())
     carried = placed.with_columns(pseudonymise(placed, key)).select(
-        "practice_pseudo_id", "pseudonym", "list_date", pl.lit(None, pl.Boolean).alias("urgent")).unique()
+        "practice_pseudo_id", "pseudonym", "list_date", pl.lit(None, pl.Boolean).alias("urgent"),
+        "ethnicity_group", pl.col("imd_quintile").cast(pl.Int32)).unique()
     con.execute("begin transaction")
     try:
         con.execute("drop table lists.invitations")
@@ -434,13 +442,14 @@ def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date)
     index date replaces its own rows."""
     if _history_columns(con) != list(HISTORY_COLUMNS):
         raise DatabaseError(f"{HISTORY}: not in its current shape; build_lists prepares it before a list is made")
-    invited = run.invited.select(*(pl.col(c) for c in ("practice_pseudo_id", "pseudonym", "urgent")))
+    invited = run.invited.select("practice_pseudo_id", "pseudonym", "urgent", "ethnicity_group",
+                                 pl.col("imd_quintile").cast(pl.Int32))
     con.register("invited_frame", invited.to_arrow())
     con.execute("begin transaction")
     try:
         con.execute("delete from lists.invitations where list_date = ?::date", [index_date])
-        con.execute("insert into lists.invitations select practice_pseudo_id, pseudonym, ?::date, urgent "
-                    "from invited_frame", [index_date])
+        con.execute("insert into lists.invitations select practice_pseudo_id, pseudonym, ?::date, urgent, "
+                    "ethnicity_group, imd_quintile from invited_frame", [index_date])
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -503,7 +512,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
         pl.len().alias("listed_earlier_in_period")))
     capacity = period_capacity(settings, index_date, practices)
     run = ListRun(on_list.select("pcn_code", *list_columns(horizons)), counts,
-                  invited=on_list.select("practice_pseudo_id", "pseudonym", "urgent"),
+                  invited=on_list.select("practice_pseudo_id", "pseudonym", "urgent", "ethnicity_group", "imd_quintile"),
                   warnings=urgent_beyond_capacity(eligible, settings, used), notes=notes, capacity=capacity)
     adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
     for row in counts.iter_rows(named=True):

@@ -153,6 +153,7 @@ class AuditReport:
     generated_at: str = ""
     decision: object | None = None  # _decision.GateDecision: sign-offs and what ranks each list
     notes: list[str] = field(default_factory=list)  # e.g. how a score that was not a probability was read
+    uptake: list[dict] | None = None  # uptake of invitations by group (phm/outcomes.py); [] before outcomes came back
 
     def __post_init__(self) -> None:
         if self.decision is None:
@@ -201,6 +202,8 @@ class AuditReport:
             out["scores"][audit.name] = entry
         if self.quality is not None:
             out["ethnicity_data_quality"] = [_quality_json(r) for r in self.quality.rows]
+        if self.uptake is not None:
+            out["uptake_of_invitations"] = {"about": UPTAKE_NOTE, "rows": self.uptake}
         return out
 
     def write(self, folder: Path) -> tuple[Path, Path]:
@@ -462,6 +465,20 @@ def _quality(data: dict) -> list[dict] | None:
             for r in data["ethnicity_data_quality"]]
 
 
+UPTAKE_NOTE = ("Of the patients listed at practices that returned outcomes (phm outcomes), the share "
+               "contacted and the share who attended, by the group they were listed as; 95% Wilson intervals; "
+               "counts 1-7 suppressed, others rounded to 5; shares withheld where a count is 1-7.")
+
+
+def _uptake(data: dict) -> list[dict] | None:
+    if "uptake_of_invitations" not in data:
+        return None
+    return [{"grouping": r["grouping"], "group": r["group"], "withheld": r["withheld"],
+             "counts": [_count(r[k]) for k in ("listed", "contacted", "attended", "declined")],
+             "shares": [_estimate(r[k]) for k in ("contacted_share", "attended_share")]}
+            for r in data["uptake_of_invitations"]["rows"]]
+
+
 def render_html(report: AuditReport, data: dict) -> str:
     """The self-contained HTML report of ``report``, whose JSON (``to_json``) is ``data``."""
     settings = report.settings
@@ -475,6 +492,6 @@ def render_html(report: AuditReport, data: dict) -> str:
         "notes": data.get("notes", []), "gates": gates, "any_finding": any(g["findings"] for g in gates),
         "tests": _tests(report, settings), "standards": _standards(data),
         "scores": [_score_section(audit, data["scores"][audit.name], settings) for audit in report.audits],
-        "quality": _quality(data),
+        "quality": _quality(data), "uptake": _uptake(data), "uptake_note": UPTAKE_NOTE,
     }
     return _environment().get_template(TEMPLATE).render(page)

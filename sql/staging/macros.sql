@@ -30,3 +30,12 @@ create or replace temp macro phm_period_end(d, extract_date) as (
 create or replace temp macro phm_ends_after_extract(d, extract_date) as (
     coalesce(try_cast(d as date) > extract_date, false)
 );
+
+-- phm_yes_no(x): a yes/no answer from a practice's file (yes, no, true, false, y, n, 1, 0 in any
+-- case, spaces ignored); anything else is null, so the row is quarantined rather than guessed.
+create or replace temp macro phm_yes_no(x) as (
+    case lower(trim(cast(x as varchar)))
+        when 'yes' then true when 'y' then true when 'true' then true when '1' then true
+        when 'no' then false when 'n' then false when 'false' then false when '0' then false
+    end
+);

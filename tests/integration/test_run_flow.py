@@ -176,7 +176,8 @@ def test_exclusions_and_every_candidate_are_counted(finished_run):
     history = con.execute("select * from lists.invitations limit 0").pl().columns
     con.close()
     assert listed == sum(rows.height for rows in read_lists(finished_run).values())
-    assert history == ["practice_pseudo_id", "pseudonym", "list_date", "urgent"]  # no patient id
+    # no patient id; the groups patients were listed as, for the uptake of invitations by group
+    assert history == ["practice_pseudo_id", "pseudonym", "list_date", "urgent", "ethnicity_group", "imd_quintile"]
 
 
 def test_no_raw_identifier_leaves_in_a_list(finished_run):

@@ -271,6 +271,32 @@ def test_ethnicity_quality_keeps_not_stated_and_not_known_apart():
                                                          ("practice", "X")}
 
 
+def test_the_report_shows_the_uptake_of_invitations_once_outcomes_came_back(tmp_path):
+    """The pipeline's audit passes uptake (phm/outcomes.py): [] before any outcome came back, rows
+    after; an audit of a scored table (None) has no such section."""
+    frame = simulate(n=3000, groups=("White", "Black"), shares=(0.7, 0.3))
+    audit = run(frame)
+    gate = judge(audit, FAST, 0.05)
+    rows = [{"grouping": "ethnicity", "group": "White", "listed": 400, "contacted": 300, "attended": 240,
+             "declined": 20, "withheld": False, "contacted_share": {"value": 0.75, "low": 0.71, "high": 0.79},
+             "attended_share": {"value": 0.6, "low": 0.55, "high": 0.65}},
+            {"grouping": "ethnicity", "group": "Mixed", "listed": 10, "contacted": None, "attended": None,
+             "declined": 0, "withheld": True, "contacted_share": None, "attended_share": None}]
+    pages = {}
+    for name, uptake in (("none", None), ("empty", []), ("rows", rows)):
+        report = AuditReport("Test audit", FAST, [audit], [gate], None, {}, {"test": {"model": "m"}}, uptake=uptake)
+        json_path, html_path = report.write(tmp_path / name)
+        pages[name] = (json.loads(json_path.read_text()), html_path.read_text())
+    assert "uptake_of_invitations" not in pages["none"][0] and "Uptake of invitations" not in pages["none"][1]
+    assert pages["empty"][0]["uptake_of_invitations"]["rows"] == [] and "No outcomes have come back" in pages["empty"][1]
+    data, page = pages["rows"]
+    assert data["uptake_of_invitations"]["rows"] == rows
+    assert "<td>White</td><td>400</td><td>300</td><td>240</td><td>20</td><td>0.75 <span class=note>(0.71&ndash;0.79)" \
+        in page
+    assert "<td>Mixed</td><td>10</td><td>[suppressed]</td><td>[suppressed]</td><td>0</td><td colspan=2>shares withheld" \
+        in page
+
+
 def test_report_suppresses_every_count_and_withholds_figures_resting_on_small_ones(tmp_path):
     frame = simulate(n=6000, groups=("White", "Asian", "Other"), shares=(0.8, 0.199, 0.001))
     audit = run(frame)

@@ -697,8 +697,9 @@ def history_database(rows: list[tuple], registered: dict[int, int]) -> duckdb.Du
     con = duckdb.connect()
     con.execute("create schema lists")
     con.execute("create schema marts")
-    con.execute("create table marts.mart_patient_features (patient_id bigint, practice_pseudo_id bigint)")
-    con.executemany("insert into marts.mart_patient_features values (?, ?)", list(registered.items()))
+    con.execute("create table marts.mart_patient_features (patient_id bigint, practice_pseudo_id bigint, "
+                "ethnicity_group varchar, imd_quintile integer)")
+    con.executemany("insert into marts.mart_patient_features values (?, ?, 'Black', 2)", list(registered.items()))
     con.execute("create table lists.invitations (patient_id bigint, list_date date)")
     con.executemany("insert into lists.invitations values (?, ?::date)", rows)
     return con
@@ -712,11 +713,16 @@ def test_an_old_history_moves_to_pseudonyms_per_practice_and_an_unregistered_pat
                      "over, [suppressed] of patients no longer registered dropped"]
     rows = con.execute("select * from lists.invitations order by list_date, practice_pseudo_id").fetchall()
     p1, p2 = pseudonym(practice_key(KEY, "10"), 1), pseudonym(practice_key(KEY, "11"), 2)
-    assert rows == [(10, p1, dt.date(2026, 2, 2), None), (10, p1, dt.date(2026, 3, 2), None),
-                    (11, p2, dt.date(2026, 3, 2), None)]
+    assert rows == [(10, p1, dt.date(2026, 2, 2), None, "Black", 2), (10, p1, dt.date(2026, 3, 2), None, "Black", 2),
+                    (11, p2, dt.date(2026, 3, 2), None, "Black", 2)]
     assert "patient_id" not in {c for (c,) in con.execute("select column_name from information_schema.columns "
                                                            "where table_name = 'invitations'").fetchall()}
     assert prepare_history(con, KEY) == []  # once: the next run finds the current shape
+    # issue 18's first shape, without the groups: they are added, unknown for the rows already there
+    con.execute("alter table lists.invitations drop column ethnicity_group")
+    con.execute("alter table lists.invitations drop column imd_quintile")
+    assert prepare_history(con, KEY) == []
+    assert con.execute("select count(*), count(ethnicity_group) from lists.invitations").fetchone() == (3, 0)
     con.execute("create or replace table lists.invitations (who varchar)")
     with pytest.raises(DatabaseError, match="lists.invitations: columns who are neither"):
         prepare_history(con, KEY)
@@ -728,7 +734,7 @@ def test_an_old_history_moves_to_pseudonyms_per_practice_and_an_unregistered_pat
 def test_the_history_says_who_was_invited_recently_and_who_took_this_periods_capacity():
     con = duckdb.connect()
     prepare_history(con, KEY)
-    con.executemany("insert into lists.invitations values (10, ?, ?::date, false)", [
+    con.executemany("insert into lists.invitations values (10, ?, ?::date, false, 'White', 3)", [
         ("own", "2026-03-17"),          # this index date's own list (a rerun): neither
         ("early", "2026-03-03"),        # this month, 14 days before: both
         ("february", "2026-02-20"),     # 25 days before, last month: recently invited only
@@ -749,7 +755,8 @@ def test_recording_a_list_again_for_the_same_index_date_replaces_its_rows():
 
     def run_of(*names):
         return ListRun(pl.DataFrame(), pl.DataFrame(), invited=pl.DataFrame(
-            {"practice_pseudo_id": [10] * len(names), "pseudonym": list(names), "urgent": [False] * len(names)}))
+            {"practice_pseudo_id": [10] * len(names), "pseudonym": list(names), "urgent": [False] * len(names),
+             "ethnicity_group": ["Asian"] * len(names), "imd_quintile": [1] * len(names)}))
     record_invitations(con, run_of("a", "b"), dt.date(2026, 3, 10))
     record_invitations(con, run_of("c", "d", "e"), dt.date(2026, 3, 17))
     record_invitations(con, run_of("c", "f"), dt.date(2026, 3, 17))  # the 17th's list, run again
