@@ -8,6 +8,8 @@ What is real and what is driven:
   ``prefect.flow-run.Failed`` event fires the automation;
 - stale extract: a real ``phm run`` on an extract dated long ago, refused before any work
   (exit 10); it also ends the run Failed, so the run-failed alert comes with it;
+- run failed, scheduled: the deployment's run through a real process worker, whose
+  ``phm-run`` subflow fails with it: one alert, not one per flow run;
 - gate FAIL, WARN awaiting sign-off, data quality: the flow's own alert functions
   (flows/run.py ``_alert_gate`` and ``_alert_quality``) called inside a small flow with what a
   real refusal and a real ingest produce (a decision refusing cvd with FAIL and t2d with WARN;
@@ -40,6 +42,7 @@ ICB = "QAA"
 KEY = "key-of-icb-qaa-long-enough-0123456789abc"
 SENTINEL_ID = "SENTINELPATIENT42"
 SENTINEL_DOB = "1931-07-19"
+POOL = "phm-alerts-test"
 RUN_PAGE = re.compile(r"http://127\.0\.0\.1:\d+/runs/flow-run/[0-9a-f-]{36}")
 
 
@@ -94,8 +97,9 @@ def deployed(prefect_server, receiver, tmp_path_factory):
     url, home = prefect_server
     hook, _ = receiver
     folder = tmp_path_factory.mktemp("alerts")
+    _extract(folder / "extract", dt.datetime.now(dt.UTC).date())  # the deployment's: fails in ingest
     (folder / "deployments.toml").write_text(f'''
-work_pool = "phm-alerts-test"
+work_pool = "{POOL}"
 
 [alerts]
 kind = "webhook"
@@ -240,3 +244,36 @@ def test_gate_fail_warn_and_data_quality_alert_with_the_report(deployed, receive
     assert "ethnicity recorded for 60% of patients, below 80%" in quality["body"]
     assert "3% of the clinical_events table's rows quarantined" in quality["body"]
     assert "'date after the extract date'" in quality["body"] and str(out.resolve() / "phm.duckdb") in quality["body"]
+
+
+def test_a_failed_scheduled_run_alerts_once_though_its_subflows_fail_with_it(deployed, receiver):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    folder, env, _ = deployed
+    _, received = receiver
+    worker_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+                              env=worker_env, stdout=subprocess.DEVNULL, stderr=open(folder / "worker.log", "w"))
+    settings = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}
+    try:
+        started = time.perf_counter()
+        with temporary_settings(updates=settings):
+            run = run_deployment(f"phm-scheduled-run/phm-{ICB}", timeout=300)
+        assert run.state.type.value == "FAILED", (folder / "worker.log").read_text()[-3000:]
+        [message] = _wait_for(received, lambda m: f"(flow run '{run.name}')" in m["body"])
+        time.sleep(5)  # time for a second alert, from the phm-run or phm-ingest subflow, to arrive
+        print(f"scheduled run failed and its alert: {time.perf_counter() - started:.1f} s")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    _check_message(message, "run failed")
+    assert RUN_PAGE.search(message["body"]).group().endswith(str(run.id))
+    # every run-failed alert of the module names a different run, and never a subflow's
+    ids = [RUN_PAGE.search(m["body"]).group().rsplit("/", 1)[1] for m in received if "run failed" in m["subject"]]
+    assert len(ids) == len(set(ids)) and str(run.id) in ids
+    with temporary_settings(updates=settings), get_client(sync_client=True) as client:
+        runs = {str(r.id): r for r in client.read_flow_runs()}
+    assert all(runs[i].parent_task_run_id is None for i in ids)
+    assert any(r.parent_task_run_id is not None and r.state_type.value == "FAILED" for r in runs.values())
