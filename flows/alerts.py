@@ -121,6 +121,11 @@ def resolve_url(dest: AlertDestination, where: str, environ=os.environ) -> str:
         raise ConfigError(f"{where}.url_env: the environment variable {dest.url_env} is not set (it holds the "
                           "webhook URL when phm deploy runs)")
     check_url(url, dest.kind, f"{where}.url_env (${dest.url_env})")
+    try:  # the block's own check (a Teams URL must be a Power Automate Workflows one)
+        notification_block(dest, "QXX", url.strip())
+    except Exception:  # its message may quote the URL: never shown
+        raise ConfigError(f"{where}.url_env (${dest.url_env}): not a URL Prefect's {dest.kind} notification block "
+                          "accepts (Teams: a Power Automate Workflows URL); the value is not shown") from None
     return url.strip()
 
 
@@ -204,8 +209,7 @@ def _block_id(client, dest: AlertDestination, icb: str, where: str):
             return client.read_block_document_by_name(name=name, block_type_slug=slug, include_secrets=False).id
         except ObjectNotFound:
             raise ConfigError(f"{where}.block: no notification block {dest.block!r} on the Prefect server") from None
-    url = resolve_url(dest, where)
-    return notification_block(dest, icb, url).save(block_name(icb), overwrite=True)
+    return notification_block(dest, icb, resolve_url(dest, where)).save(block_name(icb), overwrite=True)
 
 
 def register_alerts(destinations: dict[str, tuple[AlertDestination, str]], progress=print) -> dict[str, list[str]]:

@@ -107,6 +107,13 @@ def test_the_url_comes_from_the_environment_named(monkeypatch):
     assert resolve_url(dest, "alerts", environ={"PHM_ALERTS_URL": SECRET + "\n"}) == SECRET
 
 
+def test_a_url_the_notification_block_refuses_is_refused_without_showing_it():
+    dest = AlertDestination("teams", "PHM_ALERTS_URL")
+    with pytest.raises(ConfigError, match=r"alerts\.url_env \(\$PHM_ALERTS_URL\): not a URL Prefect's teams") as error:
+        resolve_url(dest, "alerts", environ={"PHM_ALERTS_URL": "https://example.nhs.uk/SECRETTOKEN"})
+    assert "SECRETTOKEN" not in str(error.value) and error.value.__cause__ is None
+
+
 def test_data_quality_thresholds_are_run_configuration_with_defaults(tmp_path):
     assert load_config(None).alerts == AlertThresholds(0.80, 0.01)
     path = tmp_path / "phm.toml"
