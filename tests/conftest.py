@@ -120,7 +120,8 @@ def reads_the_shared_run(test_file: Path) -> bool:
 LONGEST_UNITS = {
     "tests/integration/test_faults.py": 350, "shared run": 250, "tests/integration/test_gate_truth.py": 190,
     "tests/property/test_malformed_extracts.py": 190, "tests/integration/test_fairness_pipeline.py": 160,
-    "tests/integration/test_scheduling.py": 130, "tests/integration/test_full_disk.py": 45,
+    "tests/integration/test_scheduling.py": 130, "tests/integration/test_alerts.py": 90,
+    "tests/integration/test_full_disk.py": 45,
 }
 
 
