@@ -90,8 +90,8 @@ def main() -> None:
                 lists = (out / "lists").resolve()
                 practices = pl.read_parquet(base / icb / "extract" / "practices.parquet")
                 own = set(practices.filter(pl.col("icb_code") == icb)["pcn_code"].to_list())
-                files = {p.stem for p in lists.glob("*.csv") if not p.stem.endswith("_summary")}
                 manifest = json.loads((lists / "lists_manifest.json").read_text())
+                files = {pcn for pcn, names in manifest["files"].items() if (lists / names["csv"]).is_file()}
                 ok = files == own and set(manifest["pcns"]) == own and (out / "audit" / "fairness_audit.json").is_file()
             results[icb] = {"exit": code, "outputs_correct": ok, "seconds": seconds[icb]}
             print(f"{icb}: exit {code}, outputs {'correct' if ok else 'WRONG'}, finished after {seconds[icb]:.0f} s")

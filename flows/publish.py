@@ -1,10 +1,11 @@
 """Publishing the lists: one folder of files per run, swapped into place in one step.
 
-Every PCN gets ``<PCN>.parquet`` (reasons, actions, reasons set aside and what to measure as
-lists of text, for software), ``<PCN>.csv`` and ``<PCN>.xlsx`` (the same rows with those lists
+Every PCN gets ``<PCN>_<extract date>.parquet`` (reasons, actions, reasons set aside and what to measure as
+lists of text, for software), ``.csv`` and ``.xlsx`` (the same rows with those lists
 joined by a separator no item contains, for people; the workbook is a working document: Read
 me, the list, a sheet per practice, the summary; phm/workbook.py), rows grouped by
-practice and ranked by priority, and ``<PCN>_summary.csv`` (aggregate, suppressed); the run adds
+practice and ranked by priority, and ``<PCN>_<extract date>_summary.csv`` (aggregate, suppressed):
+the extract's date is in every name, so a downloaded list says which data it comes from. The run adds
 ``lists_manifest.json`` (what was published, from which models and audit). Files are written to
 a new folder ``<out>/lists-<stamp>`` and only then does the link ``<out>/lists`` move to it, by
 an atomic rename: a reader sees the old lists or the new ones, never a mixture, and a run that
@@ -40,6 +41,12 @@ def _private(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def published_files(folder: Path, kind: str = "csv") -> dict[str, Path]:
+    """Each PCN's file of a kind (parquet, csv, summary, xlsx) in a published folder, from its manifest."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    return {pcn: Path(folder) / names[kind] for pcn, names in manifest["files"].items()}
+
+
 def pcn_file(folder: Path, pcn: str, suffix: str) -> Path:
     """``folder/<pcn><suffix>``, refused unless the PCN code is ODS-style and the file lands in
     ``folder``. Ingest already quarantines practices whose code breaks the pattern; this is the
@@ -55,13 +62,31 @@ def pcn_file(folder: Path, pcn: str, suffix: str) -> Path:
     return path
 
 
+FILE_KINDS = {"parquet": ".parquet", "csv": ".csv", "summary": "_summary.csv", "xlsx": ".xlsx"}
+
+
+def dated(extract_date) -> str:
+    """``_2026-03-31``: the extract's date in every file name, so a list downloaded or e-mailed on
+    says which data it comes from ('' when the manifest has no date: tests of the mechanics)."""
+    if not extract_date:
+        return ""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(extract_date)):
+        raise ExtractError("the extract date must be YYYY-MM-DD before it names a list file", file="extract.json",
+                           column="extract_date")
+    return f"_{extract_date}"
+
+
 def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
-    """Write every PCN's files into a new folder under ``out``; returns it (not yet published)."""
+    """Write every PCN's files into a new folder under ``out``; returns it (not yet published).
+    The manifest gains ``files``: each PCN's file names, for software that reads the folder."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = out / f"{CURRENT}-{stamp}"
+    date = dated(manifest.get("extract_date"))
     # every file name is checked before anything is written
-    files = {pcn: [pcn_file(folder, pcn, suffix) for suffix in (".parquet", ".csv", "_summary.csv", ".xlsx")]
+    files = {pcn: [pcn_file(folder, pcn, date + suffix) for suffix in FILE_KINDS.values()]
              for pcn in run.counts["pcn_code"].to_list()}
+    manifest = {**manifest, "files": {pcn: {kind: path.name for kind, path in zip(FILE_KINDS, paths, strict=True)}
+                                      for pcn, paths in files.items()}}
     out.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=DIR_MODE)
     for pcn, (list_parquet, list_csv, summary_csv, workbook) in files.items():

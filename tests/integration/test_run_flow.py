@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from flows.config import RunConfig
+from flows.publish import published_files
 from phm.pseudonymise import practice_key, pseudonym
 from tests.shared_run import KEY
 from tests.signoff import REVIEWER
@@ -26,8 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def read_lists(run) -> dict[str, pl.DataFrame]:
-    return {p.stem: pl.read_csv(p, infer_schema_length=None) for p in sorted(run.lists.glob("*.csv"))
-            if not p.stem.endswith("_summary")}
+    return {pcn: pl.read_csv(path, infer_schema_length=None) for pcn, path in sorted(published_files(run.lists).items())}
 
 
 def test_one_csv_and_excel_file_per_pcn_with_only_its_own_practices(finished_run):
@@ -38,8 +38,9 @@ def test_one_csv_and_excel_file_per_pcn_with_only_its_own_practices(finished_run
     for pcn, rows in lists.items():
         assert rows.height > 0
         assert {pcn_of[str(p)] for p in rows["practice_pseudo_id"].unique()} == {pcn}
-        assert (finished_run.lists / f"{pcn}.xlsx").is_file()
-        excel = pl.read_excel(finished_run.lists / f"{pcn}.xlsx", sheet_name="list", engine="openpyxl")
+        workbook = published_files(finished_run.lists, "xlsx")[pcn]
+        assert workbook.name == f"{pcn}_2026-03-31.xlsx"  # the extract's date in every file name
+        excel = pl.read_excel(workbook, sheet_name="list", engine="openpyxl")
         assert excel.height == rows.height
 
 
@@ -47,7 +48,7 @@ def test_the_parquet_list_holds_the_csvs_rows_with_reasons_and_actions_as_lists(
     from phm.lists import JOINED_WITH
 
     for pcn, rows in read_lists(finished_run).items():
-        stored = pl.read_parquet(finished_run.lists / f"{pcn}.parquet")
+        stored = pl.read_parquet(published_files(finished_run.lists, "parquet")[pcn])
         assert stored["pseudonym"].to_list() == rows["pseudonym"].to_list()
         for column, separator in JOINED_WITH.items():
             assert stored.schema[column] == pl.List(pl.String)

@@ -53,7 +53,7 @@ def test_a_stale_list_says_so_first_in_red_with_its_extract_date(tmp_path):
 
     stale = check_freshness(EXTRACT, 45, "mark", today=dt.date(2026, 11, 30)).manifest()
     manifest = {"index_date": "2026-03-31", **stale, "stale": stale}
-    book = load_workbook(write_run_folder(one_pcn_run(), tmp_path, manifest) / "U00001.xlsx")
+    book = load_workbook(write_run_folder(one_pcn_run(), tmp_path, manifest) / "U00001_2026-03-31.xlsx")
     first = book["Read me"]["A1"]
     assert first.value == "STALE DATA" and first.fill.fgColor.rgb.endswith("C00000")
     assert "extract dated 2026-03-31, 244 days old" in book["Read me"]["B1"].value
@@ -61,7 +61,7 @@ def test_a_stale_list_says_so_first_in_red_with_its_extract_date(tmp_path):
     facts = {row[0]: row[1] for row in book["Read me"].iter_rows(values_only=True)}
     assert facts["extract date"] == "2026-03-31"
     fresh = load_workbook(write_run_folder(one_pcn_run(), tmp_path / "fresh", {"extract_date": "2026-11-20"})
-                          / "U00001.xlsx")
+                          / "U00001_2026-11-20.xlsx")
     assert fresh["Read me"]["A1"].value == "PCN" and fresh["Read me"].sheet_properties.tabColor is None
 
 

@@ -384,6 +384,18 @@ def test_publish_swaps_the_lists_in_one_step_and_a_failed_run_leaves_the_old_one
     assert len(kept) == 2 and third.resolve().name in kept  # the current and the one before
 
 
+def test_file_names_carry_the_extract_date_and_the_manifest_names_each_pcns_files(tmp_path):
+    from flows.publish import published_files
+
+    folder = publish(write_run_folder(tiny_run("x"), tmp_path, {"extract_date": "2026-03-31"}), tmp_path)
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("U00001")) == [
+        "U00001_2026-03-31.csv", "U00001_2026-03-31.parquet", "U00001_2026-03-31.xlsx", "U00001_2026-03-31_summary.csv"]
+    assert published_files(folder) == {"U00001": folder / "U00001_2026-03-31.csv", "U00002": folder / "U00002_2026-03-31.csv"}
+    assert published_files(folder, "xlsx")["U00002"].is_file()
+    with pytest.raises(ExtractError, match="YYYY-MM-DD"):  # a date from the data is checked before it names a file
+        write_run_folder(tiny_run("x"), tmp_path / "other", {"extract_date": "../../2026"})
+
+
 @pytest.mark.parametrize("pcn", ["../../pwned_pcn", "/tmp/pwned_pcn", "U0/../../x", "", "u00001"])
 def test_a_pcn_code_that_is_not_ods_style_never_names_a_file(tmp_path, pcn):
     """Defence in depth behind ingest's check: publishing refuses before it writes anything."""
