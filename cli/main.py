@@ -71,7 +71,8 @@ def cmd_synth(args) -> int:
         ethnicity_unrecorded=args.ethnicity_unrecorded,
         measurement_access=_probabilities(args.measurement_access, "--measurement-access"),
         outcome_recording=_probabilities(args.outcome_recording, "--outcome-recording"),
-        ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"))
+        ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"),
+        ethnicity_repeat_codes=args.ethnicity_repeat_codes)
     config.validate()
     _progress(f"generating {config.patients:,} synthetic patients (seed {config.seed}) into {args.out}")
     started = time.perf_counter()
@@ -102,6 +103,9 @@ def add_synth(sub) -> None:
                    help="bias knob: probability a true diagnosis or event is coded, per group")
     p.add_argument("--ethnicity-misrecording", nargs="*", metavar="GROUP=P",
                    help="bias knob: probability the recorded ethnicity is another category")
+    p.add_argument("--ethnicity-repeat-codes", type=float, default=0.0, metavar="MEAN",
+                   help="mean number of further codes of a patient's usual recorded ethnicity (as real records "
+                        "repeat it); 0 (default) adds none")
     p.set_defaults(func=cmd_synth)
 
 

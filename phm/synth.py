@@ -52,6 +52,14 @@ Bias knobs (all off by default; keys are NHS category letters such as "N" or bro
   the label-choice bias of Obermeyer et al.).
 - ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
 ``ethnicity_unrecorded`` (default 0.15) is the share with no ethnicity code at all.
+
+``ethnicity_repeat_codes`` (default 0, off): the mean number (Poisson) of further codes of a
+patient's usual recorded category, dated within their registration, as real records repeat a
+patient's ethnicity at later registrations and reviews (OpenSAFELY found the latest and the most
+frequent category to agree for 98.7% of patients with several records: BMC Med 2024;22:288).
+With it on, a conflicting code is usually outnumbered, which is what tells a "most frequent"
+rule from a "latest" one. Its draws come from their own random streams, so turning it on adds
+codes and changes nothing else; off, the extract is byte-identical to one made without it.
 """
 
 from __future__ import annotations
@@ -92,6 +100,7 @@ class SynthConfig:
     measurement_access: dict[str, float] = field(default_factory=dict)
     outcome_recording: dict[str, float] = field(default_factory=dict)
     ethnicity_misrecording: dict[str, float] = field(default_factory=dict)
+    ethnicity_repeat_codes: float = 0.0
     icb_code: str = "QXX"
 
     def validate(self) -> None:
@@ -106,6 +115,8 @@ class SynthConfig:
             raise ConfigError(f"--pcns must be between 1 and the number of patients (got {self.pcns})")
         if not 0 <= self.ethnicity_unrecorded < 1:
             raise ConfigError("ethnicity_unrecorded must be in [0, 1)")
+        if not 0 <= self.ethnicity_repeat_codes <= 20:
+            raise ConfigError("ethnicity_repeat_codes must be a mean number of codes in [0, 20]")
         groups = set(prof.CATEGORIES) | {"White", "Mixed", "Asian", "Black", "Other"}
         for knob in ("measurement_access", "outcome_recording", "ethnicity_misrecording"):
             for key, value in getattr(self, knob).items():
@@ -196,8 +207,8 @@ class _CodePicker:
     # only from codes that imply nothing the patient does not have. These lists nest instead.
     NESTED = {"diabetes_type1": {"diabetes"}, "diabetes_type2": {"diabetes"}, "mi": {"chd"}, "chd": {"mi"}}
 
-    def __init__(self, seed: int, events: _Events) -> None:
-        self.rng = np.random.default_rng([seed, 15])
+    def __init__(self, seed: int, events: _Events, stream: int = 15) -> None:
+        self.rng = np.random.default_rng([seed, stream])
         self.events = events
         self._tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -984,6 +995,28 @@ def _record_ethnicity(ctx: _Context, record: _Record, people: _People, registrat
     other_cat = np.where(u()[idx] < 0.5, any_other[cat[idx]], rng.integers(0, len(prof.CATEGORIES), len(idx)))
     ev.add(patient_id[idx], first_start[idx] + (u()[idx] * np.clip(last_day[idx] - first_start[idx], 0, None)).astype(np.int64),
            eth_codes_for(other_cat))
+    if config.ethnicity_repeat_codes > 0:
+        _repeat_ethnicity_codes(ctx, record, rec_cat, recorded & ~not_stated, first_start)
+
+
+# the repeats' own random streams (the extract's seed with these), so the knob moves no other draw
+_REPEAT_STREAM, _REPEAT_CODE_STREAM = 20, 21
+
+
+def _repeat_ethnicity_codes(ctx: _Context, record: _Record, rec_cat: np.ndarray, coded: np.ndarray,
+                            first_start: np.ndarray) -> None:
+    """``ethnicity_repeat_codes``: further codes of each coded patient's usual recorded category."""
+    rng = np.random.default_rng([ctx.config.seed, _REPEAT_STREAM])
+    picker = _CodePicker(ctx.config.seed, record.events, stream=_REPEAT_CODE_STREAM)
+    repeats = np.where(coded, rng.poisson(ctx.config.ethnicity_repeat_codes, ctx.n), 0)
+    idx = np.repeat(np.arange(ctx.n), repeats)
+    span = np.clip(record.last_day[idx] - first_start[idx], 0, None)
+    day = first_start[idx] + (rng.uniform(size=len(idx)) * span).astype(np.int64)
+    codes = np.zeros(len(idx), dtype=np.int32)
+    for j, letter in enumerate(prof.CATEGORIES):
+        members = np.flatnonzero(rec_cat[idx] == j)
+        codes[members] = picker.pick("ethnicity", len(members), category=letter)
+    record.events.add(record.patient_id[idx], day, codes)
 
 
 def _record_medications(ctx: _Context, record: _Record, people: _People, health: _Health, outcomes: _Outcomes,

@@ -306,3 +306,21 @@ def test_each_practice_has_its_own_lookup_to_test_nhs_numbers_that_ingest_does_n
     assert all(n.startswith("999") and nhs_number_is_valid(n) for n in numbers.values())
     assert len(set(numbers.values())) == len(numbers)
     assert "practice_side/" in unknown_files(out)  # named, not read, by ingest
+
+
+def test_repeated_ethnicity_codes_only_add_codes_of_a_category_already_recorded(tmp_path):
+    generate(SynthConfig(patients=2_000, seed=3), tmp_path / "off")
+    generate(SynthConfig(patients=2_000, seed=3, ethnicity_repeat_codes=1.0), tmp_path / "on")
+    for name in TABLES:
+        if name != "clinical_events":
+            assert_frame_equal(pl.read_parquet(tmp_path / "off" / f"{name}.parquet"),
+                               pl.read_parquet(tmp_path / "on" / f"{name}.parquet"))
+    off = pl.read_parquet(tmp_path / "off" / "clinical_events.parquet")
+    on = pl.read_parquet(tmp_path / "on" / "clinical_events.parquet")
+    assert_frame_equal(on.head(off.height), off)  # every row the knob-off extract has, unchanged
+    eth = project_codelists()["ethnicity"].codes
+    added = on.slice(off.height).with_columns(pl.col("snomedct_code").replace_strict(eth, default=None).alias("category"))
+    assert added.height > 1_000 and added["category"].is_not_null().all()
+    recorded = off.with_columns(pl.col("snomedct_code").replace_strict(eth, default=None).alias("category")) \
+        .filter(pl.col("category").is_not_null()).select("patient_id", "category").unique()
+    assert added.join(recorded, on=["patient_id", "category"], how="anti").is_empty()
