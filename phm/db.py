@@ -62,6 +62,12 @@ def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection
     return _open(require(db_path), read_only)
 
 
+def in_memory() -> duckdb.DuckDBPyConnection:
+    """A database with nothing on disk, for SQL models run over frames (e.g. one rule checked
+    against a synthetic extract's truth)."""
+    return duckdb.connect()
+
+
 def extract_date(con: duckdb.DuckDBPyConnection) -> dt.date:
     """The extract date of the ingested extract."""
     try:

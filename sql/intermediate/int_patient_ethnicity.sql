@@ -1,12 +1,30 @@
 -- int_patient_ethnicity: one row per patient with an ethnicity code on or before the index date.
 --
--- ethnicity_category: the NHS letter (A-S) of the latest code that is not 'Z' (not stated);
--- 'Z' when the only codes say not stated; patients with no code at all, or only codes that carry
--- no category ('Ethnic group not recorded', 'Unknown racial group', heading codes: category '99'
--- in the codelist), are not in this table (the mart calls them '99', not known). Same-day
--- codes of different categories: the alphabetically last letter wins, so the result does not
--- depend on row order; the conflict flag still records them.
+-- Rule for conflicting codes: the most frequent stated category, then the latest.
+-- ethnicity_category: among the codes that state a census category (NHS letters A-S), the
+--   category recorded on the most codes; a tie in count goes to the category recorded latest; a
+--   tie in that day too to the alphabetically last letter, so the result never depends on row
+--   order. 'Z' (not stated) only when no code states a category: 'not stated' never overrides a
+--   stated category, whatever its date or count, and neither do codes that carry no category
+--   ('Ethnic group not recorded', 'Unknown racial group', heading codes: category '99' in the
+--   codelist), which are left out. Patients with no code, or only '99' codes, are not in this
+--   table (the mart calls them '99', not known). No look-back window: ethnicity is a patient's
+--   self-identification and rarely changes, and every earlier code is evidence about it.
+-- latest_category: the stated category of the latest code (the rule used before this one), kept
+--   so the two can be compared (docs/features.md gives the comparison on the generator's truth).
 -- has_conflicting_codes: codes of more than one A-S category, ever (up to the index date).
+--
+-- Sources: "most frequent, then latest, ignoring not-stated/unknown" is the rule OpenSAFELY applies
+-- to hospital (SUS) ethnicity, cohort-extractor's patients.with_ethnicity_from_sus(...,
+-- use_most_frequent_code=True): "when multiple codes are present, pick the most frequent one"
+-- (opensafely-core/cohort-extractor, cohortextractor/patients.py), and the one OHID/PHE's CHIME
+-- tool uses across data sets ("Outputs by ethnic group in CHIME", fingertips.phe.org.uk: the most
+-- frequent ethnicity excluding unknown values 99/X/Z; ties to the most recent). OpenSAFELY's
+-- primary-care variables take the latest code; in OpenSAFELY-TPP the two agree for 98.7% of
+-- patients with several ethnicity records (OpenSAFELY Collaborative, Andrews CD, Mathur R, et al.
+-- Consistency, completeness and external validity of ethnicity recording in NHS primary care
+-- records: a cohort study in 25 million patients' records at source using OpenSAFELY. BMC Med
+-- 2024;22:288, doi:10.1186/s12916-024-03499-5), so the rule changes only the conflicting minority.
 with parameters as (
     select index_date from features.parameters
 ),
@@ -21,20 +39,30 @@ coded as (
       and c.category <> '99'
 ),
 
+per_category as (
+    select patient_id, category, count(*) as codes, max(date) as latest_date
+    from coded
+    where category <> 'Z'
+    group by patient_id, category
+),
+
 stated as (
     select
         patient_id,
-        arg_max(category, date::varchar || category) as latest_category,
-        count(distinct category) > 1 as has_conflicting_codes
-    from coded
-    where category <> 'Z'
+        -- ordered by count, then latest day, then letter (fixed-width text sorts as the tuple)
+        arg_max(category, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
+            as most_frequent_category,
+        arg_max(category, cast(latest_date as varchar) || category) as latest_category,
+        count(*) > 1 as has_conflicting_codes
+    from per_category
     group by patient_id
 ),
 
 final as (
     select
         coded.patient_id,
-        coalesce(any_value(stated.latest_category), 'Z') as ethnicity_category,
+        coalesce(any_value(stated.most_frequent_category), 'Z') as ethnicity_category,
+        coalesce(any_value(stated.latest_category), 'Z') as latest_category,
         coalesce(any_value(stated.has_conflicting_codes), false) as has_conflicting_codes
     from coded
     left join stated using (patient_id)

@@ -15,6 +15,7 @@ from phm.ingest import insert_rows
 
 INDEX = dt.date(2026, 3, 31)
 WHITE_BRITISH, INDIAN, OTHER_ASIAN, NOT_STATED = "494131000000105", "110751000000108", "92481000000101", "1024701000000100"
+NOT_RECORDED = "312861003"  # Ethnic group not recorded (category 99)
 
 
 def d(text: str) -> dt.date:
@@ -88,6 +89,37 @@ def test_ethnicity_latest_stated_code_with_not_stated_and_conflicts_kept_apart()
     build(con, INDEX, "IMD2019")
     assert ethnicity(con) == {1: ("A", False), 2: ("L", True), 3: ("H", False), 4: ("Z", False),
                               5: ("H", False)}
+
+
+def latest_rule(con) -> dict[int, str]:
+    return dict(con.execute("select patient_id, latest_category from intermediate.int_patient_ethnicity").fetchall())
+
+
+def test_conflicting_codes_the_most_frequent_stated_category_then_the_latest():
+    patients = [(i, "female", d("1970-01-01"), None) for i in range(1, 7)]
+    events = [
+        # Indian twice, then one later 'any other Asian': the most frequent wins over the latest
+        (1, d("2012-01-01"), INDIAN, None), (1, d("2016-01-01"), INDIAN, None), (1, d("2024-01-01"), OTHER_ASIAN, None),
+        # one each: a tie in count goes to the latest
+        (2, d("2012-01-01"), OTHER_ASIAN, None), (2, d("2023-01-01"), WHITE_BRITISH, None),
+        # two each: the tie goes to the category recorded latest (Indian on 2022, British on 2021)
+        (3, d("2010-01-01"), WHITE_BRITISH, None), (3, d("2021-01-01"), WHITE_BRITISH, None),
+        (3, d("2011-01-01"), INDIAN, None), (3, d("2022-01-01"), INDIAN, None),
+        # 'not stated' three times never outnumbers one stated category
+        (4, d("2015-01-01"), INDIAN, None), (4, d("2020-01-01"), NOT_STATED, None),
+        (4, d("2021-01-01"), NOT_STATED, None), (4, d("2022-01-01"), NOT_STATED, None),
+        # 'not recorded' codes (category 99) neither count nor conflict
+        (5, d("2015-01-01"), WHITE_BRITISH, None), (5, d("2020-01-01"), NOT_RECORDED, None),
+        (5, d("2021-01-01"), NOT_RECORDED, None),
+        # codes after the index date do not count, however many
+        (6, d("2015-01-01"), OTHER_ASIAN, None), (6, d("2026-04-01"), INDIAN, None), (6, d("2026-05-01"), INDIAN, None),
+    ]
+    con = database(practices=PRACTICES, patients=patients, clinical_events=events)
+    build(con, INDEX, "IMD2019")
+    assert ethnicity(con) == {1: ("H", True), 2: ("A", True), 3: ("H", True), 4: ("H", False), 5: ("A", False),
+                              6: ("L", False)}
+    # the latest-code rule, kept beside it for comparison, differs only for patient 1
+    assert latest_rule(con) == {1: "L", 2: "A", 3: "H", 4: "H", 5: "A", 6: "L"}
 
 
 def test_same_day_conflicting_codes_give_a_stable_answer_and_the_conflict_flag():
@@ -360,8 +392,11 @@ def test_measurements_and_ethnicity_agree_with_an_independent_polars_computation
         assert_frame_equal(got, expected, check_dtypes=False)
     coded = frame.filter(pl.col("code").is_in(list(eth_codes)) & (pl.col("date") <= INDEX)).with_columns(
         pl.col("code").replace_strict(eth_codes).alias("category"))
-    stated = coded.filter(pl.col("category") != "Z").sort("date", "category").group_by("patient_id").agg(
-        pl.col("category").last(), (pl.col("category").n_unique() > 1).alias("conflict"))
+    # most frequent stated category, then the latest, then the last letter
+    per_category = coded.filter(pl.col("category") != "Z").group_by("patient_id", "category").agg(
+        pl.len().alias("codes"), pl.col("date").max().alias("latest"))
+    stated = per_category.sort("codes", "latest", "category").group_by("patient_id").agg(
+        pl.col("category").last(), (pl.len() > 1).alias("conflict"))
     expected_eth = {pid: ("Z", False) for pid in coded["patient_id"].unique()}
     expected_eth.update({r[0]: (r[1], r[2]) for r in stated.iter_rows()})
     assert ethnicity(con) == expected_eth
