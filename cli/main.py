@@ -333,7 +333,7 @@ def cmd_demo(args) -> int:
           "stale_extract = \"mark\"")
     if own_key and code == 0:
         print(f"demo: to re-identify as a practice would: phm practice-key --practice <id> --out <id>.key, then "
-              f"phm reidentify --list {out / 'lists'}/<PCN>.csv --practice <id> --key-file <id>.key "
+              f"phm reidentify --list {out / 'lists'}/<PCN>_<extract date>.csv --practice <id> --key-file <id>.key "
               f"--lookup {extract / 'practice_side'}/<id>/patients.csv --out <folder> (docs/lists.md)")
     return code
 
@@ -644,7 +644,7 @@ def add_reidentify(sub) -> None:
                        "one a line, for import into EMIS Web or SystmOne as a patient group. Counts listed, "
                        "re-identified and not found (a patient who left is reported, not dropped). Files are "
                        "owner-only and never overwritten. See docs/lists.md.")
-    p.add_argument("--list", required=True, help="the PCN's list as published: <PCN>.csv (or .parquet)")
+    p.add_argument("--list", required=True, help="the PCN's list as published: <PCN>_<extract date>.csv (or .parquet)")
     p.add_argument("--practice", required=True, help="the practice's practice_pseudo_id, as in the list")
     p.add_argument("--key-file", required=True, help="the practice's key file from the ICB (phm practice-key)")
     p.add_argument("--lookup", required=True, help="CSV from the practice's clinical system: patient_id, nhs_number")

@@ -42,14 +42,14 @@ COLUMN_MEANINGS = {
     "practice_ods_code": "the practice's ODS code, where the extract gives it",
     "practice_name": "the practice's name, where the extract gives it",
     "priority_rank": "1 is first, within the practice (or the PCN, with PCN-wide capacity)",
-    "urgent": "true: an urgent reason (no diagnosis and a reading of 180/120 or more, or HbA1c 48+ or fasting "
+    "urgent": "yes: an urgent reason (no diagnosis and a reading of 180/120 or more, or HbA1c 48+ or fasting "
               "glucose 7.0+); urgent patients head the list and are never left off by capacity or a recent invitation",
     "tier": "1 acts first, then 2, then 3 (the reasons' tiers; docs/lists.md)",
     "age_band": "5-year age band",
-    "sex": "F or M",
+    "sex": "female or male, as recorded",
     "ethnicity_group": "broad ethnic group as recorded (Not stated / Not known where not recorded)",
     "imd_quintile": "national deprivation quintile: 1 = most deprived, 5 = least",
-    "core20": "true: in the most deprived national quintile (Core20PLUS5)",
+    "core20": "yes: in the most deprived national quintile (Core20PLUS5)",
     "qrisk3_10y_band": "QRISK3: risk of heart attack or stroke over 10 years, as a band",
     "qdiabetes_10y_band": "QDiabetes: risk of type 2 diabetes over 10 years, as a band",
     "hypertension_finding": "blood pressure case-finding: possible_undiagnosed_urgent, confirmed_not_coded, "
@@ -144,12 +144,30 @@ def sheet_name(practice, taken: list[str], ods_code: str | None = None, practice
     return name
 
 
+LINE_HEIGHT = 15  # points: one line of the default 11-point font
+READ_ME_WIDTH = 110
+
+
+def wrapped_lines(rows: pl.DataFrame) -> list[int]:
+    """Each row's lines once its wrapped columns wrap at their widths (a width is about that many
+    characters; two are kept for the cell's margins and for words that do not split)."""
+    counts = [pl.lit(1)]
+    for name in WRAPPED & set(rows.columns):
+        per_line = max(1, WIDTHS.get(name, 10) - 2)
+        counts.append(((pl.col(name).cast(pl.String).str.len_chars().fill_null(0) + per_line - 1) // per_line)
+                      .cast(pl.Int64))
+    return rows.select(pl.max_horizontal(*counts).alias("lines"))["lines"].to_list()
+
+
 def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
     from openpyxl.styles import Alignment, Font
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
     sheet = book.create_sheet(title)
+    # yes/no rather than Excel's TRUE/FALSE or LibreOffice's 1/0 for urgent and core20
+    rows = rows.with_columns(pl.when(pl.col(c)).then(pl.lit("yes")).when(pl.col(c).is_not_null()).then(pl.lit("no"))
+                             .alias(c) for c, kind in rows.schema.items() if kind == pl.Boolean)
     columns = [*rows.columns, *WORKFLOW]
     sheet.append(columns)
     for row in rows.iter_rows():
@@ -159,9 +177,14 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
         letter = get_column_letter(index)
         sheet.cell(1, index).font = Font(bold=True)
         sheet.column_dimensions[letter].width = WIDTHS.get(name, max(10, len(name) + 2))
-        if name in WRAPPED:
-            for cell in sheet[letter][1:]:
-                cell.alignment = Alignment(wrap_text=True, vertical="top")
+        aligned = Alignment(wrap_text=name in WRAPPED, vertical="top")  # a row's values line up at its top
+        for cell in sheet[letter][1:]:
+            cell.alignment = aligned
+    # Heights for wrapped text: neither openpyxl nor LibreOffice fits a row to its wrapped text
+    # when the file is opened, so without them a long reason spills over the next row's
+    # (seen in the LibreOffice rendering, docs/lists.md).
+    for index, lines in enumerate(wrapped_lines(rows), start=2):
+        sheet.row_dimensions[index].height = LINE_HEIGHT * lines
     sheet.freeze_panes = "B2"  # the header and the pseudonym stay in view
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{last}"
     outcome = get_column_letter(columns.index("outcome") + 1)
@@ -184,10 +207,13 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     read_me.title = READ_ME
     for item, value in read_me_rows(pcn, manifest, [*rows.columns, *WORKFLOW]):
         read_me.append([item, value])
-    read_me.column_dimensions["A"].width, read_me.column_dimensions["B"].width = 30, 110
+    read_me.column_dimensions["A"].width, read_me.column_dimensions["B"].width = 30, READ_ME_WIDTH
     for (cell,) in read_me.iter_rows(min_col=2, max_col=2):
         cell.alignment = Alignment(wrap_text=True, vertical="top")
+        lines = -(-len(str(cell.value or "")) // (READ_ME_WIDTH - 10))  # bold text runs wider: 10 spare
+        read_me.row_dimensions[cell.row].height = LINE_HEIGHT * max(1, lines)
     for (cell,) in read_me.iter_rows(min_col=1, max_col=1):
+        cell.alignment = Alignment(vertical="top")
         if cell.value in ("column", "PCN"):
             cell.font = Font(bold=True)
     _list_sheet(book, LIST, rows)

@@ -647,6 +647,12 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
         reasons = header.index("reasons") + 1
         assert sheet.cell(2, reasons).alignment.wrap_text
     assert book["list"].cell(2, columns.index("reasons") + 1).value in ("a reason; another",)
+    # rows are as tall as their wrapped text (60 characters a line in reasons): no reason spills over the next row
+    from phm.workbook import LINE_HEIGHT, wrapped_lines
+
+    assert wrapped_lines(pl.DataFrame({"reasons": ["x" * 58, "x" * 59, None], "notes": [None, None, "y" * 100]})) == \
+        [1, 2, 3]
+    assert book["list"].row_dimensions[2].height == LINE_HEIGHT
     assert [c.value for c in book["practice 11"]["A"][1:]] == ["p1", "p3", "p5"]
 
 
