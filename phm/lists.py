@@ -475,6 +475,16 @@ def to_measure() -> pl.Expr:
     return pl.when(listed.list.len() > 0).then(listed).alias("to_measure")
 
 
+def measure_first() -> pl.Expr:
+    """A patient whose QRISK3 or QDiabetes rests on defaults is asked to measure them first: the
+    first suggested action, e.g. "measure first: cholesterol, BMI (the risk scores took a default)";
+    the reasons' risks are the defaults' until then."""
+    first = pl.concat_list(pl.format("measure first: {} (the risk scores took a default)",
+                                     pl.col("to_measure").list.join(", ")), pl.col("suggested_actions"))
+    return pl.when(pl.col("to_measure").is_not_null()).then(first).otherwise(pl.col("suggested_actions")) \
+        .alias("suggested_actions")
+
+
 def exclusion(settings: ListSettings) -> pl.Expr:
     """Why a candidate is not listed (null: listed, capacity allowing), first cause first. An
     urgent patient invited recently is listed again: an undiagnosed 180/120 does not wait."""
@@ -504,7 +514,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
         to_measure(),
-    ).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
+    ).with_columns(measure_first()).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
         practice_identity(con), on="practice_pseudo_id", how="left", maintain_order="left")
     horizons = model_horizons(patients)
     on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})

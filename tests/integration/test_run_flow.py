@@ -58,6 +58,28 @@ def test_the_parquet_list_holds_the_csvs_rows_with_reasons_and_actions_as_lists(
         assert horizon in (["cvd_model_5y_band"], ["cvd_model_10y_band"])  # the horizon is in the name
 
 
+def test_every_published_workbook_is_a_working_document_that_agrees_with_the_manifest(finished_run):
+    """Issue 18's evidence on the real run's workbooks (the spec test has a hand-made one)."""
+    from openpyxl import load_workbook
+
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    for pcn, path in published_files(finished_run.lists, "xlsx").items():
+        book = load_workbook(path)
+        rows = read_lists(finished_run)[pcn]
+        assert book.sheetnames[:2] == ["Read me", "list"] and book.sheetnames[-1] == "summary"
+        assert len(book.sheetnames) == 3 + rows["practice_pseudo_id"].n_unique()  # a sheet per practice
+        facts = {r[0]: r[1] for r in book["Read me"].iter_rows(values_only=True)}
+        assert facts["PCN"] == pcn and facts["list published"] == manifest["published_at"]
+        assert facts["extract date"] == manifest["extract_date"] and facts["data as at (index date)"] == \
+            manifest["index_date"]
+        assert facts["fairness gate"] == manifest["gate"]
+        for sheet in book.worksheets[1:-1]:
+            assert sheet.freeze_panes == "B2" and sheet.auto_filter.ref.startswith("A1:")
+            kinds = {v.type for v in sheet.data_validations.dataValidation}
+            assert kinds == {"list", "date"}  # the outcome drop-down and the contacted-on date
+        assert book["list"].max_row == rows.height + 1
+
+
 def test_rows_are_grouped_by_practice_ranked_and_within_capacity(finished_run):
     for rows in read_lists(finished_run).values():
         assert rows["practice_pseudo_id"].to_list() == sorted(rows["practice_pseudo_id"].to_list())

@@ -584,6 +584,17 @@ def test_possible_undiagnosed_diabetes_replaces_prevention_advice_and_one_cvd_re
                                         "lipid review: discuss a statin (NICE NG238)"]
 
 
+def test_a_patient_whose_scores_rest_on_defaults_is_asked_to_measure_them_first():
+    from phm.lists import SEPARATOR, measure_first
+
+    frame = pl.DataFrame({"to_measure": [["cholesterol", "BMI"], None],
+                          "suggested_actions": [["lipid review"], ["blood pressure check"]]})
+    actions = frame.select(measure_first())["suggested_actions"].to_list()
+    assert actions == [["measure first: cholesterol, BMI (the risk scores took a default)", "lipid review"],
+                       ["blood pressure check"]]
+    assert all(SEPARATOR not in a for a in actions[0])  # the joined cell still splits back
+
+
 def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postcode():
     from phm.lists import to_measure
 
