@@ -589,6 +589,48 @@ def cmd_practice_key(args) -> int:
     return 0
 
 
+def cmd_rotate_key(args) -> int:
+    from phm.db import require
+    from phm.keys import rotate_database
+
+    for line in rotate_database(require(Path(args.db), "phm run"), Path(args.out), args.icb).summary_lines():
+        print(line)
+    return 0
+
+
+def add_rotate_key(sub) -> None:
+    p = sub.add_parser("rotate-key", help="ICB side: move the lists' history to a new pseudonymisation key",
+                       description="After setting a new ICB key (PHM_PSEUDONYMISATION_KEY[_<ICB>]) with the "
+                       "retiring one in PHM_PSEUDONYMISATION_KEY_PREVIOUS[_<ICB>]: move the lists' history and "
+                       "the practices' returned outcomes to the new pseudonyms (one transaction), and write each "
+                       "practice's map from old to new pseudonyms (owner-only, never over a file) for the ICB to "
+                       "hand over with the practice's new key (phm practice-key). See docs/operations.md.")
+    p.add_argument("--db", required=True, help="the run's database (<out>/phm.duckdb)")
+    p.add_argument("--out", required=True, help="an existing folder for the practices' maps")
+    p.add_argument("--icb", help="the ICB whose keys to read (PHM_PSEUDONYMISATION_KEY_<ICB>), e.g. QXX")
+    p.set_defaults(func=cmd_rotate_key)
+
+
+def cmd_carry_over(args) -> int:
+    from phm.keys import carry_over
+
+    for line in carry_over(Path(args.old), Path(args.new), Path(args.map), Path(args.out)).summary_lines():
+        print(line)
+    return 0
+
+
+def add_carry_over(sub) -> None:
+    p = sub.add_parser("carry-over", help="practice side: carry the team's columns to a list made under a new key",
+                       description="Copy contacted_on, outcome and notes from a workbook made under the ICB's "
+                       "previous key onto the same patients' rows of a new workbook, through the practice's "
+                       "pseudonym map (phm rotate-key), and save the result as --out (never over a file).")
+    p.add_argument("--old", required=True, help="the workbook the team worked in (old pseudonyms)")
+    p.add_argument("--new", required=True, help="the new workbook (new pseudonyms)")
+    p.add_argument("--map", required=True, help="the practice's map: practice_<id>_pseudonym_map.csv")
+    p.add_argument("--out", required=True, help="where to save the new workbook with the team's columns")
+    p.set_defaults(func=cmd_carry_over)
+
+
 def add_practice_key(sub) -> None:
     p = sub.add_parser("practice-key", help="ICB side: write one practice's re-identification key to a file",
                        description="Derive one practice's key from the ICB's pseudonymisation key "
@@ -771,7 +813,8 @@ def add_codelists(sub) -> None:
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
 COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
-            add_demo, add_practice_key, add_reidentify, add_outcomes, add_calc, add_contract, add_codelists)
+            add_demo, add_practice_key, add_reidentify, add_rotate_key, add_carry_over, add_outcomes, add_calc,
+            add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:

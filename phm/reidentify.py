@@ -58,7 +58,7 @@ def nhs_number_is_valid(number: str) -> bool:
     return check != 10 and check == int(number[9])
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Create ``path`` readable by its owner only; refuse if it exists (never overwrite)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -78,7 +78,7 @@ def write_practice_key(icb_key: bytes, practice: str, out: Path) -> Path:
     out = Path(out)
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: {out.parent} is not a folder")
-    _write_private(out, practice_key(icb_key, practice).hex() + "\n")
+    write_private(out, practice_key(icb_key, practice).hex() + "\n")
     return out
 
 
@@ -263,6 +263,6 @@ def write_outputs(result: Reidentified, out_dir: Path) -> tuple[Path, Path]:
     for path in (listed, numbers):
         if path.exists():
             raise ConfigError(f"{path} exists: phm does not overwrite it; move it away or choose another --out")
-    _write_private(listed, result.rows.write_csv())
-    _write_private(numbers, "".join(f"{n}\n" for n in result.rows["nhs_number"].drop_nulls().to_list()))
+    write_private(listed, result.rows.write_csv())
+    write_private(numbers, "".join(f"{n}\n" for n in result.rows["nhs_number"].drop_nulls().to_list()))
     return listed, numbers
