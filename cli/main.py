@@ -611,6 +611,39 @@ def add_rotate_key(sub) -> None:
     p.set_defaults(func=cmd_rotate_key)
 
 
+def cmd_retention(args) -> int:
+    from flows.config import load_config
+    from flows.runlock import run_lock
+    from phm.db import connect
+    from phm.retention import apply
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: no such folder")
+    settings = load_config(args.config).retention
+    with run_lock(out):  # never while a run writes into the folder
+        con = connect(out / "phm.duckdb")
+        try:
+            applied = apply(con, out, settings, dry_run=args.dry_run)
+        finally:
+            con.close()
+    for line in applied.summary_lines():
+        print(line)
+    return 0
+
+
+def add_retention(sub) -> None:
+    p = sub.add_parser("retention", help="apply [retention]: old lists folders, the lists' history and outcomes",
+                       description="Remove what [retention] of --config says a run's output folder keeps no "
+                       "longer: published lists folders beyond list_folders (default 2), lists' history rows older "
+                       "than history_days and returned outcomes older than outcomes_days (default 730 each). Takes "
+                       "the run lock, so never runs while phm run writes there. See docs/operations.md.")
+    p.add_argument("--out", required=True, help="the run's output folder (--out of phm run)")
+    p.add_argument("--config", type=Path, help="TOML configuration with [retention] (default: the defaults)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    p.set_defaults(func=cmd_retention)
+
+
 def cmd_carry_over(args) -> int:
     from phm.keys import carry_over
 
@@ -813,8 +846,8 @@ def add_codelists(sub) -> None:
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
 COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
-            add_demo, add_practice_key, add_reidentify, add_rotate_key, add_carry_over, add_outcomes, add_calc,
-            add_contract, add_codelists)
+            add_demo, add_practice_key, add_reidentify, add_rotate_key, add_carry_over, add_outcomes, add_retention,
+            add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:

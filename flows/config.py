@@ -2,7 +2,8 @@
 
 Tables: ``[run]`` (ICB, horizon, seed, MLflow, the stale-data guard), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
 exclusions, thresholds: docs/lists.md), ``[audit]`` (the fairness audit and its gate:
-docs/fairness.md) and ``[alerts]`` (the data-quality thresholds of the alerts: phm/alerts.py). Every key is optional. Secrets never live here: the pseudonymisation key
+docs/fairness.md), ``[alerts]`` (the data-quality thresholds of the alerts: phm/alerts.py) and
+``[retention]`` (how long lists folders, the lists' history and outcomes are kept: phm/retention.py). Every key is optional. Secrets never live here: the pseudonymisation key
 comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 
     [run]
@@ -49,6 +50,8 @@ from phm.ingest import IngestSettings
 from phm.ingest import settings_from as ingest_settings
 from phm.lists import ListSettings
 from phm.lists import settings_from as lists_settings
+from phm.retention import RetentionSettings
+from phm.retention import settings_from as retention_settings
 
 TYPES = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
 
@@ -202,6 +205,7 @@ class RunConfig:
     lists: ListSettings = dataclasses.field(default_factory=ListSettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
     alerts: AlertThresholds = dataclasses.field(default_factory=AlertThresholds)
+    retention: RetentionSettings = dataclasses.field(default_factory=RetentionSettings)
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -215,13 +219,15 @@ def load_config(path: Path | None) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
     readers = {"run": run_settings, "ingest": ingest_settings, "lists": lists_settings,
-               "audit": audit_settings, "alerts": alert_thresholds}
+               "audit": audit_settings, "alerts": alert_thresholds, "retention": retention_settings}
     for key in data:
         if key not in readers:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(readers)})")
         if not isinstance(data[key], dict):
             raise ConfigError(f"{path}: {key} must be a table ([{key}])")
     try:
-        return RunConfig(**{name: read(data[name]) for name, read in readers.items() if name in data})
+        config = RunConfig(**{name: read(data[name]) for name, read in readers.items() if name in data})
+        config.retention.validate(config.lists.recently_invited_days)
+        return config
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -102,10 +102,12 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
     return folder
 
 
-def publish(folder: Path, out: Path) -> Path:
-    """Point ``out/lists`` at ``folder`` atomically; keep the previous folder, remove older ones."""
+def publish(folder: Path, out: Path, keep: int = 2) -> Path:
+    """Point ``out/lists`` at ``folder`` atomically; keep the newest ``keep`` published folders
+    (``[retention] list_folders``: the current one and, with 2, the one before), remove older ones."""
+    from phm.retention import old_list_folders
+
     link = out / CURRENT
-    previous = link.resolve() if link.is_symlink() else None
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not the link phm publishes through: move it away")
     temporary = out / NEXT_LINK
@@ -113,10 +115,9 @@ def publish(folder: Path, out: Path) -> Path:
         temporary.unlink()
     temporary.symlink_to(folder.name)
     os.replace(temporary, link)  # the atomic step
-    keep = {folder.resolve(), previous}
-    for old in out.glob(f"{CURRENT}-*"):
-        if old.is_dir() and old.resolve() not in keep:
-            shutil.rmtree(old)
+    for old in old_list_folders(out, keep):
+        shutil.rmtree(old)
+    remove_unpublished(out)  # what a failed write left (one run at a time per folder: flows/runlock.py)
     return link
 
 

@@ -153,14 +153,14 @@ def lists_task(db: Path, config: RunConfig, index_date: dt.date):
 
 
 @task(name="publish", cache_policy=NONE, retries=2, retry_delay_seconds=2)  # files: transient faults
-def publish_task(run, db: Path, out: Path, manifest: dict, index_date: dt.date):
+def publish_task(run, db: Path, out: Path, manifest: dict, index_date: dt.date, keep: int = 2):
     from flows.publish import discard, publish, write_run_folder
     from phm.db import connect
     from phm.lists import record_invitations
 
     folder = write_run_folder(run, out, manifest)
     try:
-        link = publish(folder, out)
+        link = publish(folder, out, keep)
     except BaseException:
         discard(folder)
         raise
@@ -313,7 +313,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
                  for row in lists.counts.iter_rows(named=True)},
         "capacity": lists.capacity,  # the period and each PCN's capacity in it: configuration, not counts
     }
-    summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date)
+    summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date,
+                                      config.retention.list_folders)
     stages.done()
     summary.seconds = stages.seconds
     return summary

@@ -13,7 +13,7 @@ from cli.main import build_parser, main
 from tests.extracts import write_extract
 
 COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "practice-key",
-            "reidentify", "rotate-key", "carry-over", "outcomes", "calc", "contract", "codelists"]
+            "reidentify", "rotate-key", "carry-over", "outcomes", "retention", "calc", "contract", "codelists"]
 
 
 def phm(*args, timeout=300, prefect_api: str | None = None):
