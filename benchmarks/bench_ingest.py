@@ -69,7 +69,7 @@ from pathlib import Path
 from phm.contract import TABLES, find_table_file
 con = duckdb.connect()
 t = time.perf_counter()
-for name in TABLES:
+for name in (n for n, spec in TABLES.items() if not spec.optional):
     path = find_table_file(Path({str(extract)!r}), name)
     reader = 'read_parquet(?)' if path.suffix == '.parquet' else 'read_csv(?, header = true)'
     con.execute(f'create table {{name}} as select * from ' + reader, [str(path)])

@@ -49,6 +49,7 @@ class Table:
     description: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
+    optional: bool = False  # an extract may leave the whole table out (it is then loaded empty)
 
     @property
     def column_names(self) -> list[str]:
@@ -155,10 +156,32 @@ PRACTICES = Table(
     key=("practice_pseudo_id",),
 )
 
+# NHS Data Dictionary ETHNIC CATEGORY as hospital data (SUS, HES) sends it: the 16 letters, Z (not
+# stated), 99 (not known) and X (not known, in older SUS/HES records).
+HOSPITAL_ETHNIC_CATEGORY_VALUES = (*"ABCDEFGHJKLMNPRS", "Z", "99", "X")
+
+HOSPITAL_ETHNICITY = Table(
+    "hospital_ethnicity",
+    "one row per hospital record of a patient's ethnic category",
+    "Optional table: the ethnic category recorded in hospital records (SUS/HES style, NHS Data Dictionary "
+    "ETHNIC CATEGORY), as OpenSAFELY supplements primary care with SUS. It fills the gap for a patient "
+    "whose GP record states no category (no code, or only 'not recorded'-type codes) and never overrides a "
+    "GP code, 'not stated' included (docs/features.md). An extract without it loads as before.",
+    (
+        _c("patient_id", "integer", False, "Patient; must exist in patients."),
+        _c("date", "date", False, "Date of the hospital record (e.g. the admission or attendance); not after "
+           "the extract date, death, or before birth."),
+        _c("ethnic_category", "string", False, "One of " + ", ".join(HOSPITAL_ETHNIC_CATEGORY_VALUES)
+           + ": a letter A-S, Z (not stated), 99 or X (not known; X in older records)."),
+    ),
+    optional=True,
+)
+
 # Load order matters: tables referenced by others come first.
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (PRACTICES, PATIENTS, PRACTICE_REGISTRATIONS, ADDRESSES, CLINICAL_EVENTS, MEDICATIONS)
+    for t in (PRACTICES, PATIENTS, PRACTICE_REGISTRATIONS, ADDRESSES, CLINICAL_EVENTS, MEDICATIONS,
+              HOSPITAL_ETHNICITY)
 }
 
 METADATA_FILE = "extract.json"
@@ -242,7 +265,8 @@ def render_markdown() -> str:
         f"- `imd_version`: one of {', '.join(f'`{k}` ({v:,} LSOAs)' for k, v in IMD_VERSIONS.items())}.",
         "",
         "A column marked optional may be left out of the file (it is then read as empty); every "
-        "other column must be in the header. "
+        "other column must be in the header. A table marked optional may be left out of the "
+        "extract (it is then loaded empty); every other table must be there. "
         "Columns not listed are ignored (and named in the ingest report), and so are files that "
         "are no table here (named too). Rows that break a rule go to quarantine with the rule they "
         "broke; file-level faults stop the ingest.",
@@ -254,7 +278,7 @@ def render_markdown() -> str:
         "",
     ]
     for t in TABLES.values():
-        out += [f"## `{t.name}` ({t.grain})", "", t.description, ""]
+        out += [f"## `{t.name}` ({t.grain}{', optional table' if t.optional else ''})", "", t.description, ""]
         if t.key:
             out += [f"Unique key: `{', '.join(t.key)}`.", ""]
         out += ["| column | type | required | meaning |", "|---|---|---|---|"]

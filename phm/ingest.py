@@ -38,6 +38,7 @@ PARENTS = {
     "addresses": [("patient_id", "patients")],
     "clinical_events": [("patient_id", "patients")],
     "medications": [("patient_id", "patients")],
+    "hospital_ethnicity": [("patient_id", "patients")],
 }
 
 
@@ -75,6 +76,7 @@ class TableReport:
     rows_quarantined_with_parent: int = 0  # only because their patient or practice row was
     ignored_columns: list[str] = field(default_factory=list)
     absent_optional_columns: list[str] = field(default_factory=list)  # read as empty
+    given: bool = True  # False: an optional table the extract leaves out (loaded empty)
 
 
 @dataclass
@@ -193,9 +195,12 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
-def check_file(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> tuple[TableReport, Path]:
-    """File-level checks for one table: present, non-empty, readable header, every column."""
+def check_file(con: duckdb.DuckDBPyConnection, extract_dir: Path, table: str) -> tuple[TableReport, Path | None]:
+    """File-level checks for one table: present, non-empty, readable header, every column. An
+    optional table the extract leaves out gives a report with ``given`` False and no path."""
     spec = TABLES[table]
+    if spec.optional and not any((Path(extract_dir) / f"{table}{s}").exists() for s in SUPPORTED_SUFFIXES):
+        return TableReport(table=table, file="", given=False), None
     path = find_table_file(extract_dir, table)
     report = TableReport(table=table, file=path.name)
     if path.stat().st_size == 0:
@@ -222,17 +227,27 @@ def _is_csv(path: Path) -> bool:
     return path.name.endswith((".csv", ".csv.gz"))
 
 
-def stage(con: duckdb.DuckDBPyConnection, path: Path, table: str, absent: list[str] | tuple[str, ...] = ()) -> int:
+def stage(con: duckdb.DuckDBPyConnection, path: Path | None, table: str, absent: list[str] | tuple[str, ...] = ()) -> int:
     """Cast one file into staging with ``sql/staging/stg_<table>.sql``; return rows read.
 
     The file is cast as it is scanned (CSV as text, so a bad value is kept and flagged rather
     than failing the read) into ``staging.stg_<table>_rows``; insertion order is file order, so
     the view ``staging.stg_<table>`` numbers rows by rowid: source_row is the 1-based data row
     of the file, which quarantine reports. ``absent``: optional columns the file leaves out, read
-    as empty.
+    as empty. ``path`` None: an optional table the extract leaves out, staged with no rows.
     """
     spec = TABLES[table]
     model = (SQL_DIR / "staging" / f"stg_{table}.sql").read_text()
+    if path is None:
+        assert spec.optional, table
+        columns = ", ".join(f'null::varchar as "{c}"' for c in spec.column_names)
+        con.execute("create schema if not exists staging")
+        con.execute((SQL_DIR / "staging" / "macros.sql").read_text())
+        con.execute(f"create or replace table staging.stg_{table}_rows as "  # noqa: S608 - names are ours
+                    f"with raw_source as (select {columns} where false) {model}")
+        con.execute(f"create or replace view staging.stg_{table} as "  # noqa: S608
+                    f"select rowid + 1 as source_row, * from staging.stg_{table}_rows")
+        return 0
     # Column names come from the contract, never from the file; the path is a bound parameter.
     columns = ", ".join(f'null::varchar as "{c}"' if c in absent else f'"{c}"' for c in spec.column_names)
     reader = ("read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', "
@@ -356,6 +371,8 @@ def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> li
     """Facts about loaded data worth knowing that are not errors (no patient-level values)."""
     out = []
     for r in reports.values():
+        if not r.given:
+            out.append(f"{r.table}: optional table not in the extract (loaded empty)")
         if r.ignored_columns:
             out.append(f"{r.file}: columns not in the contract were ignored: {', '.join(r.ignored_columns)}")
     overlapping = con.execute(
@@ -375,6 +392,17 @@ def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> li
     insert_rows(con, "known_codes", [[c] for c in known])
     outside = con.execute("select count(*) from main.clinical_events where snomedct_code not in "
                           "(select code from known_codes)").fetchone()[0]
+    if reports["hospital_ethnicity"].rows_loaded:
+        stating = [[code] for code, category in project_codelists()["ethnicity"].codes.items() if category != "99"]
+        con.execute("create or replace temp table gp_ethnicity_codes (code varchar)")
+        insert_rows(con, "gp_ethnicity_codes", stating)
+        fills = con.execute(
+            """select count(distinct patient_id) from main.hospital_ethnicity
+            where ethnic_category not in ('Z', '99', 'X')
+              and patient_id not in (select patient_id from main.clinical_events
+                                     where snomedct_code in (select code from gp_ethnicity_codes))""").fetchone()[0]
+        out.append(f"hospital_ethnicity: {show(fills)} patients have a hospital-recorded ethnic category and "
+                   "none in their GP record: the features take it from there (never over a GP code)")
     total = reports["clinical_events"].rows_loaded
     if total:
         out.append(f"{outside / total:.1%} of clinical events use codes in no project codelist "
@@ -433,12 +461,23 @@ def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableRepo
     return found
 
 
+def staged_tables(db_path: Path) -> list[str]:
+    """The contract tables staged with rows to validate: every table, less an optional one the
+    extract left out (staged empty; nothing to validate)."""
+    con = create(db_path)
+    try:
+        return [t for t, spec in TABLES.items() if not spec.optional or con.execute(
+            f"select count(*) from staging.stg_{t}_rows").fetchone()[0]]  # noqa: S608 - our table name
+    finally:
+        con.close()
+
+
 def validate(db_path: Path, docs_dir: Path | None = None, progress=None):
     """Step 2: run the Great Expectations suites on every staged table."""
     from phm.validation import validate_staged_tables  # GX takes seconds to import
 
     return validate_staged_tables(
-        Path(db_path), list(TABLES), docs_dir,
+        Path(db_path), staged_tables(db_path), docs_dir,
         on_table=(lambda t: progress(f"validating {t}")) if progress else None)
 
 
