@@ -72,7 +72,8 @@ def cmd_synth(args) -> int:
         measurement_access=_probabilities(args.measurement_access, "--measurement-access"),
         outcome_recording=_probabilities(args.outcome_recording, "--outcome-recording"),
         ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"),
-        ethnicity_repeat_codes=args.ethnicity_repeat_codes)
+        ethnicity_repeat_codes=args.ethnicity_repeat_codes,
+        hospital_ethnicity=args.hospital_ethnicity)
     config.validate()
     _progress(f"generating {config.patients:,} synthetic patients (seed {config.seed}) into {args.out}")
     started = time.perf_counter()
@@ -106,6 +107,9 @@ def add_synth(sub) -> None:
     p.add_argument("--ethnicity-repeat-codes", type=float, default=0.0, metavar="MEAN",
                    help="mean number of further codes of a patient's usual recorded ethnicity (as real records "
                         "repeat it); 0 (default) adds none")
+    p.add_argument("--hospital-ethnicity", type=float, default=0.0, metavar="SHARE",
+                   help="share of patients with hospital records of their ethnic category, written to the "
+                        "optional hospital_ethnicity table with its own recording errors; 0 (default) writes none")
     p.set_defaults(func=cmd_synth)
 
 

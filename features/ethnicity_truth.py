@@ -28,21 +28,30 @@ def _read(extract: Path, table: str) -> pl.DataFrame:
     return pl.read_parquet(parquet) if parquet.exists() else pl.read_csv(extract / f"{table}.csv", infer_schema=False)
 
 
-def rule_readings(extract: Path) -> pl.DataFrame:
-    """One row per patient with a stated category: patient_id, ethnicity_true, and each rule's letter."""
+def rule_readings(extract: Path, with_hospital_records: bool = False) -> pl.DataFrame:
+    """One row per patient with a stated category: patient_id, ethnicity_true, each rule's letter
+    and ``ethnicity_source``. Hospital records (the optional table) are read only when asked: the
+    comparison of the GP-record rules leaves them out."""
     extract = Path(extract)
     extract_date = json.loads((extract / "extract.json").read_text())["extract_date"]
     events = _read(extract, "clinical_events").select(
         pl.col("patient_id").cast(pl.Int64), pl.col("date").cast(pl.Date), pl.col("snomedct_code").cast(pl.String))
+    hospital = pl.DataFrame(schema={"patient_id": pl.Int64, "date": pl.Date, "ethnic_category": pl.String})
+    if with_hospital_records and any(extract.glob("hospital_ethnicity.*")):
+        hospital = _read(extract, "hospital_ethnicity").select(
+            pl.col("patient_id").cast(pl.Int64), pl.col("date").cast(pl.Date), pl.col("ethnic_category").cast(pl.String))
     truth = pl.read_parquet(extract / "truth" / "patients.parquet").select("patient_id", "ethnicity_true")
     with in_memory() as con:
         con.register("events_frame", events)
+        con.register("hospital_frame", hospital)
         con.execute("create table main.clinical_events as select * from events_frame")
+        con.execute("create table main.hospital_ethnicity as select * from hospital_frame")
         load_reference_tables(con)
         set_parameters(con, extract_date, "IMD2019")  # the IMD version plays no part in this rule
         con.execute(f"create table ethnicity as {(SQL_DIR / 'intermediate' / 'int_patient_ethnicity.sql').read_text()}")
-        readings = con.execute("select patient_id, ethnicity_category, latest_category from ethnicity "
-                               "where ethnicity_category in (select unnest(?))", [list(NHS_ETHNIC_CATEGORIES)]).pl()
+        readings = con.execute("select patient_id, ethnicity_category, latest_category, ethnicity_source "
+                               "from ethnicity where ethnicity_category in (select unnest(?))",
+                               [list(NHS_ETHNIC_CATEGORIES)]).pl()
     return readings.join(truth, on="patient_id", how="inner")
 
 

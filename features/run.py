@@ -48,6 +48,8 @@ def run_features(db_path: Path, index_date: dt.date | None = None, progress=None
 def summarise(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     counts = dict(con.execute("""
         select 'patients registered and alive at the index date', count(*) from marts.mart_patient_features
+        union all select 'ethnicity from hospital records (the GP record states none)', count(*)
+            from marts.mart_patient_features where ethnicity_source = 'hospital'
         union all select 'hypertension: ' || finding, count(*) from marts.mart_hypertension_case_finding
             where finding is not null group by finding
     """).fetchall())

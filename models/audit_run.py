@@ -214,7 +214,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         con.close()
     population = features.select(
         pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
-        "pcn_code", "practice_pseudo_id")
+        "ethnicity_source", "pcn_code", "practice_pseudo_id")
     quality = ethnicity_quality(population, settings.level)
     versions, models_to_score = {}, []
     for outcome in OUTCOMES:

@@ -60,6 +60,12 @@ frequent category to agree for 98.7% of patients with several records: BMC Med 2
 With it on, a conflicting code is usually outnumbered, which is what tells a "most frequent"
 rule from a "latest" one. Its draws come from their own random streams, so turning it on adds
 codes and changes nothing else; off, the extract is byte-identical to one made without it.
+
+``hospital_ethnicity`` (default 0, off: no file): the share of patients with hospital records
+(SUS/HES style), written to the optional ``hospital_ethnicity`` table, whatever their GP record
+says. Each has 1 + Poisson(1) records dated within their registration, with the hospital's own
+recording errors (``HOSPITAL_RECORDING``: the true letter, else 'any other' of its group, another
+category, Z, 99 or X). Own random stream; no other table changes.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ class SynthConfig:
     outcome_recording: dict[str, float] = field(default_factory=dict)
     ethnicity_misrecording: dict[str, float] = field(default_factory=dict)
     ethnicity_repeat_codes: float = 0.0
+    hospital_ethnicity: float = 0.0
     icb_code: str = "QXX"
 
     def validate(self) -> None:
@@ -117,6 +124,8 @@ class SynthConfig:
             raise ConfigError("ethnicity_unrecorded must be in [0, 1)")
         if not 0 <= self.ethnicity_repeat_codes <= 20:
             raise ConfigError("ethnicity_repeat_codes must be a mean number of codes in [0, 20]")
+        if not 0 <= self.hospital_ethnicity <= 1:
+            raise ConfigError("hospital_ethnicity must be a share of patients in [0, 1]")
         groups = set(prof.CATEGORIES) | {"White", "Mixed", "Asian", "Black", "Other"}
         for knob in ("measurement_access", "outcome_recording", "ethnicity_misrecording"):
             for key, value in getattr(self, knob).items():
@@ -1088,6 +1097,8 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
         "clinical_events": record.events.frame("snomedct_code", with_value=True),
         "medications": record.medications.frame("dmd_code", with_value=False),
     }
+    if config.hospital_ethnicity > 0:
+        tables["hospital_ethnicity"] = _hospital_ethnicity(ctx, people, registrations, patient_id)
     for name, frame in tables.items():
         frame = frame.select(TABLES[name].column_names)
         if config.format == "csv":
@@ -1097,6 +1108,40 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
     ExtractMetadata(config.extract_date, "IMD2019",
                     f"phm synth (seed {config.seed}, {n} patients, profile {config.profile})").write(out_dir)
     return {name: frame.height for name, frame in tables.items()}
+
+
+# How hospital records get a patient's ethnic category wrong (shares of records; the rest carry the
+# true letter). Hospital recording is less consistent than GP recording (Mathur et al., J Public
+# Health 2014;36:684: over 90% consistent within GP data, less within HES inpatients).
+HOSPITAL_RECORDING = {"any_other": 0.05, "other_category": 0.04, "Z": 0.04, "99": 0.04, "X": 0.02}
+_HOSPITAL_STREAM = 22
+
+
+def _hospital_ethnicity(ctx: _Context, people: _People, registrations: _Registrations,
+                        patient_id: np.ndarray) -> pl.DataFrame:
+    """``hospital_ethnicity``: records for a share ``hospital_ethnicity`` of patients (own stream)."""
+    rng = np.random.default_rng([ctx.config.seed, _HOSPITAL_STREAM])
+    has = rng.uniform(size=ctx.n) < ctx.config.hospital_ethnicity
+    records = np.where(has, 1 + rng.poisson(1.0, ctx.n), 0)
+    idx = np.repeat(np.arange(ctx.n), records)
+    start, last = registrations.first_start[idx], registrations.last_day[idx]
+    day = start + (rng.uniform(size=len(idx)) * np.clip(last - start, 0, None)).astype(np.int64)
+    any_other = np.array([prof.ANY_OTHER_OF[c] for c in prof.CATEGORIES])
+    category = np.array(prof.CATEGORIES, dtype=object)[people.cat[idx]]
+    draw = rng.uniform(size=len(idx))
+    wrong = rng.choice(np.array(prof.CATEGORIES, dtype=object), len(idx))
+    edges = np.cumsum(list(HOSPITAL_RECORDING.values()))
+    kinds = np.searchsorted(edges, draw, side="right")  # index into HOSPITAL_RECORDING, len = true letter
+    for k, kind in enumerate(HOSPITAL_RECORDING):
+        chosen = kinds == k
+        if kind == "any_other":
+            category[chosen] = any_other[people.cat[idx][chosen]]
+        elif kind == "other_category":
+            category[chosen] = wrong[chosen]
+        else:
+            category[chosen] = kind
+    return pl.DataFrame({"patient_id": patient_id[idx], "date": pl.Series(day.astype(np.int32)).cast(pl.Date),
+                         "ethnic_category": pl.Series(category, dtype=pl.String)})
 
 
 _PLACES = ("Riverside", "Oak Lane", "Hill View", "Market Street", "Church Road", "Park Side", "Mill Lane",

@@ -20,6 +20,8 @@ INDICATORS = {  # name -> expression over the patient table (true = counted)
     "not_known_99": lambda: pl.col("group") == "Not known",
     "conflicting_codes": lambda: pl.col("ethnicity_has_conflicting_codes").fill_null(False),
     "any_other_category": lambda: pl.col("ethnicity_category").is_in(list(ANY_OTHER_CATEGORIES)),
+    # the GP record states no category and the optional hospital_ethnicity table gave one
+    "from_hospital_records": lambda: pl.col("ethnicity_source").fill_null("") == "hospital",
 }
 
 
@@ -46,12 +48,13 @@ class EthnicityQuality:
 
 def ethnicity_quality(frame: pl.DataFrame, level: float = 0.95) -> EthnicityQuality:
     """``frame``: one row per patient with ``group`` and, where known, ``ethnicity_category``,
-    ``ethnicity_has_conflicting_codes``, ``pcn_code``, ``practice_pseudo_id``."""
+    ``ethnicity_has_conflicting_codes``, ``ethnicity_source``, ``pcn_code``, ``practice_pseudo_id``."""
     frame = frame.with_columns(pl.col("group").cast(pl.String).fill_null("Not known"))
     indicators = {name: make() for name, make in INDICATORS.items()
                   if name in ("recorded", "not_stated_z", "not_known_99")
                   or (name == "conflicting_codes" and "ethnicity_has_conflicting_codes" in frame.columns)
-                  or (name == "any_other_category" and "ethnicity_category" in frame.columns)}
+                  or (name == "any_other_category" and "ethnicity_category" in frame.columns)
+                  or (name == "from_hospital_records" and "ethnicity_source" in frame.columns)}
     levels = [("overall", None)]
     levels += [(lvl, col) for lvl, col in (("pcn", "pcn_code"), ("practice", "practice_pseudo_id")) if col in frame.columns]
     rows = []

@@ -461,7 +461,8 @@ def _quality(data: dict) -> list[dict] | None:
         return None
     return [{"level": r["level"], "unit": r["unit"], "patients": _count(r["patients"]),
              "shares": [_estimate(r["shares"].get(k)) for k in
-                        ("recorded", "not_stated_z", "not_known_99", "conflicting_codes", "any_other_category")]}
+                        ("recorded", "not_stated_z", "not_known_99", "conflicting_codes", "any_other_category",
+                         "from_hospital_records")]}
             for r in data["ethnicity_data_quality"]]
 
 

@@ -1,4 +1,5 @@
--- int_patient_ethnicity: one row per patient with an ethnicity code on or before the index date.
+-- int_patient_ethnicity: one row per patient with an ethnicity code on or before the index date,
+-- in the GP record or (optional table) in hospital records.
 --
 -- Rule for conflicting codes: the most frequent stated category, then the latest.
 -- ethnicity_category: among the codes that state a census category (NHS letters A-S), the
@@ -13,6 +14,13 @@
 -- latest_category: the stated category of the latest code (the rule used before this one), kept
 --   so the two can be compared (docs/features.md gives the comparison on the generator's truth).
 -- has_conflicting_codes: codes of more than one A-S category, ever (up to the index date).
+-- ethnicity_source: 'primary_care', or 'hospital' where the GP record states no category and the
+--   optional hospital_ethnicity table does: patients with no GP code, or only '99' codes, take the
+--   most frequent stated hospital category (A-S), then the latest (Z, 99 and X there are ignored).
+--   A GP code always wins, 'not stated' (Z) included: a patient who declined to state their
+--   ethnicity to their practice is not given one from hospital records (OpenSAFELY's variables do
+--   fill Z from SUS; this pipeline keeps the patient's answer). latest_category and
+--   has_conflicting_codes describe the GP record only.
 --
 -- Sources: "most frequent, then latest, ignoring not-stated/unknown" is the rule OpenSAFELY applies
 -- to hospital (SUS) ethnicity, cohort-extractor's patients.with_ethnicity_from_sus(...,
@@ -25,6 +33,10 @@
 -- Consistency, completeness and external validity of ethnicity recording in NHS primary care
 -- records: a cohort study in 25 million patients' records at source using OpenSAFELY. BMC Med
 -- 2024;22:288, doi:10.1186/s12916-024-03499-5), so the rule changes only the conflicting minority.
+-- Hospital records as a second source: OpenSAFELY studies fill ethnicity missing in primary care
+-- from SUS ("fill missing ethnicity from SUS": with_ethnicity_from_sus(returning="group_16",
+-- use_most_frequent_code=True)); the BMC Med paper above reports completeness rising from 78.2%
+-- in primary care to 92.5% with hospital data.
 with parameters as (
     select index_date from features.parameters
 ),
@@ -58,7 +70,7 @@ stated as (
     group by patient_id
 ),
 
-final as (
+primary_care as (
     select
         coded.patient_id,
         coalesce(any_value(stated.most_frequent_category), 'Z') as ethnicity_category,
@@ -67,6 +79,35 @@ final as (
     from coded
     left join stated using (patient_id)
     group by coded.patient_id
+),
+
+hospital_per_category as (
+    select h.patient_id, h.ethnic_category as category, count(*) as codes, max(h.date) as latest_date
+    from main.hospital_ethnicity as h
+    cross join parameters as p
+    where h.date <= p.index_date
+      and h.ethnic_category in (select category from ref.ethnic_categories where category not in ('Z', '99'))
+    group by h.patient_id, h.ethnic_category
+),
+
+hospital as (
+    select
+        patient_id,
+        arg_max(category, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
+            as ethnicity_category
+    from hospital_per_category
+    group by patient_id
+),
+
+final as (
+    select
+        coalesce(pc.patient_id, h.patient_id) as patient_id,
+        coalesce(pc.ethnicity_category, h.ethnicity_category) as ethnicity_category,
+        pc.latest_category,
+        coalesce(pc.has_conflicting_codes, false) as has_conflicting_codes,
+        case when pc.patient_id is not null then 'primary_care' else 'hospital' end as ethnicity_source
+    from primary_care as pc
+    full outer join hospital as h using (patient_id)
 )
 
 select * from final

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.ethnicity_truth import pooled, rule_accuracy
+from features.ethnicity_truth import pooled, rule_accuracy, rule_readings
 from phm.synth import SynthConfig, generate
 
 pytestmark = pytest.mark.slow  # six extracts of 20,000 patients: about 10 s
@@ -45,3 +45,17 @@ def test_without_repeated_codes_the_two_rules_agree(tmp_path):
     overall = rule_accuracy(tmp_path / "extract").filter(true_group="All").row(0, named=True)
     assert overall["rules_disagree"] == 0
     assert overall["most_frequent_category"] == overall["latest_category"]
+
+
+@pytest.mark.parametrize("seed,profile", [(5, "england"), (6, "diverse_urban")])
+def test_hospital_records_fill_gaps_only_and_mostly_with_the_true_category(tmp_path, seed, profile):
+    generate(SynthConfig(patients=20_000, seed=seed, profile=profile, hospital_ethnicity=0.5), tmp_path / "x")
+    gp_only = rule_readings(tmp_path / "x")
+    both = rule_readings(tmp_path / "x", with_hospital_records=True)
+    # every patient the GP record gives a category keeps it; the rest are filled from hospital records
+    kept = both.filter(ethnicity_source="primary_care").select("patient_id", "ethnicity_category")
+    assert kept.sort("patient_id").equals(gp_only.select("patient_id", "ethnicity_category").sort("patient_id"))
+    filled = both.filter(ethnicity_source="hospital")
+    assert filled.height > 0.03 * 20_000  # about half of the ~15% without a GP category
+    right = (filled["ethnicity_category"] == filled["ethnicity_true"]).mean()
+    assert right > 0.80, right  # the hospital's own errors: most frequent stated record, then latest

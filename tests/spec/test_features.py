@@ -516,3 +516,36 @@ def test_nhs_health_check_counts_for_5_years_and_ndh_codes_are_read():
     old = one_patient([(1, d("2021-03-31"), "523221000000100", None)])
     assert row(old, "marts.mart_patient_features", ["nhs_health_check_5y", "ndh_coded"]) == \
         {"nhs_health_check_5y": False, "ndh_coded": False}
+
+
+def test_hospital_records_fill_a_gap_in_the_gp_record_and_never_override_a_gp_code():
+    patients = [(i, "female", d("1970-01-01"), None) for i in range(1, 9)]
+    events = [
+        (1, d("2015-01-01"), INDIAN, None),        # a GP category: hospital's differs, GP wins
+        (2, d("2015-01-01"), NOT_STATED, None),    # declined at the practice: stays not stated
+        (4, d("2015-01-01"), NOT_RECORDED, None),  # only 'not recorded' at the practice: filled
+    ]
+    hospital = [
+        (1, d("2020-01-01"), "N"), (1, d("2021-01-01"), "N"),
+        (2, d("2020-01-01"), "A"),
+        (3, d("2018-01-01"), "M"), (3, d("2019-01-01"), "M"), (3, d("2024-01-01"), "N"),  # most frequent, then latest
+        (4, d("2019-01-01"), "K"),
+        (5, d("2019-01-01"), "Z"), (5, d("2020-01-01"), "99"), (5, d("2021-01-01"), "X"),  # nothing stated
+        (6, d("2019-01-01"), "R"), (6, d("2026-04-01"), "S"), (6, d("2026-05-01"), "S"),  # later ones ignored
+        (7, d("2019-01-01"), "F"), (7, d("2022-01-01"), "Z"), (7, d("2023-01-01"), "Z"),  # Z never outnumbers
+    ]
+    con = database(practices=PRACTICES, patients=patients, clinical_events=events, hospital_ethnicity=hospital)
+    build(con, INDEX, "IMD2019")
+    got = {r[0]: r[1:] for r in con.execute(
+        "select patient_id, ethnicity_category, ethnicity_source from intermediate.int_patient_ethnicity").fetchall()}
+    assert got == {1: ("H", "primary_care"), 2: ("Z", "primary_care"), 3: ("M", "hospital"),
+                   4: ("K", "hospital"), 6: ("R", "hospital"), 7: ("F", "hospital")}
+    # patients 5 and 8 have no stated category anywhere: not known in the mart, with no source
+    con.execute("insert into main.practice_registrations select patient_id, date '2010-01-01', null, 1 "
+                "from main.patients")
+    build(con, INDEX, "IMD2019")
+    mart = {r[0]: r[1:] for r in con.execute(
+        "select patient_id, ethnicity_category, ethnicity_group, ethnicity_source "
+        "from marts.mart_patient_features").fetchall()}
+    assert mart[5] == mart[8] == ("99", "Not known", None)
+    assert mart[3] == ("M", "Black", "hospital") and mart[2] == ("Z", "Not stated", "primary_care")

@@ -21,9 +21,10 @@ from phm.synth_profiles import ETHNICITY_PROFILES
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    """60,000 patients: large enough for practice/PCN sizes and group shares to be checked."""
+    """60,000 patients: large enough for practice/PCN sizes and group shares to be checked (with
+    hospital records too, which change no other table, so every contract table is there)."""
     out = tmp_path_factory.mktemp("pop") / "extract"
-    generate(SynthConfig(patients=60_000, seed=11), out)
+    generate(SynthConfig(patients=60_000, seed=11, hospital_ethnicity=0.3), out)
     tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in TABLES}
     tables["truth"] = pl.read_parquet(out / "truth" / "patients.parquet")
     return out, tables
@@ -37,7 +38,8 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     generate(SynthConfig(patients=2_000, seed=3), tmp_path / "a")
     generate(SynthConfig(patients=2_000, seed=3), tmp_path / "b")
     generate(SynthConfig(patients=2_000, seed=4), tmp_path / "c")
-    for name in TABLES:
+    assert not (tmp_path / "a" / "hospital_ethnicity.parquet").exists()  # optional: only with its knob
+    for name in (n for n, t in TABLES.items() if not t.optional):
         a = pl.read_parquet(tmp_path / "a" / f"{name}.parquet")
         assert_frame_equal(a, pl.read_parquet(tmp_path / "b" / f"{name}.parquet"))
     events_a = pl.read_parquet(tmp_path / "a" / "clinical_events.parquet")
@@ -311,8 +313,8 @@ def test_each_practice_has_its_own_lookup_to_test_nhs_numbers_that_ingest_does_n
 def test_repeated_ethnicity_codes_only_add_codes_of_a_category_already_recorded(tmp_path):
     generate(SynthConfig(patients=2_000, seed=3), tmp_path / "off")
     generate(SynthConfig(patients=2_000, seed=3, ethnicity_repeat_codes=1.0), tmp_path / "on")
-    for name in TABLES:
-        if name != "clinical_events":
+    for name, table in TABLES.items():
+        if name != "clinical_events" and not table.optional:
             assert_frame_equal(pl.read_parquet(tmp_path / "off" / f"{name}.parquet"),
                                pl.read_parquet(tmp_path / "on" / f"{name}.parquet"))
     off = pl.read_parquet(tmp_path / "off" / "clinical_events.parquet")
@@ -324,3 +326,20 @@ def test_repeated_ethnicity_codes_only_add_codes_of_a_category_already_recorded(
     recorded = off.with_columns(pl.col("snomedct_code").replace_strict(eth, default=None).alias("category")) \
         .filter(pl.col("category").is_not_null()).select("patient_id", "category").unique()
     assert added.join(recorded, on=["patient_id", "category"], how="anti").is_empty()
+
+
+def test_hospital_records_are_an_optional_table_with_their_own_errors_and_change_nothing_else(tmp_path):
+    generate(SynthConfig(patients=4_000, seed=3), tmp_path / "off")
+    generate(SynthConfig(patients=4_000, seed=3, hospital_ethnicity=0.4), tmp_path / "on")
+    for name, table in TABLES.items():
+        if not table.optional:
+            assert_frame_equal(pl.read_parquet(tmp_path / "off" / f"{name}.parquet"),
+                               pl.read_parquet(tmp_path / "on" / f"{name}.parquet"))
+    hospital = pl.read_parquet(tmp_path / "on" / "hospital_ethnicity.parquet")
+    truth = pl.read_parquet(tmp_path / "on" / "truth" / "patients.parquet").select("patient_id", "ethnicity_true")
+    patients = hospital["patient_id"].n_unique()
+    assert 0.35 * 4_000 < patients < 0.45 * 4_000
+    joined = hospital.join(truth, on="patient_id")
+    right = (joined["ethnic_category"] == joined["ethnicity_true"]).mean()
+    assert 0.75 < right < 0.90  # the hospital's own recording errors (HOSPITAL_RECORDING: 19% of records)
+    assert set(hospital["ethnic_category"]) >= {"Z", "99", "X"}
