@@ -219,6 +219,8 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     print(f"  fairness:  {summary.audit_report.resolve()} (open in a browser)")
     if summary.coverage_report:
         print(f"  codelists: {summary.coverage_report.resolve()} (codes found per concept, unknown codes)")
+    if summary.history_report:
+        print(f"  history:   {summary.history_report.resolve()} (every run: gate, data quality, score drift)")
     print(f"  database:  {summary.db.resolve()}")
     print(f"  MLflow UI: {summary.mlflow_ui}")
     print(f"  the audit in MLflow: {summary.audit_ui_url} (its decision, who signed off, the report)")

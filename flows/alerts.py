@@ -2,7 +2,7 @@
 
 The flow (flows/run.py) emits an event for each condition Prefect does not see by itself (a
 gate FAIL, a WARN awaiting sign-off, a stale extract, data quality below the ``[alerts]``
-thresholds), its resource the ICB (``phm.icb.<ICB>``) and the flow run its related resource.
+thresholds, score drift between runs), its resource the ICB (``phm.icb.<ICB>``) and the flow run its related resource.
 A failed or crashed run is Prefect's own ``prefect.flow-run.Failed`` / ``Crashed`` event.
 ``phm deploy`` registers, per ICB of the deployments file's ``[alerts]``, one notification block
 and one automation per condition (``register_alerts``); registering again updates them in place.
@@ -12,7 +12,7 @@ Message texts: phm/alerts.py. docs/scheduling.md, "Alerts", has the configuratio
     kind = "slack"                  # "webhook" (JSON POST), "slack" or "teams"
     url_env = "PHM_ALERTS_URL"      # the variable holding the URL when phm deploy runs (never in a file)
     # block = "slack-webhook/ics-phm"   # or a notification block made in the Prefect UI
-    conditions = ["run_failed", "gate_fail", "gate_warn", "stale_extract", "data_quality"]   # default: all
+    conditions = ["run_failed", "gate_fail", "gate_warn", "stale_extract", "data_quality", "drift"]  # default: all
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class RunSummary:
     coverage_report: Path | None = None  # codelist coverage of the extract (phm.codelist_coverage)
     mlflow_ui: str = ""
     audit_ui_url: str = ""  # the audit run's page in the MLflow UI
+    history_report: Path | None = None  # the run history and drift report (phm/history_report.py)
     skipped: bool = False  # the extract was the last one published: nothing done
 
 
@@ -285,6 +286,9 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         summary.audit_ui_url = location.ui_url(audit.ui_path())
         stages.done()
         _alert_gate(population.icb_code, audit, out)
+        if audit.decision.refused:  # the history keeps refused runs too: their gate, data quality, scores
+            _history(summary, db, out, config, population, ingest, audit, freshness, features.index_date, digest,
+                     location, published=False)
         audit.decision.raise_if_refused("no list is produced and the previous lists stay published",
                                         audit.html_path)
 
@@ -316,8 +320,64 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date,
                                       config.retention.list_folders)
     stages.done()
+    _history(summary, db, out, config, population, ingest, audit, freshness, features.index_date, digest, location,
+             published=True, list_sizes={r["pcn_code"]: r["on_list"] for r in lists.counts.iter_rows(named=True)})
     summary.seconds = stages.seconds
     return summary
+
+
+@task(name="history", cache_policy=NONE)
+def history_task(db: Path, facts, features, out: Path, location, settings, published: bool, list_sizes, uptake):
+    from models.history_run import record_history
+
+    return record_history(db, facts, features, out, location, settings, scored=published, list_sizes=list_sizes,
+                          uptake=uptake)
+
+
+def _history(summary: RunSummary, db: Path, out: Path, config: RunConfig, population, ingest, audit, freshness,
+             index_date: dt.date, digest: str, location, published: bool, list_sizes: dict | None = None) -> None:
+    """Append the run to the history (phm/history.py), write and log the history report, and
+    raise a drift alert where a score moved in a group. A fault here is reported, never the
+    reason a run whose lists are out ends failed (the history is a record, not a gate)."""
+    import uuid
+
+    from prefect.context import FlowRunContext
+
+    from phm.alerts import quarantined_shares
+    from phm.history import DriftSettings, RunFacts
+
+    log = get_run_logger()
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context is not None and context.flow_run is not None else str(uuid.uuid4())
+    facts = RunFacts(run_id, dt.datetime.now(dt.UTC), population.icb_code, freshness.extract_date, index_date,
+                     published, audit.decision.manifest(),
+                     {t: share for t, (share, _) in quarantined_shares(ingest.tables.values()).items()}, digest)
+    settings = DriftSettings(config.alerts.max_score_psi, config.alerts.min_drift_group)
+    try:
+        record = history_task(db, facts, population.features, out, location, settings, published, list_sizes,
+                              audit.report.uptake)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: see the docstring
+        message = f"history not recorded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        log.warning(message)
+        summary.lines.append(message)
+        return
+    summary.lines += record.summary_lines()
+    summary.history_report = record.report
+    _alert_drift(population.icb_code, record.appended, record.report)
+
+
+def _alert_drift(icb: str, appended, report: Path) -> None:
+    """Scores whose distribution moved in a group since the previous run (``appended``:
+    phm.history.HistoryAppend): the Prefect log, and an alert (flows/alerts.py)."""
+    from flows.alerts import emit
+    from phm.alerts import drift_alert
+
+    findings = appended.findings
+    alert = drift_alert(icb, appended.settings.max_psi, [(d.score, d.grp, d.psi) for d in findings],
+                        str(Path(report).resolve()))
+    if alert is not None:
+        get_run_logger().warning(alert.message)
+        emit(alert)
 
 
 def _alert_stale(config: RunConfig, out: Path, extract_date: dt.date) -> None:

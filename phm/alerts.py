@@ -22,6 +22,11 @@ noticeably different from the ICB's (the gate itself WARNs above 15% 'not known'
 ``[audit] max_ethnicity_missing``). 1%: a well-formed extract quarantines a handful of rows per
 table (an impossible date, an implausible reading); a per cent means a supplier fault worth a
 look long before ingest refuses the extract (``[ingest] max_quarantined_share``, 50%).
+
+Score drift (``drift``) is judged in phm/history.py: a score's population stability index in a
+broad ethnic group against the ICB's previous run above ``max_score_psi`` (0.2), for groups of
+at least ``min_drift_group`` patients (500) in both runs; its message carries the score, the
+group and the PSI (one number over hundreds of patients), nothing else.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from phm.exceptions import ConfigError
+from phm.history import DEFAULT_MAX_PSI, DEFAULT_MIN_GROUP
 
-RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY = (
-    "run_failed", "gate_fail", "gate_warn", "stale_extract", "data_quality")
-CONDITIONS = (RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY)
+RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY, DRIFT = (
+    "run_failed", "gate_fail", "gate_warn", "stale_extract", "data_quality", "drift")
+CONDITIONS = (RUN_FAILED, GATE_FAIL, GATE_WARN, STALE_EXTRACT, DATA_QUALITY, DRIFT)
 
 # The events the flow emits (Prefect's own flow-run events cover RUN_FAILED).
 EVENTS = {
@@ -41,6 +47,7 @@ EVENTS = {
     GATE_WARN: "phm.fairness-gate.awaiting-signoff",
     STALE_EXTRACT: "phm.extract.stale",
     DATA_QUALITY: "phm.data-quality.below-threshold",
+    DRIFT: "phm.scores.drift",
 }
 TITLES = {
     RUN_FAILED: "run failed",
@@ -48,6 +55,7 @@ TITLES = {
     GATE_WARN: "fairness gate WARN awaiting a reviewer's sign-off",
     STALE_EXTRACT: "stale extract",
     DATA_QUALITY: "data quality below threshold",
+    DRIFT: "score drift between runs",
 }
 
 DEFAULT_MIN_ETHNICITY_RECORDED = 0.80
@@ -60,6 +68,8 @@ class AlertThresholds:
 
     min_ethnicity_recorded_share: float = DEFAULT_MIN_ETHNICITY_RECORDED
     max_quarantined_share: float = DEFAULT_MAX_QUARANTINED
+    max_score_psi: float = DEFAULT_MAX_PSI  # drift of a score in a group between runs (phm/history.py)
+    min_drift_group: int = DEFAULT_MIN_GROUP  # patients a group needs in both runs to be judged
 
 
 def thresholds_from(table: dict, where: str = "alerts") -> AlertThresholds:
@@ -69,8 +79,20 @@ def thresholds_from(table: dict, where: str = "alerts") -> AlertThresholds:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))}; where alerts "
                               "go is set in the deployments file's [alerts], docs/scheduling.md)")
+        default = getattr(AlertThresholds(), key)
+        if key == "min_drift_group":
+            if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 10_000_000:
+                raise ConfigError(f"{where}.{key}: a number of patients, at least 100 (default {default}), "
+                                  f"not {value!r}")
+            values[key] = value
+            continue
+        if key == "max_score_psi":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10:
+                raise ConfigError(f"{where}.{key}: a population stability index above 0 (default {default}; "
+                                  f"0.1 some change, 0.25 a significant shift), not {value!r}")
+            values[key] = float(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            default = getattr(AlertThresholds(), key)
             raise ConfigError(f"{where}.{key}: a share between 0 and 1 (default {default}), not {value!r}")
         values[key] = float(value)
     return AlertThresholds(**values)
@@ -158,6 +180,24 @@ def quality_alert(icb: str, thresholds: AlertThresholds, ethnicity_recorded: flo
                f"Where to look: {report} (the ingest's Data Docs, or the run's database; its ingest.quarantine table "
                "lists every quarantined row and the rule it broke)")
     return Alert(DATA_QUALITY, icb, message, report, details)
+
+
+def drift_alert(icb: str, threshold: float, drifted: list[tuple[str, str, float]], report: str) -> Alert | None:
+    """``drifted``: (score, broad ethnic group, PSI) of each score whose distribution in a group
+    moved more than ``threshold`` since the ICB's previous run. A PSI is one number over a group
+    of hundreds of patients (phm/history.py), rounded here to two places; no patient value."""
+    if not drifted:
+        return None
+    parts = [f"{score} for {group} (PSI {value:.2f})" for score, group, value in sorted(drifted)]
+    message = (f"ICB {icb}: score drift between runs: the distribution of {'; '.join(parts)} moved more than "
+               f"the threshold {threshold:g} ([alerts] max_score_psi; 0.1 is some change, 0.25 a significant "
+               "shift) since the previous run. The run went on. Look for a change in the extract (a practice "
+               "joined or left, a coding or supplier change) or in the model before trusting the lists. "
+               f"Where to look: the history report {report} (the 'phm history {icb}' experiment in MLflow)")
+    groups = sorted({g for _, g, _ in drifted})
+    return Alert(DRIFT, icb, message, report, {"drifted": [{"score": s, "group": g, "psi": round(v, 2)}
+                                                           for s, g, v in sorted(drifted)],
+                                               "groups": groups, "max_score_psi": threshold})
 
 
 RUN_PAGE = "{ui}/runs/flow-run/{{{{ flow_run.id }}}}"  # Prefect renders flow_run from the event's flow run

@@ -21,7 +21,8 @@ SQL_DIR = Path(__file__).resolve().parents[1] / "sql"  # staging/, intermediate/
 # ``staging.duckdb`` as a "malformed Parquet" extract). The schemas phm creates, the SQL layers,
 # and DuckDB's own catalogs.
 RESERVED_DATABASE_NAMES = frozenset({"ingest", "staging", "intermediate", "marts", "labels", "lists",
-                                     "features", "models", "ref", "main", "memory", "system", "temp"})
+                                     "features", "models", "ref", "main", "memory", "system", "temp",
+                                     "history"})
 
 
 def check_database_name(db_path: Path) -> None:

@@ -10,11 +10,12 @@ What is real and what is driven:
   (exit 10); it also ends the run Failed, so the run-failed alert comes with it;
 - run failed, scheduled: the deployment's run through a real process worker, whose
   ``phm-run`` subflow fails with it: one alert, not one per flow run;
-- gate FAIL, WARN awaiting sign-off, data quality: the flow's own alert functions
-  (flows/run.py ``_alert_gate`` and ``_alert_quality``) called inside a small flow with what a
-  real refusal and a real ingest produce (a decision refusing cvd with FAIL and t2d with WARN;
-  an ingest report and an ICB population with a low ethnicity-recorded share), not a whole
-  pipeline run (minutes).
+- gate FAIL, WARN awaiting sign-off, data quality, drift: the flow's own alert functions
+  (flows/run.py ``_alert_gate``, ``_alert_quality`` and ``_alert_drift``) called inside a small
+  flow with what a real refusal, a real ingest and a real history produce (a decision refusing
+  cvd with FAIL and t2d with WARN; an ingest report and an ICB population with a low
+  ethnicity-recorded share; two runs appended to a history, the second with one group's QRISK3
+  shifted), not a whole pipeline run (minutes).
 
 Each message must name the ICB, the condition and where to look, and hold no patient-level
 value (the broken extract's one patient row carries sentinels that must appear nowhere).
@@ -148,12 +149,12 @@ def test_phm_deploy_registers_one_automation_per_condition_idempotently_without_
 
     folder, env, outputs = deployed
     for output, _ in outputs:
-        assert f"alerts for ICB {ICB}: run_failed, gate_fail, gate_warn, stale_extract, data_quality" in output
+        assert f"alerts for ICB {ICB}: run_failed, gate_fail, gate_warn, stale_extract, data_quality, drift" in output
         assert "secret-token-xyz" not in output and "$PHM_TEST_ALERTS_URL" in output
     with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         automations = [a for a in client.read_automations() if a.name.startswith(f"phm-risk {ICB}:")]
         block = client.read_block_document_by_name("phm-alerts-qaa", "custom-webhook", include_secrets=False)
-    assert sorted(a.name for a in automations) == sorted({a.name for a in automations}) and len(automations) == 5
+    assert sorted(a.name for a in automations) == sorted({a.name for a in automations}) and len(automations) == 6
     assert "secret-token-xyz" not in json.dumps(block.data, default=str)  # the URL is a secret value
     print(f"phm deploy with alerts: {outputs[0][1]:.1f} s, again {outputs[1][1]:.1f} s")
 
@@ -217,12 +218,25 @@ def gate_and_quality():
     ingest = IngestReport(str(out), str(out / "phm.duckdb"), "2026-11-01", "IMD2019", {"clinical_events": table},
                           [], None, 1.0)
     _alert_quality(RunConfig(), population, ingest, out)
+    # two runs in the history, the second with the Black group's QRISK3 shifted up (phm/history.py)
+    import datetime as dt, duckdb, numpy as np
+    from flows.run import _alert_drift
+    from phm.history import RunFacts, append_run
+    con = duckdb.connect()
+    rng = np.random.default_rng(1)
+    for i in (1, 2):
+        frames = [pl.DataFrame({"score": "QRISK3 10y", "grp": g,
+                                "risk_pct": rng.lognormal(np.log(6.0), 0.8, 800) * (2.5 if (g, i) == ("Black", 2) else 1)})
+                  for g in ("White", "Black")]
+        appended = append_run(con, RunFacts(f"r{i}", dt.datetime(2026, i, 2, tzinfo=dt.UTC), "QAA", None, None, True),
+                              pl.concat(frames))
+    _alert_drift("QAA", appended, out / "history" / "history_report.html")
 
 gate_and_quality()
 '''
 
 
-def test_gate_fail_warn_and_data_quality_alert_with_the_report(deployed, receiver):
+def test_gate_fail_warn_data_quality_and_drift_alert_with_the_report(deployed, receiver):
     folder, env, _ = deployed
     _, received = receiver
     out = folder / "out-gate"
@@ -233,6 +247,7 @@ def test_gate_fail_warn_and_data_quality_alert_with_the_report(deployed, receive
     [fail] = _wait_for(received, lambda m: "fairness gate FAIL" in m["subject"])
     [warn] = _wait_for(received, lambda m: "awaiting a reviewer's sign-off" in m["subject"])
     [quality] = _wait_for(received, lambda m: "data quality below threshold" in m["subject"])
+    [drift] = _wait_for(received, lambda m: "score drift between runs" in m["subject"])
     print(f"gate FAIL, WARN and data quality alerts: {time.perf_counter() - started:.1f} s")
     report = str(out.resolve() / "audit" / "fairness_audit.html")
     assert all(RUN_PAGE.search(m["body"]) for m in (fail, warn, quality))
@@ -244,6 +259,10 @@ def test_gate_fail_warn_and_data_quality_alert_with_the_report(deployed, receive
     assert "ethnicity recorded for 60% of patients, below 80%" in quality["body"]
     assert "3% of the clinical_events table's rows quarantined" in quality["body"]
     assert "'date after the extract date'" in quality["body"] and str(out.resolve() / "phm.duckdb") in quality["body"]
+    _check_message(drift, "score drift between runs")
+    assert re.search(r"QRISK3 10y for Black \(PSI \d\.\d\d\) moved more than the threshold 0\.2", drift["body"])
+    assert "White" not in drift["body"] and RUN_PAGE.search(drift["body"])
+    assert str(out.resolve() / "history" / "history_report.html") in drift["body"] and "phm history QAA" in drift["body"]
 
 
 def test_a_failed_scheduled_run_alerts_once_though_its_subflows_fail_with_it(deployed, receiver):

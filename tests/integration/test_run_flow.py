@@ -257,3 +257,41 @@ def test_the_run_reports_codelist_coverage_in_the_data_docs_and_warns_of_nothing
     assert not [line for line in terminal if line.startswith("WARN ")]
     coverage = json.loads(report.with_suffix(".json").read_text())
     assert all(c["patients"] is None or c["patients"] % 5 == 0 for c in coverage["concepts"])  # suppressed
+
+
+def test_the_run_appended_one_history_row_set_its_report_and_its_mlflow_run(finished_run):
+    """phm/history.py on a real run: one row in history.runs, its figures suppressed, the exact
+    bins only in the database, the report under <out>/history and in MLflow's 'phm history <ICB>'."""
+    from mlflow.tracking import MlflowClient
+
+    manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    con = duckdb.connect(str(finished_run.db), read_only=True)
+    try:
+        runs = con.execute("select * from history.runs").pl()
+        figures = con.execute("select * from history.figures").pl()
+        bins = con.execute("select score, grp, sum(patients) as n from history.score_bins group by all").pl()
+    finally:
+        con.close()
+    assert runs.height == 1 and runs["published"].to_list() == [True]
+    [run] = runs.iter_rows(named=True)
+    assert str(run["extract_date"]) == manifest["extract_date"] and run["drift_findings"] == 0
+    assert set(figures["run_id"]) == {run["run_id"]}
+    assert {"gate", "data quality", "score share", "list size", "patients"} <= set(figures["figure"])
+    assert {(r["subject"], r["label"].split(" ")[0]) for r in figures.filter(
+        (pl.col("figure") == "gate") & ~pl.col("subject").str.ends_with("ranked by")).iter_rows(named=True)} == \
+        {(o, e["gate"]) for o, e in manifest["gate_decision"].items()}
+    sizes = figures.filter(pl.col("figure") == "list size")
+    assert dict(zip(sizes["subject"], sizes["value"], strict=True)) == \
+        {pcn: counts["on_list"] for pcn, counts in manifest["pcns"].items()}  # suppressed as in the manifest
+    assert {"QRISK3 10y", "QDiabetes 10y", "cvd list risk", "t2d list risk", "hypertension list risk"} <= \
+        set(bins["score"])
+    counts = figures.filter(pl.col("figure").is_in(["patients", "list size"]))["value"].drop_nulls()
+    assert all(v % 5 == 0 for v in counts)
+    report = finished_run.out / "history" / "history_report.html"
+    assert report.is_file() and f"history:   {report.resolve()}" in finished_run.terminal
+    assert "first of its ICB in the history" in finished_run.terminal
+    client = MlflowClient(f"sqlite:///{finished_run.out / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"phm history {run['icb']}")
+    [logged] = client.search_runs([experiment.experiment_id])
+    assert logged.data.tags["phm.pipeline_run"] == run["run_id"] and logged.data.tags["phm.drift"] == "none"
+    assert [a.path for a in client.list_artifacts(logged.info.run_id, "history")] == ["history/history_report.html"]
