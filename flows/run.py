@@ -343,7 +343,6 @@ def _history(summary: RunSummary, db: Path, out: Path, config: RunConfig, popula
 
     from prefect.context import FlowRunContext
 
-    from phm.alerts import quarantined_shares
     from phm.history import DriftSettings, RunFacts
 
     log = get_run_logger()
@@ -351,7 +350,8 @@ def _history(summary: RunSummary, db: Path, out: Path, config: RunConfig, popula
     run_id = str(context.flow_run.id) if context is not None and context.flow_run is not None else str(uuid.uuid4())
     facts = RunFacts(run_id, dt.datetime.now(dt.UTC), population.icb_code, freshness.extract_date, index_date,
                      published, audit.decision.manifest(),
-                     {t: share for t, (share, _) in quarantined_shares(ingest.tables.values()).items()}, digest)
+                     {t.table: (t.rows_quarantined - t.rows_quarantined_with_parent, t.rows_read)
+                      for t in ingest.tables.values() if t.rows_read}, digest)
     settings = DriftSettings(config.alerts.max_score_psi, config.alerts.min_drift_group)
     try:
         record = history_task(db, facts, population.features, out, location, settings, published, list_sizes,

@@ -155,7 +155,8 @@ class RunFacts:
     index_date: dt.date | None
     published: bool
     gate: dict = field(default_factory=dict)
-    quarantined: dict[str, float] = field(default_factory=dict)  # table -> share quarantined by its own rules
+    # table -> (rows quarantined by its own rules, rows read), exact: stored as a share, withheld at 1-7 rows
+    quarantined: dict[str, tuple[int, int]] = field(default_factory=dict)
     extract_digest: str = ""
 
 
@@ -240,8 +241,8 @@ def figures_of(facts: RunFacts, bins: pl.DataFrame, quality: dict[str, int] | No
         for name, count in (("ethnicity recorded", recorded), ("ethnicity Z not stated", quality["Not stated"]),
                             ("ethnicity 99 not known", quality["Not known"])):
             rows.append((QUALITY, name, ALL, None, shared(count, n), None))
-    for table, share in sorted(facts.quarantined.items()):
-        rows.append((QUALITY, f"quarantined: {table}", ALL, None, round(share, 4), None))
+    for table, (quarantined, read) in sorted(facts.quarantined.items()):
+        rows.append((QUALITY, f"quarantined: {table}", ALL, None, shared(quarantined, read), None))
     totals = bins.group_by("score", "grp").agg(pl.col("patients").sum().alias("total"))
     for r in bins.join(totals, on=["score", "grp"]).sort("score", "grp", "bin_index").iter_rows(named=True):
         rows.append((SCORE_SHARE, r["score"], r["grp"], r["bin"], shared(r["patients"], r["total"]), None))

@@ -100,7 +100,7 @@ def _facts(i: int, gate: str = "PASS") -> RunFacts:
     return RunFacts(f"run-{i}", dt.datetime(2026, 4 + i, 2, 6, 0, tzinfo=dt.UTC), "QXX", dt.date(2026, 3 + i, 28),
                     dt.date(2026, 3 + i, 28), True,
                     {"cvd": {"gate": gate, "may_publish": True, "ranks_list": "model", "signoff": signoff}},
-                    {"clinical_events": 0.0031})
+                    {"clinical_events": (31, 10_000), "patients": (3, 4_796)})
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,8 @@ def test_everything_the_history_lets_out_is_suppressed(four_runs):
                                                                 & (pl.col("run_id") == "run-1")).iter_rows(named=True)}
     assert quality["ethnicity 99 not known"] is None  # 6 patients: withheld
     assert quality["ethnicity Z not stated"] == round(40 / 4795, 4)  # 40 of 4,796, from rounded counts
-    assert quality["quarantined: clinical_events"] == 0.0031
+    assert quality["quarantined: clinical_events"] == 0.003  # 30 of 10,000 (31 rounded to 5)
+    assert quality["quarantined: patients"] is None  # 3 rows: withheld
     gate = figures.filter((pl.col("figure") == "gate") & (pl.col("subject") == "cvd"))["label"].to_list()
     assert gate == ["PASS", "WARN signed off by Dr A. Reviewer", "PASS", "PASS"]
     # no exact count leaves: every number in figures is a rounded count, a share, or a PSI
