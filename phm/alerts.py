@@ -188,7 +188,8 @@ def drift_alert(icb: str, threshold: float, drifted: list[tuple[str, str, float]
     of hundreds of patients (phm/history.py), rounded here to two places; no patient value."""
     if not drifted:
         return None
-    parts = [f"{score} for {group} (PSI {value:.2f})" for score, group, value in sorted(drifted)]
+    parts = [f"{score} for {'all patients' if group == 'all' else group} (PSI {value:.2f})"
+             for score, group, value in sorted(drifted)]
     message = (f"ICB {icb}: score drift between runs: the distribution of {'; '.join(parts)} moved more than "
                f"the threshold {threshold:g} ([alerts] max_score_psi; 0.1 is some change, 0.25 a significant "
                "shift) since the previous run. The run went on. Look for a change in the extract (a practice "

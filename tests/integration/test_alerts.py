@@ -226,8 +226,8 @@ def gate_and_quality():
     rng = np.random.default_rng(1)
     for i in (1, 2):
         frames = [pl.DataFrame({"score": "QRISK3 10y", "grp": g,
-                                "risk_pct": rng.lognormal(np.log(6.0), 0.8, 800) * (2.5 if (g, i) == ("Black", 2) else 1)})
-                  for g in ("White", "Black")]
+                                "risk_pct": rng.lognormal(np.log(6.0), 0.8, n) * (2.5 if (g, i) == ("Black", 2) else 1)})
+                  for g, n in (("White", 4000), ("Black", 800))]
         appended = append_run(con, RunFacts(f"r{i}", dt.datetime(2026, i, 2, tzinfo=dt.UTC), "QAA", None, None, True),
                               pl.concat(frames))
     _alert_drift("QAA", appended, out / "history" / "history_report.html")
@@ -260,7 +260,8 @@ def test_gate_fail_warn_data_quality_and_drift_alert_with_the_report(deployed, r
     assert "3% of the clinical_events table's rows quarantined" in quality["body"]
     assert "'date after the extract date'" in quality["body"] and str(out.resolve() / "phm.duckdb") in quality["body"]
     _check_message(drift, "score drift between runs")
-    assert re.search(r"QRISK3 10y for Black \(PSI \d\.\d\d\) moved more than the threshold 0\.2", drift["body"])
+    assert re.search(r"the distribution of QRISK3 10y for Black \(PSI \d\.\d\d\) moved more than the threshold 0\.2",
+                     drift["body"])
     assert "White" not in drift["body"] and RUN_PAGE.search(drift["body"])
     assert str(out.resolve() / "history" / "history_report.html") in drift["body"] and "phm history QAA" in drift["body"]
 
