@@ -49,6 +49,7 @@ import polars as pl
 
 from phm.db import SQL_DIR
 from phm.disclosure import show, suppress
+from phm.ethnicity import NOT_KNOWN, broad_group
 from phm.exceptions import ConfigError, DatabaseError
 from phm.pseudonymise import pseudonymise
 
@@ -465,22 +466,43 @@ MEASURE_FOR_DEFAULT = {"sbp": "blood pressure", "sbps5": "blood pressure", "rati
                        "smoke_cat": "smoking status", "ethrisk": "ethnicity"}
 
 
-def to_measure() -> pl.Expr:
+ETHNICITY_TO_RECORD = MEASURE_FOR_DEFAULT["ethrisk"]
+
+
+def scores_assume_white() -> pl.Expr:
+    """The patient's QRISK3 or QDiabetes read them as White because their ethnicity is not known
+    ('Not known': no code stating a category; the mart maps it to QRISK3's "White or not stated"
+    before scoring, so the scores note no default). 'Not stated' is the patient's own answer and
+    is not counted: asking again is for the practice's re-ask worklist, not for the list."""
+    scored = pl.col("qrisk3_10y_band").is_not_null() | pl.col("qdiabetes_10y_band").is_not_null()
+    return ((pl.col("ethnicity_group") == broad_group(NOT_KNOWN)) & scored).fill_null(False).alias("scores_assume_white")
+
+
+def to_measure(assumed_white: pl.Expr | None = None) -> pl.Expr:
     """The measurements a patient's QRISK3 or QDiabetes is missing, e.g. ["cholesterol", "BMI"]
-    (null when none): measured, the score on the next list is the patient's own."""
+    (null when none): measured, the score on the next list is the patient's own. "ethnicity" where
+    a score noted it defaulted (``phm calc``) or ``assumed_white`` holds (``scores_assume_white``:
+    in the pipeline a missing ethnicity is read as White before scoring)."""
     notes = pl.concat_str(pl.col("qrisk3_notes").fill_null(""), pl.col("qdiabetes_notes").fill_null(""), separator="; ")
-    items = [pl.when(notes.str.contains(f"defaulted: {name}", literal=True)).then(pl.lit(label))
-             for name, label in MEASURE_FOR_DEFAULT.items()]
+    items = [pl.when(notes.str.contains(f"defaulted: {name}", literal=True)
+                     | (assumed_white if name == "ethrisk" and assumed_white is not None else pl.lit(False)))
+             .then(pl.lit(label)) for name, label in MEASURE_FOR_DEFAULT.items()]
     listed = pl.concat_list(items).list.drop_nulls().list.unique(maintain_order=True)
     return pl.when(listed.list.len() > 0).then(listed).alias("to_measure")
 
 
 def measure_first() -> pl.Expr:
     """A patient whose QRISK3 or QDiabetes rests on defaults is asked to measure them first: the
-    first suggested action, e.g. "measure first: cholesterol, BMI (the risk scores took a default)";
-    the reasons' risks are the defaults' until then."""
-    first = pl.concat_list(pl.format("measure first: {} (the risk scores took a default)",
-                                     pl.col("to_measure").list.join(", ")), pl.col("suggested_actions"))
+    first suggested actions, e.g. "record ethnicity (not known: the risk scores read it as White)"
+    and "measure first: cholesterol, BMI (the risk scores took a default)"; the reasons' risks are
+    the defaults' until then."""
+    measurements = pl.col("to_measure").list.set_difference([ETHNICITY_TO_RECORD])
+    ethnicity = pl.col("to_measure").list.contains(ETHNICITY_TO_RECORD).fill_null(False)
+    first = pl.concat_list(
+        pl.when(ethnicity).then(pl.lit(f"record {ETHNICITY_TO_RECORD} (not known: the risk scores read it as White)")),
+        pl.when(measurements.list.len() > 0).then(
+            pl.format("measure first: {} (the risk scores took a default)", measurements.list.join(", "))),
+        pl.col("suggested_actions")).list.drop_nulls()
     return pl.when(pl.col("to_measure").is_not_null()).then(first).otherwise(pl.col("suggested_actions")) \
         .alias("suggested_actions")
 
@@ -513,8 +535,8 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     eligible = order_and_cap(candidates.filter(pl.col("exclusion").is_null()), settings, used)
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
-        to_measure(),
-    ).with_columns(measure_first()).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
+        scores_assume_white(),
+    ).with_columns(to_measure(pl.col("scores_assume_white"))).with_columns(measure_first()).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
         practice_identity(con), on="practice_pseudo_id", how="left", maintain_order="left")
     horizons = model_horizons(patients)
     on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})
@@ -621,6 +643,10 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
         add("capacity", f"used by earlier lists of the {period}", capacity.get("listed_earlier_in_period", 0), None)
     for tier, n in on_list.group_by("tier").len().sort("tier").iter_rows():
         add("tier", str(tier), n, None)
+    if "scores_assume_white" in on_list.columns:
+        # how many listed patients' QRISK3/QDiabetes read them as White because ethnicity is not known
+        add("ethnicity not known", "scores read the patient as White: record ethnicity",
+            int(on_list["scores_assume_white"].sum()), None)
     for column, label in (("ethnicity_group", "ethnic group"), ("imd_quintile", "IMD quintile")):
         registered = dict(population.group_by(column).len().iter_rows())
         listed = dict(on_list.group_by(column).len().iter_rows())

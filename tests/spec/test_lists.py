@@ -595,6 +595,46 @@ def test_a_patient_whose_scores_rest_on_defaults_is_asked_to_measure_them_first(
     assert all(SEPARATOR not in a for a in actions[0])  # the joined cell still splits back
 
 
+def test_a_patient_whose_scores_read_a_missing_ethnicity_as_white_is_asked_to_record_it():
+    from phm.lists import measure_first, scores_assume_white, to_measure
+
+    frame = pl.DataFrame({
+        "ethnicity_group": ["Not known", "Not known", "Not stated", "Asian", "Not known"],
+        "qrisk3_10y_band": ["10-15%", None, "10-15%", "10-15%", None],
+        "qdiabetes_10y_band": [None, "5-10%", None, None, None],  # the last: no score read it (under 25)
+        "qrisk3_notes": ["defaulted: rati", None, None, None, None],
+        "qdiabetes_notes": [None, None, None, None, None],
+        "suggested_actions": [["lipid review"], ["diabetes prevention"], ["lipid review"], ["lipid review"],
+                              ["blood pressure check"]],
+    })
+    out = frame.with_columns(scores_assume_white()).with_columns(to_measure(pl.col("scores_assume_white"))) \
+        .with_columns(measure_first())
+    # 'Not stated' is the patient's answer: not asked again here; nor a patient no score read
+    assert out["scores_assume_white"].to_list() == [True, True, False, False, False]
+    assert out["to_measure"].to_list() == [["cholesterol", "ethnicity"], ["ethnicity"], None, None, None]
+    assert out["suggested_actions"].to_list() == [
+        ["record ethnicity (not known: the risk scores read it as White)",
+         "measure first: cholesterol (the risk scores took a default)", "lipid review"],
+        ["record ethnicity (not known: the risk scores read it as White)", "diabetes prevention"],
+        ["lipid review"], ["lipid review"], ["blood pressure check"]]
+
+
+def test_the_pcn_summary_counts_listed_patients_whose_scores_read_them_as_white_suppressed():
+    from phm.lists import pcn_summary
+
+    def summary(assumed: int) -> dict:
+        on_list = pl.DataFrame({"tier": [1] * 30, "ethnicity_group": ["Not known"] * assumed + ["White"] * (30 - assumed),
+                                "imd_quintile": [1] * 30, "scores_assume_white": [True] * assumed + [False] * (30 - assumed)})
+        rows = pcn_summary(on_list.select("ethnicity_group", "imd_quintile"), on_list,
+                           pl.DataFrame({"exclusion": [None] * 30}, schema={"exclusion": pl.String}))
+        return {(r["section"], r["value"]): r["on_list"] for r in rows.iter_rows(named=True)}
+
+    label = ("ethnicity not known", "scores read the patient as White: record ethnicity")
+    assert summary(12)[label] == 10  # rounded to 5
+    assert summary(3)[label] is None  # 1-7 suppressed
+    assert summary(0)[label] == 0
+
+
 def test_to_measure_names_what_the_scores_defaulted_once_each_and_not_the_postcode():
     from phm.lists import to_measure
 
