@@ -62,7 +62,8 @@ def pcn_file(folder: Path, pcn: str, suffix: str) -> Path:
     return path
 
 
-FILE_KINDS = {"parquet": ".parquet", "csv": ".csv", "summary": "_summary.csv", "xlsx": ".xlsx"}
+FILE_KINDS = {"parquet": ".parquet", "csv": ".csv", "summary": "_summary.csv", "xlsx": ".xlsx",
+              "reask": "_ethnicity_reask.csv"}
 
 
 def dated(extract_date) -> str:
@@ -89,13 +90,18 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
                                       for pcn, paths in files.items()}}
     out.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=DIR_MODE)
-    for pcn, (list_parquet, list_csv, summary_csv, workbook) in files.items():
+    for pcn, (list_parquet, list_csv, summary_csv, workbook, reask_csv) in files.items():
         rows = run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code")
         summary = run.summary[pcn]
+        reask = run.reask.filter(pl.col("pcn_code") == pcn).drop("pcn_code") if run.reask.width else None
         rows.write_parquet(list_parquet)
         for_people(rows).write_csv(list_csv)
         summary.write_csv(summary_csv)
-        write_workbook(workbook, pcn, for_people(rows), summary, manifest)
+        if reask is not None:
+            reask.write_csv(reask_csv)
+        write_workbook(workbook, pcn, for_people(rows), summary, manifest, reask)
+    manifest["files"] = {pcn: {kind: name for kind, name in names.items() if (folder / name).exists()}
+                         for pcn, names in manifest["files"].items()}  # a run without a re-ask worklist has none
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     for path in folder.iterdir():
         _private(path, FILE_MODE)

@@ -75,6 +75,7 @@ class ListSettings:
     plus_groups: tuple[str, ...] = ()  # PLUS groups: broad ethnic groups, e.g. ("Black",)
     exclude_care_homes: bool = True
     recently_invited_days: int = 90  # not invited again within this many days of an earlier list
+    reask_not_stated_days: int = 1095  # 'not stated' ethnicity is not asked again within this many days
     qrisk3_threshold: float = 10.0  # % (NICE NG238: offer a statin from 10%)
     qrisk3_high: float = 20.0
     qdiabetes_threshold: float = 10.0  # %
@@ -114,6 +115,8 @@ class ListSettings:
             raise ConfigError("lists: need 0 < qrisk3_threshold <= qrisk3_high < 100")
         if not 0 < self.qdiabetes_threshold < 100:
             raise ConfigError("lists.qdiabetes_threshold: a percentage between 0 and 100")
+        if self.reask_not_stated_days < 0:
+            raise ConfigError("lists.reask_not_stated_days: 0 or more")
         if self.recently_invited_days < 0:
             raise ConfigError("lists.recently_invited_days: 0 or more")
         if not 0 < self.model_top_share < 1:
@@ -286,6 +289,7 @@ class ListRun:
     warnings: list[str] = field(default_factory=list)  # e.g. urgent patients beyond capacity (no patient values)
     notes: list[str] = field(default_factory=list)  # e.g. the history moved to its current shape (counts suppressed)
     capacity: dict = field(default_factory=dict)  # the period and each PCN's capacity in it (configuration, not counts)
+    reask: pl.DataFrame = field(default_factory=pl.DataFrame)  # the ethnicity re-ask worklist, all PCNs (REASK_COLUMNS)
 
     def summary_lines(self) -> list[str]:
         period = self.capacity.get("period")
@@ -546,15 +550,58 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     run = ListRun(on_list.select("pcn_code", *list_columns(horizons)), counts,
                   invited=on_list.select("practice_pseudo_id", "pseudonym", "urgent", "ethnicity_group", "imd_quintile"),
                   warnings=urgent_beyond_capacity(eligible, settings, used), notes=notes, capacity=capacity)
+    run.reask = reask_worklist(con, settings, key, on_list)
     adults = patients.filter(pl.col("age_years") >= 18)  # everyone a reason can apply to
     for row in counts.iter_rows(named=True):
         pcn = row["pcn_code"]
-        run.summary[pcn] = pcn_summary(adults.filter(pl.col("pcn_code") == pcn),
-                                       on_list.filter(pl.col("pcn_code") == pcn),
-                                       candidates.filter(pl.col("pcn_code") == pcn),
-                                       {"period": settings.capacity_period, "from": capacity["from"],
-                                        "capacity": capacity["pcns"].get(pcn, 0), **row})
+        summary = pcn_summary(adults.filter(pl.col("pcn_code") == pcn), on_list.filter(pl.col("pcn_code") == pcn),
+                              candidates.filter(pl.col("pcn_code") == pcn),
+                              {"period": settings.capacity_period, "from": capacity["from"],
+                               "capacity": capacity["pcns"].get(pcn, 0), **row})
+        run.summary[pcn] = pl.concat([summary, reask_summary(run.reask.filter(pl.col("pcn_code") == pcn))])
     return run
+
+
+# Why a practice might ask a patient's ethnicity again (sql/lists/ethnicity_reask.sql), in the
+# worklist's order: the scores took White for the first, and the audit cannot see the group.
+REASK_REASONS = {
+    "no_ethnicity_recorded": "no ethnicity recorded: QRISK3 and QDiabetes took White",
+    "conflicting_codes": "codes of more than one ethnic category",
+    "any_other_category": "only an 'any other' category: a specific one may fit",
+    "not_stated_long_ago": "'not stated' before the re-ask window: may be asked again",
+}
+REASK_COLUMNS = ["pseudonym", "practice_pseudo_id", "practice_ods_code", "practice_name", "on_a_list", "reask_reason"]
+REASK_SQL = SQL_DIR / "lists" / "ethnicity_reask.sql"
+
+
+def reask_worklist(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: bytes,
+                   on_list: pl.DataFrame) -> pl.DataFrame:
+    """The ethnicity re-ask worklist: pseudonymous like the lists, per practice, patients on this
+    run's lists first (their scores depend on it), then by reason. Asking is voluntary; 'not
+    stated' is a valid answer, not asked again within ``reask_not_stated_days``."""
+    con.execute("create schema if not exists lists")
+    con.execute("create or replace table lists.reask_parameters as select ?::integer as not_stated_days",
+                [settings.reask_not_stated_days])
+    rows = con.execute(REASK_SQL.read_text()).pl()
+    rows = rows.with_columns(pseudonymise(rows, key)).join(
+        on_list.select("pseudonym", pl.lit(True).alias("on_a_list")), on="pseudonym", how="left").with_columns(
+        pl.col("on_a_list").fill_null(False),
+        pl.col("reask_reason").replace_strict(list(REASK_REASONS), list(range(len(REASK_REASONS)))).alias("_order"),
+        pl.col("reask_reason").replace_strict(REASK_REASONS))
+    rows = rows.join(practice_identity(con), on="practice_pseudo_id", how="left")
+    return rows.sort(["pcn_code", "practice_pseudo_id", "on_a_list", "_order", "pseudonym"],
+                     descending=[False, False, True, False, False]).select("pcn_code", *REASK_COLUMNS)
+
+
+def reask_summary(reask: pl.DataFrame) -> pl.DataFrame:
+    """The worklist's size by reason, as the summary's rows (suppressed)."""
+    rows = []
+    for reason in REASK_REASONS.values():
+        own = reask.filter(pl.col("reask_reason") == reason)
+        rows.append({"section": "ethnicity re-ask", "value": reason, "on_list": suppress(int(own["on_a_list"].sum())),
+                     "registered_adults": suppress(own.height)})
+    return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,
+                                      "registered_adults": pl.Int64})
 
 
 def practice_identity(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -675,7 +722,7 @@ def settings_from(table: dict, where: str = "lists") -> ListSettings:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}.plus_groups: a list of group names, e.g. [\"Black\"]")
             value = tuple(value)
-        elif key in ("capacity_per_practice", "capacity_per_pcn", "recently_invited_days"):
+        elif key in ("capacity_per_practice", "capacity_per_pcn", "recently_invited_days", "reask_not_stated_days"):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: must be an integer, not {value!r}")
         elif key == "exclude_care_homes":

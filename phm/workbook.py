@@ -11,6 +11,8 @@ Sheets, in order:
   agree.
 - **list**: the whole PCN, practice by practice, in priority order.
 - **practice <id>**: each practice's own rows, in priority order.
+- **ethnicity re-ask**: the PCN's patients whose ethnicity a practice might ask again, those on a
+  list first (phm/lists.py ``reask_worklist``), with ``asked_on`` and ``answer_recorded`` for the team.
 - **summary**: the aggregate, suppressed (as ``<PCN>_summary.csv``).
 
 Every list sheet has a frozen header row and first column (the pseudonym), a filter on every
@@ -28,7 +30,9 @@ import polars as pl
 
 from phm.freshness import stale_banner
 
-READ_ME, LIST, SUMMARY = "Read me", "list", "summary"
+READ_ME, LIST, SUMMARY, REASK = "Read me", "list", "summary", "ethnicity re-ask"
+REASK_WORK = ("asked_on", "answer_recorded")  # the team's columns of the re-ask worklist
+REASK_WIDTHS = {"pseudonym": 24, "practice_name": 28, "reask_reason": 52, "asked_on": 14, "answer_recorded": 18}
 STALE_RED = "C00000"
 WORKFLOW = ("contacted_on", "outcome", "notes")
 OUTCOMES = ("invited", "booked", "attended", "declined", "no response", "not appropriate")
@@ -197,7 +201,30 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
     sheet.add_data_validation(dates)
 
 
-def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFrame, manifest: dict) -> None:
+def _reask_sheet(book, reask: pl.DataFrame) -> None:
+    """The ethnicity re-ask worklist (phm/lists.py ``reask_worklist``), with two columns for the team."""
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+
+    sheet = book.create_sheet(REASK)
+    rows = reask.drop("pcn_code", strict=False).with_columns(
+        pl.when(pl.col("on_a_list")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("on_a_list"))
+    columns = [*rows.columns, *REASK_WORK]
+    sheet.append(columns)
+    for row in rows.iter_rows():
+        sheet.append([*row, None, None])
+    for index, name in enumerate(columns, start=1):
+        sheet.cell(1, index).font = Font(bold=True)
+        sheet.column_dimensions[get_column_letter(index)].width = REASK_WIDTHS.get(name, max(12, len(name) + 2))
+    for cells in sheet.iter_rows(min_row=2):
+        for cell in cells:
+            cell.alignment = Alignment(vertical="top")
+    sheet.freeze_panes = "B2"
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{max(2, rows.height + 1)}"
+
+
+def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFrame, manifest: dict,
+                   reask: pl.DataFrame | None = None) -> None:
     """``rows``: the PCN's list rows (practice by practice, in priority order)."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
@@ -221,6 +248,8 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():
         ods, name = (own[c][0] if c in own.columns else None for c in ("practice_ods_code", "practice_name"))
         _list_sheet(book, sheet_name(practice, book.sheetnames, ods, name), own)
+    if reask is not None and reask.height:
+        _reask_sheet(book, reask)
     sheet = book.create_sheet(SUMMARY)
     sheet.append(summary.columns)
     for row in summary.iter_rows():

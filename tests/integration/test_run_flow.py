@@ -63,20 +63,33 @@ def test_every_published_workbook_is_a_working_document_that_agrees_with_the_man
     from openpyxl import load_workbook
 
     manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
+    practices = pl.read_parquet(finished_run.extract / "practices.parquet")
+    pcn_of = dict(practices.select(pl.col("practice_pseudo_id").cast(pl.String), "pcn_code").iter_rows())
     for pcn, path in published_files(finished_run.lists, "xlsx").items():
         book = load_workbook(path)
         rows = read_lists(finished_run)[pcn]
-        assert book.sheetnames[:2] == ["Read me", "list"] and book.sheetnames[-1] == "summary"
-        assert len(book.sheetnames) == 3 + rows["practice_pseudo_id"].n_unique()  # a sheet per practice
+        assert book.sheetnames[:2] == ["Read me", "list"] and book.sheetnames[-2:] == ["ethnicity re-ask", "summary"]
+        assert len(book.sheetnames) == 4 + rows["practice_pseudo_id"].n_unique()  # a sheet per practice
+        reask = pl.read_csv(published_files(finished_run.lists, "reask")[pcn])
+        assert book["ethnicity re-ask"].max_row == reask.height + 1 > 1
+        assert {pcn_of[str(p)] for p in reask["practice_pseudo_id"].unique()} == {pcn}  # its own practices only
+        assert reask["pseudonym"].str.contains("^[0-9a-f]{20}$").all()
+        assert reask.filter(pl.col("on_a_list"))["pseudonym"].is_in(rows["pseudonym"].to_list()).all()
+        for _, practice in reask.group_by("practice_pseudo_id"):  # patients on a list first
+            assert practice["on_a_list"].to_list() == sorted(practice["on_a_list"].to_list(), reverse=True)
+        for section in book["summary"].iter_rows(min_row=2, values_only=True):
+            if section[0] == "ethnicity re-ask":
+                assert all(v is None or v % 5 == 0 for v in section[2:])  # suppressed
         facts = {r[0]: r[1] for r in book["Read me"].iter_rows(values_only=True)}
         assert facts["PCN"] == pcn and facts["list published"] == manifest["published_at"]
         assert facts["extract date"] == manifest["extract_date"] and facts["data as at (index date)"] == \
             manifest["index_date"]
         assert facts["fairness gate"] == manifest["gate"]
-        for sheet in book.worksheets[1:-1]:
+        for sheet in book.worksheets[1:-2]:
             assert sheet.freeze_panes == "B2" and sheet.auto_filter.ref.startswith("A1:")
             kinds = {v.type for v in sheet.data_validations.dataValidation}
             assert kinds == {"list", "date"}  # the outcome drop-down and the contacted-on date
+        assert book["ethnicity re-ask"].freeze_panes == "B2"
         assert book["list"].max_row == rows.height + 1
 
 
