@@ -197,6 +197,21 @@ def test_a_stale_extract_published_as_stale_says_so_in_the_manifest_and_every_wo
         assert first[0] == "STALE DATA" and "2026-03-31" in first[1]
 
 
+def test_a_listed_patient_read_as_white_for_want_of_an_ethnicity_is_asked_to_record_it(finished_run):
+    rows = reidentified(finished_run)
+    record = "record ethnicity (not known: the risk scores read it as White)"
+    first_action = rows["suggested_actions"].str.split("; ").list.first()
+    scored = rows["qrisk3_10y_band"].is_not_null() | rows["qdiabetes_10y_band"].is_not_null()
+    asked = (first_action == record).to_list()
+    expected = ((rows["ethnicity_category"] == "99") & scored).to_list()
+    assert asked == expected and any(asked)  # 'Not stated' (Z) is never asked again here
+    # each PCN's summary counts them (suppressed)
+    for path in finished_run.lists.glob("*_summary.csv"):
+        summary = pl.read_csv(path)
+        row = summary.filter(pl.col("section") == "ethnicity not known")
+        assert row.height == 1 and (row["on_list"][0] is None or row["on_list"][0] % 5 == 0)
+
+
 def test_exclusions_and_every_candidate_are_counted(finished_run):
     manifest = json.loads((finished_run.lists / "lists_manifest.json").read_text())
     for counts in manifest["pcns"].values():
