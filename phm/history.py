@@ -332,8 +332,12 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
 
 
 def read_history(con: duckdb.DuckDBPyConnection, icb: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The ICB's runs and their figures (what may leave the pipeline only), oldest first."""
-    prepare(con)
+    """The ICB's runs and their figures (what may leave the pipeline only), oldest first. Reads a
+    read-only connection too; a database with no history yet gives empty frames."""
+    if not con.execute("select count(*) from information_schema.tables where table_schema = 'history' "
+                       "and table_name = 'runs'").fetchone()[0]:
+        con = duckdb.connect()  # the empty tables, in memory
+        prepare(con)
     runs = con.execute("select * from history.runs where icb = ? order by run_at, run_id", [icb]).pl()
     figures = con.execute("select f.* from history.figures f join history.runs r using (run_id) where r.icb = ? "
                           "order by r.run_at, r.run_id", [icb]).pl()

@@ -233,3 +233,32 @@ def test_drift_thresholds_are_alerts_configuration():
         thresholds_from({"max_score_psi": 0})
     with pytest.raises(ConfigError, match=r"alerts\.min_drift_group: a number of patients, at least 100"):
         thresholds_from({"min_drift_group": 10})
+
+
+def test_a_refused_run_is_kept_with_its_gate_and_validated_scores_but_no_list_risk(tmp_path):
+    """The flow records a run the gate refused (flows/run.py ``_history``, published=False):
+    its gate and data quality and the validated scores; the list risks of an earlier run still
+    in marts.risk_scores are not read, and it has no list sizes."""
+    from models.history_run import record_history
+
+    db = tmp_path / "phm.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create schema marts")
+    con.execute("create table marts.risk_scores as select 1 as patient_id, 0.5 as cvd_model_risk")  # a stale one
+    con.close()
+    rng = np.random.default_rng(5)
+    features = pl.DataFrame({"patient_id": range(600), "ethnicity_group": ["White"] * 500 + ["Black"] * 100,
+                             "qrisk3_10y_pct": rng.uniform(0, 30, 600), "qdiabetes_10y_pct": rng.uniform(0, 20, 600)})
+    facts = _facts(1)
+    facts.published = False
+    facts.gate = {"cvd": {"gate": "FAIL", "may_publish": False, "ranks_list": "model", "signoff": None}}
+    record = record_history(db, facts, features, tmp_path, None, DriftSettings(), scored=False)
+    assert record.mlflow_run_id is None and record.report == tmp_path / "history" / "history_report.html"
+    con = duckdb.connect(str(db), read_only=True)
+    runs, figures = read_history(con, "QXX")
+    con.close()
+    assert runs["published"].to_list() == [False] and runs["gate"].to_list() == ["FAIL (refused)"]
+    assert set(figures.filter(pl.col("figure") == "score share")["subject"]) == {"QRISK3 10y", "QDiabetes 10y"}
+    assert figures.filter(pl.col("figure") == "list size").is_empty()
+    assert figures.filter(pl.col("figure") == "gate")["label"].to_list()[0] == "FAIL, not signed off"
+    assert "Lists published" not in record.report.read_text() and "FAIL (refused)" in record.report.read_text()
