@@ -374,7 +374,7 @@ def _alert_drift(icb: str, appended, report: Path) -> None:
 
     findings = appended.findings
     alert = drift_alert(icb, appended.settings.max_psi, [(d.score, d.grp, d.psi) for d in findings],
-                        str(Path(report).resolve()))
+                        str(Path(report).resolve()), appended.ranking_changes)
     if alert is not None:
         get_run_logger().warning(alert.message)
         emit(alert)

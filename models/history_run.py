@@ -98,7 +98,7 @@ def log_history(record: HistoryRecord, facts: RunFacts, location: TrackingLocati
             "phm.icb_code": facts.icb, "mlflow.note.content":
             f"The run history of ICB {facts.icb}: one run per pipeline run, its artifact `{ARTIFACT_PATH}/"
             f"{REPORT_NAME}` the report over every run so far (gate, data quality, score distributions by "
-            "broad ethnic group and their drift, list sizes, uptake); counts suppressed. docs/lists.md, "
+            "broad ethnic group and their drift, list sizes, uptake); counts suppressed. docs/operations.md, "
             "'Run history and drift'."})
     findings = record.appended.findings
     run_name = (f"history, {facts.icb}, {facts.extract_date or 'no extract date'}: "

@@ -182,18 +182,22 @@ def quality_alert(icb: str, thresholds: AlertThresholds, ethnicity_recorded: flo
     return Alert(DATA_QUALITY, icb, message, report, details)
 
 
-def drift_alert(icb: str, threshold: float, drifted: list[tuple[str, str, float]], report: str) -> Alert | None:
+def drift_alert(icb: str, threshold: float, drifted: list[tuple[str, str, float]], report: str,
+                notes: list[str] | None = None) -> Alert | None:
     """``drifted``: (score, broad ethnic group, PSI) of each score whose distribution in a group
     moved more than ``threshold`` since the ICB's previous run. A PSI is one number over a group
-    of hundreds of patients (phm/history.py), rounded here to two places; no patient value."""
+    of hundreds of patients (phm/history.py), rounded here to two places; no patient value.
+    ``notes``: what may explain it, e.g. what ranks a list changed (phm.history.ranking_changes)."""
     if not drifted:
         return None
     parts = [f"{score} for {'all patients' if group == 'all' else group} (PSI {value:.2f})"
              for score, group, value in sorted(drifted)]
     message = (f"ICB {icb}: score drift between runs: the distribution of {'; '.join(parts)} moved more than "
                f"the threshold {threshold:g} ([alerts] max_score_psi; 0.1 is some change, 0.25 a significant "
-               "shift) since the previous run. The run went on. Look for a change in the extract (a practice "
-               "joined or left, a coding or supplier change) or in the model before trusting the lists. "
+               "shift) since the previous run. The run went on. "
+               + "".join(f"Note: {n}. " for n in notes or [])
+               + "Look for a change in the extract (a practice joined or left, a coding or supplier change) or in "
+               "the model before trusting the lists. "
                f"Where to look: the history report {report} (the 'phm history {icb}' experiment in MLflow)")
     groups = sorted({g for _, g, _ in drifted})
     return Alert(DRIFT, icb, message, report, {"drifted": [{"score": s, "group": g, "psi": round(v, 2)}

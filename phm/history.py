@@ -165,6 +165,8 @@ class HistoryAppend:
     run_id: str
     drift: list[Drift]
     settings: DriftSettings
+    # what ranks a list changed since the previous run (do no harm): its list risk moves with it
+    ranking_changes: list[str] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Drift]:
@@ -181,7 +183,7 @@ class HistoryAppend:
             lines.append(f"  DRIFT: {d.score}, {d.grp}: PSI {d.psi:.2f} > {self.settings.max_psi:g}")
         if not self.findings:
             lines.append("  no drift above the threshold")
-        return lines
+        return lines + [f"  note: {change}" for change in self.ranking_changes]
 
 
 SCHEMA = (
@@ -274,6 +276,24 @@ def _previous_bins(con: duckdb.DuckDBPyConnection, icb: str, run_id: str) -> dic
     return latest
 
 
+def ranking_changes(con: duckdb.DuckDBPyConnection, facts: RunFacts) -> list[str]:
+    """Outcomes whose list is ranked by something else than in the ICB's previous run (the
+    model, or QRISK3 / QDiabetes under do no harm): the list risk's distribution moves with it."""
+    previous = con.execute("select run_id from history.runs where icb = ? and run_id <> ? order by run_at desc, "
+                           "run_id desc limit 1", [facts.icb, facts.run_id]).fetchone()
+    if previous is None:
+        return []
+    before = dict(con.execute("select subject, label from history.figures where run_id = ? and figure = ? "
+                              "and subject like '% ranked by'", [previous[0], GATE]).fetchall())
+    changes = []
+    for outcome, entry in sorted(facts.gate.items()):
+        was, now = before.get(f"{outcome} ranked by"), entry.get("ranks_list", "model")
+        if was is not None and was != now:
+            changes.append(f"the {outcome} list was ranked by {was} in the previous run and by {now} in this one, "
+                           f"so its list risk's distribution moves with that")
+    return changes
+
+
 def measure_drift(previous: dict[tuple[str, str], tuple[str, list[int]]], bins: pl.DataFrame,
                   settings: DriftSettings) -> list[Drift]:
     found = []
@@ -303,6 +323,7 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
     bins = bin_counts(scores) if scores is not None and not scores.is_empty() else pl.DataFrame(
         schema={"score": pl.String, "grp": pl.String, "bin_index": pl.Int64, "bin": pl.String, "patients": pl.Int64})
     drift = measure_drift(_previous_bins(con, facts.icb, facts.run_id), bins, settings)
+    changes = ranking_changes(con, facts)
     quality = quality_counts(groups) if groups is not None else None
     rows = figures_of(facts, bins, quality, list_sizes, uptake)
     rows += [(PSI, d.score, d.grp, None, round(d.psi, 4), "drift" if d.drifted else None) for d in drift if d.judged]
@@ -328,7 +349,7 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
     except BaseException:
         con.execute("rollback")
         raise
-    return HistoryAppend(facts.run_id, drift, settings)
+    return HistoryAppend(facts.run_id, drift, settings, changes)
 
 
 def read_history(con: duckdb.DuckDBPyConnection, icb: str) -> tuple[pl.DataFrame, pl.DataFrame]:

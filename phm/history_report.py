@@ -144,7 +144,7 @@ def render(runs: pl.DataFrame, figures: pl.DataFrame, icb: str, settings: DriftS
              "shares from the rounded counts, withheld (blank) where they rest on a count of 1-7. "
              f"Score drift is the population stability index (PSI) per broad ethnic group against the run before, "
              f"judged where a group has at least {settings.min_group} patients in both runs; above "
-             f"{settings.max_psi:g} it raises a drift alert (docs/lists.md, 'Run history and drift').</p>"]
+             f"{settings.max_psi:g} it raises a drift alert (docs/operations.md, 'Run history and drift').</p>"]
     gate = figures.filter(pl.col("figure") == GATE)
     psi = figures.filter(pl.col("figure") == PSI)
     rows = []

@@ -262,3 +262,21 @@ def test_a_refused_run_is_kept_with_its_gate_and_validated_scores_but_no_list_ri
     assert figures.filter(pl.col("figure") == "list size").is_empty()
     assert figures.filter(pl.col("figure") == "gate")["label"].to_list()[0] == "FAIL, not signed off"
     assert "Lists published" not in record.report.read_text() and "FAIL (refused)" in record.report.read_text()
+
+
+def test_a_change_in_what_ranks_a_list_is_noted_with_the_drift(tmp_path):
+    """Under do no harm QRISK3 ranks the CVD list in one run and the model in the next: the list
+    risk's distribution moves with that, and the summary and the alert say why."""
+    con = duckdb.connect(str(tmp_path / "phm.duckdb"))
+    scores, groups = _scores(1)
+    first = _facts(1)
+    first.gate = {"cvd": {"gate": "WARN", "may_publish": True, "ranks_list": "QRISK3-2017", "signoff": None}}
+    assert append_run(con, first, scores, groups).ranking_changes == []
+    appended = append_run(con, _facts(2), *_scores(2))
+    con.close()
+    change = ("the cvd list was ranked by QRISK3-2017 in the previous run and by model in this one, so its list "
+              "risk's distribution moves with that")
+    assert appended.ranking_changes == [change]
+    assert f"  note: {change}" in appended.summary_lines()
+    alert = drift_alert("QXX", 0.2, [("cvd list risk", "all", 0.31)], "/r.html", appended.ranking_changes)
+    assert f"Note: {change}. Look for a change" in alert.message
