@@ -357,7 +357,9 @@ def read_history(con: duckdb.DuckDBPyConnection, icb: str) -> tuple[pl.DataFrame
     read-only connection too; a database with no history yet gives empty frames."""
     if not con.execute("select count(*) from information_schema.tables where table_schema = 'history' "
                        "and table_name = 'runs'").fetchone()[0]:
-        con = duckdb.connect()  # the empty tables, in memory
+        from phm.db import in_memory
+
+        con = in_memory()  # the empty tables
         prepare(con)
     runs = con.execute("select * from history.runs where icb = ? order by run_at, run_id", [icb]).pl()
     figures = con.execute("select f.* from history.figures f join history.runs r using (run_id) where r.icb = ? "
