@@ -156,7 +156,7 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extrac
     folder = published.folder
     reference_lists = list_files((folder / "lists").resolve())
     reference_facts = _db_facts(folder / "phm.duckdb")
-    assert len(reference_lists) == 2 * PCNS  # a list and its summary per PCN
+    assert len(reference_lists) == 3 * PCNS  # a list, its summary and its ethnicity re-ask worklist per PCN
     seconds = stage_seconds(published.terminal)
     assert len(seconds) == 7, seconds
 

@@ -34,12 +34,15 @@ requires_namespaces = pytest.mark.skipif(not user_namespaces(), reason="unprivil
                                          "allowed here (unshare --user --map-root-user --mount), so no tmpfs")
 
 
-def on_a_small_disk(size: str, mount_point: Path, *phm_args: str) -> subprocess.CompletedProcess:
-    """``phm`` with ``mount_point`` a tmpfs of ``size`` (e.g. "1m")."""
+def on_a_small_disk(size: str, mount_point: Path, *phm_args: str, prefect_api: str | None = None
+                    ) -> subprocess.CompletedProcess:
+    """``phm`` with ``mount_point`` a tmpfs of ``size`` (e.g. "1m"); with ``prefect_api``, its flow
+    uses the session's Prefect server rather than starting (and, loaded, noisily stopping) its own."""
     mount_point.mkdir(parents=True, exist_ok=True)
     return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", MOUNT_AND_RUN, "sh",
                            size, str(mount_point), sys.executable, "-m", "cli", *phm_args],
-                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=subprocess_env(**({"PREFECT_API_URL": prefect_api} if prefect_api else {})),
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +57,10 @@ def extract(tmp_path_factory) -> Path:
 
 @requires_namespaces
 @pytest.mark.parametrize("size", ["1m", "3m"])  # full while loading the tables; full at the quarantine's commit
-def test_ingest_onto_a_full_disk_says_so_naming_the_file_with_exit_9(extract, tmp_path, size):
+def test_ingest_onto_a_full_disk_says_so_naming_the_file_with_exit_9(extract, tmp_path, size, prefect_test_server):
     small = tmp_path / "small"
     done = on_a_small_disk(size, small, "ingest", "--extract", str(extract), "--db", str(small / "phm.duckdb"),
-                           "--no-docs")
+                           "--no-docs", prefect_api=prefect_test_server)
     assert done.returncode == 9, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("phm: ")]
     assert errors == [f"phm: error: no space left on the device writing {small / 'phm.duckdb.wal'}: the published "

@@ -66,7 +66,7 @@ def test_the_lists_are_byte_identical(two_runs):
     local, dask = (two_runs[k].lists for k in ("local", "dask"))
     files = sorted(p.name for p in local.iterdir() if p.suffix == ".csv")
     assert files == sorted(p.name for p in dask.iterdir() if p.suffix == ".csv")
-    assert len(files) == 6  # a list and a summary per PCN
+    assert len(files) == 9  # a list, a summary and an ethnicity re-ask worklist per PCN
     for name in files:
         assert (local / name).read_bytes() == (dask / name).read_bytes(), name
     manifests = [json.loads((link / "lists_manifest.json").read_text()) for link in (local, dask)]

@@ -96,6 +96,7 @@ name = "phm-QAA-broken"
 icb = "QAA"
 extract = "{folder / 'broken'}"
 out = "{folder / 'broken-out'}"
+config = "{config}"
 ''')
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}
     env.pop("MLFLOW_TRACKING_URI", None)  # see conftest.py: each run uses its own folder's store
