@@ -8,6 +8,8 @@ ingested database with ``connect``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -75,3 +77,20 @@ def extract_date(con: duckdb.DuckDBPyConnection) -> dt.date:
         return con.execute("select extract_date from ingest.run_parameters").fetchone()[0]
     except duckdb.CatalogException:
         raise ConfigError("the database has no ingested extract: run phm ingest first") from None
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All of the block's writes, or none: committed at its end, rolled back if it raises. A
+    rollback DuckDB refuses because it already ended the transaction (it could not write: a full
+    disk) is passed over, so the error the caller sees says why, not that."""
+    con.execute("begin transaction")
+    try:
+        yield con
+        con.execute("commit")
+    except BaseException:
+        try:
+            con.execute("rollback")
+        except duckdb.TransactionException:
+            pass
+        raise

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
+from phm.db import transaction
 from phm.disclosure import SUPPRESSED_BELOW, suppress
 
 BIN_EDGES_PCT = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
@@ -327,8 +328,7 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
     quality = quality_counts(groups) if groups is not None else None
     rows = figures_of(facts, bins, quality, list_sizes, uptake)
     rows += [(PSI, d.score, d.grp, None, round(d.psi, 4), "drift" if d.drifted else None) for d in drift if d.judged]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute("insert into history.runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             facts.run_id, facts.run_at.replace(tzinfo=None), facts.icb, facts.extract_date, facts.index_date,
             facts.published, _overall(facts.gate), suppress(quality["patients"]) if quality else None,
@@ -345,10 +345,6 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
             con.executemany("insert into history.drift values (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 (facts.run_id, d.previous_run_id, d.score, d.grp, d.psi, suppress(d.patients),
                  suppress(d.previous_patients), d.judged, d.drifted) for d in drift])
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return HistoryAppend(facts.run_id, drift, settings, changes)
 
 

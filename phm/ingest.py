@@ -28,7 +28,7 @@ import duckdb
 
 from phm.codelists import measurement_ranges, project_codelists
 from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetadata, find_table_file
-from phm.db import SQL_DIR, check_database_name, create
+from phm.db import SQL_DIR, check_database_name, create, transaction
 from phm.disclosure import show, suppress
 from phm.exceptions import ConfigError, DiskFull, ExtractError, ValidationError
 
@@ -445,17 +445,10 @@ def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableRepo
     """Step 3: quarantine rule-breaking rows, publish the rest, record the run."""
     con = create(db_path)
     try:
-        con.execute("begin transaction")
-        quarantine(con, outcomes, reports)
-        publish(con, reports)
-        found = notes(con, reports)
-        con.execute("commit")
-    except BaseException:
-        try:
-            con.execute("rollback")
-        except duckdb.TransactionException:
-            pass  # DuckDB ended the transaction itself (e.g. it could not write: a full disk); say why, not this
-        raise
+        with transaction(con):  # DuckDB may end it itself on a full disk: the error says why, not the rollback
+            quarantine(con, outcomes, reports)
+            publish(con, reports)
+            found = notes(con, reports)
     finally:
         con.close()
     return found

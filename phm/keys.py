@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from phm.db import transaction
 from phm.disclosure import show
 from phm.exceptions import ConfigError, PracticeFileError
 from phm.pseudonymise import KEY_VARIABLE, icb_key, pseudonymise
@@ -97,27 +98,9 @@ def rotate(con: duckdb.DuckDBPyConnection, old: bytes, new: bytes, out_dir: Path
         raise ConfigError(f"{taken[0]} exists: phm does not overwrite it; move it away or choose another --out")
     rotation = Rotation(practices=len(practices), patients=mapping.height)
     con.register("pseudonym_map", mapping.to_arrow())
-    con.execute("begin transaction")
     try:
-        for schema, table in MOVED:
-            if not con.execute("select count(*) from information_schema.tables where table_schema = ? "
-                               "and table_name = ?", [schema, table]).fetchone()[0]:
-                continue
-            name = f"{schema}.{table}"  # from MOVED, never from data
-            rotation.moved[name] = con.execute(
-                f"select count(*) from {name} as t join pseudonym_map as m "  # noqa: S608
-                "on t.practice_pseudo_id = m.practice_pseudo_id and t.pseudonym = m.old_pseudonym").fetchone()[0]
-            con.execute(f"update {name} as t set pseudonym = m.new_pseudonym from pseudonym_map as m "  # noqa: S608
-                        "where t.practice_pseudo_id = m.practice_pseudo_id and t.pseudonym = m.old_pseudonym")
-        con.execute("create table if not exists lists.key_rotations (rotated_at timestamp, practices integer, "
-                    "patients bigint, history_rows_moved bigint, outcome_rows_moved bigint)")
-        con.execute("insert into lists.key_rotations values (?, ?, ?, ?, ?)",
-                    [dt.datetime.now(dt.UTC).replace(tzinfo=None), rotation.practices, rotation.patients,
-                     rotation.moved.get("lists.invitations", 0), rotation.moved.get("lists.invitation_outcomes", 0)])
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            _move(con, rotation)
     finally:
         con.unregister("pseudonym_map")
     for practice, path in paths.items():
@@ -125,6 +108,25 @@ def rotate(con: duckdb.DuckDBPyConnection, old: bytes, new: bytes, out_dir: Path
         write_private(path, own.write_csv())
         rotation.maps.append(path)
     return rotation
+
+
+def _move(con: duckdb.DuckDBPyConnection, rotation: Rotation) -> None:
+    """The history and outcomes to the new pseudonyms (``pseudonym_map``), and the rotation's record."""
+    for schema, table in MOVED:
+        if not con.execute("select count(*) from information_schema.tables where table_schema = ? "
+                           "and table_name = ?", [schema, table]).fetchone()[0]:
+            continue
+        name = f"{schema}.{table}"  # from MOVED, never from data
+        rotation.moved[name] = con.execute(
+            f"select count(*) from {name} as t join pseudonym_map as m "  # noqa: S608
+            "on t.practice_pseudo_id = m.practice_pseudo_id and t.pseudonym = m.old_pseudonym").fetchone()[0]
+        con.execute(f"update {name} as t set pseudonym = m.new_pseudonym from pseudonym_map as m "  # noqa: S608
+                    "where t.practice_pseudo_id = m.practice_pseudo_id and t.pseudonym = m.old_pseudonym")
+    con.execute("create table if not exists lists.key_rotations (rotated_at timestamp, practices integer, "
+                "patients bigint, history_rows_moved bigint, outcome_rows_moved bigint)")
+    con.execute("insert into lists.key_rotations values (?, ?, ?, ?, ?)",
+                [dt.datetime.now(dt.UTC).replace(tzinfo=None), rotation.practices, rotation.patients,
+                 rotation.moved.get("lists.invitations", 0), rotation.moved.get("lists.invitation_outcomes", 0)])
 
 
 def rotate_database(db_path: Path, out_dir: Path, icb: str | None = None) -> Rotation:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from phm.db import SQL_DIR
+from phm.db import SQL_DIR, transaction
 from phm.disclosure import show, suppress
 from phm.ethnicity import NOT_KNOWN, broad_group
 from phm.exceptions import ConfigError, DatabaseError
@@ -407,17 +407,14 @@ def prepare_history(con: duckdb.DuckDBPyConnection, key: bytes) -> list[str]:
     carried = placed.with_columns(pseudonymise(placed, key)).select(
         "practice_pseudo_id", "pseudonym", "list_date", pl.lit(None, pl.Boolean).alias("urgent"),
         "ethnicity_group", pl.col("imd_quintile").cast(pl.Int32)).unique()
-    con.execute("begin transaction")
+    con.register("carried_frame", carried.to_arrow())
     try:
-        con.execute("drop table lists.invitations")
-        con.execute(CREATE_HISTORY)
-        con.register("carried_frame", carried.to_arrow())
-        con.execute("insert into lists.invitations select * from carried_frame")
+        with transaction(con):
+            con.execute("drop table lists.invitations")
+            con.execute(CREATE_HISTORY)
+            con.execute("insert into lists.invitations select * from carried_frame")
+    finally:
         con.unregister("carried_frame")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     dropped = old.height - placed.height
     return [f"{HISTORY} moved to its pseudonymous shape: {show(placed.height)} earlier listings carried over"
             + (f", {show(dropped)} of patients no longer registered dropped" if dropped else "")]
@@ -450,15 +447,11 @@ def record_invitations(con: duckdb.DuckDBPyConnection, run: ListRun, index_date)
     invited = run.invited.select("practice_pseudo_id", "pseudonym", "urgent", "ethnicity_group",
                                  pl.col("imd_quintile").cast(pl.Int32))
     con.register("invited_frame", invited.to_arrow())
-    con.execute("begin transaction")
     try:
-        con.execute("delete from lists.invitations where list_date = ?::date", [index_date])
-        con.execute("insert into lists.invitations select practice_pseudo_id, pseudonym, ?::date, urgent, "
-                    "ethnicity_group, imd_quintile from invited_frame", [index_date])
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            con.execute("delete from lists.invitations where list_date = ?::date", [index_date])
+            con.execute("insert into lists.invitations select practice_pseudo_id, pseudonym, ?::date, urgent, "
+                        "ethnicity_group, imd_quintile from invited_frame", [index_date])
     finally:
         con.unregister("invited_frame")
 

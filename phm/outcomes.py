@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from phm.db import SQL_DIR, connect
+from phm.db import SQL_DIR, connect, transaction
 from phm.disclosure import SUPPRESSED_BELOW, show, suppress
 from phm.exceptions import ConfigError, DiskFull, ExtractError, ValidationError
 
@@ -134,42 +134,38 @@ def _quarantine_and_load(con: duckdb.DuckDBPyConnection, outcomes, load: Outcome
     con.execute("create table if not exists lists.invitation_outcomes (practice_pseudo_id bigint, pseudonym varchar, "
                 "contacted boolean, attended boolean, declined boolean, outcome_date date, source_file varchar, "
                 "loaded_at timestamp)")
-    con.execute("begin transaction")
     try:
-        con.execute("create or replace temp table bad_rows (source_row bigint, column_name varchar, rule varchar, "
-                    "reason varchar)")
-        for o in outcomes:
-            if not o.rows_query:
-                continue
-            query = o.rows_query.rstrip(";")
-            found = con.execute(f"select count(*) from ({query})").fetchone()[0]  # noqa: S608
-            if found != o.unexpected_count:
-                raise ValidationError(f"{TABLE}: Great Expectations counted {o.unexpected_count} rows breaking "
-                                      f"'{o.reason}' but the quarantine query found {found}")
-            con.execute(f"insert into bad_rows select distinct source_row, ?, ?, ? from ({query})",  # noqa: S608
-                        [o.column, o.expectation, o.reason])
-            load.reasons[o.reason] = found
-        con.execute("delete from lists.outcomes_quarantine where source_file = ?", [load.file])  # sent again
-        con.execute("insert into lists.outcomes_quarantine select ?, source_row, column_name, rule, reason, ? "
-                    "from bad_rows", [load.file, loaded_at])
-        load.quarantined = con.execute("select count(distinct source_row) from bad_rows").fetchone()[0]
-        # a patient's row for a date replaces the one loaded before (a file sent twice changes nothing)
-        good = (f"select s.* from staging.stg_{TABLE} as s where s.source_row not in "  # noqa: S608
-                "(select source_row from bad_rows)")
-        con.execute("delete from lists.invitation_outcomes where (pseudonym, outcome_date) in "  # noqa: S608
-                    f"(select pseudonym, outcome_date from ({good}))")
-        con.execute("insert into lists.invitation_outcomes select p.practice_pseudo_id, g.pseudonym, g.contacted, g.attended, "  # noqa: S608
-                    f"g.declined, g.outcome_date, ?, ? from ({good}) as g join (select pseudonym, "
-                    "min(practice_pseudo_id) as practice_pseudo_id from lists.invitations group by pseudonym) as p "
-                    "using (pseudonym)", [load.file, loaded_at])
-        load.loaded = con.execute(f"select count(*) from ({good})").fetchone()[0]  # noqa: S608
-        if load.rows_in != load.loaded + load.quarantined:
-            raise ValidationError(f"{load.file}: rows in ({load.rows_in}) != loaded ({load.loaded}) + quarantined "
-                                  f"({load.quarantined})")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            con.execute("create or replace temp table bad_rows (source_row bigint, column_name varchar, rule varchar, "
+                        "reason varchar)")
+            for o in outcomes:
+                if not o.rows_query:
+                    continue
+                query = o.rows_query.rstrip(";")
+                found = con.execute(f"select count(*) from ({query})").fetchone()[0]  # noqa: S608
+                if found != o.unexpected_count:
+                    raise ValidationError(f"{TABLE}: Great Expectations counted {o.unexpected_count} rows breaking "
+                                          f"'{o.reason}' but the quarantine query found {found}")
+                con.execute(f"insert into bad_rows select distinct source_row, ?, ?, ? from ({query})",  # noqa: S608
+                            [o.column, o.expectation, o.reason])
+                load.reasons[o.reason] = found
+            con.execute("delete from lists.outcomes_quarantine where source_file = ?", [load.file])  # sent again
+            con.execute("insert into lists.outcomes_quarantine select ?, source_row, column_name, rule, reason, ? "
+                        "from bad_rows", [load.file, loaded_at])
+            load.quarantined = con.execute("select count(distinct source_row) from bad_rows").fetchone()[0]
+            # a patient's row for a date replaces the one loaded before (a file sent twice changes nothing)
+            good = (f"select s.* from staging.stg_{TABLE} as s where s.source_row not in "  # noqa: S608
+                    "(select source_row from bad_rows)")
+            con.execute("delete from lists.invitation_outcomes where (pseudonym, outcome_date) in "  # noqa: S608
+                        f"(select pseudonym, outcome_date from ({good}))")
+            con.execute("insert into lists.invitation_outcomes select p.practice_pseudo_id, g.pseudonym, g.contacted, g.attended, "  # noqa: S608
+                        f"g.declined, g.outcome_date, ?, ? from ({good}) as g join (select pseudonym, "
+                        "min(practice_pseudo_id) as practice_pseudo_id from lists.invitations group by pseudonym) as p "
+                        "using (pseudonym)", [load.file, loaded_at])
+            load.loaded = con.execute(f"select count(*) from ({good})").fetchone()[0]  # noqa: S608
+            if load.rows_in != load.loaded + load.quarantined:
+                raise ValidationError(f"{load.file}: rows in ({load.rows_in}) != loaded ({load.loaded}) + quarantined "
+                                      f"({load.quarantined})")
     finally:
         con.execute("drop table if exists bad_rows")
 
