@@ -105,7 +105,7 @@ def horizons(columns: list[str]) -> str:
 def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str, str]]:
     """The Read me sheet as (item, value) rows, from the manifest and the columns written."""
     rows = [("STALE DATA", stale_banner(manifest["stale"]))] if manifest.get("stale") else []
-    rows += [("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
+    rows += [("what this list is", INTENDED_USE), ("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
             ("extract date", str(manifest.get("extract_date", ""))),
             ("data as at (index date)", str(manifest.get("index_date", ""))),
             ("fairness gate", str(manifest.get("gate", "")))]
@@ -148,6 +148,13 @@ def sheet_name(practice, taken: list[str], ods_code: str | None = None, practice
     return name
 
 
+# The intended use, in words, where a team reads first (docs/clinical-safety.md, section 1; HAZ-13)
+INTENDED_USE = ("A targeting aid for preventive outreach, not a diagnosis or a clinical decision: a row says the "
+                "record suggests a reason to invite the patient; the clinician who sees the patient's own record "
+                "decides what, if anything, to do. Risks are bands, not the patient's score. The list holds what "
+                "capacity allows (the backlog waits) and sees only the extract, as of its date. It is not a way to "
+                "act on an abnormal result: results are handled as they are recorded; the 'urgent' rows are a "
+                "safety net for any that went without a diagnosis.")
 LINE_HEIGHT = 15  # points: one line of the default 11-point font
 READ_ME_WIDTH = 110
 

@@ -62,7 +62,7 @@ def test_a_stale_list_says_so_first_in_red_with_its_extract_date(tmp_path):
     assert facts["extract date"] == "2026-03-31"
     fresh = load_workbook(write_run_folder(one_pcn_run(), tmp_path / "fresh", {"extract_date": "2026-11-20"})
                           / "U00001_2026-11-20.xlsx")
-    assert fresh["Read me"]["A1"].value == "PCN" and fresh["Read me"].sheet_properties.tabColor is None
+    assert fresh["Read me"]["A1"].value == "what this list is" and fresh["Read me"].sheet_properties.tabColor is None
 
 
 def test_lists_a_later_run_was_refused_to_replace_are_marked_and_nothing_else_changes(tmp_path):

@@ -681,6 +681,9 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
     facts = {row[0]: row[1] for row in book["Read me"].iter_rows(values_only=True)}
     assert facts["list published"] == manifest["published_at"] and facts["data as at (index date)"] == "2026-03-31"
     assert facts["gate: cvd"] == "WARN, ranked by model; signed off by Dr A Reviewer: small groups"
+    from phm.workbook import INTENDED_USE
+
+    assert facts["what this list is"] == INTENDED_USE and "not a diagnosis" in INTENDED_USE  # HAZ-13
     assert facts["capacity"].startswith("60 patients a practice a month (2026-03-01 to 2026-03-31; this PCN: 120)")
     models = [c for c in columns if "_model_" in c]
     assert all(facts[c] == COLUMN_MEANINGS[c] for c in [*columns, *WORKFLOW] if c not in models)  # every column
