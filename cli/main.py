@@ -215,7 +215,7 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
         return 0
     print(f"\nrun finished in {sum(summary.seconds.values()):.0f} s; everything is under {out.resolve()}")
     print("  stages: " + ", ".join(f"{name} {s:.0f} s" for name, s in summary.seconds.items()))
-    print(f"  lists:     {summary.lists_link.absolute()}/ (one CSV and one Excel file per PCN, and a summary)")
+    print(f"  lists:     {summary.lists_link.absolute()}/ (per PCN: the list as Parquet, CSV and an Excel workbook, its summary and its ethnicity re-ask worklist)")
     print(f"  fairness:  {summary.audit_report.resolve()} (open in a browser)")
     if summary.coverage_report:
         print(f"  codelists: {summary.coverage_report.resolve()} (codes found per concept, unknown codes)")
