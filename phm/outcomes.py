@@ -36,7 +36,6 @@ from phm.exceptions import ConfigError, DiskFull, ExtractError, ValidationError
 
 TABLE = "invitation_outcomes"
 COLUMNS = ("pseudonym", "contacted", "attended", "declined", "date")
-OUTCOMES = "lists.invitation_outcomes"
 QUARANTINE = "lists.outcomes_quarantine"
 LEVEL = 0.95
 
