@@ -488,20 +488,24 @@ def to_measure(assumed_white: pl.Expr | None = None) -> pl.Expr:
     return pl.when(listed.list.len() > 0).then(listed).alias("to_measure")
 
 
-def measure_first() -> pl.Expr:
+def measure_first(urgent: pl.Expr | None = None) -> pl.Expr:
     """A patient whose QRISK3 or QDiabetes rests on defaults is asked to measure them first: the
     first suggested actions, e.g. "record ethnicity (not known: the risk scores read it as White)"
     and "measure first: cholesterol, BMI (the risk scores took a default)"; the reasons' risks are
-    the defaults' until then."""
+    the defaults' until then. Except for an urgent patient (``urgent``, e.g. ``pl.col("urgent")``):
+    the urgent review comes first and the measurements after it, since an undiagnosed
+    180/120 or an HbA1c of 48 does not wait for a cholesterol test."""
     measurements = pl.col("to_measure").list.set_difference([ETHNICITY_TO_RECORD])
     ethnicity = pl.col("to_measure").list.contains(ETHNICITY_TO_RECORD).fill_null(False)
-    first = pl.concat_list(
+    asked = pl.concat_list(
         pl.when(ethnicity).then(pl.lit(f"record {ETHNICITY_TO_RECORD} (not known: the risk scores read it as White)")),
         pl.when(measurements.list.len() > 0).then(
-            pl.format("measure first: {} (the risk scores took a default)", measurements.list.join(", "))),
-        pl.col("suggested_actions")).list.drop_nulls()
-    return pl.when(pl.col("to_measure").is_not_null()).then(first).otherwise(pl.col("suggested_actions")) \
-        .alias("suggested_actions")
+            pl.format("measure first: {} (the risk scores took a default)", measurements.list.join(", "))))
+    first = pl.concat_list(asked, pl.col("suggested_actions")).list.drop_nulls()
+    after = pl.concat_list(pl.col("suggested_actions"), asked).list.drop_nulls()
+    urgent = pl.lit(False) if urgent is None else urgent.fill_null(False)
+    return pl.when(pl.col("to_measure").is_null()).then(pl.col("suggested_actions")) \
+        .when(urgent).then(after).otherwise(first).alias("suggested_actions")
 
 
 def exclusion(settings: ListSettings) -> pl.Expr:
@@ -533,7 +537,7 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
     on_list = eligible.filter(pl.col("on_list")).with_columns(
         _age_band(pl.col("age_years")).alias("age_band"),
         scores_assume_white(),
-    ).with_columns(to_measure(pl.col("scores_assume_white"))).with_columns(measure_first()).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
+    ).with_columns(to_measure(pl.col("scores_assume_white"))).with_columns(measure_first(pl.col("urgent"))).sort("pcn_code", "practice_pseudo_id", "priority_rank").join(
         practice_identity(con), on="practice_pseudo_id", how="left", maintain_order="left")
     horizons = model_horizons(patients)
     on_list = on_list.rename({f"{o}_model_risk_band": model_band_column(o, horizons[o]) for o in OUTCOMES})

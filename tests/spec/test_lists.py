@@ -584,6 +584,17 @@ def test_possible_undiagnosed_diabetes_replaces_prevention_advice_and_one_cvd_re
                                         "lipid review: discuss a statin (NICE NG238)"]
 
 
+def test_an_urgent_patients_urgent_review_comes_before_any_measurement():
+    from phm.lists import measure_first
+
+    frame = pl.DataFrame({"to_measure": [["blood pressure"], ["blood pressure"]], "urgent": [True, False],
+                          "suggested_actions": [["repeat HbA1c: possible undiagnosed diabetes"], ["lipid review"]]})
+    actions = frame.select(measure_first(pl.col("urgent")))["suggested_actions"].to_list()
+    assert actions == [["repeat HbA1c: possible undiagnosed diabetes",
+                        "measure first: blood pressure (the risk scores took a default)"],
+                       ["measure first: blood pressure (the risk scores took a default)", "lipid review"]]
+
+
 def test_a_patient_whose_scores_rest_on_defaults_is_asked_to_measure_them_first():
     from phm.lists import SEPARATOR, measure_first
 
