@@ -20,16 +20,19 @@ QDiabetes uses model C when HbA1c is given, else B when fasting glucose is, else
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import polars as pl
 
 from models import qdiabetes_2018, qrisk3_2017
-from models.clinrisk import ClinRiskModel, risk_percent
+from models.clinrisk import ClinRiskModel, CodedModel, coded, risk_percent_coded
 
 AGE_RANGE = (25, 84)
 QRISK3_CLAMPS = {"bmi": (20.0, 40.0), "rati": (1.0, 12.0), "sbp": (70.0, 210.0), "town": (-8.0, 12.0)}
 QDIABETES_CLAMPS = {"bmi": (20.0, 40.0), "town": (-8.0, 12.0), "fbs": (2.0, None), "hba1c": (15.0, None)}
 DIABETIC_RANGE = {"fbs": 7.0, "hba1c": 48.0}
+BLOCK_ROWS = 16_384  # rows scored at a time (128 KB per float column)
 # Other spellings accepted for the QDiabetes blood tests (the reference vectors use these).
 ALIASES = {"fpg_mmol_l": "fbs", "hba1c_mmol_mol": "hba1c"}
 
@@ -44,9 +47,13 @@ def input_columns(score: str) -> set[str]:
 
 
 def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    """``name`` as float64, NaN where missing. Read-only: a float column without nulls is not copied."""
     if name not in frame.columns:
         return np.full(frame.height, np.nan)
-    return frame[name].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+    series = frame[name]
+    if series.dtype != pl.Float64:
+        series = series.cast(pl.Float64, strict=False)
+    return series.to_numpy()  # nulls come out as NaN
 
 
 def _centre_value(model: ClinRiskModel, source: str) -> float:
@@ -59,74 +66,137 @@ def _centre_value(model: ClinRiskModel, source: str) -> float:
 
 
 class _Notes:
-    """Per-row lists of what happened to the inputs, joined into one string column."""
+    """What happened to the inputs of each row, as one string column.
+
+    Each kind of note that occurs gets a bit (in the order the notes are added); a row's notes are
+    an integer, and each distinct integer's text is joined once, not once per row.
+    """
 
     def __init__(self, n: int) -> None:
-        self.parts: list[tuple[str, np.ndarray]] = []
+        self.texts: list[str] = []
+        self.codes = np.zeros(n, dtype=np.uint32)
         self.n = n
 
     def add(self, text: str, mask: np.ndarray) -> None:
         if mask.any():
-            self.parts.append((text, mask))
+            bit = len(self.texts)
+            self.texts.append(text)
+            self.codes |= np.left_shift(mask, bit, dtype=np.uint32)
 
     def series(self) -> pl.Series:
-        if not self.parts:
-            return pl.Series("score_notes", [""] * self.n)
-        columns = [pl.when(pl.Series(mask)).then(pl.lit(text)) for text, mask in self.parts]
-        return pl.select(pl.concat_str(columns, separator="; ", ignore_nulls=True)
-                         .fill_null("").alias("score_notes")).to_series()
+        if not self.texts:
+            return pl.repeat("", self.n, eager=True, dtype=pl.String).alias("score_notes")
+        present = np.flatnonzero(np.bincount(self.codes))
+        texts = ["; ".join(t for i, t in enumerate(self.texts) if code >> i & 1) for code in present]
+        index = np.zeros(int(present[-1]) + 1, dtype=np.uint32)
+        index[present] = np.arange(present.size, dtype=np.uint32)
+        return pl.Series("score_notes", texts, dtype=pl.String).gather(index[self.codes])
+
+
+def _sexes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of female and male rows (``F``/``M``, ``female``/``male`` in any case)."""
+    if "sex" not in frame.columns:
+        return np.zeros(frame.height, dtype=bool), np.zeros(frame.height, dtype=bool)
+    sex = frame["sex"].cast(pl.String)
+    female = np.array((sex == "F").fill_null(False).to_numpy(), dtype=bool)
+    male = np.array((sex == "M").fill_null(False).to_numpy(), dtype=bool)
+    rest = np.flatnonzero(~(female | male))
+    if rest.size:  # other spellings: only the rows that have them are upper-cased
+        other = sex.gather(rest).str.to_uppercase()
+        female[rest] = other.is_in(["F", "FEMALE"]).fill_null(False).to_numpy()
+        male[rest] = other.is_in(["M", "MALE"]).fill_null(False).to_numpy()
+    return female, male
 
 
 def _prepare(frame: pl.DataFrame, models: dict[str, ClinRiskModel], clamps: dict, notes: _Notes,
              continuous: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Inputs as arrays after defaults and clamps; the sex masks; a validity mask."""
-    n = frame.height
-    sex = (frame["sex"].cast(pl.String).str.to_uppercase().replace({"FEMALE": "F", "MALE": "M"}).to_numpy()
-           if "sex" in frame.columns else np.full(n, None))
-    female, male = sex == "F", sex == "M"
+    female, male = _sexes(frame)
     age = _column(frame, "age")
-    valid = (female | male) & (age >= AGE_RANGE[0]) & (age <= AGE_RANGE[1])
-    notes.add("not applicable: sex must be F or M", ~(female | male))
-    notes.add(f"not applicable: age outside {AGE_RANGE[0]}-{AGE_RANGE[1]}",
-              (female | male) & ~((age >= AGE_RANGE[0]) & (age <= AGE_RANGE[1])))
+    known = female | male
+    in_range = (age >= AGE_RANGE[0]) & (age <= AGE_RANGE[1])
+    valid = known & in_range
+    notes.add("not applicable: sex must be F or M", ~known)
+    notes.add(f"not applicable: age outside {AGE_RANGE[0]}-{AGE_RANGE[1]}", known & ~in_range)
     data = {"age": age}
     for name in continuous:
         values = _column(frame, name)
         missing = np.isnan(values)
-        default = np.where(female, _centre_value(models["F"], name), _centre_value(models["M"], name))
-        values = np.where(missing, default, values)
-        notes.add(f"defaulted: {name}", missing & valid)
+        if missing.any():
+            values = np.where(missing, np.where(female, _centre_value(models["F"], name),
+                                                _centre_value(models["M"], name)), values)
+            notes.add(f"defaulted: {name}", missing & valid)
         low, high = clamps.get(name, (None, None))
         if low is not None:
-            notes.add(f"clamped: {name} raised to {low:g}", valid & ~missing & (values < low))
-            values = np.maximum(values, low)
+            below = values < low
+            if below.any():
+                notes.add(f"clamped: {name} raised to {low:g}", valid & ~missing & below)
+                values = np.maximum(values, low)
         if high is not None:
-            notes.add(f"clamped: {name} lowered to {high:g}", valid & ~missing & (values > high))
-            values = np.minimum(values, high)
+            above = values > high
+            if above.any():
+                notes.add(f"clamped: {name} lowered to {high:g}", valid & ~missing & above)
+                values = np.minimum(values, high)
         data[name] = values
     for name, default in (("ethrisk", 1), ("smoke_cat", 0)):
         values = _column(frame, name)
         missing = np.isnan(values)
         notes.add(f"defaulted: {name}", missing & valid)
-        values = np.where(missing, default, values)
         # ClinRisk's arrays take ethrisk 0-9 (0 and 1 both mean White or not stated)
-        bad = valid & ~np.isin(values, np.arange(10 if name == "ethrisk" else 5))
-        notes.add(f"not applicable: {name} out of range", bad)
+        top = 9 if name == "ethrisk" else 4
+        with np.errstate(invalid="ignore"):
+            bad = ~missing & ~((values >= 0) & (values <= top) & (values == np.floor(values)))
+        notes.add(f"not applicable: {name} out of range", valid & bad)
         valid &= ~bad
-        data[name] = np.where(bad, default, values).astype(np.int64)
+        data[name] = np.where(missing | bad, default, values).astype(np.int64)
     return data, female, male, valid
 
 
-def _binaries(frame: pl.DataFrame, names: set[str]) -> dict[str, np.ndarray]:
-    """Conditions and treatments: missing means absent (no code recorded), as in QRISK3 itself,
-    so it is not noted as a default."""
-    everything = _column(frame, "all_binaries_flag")  # the reference vectors' shorthand
-    out = {}
-    for name in sorted(names):
-        values = _column(frame, name)
-        values = np.where(np.isnan(values), everything, values)
-        out[name] = np.where(np.isnan(values), 0.0, (values != 0).astype(np.float64))
-    return out
+def _present(frame: pl.DataFrame, name: str) -> np.ndarray:
+    """A condition or treatment column as a mask: non-zero and not missing."""
+    series = frame[name]
+    if series.null_count() == 0 and (series.dtype.is_integer() or series.dtype == pl.Boolean):
+        return series.to_numpy() != 0
+    return np.abs(_column(frame, name)) > 0  # NaN (missing, or not a number) is absent
+
+
+def _binary_code(frame: pl.DataFrame, names: tuple[str, ...], smoke: np.ndarray) -> np.ndarray:
+    """Conditions and treatments with smoking as one integer per row: bit i is ``names[i]``
+    present, ``smoke_cat`` above them. Missing means absent (no code recorded), as in QRISK3
+    itself, so it is not noted as a default."""
+    code = smoke.astype(np.int32) << len(names)
+    everything = (_column(frame, "all_binaries_flag")  # the reference vectors' shorthand
+                  if "all_binaries_flag" in frame.columns else None)
+    for i, name in enumerate(names):
+        if everything is not None:
+            values = _column(frame, name)
+            present = np.abs(np.where(np.isnan(values), everything, values)) > 0
+        elif name in frame.columns:
+            present = _present(frame, name)
+        else:
+            continue
+        code |= np.left_shift(present, i, dtype=np.int32)
+    return code
+
+
+def _score(risk: np.ndarray, groups: list[tuple[np.ndarray, CodedModel]], data: dict[str, np.ndarray],
+           code: np.ndarray) -> None:
+    """Fill ``risk`` for each group of rows (a mask) with its model, a block of rows at a time:
+    a block's temporary arrays stay in the processor's cache (twice as fast as whole columns)."""
+    for mask, model in groups:
+        rows = np.flatnonzero(mask)
+        sources = {t.source for t, _ in model.age} | {t.source for t, _, _ in model.continuous}
+        for start in range(0, rows.size, BLOCK_ROWS):
+            block = rows[start:start + BLOCK_ROWS]
+            risk[block] = risk_percent_coded(model, {name: data[name][block] for name in sources},
+                                             data["ethrisk"][block], code[block])
+
+
+@functools.cache
+def _coded(score: str) -> dict:
+    models = ({"F": qrisk3_2017.FEMALE, "M": qrisk3_2017.MALE} if score == "qrisk3" else qdiabetes_2018.MODELS)
+    binaries = tuple(sorted({k for m in models.values() for k in m.coefficients if k.startswith(("b_", "fh_"))}))
+    return {key: coded(model, binaries) for key, model in models.items()}
 
 
 def qrisk3(frame: pl.DataFrame) -> pl.DataFrame:
@@ -139,12 +209,10 @@ def qrisk3(frame: pl.DataFrame) -> pl.DataFrame:
     notes = _Notes(frame.height)
     data, female, male, valid = _prepare(frame, models, QRISK3_CLAMPS, notes,
                                          ["bmi", "rati", "sbp", "sbps5", "town"])
-    binaries = {k for m in models.values() for k in m.coefficients if k.startswith(("b_", "fh_"))}
-    data.update(_binaries(frame, binaries))
+    coded_models = _coded("qrisk3")
+    code = _binary_code(frame, coded_models["F"].binaries, data["smoke_cat"])
     risk = np.full(frame.height, np.nan)
-    for mask, model in ((female & valid, models["F"]), (male & valid, models["M"])):
-        if mask.any():
-            risk[mask] = risk_percent(model, {k: v[mask] for k, v in data.items()})
+    _score(risk, [(female & valid, coded_models["F"]), (male & valid, coded_models["M"])], data, code)
     return frame.with_columns(pl.Series("risk_10y_pct", risk).fill_nan(None), notes.series())
 
 
@@ -165,13 +233,11 @@ def qdiabetes(frame: pl.DataFrame) -> pl.DataFrame:
         low = QDIABETES_CLAMPS[name][0]
         notes.add(f"clamped: {name} raised to {low:g}", valid & used & (values < low))
         data[name] = np.where(used, np.maximum(values, low), np.nan)
-    binaries = {k for m in qdiabetes_2018.MODELS.values() for k in m.coefficients if k.startswith(("b_", "fh_"))}
-    data.update(_binaries(frame, binaries))
-    model_letter = np.where(use_c, "C", np.where(use_b, "B", "A"))
+    coded_models = _coded("qdiabetes")
+    code = _binary_code(frame, coded_models["F", "A"].binaries, data["smoke_cat"])
+    letter = np.where(use_c, 2, np.where(use_b, 1, 0)).astype(np.uint32)
     risk = np.full(frame.height, np.nan)
-    for (sex, letter), model in qdiabetes_2018.MODELS.items():
-        mask = valid & (female if sex == "F" else male) & (model_letter == letter)
-        if mask.any():
-            risk[mask] = risk_percent(model, {k: v[mask] for k, v in data.items()})
+    _score(risk, [(valid & (female if sex == "F" else male) & (letter == "ABC".index(model_letter)), model)
+                  for (sex, model_letter), model in coded_models.items()], data, code)
     return frame.with_columns(pl.Series("risk_10y_pct", risk).fill_nan(None),
-                              pl.Series("qdiabetes_model", model_letter), notes.series())
+                              pl.Series("qdiabetes_model", ["A", "B", "C"]).gather(letter), notes.series())
