@@ -38,7 +38,8 @@ def _env_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
-def _probabilities(items: list[str] | None, option: str) -> dict[str, float]:
+def _probabilities(items: list[str] | None, option: str, key: str = "GROUP",
+                   example: str = "N=0.6 or Black=0.6") -> dict[str, float]:
     out = {}
     for item in items or []:
         group, sep, value = item.partition("=")
@@ -47,7 +48,7 @@ def _probabilities(items: list[str] | None, option: str) -> dict[str, float]:
         except ValueError:
             out[group] = float("nan")
         if not sep or out[group] != out[group]:
-            raise ConfigError(f"{option} takes GROUP=PROBABILITY (e.g. N=0.6 or Black=0.6), not {item!r}")
+            raise ConfigError(f"{option} takes {key}=PROBABILITY (e.g. {example}), not {item!r}")
     return out
 
 
@@ -73,7 +74,11 @@ def cmd_synth(args) -> int:
         outcome_recording=_probabilities(args.outcome_recording, "--outcome-recording"),
         ethnicity_misrecording=_probabilities(args.ethnicity_misrecording, "--ethnicity-misrecording"),
         ethnicity_repeat_codes=args.ethnicity_repeat_codes,
-        hospital_ethnicity=args.hospital_ethnicity)
+        hospital_ethnicity=args.hospital_ethnicity,
+        ethnicity_unrecorded_practice=_probabilities(args.ethnicity_unrecorded_practice,
+                                                     "--ethnicity-unrecorded-practice", "PRACTICE", "Z10003=0.5"),
+        ethnicity_misrecording_practice=_probabilities(args.ethnicity_misrecording_practice,
+                                                       "--ethnicity-misrecording-practice", "PRACTICE", "Z10003=0.3"))
     config.validate()
     _progress(f"generating {config.patients:,} synthetic patients (seed {config.seed}) into {args.out}")
     started = time.perf_counter()
@@ -110,6 +115,12 @@ def add_synth(sub) -> None:
     p.add_argument("--hospital-ethnicity", type=float, default=0.0, metavar="SHARE",
                    help="share of patients with hospital records of their ethnic category, written to the "
                         "optional hospital_ethnicity table with its own recording errors; 0 (default) writes none")
+    p.add_argument("--ethnicity-unrecorded-practice", nargs="*", metavar="PRACTICE=SHARE",
+                   help="a practice that records ethnicity badly: the share of its patients with no ethnicity code, "
+                        "by ODS code (Z10001 is the first practice), e.g. Z10003=0.5")
+    p.add_argument("--ethnicity-misrecording-practice", nargs="*", metavar="PRACTICE=P",
+                   help="a practice that misrecords ethnicity: the probability it records another category, by ODS "
+                        "code, e.g. Z10002=0.3")
     p.set_defaults(func=cmd_synth)
 
 
@@ -217,6 +228,9 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     print("  stages: " + ", ".join(f"{name} {s:.0f} s" for name, s in summary.seconds.items()))
     print(f"  lists:     {summary.lists_link.absolute()}/ (per PCN: the list as Parquet, CSV and an Excel workbook, its summary and its ethnicity re-ask worklist)")
     print(f"  fairness:  {summary.audit_report.resolve()} (open in a browser)")
+    if summary.ethnicity_report:
+        print(f"  ethnicity: {summary.ethnicity_report.resolve()} (recording per practice and PCN against the census, "
+              "flags, trend)")
     if summary.coverage_report:
         print(f"  codelists: {summary.coverage_report.resolve()} (codes found per concept, unknown codes)")
     if summary.history_report:

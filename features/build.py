@@ -23,6 +23,12 @@ from phm.ingest import insert_rows
 LAYERS = ("intermediate", "marts")
 
 
+def is_census_code(term: str) -> bool:
+    """An ethnicity code of a census classification: its term names the census ('White British -
+    ethnic category 2001 census'); the generator draws 10% of codes from the others."""
+    return "census" in term.lower()
+
+
 def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The project's codelists as ``ref.codelist_codes(concept, code, category)``."""
     con.execute("create schema if not exists ref")
@@ -30,6 +36,12 @@ def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
     insert_rows(con, "ref.codelist_codes", [
         (cl.concept, code, category)
         for cl in project_codelists().values() for code, category in cl.codes.items()])
+    # ethnicity codes of a census classification ('... - ethnic category 2001 census', '... 2011
+    # census'): a category resting on none of them is a data-quality signal (docs/ethnicity.md)
+    con.execute("create or replace table ref.ethnicity_census_codes (code varchar)")
+    ethnicity = project_codelists()["ethnicity"]
+    insert_rows(con, "ref.ethnicity_census_codes", [
+        (code,) for code in ethnicity.codes if is_census_code(ethnicity.terms.get(code, ""))])
     con.execute("create or replace table ref.ethnic_categories "
                 "(category varchar, name varchar, broad_group varchar, qrisk3_ethrisk integer)")
     categories = [(c, name, group, QRISK3_ETHRISK[c]) for c, (name, group) in NHS_ETHNIC_CATEGORIES.items()]

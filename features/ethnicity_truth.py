@@ -78,3 +78,49 @@ def pooled(tables: list[pl.DataFrame]) -> pl.DataFrame:
     return (pl.concat(tables).group_by("true_group", maintain_order=True)
             .agg(pl.col("patients").sum(), pl.col("rules_disagree").sum(),
                  *[((pl.col(c) * pl.col("patients")).sum() / pl.col("patients").sum()).alias(c) for c in shares]))
+
+
+def dq_frame(extract: Path) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Synthetic extracts only (tests, benchmarks): the ethnicity data-quality report's input
+    without an ingest: one row per patient registered at the extract date (their practice and
+    PCN, and int_patient_ethnicity.sql's reading of their codes and hospital records at the
+    extract date), and practice pseudo id -> ODS code."""
+    extract = Path(extract)
+    extract_date = json.loads((extract / "extract.json").read_text())["extract_date"]
+    events = _read(extract, "clinical_events").select(
+        pl.col("patient_id").cast(pl.Int64), pl.col("date").cast(pl.Date), pl.col("snomedct_code").cast(pl.String))
+    hospital = pl.DataFrame(schema={"patient_id": pl.Int64, "date": pl.Date, "ethnic_category": pl.String})
+    if any(extract.glob("hospital_ethnicity.*")):
+        hospital = _read(extract, "hospital_ethnicity").select(
+            pl.col("patient_id").cast(pl.Int64), pl.col("date").cast(pl.Date), pl.col("ethnic_category").cast(pl.String))
+    registrations = _read(extract, "practice_registrations").select(
+        pl.col("patient_id").cast(pl.Int64), pl.col("practice_pseudo_id").cast(pl.Int64),
+        pl.col("start_date").cast(pl.Date), pl.col("end_date").cast(pl.Date))
+    practices = _read(extract, "practices").select(
+        pl.col("practice_pseudo_id").cast(pl.Int64), pl.col("pcn_code").cast(pl.String), pl.col("ods_code").cast(pl.String))
+    when = pl.lit(extract_date).str.to_date()
+    current = (registrations.filter((pl.col("start_date") <= when) & (pl.col("end_date").is_null() | (pl.col("end_date") >= when)))
+               .sort("start_date").group_by("patient_id").last().join(practices, on="practice_pseudo_id"))
+    with in_memory() as con:
+        con.register("events_frame", events)
+        con.register("hospital_frame", hospital)
+        con.execute("create table main.clinical_events as select * from events_frame")
+        con.execute("create table main.hospital_ethnicity as select * from hospital_frame")
+        load_reference_tables(con)
+        set_parameters(con, extract_date, "IMD2019")
+        con.execute(f"create table ethnicity as {(SQL_DIR / 'intermediate' / 'int_patient_ethnicity.sql').read_text()}")
+        readings = con.execute(
+            "select patient_id, ethnicity_category, has_conflicting_codes as ethnicity_has_conflicting_codes, "
+            "ethnicity_source, non_census_only as ethnicity_non_census_only, "
+            "hospital_category as ethnicity_hospital_category from ethnicity").pl()
+    frame = current.join(readings, on="patient_id", how="left").with_columns(
+        pl.col("ethnicity_category").fill_null("99"))
+    labels = {str(r["practice_pseudo_id"]): r["ods_code"] for r in practices.iter_rows(named=True)}
+    return frame, labels
+
+
+def planted_practices(extract: Path) -> set[str]:
+    """ODS codes of the practices the generator made record ethnicity badly (truth/planted.json)."""
+    planted = json.loads((Path(extract) / "truth" / "planted.json").read_text())
+    return {code for knob in ("ethnicity_unrecorded_practice", "ethnicity_misrecording_practice")
+            for code, value in planted.get(knob, {}).items() if value > 0}

@@ -3,7 +3,8 @@
 Tables: ``[run]`` (ICB, horizon, seed, MLflow, the stale-data guard), ``[ingest]`` (max_quarantined_share), ``[lists]`` (capacity, prioritisation,
 exclusions, thresholds: docs/lists.md), ``[audit]`` (the fairness audit and its gate:
 docs/fairness.md), ``[alerts]`` (the data-quality thresholds of the alerts: phm/alerts.py) and
-``[retention]`` (how long lists folders, the lists' history and outcomes are kept: phm/retention.py). Every key is optional. Secrets never live here: the pseudonymisation key
+``[retention]`` (how long lists folders, the lists' history and outcomes are kept: phm/retention.py), ``[ethnicity_dq]``
+(the ethnicity data-quality report: census_table, alpha, min_practices; docs/ethnicity.md). Every key is optional. Secrets never live here: the pseudonymisation key
 comes only from the environment (PHM_PSEUDONYMISATION_KEY).
 
     [run]
@@ -44,6 +45,8 @@ from models.fairness import AuditSettings, SignOff
 from phm.alerts import AlertThresholds
 from phm.alerts import thresholds_from as alert_thresholds
 from phm.contract import CODE_PATTERNS
+from phm.ethnicity_dq import EthnicityDQSettings
+from phm.ethnicity_dq import settings_from as ethnicity_dq_settings
 from phm.exceptions import ConfigError
 from phm.freshness import DEFAULT_MAX_AGE_DAYS, STALE_POLICIES
 from phm.ingest import IngestSettings
@@ -206,6 +209,7 @@ class RunConfig:
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
     alerts: AlertThresholds = dataclasses.field(default_factory=AlertThresholds)
     retention: RetentionSettings = dataclasses.field(default_factory=RetentionSettings)
+    ethnicity_dq: EthnicityDQSettings = dataclasses.field(default_factory=EthnicityDQSettings)
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -219,7 +223,8 @@ def load_config(path: Path | None) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
     readers = {"run": run_settings, "ingest": ingest_settings, "lists": lists_settings,
-               "audit": audit_settings, "alerts": alert_thresholds, "retention": retention_settings}
+               "audit": audit_settings, "alerts": alert_thresholds, "retention": retention_settings,
+               "ethnicity_dq": ethnicity_dq_settings}
     for key in data:
         if key not in readers:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(readers)})")

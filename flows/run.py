@@ -46,6 +46,7 @@ class RunSummary:
     mlflow_ui: str = ""
     audit_ui_url: str = ""  # the audit run's page in the MLflow UI
     history_report: Path | None = None  # the run history and drift report (phm/history_report.py)
+    ethnicity_report: Path | None = None  # ethnicity data quality per practice and PCN (phm/ethnicity_dq_report.py)
     skipped: bool = False  # the extract was the last one published: nothing done
 
 
@@ -125,7 +126,8 @@ def audit_task(db: Path, config: RunConfig, out: Path, location, shards, populat
     from models.audit_run import run_audit
 
     return run_audit(db, config.audit, location, out / "audit", population.icb_code, progress=_progress(),
-                     shards=shards, shard_map=on_task_runner, population=population, versions=versions)
+                     shards=shards, shard_map=on_task_runner, population=population, versions=versions,
+                     ethnicity=config.ethnicity_dq)
 
 
 @task(name="score", cache_policy=NONE)
@@ -283,6 +285,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         audit = audit_task(db, config, out, location, shards, population, training.versions)
         summary.lines += audit.summary_lines()
         summary.audit_report = audit.html_path
+        summary.ethnicity_report = audit.ethnicity_report
         summary.audit_ui_url = location.ui_url(audit.ui_path())
         stages.done()
         _alert_gate(population.icb_code, audit, out)
@@ -327,11 +330,12 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
 
 
 @task(name="history", cache_policy=NONE)
-def history_task(db: Path, facts, features, out: Path, location, settings, published: bool, list_sizes, uptake):
+def history_task(db: Path, facts, features, out: Path, location, settings, published: bool, list_sizes, uptake,
+                 ethnicity_rows=None):
     from models.history_run import record_history
 
     return record_history(db, facts, features, out, location, settings, scored=published, list_sizes=list_sizes,
-                          uptake=uptake)
+                          uptake=uptake, extra_rows=ethnicity_rows)
 
 
 def _history(summary: RunSummary, db: Path, out: Path, config: RunConfig, population, ingest, audit, freshness,
@@ -355,7 +359,7 @@ def _history(summary: RunSummary, db: Path, out: Path, config: RunConfig, popula
     settings = DriftSettings(config.alerts.max_score_psi, config.alerts.min_drift_group)
     try:
         record = history_task(db, facts, population.features, out, location, settings, published, list_sizes,
-                              audit.report.uptake)
+                              audit.report.uptake, audit.ethnicity_rows)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: see the docstring
         message = f"history not recorded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         log.warning(message)

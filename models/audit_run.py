@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from features.ethnicity_benchmark import census_benchmark
 from models.fairness import (
     HIGH_NEED_FROM,
     NEED_DESCRIPTIONS,
@@ -72,7 +73,10 @@ from models.tracking import (
 )
 from models.train import OUTCOMES
 from phm.db import connect
+from phm.ethnicity_dq import EthnicityDQ, EthnicityDQSettings, assess, history_rows
+from phm.ethnicity_dq_report import write_report as write_ethnicity_report
 from phm.exceptions import ConfigError
+from phm.history import read_history
 from phm.outcomes import uptake
 
 GROUP_COLUMNS = ("ethnicity_group", "imd_quintile", "sex")
@@ -92,6 +96,9 @@ class AuditRun:
     shards: int = 1
     shard_processes: int = 1  # how many processes the shard work ran in
     experiment_id: str = ""
+    ethnicity_report: Path | None = None  # the ethnicity data-quality report (phm/ethnicity_dq_report.py)
+    ethnicity_flags: list[str] = field(default_factory=list)  # "<practice>: <what stands out>"
+    ethnicity_rows: list[tuple] = field(default_factory=list)  # its figures for the run history (published)
 
     def ui_path(self) -> str:
         """The audit run's page in the MLflow UI (after the server's address), in its "Model
@@ -129,6 +136,10 @@ class AuditRun:
             lines.append("  'champion' not moved")
         lines.append(f"report: {self.html_path.resolve()}")
         lines.append(f"figures (JSON, counts suppressed): {self.json_path.resolve()}")
+        if self.ethnicity_report is not None:
+            lines.append(f"ethnicity data quality per practice and PCN: {self.ethnicity_report.resolve()} ("
+                         + (f"{len(self.ethnicity_flags)} flag(s): {'; '.join(self.ethnicity_flags)}"
+                            if self.ethnicity_flags else "no practice flagged") + ")")
         lines.append(f"MLflow run {self.run_id} in {self.location.tracking_uri} (in the UI: {self.ui_path()})")
         return lines
 
@@ -187,7 +198,8 @@ def _list_population_cells(shards: list[Shard], models: list[ModelToScore], sett
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
               icb_code: str | None = None, progress=None, shards: list[Shard] | None = None,
               shard_map: ShardMap = run_here, population: Population | None = None,
-              versions: list[ModelVersion] | None = None) -> AuditRun:
+              versions: list[ModelVersion] | None = None,
+              ethnicity: EthnicityDQSettings | None = None) -> AuditRun:
     """``shards``: the ICB's patients already written as shards (the flow makes them once for
     the audit and scoring); without them, one shard of the whole ICB in a folder beside the
     database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask).
@@ -210,12 +222,18 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         validations = {o.short: _validation(con, pinned[o.short]) for o in OUTCOMES}
         extract_date = _extract_date(con)
         uptake_of_invitations = uptake(con) or []  # outcomes back from practices (phm outcomes); none yet: []
+        practice_labels = _practice_labels(con)
+        history_runs, history_figures = read_history(con, icb_code)
     finally:
         con.close()
     population = features.select(
         pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
         "ethnicity_source", "pcn_code", "practice_pseudo_id")
     quality = ethnicity_quality(population, settings.level)
+    ethnicity = (ethnicity or EthnicityDQSettings()).validate()
+    benchmark, benchmark_source = census_benchmark(ethnicity.census_table)
+    dq = assess(features, benchmark, benchmark_source, practice_labels, ethnicity.alpha, ethnicity.min_practices,
+                settings.level)
     versions, models_to_score = {}, []
     for outcome in OUTCOMES:
         given = pinned[outcome.short]
@@ -272,6 +290,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                          decision=decision, uptake=uptake_of_invitations)
     json_path, html_path = report.write(Path(out_dir))
     run_id = log_audit(report, json_path, html_path, client, location, icb_code, extract_date)
+    dq_html, dq_json = write_ethnicity_report(dq, Path(out_dir), icb_code, history_runs, history_figures)
+    log_ethnicity_dq(client, run_id, dq, dq_html, dq_json)
     champions = {}
     for gate in gates:
         name, version = versions[gate.outcome]
@@ -283,7 +303,46 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
             client.set_registered_model_alias(name, CHAMPION, version.version)
             champions[gate.outcome] = str(version.version)
     return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
-                    time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id)
+                    time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id,
+                    dq_html, flag_lines(dq), history_rows(dq))
+
+
+def _practice_labels(con) -> dict[str, str]:
+    """Practice pseudo id (text) -> its ODS code (the pseudo id where the extract gives none); {}
+    for a database made without phm ingest."""
+    try:
+        rows = con.execute("select practice_pseudo_id, ods_code from main.practices").fetchall()
+    except Exception:  # a database made without phm ingest (tests of the audit alone)
+        return {}
+    return {str(pid): (ods or str(pid)) for pid, ods in rows}
+
+
+def flag_lines(dq: EthnicityDQ) -> list[str]:
+    labels = {u.unit: u.label for u in dq.units if u.level == "practice"}
+    return [f"{labels.get(j.unit, j.unit)}: {j.direction}" for j in dq.flags]
+
+
+ETHNICITY_ARTIFACT_PATH = "ethnicity"
+
+
+def log_ethnicity_dq(client, run_id: str, dq: EthnicityDQ, html_path: Path, json_path: Path) -> None:
+    """The ethnicity data-quality report on the audit's MLflow run: the page and its JSON as
+    artifacts, every published figure as a metric (``ethnicity_dq/<level>/<unit>/<indicator>``;
+    withheld figures are left out), the flags as a tag."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = [Metric("ethnicity_dq/flagged_practices", float(len(dq.flagged_units())), stamp, 0)]
+    for unit in dq.published()["units"]:
+        for name, figure in unit["figures"].items():
+            if figure["value"] is not None:
+                key = _metric_key("ethnicity_dq", unit["level"], str(unit["label"]), name)
+                metrics.append(Metric(key, float(figure["value"]), stamp, 0))
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    client.set_tag(run_id, "phm.ethnicity_dq.flags", "; ".join(flag_lines(dq))[:5000] or "none")
+    client.log_artifact(run_id, str(html_path), ETHNICITY_ARTIFACT_PATH)
+    client.log_artifact(run_id, str(json_path), ETHNICITY_ARTIFACT_PATH)
 
 
 def _extract_date(con) -> str | None:

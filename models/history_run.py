@@ -65,14 +65,17 @@ class HistoryRecord:
 
 def record_history(db: Path, facts: RunFacts, features: pl.DataFrame, out: Path,
                    location: TrackingLocation | None, settings: DriftSettings, scored: bool = True,
-                   list_sizes: dict[str, int] | None = None, uptake: list[dict] | None = None) -> HistoryRecord:
+                   list_sizes: dict[str, int] | None = None, uptake: list[dict] | None = None,
+                   extra_rows: list[tuple] | None = None) -> HistoryRecord:
     """Append the run to the history in ``db``, write the report over every run of the ICB
-    under ``out``/history and log it to MLflow (``location``; None: not logged)."""
+    under ``out``/history and log it to MLflow (``location``; None: not logged). ``extra_rows``:
+    further published figures of the run (the ethnicity data-quality report's, per practice and PCN:
+    phm.ethnicity_dq.history_rows)."""
     con = connect(db)
     try:
         risk_scores = con.execute("select * from marts.risk_scores").pl() if scored else None
         appended = append_run(con, facts, history_scores(features, risk_scores), features["ethnicity_group"],
-                              list_sizes, uptake, settings)
+                              list_sizes, uptake, settings, extra_rows)
         runs, figures = read_history(con, facts.icb)
     finally:
         con.close()

@@ -8,7 +8,8 @@ replaced):
   lists were published, the gate's overall result, the ICB's patients (suppressed), the PSI
   threshold used and how many drift findings the run raised.
 - ``history.figures``: long format, one row per figure: ``figure`` (gate, data quality, score
-  share, list size, uptake, psi), ``subject`` (the outcome, score, table or PCN), ``grp`` (the
+  share, list size, uptake, psi; ``ethnicity dq``: the ethnicity data-quality report's figures per
+  practice, PCN and ICB, ``grp`` '<level> <unit>', ``label`` 'flag' where flagged), ``subject`` (the outcome, score, table or PCN), ``grp`` (the
   broad ethnic group, 'all', or an IMD quintile), ``bin`` (a score bin such as ``5-7.5%``),
   ``value`` (a number; null where withheld) and ``label`` (text: a gate result and who signed it
   off). **Everything here is as it may leave the pipeline** (phm/disclosure.py): counts 1-7
@@ -312,11 +313,14 @@ def measure_drift(previous: dict[tuple[str, str], tuple[str, list[int]]], bins: 
 
 def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataFrame | None,
                groups: pl.Series | None = None, list_sizes: dict[str, int] | None = None,
-               uptake: list[dict] | None = None, settings: DriftSettings | None = None) -> HistoryAppend:
+               uptake: list[dict] | None = None, settings: DriftSettings | None = None,
+               extra_rows: list[tuple] | None = None) -> HistoryAppend:
     """Append one run to the history and measure each score's drift per group against the
     ICB's previous run. ``scores``: per patient and score (``score``, ``grp``, ``risk_pct``);
     ``groups``: every registered patient's broad ethnic group (data quality); ``list_sizes``:
-    PCN -> patients on its list (exact; stored suppressed); ``uptake``: phm.outcomes.uptake()."""
+    PCN -> patients on its list (exact; stored suppressed); ``uptake``: phm.outcomes.uptake();
+    ``extra_rows``: further figures (figure, subject, grp, bin, value, label), already as they may
+    leave the pipeline (the ethnicity data-quality report's: phm.ethnicity_dq.history_rows)."""
     settings = settings or DriftSettings()
     prepare(con)
     if con.execute("select count(*) from history.runs where run_id = ?", [facts.run_id]).fetchone()[0]:
@@ -326,7 +330,7 @@ def append_run(con: duckdb.DuckDBPyConnection, facts: RunFacts, scores: pl.DataF
     drift = measure_drift(_previous_bins(con, facts.icb, facts.run_id), bins, settings)
     changes = ranking_changes(con, facts)
     quality = quality_counts(groups) if groups is not None else None
-    rows = figures_of(facts, bins, quality, list_sizes, uptake)
+    rows = figures_of(facts, bins, quality, list_sizes, uptake) + list(extra_rows or [])
     rows += [(PSI, d.score, d.grp, None, round(d.psi, 4), "drift" if d.drifted else None) for d in drift if d.judged]
     with transaction(con):
         con.execute("insert into history.runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [

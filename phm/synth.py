@@ -53,6 +53,15 @@ Bias knobs (all off by default; keys are NHS category letters such as "N" or bro
 - ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
 ``ethnicity_unrecorded`` (default 0.15) is the share with no ethnicity code at all.
 
+Per-practice ethnicity knobs (off by default; keys are the practices' ODS codes, ``Z10001`` for the
+first practice, ``Z10002`` for the second, as ``practice_ods_code`` names them): a practice that
+records ethnicity badly, for the ethnicity data-quality report's truth tests (docs/ethnicity.md).
+- ``ethnicity_unrecorded_practice``: the share of that practice's patients with no ethnicity code
+  (instead of ``ethnicity_unrecorded``).
+- ``ethnicity_misrecording_practice``: the probability that the practice records another category
+  (drawn as ``ethnicity_misrecording`` draws it), on top of any group's misrecording.
+Both use the draws the generator makes anyway, so with neither set the extract is byte-identical.
+
 ``ethnicity_repeat_codes`` (default 0, off): the mean number (Poisson) of further codes of a
 patient's usual recorded category, dated within their registration, as real records repeat a
 patient's ethnicity at later registrations and reviews (OpenSAFELY found the latest and the most
@@ -109,6 +118,9 @@ class SynthConfig:
     ethnicity_repeat_codes: float = 0.0
     hospital_ethnicity: float = 0.0
     icb_code: str = "QXX"
+    # practice ODS code (Z10001, ...) -> share unrecorded / probability misrecorded at that practice
+    ethnicity_unrecorded_practice: dict[str, float] = field(default_factory=dict)
+    ethnicity_misrecording_practice: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.patients < 1:
@@ -132,6 +144,13 @@ class SynthConfig:
                 if key not in groups:
                     raise ConfigError(f"{knob}: unknown group {key!r}; use an NHS category "
                                       f"letter (A-S) or one of White, Mixed, Asian, Black, Other")
+                if not 0 <= value <= 1:
+                    raise ConfigError(f"{knob}[{key}] must be a probability in [0, 1], not {value}")
+        for knob in ("ethnicity_unrecorded_practice", "ethnicity_misrecording_practice"):
+            for key, value in getattr(self, knob).items():
+                if not (len(key) == 6 and key[0] == "Z" and key[1:].isdigit() and int(key[1:]) > 10_000):
+                    raise ConfigError(f"{knob}: {key!r} is not a practice of the generator: use its ODS code, "
+                                      f"Z10001 for the first practice, Z10002 for the second, ...")
                 if not 0 <= value <= 1:
                     raise ConfigError(f"{knob}[{key}] must be a probability in [0, 1], not {value}")
 
@@ -973,7 +992,12 @@ def _record_ethnicity(ctx: _Context, record: _Record, people: _People, registrat
     ev, ev_code, patient_id, last_day = record.events, record.event_codes, record.patient_id, record.last_day
     cat, first_start = people.cat, registrations.first_start
     misrec = _knob(config.ethnicity_misrecording, cat, 0.0)
-    recorded = u() >= config.ethnicity_unrecorded
+    unrecorded: float | np.ndarray = config.ethnicity_unrecorded
+    if config.ethnicity_unrecorded_practice or config.ethnicity_misrecording_practice:
+        unrecorded = _per_practice(config.ethnicity_unrecorded_practice, people.prac, config.ethnicity_unrecorded)
+        # misrecorded by the group's knob or by the practice's: 1 - (1 - p_group)(1 - p_practice)
+        misrec = 1 - (1 - misrec) * (1 - _per_practice(config.ethnicity_misrecording_practice, people.prac, 0.0))
+    recorded = u() >= unrecorded
     not_stated = recorded & (u() < 0.03)
     rec_cat = cat.copy()
     any_other = np.array([prof.CATEGORIES.index(prof.ANY_OTHER_OF[c]) for c in prof.CATEGORIES])
@@ -1006,6 +1030,19 @@ def _record_ethnicity(ctx: _Context, record: _Record, people: _People, registrat
            eth_codes_for(other_cat))
     if config.ethnicity_repeat_codes > 0:
         _repeat_ethnicity_codes(ctx, record, rec_cat, recorded & ~not_stated, first_start)
+
+
+def _per_practice(values: dict[str, float], prac: np.ndarray, default: float) -> np.ndarray:
+    """Per-patient value of a per-practice knob (keys: ODS codes) given each patient's practice."""
+    count = int(prac.max()) + 1 if len(prac) else 0
+    per_practice = np.full(count, default)
+    for code, value in values.items():
+        index = int(code[1:]) - 10_001
+        if index >= count:
+            raise ConfigError(f"practice {code} does not exist: this extract has {count} practices "
+                              f"(Z10001 to {practice_ods_code(count - 1)})")
+        per_practice[index] = value
+    return per_practice[prac]
 
 
 # the repeats' own random streams (the extract's seed with these), so the knob moves no other draw
@@ -1278,7 +1315,8 @@ def _write_truth(ctx: _Context, out_dir: Path, people: _People, deprivation: _De
     })
     truth = truth.with_columns(pl.col(pl.Float64).fill_nan(None))
     truth.write_parquet(out_dir / "truth" / "patients.parquet")
-    planted = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()}
+    planted = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()
+               if not (k.endswith("_practice") and not v)}  # per-practice knobs only when set
     planted["past_index_date"] = (EPOCH + dt.timedelta(days=T0)).isoformat()
     planted["note"] = ("The pipeline never reads this folder. Bias knobs are probabilities per "
                        "group; groups not named are unaffected (1.0, or 0.0 for misrecording).")

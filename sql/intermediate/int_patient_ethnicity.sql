@@ -14,6 +14,13 @@
 -- latest_category: the stated category of the latest code (the rule used before this one), kept
 --   so the two can be compared (docs/features.md gives the comparison on the generator's truth).
 -- has_conflicting_codes: codes of more than one A-S category, ever (up to the index date).
+-- non_census_only: the stated category rests only on codes outside the census classifications
+--   (SNOMED CT ethnic-group concepts such as 'Caucasian' or 'Greeks' that the codelist maps to a
+--   category, against '... - ethnic category 2001 census' and '... 2011 census' codes:
+--   ref.ethnicity_census_codes): a data-quality signal of the ethnicity report (docs/ethnicity.md).
+-- hospital_category: for every patient with hospital records (the optional table), their most
+--   frequent stated hospital category, then the latest (A-S), whatever the GP record says: the
+--   report compares it with the GP record's category (disagreement is a misrecording signal).
 -- ethnicity_source: 'primary_care', or 'hospital' where the GP record states no category and the
 --   optional hospital_ethnicity table does: patients with no GP code, or only '99' codes, take the
 --   most frequent stated hospital category (A-S), then the latest (Z, 99 and X there are ignored).
@@ -42,7 +49,8 @@ with parameters as (
 ),
 
 coded as (
-    select e.patient_id, e.date, c.category
+    select e.patient_id, e.date, c.category,
+        e.snomedct_code in (select code from ref.ethnicity_census_codes) as census_code
     from main.clinical_events as e
     join ref.codelist_codes as c
       on c.concept = 'ethnicity' and c.code = e.snomedct_code
@@ -52,7 +60,7 @@ coded as (
 ),
 
 per_category as (
-    select patient_id, category, count(*) as codes, max(date) as latest_date
+    select patient_id, category, count(*) as codes, max(date) as latest_date, bool_or(census_code) as census_coded
     from coded
     where category <> 'Z'
     group by patient_id, category
@@ -65,7 +73,9 @@ stated as (
         arg_max(category, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
             as most_frequent_category,
         arg_max(category, cast(latest_date as varchar) || category) as latest_category,
-        count(*) > 1 as has_conflicting_codes
+        count(*) > 1 as has_conflicting_codes,
+        arg_max(census_coded, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
+            as census_coded
     from per_category
     group by patient_id
 ),
@@ -75,7 +85,8 @@ primary_care as (
         coded.patient_id,
         coalesce(any_value(stated.most_frequent_category), 'Z') as ethnicity_category,
         coalesce(any_value(stated.latest_category), 'Z') as latest_category,
-        coalesce(any_value(stated.has_conflicting_codes), false) as has_conflicting_codes
+        coalesce(any_value(stated.has_conflicting_codes), false) as has_conflicting_codes,
+        coalesce(not any_value(stated.census_coded), false) as non_census_only
     from coded
     left join stated using (patient_id)
     group by coded.patient_id
@@ -105,7 +116,9 @@ final as (
         coalesce(pc.ethnicity_category, h.ethnicity_category) as ethnicity_category,
         pc.latest_category,
         coalesce(pc.has_conflicting_codes, false) as has_conflicting_codes,
-        case when pc.patient_id is not null then 'primary_care' else 'hospital' end as ethnicity_source
+        case when pc.patient_id is not null then 'primary_care' else 'hospital' end as ethnicity_source,
+        coalesce(pc.non_census_only, false) as non_census_only,
+        h.ethnicity_category as hospital_category
     from primary_care as pc
     full outer join hospital as h using (patient_id)
 )

@@ -3,7 +3,9 @@
 -- What models, scores, the fairness audit and the lists read. Ethnicity: the NHS category
 -- letter, 'Z' (not stated) or '99' (not known: no code); broad group in the 5-group scheme with
 -- 'Not stated' and 'Not known' as their own groups; ethnicity_source says where a category came
--- from ('primary_care', 'hospital' where only hospital records state one; null for '99'). Eligibility: QRISK3 for ages 25-84 without
+-- from ('primary_care', 'hospital' where only hospital records state one; null for '99');
+-- ethnicity_non_census_only and ethnicity_hospital_category feed the ethnicity data-quality report
+-- (int_patient_ethnicity.sql). Eligibility: QRISK3 for ages 25-84 without
 -- CVD; QDiabetes for ages 25-84 without diabetes. Outreach is inappropriate for people in
 -- palliative care (and, where configured, in care homes): flagged here, applied by the lists;
 -- so are the states practices record (statin declined or unsuitable, NHS Health Check done,
@@ -21,6 +23,8 @@ with final as (
         ec.qrisk3_ethrisk,
         coalesce(e.has_conflicting_codes, false) as ethnicity_has_conflicting_codes,
         e.ethnicity_source,
+        coalesce(e.non_census_only, false) as ethnicity_non_census_only,
+        e.hospital_category as ethnicity_hospital_category,
         d.imd_version,
         d.imd_decile,
         d.imd_quintile,

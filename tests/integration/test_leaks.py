@@ -118,8 +118,10 @@ def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
         for column in ("on_list", "registered_adults"):
             assert all(_suppressed(v) for v in frame[column].to_list()), (summary.name, column)
     report = json.loads((out / "audit" / "fairness_audit.json").read_text())
+    # the ethnicity data-quality report's figures per practice and PCN (docs/ethnicity.md)
+    ethnicity = json.loads((out / "audit" / "ethnicity_quality.json").read_text())
     counts = []
-    SETTINGS = {"version", "replicates", "seed", "min_patients", "min_events"}  # not counts of people
+    SETTINGS = {"version", "replicates", "seed", "min_patients", "min_events", "min_practices"}  # not counts of people
 
     def walk(node, key=None):
         if isinstance(node, dict):
@@ -131,6 +133,7 @@ def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
         elif isinstance(node, int) and not isinstance(node, bool) and key not in SETTINGS:
             counts.append((key, node))
     walk(report)
+    walk(ethnicity)
     assert len(counts) > 100
     assert all(_suppressed(v) for _, v in counts), [c for c in counts if not _suppressed(c[1])][:10]
 

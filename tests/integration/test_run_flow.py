@@ -326,3 +326,33 @@ def test_the_run_appended_one_history_row_set_its_report_and_its_mlflow_run(fini
     [logged] = client.search_runs([experiment.experiment_id])
     assert logged.data.tags["phm.pipeline_run"] == run["run_id"] and logged.data.tags["phm.drift"] == "none"
     assert [a.path for a in client.list_artifacts(logged.info.run_id, "history")] == ["history/history_report.html"]
+
+
+def test_the_run_wrote_the_ethnicity_report_logged_it_with_the_audit_and_appended_its_figures(finished_run):
+    """Issue 20: the ethnicity data-quality report beside the fairness report, on the audit's MLflow
+    run (artifacts, metrics, flags tag) and in the run history per practice, PCN and ICB."""
+    from mlflow.tracking import MlflowClient
+
+    page = finished_run.out / "audit" / "ethnicity_quality.html"
+    data = json.loads((finished_run.out / "audit" / "ethnicity_quality.json").read_text())
+    assert page.is_file() and f"ethnicity: {page.resolve()}" in finished_run.terminal
+    assert "the 2021 census" in page.read_text() and data["rule"]["judged"]  # 6 practices: judged
+    practices = [u for u in data["units"] if u["level"] == "practice"]
+    assert len(practices) >= 5 and all(u["label"].startswith("Z1") for u in practices)  # by ODS code
+    assert data["benchmark"]["any_other_expected_share"] == 0.116
+    run_id = json.loads((finished_run.lists / "lists_manifest.json").read_text())["audit_run_id"]
+    client = MlflowClient(f"sqlite:///{finished_run.out / 'mlflow' / 'mlflow.db'}")
+    logged = client.get_run(run_id)
+    assert {a.path for a in client.list_artifacts(run_id, "ethnicity")} == {
+        "ethnicity/ethnicity_quality.html", "ethnicity/ethnicity_quality.json"}
+    assert logged.data.metrics["ethnicity_dq/flagged_practices"] == len({f["practice"] for f in data["flags"]})
+    icb = next(u for u in data["units"] if u["level"] == "icb")
+    assert logged.data.metrics["ethnicity_dq/icb/ICB/not_known_99"] == icb["figures"]["not_known_99"]["value"]
+    assert "phm.ethnicity_dq.flags" in logged.data.tags
+    con = duckdb.connect(str(finished_run.db), read_only=True)
+    try:
+        figures = con.execute("select * from history.figures where figure = 'ethnicity dq'").pl()
+    finally:
+        con.close()
+    assert set(figures["grp"]) == {f"{u['level']} {u['label']}" for u in data["units"]}
+    assert figures.filter(pl.col("label") == "flag").height == len(data["flags"])

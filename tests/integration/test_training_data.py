@@ -66,7 +66,7 @@ def test_no_feature_uses_data_after_its_index_date(ingested, tmp_path):
     no_later_ethnicity = training_data(truncated, 5).frame
     changed = [c for c in features if not data.frame[c].equals(no_later_ethnicity[c], null_equal=True)]
     assert set(changed) <= {"ethnicity_category", "ethnicity_group", "qrisk3_ethrisk", "ethnicity_has_conflicting_codes",
-                            "ethnicity_source",
+                            "ethnicity_source", "ethnicity_non_census_only", "ethnicity_hospital_category",
                             "ethnicity_category_at_extract", "ethnicity_group_at_extract"}, changed
     assert "ethnicity_group" in changed
     assert future_free.frame.select(pl.col("cvd_event", "t2d_event").fill_null(False).any()).row(0) == (False, False)
