@@ -84,7 +84,7 @@ def main() -> None:
                    "flags_by_reason": dict(sorted(reasons.items()))}
             results.append(row)
 
-            def share(k):
+            def share(k, row=row):
                 return "-" if row[k] is None else f"{row[k]}/{args.seeds}"
 
             print(f"{scenario:<30}{profile:<15}{args.seeds:>5}{share('unrecorded_found'):>18}"

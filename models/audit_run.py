@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.ethnicity_benchmark import census_benchmark
+from features.ethnicity_benchmark import census_benchmark, lsoa_benchmarks
 from models.fairness import (
     HIGH_NEED_FROM,
     NEED_DESCRIPTIONS,
@@ -223,6 +223,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         extract_date = _extract_date(con)
         uptake_of_invitations = uptake(con) or []  # outcomes back from practices (phm outcomes); none yet: []
         practice_labels = _practice_labels(con)
+        ethnicity = (ethnicity or EthnicityDQSettings()).validate()
+        practice_lsoas = _practice_lsoas(con) if ethnicity.census_by_lsoa else None
         history_runs, history_figures = read_history(con, icb_code)
     finally:
         con.close()
@@ -230,10 +232,10 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
         "ethnicity_source", "pcn_code", "practice_pseudo_id")
     quality = ethnicity_quality(population, settings.level)
-    ethnicity = (ethnicity or EthnicityDQSettings()).validate()
     benchmark, benchmark_source = census_benchmark(ethnicity.census_table)
+    local = lsoa_benchmarks(ethnicity.census_by_lsoa, practice_lsoas) if practice_lsoas is not None else None
     dq = assess(features, benchmark, benchmark_source, practice_labels, ethnicity.alpha, ethnicity.min_practices,
-                settings.level)
+                settings.level, local)
     versions, models_to_score = {}, []
     for outcome in OUTCOMES:
         given = pinned[outcome.short]
@@ -315,6 +317,16 @@ def _practice_labels(con) -> dict[str, str]:
     except Exception:  # a database made without phm ingest (tests of the audit alone)
         return {}
     return {str(pid): (ods or str(pid)) for pid, ods in rows}
+
+
+def _practice_lsoas(con) -> pl.DataFrame:
+    """Registered patients per practice and LSOA (``marts.mart_practice_lsoa``), for a per-LSOA
+    census benchmark."""
+    try:
+        return con.execute("select practice_pseudo_id, lsoa_code, patients from marts.mart_practice_lsoa").pl()
+    except Exception as exc:  # noqa: BLE001 - a database made before the mart existed: say what to do
+        raise ConfigError("[ethnicity_dq] census_by_lsoa needs marts.mart_practice_lsoa: run phm features (or "
+                          f"phm run) with this version first ({type(exc).__name__})") from None
 
 
 def flag_lines(dq: EthnicityDQ) -> list[str]:

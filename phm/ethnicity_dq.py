@@ -35,8 +35,9 @@ no spread to judge against, and nothing is flagged.
 The recorded mix is not flagged: a practice's population can differ from the national mix for
 real (a practice in an Asian-majority area), so the mix against the census is shown as
 information, with intervals and 'above' / 'below' where the difference is beyond chance (Holm
-over practices x groups). A per-LSOA census table gives each practice its own benchmark; the
-synthetic extract's LSOA codes are made up, so the demo uses the national mix.
+over practices x groups). A census table by LSOA (``[ethnicity_dq] census_by_lsoa``) gives each
+practice its own benchmark (``practice_benchmarks``: the mix of its registered patients' areas);
+the synthetic extract's LSOA codes are made up, so the demo uses the national mix.
 
 Everything that leaves (``published``) is suppressed: counts of 1-7 withheld, others rounded to 5,
 shares from the rounded counts, intervals withheld where their count is 1-7 (phm/disclosure.py).
@@ -148,6 +149,10 @@ def robust_tau2(values: list[float], variances: list[float], centre: float) -> f
     return hi
 
 
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value else round(value, 4)
+
+
 def _median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)
@@ -177,7 +182,7 @@ class Figure:
         withheld = 0 < self.count < SUPPRESSED_BELOW or 0 < self.denominator < SUPPRESSED_BELOW
         count, denominator = suppress(self.count), suppress(self.denominator)
         out = {"count": count, "denominator": denominator, "withheld": withheld}
-        if withheld or not denominator:
+        if withheld or not denominator or (self.expected is not None and self.expected <= 0):
             return {**out, "value": None, "low": None, "high": None}
         low, high = self.interval(level)
         if self.expected is not None:  # a ratio: from the rounded count over the expected count
@@ -214,13 +219,15 @@ class Unit:
     figures: dict[str, Figure] = field(default_factory=dict)
     mix: dict[str, int] = field(default_factory=dict)  # broad group -> patients with a stated category
     mix_findings: dict[str, str] = field(default_factory=dict)  # broad group -> 'above' / 'below' the benchmark
+    benchmark_mix: dict[str, float] = field(default_factory=dict)  # broad group -> the unit's benchmark share
 
     def published(self, level: float = 0.95) -> dict:
         stated = sum(self.mix.values())
         return {"level": self.level, "unit": self.unit, "label": self.label, "pcn": self.pcn,
                 "patients": suppress(self.patients),
                 "figures": {k: f.published(level) for k, f in self.figures.items()},
-                "mix": {g: {**Figure(c, stated).published(level), "against_benchmark": self.mix_findings.get(g)}
+                "mix": {g: {**Figure(c, stated).published(level), "against_benchmark": self.mix_findings.get(g),
+                            "benchmark": _finite(self.benchmark_mix.get(g))}
                         for g, c in self.mix.items()}}
 
 
@@ -234,6 +241,7 @@ class EthnicityDQ:
     min_practices: int = MIN_PRACTICES
     judged: bool = True  # False: too few practices to judge against the ICB's spread
     level: float = 0.95
+    local: list[str] = field(default_factory=list)  # practices read against their own areas' census mix
 
     @property
     def flags(self) -> list[Judgement]:
@@ -253,6 +261,7 @@ class EthnicityDQ:
                           "broad_groups": broad_shares(self.benchmark),
                           "any_other_expected_share": round(sum(self.benchmark.get(c, 0.0) for c in
                                                                 ANY_OTHER_CATEGORIES), 4)},
+            "local_benchmark_practices": [labels.get(p, p) for p in self.local],
             "rule": {"alpha": self.alpha, "family": "practices x indicators, Holm", "judged": self.judged,
                      "min_practices": self.min_practices},
             "flags": [{"practice": labels.get(j.unit, j.unit), "indicator": j.indicator, "direction": j.direction,
@@ -284,6 +293,27 @@ def any_other_within_group(benchmark: dict[str, float]) -> dict[str, float]:
     return {g: (other[g] / totals[g] if totals[g] else 0.0) for g in BROAD_GROUPS}
 
 
+def _benchmark_columns(prepared: pl.DataFrame, benchmark: dict[str, float],
+                       practice_benchmarks: dict[str, dict[str, float]]) -> pl.DataFrame:
+    """Per patient, from their practice's benchmark (its own where given, else the run's): the
+    expected chance of an 'any other' category given their broad group (stated patients only) and
+    the benchmark's broad-group shares (``bench_<group>``)."""
+    practices = prepared["practice"].unique().to_list()
+    rows = []
+    for practice in practices:
+        own = practice_benchmarks.get(practice, benchmark)
+        within, groups = any_other_within_group(own), broad_shares(own)
+        rows.append({"practice": practice, **{f"within_{g}": within[g] for g in BROAD_GROUPS},
+                     **{f"bench_{g}": groups[g] for g in BROAD_GROUPS}})
+    table = pl.DataFrame(rows, schema={"practice": pl.String, **{f"within_{g}": pl.Float64 for g in BROAD_GROUPS},
+                                       **{f"bench_{g}": pl.Float64 for g in BROAD_GROUPS}})
+    joined = prepared.join(table, on="practice", how="left")
+    expected = pl.lit(0.0)
+    for g in BROAD_GROUPS:
+        expected = pl.when(pl.col("broad") == g).then(pl.col(f"within_{g}")).otherwise(expected)
+    return joined.with_columns(pl.when(pl.col("stated")).then(expected).otherwise(0.0).alias("expected_any_other"))
+
+
 def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
     stated_letters = list(NHS_ETHNIC_CATEGORIES)
     cols = frame.columns
@@ -310,13 +340,16 @@ def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _units(prepared: pl.DataFrame, key: str | None, level: str, within_group: dict[str, float],
-           labels: dict[str, str], with_hospital: bool, with_census_codes: bool) -> list[Unit]:
+def _units(prepared: pl.DataFrame, key: str | None, level: str, labels: dict[str, str], with_hospital: bool,
+           with_census_codes: bool) -> list[Unit]:
     keyed = prepared.with_columns((pl.lit("all") if key is None else pl.col(key)).alias("_unit"))
     sums = ["stated", "gp_stated", "not_known_99", "not_stated_z", "conflicting_codes", "non_census_only", "any_other",
-            "both_sources", "hospital_disagrees", "from_hospital"]
+            "both_sources", "hospital_disagrees", "from_hospital", "expected_any_other"]
+    stated = pl.col("stated")
     table = keyed.group_by("_unit").agg(pl.len().alias("_n"), pl.col("pcn").first().alias("_pcn"),
-                                        *[pl.col(c).sum().alias(c) for c in sums])
+                                        *[pl.col(c).sum().alias(c) for c in sums],
+                                        *[pl.col(f"bench_{g}").filter(stated).mean().alias(f"bench_{g}")
+                                          for g in BROAD_GROUPS])
     # in the order a reader looks for them: by PCN, then by the name they know (ODS code)
     table = table.with_columns(pl.col("_unit").replace_strict(labels, default=pl.col("_unit")).alias("_label")) \
         .sort("_pcn", "_label")
@@ -335,14 +368,15 @@ def _units(prepared: pl.DataFrame, key: str | None, level: str, within_group: di
         }
         if with_census_codes:
             figures["non_census_only"] = Figure(int(r["non_census_only"]), int(r["gp_stated"]))
-        figures["any_other"] = Figure(int(r["any_other"]), int(r["stated"]),
-                                      expected=sum(unit_mix[g] * within_group[g] for g in BROAD_GROUPS))
+        figures["any_other"] = Figure(int(r["any_other"]), int(r["stated"]), expected=float(r["expected_any_other"]))
         if with_hospital:
             figures["hospital_disagrees"] = Figure(int(r["hospital_disagrees"]), int(r["both_sources"]))
             figures["from_hospital"] = Figure(int(r["from_hospital"]), n)
         unit = r["_unit"]
         out.append(Unit(level, unit, labels.get(unit, unit), None if level == "icb" else
-                        (r["_pcn"] if level == "practice" else unit), n, figures, unit_mix))
+                        (r["_pcn"] if level == "practice" else unit), n, figures, unit_mix,
+                        benchmark_mix={g: (r[f"bench_{g}"] if r[f"bench_{g}"] is not None else float("nan"))
+                                       for g in BROAD_GROUPS}))
     return out
 
 
@@ -380,7 +414,7 @@ def judge(practices: list[Unit], alpha: float = ALPHA, min_practices: int = MIN_
     return judgements, True
 
 
-def _mix_findings(units: list[Unit], benchmark_groups: dict[str, float], alpha: float) -> None:
+def _mix_findings(units: list[Unit], alpha: float) -> None:
     """'above' / 'below' the benchmark per unit and broad group where beyond chance (two-sided,
     Holm over units x groups): information, never a flag."""
     tests = []
@@ -389,7 +423,7 @@ def _mix_findings(units: list[Unit], benchmark_groups: dict[str, float], alpha: 
         if stated < MIN_DENOMINATOR:
             continue
         for g in BROAD_GROUPS:
-            p0 = benchmark_groups[g]
+            p0 = u.benchmark_mix.get(g, float("nan"))
             if not 0 < p0 < 1:
                 continue
             z = (u.mix[g] / stated - p0) / math.sqrt(p0 * (1 - p0) / stated)
@@ -401,24 +435,27 @@ def _mix_findings(units: list[Unit], benchmark_groups: dict[str, float], alpha: 
 
 def assess(frame: pl.DataFrame, benchmark: dict[str, float], benchmark_source: str,
            practice_labels: dict[str, str] | None = None, alpha: float = ALPHA,
-           min_practices: int = MIN_PRACTICES, level: float = 0.95) -> EthnicityDQ:
+           min_practices: int = MIN_PRACTICES, level: float = 0.95,
+           practice_benchmarks: dict[str, dict[str, float]] | None = None) -> EthnicityDQ:
     """``frame``: one row per registered patient with ``practice_pseudo_id``, ``pcn_code``,
     ``ethnicity_category`` (A-S, Z or 99), ``ethnicity_has_conflicting_codes`` and, where known,
     ``ethnicity_source``, ``ethnicity_non_census_only``, ``ethnicity_hospital_category``.
     ``benchmark``: category letter -> share (the census). ``practice_labels``: practice pseudo id
-    (as text) -> what its staff know it by (ODS code and name)."""
-    prepared = _prepare(frame)
-    within = any_other_within_group(benchmark)
+    (as text) -> what its staff know it by (ODS code and name). ``practice_benchmarks``: practice
+    pseudo id -> its own benchmark (the census mix of its registered population's areas); the
+    others take ``benchmark``."""
+    prepared = _benchmark_columns(_prepare(frame), benchmark, practice_benchmarks or {})
     with_hospital = bool(prepared["both_sources"].any() or prepared["from_hospital"].any())
     with_census_codes = "ethnicity_non_census_only" in frame.columns
     labels = practice_labels or {}
-    units = (_units(prepared, None, "icb", within, {"all": "ICB"}, with_hospital, with_census_codes)
-             + _units(prepared, "pcn", "pcn", within, {}, with_hospital, with_census_codes)
-             + _units(prepared, "practice", "practice", within, labels, with_hospital, with_census_codes))
+    units = (_units(prepared, None, "icb", {"all": "ICB"}, with_hospital, with_census_codes)
+             + _units(prepared, "pcn", "pcn", {}, with_hospital, with_census_codes)
+             + _units(prepared, "practice", "practice", labels, with_hospital, with_census_codes))
     practices = [u for u in units if u.level == "practice"]
     judgements, judged = judge(practices, alpha, min_practices)
-    _mix_findings(units, broad_shares(benchmark), alpha)
-    return EthnicityDQ(units, judgements, benchmark, benchmark_source, alpha, min_practices, judged, level)
+    _mix_findings(units, alpha)
+    return EthnicityDQ(units, judgements, benchmark, benchmark_source, alpha, min_practices, judged, level,
+                       local=sorted(practice_benchmarks or {}))
 
 
 @dataclass(frozen=True)
@@ -426,6 +463,7 @@ class EthnicityDQSettings:
     """``[ethnicity_dq]`` of the run configuration."""
 
     census_table: str | None = None  # category,share_pct (A-S); default the national 2021 census mix
+    census_by_lsoa: str | None = None  # lsoa_code,category,residents: each practice read against its areas' mix
     alpha: float = ALPHA  # Holm: the chance of any false flag in a run
     min_practices: int = MIN_PRACTICES  # fewer: no spread between practices to judge against, no flag
 
@@ -442,7 +480,7 @@ class EthnicityDQSettings:
 def settings_from(table: dict, where: str = "ethnicity_dq") -> EthnicityDQSettings:
     from phm.exceptions import ConfigError
 
-    types = {"census_table": str, "alpha": (int, float), "min_practices": int}
+    types = {"census_table": str, "census_by_lsoa": str, "alpha": (int, float), "min_practices": int}
     for key, value in table.items():
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")

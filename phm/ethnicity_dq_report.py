@@ -135,6 +135,10 @@ def render(dq: EthnicityDQ, icb: str, runs: pl.DataFrame | None = None, figures:
               "each broad group: " + ", ".join(f"{g} {_pct(within[g])}" for g in BROAD_GROUPS) +
               ". A practice's expected 'any other' count applies these to its own patients of each group, so a "
               "more diverse practice expects more. Observed / expected over 1 is over-use.</p>",
+              "<p>Completeness has no census figure; in GP records in England 78.2% of patients had an ethnicity "
+              "recorded (OpenSAFELY-TPP, 25 million patients; BMC Med 2024;22:288). This ICB: "
+              f"{_pct(1 - (icb_unit['figures']['not_known_99']['value'] or 0) - (icb_unit['figures']['not_stated_z']['value'] or 0))}"
+              " recorded.</p>",
               "<p>ICB: 'any other' observed / expected " + _cell(any_other_icb, True)
               + (f", {_pct(any_other_icb['value'] * any_other_icb['expected_share'])} of patients with a stated "
                  f"category against {_pct(any_other_icb['expected_share'])} expected"
@@ -162,8 +166,15 @@ def render(dq: EthnicityDQ, icb: str, runs: pl.DataFrame | None = None, figures:
             cells.append(f"<b>{text} flag</b>" if (u["label"], n) in flagged else text)
         return cells, "flagged" if any(u["label"] == p for p, _ in flagged) else ""
 
+    typical = {j.indicator: j.typical for j in dq.judgements}
+    typical_row = ["ICB's typical practice (median: what a practice is judged against)", "", ""]
+    for n in [*judged, *(["from_hospital"] if "from_hospital" in icb_unit["figures"] else [])]:
+        value = typical.get(n)
+        typical_row.append("" if value is None else (f"{value:.2f}" if INDICATORS[n][2] == "ratio" else _pct(value)))
     for level, title in (("pcn", "Per PCN"), ("practice", "Per practice")):
         made = [unit_row(u) for u in data["units"] if u["level"] in (level, "icb")]
+        if level == "practice" and typical:
+            made.insert(1, (typical_row, "typical"))
         parts += [f"<h2>{title}</h2>", _table(header, [c for c, _ in made], [k for _, k in made])]
     parts.append("<p class=\"note\">'recorded': a category A-S (neither 'not stated' nor 'not known'). Conflicts "
                  "and codes outside the census categories are shares of patients whose GP record states a "
@@ -174,16 +185,21 @@ def render(dq: EthnicityDQ, icb: str, runs: pl.DataFrame | None = None, figures:
         if u["level"] != "practice":
             continue
         cells = [html.escape(u["label"])]
+        local = u["label"] in data["local_benchmark_practices"]
         for g in BROAD_GROUPS:
             m = u["mix"][g]
             arrow = {"above": " &#9650;", "below": " &#9660;"}.get(m["against_benchmark"] or "", "")
-            cells.append(("withheld" if m["withheld"] else _pct(m["value"])) + arrow)
+            area = f" (its areas {_pct(m['benchmark'])})" if local and m["benchmark"] is not None else ""
+            cells.append(("withheld" if m["withheld"] else _pct(m["value"])) + area + arrow)
         rows.append(cells)
     parts += ["<h2>Recorded mix per practice beside the census (information)</h2>",
               "<p>Share of each practice's patients with a stated category; &#9650; / &#9660;: above / below the "
               "census mix beyond chance (Holm over practices x groups). A practice's population can differ from the "
-              "national mix for real, so this is never a flag; with a local census table "
-              "(<code>[ethnicity_dq] census_table</code>) it reads against the area.</p>",
+              "national mix for real, so this is never a flag; with a census table by LSOA "
+              "(<code>[ethnicity_dq] census_by_lsoa</code>) each practice reads against the census mix of its "
+              "registered patients' areas, shown beside its figure"
+              + (f" ({len(data['local_benchmark_practices'])} practices here)" if data["local_benchmark_practices"]
+                 else "") + ".</p>",
               _table(["practice", *[f"{g} (census {_pct(groups[g])})" for g in BROAD_GROUPS]], rows)]
     parts += [f"<h2>Trend over the last runs (up to {TREND_RUNS})</h2>", _trend(dq, runs, figures)]
     rows = [[c, html.escape(NHS_ETHNIC_CATEGORIES[c][0]), _pct(v, 2), "any other" if c in ANY_OTHER_CATEGORIES else ""]
@@ -191,7 +207,7 @@ def render(dq: EthnicityDQ, icb: str, runs: pl.DataFrame | None = None, figures:
     parts += ["<h2>The census mix by category</h2>", _table(["category", "name", "share", ""], rows)]
     style = ("body{font-family:sans-serif;max-width:1250px;margin:1em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:0.82em;margin-bottom:1em}td,th{border:1px solid #ccc;"
-             "padding:3px 6px}th{background:#eee}tr.flagged td{background:#fde2e1}.note{color:#444;font-size:0.9em}")
+             "padding:3px 6px}th{background:#eee}tr.flagged td{background:#fde2e1}tr.typical td{background:#eef4fb}.note{color:#444;font-size:0.9em}")
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ethnicity recording, ICB "
             f"{html.escape(icb)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

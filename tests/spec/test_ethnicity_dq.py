@@ -163,3 +163,41 @@ def test_per_practice_knobs_use_the_draws_made_anyway(tmp_path):
         generate(SynthConfig(patients=1500, seed=3, ethnicity_unrecorded_practice={"Z10099": 0.5}), tmp_path / "c")
     with pytest.raises(ConfigError, match="ODS code"):
         SynthConfig(ethnicity_misrecording_practice={"P3": 0.5}).validate()
+
+
+def test_a_census_table_by_lsoa_gives_each_practice_the_mix_of_its_patients_areas(tmp_path):
+    from features.ethnicity_benchmark import lsoa_benchmarks
+    from phm.db import SQL_DIR, in_memory
+
+    # the mart: registered patients per practice and LSOA of their address on the index date
+    with in_memory() as con:
+        con.execute("create schema features; create schema intermediate")
+        con.execute("create table features.parameters as select date '2026-03-31' as index_date")
+        con.execute("create table intermediate.int_patients_registered as select * from (values "
+                    "(1, 8), (2, 8), (3, 8), (4, 9)) t(patient_id, practice_pseudo_id)")
+        con.execute("create table main.addresses as select * from (values "
+                    "(1, date '2020-01-01', null, 'E01000001', 100), (2, date '2020-01-01', null, 'E01000002', 200),"
+                    "(3, date '2010-01-01', date '2019-12-31', 'E01000002', 200), (3, date '2020-01-01', null, 'E01000001', 100),"
+                    "(4, date '2027-01-01', null, 'E01000002', 200)) "
+                    "t(patient_id, start_date, end_date, lsoa_code, imd_rounded)")
+        lsoas = con.execute((SQL_DIR / "marts" / "mart_practice_lsoa.sql").read_text()).pl()
+    assert sorted(lsoas.rows()) == [(8, "E01000001", 2), (8, "E01000002", 1), (9, None, 1)]
+    table = tmp_path / "ts021_lsoa.csv"
+    table.write_text("lsoa_code,category,residents\n" + "\n".join(
+        f"E01000001,{c},{700 if c == 'H' else 300 if c == 'A' else 0}" for c in BENCHMARK) + "\n" + "\n".join(
+        f"E01000002,{c},{1000 if c == 'A' else 0}" for c in BENCHMARK))
+    local = lsoa_benchmarks(table, lsoas)
+    assert set(local) == {"8"}  # practice 9's one patient has no known area: it keeps the run's benchmark
+    assert local["8"]["H"] == pytest.approx(2 * 0.7 / 3) and local["8"]["A"] == pytest.approx((2 * 0.3 + 1) / 3)
+    # read against its own areas, an Asian-majority practice recording what its areas hold is not 'above'
+    asian = {"H": 0.47, "A": 0.53}
+    frame = icb(*[practice(i) for i in range(1, 8)], practice(8, letters=asian))
+    national = assess(frame, BENCHMARK, SOURCE)
+    own = assess(frame, BENCHMARK, SOURCE, practice_benchmarks=local)
+    assert national.unit("practice", "8").mix_findings["Asian"] == "above"
+    assert "Asian" not in own.unit("practice", "8").mix_findings
+    assert own.published()["local_benchmark_practices"] == ["8"]
+    # and its expected 'any other' comes from its areas (no 'any other' there): observed / expected grows
+    assert own.unit("practice", "8").figures["any_other"].expected == 0.0
+    assert own.unit("practice", "8").published()["figures"]["any_other"]["value"] is None  # no ratio on nothing
+    json.loads(json.dumps(own.published()), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
