@@ -1,8 +1,8 @@
 """The screenshot of the ethnicity data-quality report in docs/ethnicity.md, in headless Chromium.
 
-    uv run phm synth --patients 20000 --seed 42 --pcns 3 --hospital-ethnicity 0.5 \
+    uv run phm synth --patients 8000 --seed 42 --pcns 3 --hospital-ethnicity 0.5 \
         --ethnicity-unrecorded-practice Z10002=0.35 --ethnicity-misrecording-practice Z10005=0.3 --out /tmp/e/extA
-    uv run phm synth --patients 20000 --seed 43 --pcns 3 --hospital-ethnicity 0.5 \
+    uv run phm synth --patients 8000 --seed 43 --pcns 3 --hospital-ethnicity 0.5 \
         --ethnicity-unrecorded-practice Z10002=0.35 --ethnicity-misrecording-practice Z10005=0.3 --out /tmp/e/extB
     for x in A B; do uv run phm run --extract /tmp/e/ext$x --out /tmp/e/out --config C.toml --force; done
     uv run python docs/make_ethnicity_screenshot.py /tmp/e/out docs/images
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 
-def main(out: Path, images: Path, height: int = 3000) -> None:
+def main(out: Path, images: Path, height: int = 2700) -> None:
     from PIL import Image, ImageOps
 
     report = (out / "audit" / "ethnicity_quality.html").resolve()
@@ -39,6 +39,7 @@ def main(out: Path, images: Path, height: int = 3000) -> None:
         image = image.crop((0, 0, image.size[0], min(image.size[1], height)))
         image = image.resize((image.size[0] * 3 // 4, image.size[1] * 3 // 4), Image.LANCZOS)
         images.mkdir(parents=True, exist_ok=True)
+        image = image.quantize(colors=64)  # tables and text: a small palette keeps the file small
         image.save(images / "ethnicity-report.png", optimize=True)
     print(f"{report} -> {images / 'ethnicity-report.png'} ({image.size[0]} x {image.size[1]})")
 

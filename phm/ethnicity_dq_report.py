@@ -59,11 +59,12 @@ def _trend(dq: EthnicityDQ, runs: pl.DataFrame | None, figures: pl.DataFrame | N
     previous: list[tuple[str, dict]] = []
     if runs is not None and figures is not None and not runs.is_empty():
         mine = figures.filter(pl.col("figure") == HISTORY_FIGURE)
-        for r in runs.tail(TREND_RUNS - 1).iter_rows(named=True):
+        numbered = list(enumerate(runs.iter_rows(named=True), 1))[-(TREND_RUNS - 1):]
+        for number, r in numbered:
             rows = mine.filter(pl.col("run_id") == r["run_id"])
             if rows.is_empty():
                 continue
-            previous.append((str(r["extract_date"] or str(r["run_at"])[:10]),
+            previous.append((f"{number}: extract {r['extract_date'] or '?'}, run {str(r['run_at'])[:16]}",
                              {(x["grp"], x["subject"]): (x["value"], x["label"]) for x in rows.iter_rows(named=True)}))
     if not previous:
         return ("<p>This is the first run with these figures in the run history: the trend starts here "
