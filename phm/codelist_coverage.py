@@ -93,14 +93,17 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
             f"select c.concept, count(distinct e.{column}), count(distinct e.patient_id) "  # noqa: S608
             f"from main.{table} as e join coverage_codes as c on c.code = e.{column} and c.system = ? "
             "group by c.concept", [system]).fetchall()})
-        unknown = f"""
+        # counted once, then ranked and counted (a scan of the table each otherwise)
+        con.execute(f"""
+            create or replace temp table coverage_unknown as
             select e.{column} as code, count(*) as records, count(distinct e.patient_id) as patients
             from main.{table} as e
             anti join (select code from coverage_codes where system = ?) as k on k.code = e.{column}
-            group by e.{column}"""  # noqa: S608
+            group by e.{column}""", [system])  # noqa: S608
         report.unknown += [UnknownCode(table, code, records, patients) for code, records, patients in con.execute(
-            f"select * from ({unknown}) order by records desc, code limit ?", [system, UNKNOWN_CODES_SHOWN]).fetchall()]  # noqa: S608
-        report.unknown_distinct[table] = con.execute(f"select count(*) from ({unknown})", [system]).fetchone()[0]  # noqa: S608
+            "select * from coverage_unknown order by records desc, code limit ?", [UNKNOWN_CODES_SHOWN]).fetchall()]
+        report.unknown_distinct[table] = con.execute("select count(*) from coverage_unknown").fetchone()[0]
+        con.execute("drop table coverage_unknown")
     for cl in lists.values():
         codes, patients = found.get(cl.concept, (0, 0))
         expected = report.adults * cl.expected_prevalence if cl.expected_prevalence else None

@@ -5,16 +5,29 @@
 -- Parquet float column, 5.88e2, 0x24C, 007, ' 12', Excel's 8.30000E+11) becomes null, so the row
 -- is quarantined by the rule "<column> is missing or is not a whole number": never coerced,
 -- which could merge two patients (issue 16: 3,000 Excel-mangled ids collapsed into one).
+-- An integer column (Parquet) is whole by its type: only its range is checked, with no text
+-- round trip per row (typeof is resolved once, when the query is planned).
 create or replace temp macro phm_whole_number(x) as (
-    case when cast(try_cast(cast(x as varchar) as bigint) as varchar) = cast(x as varchar)
+    case when typeof(x) in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT',
+                            'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'UHUGEINT')
+         then try_cast(x as bigint)
+         when cast(try_cast(cast(x as varchar) as bigint) as varchar) = cast(x as varchar)
          then try_cast(cast(x as varchar) as bigint) end
 );
 
 -- phm_excel_notation(x): a number Excel wrote in scientific notation (8.30000E+11). Its digits
 -- are gone, so the ingest stops and asks for a re-export rather than quarantining the rows.
+-- Only text can hold that notation (a number column has no 'E+'), so other types are not
+-- written out as text to look for it: false, or null for a missing value, as before.
 create or replace temp macro phm_excel_notation(x) as (
-    strpos(upper(cast(x as varchar)), 'E+') > 0
-    and regexp_full_match(trim(cast(x as varchar)), '[0-9]+([.][0-9]+)?[eE][+][0-9]+')
+    case when typeof(x) = 'VARCHAR'
+         then strpos(upper(cast(x as varchar)), 'E+') > 0
+              and regexp_full_match(trim(cast(x as varchar)), '[0-9]+([.][0-9]+)?[eE][+][0-9]+')
+         when x is not null and typeof(x) in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT',
+                                              'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'UHUGEINT')
+         then false
+         else strpos(upper(cast(x as varchar)), 'E+') > 0
+              and regexp_full_match(trim(cast(x as varchar)), '[0-9]+([.][0-9]+)?[eE][+][0-9]+') end
 );
 
 -- A period (registration, address) ending after the extract date has not ended yet: it is
