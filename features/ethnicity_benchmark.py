@@ -51,17 +51,13 @@ MIN_COVERAGE = 0.5  # a practice whose patients' areas are mostly missing from t
 
 def lsoa_benchmarks(path: Path, practice_lsoas: pl.DataFrame) -> dict[str, dict[str, float]]:
     """Per practice (pseudo id as text), the census mix of its registered population's areas:
-    each LSOA's mix from ``path`` (columns ``lsoa_code``, ``category`` A-S and ``residents``, e.g.
-    ONS Census 2021 TS021 by LSOA in long form; any non-negative number, normalised within each
-    LSOA) weighted by the practice's registered patients living there (``practice_lsoas``:
+    each LSOA's mix from ``path`` (columns ``lsoa_code``, ``category`` A-S and ``residents``, or
+    nomis's own TS021 LSOA file as downloaded: ``read_lsoa_table``; any non-negative number,
+    normalised within each LSOA) weighted by the practice's registered patients living there (``practice_lsoas``:
     ``marts.mart_practice_lsoa``). A practice with under half its patients in LSOAs of the table
     is left out (it keeps the run's benchmark)."""
     path = Path(path)
-    try:
-        table = pl.read_csv(path, columns=["lsoa_code", "category", "residents"],
-                            schema_overrides={"lsoa_code": pl.String, "category": pl.String, "residents": pl.Float64})
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ConfigError(f"census by LSOA {path}: cannot read lsoa_code,category,residents ({exc})") from None
+    table = read_lsoa_table(path)
     unknown = set(table["category"].unique()) - set(NHS_ETHNIC_CATEGORIES)
     if unknown or (table["residents"] < 0).any():
         raise ConfigError(f"census by LSOA {path}: categories must be A-S (not {sorted(unknown)}) and residents >= 0")
@@ -84,3 +80,69 @@ def lsoa_benchmarks(path: Path, practice_lsoas: pl.DataFrame) -> dict[str, dict[
         whole = sum(weights.values())
         out[practice] = {c: weights.get(c, 0.0) / whole for c in NHS_ETHNIC_CATEGORIES}
     return out
+
+
+# nomis's TS021 file by LSOA (census2021-ts021.zip, census2021-ts021-lsoa.csv) has one column per
+# census group, headed "Ethnic group: <section>: <group>"; the section's own total and the overall
+# total have no "<group>" part. Each of the 19 groups maps to one NHS letter, as in the national table.
+TS021_GROUPS = {
+    ("white", "english, welsh, scottish, northern irish or british"): "A",
+    ("white", "irish"): "B",
+    ("white", "gypsy or irish traveller"): "C",
+    ("white", "roma"): "C",
+    ("white", "other white"): "C",
+    ("mixed or multiple ethnic groups", "white and black caribbean"): "D",
+    ("mixed or multiple ethnic groups", "white and black african"): "E",
+    ("mixed or multiple ethnic groups", "white and asian"): "F",
+    ("mixed or multiple ethnic groups", "other mixed or multiple ethnic groups"): "G",
+    ("asian, asian british or asian welsh", "indian"): "H",
+    ("asian, asian british or asian welsh", "pakistani"): "J",
+    ("asian, asian british or asian welsh", "bangladeshi"): "K",
+    ("asian, asian british or asian welsh", "other asian"): "L",
+    ("black, black british, black welsh, caribbean or african", "caribbean"): "M",
+    ("black, black british, black welsh, caribbean or african", "african"): "N",
+    ("black, black british, black welsh, caribbean or african", "other black"): "P",
+    ("asian, asian british or asian welsh", "chinese"): "R",
+    ("other ethnic group", "arab"): "S",
+    ("other ethnic group", "any other ethnic group"): "S",
+}
+
+
+def _ts021_key(header: str) -> tuple[str, str] | None:
+    """("section", "group") of a nomis TS021 column header, or None for totals and other columns."""
+    parts = [" ".join(p.split()) for p in header.lower().replace(";", ":").split(":")]
+    if len(parts) != 3 or parts[0] != "ethnic group" or parts[1] == "total":
+        return None
+    return parts[1], parts[2]
+
+
+def read_lsoa_table(path: Path) -> pl.DataFrame:
+    """The census by LSOA as long rows (lsoa_code, category A-S, residents), from either
+    - a long table with columns ``lsoa_code``, ``category`` (A-S) and ``residents``; or
+    - nomis's TS021 LSOA file as downloaded (``geography code`` and one "Ethnic group: ..." column
+      per census group), its 19 groups mapped to the NHS letters by ``TS021_GROUPS``."""
+    try:
+        header = pl.read_csv(path, n_rows=0).columns
+        if {"lsoa_code", "category", "residents"} <= set(header):
+            return pl.read_csv(path, columns=["lsoa_code", "category", "residents"],
+                               schema_overrides={"lsoa_code": pl.String, "category": pl.String,
+                                                 "residents": pl.Float64})
+        code = next((h for h in header if " ".join(h.lower().split()) == "geography code"), None)
+        groups = {h: key for h in header if (key := _ts021_key(h)) is not None}
+        missing = sorted(" / ".join(k) for k in set(TS021_GROUPS) - set(groups.values()))
+        if code is None or missing:
+            raise ConfigError(f"census by LSOA {path}: neither columns lsoa_code,category,residents nor nomis's "
+                              f"TS021 layout ('geography code' and an 'Ethnic group: <section>: <group>' column for "
+                              f"each of the 19 groups; missing: {missing or 'geography code'})")
+        unknown = sorted(" / ".join(k) for k in groups.values() if k not in TS021_GROUPS)
+        if unknown:
+            raise ConfigError(f"census by LSOA {path}: TS021 groups this project does not map to an NHS category: "
+                              f"{unknown}")
+        wide = pl.read_csv(path, columns=[code, *groups], schema_overrides={code: pl.String} | {
+            h: pl.Float64 for h in groups})
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"census by LSOA {path}: cannot read it ({exc})") from None
+    return (wide.unpivot(index=code, on=list(groups), variable_name="column", value_name="residents")
+            .with_columns(pl.col("column").replace_strict({h: TS021_GROUPS[k] for h, k in groups.items()})
+                          .alias("category"))
+            .select(pl.col(code).alias("lsoa_code"), "category", "residents"))

@@ -201,3 +201,31 @@ def test_a_census_table_by_lsoa_gives_each_practice_the_mix_of_its_patients_area
     assert own.unit("practice", "8").figures["any_other"].expected == 0.0
     assert own.unit("practice", "8").published()["figures"]["any_other"]["value"] is None  # no ratio on nothing
     json.loads(json.dumps(own.published()), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+
+
+def test_nomis_ts021_file_by_lsoa_is_read_as_downloaded_with_its_19_groups_mapped_to_nhs_letters(tmp_path):
+    from features.ethnicity_benchmark import TS021_GROUPS, read_lsoa_table
+
+    sections = {"white": "White", "mixed or multiple ethnic groups": "Mixed or Multiple ethnic groups",
+                "asian, asian british or asian welsh": "Asian, Asian British or Asian Welsh",
+                "black, black british, black welsh, caribbean or african":
+                    "Black, Black British, Black Welsh, Caribbean or African",
+                "other ethnic group": "Other ethnic group"}
+    groups = [f"Ethnic group: {sections[s]}: {g[0].upper()}{g[1:]}" for s, g in TS021_GROUPS]
+    totals = ["Ethnic group: Total: All usual residents", *(f"Ethnic group: {s}" for s in sections.values())]
+    header = ["date", "geography", "geography code", totals[0], *totals[1:], *groups]
+    rows = [["2021", "Area 1", "E01000001", "1000", *["0"] * 5, *[str(10 * (i + 1)) for i in range(19)]],
+            ["2021", "Area 2", "E01000002", "500", *["0"] * 5, *["5"] * 19]]
+    wide = tmp_path / "census2021-ts021-lsoa.csv"
+    wide.write_text("\n".join(",".join(f'"{v}"' for v in row) for row in [header, *rows]) + "\n")
+    long = read_lsoa_table(wide)
+    assert long.columns == ["lsoa_code", "category", "residents"] and long.height == 2 * 19
+    area1 = long.filter(pl.col("lsoa_code") == "E01000001").group_by("category").agg(pl.col("residents").sum())
+    by_letter = dict(area1.rows())
+    # Gypsy or Irish Traveller (3rd), Roma (4th) and Other White (5th) are C; Arab and any other are S
+    assert by_letter["A"] == 10 and by_letter["B"] == 20 and by_letter["C"] == 30 + 40 + 50
+    assert by_letter["S"] == 180 + 190 and set(by_letter) == set(BENCHMARK)
+    # a file that is neither layout says which groups are missing
+    wide.write_text('"geography code","Ethnic group: White: Irish"\n"E01000001","3"\n')
+    with pytest.raises(ConfigError, match="TS021 layout.*missing.*white / roma"):
+        read_lsoa_table(wide)
