@@ -101,24 +101,61 @@ def train_task(db: Path, config: RunConfig, icb_code: str, truth: Path | None = 
     return run_training(db, training, config.run.tracking_uri, icb_code, truth, progress=_progress())
 
 
-@task(name="shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)  # a lost worker: run it again
-def shard_task(work, shard, kwargs: dict):
-    return work(shard, **kwargs)
+@task(name="shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)  # a fault in the work: run it again
+def shard_task(work, name: str, rows, scores, kwargs: dict):
+    """``rows``/``scores``: the shard's frames; on Dask, futures of frames scattered to the
+    workers, which Dask resolves to the frames where the task runs (it never sees a path)."""
+    from models.shards import Shard
+
+    return work(Shard(name, rows.height, rows, scores), **kwargs)
 
 
-def on_task_runner(work, shards, **kwargs) -> list:
-    """models.shards.ShardMap through the flow's task runner: one ``shard`` task per shard."""
-    named = shard_task.with_options(name=work.__name__.replace("_", "-"),
-                                    task_run_name=work.__name__.replace("_", "-") + " {shard.name}")
-    return [future.result() for future in named.map(unmapped(work), shards, unmapped(kwargs))]
+def _dask_client():
+    """The flow's Dask client where its task runner is prefect-dask's, else None."""
+    import sys
+
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or "prefect_dask" not in sys.modules:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    return context.task_runner.client if isinstance(context.task_runner, DaskTaskRunner) else None
 
 
-@task(name="make-shards", cache_policy=NONE, retries=1, retry_delay_seconds=2)
-def shards_task(db: Path, config: RunConfig, population):
-    from models.shards import make_shards, shard_folder
+class OnTaskRunner:
+    """models.shards.ShardMap through the flow's task runner: one ``shard`` task per shard. On
+    Dask, a shard's frames are scattered to the workers once (``put``) and each task is handed
+    the futures, so no task carries patient rows in its graph and no worker reads a file."""
 
-    folder = shard_folder(db)
-    return folder, make_shards(population.features, folder, by="pcn" if config.run.executor == "dask" else None)
+    def __call__(self, work, shards, **kwargs) -> list:
+        named = shard_task.with_options(name=work.__name__.replace("_", "-"),
+                                        task_run_name=work.__name__.replace("_", "-") + " {name}")
+        futures = named.map(unmapped(work), [s.name for s in shards], [s.rows for s in shards],
+                            [s.scores for s in shards], unmapped(kwargs))
+        return [future.result() for future in futures]
+
+    def put(self, frames) -> list:
+        client = _dask_client()
+        return list(frames) if client is None else client.scatter(list(frames), hash=False)
+
+    def release(self, handles) -> None:
+        for handle in handles:
+            if hasattr(handle, "release"):  # a Dask future: the worker may drop the frame
+                handle.release()
+
+
+on_task_runner = OnTaskRunner()
+
+
+@task(name="make-shards", cache_policy=NONE)
+def shards_task(config: RunConfig, population):
+    """The ICB's patients as shards (per PCN on Dask), scattered to the workers there."""
+    from models.shards import make_shards
+
+    return make_shards(population.features, by="pcn" if config.run.executor == "dask" else None,
+                       put=on_task_runner.put)
 
 
 @task(name="fairness-audit", cache_policy=NONE, retries=1, retry_delay_seconds=5)  # MLflow store may be busy
@@ -200,7 +237,7 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
     key = icb_key(icb=config.run.icb)  # first: without the key no list can be made, so do not start the work
     extract, out = Path(extract), Path(out)
     log = get_run_logger()
-    # Everything the run writes (database, MLflow store, shards, lists) is for its owner only.
+    # Everything the run writes (database, MLflow store, lists) is for its owner only.
     umask = os.umask(0o077)
     try:
         with run_lock(out):
@@ -246,7 +283,7 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
 
 
 def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str, freshness) -> RunSummary:
-    from models.shards import remove_shards
+    from models.shards import release_shards
     from models.tracking import tracking_location
 
     db = out / "phm.duckdb"
@@ -277,7 +314,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
     stages.done()
 
     stages.start("fairness audit and gate")
-    shard_folder, shards = shards_task(db, config, population)
+    shards = shards_task(config, population)
     try:
         summary.lines.append(f"shards: {len(shards)} ({config.run.executor} executor)")
         # The versions this run registered, as data: never what an alias points to by the time
@@ -300,7 +337,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         summary.lines += scored.summary_lines()
         stages.done()
     finally:
-        remove_shards(shard_folder)  # patient rows: never left behind, whatever happened
+        release_shards(shards, on_task_runner)  # the workers drop the patient rows, whatever happened
 
     stages.start("build the lists")
     lists = lists_task(db, config, features.index_date)

@@ -46,7 +46,6 @@ from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
 from models.population import Population, read_population
 from models.shards import (
-    AUDIT_SCORES,
     CutPoints,
     ModelToScore,
     Shard,
@@ -59,6 +58,7 @@ from models.shards import (
     scores_in_bins,
     shard_cells,
     shards_for,
+    with_scores,
 )
 from models.tracking import (
     CANDIDATE,
@@ -176,23 +176,29 @@ def operating_point(scores: pl.Series, capacity_share: float) -> float:
 def _list_population_cells(shards: list[Shard], models: list[ModelToScore], settings: AuditSettings,
                            shard_map: ShardMap, progress=None) -> tuple[dict[str, CutPoints], list[ShardCells], int]:
     """Score every shard with the candidates, find the operating point and deciles exactly from
-    the shards' histograms, and make each shard's cells (models/shards.py)."""
+    the shards' histograms, and make each shard's cells (models/shards.py). The scores come back
+    here; for the cells, each shard is handed its own again."""
     if progress:
         progress(f"audit: scoring {len(shards)} shard(s) with the candidate models")
-    scored = shard_map(score_shard, shards, models=models, purpose=AUDIT_SCORES)
+    scored = shard_map(score_shard, shards, models=models)
 
     def find(wanted):
         bins: dict[str, list[int]] = {}
         for w in wanted:
             bins.setdefault(w.outcome, []).append(w.bin)
-        return order_statistics(wanted, shard_map(scores_in_bins, shards, purpose=AUDIT_SCORES, bins=bins))
+        return order_statistics(wanted, [scores_in_bins(s.scores, bins) for s in scored])
 
     cuts = cut_points(scored, settings.capacity_share, find)
     missing = [m.outcome for m in models if m.outcome not in cuts]
     if missing:
         raise ConfigError(f"no eligible patients to audit for {', '.join(missing)}")
     processes = len({s.process for s in scored})
-    return cuts, shard_map(shard_cells, shards, purpose=AUDIT_SCORES, cuts=cuts), processes
+    scored_shards = with_scores(shards, scored, shard_map)
+    try:
+        cells = shard_map(shard_cells, scored_shards, cuts=cuts)
+    finally:
+        shard_map.release([s.scores for s in scored_shards])
+    return cuts, cells, processes
 
 
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
@@ -200,9 +206,9 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
               shard_map: ShardMap = run_here, population: Population | None = None,
               versions: list[ModelVersion] | None = None,
               ethnicity: EthnicityDQSettings | None = None) -> AuditRun:
-    """``shards``: the ICB's patients already written as shards (the flow makes them once for
-    the audit and scoring); without them, one shard of the whole ICB in a folder beside the
-    database, removed at the end. ``shard_map`` runs the per-shard work (here, or on Dask).
+    """``shards``: the ICB's patients already made into shards (the flow makes them once for
+    the audit and scoring); without them, one shard of the whole ICB. ``shard_map`` runs the
+    per-shard work (here, or on Dask: models/shards.py).
     ``population``: the ICB's patients as the flow read them once (models/population.py);
     without it, read here. ``versions``: the model versions to audit, as training registered
     them (the flow passes them); without them, the ``candidate`` alias is resolved once, here
@@ -245,7 +251,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
             progress(f"audit {outcome.short}: {given.described()}")
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
         models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
-    with shards_for(features, db_path, shards) as shards:
+    with shards_for(features, shards, shard_map) as shards:
         cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
     # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
     gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}

@@ -26,11 +26,9 @@ from models.fairness import version_may_be_scored
 from models.fairness._decision import TAG_RANKS_LIST
 from models.population import Population, read_population
 from models.shards import (
-    LIST_SCORES,
     ModelToScore,
     Shard,
     ShardMap,
-    read_shard_scores,
     run_here,
     score_column,
     score_shard,
@@ -100,7 +98,7 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
                  population: Population | None = None, versions: list[ModelVersion] | None = None) -> ScoreRun:
     """``shards``/``shard_map``: as for the audit (models/shards.py): the models are loaded once
     here and each shard's patients scored where ``shard_map`` runs them; the scores come back
-    as files and are written to the database here, its only writer. ``population``: the ICB's
+    as data and are written to the database here, its only writer. ``population``: the ICB's
     patients as the flow read them once (models/population.py); without it, read here.
     ``versions``: the model versions to score with (the flow passes those its audit judged);
     without them, ``champion`` (else ``candidate``) is resolved once, here at the start."""
@@ -133,9 +131,9 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
         estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}/{in_use.version}")
         to_score.append(ModelToScore(outcome.short, in_use.variant, estimator))
         run.models.append(in_use)
-    with shards_for(features, db_path, shards) as shards:
-        scored = shard_map(score_shard, shards, models=to_score, purpose=LIST_SCORES)
-        risks = pl.concat([read_shard_scores(shard, LIST_SCORES) for shard in shards])
+    with shards_for(features, shards, shard_map) as shards:
+        scored = shard_map(score_shard, shards, models=to_score)
+    risks = pl.concat([s.scores for s in scored])
     for m in run.models:
         run.scored[m.outcome] = sum(s.eligible[m.outcome] for s in scored)
     scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(

@@ -1,20 +1,22 @@
 """Per-shard work: score a shard's patients, and combine shards exactly.
 
 A shard is a PCN (``by="pcn"``) or the whole ICB (``by=None``, the single-process run). The
-coordinator writes each shard's patients (features and validated scores) to a Parquet file in a
-folder only its owner can read; the shard work (``score_shard``, ``shard_cells``) runs wherever
-the executor puts it (in this process, or on Dask workers that can read that folder) and returns
-only aggregates: counts, fixed-grid score histograms, and audit cells. The scores themselves stay
-in the shard's folder until the coordinator loads them.
+shard's patients (features and validated scores) travel as data, never as files: a ``ShardMap``
+says where the per-shard work runs and how a shard's rows get there. ``run_here`` runs it in this
+process on the frames themselves; the flow's Dask runner (flows/run.py) scatters each shard's
+frame to a Dask worker once, and every task on that shard gets the frame from Dask. So a worker
+needs no disk shared with the coordinator: only the same code. The work (``score_shard``,
+``shard_cells``) returns its results to the coordinator, which alone writes the outputs: the
+scores (one float per patient and model), counts, fixed-grid score histograms, and audit cells.
 
 Exactness. The audit's operating point (the score of the last patient the list has room for) and
 its score deciles are order statistics of the whole population's scores. They are found without
-gathering the scores: each shard returns a histogram of its scores on one fixed grid
+sorting the whole population: each shard returns a histogram of its scores on one fixed grid
 (``GRID_BINS`` equal bins over [0, 1]); the summed histograms say which bin holds the k-th
-smallest score and its rank inside that bin; each shard then returns its scores in just those
-bins (a few hundred values), and the k-th smallest is read off exactly. A patient's decile is
-the number of decile cut points strictly below their score, which is exactly the equal-count
-decile of ``_cells.score_bins`` (a test holds the two equal). The shards' cells then add up
+smallest score and its rank inside that bin; the shards' scores in just those bins (a few
+hundred values) give the k-th smallest exactly. A patient's decile is the number of decile cut
+points strictly below their score, which is exactly the equal-count decile of
+``_cells.score_bins`` (a test holds the two equal). The shards' cells then add up
 (``add_cells``) to the cells of the whole population, so a sharded audit gives the same figures,
 intervals included, as an unsharded one.
 """
@@ -22,13 +24,12 @@ intervals included, as an unsharded one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -40,33 +41,50 @@ from models.train import OUTCOMES, model_inputs, predict_risk
 
 GRID_BINS = 1 << 16  # equal bins over [0, 1]: a few hundred patients per bin at 1M
 SHARD_BY = ("pcn", None)
-FOLDER_PREFIX = ".shards-"  # a run's shard folders, beside the database
-AUDIT_SCORES, LIST_SCORES = "audit", "list"  # candidates' scores for the audit; champions' for the lists
-
-# ``shard_map(work, shards, **kwargs) -> [work(shard, **kwargs) for shard in shards]``, run
-# wherever the caller chooses: ``run_here`` in this process, or the flow's Prefect task runner
-# (flows/run.py), which with ``--executor dask`` is a Dask cluster.
-ShardMap = Callable[..., list]
-
-
-def run_here(work, shards, **kwargs) -> list:
-    return [work(shard, **kwargs) for shard in shards]
-
-
-def shard_folder(beside: Path) -> Path:
-    """A new folder for one run's shard files, beside the database (same disk, same owner)."""
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=beside.parent))
+FOLDER_PREFIX = ".shards-"  # shard folders of earlier versions, which wrote shards to files: removed if left
 
 
 @dataclass(frozen=True)
 class Shard:
-    name: str
-    path: Path  # Parquet: the shard's registered patients, features and validated scores
-    patients: int
+    """One shard's patients. ``rows``: their features and validated scores, as a polars frame or
+    as the ShardMap's handle to one (a Dask future: the frame held by a worker); the work is
+    always handed the frame. ``scores``: the shard's scores (``score_shard``'s), likewise, where
+    the work needs them (``shard_cells``)."""
 
-    def scores_path(self, purpose: str) -> Path:
-        return self.path.with_name(f"{self.path.stem}.{purpose}-scores.parquet")
+    name: str
+    patients: int
+    rows: object = field(repr=False, compare=False)
+    scores: object = field(default=None, repr=False, compare=False)
+
+
+class ShardMap(Protocol):
+    """Where the per-shard work runs. ``shard_map(work, shards, **kwargs)`` is
+    ``[work(shard, **kwargs) for shard in shards]`` with each shard's ``rows`` and ``scores``
+    handed over as frames; ``put(frames)`` makes handles the work can be handed (the frames
+    themselves here; futures of frames scattered to the Dask workers); ``release(handles)``
+    lets them go."""
+
+    def __call__(self, work: Callable, shards: Sequence[Shard], **kwargs) -> list: ...
+
+    def put(self, frames: Sequence[pl.DataFrame]) -> list: ...
+
+    def release(self, handles: Sequence[object]) -> None: ...
+
+
+class RunHere:
+    """The per-shard work in this process, on the frames themselves (no copies)."""
+
+    def __call__(self, work: Callable, shards: Sequence[Shard], **kwargs) -> list:
+        return [work(shard, **kwargs) for shard in shards]
+
+    def put(self, frames: Sequence[pl.DataFrame]) -> list:
+        return list(frames)
+
+    def release(self, handles: Sequence[object]) -> None:
+        pass
+
+
+run_here = RunHere()
 
 
 @dataclass(frozen=True)
@@ -83,11 +101,13 @@ class ShardScored:
     shard: str
     eligible: dict[str, int]
     histograms: dict[str, np.ndarray]  # outcome -> counts over GRID_BINS
+    # patient_id and one score column per model (``score_column``), null where not eligible
+    scores: pl.DataFrame | None = field(default=None, repr=False)
     process: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")  # where it ran
 
 
 def score_column(outcome: str) -> str:
-    """The score's column in a shard's scores file: never an outcome's own name, which is also a
+    """The score's column in a shard's scores: never an outcome's own name, which is also a
     feature (``cvd``, ``hypertension``: the patient already has it)."""
     return f"score_{outcome}"
 
@@ -96,49 +116,52 @@ def _grid_bin(scores: np.ndarray) -> np.ndarray:
     return np.clip((scores * GRID_BINS).astype(np.int64), 0, GRID_BINS - 1)
 
 
-def make_shards(features: pl.DataFrame, folder: Path, by: str | None) -> list[Shard]:
-    """Write each shard's patients to ``folder`` (created owner-only: these are patient rows)."""
+def make_shards(features: pl.DataFrame, by: str | None, put: Callable[[list], list] = run_here.put) -> list[Shard]:
+    """The shards of ``features`` (one per PCN, or one of everything), their rows handed to
+    ``put`` (a ShardMap's) at once: a Dask client spreads a list it scatters over its workers."""
     if by not in SHARD_BY:
         raise ValueError(f"shard by {by!r}: use 'pcn' or None")
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
     if by is None:
         parts = {"all": features}
     else:
         parts = {str(key[0]) if key[0] is not None else "no-pcn": part
                  for key, part in features.partition_by("pcn_code", as_dict=True, maintain_order=True).items()}
-    shards = []
-    for name in sorted(parts):
-        path = folder / f"shard-{name}.parquet"
-        parts[name].write_parquet(path)
-        os.chmod(path, 0o600)
-        shards.append(Shard(name, path, parts[name].height))
-    return shards
+    names = sorted(parts)
+    handles = put([parts[name] for name in names])
+    return [Shard(name, parts[name].height, handle) for name, handle in zip(names, handles, strict=True)]
 
 
-def remove_shards(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+def release_shards(shards: Sequence[Shard], shard_map: ShardMap) -> None:
+    shard_map.release([s.rows for s in shards] + [s.scores for s in shards if s.scores is not None])
 
 
 @contextlib.contextmanager
-def shards_for(features: pl.DataFrame, db_path: Path, shards: list[Shard] | None):
+def shards_for(features: pl.DataFrame, shards: list[Shard] | None, shard_map: ShardMap):
     """The shards to work on: ``shards`` if the caller made them (the flow makes them once for
-    the audit and the scoring), else one shard of the whole ICB in a new folder beside the
-    database, removed when the work is done, whatever happens (it holds patient rows)."""
+    the audit and the scoring), else one shard of the whole ICB, let go when the work is done."""
     if shards is not None:
         yield shards
         return
-    folder = shard_folder(Path(db_path))
+    made = make_shards(features, None, shard_map.put)
     try:
-        yield make_shards(features, folder, by=None)
+        yield made
     finally:
-        remove_shards(folder)
+        release_shards(made, shard_map)
 
 
-def score_shard(shard: Shard, models: list[ModelToScore], purpose: str) -> ShardScored:
-    """Score the shard's eligible patients with each model; keep the scores beside the shard
-    (one column per outcome, null where not eligible) and return their histograms."""
-    frame = pl.read_parquet(shard.path)
+def with_scores(shards: Sequence[Shard], scored: Sequence[ShardScored], shard_map: ShardMap) -> list[Shard]:
+    """The shards with their scores (``score_shard``'s results, in the shards' order) put where
+    the work can be handed them."""
+    if [s.name for s in shards] != [s.shard for s in scored]:
+        raise ValueError("scores of other shards, or in another order")
+    handles = shard_map.put([s.scores for s in scored])
+    return [dataclasses.replace(shard, scores=handle) for shard, handle in zip(shards, handles, strict=True)]
+
+
+def score_shard(shard: Shard, models: list[ModelToScore]) -> ShardScored:
+    """Score the shard's eligible patients with each model: the scores (one column per outcome,
+    null where not eligible) and their histograms."""
+    frame = shard.rows
     scores = frame.select("patient_id")
     result = ShardScored(shard.name, {}, {})
     outcomes = {o.short: o for o in OUTCOMES}
@@ -151,14 +174,8 @@ def score_shard(shard: Shard, models: list[ModelToScore], purpose: str) -> Shard
         scores = scores.join(scored, on="patient_id", how="left", maintain_order="left")
         result.eligible[model.outcome] = rows.height
         result.histograms[model.outcome] = np.bincount(_grid_bin(risk), minlength=GRID_BINS)
-    path = shard.scores_path(purpose)
-    scores.write_parquet(path)
-    os.chmod(path, 0o600)
+    result.scores = scores
     return result
-
-
-def read_shard_scores(shard: Shard, purpose: str) -> pl.DataFrame:
-    return pl.read_parquet(shard.scores_path(purpose))
 
 
 @dataclass(frozen=True)
@@ -181,9 +198,8 @@ def ranks_wanted(outcome: str, histogram: np.ndarray, ks: list[int]) -> list[Ran
     return out
 
 
-def scores_in_bins(shard: Shard, purpose: str, bins: dict[str, list[int]]) -> dict[tuple[str, int], np.ndarray]:
-    """The shard's scores that fall in the given grid bins, per (outcome, bin)."""
-    scores = read_shard_scores(shard, purpose)
+def scores_in_bins(scores: pl.DataFrame, bins: dict[str, list[int]]) -> dict[tuple[str, int], np.ndarray]:
+    """A shard's scores (``ShardScored.scores``) that fall in the given grid bins, per (outcome, bin)."""
     out = {}
     for outcome, wanted in bins.items():
         values = scores[score_column(outcome)].drop_nulls().to_numpy()
@@ -220,8 +236,8 @@ class CutPoints:
 
 
 def cut_points(scored: list[ShardScored], capacity_share: float, find_order_statistics) -> dict[str, CutPoints]:
-    """``find_order_statistics(wanted) -> {(outcome, k): value}``: asks the shards (see
-    ``scores_in_bins``)."""
+    """``find_order_statistics(wanted) -> {(outcome, k): value}``: from the shards' scores in the
+    wanted bins (see ``scores_in_bins``)."""
     outcomes = list(scored[0].histograms)
     eligible = {o: sum(s.eligible[o] for s in scored) for o in outcomes}
     wanted, plans = [], {}
@@ -247,10 +263,10 @@ class ShardCells:
     selected: dict[str, int] = field(default_factory=dict)
 
 
-def shard_cells(shard: Shard, purpose: str, cuts: dict[str, CutPoints]) -> ShardCells:
-    """The audit's list-population cells for the shard: selection, need and completeness."""
-    frame = pl.read_parquet(shard.path).join(read_shard_scores(shard, purpose), on="patient_id", how="left",
-                                             validate="1:1")
+def shard_cells(shard: Shard, cuts: dict[str, CutPoints]) -> ShardCells:
+    """The audit's list-population cells for the shard (its rows and its scores): selection, need
+    and completeness."""
+    frame = shard.rows.join(shard.scores, on="patient_id", how="left", validate="1:1")
     clashes = [c for c in frame.columns if c.endswith("_right")]
     if clashes:  # a score column shadowing a feature would silently audit the wrong thing
         raise ValueError(f"shard {shard.name}: score columns clash with features: {clashes}")

@@ -1,43 +1,143 @@
-"""phm run on Dask: per-PCN shards on a LocalCluster with 2 workers give the single-process run's
-lists, scores and audit figures.
+"""phm run on a Dask cluster as real clusters run it: a scheduler and two workers, each its own
+process, that share no disk with the run. Per-PCN shards give the single-process run's lists,
+scores and audit figures.
 
 The session's 12,000-patient synthetic extract in 3 PCNs (tests/shared_run.py) is run twice from
 scratch: with the default executor (the whole ICB one shard, in one process: the session's
-finished run) and here with ``executor = "dask"`` (one shard per PCN, the shard tasks on a real
-LocalCluster through prefect-dask). Both runs build their own database and train their own
-models from the same extract and seed.
+finished run) and here with ``executor = "dask"`` and ``dask_address`` (one shard per PCN, the
+shard tasks on the cluster through prefect-dask). Both runs build their own database and train
+their own models from the same extract and seed.
+
+The workers have no access to the run's folders: each runs in its own working directory outside
+the test session's temporary folder, with its own ``--local-directory``, without the
+pseudonymisation key, and (where the machine allows user namespaces) with the whole test session's
+temporary folder hidden under an empty tmpfs in its own mount namespace. The shards' rows reach
+them through Dask (scattered frames), never as paths: every task and every scattered object the
+run sends to the cluster is checked not to name the run's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cloudpickle
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from phm.pseudonymise import KEY_VARIABLE
+from tests.servers import free_port
 from tests.shared_run import KEY, reviewed
 
 pytestmark = pytest.mark.slow
 
 
+def _can_hide_folders() -> bool:
+    """Whether this machine lets an unprivileged process mount a tmpfs in its own namespace."""
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    worker_pids: tuple[int, ...]
+    hidden: Path | None  # the folder the workers cannot see (None: no user namespaces here)
+
+
 @pytest.fixture(scope="module")
-def two_runs(shared_extract, finished_run, prefect_test_server, tmp_path_factory):
-    """{executor: (lists folder, audit JSON, database, terminal lines)} of the two runs."""
+def dask_cluster(tmp_path_factory):
+    """``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1, stopped at the end."""
+    import distributed
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    hidden = tmp_path_factory.getbasetemp() if _can_hide_folders() else None  # every run folder of the session
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", KEY_VARIABLE)}  # the workers need no key
+    homes, processes = [], []
+    try:
+        address = f"tcp://127.0.0.1:{free_port()}"
+        home = Path(tempfile.mkdtemp(prefix="phm-dask-scheduler-"))
+        homes.append(home)
+        processes.append(subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+            cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "log", "w")))
+        for i in (1, 2):
+            home = Path(tempfile.mkdtemp(prefix=f"phm-dask-worker-{i}-"))
+            homes.append(home)
+            command = [dask, "worker", address, "--name", f"worker-{i}", "--host", "127.0.0.1", "--nthreads", "1",
+                       "--no-nanny", "--no-dashboard", "--local-directory", str(home / "dask")]
+            if hidden is not None:  # an empty tmpfs over the session's folders, for this process only
+                command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           'mount -t tmpfs tmpfs "$0" && exec "$@"', str(hidden), *command]
+            processes.append(subprocess.Popen(command, cwd=home, env={**env, "PREFECT_HOME": str(home / "prefect")},
+                                              stdout=subprocess.DEVNULL, stderr=open(home / "log", "w")))
+        try:
+            with distributed.Client(address, timeout=60) as client:
+                client.wait_for_workers(2, timeout=120)
+                pids = tuple(sorted(client.run(os.getpid).values()))
+                if hidden is not None:
+                    seen = client.run(lambda: sorted(os.listdir(hidden)))
+                    assert seen and all(names == [] for names in seen.values()), seen
+        except Exception:
+            raise RuntimeError("the Dask cluster did not start: " +
+                               " | ".join((h / "log").read_text()[-1500:] for h in homes)) from None
+        yield Cluster(address, pids, hidden)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_runs(shared_extract, finished_run, prefect_test_server, dask_cluster, tmp_path_factory):
+    """{executor: Run} of the two runs; the Dask run's every task and scattered object recorded."""
+    from prefect_dask.client import PrefectDaskClient
+
     from flows.run import flow_for
 
     config = reviewed()
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, executor="dask", dask_workers=2))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, executor="dask",
+                                                                 dask_address=dask_cluster.address))
+    out = tmp_path_factory.mktemp("scale") / "dask"
+    sent: list[bytes] = []
+    submit, scatter = PrefectDaskClient.submit, PrefectDaskClient.scatter
+
+    def recorded_submit(self, func, *args, **kwargs):
+        sent.append(cloudpickle.dumps((func, args, kwargs.get("parameters"))))
+        return submit(self, func, *args, **kwargs)
+
+    def recorded_scatter(self, data, *args, **kwargs):
+        sent.append(cloudpickle.dumps(data))
+        return scatter(self, data, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_VARIABLE, KEY)
-        dask = flow_for(config.run)(shared_extract, tmp_path_factory.mktemp("scale") / "dask", config)
+        patch.setattr(PrefectDaskClient, "submit", recorded_submit)
+        patch.setattr(PrefectDaskClient, "scatter", recorded_scatter)
+        dask = flow_for(config.run)(shared_extract, out, config)
     return {"local": Run(finished_run.lists, finished_run.audit_json, finished_run.db, finished_run.terminal),
-            "dask": Run(dask.lists_link, dask.audit_report.with_suffix(".json"), dask.db, "\n".join(dask.lines))}
+            "dask": Run(dask.lists_link, dask.audit_report.with_suffix(".json"), dask.db, "\n".join(dask.lines),
+                        out, tuple(sent))}
 
 
 @dataclass(frozen=True)
@@ -46,6 +146,8 @@ class Run:
     audit_json: Path
     db: Path
     lines: str
+    out: Path | None = None
+    sent: tuple[bytes, ...] = ()  # every task and scattered object sent to the cluster, pickled
 
 
 def _scores(db) -> pl.DataFrame:
@@ -56,10 +158,23 @@ def _scores(db) -> pl.DataFrame:
         con.close()
 
 
-def test_the_dask_run_sharded_by_pcn_on_two_worker_processes(two_runs):
+def test_the_dask_run_sharded_by_pcn_on_the_two_worker_processes(two_runs, dask_cluster):
     assert "shards: 3 (dask executor)" in two_runs["dask"].lines
     assert "3 shard(s) scored in 2 process(es)" in two_runs["dask"].lines
     assert "1 shard(s) scored in 1 process(es)" in two_runs["local"].lines
+    assert os.getpid() not in dask_cluster.worker_pids and len(dask_cluster.worker_pids) == 2
+
+
+def test_no_task_names_the_runs_folder_only_data_travels(two_runs):
+    """The shard work gets its patients from Dask: no task or scattered object names a path of
+    the run (its folder, its database), so a worker needs no shared disk."""
+    run = two_runs["dask"]
+    tasks = len(run.sent)
+    assert tasks >= 3 * 3 + 2  # the audit's scoring and cells, the lists' scoring; shards and scores scattered
+    folder = str(run.out.resolve()).encode()
+    assert not [i for i, sent in enumerate(run.sent) if folder in sent]
+    assert b".shards-" not in b"".join(run.sent)
+    assert not list(run.out.glob(".shards-*"))
 
 
 def test_the_lists_are_byte_identical(two_runs):
@@ -87,10 +202,10 @@ def test_the_scores_are_the_same(two_runs):
     assert local.equals(dask)
 
 
-def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs, tmp_path):
+def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs):
     """On one database: the same models score the ICB as one shard and as per-PCN shards."""
     from models.population import read_features
-    from models.shards import ModelToScore, make_shards, read_shard_scores, score_shard
+    from models.shards import ModelToScore, make_shards, score_shard
     from models.train import OUTCOME_BY_SHORT, make_model, model_inputs
 
     con = duckdb.connect(str(two_runs["local"].db), read_only=True)
@@ -107,19 +222,16 @@ def test_scoring_in_shards_is_bitwise_the_scoring_of_the_whole(two_runs, tmp_pat
         model.fit(model_inputs(eligible, "with_equity"), label, years)
         models.append(ModelToScore("hypertension", "with_equity", model))
     for model in models:
-        whole = make_shards(features, tmp_path / "whole", by=None)
-        parts = make_shards(features, tmp_path / "pcn", by="pcn")
+        whole = make_shards(features, by=None)
+        parts = make_shards(features, by="pcn")
         assert len(parts) == 3 and sum(p.patients for p in parts) == whole[0].patients
-        score_shard(whole[0], [model], "x")
-        for part in parts:
-            score_shard(part, [model], "x")
-        one = read_shard_scores(whole[0], "x").sort("patient_id")
-        many = pl.concat([read_shard_scores(p, "x") for p in parts]).sort("patient_id")
+        one = score_shard(whole[0], [model]).scores.sort("patient_id")
+        many = pl.concat([score_shard(part, [model]).scores for part in parts]).sort("patient_id")
         assert one.equals(many)
 
 
-def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp_path):
-    """The whole shard chain on real features (files, histograms, bins, cells) against the audit
+def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs):
+    """The whole shard chain on real features (scores, histograms, bins, cells) against the audit
     of the patient table made directly: same operating point, same figures."""
     from models.audit_run import operating_point
     from models.fairness import AuditSettings, audit_score, measurements_recorded, need
@@ -134,6 +246,7 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
         score_shard,
         scores_in_bins,
         shard_cells,
+        with_scores,
     )
     from models.train import OUTCOMES, make_model, model_inputs, predict_risk
 
@@ -149,16 +262,16 @@ def test_the_audit_of_shards_is_the_audit_of_the_eligible_patients(two_runs, tmp
         model_inputs(eligible, "with_equity"), label, np.where(label, 2.5, 5.0))
     settings = AuditSettings(replicates=200)
 
-    shards = make_shards(features, tmp_path / "shards", by="pcn")
-    scored = run_here(score_shard, shards, models=[ModelToScore("hypertension", "with_equity", model)], purpose="a")
+    shards = make_shards(features, by="pcn")
+    scored = run_here(score_shard, shards, models=[ModelToScore("hypertension", "with_equity", model)])
 
     def find(wanted):
         bins = {"hypertension": [w.bin for w in wanted]}
-        return order_statistics(wanted, run_here(scores_in_bins, shards, purpose="a", bins=bins))
+        return order_statistics(wanted, [scores_in_bins(s.scores, bins) for s in scored])
 
     cuts = cut_points(scored, settings.capacity_share, find)["hypertension"]
-    cells = add_cells([c.cells["hypertension"] for c in run_here(shard_cells, shards, purpose="a",
-                                                                  cuts={"hypertension": cuts})])
+    cells = add_cells([c.cells["hypertension"] for c in run_here(
+        shard_cells, with_scores(shards, scored, run_here), cuts={"hypertension": cuts})])
 
     scores = pl.Series("score", predict_risk(model, model_inputs(eligible, "with_equity")))
     threshold = operating_point(scores, settings.capacity_share)
