@@ -7,7 +7,8 @@ then `phm run` runs in a fresh process into a new output folder, as an ICS unit 
 sampler reads the memory (RSS) of the whole process tree (the run, Prefect's temporary server,
 Dask workers) every 0.2 s; each stage's wall time and peak memory come from the stage lines in
 the run's log. Also, at ``--dask-at``, the same extract with ``--executor dask`` on a
-LocalCluster (2 workers, one thread each). Prints a table and writes JSON.
+LocalCluster (2 workers, one thread each; the shards scattered to them through Dask), and a check
+that its lists are byte-identical to the one-process run's. Prints a table and writes JSON.
 
 Targets (issue 7): 4x the patients costs at most 4.4x the time; 1M patients end to end within 5
 minutes and 12 GB on 2 cores.
@@ -108,6 +109,13 @@ def run_once(extract: Path, out: Path, executor: str) -> dict:
             "before_first_stage_s": round(marks[0][0] - started, 1) if marks else None, "stages": stages}
 
 
+def same_lists(one: Path, other: Path) -> bool:
+    """Whether two runs published the same CSV files (lists, summaries, worklists), byte for byte."""
+    files = sorted(p.name for p in (one / "lists").iterdir() if p.suffix == ".csv")
+    return bool(files) and files == sorted(p.name for p in (other / "lists").iterdir() if p.suffix == ".csv") and \
+        all((one / "lists" / name).read_bytes() == (other / "lists" / name).read_bytes() for name in files)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
@@ -130,6 +138,10 @@ def main() -> None:
                       f"(start-up {result['before_first_stage_s']} s); {result['gate']}", flush=True)
                 for name, stage in result["stages"].items():
                     print(f"      {name:<34}{stage['seconds']:>7.1f} s {stage['peak_gb']:>6.2f} GB", flush=True)
+            if len(executors) == 2:  # the acceptance check of scale-out: Dask's lists are one process's
+                result["lists_identical_to_local"] = same_lists(*(Path(tmp) / f"run-{size}-{e}" for e in executors))
+                print(f"      lists byte-identical to the one-process run: {result['lists_identical_to_local']}",
+                      flush=True)
     local = {r["patients"]: r["seconds"] for r in results if r["executor"] == "local"}
     growth = None
     if len(local) >= 2:
