@@ -64,7 +64,10 @@ def score_features(features: pl.DataFrame) -> pl.DataFrame:
 
 def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     """Create ``marts.patient_scores`` from ``marts.mart_patient_features``; return its rows."""
-    features = con.execute("select * from marts.mart_patient_features").pl()
+    # only the columns the scores read: the mart has some 70
+    columns = ["patient_id", "sex", "cvd", "type1_diabetes", "type2_diabetes",
+               *dict.fromkeys([*QRISK3_INPUTS, *QDIABETES_INPUTS])]
+    features = con.execute(f"select {', '.join(columns)} from marts.mart_patient_features").pl()  # noqa: S608 - ours
     scores = score_features(features)
     con.register("patient_scores_frame", scores.to_arrow())
     try:

@@ -5,7 +5,8 @@
 -- status changes faster). Same-day readings of one measurement: the highest value, so the
 -- result does not depend on row order. Measurements taken before age 18 are not used.
 -- cholesterol_ratio: the laboratory's ratio when it is the latest lipid result, otherwise total
--- cholesterol / HDL from the latest day on which both were measured (flagged as derived).
+-- cholesterol / HDL from the latest day on which both were measured (flagged as derived; two
+-- results of one of them that day: the highest ratio, so the result does not depend on row order).
 -- sbp_sd_5y: standard deviation of systolic readings in the last 5 years (QRISK3's sbps5;
 -- needs at least two readings). Taken over the readings in date order: DuckDB otherwise adds
 -- them up in whatever order its threads meet them, and the last-bit differences that makes
@@ -22,13 +23,16 @@ readings as (
         e.numeric_value as value
     from main.clinical_events as e
     join ref.codelist_codes as c on c.code = e.snomedct_code
-    join main.patients as pt using (patient_id)
+    -- the day each patient turns 18, as a date: compared with each reading's date as it is,
+    -- not each reading cast to a timestamp
+    join (select patient_id, cast(date_of_birth + interval 18 year as date) as adult_from
+          from main.patients) as pt using (patient_id)
     cross join parameters as p
     where c.concept in ('bmi', 'systolic_bp', 'diastolic_bp', 'total_cholesterol',
                         'hdl_cholesterol', 'cholesterol_hdl_ratio', 'hba1c', 'fasting_glucose')
       and e.numeric_value is not null
       and e.date <= p.index_date
-      and e.date >= pt.date_of_birth + interval 18 year
+      and e.date >= pt.adult_from
       and e.date > p.index_date - case when c.concept in ('hba1c', 'fasting_glucose')
                                        then interval 2 year else interval 5 year end
 ),
@@ -46,7 +50,7 @@ latest as (
 derived_ratio as (
     select
         t.patient_id,
-        arg_max(t.value / h.value, t.date) as value,
+        arg_max(t.value / h.value, (t.date, t.value / h.value)) as value,
         max(t.date) as date
     from readings as t
     join readings as h

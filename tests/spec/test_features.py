@@ -246,6 +246,16 @@ def test_cholesterol_ratio_measured_or_derived_from_the_same_days_total_and_hdl(
         "cholesterol_ratio": 4.1, "cholesterol_ratio_is_derived": False}
 
 
+def test_a_derived_ratio_from_two_same_day_results_is_the_highest_whatever_the_row_order():
+    """Two total cholesterol and two HDL results on one day: the ratio was whichever pair DuckDB met
+    last, so two runs of one extract could score a patient differently (seen at 20,000 patients)."""
+    same_day = [(1, d("2025-01-01"), TC, 6.0), (1, d("2025-01-01"), TC, 5.0),
+                (1, d("2025-01-01"), HDL, 1.5), (1, d("2025-01-01"), HDL, 1.2)]
+    for events in (same_day, same_day[::-1]):
+        got = row(one_patient(events), "intermediate.int_patient_measurements", ["cholesterol_ratio"])
+        assert got["cholesterol_ratio"] == pytest.approx(6.0 / 1.2)
+
+
 @pytest.mark.parametrize("codes,expected", [
     ([("2020-01-01", "266919005")], 0),                                   # never
     ([("2020-01-01", "160604004"), ("2024-01-01", "8517006")], 1),        # moderate, then ex
