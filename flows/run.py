@@ -130,10 +130,20 @@ class OnTaskRunner:
     the futures, so no task carries patient rows in its graph and no worker reads a file."""
 
     def __call__(self, work, shards, **kwargs) -> list:
+        from prefect.context import TaskRunContext
+
         named = shard_task.with_options(name=work.__name__.replace("_", "-"),
                                         task_run_name=work.__name__.replace("_", "-") + " {name}")
-        futures = named.map(unmapped(work), [s.name for s in shards], [s.rows for s in shards],
-                            [s.scores for s in shards], unmapped(kwargs))
+        # Submitted as the flow's tasks, not as children of the task calling this (the audit,
+        # scoring): Prefect sends the enclosing task's context, its parameters included, with
+        # every task it submits to Dask, and those parameters are the whole population (the
+        # 1M-patient features frame: 277 MB in each shard task's graph) and the run's paths.
+        detached = TaskRunContext.__var__.set(None)
+        try:
+            futures = named.map(unmapped(work), [s.name for s in shards], [s.rows for s in shards],
+                                [s.scores for s in shards], unmapped(kwargs))
+        finally:
+            TaskRunContext.__var__.reset(detached)
         return [future.result() for future in futures]
 
     def put(self, frames) -> list:

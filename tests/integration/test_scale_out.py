@@ -119,15 +119,23 @@ def two_runs(shared_extract, finished_run, prefect_test_server, dask_cluster, tm
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, executor="dask",
                                                                  dask_address=dask_cluster.address))
     out = tmp_path_factory.mktemp("scale") / "dask"
-    sent: list[bytes] = []
+    sent: list[tuple[str, bytes]] = []
     submit, scatter = PrefectDaskClient.submit, PrefectDaskClient.scatter
 
     def recorded_submit(self, func, *args, **kwargs):
-        sent.append(cloudpickle.dumps((func, args, kwargs.get("parameters"))))
+        from prefect.context import serialize_context
+
+        parameters = kwargs.get("parameters") or {}
+        handed = "+".join(type(parameters.get(k)).__name__ for k in ("rows", "scores"))  # Future, or a frame
+        # what Prefect sends with the task besides its parameters: the context it is submitted
+        # in (the flow run's, and the enclosing task run's with that task's parameters)
+        context = serialize_context()
+        sent.append((f"task({handed})", cloudpickle.dumps((func, args, parameters, context["task_run_context"]))))
+        sent.append(("flow-run-context", cloudpickle.dumps(context["flow_run_context"])))
         return submit(self, func, *args, **kwargs)
 
     def recorded_scatter(self, data, *args, **kwargs):
-        sent.append(cloudpickle.dumps(data))
+        sent.append(("scatter", cloudpickle.dumps(data)))
         return scatter(self, data, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -147,7 +155,7 @@ class Run:
     db: Path
     lines: str
     out: Path | None = None
-    sent: tuple[bytes, ...] = ()  # every task and scattered object sent to the cluster, pickled
+    sent: tuple[tuple[str, bytes], ...] = ()  # every task and scattered object sent to the cluster, pickled
 
 
 def _scores(db) -> pl.DataFrame:
@@ -169,12 +177,17 @@ def test_no_task_names_the_runs_folder_only_data_travels(two_runs):
     """The shard work gets its patients from Dask: no task or scattered object names a path of
     the run (its folder, its database), so a worker needs no shared disk."""
     run = two_runs["dask"]
-    tasks = len(run.sent)
-    assert tasks >= 3 * 3 + 2  # the audit's scoring and cells, the lists' scoring; shards and scores scattered
+    kinds = sorted(kind for kind, _ in run.sent if kind != "flow-run-context")
+    # the shards scattered once, then the audit's scores; 3 tasks each to score for the audit, make
+    # its cells (handed the scores too) and score for the lists: every one handed futures, no rows
+    assert kinds == ["scatter"] * 2 + ["task(Future+Future)"] * 3 + ["task(Future+NoneType)"] * 6, kinds
     folder = str(run.out.resolve()).encode()
-    assert not [i for i, sent in enumerate(run.sent) if folder in sent]
-    assert b".shards-" not in b"".join(run.sent)
+    assert not [kind for kind, sent in run.sent if folder in sent and kind != "flow-run-context"]
+    assert not [kind for kind, sent in run.sent if b".shards-" in sent]
     assert not list(run.out.glob(".shards-*"))
+    # Prefect's flow-run context goes with each task too: the flow's parameters (the extract's and
+    # the output folder's paths, which the workers never open), never patient rows
+    assert max(len(sent) for kind, sent in run.sent if kind == "flow-run-context") < 200_000
 
 
 def test_the_lists_are_byte_identical(two_runs):
@@ -184,8 +197,13 @@ def test_the_lists_are_byte_identical(two_runs):
     assert len(files) == 9  # a list, a summary and an ethnicity re-ask worklist per PCN
     for name in files:
         assert (local / name).read_bytes() == (dask / name).read_bytes(), name
-    manifests = [json.loads((link / "lists_manifest.json").read_text()) for link in (local, dask)]
-    assert manifests[0]["pcns"] == manifests[1]["pcns"]
+    manifests = []
+    for link in (local, dask):  # the same manifest, but for when it was published and the audit's MLflow run
+        manifest = json.loads((link / "lists_manifest.json").read_text())
+        manifest.pop("published_at")
+        audit_run = manifest.pop("audit_run_id")
+        manifests.append(json.loads(json.dumps(manifest).replace(audit_run, "the audit run")))
+    assert manifests[0]["pcns"] and manifests[0] == manifests[1]
 
 
 def test_every_audit_figure_and_interval_is_the_same(two_runs):
