@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -42,22 +43,49 @@ def prefect_test_server():
         yield prefect.settings.PREFECT_API_URL.value()
 
 
+def made_once(tmp_path_factory, name: str, make, in_folder: str = "shared-run") -> Path:
+    """``make(folder)`` (``name``: what it makes) run once for the whole session, by whichever
+    pytest-xdist worker asks first, in a folder beside the workers' own; a worker that asks while it is being made waits
+    for it, and one that asks later reads it. (Each worker is its own process with its own
+    session fixtures: without this, two workers reading the shared run would make it twice.)
+    A failure is kept, so the other worker fails at once rather than making it again."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, whose popen-gw<N> are the workers' own
+    folder, done, failed = root / in_folder, root / f"{name}.done", root / f"{name}.failed"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if failed.exists():
+            pytest.fail(f"{name} could not be made (in another worker): {failed.read_text()[-3000:]}")
+        if not done.exists():
+            try:
+                make(folder)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_extract(tmp_path_factory) -> Path:
     """The shared run's extract (tests/shared_run.py): 12,000 patients, 3 PCNs, seed 11, ids
     remapped. Read it; copy it to change it."""
     from tests.shared_run import make_extract
 
-    return make_extract(tmp_path_factory.mktemp("shared-run") / "extract")
+    return made_once(tmp_path_factory, "shared-extract", lambda folder: make_extract(folder / "extract")) / "extract"
 
 
 @pytest.fixture(scope="session")
-def finished_run(shared_extract):
+def finished_run(shared_extract, tmp_path_factory):  # shared_extract: made first, in the same folder
     """The whole pipeline, run once for the session on ``shared_extract`` as ``phm demo`` runs it
-    (tests/shared_run.py). Read it; never write into it."""
-    from tests.shared_run import run_like_the_demo
+    (tests/shared_run.py), whichever worker asks first (``made_once``). Read it; never write into
+    it."""
+    from tests.shared_run import FinishedRun, run_like_the_demo
 
-    return run_like_the_demo(shared_extract.parent)
+    return FinishedRun(made_once(tmp_path_factory, "shared-run", run_like_the_demo))
 
 
 @pytest.fixture(scope="session")
@@ -104,49 +132,97 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
-SHARED_RUN_FIXTURES = ("finished_run", "shared_extract")
+SHARED_RUN_FIXTURES = re.compile(r"\b(finished_run|shared_extract)\b")
+MODULE_FIXTURE = re.compile(r'@pytest\.fixture\(scope="module"(, params=)?')
 
 
 @functools.cache
 def reads_the_shared_run(test_file: Path) -> bool:
-    text = test_file.read_text(encoding="utf-8")
-    return any(name in text for name in SHARED_RUN_FIXTURES)
+    return bool(SHARED_RUN_FIXTURES.search(test_file.read_text(encoding="utf-8")))
 
 
-# Seconds each of the longest units took on an idle 2-core machine (docs/benchmarks.md, "The test
-# suite"): handed out first, longest first, so that no long unit starts when the other worker is
-# nearly done (a 190 s unit started last leaves a core idle for 190 s). Every other unit counts as
-# one second a test.
+@functools.cache
+def module_fixtures(test_file: Path) -> tuple[bool, bool]:
+    """(has module-scoped fixtures, some of them parametrised)."""
+    found = MODULE_FIXTURE.findall(test_file.read_text(encoding="utf-8"))
+    return bool(found), any(found)
+
+
+# Seconds each of the longest units took (a module's, a module's shared out over its units, or one
+# test's; the suite of 2026-11-30 11:50 with CI=true, docs/benchmarks.md "The test suite"): handed
+# out first, longest first, so that no long unit starts when the other worker is nearly done (a
+# 190 s unit started last leaves a core idle for 190 s). Every other unit counts as one second a
+# test.
+FAIRNESS = "tests/integration/test_fairness_pipeline.py::test_"
 LONGEST_UNITS = {
-    "tests/integration/test_faults.py": 350, "shared run": 250, "tests/integration/test_gate_truth.py": 190,
-    "tests/property/test_malformed_extracts.py": 190, "tests/integration/test_fairness_pipeline.py": 160,
-    "tests/integration/test_scheduling.py": 130, "tests/integration/test_alerts.py": 90,
-    "tests/integration/test_full_disk.py": 45,
+    "tests/integration/test_faults.py": 390, "tests/integration/test_gate_truth.py": 200,
+    "tests/property/test_malformed_extracts.py": 150, "tests/integration/test_scheduling.py": 140,
+    "tests/integration/test_scale_out.py": 90, "tests/integration/test_alerts.py": 65,
+    "tests/integration/test_training.py": 50, "tests/integration/test_full_disk.py": 15,
+    "tests/integration/test_clinical_meaning.py": 15,
+    FAIRNESS + "reviewer_finds_the_audit_in_mlflow_and_reads_the_report_in_a_browser": 55,
+    FAIRNESS + "under_recorded_outcomes_fail_naming_the_group_and_the_label_choice_check": 40,
+    FAIRNESS + "a_measurement_access_gap_is_flagged_in_the_report": 30,
 }
+SHARED_RUN_SECONDS = 90  # making the session's shared run (tests/shared_run.py), paid by its first reader
+
+
+def unit_seconds(scope: str, tests: int) -> float:
+    """A unit's expected seconds: its own figure, else its module's shared out over the units of
+    that module (a parametrised fixture's units, a module's tests), else one second a test."""
+    module = scope.split("::", 1)[0].split("[", 1)[0]
+    return LONGEST_UNITS.get(scope, LONGEST_UNITS.get(module, tests) / UNITS_PER_MODULE.get(module, 1))
+
+
+UNITS_PER_MODULE: dict[str, int] = {}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist (pyproject.toml: -n 2) with every test of a module that reads the session's
-    shared run (tests/shared_run.py) in one worker, so the run is made once, and every
-    integration module in one worker, so its module-scoped fixtures (a pipeline run, a server)
-    are made once; every other test goes to whichever worker is free. Units are handed out
-    longest first (LONGEST_UNITS), the rest in collection order. (xdist's own ``--dist
+    """pytest-xdist (pyproject.toml: -n 2) handing out units of work longest first (LONGEST_UNITS):
+    a module with module-scoped fixtures (a pipeline run, a server) is one unit, so they are
+    made once, or one unit per parameter where those fixtures are parametrised (the truth
+    tests' seeds); every other test is a unit of its own. The session's shared run
+    (tests/shared_run.py) is made once for both workers (``made_once``): its first reader is
+    handed out early, and no other reader goes to the other worker until a reader has finished,
+    so that worker never waits for it while there is other work. (xdist's own ``--dist
     loadgroup`` marks do not reach pytest 9's node ids.)"""
     if config.getoption("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    made = config._tmp_path_factory.getbasetemp()  # the workers' folders are in it, and made_once's
+
     class LongestFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            if reads_the_shared_run(config.rootpath / module):
-                return "shared run"
-            return module if module in LONGEST_UNITS or module.startswith("tests/integration/") else nodeid
+            fixtures, parametrised = module_fixtures(config.rootpath / module)
+            if not fixtures:
+                return nodeid
+            if parametrised and nodeid.endswith("]"):
+                return module + "[" + nodeid.rsplit("[", 1)[1]
+            return module
+
+        def _reads_the_shared_run(self, scope: str) -> bool:
+            return reads_the_shared_run(config.rootpath / scope.split("::", 1)[0].split("[", 1)[0])
 
         def _assign_work_unit(self, node) -> None:
-            longest = max(self.workqueue, key=lambda scope: LONGEST_UNITS.get(scope, len(self.workqueue[scope])))
-            self.workqueue.move_to_end(longest, last=False)
+            if not UNITS_PER_MODULE:
+                for scope in self.workqueue:
+                    module = scope.split("::", 1)[0].split("[", 1)[0]
+                    UNITS_PER_MODULE[module] = UNITS_PER_MODULE.get(module, 0) + 1
+            elsewhere = any(self._reads_the_shared_run(scope) for other, work in self.assigned_work.items()
+                            if other is not node for scope in work)
+            started = elsewhere or any(self._reads_the_shared_run(scope) for scope in self.assigned_work.get(node, {}))
+
+            def seconds(scope: str) -> float:
+                own = unit_seconds(scope, len(self.workqueue[scope]))
+                return own + SHARED_RUN_SECONDS if self._reads_the_shared_run(scope) and not started else own
+
+            units = list(self.workqueue)
+            if elsewhere and not (made / "shared-run.done").exists():  # being made there: do not wait here
+                units = [scope for scope in units if not self._reads_the_shared_run(scope)] or units
+            self.workqueue.move_to_end(max(units, key=seconds), last=False)
             super()._assign_work_unit(node)
 
     return LongestFirst(config, log)
