@@ -1,7 +1,7 @@
 """Faults: a run killed (SIGKILL) in each stage in turn, then run again, ends as if never killed;
 a run whose gate refuses leaves the published lists as they were.
 
-A 4,000-patient synthetic extract in 3 PCNs. Folder Y gets an uninterrupted run: the lists a PCN
+A 2,000-patient synthetic extract in 3 PCNs. Folder Y gets an uninterrupted run: the lists a PCN
 already has, and the reference (its lists' bytes, its database's row counts). Then seven runs of
 the same extract (``--force``), each killed with SIGKILL, process group and all, in stage 1, 2,
 ... 7 (a second into it, or halfway through a stage shorter than two seconds in the reference
@@ -18,7 +18,9 @@ theirs: a killed run leaves its flow run behind on the server, as a killed worke
 run pays for a temporary server of its own (about 12 s each, ten runs). The extract is small
 because every stage is killed in a run that first goes through the stages before it: eleven
 runs, where the session's 12,000-patient extract cost a minute more and tied this module to the
-worker that makes the session's run.
+worker that makes the session's run. Size is not what is tested (the sign-off accepts whatever
+the gate finds at this size). The module's tests took 295 s at 2,000 patients (alone, -n 0, on the
+shared machine), 386 s at 4,000 (in the suite of 2026-11-30 11:50).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from phm.pseudonymise import KEY_VARIABLE
 from tests.shared_run import KEY, subprocess_env, write_config
 from tests.signoff import STALE_MARKED
 
-PATIENTS, SEED, PCNS = 4_000, 11, 3
+PATIENTS, SEED, PCNS = 2_000, 11, 3
 
 pytestmark = pytest.mark.slow
 

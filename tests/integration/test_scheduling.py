@@ -53,13 +53,13 @@ def copy_for_icb(extract: Path, icb: str, to: Path) -> None:
 
 @pytest.fixture(scope="module")
 def icb_extract(tmp_path_factory) -> Path:
-    """A small extract for the scheduled runs: 4,000 patients in 3 PCNs. Scheduling is what is
+    """A small extract for the scheduled runs: 2,000 patients in 3 PCNs. Scheduling is what is
     tested here, not scale; the session's 12,000-patient run is left to the tests that read it,
     so this module can go to either pytest-xdist worker."""
     from phm.synth import SynthConfig, generate
 
     extract = tmp_path_factory.mktemp("icb-extract") / "extract"
-    generate(SynthConfig(patients=4_000, seed=11, pcns=3), extract)
+    generate(SynthConfig(patients=2_000, seed=11, pcns=3), extract)
     return extract
 
 
