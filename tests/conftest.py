@@ -155,8 +155,8 @@ def module_fixtures(test_file: Path) -> tuple[bool, bool]:
 # test.
 FAIRNESS = "tests/integration/test_fairness_pipeline.py::test_"
 LONGEST_UNITS = {
-    "tests/integration/test_faults.py": 390, "tests/integration/test_gate_truth.py": 200,
-    "tests/property/test_malformed_extracts.py": 150, "tests/integration/test_scheduling.py": 140,
+    "tests/integration/test_faults.py": 300, "tests/integration/test_gate_truth.py": 200,
+    "tests/property/test_malformed_extracts.py": 150, "tests/integration/test_scheduling.py": 105,
     "tests/integration/test_scale_out.py": 90, "tests/integration/test_alerts.py": 65,
     "tests/integration/test_training.py": 50, "tests/integration/test_full_disk.py": 15,
     "tests/integration/test_clinical_meaning.py": 15,
