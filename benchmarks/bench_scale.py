@@ -8,16 +8,25 @@ sampler reads the memory (RSS) of the whole process tree (the run, Prefect's tem
 Dask workers) every 0.2 s; each stage's wall time and peak memory come from the stage lines in
 the run's log. Also, at ``--dask-at``, the same extract with ``--executor dask`` on a
 LocalCluster (2 workers, one thread each; the shards scattered to them through Dask), and a check
-that its lists are byte-identical to the one-process run's. Prints a table and writes JSON.
+that its lists are byte-identical to the one-process run's. Prints a table, the fixed and per-million costs (a
+least-squares line through the sizes, for the whole run and each stage) and writes JSON.
+
+The lists must not change with an optimisation: the SHA-256 of every published list file (each
+PCN's Parquet, CSV, summary and re-ask CSV; the workbook's cells, since the .xlsx file carries
+its own write time) is compared with a reference recorded by an earlier run on the same seed
+(``--lists-reference``, default benchmarks/results/scale_lists.json: recorded when missing or with
+``--record-lists``, checked otherwise); a difference ends the benchmark with an error naming the
+files. Record the reference on the commit before the change, then run the changed code.
 
 Targets (issue 7): 4x the patients costs at most 4.4x the time; 1M patients end to end within 5
-minutes and 12 GB on 2 cores.
+minutes and 12 GB on 2 cores. Issue 21: 1M patients within 60 s and 4 GB.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -74,6 +83,60 @@ accepts = "FAIL"
 """
 
 
+def list_hashes(out: Path) -> dict[str, str]:
+    """SHA-256 of each published list file, by name (lists_manifest.json is left out: it holds
+    the publication time and the audit's MLflow run id). A workbook is hashed by its cells, sheet
+    by sheet: the .xlsx file itself carries its write time."""
+    folder = out / "lists"
+    hashes = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == "lists_manifest.json":
+            continue
+        if path.suffix == ".xlsx":
+            from openpyxl import load_workbook
+
+            digest = hashlib.sha256()
+            book = load_workbook(path, read_only=True)
+            for sheet in book.worksheets:
+                digest.update(f"\x1e{sheet.title}".encode())
+                for row in sheet.iter_rows(values_only=True):
+                    digest.update(repr(row).encode())
+            book.close()
+            hashes[path.name] = digest.hexdigest()
+        else:
+            hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def check_lists(reference: dict, size: int, hashes: dict[str, str], what: str) -> str:
+    """Compare with the reference's lists for ``size``; record them when it has none."""
+    recorded = reference["sizes"].setdefault(str(size), hashes)
+    if recorded is hashes:
+        return f"lists recorded as the reference ({len(hashes)} files)"
+    differ = sorted(n for n in recorded.keys() | hashes.keys() if recorded.get(n) != hashes.get(n))
+    if differ:
+        raise SystemExit(f"{what}: the lists differ from the reference recorded at {reference['commit']}: "
+                         f"{', '.join(differ)}")
+    return f"lists byte-identical to the reference recorded at {reference['commit']} ({len(hashes)} files)"
+
+
+def linear_costs(points: dict[int, float]) -> tuple[float, float] | None:
+    """(fixed seconds, seconds per million patients): least squares through (patients, seconds)."""
+    if len(points) < 2:
+        return None
+    sizes = sorted(points)
+    x = [s / 1e6 for s in sizes]
+    y = [points[s] for s in sizes]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+    return my - slope * mx, slope
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def run_once(extract: Path, out: Path, executor: str) -> dict:
     env = {**os.environ, "PHM_PSEUDONYMISATION_KEY": "benchmark-key-" + "0" * 40, "PREFECT_LOGGING_LEVEL": "INFO"}
     config = out.with_suffix(".toml")
@@ -122,22 +185,37 @@ def main() -> None:
     parser.add_argument("--dask-at", type=int, default=1_000_000, help="size to also run on Dask (0: none)")
     parser.add_argument("--work", type=Path, help="folder for extracts and runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    parser.add_argument("--lists-reference", type=Path, default=ROOT / "benchmarks" / "results" / "scale_lists.json",
+                        help="hashes of a reference run's lists: checked when the file has the size, else recorded")
+    parser.add_argument("--record-lists", action="store_true", help="record this run's lists as the reference")
+    parser.add_argument("--extracts", type=Path, help="keep the generated extracts here and reuse them in later runs "
+                        "(default: generated in the work folder and removed)")
     args = parser.parse_args()
+    fresh = args.record_lists or not args.lists_reference.is_file()
+    reference = ({"commit": commit(), "seed": 42, "sizes": {}} if fresh
+                 else json.loads(args.lists_reference.read_text()))
     from phm.synth import SynthConfig, generate
 
     results = []
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for size in args.sizes:
-            extract = Path(tmp) / f"extract-{size}"
-            generate(SynthConfig(patients=size, seed=42), extract)
+            extract = (args.extracts or Path(tmp)) / f"extract-{size}"
+            if not (extract / "extract.json").is_file():
+                generate(SynthConfig(patients=size, seed=42), extract)
             executors = ["local", "dask"] if size == args.dask_at else ["local"]
             for executor in executors:
-                result = {"patients": size, **run_once(extract, Path(tmp) / f"run-{size}-{executor}", executor)}
+                out = Path(tmp) / f"run-{size}-{executor}"
+                result = {"patients": size, **run_once(extract, out, executor)}
+                result["lists"] = check_lists(reference, size, list_hashes(out), f"{size:,} patients, {executor}")
                 results.append(result)
                 print(f"{size:>9,} patients, {executor:<5}: {result['seconds']:>6.1f} s, peak {result['peak_gb']:.2f} GB "
                       f"(start-up {result['before_first_stage_s']} s); {result['gate']}", flush=True)
                 for name, stage in result["stages"].items():
                     print(f"      {name:<34}{stage['seconds']:>7.1f} s {stage['peak_gb']:>6.2f} GB", flush=True)
+                print(f"      {result['lists']}", flush=True)
+                if result["lists"].startswith("lists recorded"):  # kept at once: a later failure leaves it
+                    args.lists_reference.parent.mkdir(parents=True, exist_ok=True)
+                    args.lists_reference.write_text(json.dumps(reference, indent=2) + "\n")
             if len(executors) == 2:  # the acceptance check of scale-out: Dask's lists are one process's
                 result["lists_identical_to_local"] = same_lists(*(Path(tmp) / f"run-{size}-{e}" for e in executors))
                 print(f"      lists byte-identical to the one-process run: {result['lists_identical_to_local']}",
@@ -149,6 +227,18 @@ def main() -> None:
         growth = {"patients_factor": round(large / small, 2), "time_factor": round(local[large] / local[small], 2)}
         print(f"growth: {growth['patients_factor']}x the patients took {growth['time_factor']}x the time "
               "(target <= 4.4x for 4x)")
+        runs = [r for r in results if r["executor"] == "local"]
+        costs = {"end to end": linear_costs(local),
+                 "start-up": linear_costs({r["patients"]: r["before_first_stage_s"] for r in runs})}
+        for name in runs[0]["stages"]:
+            costs[name] = linear_costs({r["patients"]: r["stages"][name]["seconds"] for r in runs
+                                        if name in r["stages"]})
+        print(f"{'fixed and per-million costs':<40}{'fixed':>8}{'per 1M':>9}")
+        for name, cost in costs.items():
+            if cost is not None:
+                print(f"  {name:<38}{cost[0]:>7.1f} s{cost[1]:>7.1f} s")
+        growth["costs"] = {name: {"fixed_s": round(c[0], 1), "per_million_s": round(c[1], 1)}
+                           for name, c in costs.items() if c is not None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cores": os.cpu_count(), "runs": results, "growth": growth}, indent=2) + "\n")
     print(f"wrote {args.out}")

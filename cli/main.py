@@ -207,6 +207,44 @@ def add_features(sub) -> None:
     p.set_defaults(func=cmd_features)
 
 
+# What the pipeline's stages import (the heaviest: MLflow with skops, Great Expectations,
+# scikit-learn), imported while Prefect's temporary server starts (_imports_while_prefect_starts).
+RUN_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.sklearn", "skops.io",
+               "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
+
+
+def _imports_while_prefect_starts() -> None:
+    """Without PREFECT_API_URL, a flow first starts Prefect's temporary server: a process of
+    its own that takes seconds to answer, while this one only waits. Start it here in a thread
+    and meanwhile import, in this thread, what the stages will import anyway; then the flow
+    finds the server up. Only the server's start runs in the other thread (it imports nothing
+    new), so no module is ever imported by two threads at once. If the start fails there, the
+    flow starts it again and reports the error as it always does."""
+    import importlib
+    import threading
+
+    from prefect.settings import PREFECT_API_URL
+
+    starting = None
+    if not PREFECT_API_URL.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+
+        def start() -> None:
+            try:
+                server.start()
+            except Exception:  # noqa: BLE001 - the flow's own start reports it
+                pass
+
+        starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+        starting.start()
+    for name in RUN_IMPORTS:
+        importlib.import_module(name)
+    if starting is not None:
+        starting.join()
+
+
 def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
     from prefect import tags
 
@@ -217,6 +255,7 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     _quiet_mlflow()
     _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run', "
               f"{config.run.executor} executor)")
+    _imports_while_prefect_starts()
     with tags(*run_tags(config.run.icb)):  # the ICB's run-failed alert finds the run by its tag
         summary = flow_for(config.run)(extract, out, config, truth, force)
     for line in summary.lines:
@@ -393,7 +432,8 @@ def cmd_train(args) -> int:
 
     _quiet_mlflow()
     config = TrainingConfig(horizon_years=args.horizon, candidate_variant=args.candidate_variant,
-                            validation_share=args.validation_share, seed=args.seed)
+                            validation_share=args.validation_share, seed=args.seed,
+                            compare_variants=args.compare_variants)
     run = run_training(Path(args.db), config, args.tracking_uri, args.icb, args.truth, progress=_progress)
     for line in run.summary_lines():
         print(line)
@@ -405,14 +445,18 @@ def add_train(sub) -> None:
                        description="Build features at the extract date minus the horizon, label the "
                        "outcomes recorded after with follow-up censored at death or leaving, train "
                        "survival models (Poisson GLM and boosting; updates of QRISK3 and QDiabetes) "
-                       "with and without ethnicity/deprivation inputs, validate on held-out "
+                       "with ethnicity/deprivation inputs (or without: --candidate-variant; both with "
+                       "--compare-variants), validate on held-out "
                        "practices side by side with QRISK3 and QDiabetes, log everything to MLflow and "
                        "register each outcome's candidate. See docs/models.md.")
     p.add_argument("--db", required=True, help="DuckDB file made by phm ingest")
     p.add_argument("--horizon", type=int, default=5, help="outcome horizon in years (default 5)")
     p.add_argument("--candidate-variant", default="with_equity", choices=["with_equity", "clinical_only"],
                    help="which input variant may become the candidate: with ethnicity and deprivation "
-                   "inputs (default) or clinical inputs only; both are trained and logged")
+                   "inputs (default) or clinical inputs only")
+    p.add_argument("--compare-variants", action="store_true",
+                   help="also train and log the other input variant, for comparison in MLflow (never the "
+                   "candidate; off by default, as in phm run: [run] compare_variants)")
     p.add_argument("--validation-share", type=float, default=0.3, help="share of practices held out (default 0.3)")
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and the models (default 42)")
     _add_model_options(p)

@@ -13,6 +13,7 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
     out = "/data/phm/QXX"
     max_extract_age_days = 45   # an older extract is stale (phm/freshness.py)
     stale_extract = "refuse"    # or "mark": publish, marked stale everywhere
+    compare_variants = false    # true: also train the clinical_only models, for comparison in MLflow
 
     [lists]
     capacity_per_practice = 200
@@ -133,6 +134,9 @@ class RunSettings:
     dask_workers: int | None = None  # LocalCluster workers; default: one per core
     max_extract_age_days: int = DEFAULT_MAX_AGE_DAYS  # an older extract is stale (phm/freshness.py)
     stale_extract: str = "refuse"  # "refuse": no lists; "mark": lists published, marked stale
+    # also train the clinical_only models beside the candidate's, for reviewers to compare in
+    # MLflow (never a candidate; off by default: the lists never use them; docs/models.md)
+    compare_variants: bool = False
 
 
 EXECUTORS = ("local", "dask")
@@ -141,7 +145,7 @@ EXECUTORS = ("local", "dask")
 def run_settings(table: dict, where: str = "run") -> RunSettings:
     types = {"icb": str, "index_date": dt.date, "horizon_years": int, "seed": int, "tracking_uri": str,
              "extract": str, "out": str, "executor": str, "dask_address": str, "dask_workers": int,
-             "max_extract_age_days": int, "stale_extract": str}
+             "max_extract_age_days": int, "stale_extract": str, "compare_variants": bool}
     for key, value in table.items():
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(types))})")

@@ -97,7 +97,8 @@ def train_task(db: Path, config: RunConfig, icb_code: str, truth: Path | None = 
     from models.train import TrainingConfig
     from models.training_run import run_training
 
-    training = TrainingConfig(horizon_years=config.run.horizon_years, seed=config.run.seed)
+    training = TrainingConfig(horizon_years=config.run.horizon_years, seed=config.run.seed,
+                              compare_variants=config.run.compare_variants)
     return run_training(db, training, config.run.tracking_uri, icb_code, truth, progress=_progress())
 
 
@@ -178,11 +179,12 @@ def audit_task(db: Path, config: RunConfig, out: Path, location, shards, populat
 
 
 @task(name="score", cache_policy=NONE)
-def score_task(db: Path, config: RunConfig, location, shards, population, versions):
+def score_task(db: Path, config: RunConfig, location, shards, population, versions, audit_scores):
     from models.score_models import score_models
 
     return score_models(db, location, population.icb_code, warn=get_run_logger().warning, shards=shards,
-                        shard_map=on_task_runner, population=population, versions=versions)
+                        shard_map=on_task_runner, population=population, versions=versions,
+                        audit_scores=audit_scores)
 
 
 @task(name="lists", cache_policy=NONE)
@@ -294,32 +296,36 @@ def run_flow(extract: Path, out: Path, config: RunConfig | None = None, truth: P
 
 def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest: str, freshness) -> RunSummary:
     from models.shards import release_shards
-    from models.tracking import tracking_location
+    from models.tracking import create_store_meanwhile, tracking_location
 
     db = out / "phm.duckdb"
     stages = Stages(_progress())
     summary = RunSummary(out, db)
     if freshness.stale:
         summary.lines.append(f"STALE DATA: {freshness.message()}; the lists are marked as stale")
+    location = tracking_location(db.resolve().parent, config.run.tracking_uri)
+    store = create_store_meanwhile(location)  # a new MLflow store's tables, made while ingest runs
+    try:
+        stages.start("ingest and validate")
+        ingest = ingest_flow(extract, db, out, config.ingest)
+        summary.lines += ingest.summary_lines()
+        summary.coverage_report = Path(ingest.codelist_coverage_report) if ingest.codelist_coverage_report else None
+        stages.done()
 
-    stages.start("ingest and validate")
-    ingest = ingest_flow(extract, db, out, config.ingest)
-    summary.lines += ingest.summary_lines()
-    summary.coverage_report = Path(ingest.codelist_coverage_report) if ingest.codelist_coverage_report else None
-    stages.done()
-
-    stages.start("features and validated scores")
-    features = features_task(db, config.run.index_date)
-    summary.lines += features.summary_lines()
-    summary.lines += scores_task(db).summary_lines()
-    population = population_task(db, config)  # the ICB resolved once, its patients read once
-    _alert_quality(config, population, ingest, out)
-    stages.done()
+        stages.start("features and validated scores")
+        features = features_task(db, config.run.index_date)
+        summary.lines += features.summary_lines()
+        summary.lines += scores_task(db).summary_lines()
+        population = population_task(db, config)  # the ICB resolved once, its patients read once
+        _alert_quality(config, population, ingest, out)
+        stages.done()
+    finally:
+        if store is not None:  # whatever happened: a store left half-made would refuse the next run
+            store.join()
 
     stages.start("train the risk models")
     training = train_task(db, config, population.icb_code, truth)
     summary.lines += training.summary_lines()
-    location = tracking_location(db.resolve().parent, config.run.tracking_uri)
     summary.mlflow_ui = location.ui_command()
     stages.done()
 
@@ -343,7 +349,8 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
                                         audit.html_path)
 
         stages.start("score with the audited models")
-        scored = score_task(db, config, location, shards, population, audit.scoring_versions())
+        # the audited versions: their scores, which the audit left beside the shards, are reused
+        scored = score_task(db, config, location, shards, population, audit.scoring_versions(), audit.scores)
         summary.lines += scored.summary_lines()
         stages.done()
     finally:

@@ -58,7 +58,8 @@ def extract_digest(extract: Path) -> str:
 
 
 # Run settings that change where or how a run works but not what it publishes.
-NOT_IN_SETTINGS_DIGEST = ("extract", "out", "tracking_uri", "executor", "dask_address", "dask_workers")
+NOT_IN_SETTINGS_DIGEST = ("extract", "out", "tracking_uri", "executor", "dask_address", "dask_workers",
+                          "compare_variants")
 
 
 def settings_digest(config, key: bytes) -> str:

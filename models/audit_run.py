@@ -45,6 +45,7 @@ from models.fairness._recording import add_gap_figures, gap_counts
 from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
 from models.population import Population, read_population
+from models.score_models import ScoredVersions
 from models.shards import (
     CutPoints,
     ModelToScore,
@@ -99,6 +100,9 @@ class AuditRun:
     ethnicity_report: Path | None = None  # the ethnicity data-quality report (phm/ethnicity_dq_report.py)
     ethnicity_flags: list[str] = field(default_factory=list)  # "<practice>: <what stands out>"
     ethnicity_rows: list[tuple] = field(default_factory=list)  # its figures for the run history (published)
+    # every eligible patient's scores by the audited versions: scoring the same versions takes
+    # them (models/score_models.py) instead of predicting again
+    scores: ScoredVersions | None = field(default=None, repr=False)
 
     def ui_path(self) -> str:
         """The audit run's page in the MLflow UI (after the server's address), in its "Model
@@ -174,10 +178,12 @@ def operating_point(scores: pl.Series, capacity_share: float) -> float:
 
 
 def _list_population_cells(shards: list[Shard], models: list[ModelToScore], settings: AuditSettings,
-                           shard_map: ShardMap, progress=None) -> tuple[dict[str, CutPoints], list[ShardCells], int]:
+                           shard_map: ShardMap, progress=None
+                           ) -> tuple[dict[str, CutPoints], list[ShardCells], int, pl.DataFrame]:
     """Score every shard with the candidates, find the operating point and deciles exactly from
     the shards' histograms, and make each shard's cells (models/shards.py). The scores come back
-    here; for the cells, each shard is handed its own again."""
+    here; for the cells, each shard is handed its own again. Returns the scores too (every
+    shard's, in order), for scoring the lists with the same versions."""
     if progress:
         progress(f"audit: scoring {len(shards)} shard(s) with the candidate models")
     scored = shard_map(score_shard, shards, models=models)
@@ -198,7 +204,7 @@ def _list_population_cells(shards: list[Shard], models: list[ModelToScore], sett
         cells = shard_map(shard_cells, scored_shards, cuts=cuts)
     finally:
         shard_map.release([s.scores for s in scored_shards])
-    return cuts, cells, processes
+    return cuts, cells, processes, pl.concat([s.scores for s in scored])
 
 
 def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation, out_dir: Path,
@@ -252,7 +258,9 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
         models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
     with shards_for(features, shards, shard_map) as shards:
-        cuts, per_shard, processes = _list_population_cells(shards, models_to_score, settings, shard_map, progress)
+        cuts, per_shard, processes, scores = _list_population_cells(shards, models_to_score, settings, shard_map,
+                                                                    progress)
+    scores = ScoredVersions({o: (name, str(version.version)) for o, (name, version) in versions.items()}, scores)
     # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
     gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
     del features
@@ -312,7 +320,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
             champions[gate.outcome] = str(version.version)
     return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
                     time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id,
-                    dq_html, flag_lines(dq), history_rows(dq))
+                    dq_html, flag_lines(dq), history_rows(dq), scores=scores)
 
 
 def _practice_labels(con) -> dict[str, str]:

@@ -48,6 +48,15 @@ from phm.disclosure import COUNTS_NOTE, show
 from phm.exceptions import FairnessGateFailed
 
 
+@dataclass(frozen=True)
+class ScoredVersions:
+    """Every eligible patient's scores (``patient_id`` and a ``score_column`` per outcome, null
+    where not eligible: models/shards.py ``score_shard``) and the versions that made them:
+    outcome -> (registered model, version)."""
+    versions: dict[str, tuple[str, str]]
+    scores: pl.DataFrame = field(repr=False)
+
+
 @dataclass
 class ModelInUse:
     outcome: str
@@ -67,6 +76,7 @@ class ScoreRun:
     scored: dict[str, int]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    reused_audit_scores: bool = False  # the audit scored the same versions: its scores were read back
 
     def summary_lines(self) -> list[str]:
         lines = [f"scored {show(self.patients)} registered patients in {self.seconds:.1f} s -> marts.risk_scores"]
@@ -76,6 +86,9 @@ class ScoreRun:
                          f"{m.horizon_years}-year risk")
         for source in dict.fromkeys(m.source for m in self.models if m.source):
             lines.append(f"  model versions {source}")
+        if self.reused_audit_scores:
+            lines.append("  the audit's scores of these versions, taken as they were (the same model on the same "
+                         "patients: not predicted again)")
         lines.append(f"  {COUNTS_NOTE}")
         return lines
 
@@ -95,13 +108,18 @@ def model_in_use(client, given: ModelVersion) -> ModelInUse:
 
 def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None = None,
                  warn=None, shards: list[Shard] | None = None, shard_map: ShardMap = run_here,
-                 population: Population | None = None, versions: list[ModelVersion] | None = None) -> ScoreRun:
+                 population: Population | None = None, versions: list[ModelVersion] | None = None,
+                 audit_scores: ScoredVersions | None = None) -> ScoreRun:
     """``shards``/``shard_map``: as for the audit (models/shards.py): the models are loaded once
     here and each shard's patients scored where ``shard_map`` runs them; the scores come back
     as data and are written to the database here, its only writer. ``population``: the ICB's
     patients as the flow read them once (models/population.py); without it, read here.
     ``versions``: the model versions to score with (the flow passes those its audit judged);
-    without them, ``champion`` (else ``candidate``) is resolved once, here at the start."""
+    without them, ``champion`` (else ``candidate``) is resolved once, here at the start.
+    ``audit_scores``: the scores of every eligible patient the run's audit made, and with which
+    versions (models/audit_run.py ``AuditRun.scores``). Where they are the versions scored here
+    (a run scores with the versions its audit judged), the audit's scores are the lists' scores:
+    the same model on the same patients, taken instead of predicted again."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -128,14 +146,21 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
             run.warnings.append(message)
             if warn:
                 warn(message)
-        estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}/{in_use.version}")
-        to_score.append(ModelToScore(outcome.short, in_use.variant, estimator))
         run.models.append(in_use)
-    with shards_for(features, shards, shard_map) as shards:
-        scored = shard_map(score_shard, shards, models=to_score)
-    risks = pl.concat([s.scores for s in scored])
+    scored_by_audit = audit_scores is not None and all(
+        audit_scores.versions.get(m.outcome) == (m.name, m.version) for m in run.models)
+    if scored_by_audit:
+        risks = audit_scores.scores
+    else:
+        for in_use in run.models:
+            estimator = mlflow.sklearn.load_model(f"models:/{in_use.name}/{in_use.version}")
+            to_score.append(ModelToScore(in_use.outcome, in_use.variant, estimator))
+        with shards_for(features, shards, shard_map) as shards:
+            scored = shard_map(score_shard, shards, models=to_score)
+        risks = pl.concat([s.scores for s in scored])
+    run.reused_audit_scores = scored_by_audit
     for m in run.models:
-        run.scored[m.outcome] = sum(s.eligible[m.outcome] for s in scored)
+        run.scored[m.outcome] = int(risks[score_column(m.outcome)].is_not_null().sum())  # the eligible
     scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(
         risks.rename({score_column(m.outcome): f"{m.outcome}_model_risk" for m in run.models}), on="patient_id", how="left",
         maintain_order="left")

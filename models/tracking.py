@@ -76,6 +76,30 @@ def tracking_location(output_dir: Path, tracking_uri: str | None = None) -> Trac
     return TrackingLocation(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
 
 
+def create_store_meanwhile(location: TrackingLocation):
+    """Create the embedded SQLite store's tables in a thread, so that the caller does other work
+    meanwhile (the flow: ingest, mostly in DuckDB): on a new file MLflow runs its schema
+    migrations one by one, 1.5-4 s. Returns the thread, which the caller joins before anything
+    else uses the store, or None where there is nothing to create (a tracking server, or a
+    store that exists). A failure is left to the first real use of the store to report."""
+    import threading
+
+    if not location.tracking_uri.startswith("sqlite:///") or Path(location.tracking_uri[len("sqlite:///"):]).exists():
+        return None
+
+    def create() -> None:
+        from mlflow import MlflowClient
+
+        try:
+            MlflowClient(location.tracking_uri).search_experiments(max_results=1)
+        except Exception:  # noqa: BLE001 - reported by the store's first real use
+            pass
+
+    thread = threading.Thread(target=create, name="mlflow-store", daemon=True)
+    thread.start()
+    return thread
+
+
 def remove_unfinished_runs(output_dir: Path, tracking_uri: str | None = None) -> int:
     """Remove the artifacts of runs that failed or were killed in the embedded store under
     ``output_dir/mlflow``; a run left RUNNING (its process was killed) is marked KILLED. Their
@@ -163,22 +187,20 @@ def pinned_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in ("scikit-learn", "numpy", "scipy", "pandas", "skops")]
 
 
-def skops_trusted_types(estimator) -> list[str]:
-    """The non-scikit-learn types in the model's skops file, for MLflow's save-and-reload check.
-
-    Our models are the project's survival wrapper (models.hazard.HorizonHazardModel) around
-    scikit-learn pipelines, holding only scikit-learn objects and the numpy/scipy types they are
-    built from (numpy.dtype; scipy's BSpline inside SplineTransformer). Anything else means the
-    model holds something unexpected, and is refused rather than trusted.
-    """
-    import skops.io
-
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
-    unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn."))
-                  and t != "models.hazard.HorizonHazardModel"]
-    if unexpected:
-        raise RuntimeError(f"the model holds types that are not numpy/scipy/scikit-learn: {unexpected}")
-    return untrusted
+# The types outside skops' own trusted set that the project's models hold, declared rather than
+# read off each model: the survival wrapper (models.hazard.HorizonHazardModel) around scikit-learn
+# pipelines, the boosting's tree predictors, and the numpy/scipy types the GLM's spline is built
+# from. MLflow saves each model once (skops) and loads it back with exactly this list, so a model
+# holding any other type is refused there, naming it (a library upgrade that renames one of these
+# fails training loudly, never silently trusts something new). Finding them by serialising each
+# model first (skops.io.get_untrusted_types) saved every model twice.
+SKOPS_TRUSTED_TYPES = (
+    "models.hazard.HorizonHazardModel",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",
+    "scipy._lib.array_api_compat.numpy._aliases.asarray",
+    "scipy.interpolate._bsplines.BSpline",
+)
 
 
 def _bins(predicted: np.ndarray) -> int:
@@ -192,16 +214,36 @@ def calibration_points(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray
     return (np.array([predicted[g].mean() for g in groups]), np.array([y[g].mean() for g in groups]))
 
 
-def _plots(folder: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Path]:
-    """Calibration and ROC plots; ``curves`` maps a label to (recorded outcome, predicted risk)."""
-    import matplotlib
+ROC_POINTS = 600  # about one per pixel of the plot's width: the curve as drawn, at a fraction of the cost
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _curve_points(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``ROC_POINTS`` of the ROC curve's points, evenly spread, ends kept (a
+    300,000-patient validation set has tens of thousands: drawing them all costs seconds)."""
+    if fpr.size <= ROC_POINTS:
+        return fpr, tpr
+    keep = np.unique(np.linspace(0, fpr.size - 1, ROC_POINTS).round().astype(np.int64))
+    return fpr[keep], tpr[keep]
+
+
+def _plots(folder: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Path]:
+    """Calibration and ROC plots; ``curves`` maps a label to (recorded outcome, predicted risk).
+
+    Drawn on matplotlib's Agg canvas directly (no pyplot state), with fixed margins rather than
+    ``bbox_inches="tight"`` (which draws every figure twice) and at most ``ROC_POINTS`` points
+    per ROC curve: the same two PNGs a reviewer opens in MLflow, about 5x cheaper."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
+    def figure():
+        fig = Figure(figsize=(5.5, 5.2))
+        FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.87)
+        return fig, fig.add_subplot()
+
     paths = []
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = figure()
     top = 0.0
     for label, (y, predicted) in curves.items():
         mean_predicted, observed = calibration_points(y, predicted)
@@ -212,19 +254,17 @@ def _plots(folder: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndar
            title=f"Calibration: {title}\n(validation practices, bins of >= {MIN_PATIENTS_PER_BIN} patients)")
     ax.legend(fontsize=8)
     paths.append(folder / "calibration.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(paths[-1], dpi=110)
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = figure()
     for label, (y, predicted) in curves.items():
         fpr, tpr, _ = roc_curve(y, predicted)
-        ax.plot(fpr, tpr, label=label)
+        ax.plot(*_curve_points(fpr, tpr), label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(xlabel="false positive rate", ylabel="sensitivity", title=f"ROC: {title}\n(validation practices)")
     ax.legend(fontsize=8)
     paths.append(folder / "roc.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(paths[-1], dpi=110)
     return paths
 
 
@@ -284,6 +324,7 @@ class TrainingLog:
     parent_run_id: str
     candidates: list[ModelVersion] = field(default_factory=list)
     comparison: list[dict] = field(default_factory=list)
+    not_trained: tuple[str, ...] = ()  # comparison variants left out (TrainingConfig.compare_variants off)
 
 
 def versions_by_alias(client, icb_code: str, aliases: tuple[str, ...]) -> list[ModelVersion]:
@@ -341,7 +382,14 @@ def comparison_rows(result: TrainingResult) -> list[dict]:
     return rows
 
 
-def comparison_markdown(rows: list[dict]) -> str:
+def not_trained_note(variants: tuple[str, ...]) -> str:
+    """What the comparison says when a comparison variant was not trained (so a reviewer does
+    not read its absence as a model that lost)."""
+    return (f"Not trained in this run: the {', '.join(variants)} models (a comparison only; never a candidate). "
+            "Train them with `phm train --compare-variants` or `[run] compare_variants = true`.")
+
+
+def comparison_markdown(rows: list[dict], not_trained: tuple[str, ...] = ()) -> str:
     lines = ["| outcome | model | patients | events | AUROC (95% CI) | Brier | cal. slope | cal. intercept | O/E (95% CI) |",
              "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
@@ -351,6 +399,8 @@ def comparison_markdown(rows: list[dict]) -> str:
             f"{r['calibration_slope']:.2f} | {r['calibration_intercept']:.2f} | "
             f"{r['observed_expected']:.2f} ({r['observed_expected_ci_low']:.2f}-{r['observed_expected_ci_high']:.2f}) |")
     lines.append("\n`*` the candidate. Counts: 1-7 suppressed, others rounded to 5. Validation practices only.")
+    if not_trained:
+        lines.append(not_trained_note(not_trained))
     return "\n".join(lines) + "\n"
 
 
@@ -370,6 +420,7 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
               "seed": config.seed,
               "candidate_variant": config.candidate_variant, "training_data_digest": digest,
               "validation_split": "by practice"}
+    variants_trained = {"variants_trained": ", ".join(config.variants)}
     rows = comparison_rows(result)
     requirements = pinned_requirements()
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {data.index_date} +{data.horizon_years}y",
@@ -379,12 +430,12 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
                               "A child run per outcome and model; the candidates are registered with the alias "
                               "'candidate' and wait for the fairness audit (a later run) before any list uses "
                               "them. Comparison of the models: Artifacts, `comparison/comparison.md`.")) as parent:
-        mlflow.log_params(common)
+        mlflow.log_params({**common, **variants_trained})
         mlflow.set_tags({"phm.kind": "training", "phm.icb_code": result.icb_code})
-        log = TrainingLog(location, experiment_id, parent.info.run_id, comparison=rows)
+        log = TrainingLog(location, experiment_id, parent.info.run_id, comparison=rows, not_trained=config.not_fitted)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            (folder / "comparison.md").write_text(comparison_markdown(rows))
+            (folder / "comparison.md").write_text(comparison_markdown(rows, log.not_trained))
             (folder / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
             mlflow.log_artifacts(str(folder), artifact_path="comparison")
         for outcome_result in result.outcomes:
@@ -434,7 +485,7 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
                     info = mlflow.sklearn.log_model(
                         model.estimator, name="model", pip_requirements=requirements,
                         signature=infer_signature(sample, np.zeros(1)), pyfunc_predict_fn="predict_proba",
-                        skops_trusted_types=skops_trusted_types(model.estimator))
+                        skops_trusted_types=list(SKOPS_TRUSTED_TYPES))
                     if is_candidate:
                         log.candidates.append(_register(client, result.icb_code, outcome, model,
                                                         info.model_uri, child.info.run_id, digest, data,

@@ -20,8 +20,11 @@ in the large and extended; ethnicity acts only through their published effects):
 Two input variants per kind: ``with_equity`` adds ethnicity (broad group, as recorded at T0) and
 deprivation (IMD decile, Townsend score, Core20) to the clinical inputs; ``clinical_only`` leaves
 them out. ``TrainingConfig.candidate_variant`` (default ``with_equity``, as QRISK3 and QDiabetes
-do) decides which variant may become the candidate; both are trained and logged so reviewers
-can compare them.
+do) decides which variant may become the candidate. Only that variant is trained unless
+``compare_variants`` asks for the other too (``phm train --compare-variants``, ``[run]
+compare_variants = true``): a comparison model can never become the candidate, so fitting it on
+every run was work whose result the lists never used. When trained, it is logged beside the
+candidate's models so reviewers can compare them; when not, the comparison says so.
 
 Validation is by practice: a share of practices (default 30%) is held out entirely, so every
 figure is for practices the model has not seen. The candidate for an outcome is the model of
@@ -115,19 +118,28 @@ class TrainingConfig:
     candidate_variant: str = "with_equity"
     validation_share: float = 0.3
     seed: int = 42
-    # which kinds and variants to fit (all by default: reviewers compare them in MLflow); the
-    # candidate variant is always fitted
+    # which kinds to fit (both: the candidate is the better of them on validation)
     model_kinds: tuple[str, ...] = MODEL_KINDS
-    variants: tuple[str, ...] = VARIANTS
+    # also fit the other input variant, for reviewers to compare in MLflow (never a candidate)
+    compare_variants: bool = False
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The input variants fitted: the candidate variant, and the other when compared."""
+        if self.compare_variants:
+            return VARIANTS
+        return (self.candidate_variant,)
+
+    @property
+    def not_fitted(self) -> tuple[str, ...]:
+        """Comparison variants left out (``compare_variants`` off): the comparison names them."""
+        return tuple(v for v in VARIANTS if v not in self.variants)
 
     def validate(self) -> None:
         if self.candidate_variant not in VARIANTS:
             raise ConfigError(f"candidate variant must be one of {VARIANTS}, not {self.candidate_variant!r}")
         if not self.model_kinds or not set(self.model_kinds) <= set(MODEL_KINDS):
             raise ConfigError(f"model kinds must be some of {MODEL_KINDS}, not {self.model_kinds}")
-        if self.candidate_variant not in self.variants or not set(self.variants) <= set(VARIANTS):
-            raise ConfigError(f"variants must be some of {VARIANTS} and include the candidate variant, "
-                              f"not {self.variants}")
         if not 0 < self.validation_share < 1:
             raise ConfigError(f"validation share must be between 0 and 1, not {self.validation_share}")
         if self.horizon_years < 1:

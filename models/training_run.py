@@ -42,7 +42,7 @@ class TrainingRun:
         data = self.result.data
         lines = [f"trained at index date {data.index_date} on outcomes recorded in the next "
                  f"{data.horizon_years} years (validation: held-out practices)", ""]
-        lines += comparison_markdown(self.log.comparison).splitlines()
+        lines += comparison_markdown(self.log.comparison, self.log.not_trained).splitlines()
         lines.append("")
         for candidate in self.log.candidates:
             lines.append(f"registered {candidate.name} version {candidate.version} as 'candidate' "

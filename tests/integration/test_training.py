@@ -46,15 +46,33 @@ def test_mlflow_store_is_embedded_under_the_output_folder(trained):
     assert (folder / "mlflow" / "artifacts").is_dir()
 
 
-def test_one_experiment_per_icb_with_a_child_run_per_outcome_kind_and_variant(trained):
+def child_runs(client, parent_run_id: str) -> list:
+    """The training run's child runs, after checking there is one per outcome, kind and variant."""
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    combos = {(r.data.params["outcome"], r.data.params["model_kind"], r.data.params["variant"]) for r in children}
+    variants = parent.data.params["variants_trained"].split(", ")
+    assert len(children) == len(combos) == 3 * 2 * len(variants)
+    assert {variant for _, _, variant in combos} == set(variants)
+    return children
+
+
+def test_one_experiment_per_icb_with_a_child_run_per_outcome_and_kind_of_the_candidate_variant(trained):
+    """The comparison variant is not trained unless asked for (it can never be the candidate),
+    and the comparison a reviewer reads says so rather than leaving it out silently."""
     _, _, run = trained
     client = client_for(run)
     experiment = client.get_experiment_by_name(f"phm-risk {run.result.icb_code}")
     assert experiment is not None
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{run.log.parent_run_id}'")
-    combos = {(r.data.params["outcome"], r.data.params["model_kind"], r.data.params["variant"]) for r in children}
-    assert len(children) == len(combos) == 12
+    children = child_runs(client, run.log.parent_run_id)
+    assert {r.data.params["variant"] for r in children} == {"with_equity"}
+    comparison = open(client.download_artifacts(run.log.parent_run_id, "comparison/comparison.md")).read()
+    assert "clinical_only" in comparison and "--compare-variants" in comparison
+    assert any("Not trained in this run: the clinical_only models" in line for line in run.summary_lines())
+    check_child_runs(client, children)
+
+
+def check_child_runs(client, children) -> None:
     for child in children:
         params, metrics_ = child.data.params, child.data.metrics
         assert params["validation_split"] == "by practice"
@@ -177,9 +195,14 @@ def test_phm_train_and_score_on_the_command_line(trained, capsys):
     from cli.main import main
 
     _, db, _ = trained
-    assert main(["train", "--db", str(db), "--candidate-variant", "clinical_only"]) == 0
+    assert main(["train", "--db", str(db), "--candidate-variant", "clinical_only", "--compare-variants"]) == 0
     out = capsys.readouterr().out
     assert "QRISK3 (10y converted to 5y)" in out and "version 2 as 'candidate'" in out
+    assert "hazard_glm (with_equity)" in out and "Not trained in this run" not in out
+    client = client_for(trained[2])
+    latest = client.search_runs([trained[2].log.experiment_id], "tags.`phm.kind` = 'training'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    check_child_runs(client, child_runs(client, latest.info.run_id))  # both variants, each with its own inputs
     assert main(["score", "--db", str(db)]) == 0
     captured = capsys.readouterr()
     assert "v2 (candidate, clinical_only)" in captured.out
@@ -224,9 +247,11 @@ def test_a_run_audits_and_scores_the_versions_it_registered_whatever_the_aliases
     """Issue 16 item 15. Fails on the code that took the audit's model by 'candidate' and
     scoring's by 'champion': it audited, tagged and scored the other run's version."""
     from mlflow.tracking import MlflowClient
+    from polars.testing import assert_frame_equal
 
     from models.audit_run import run_audit
-    from models.score_models import score_models
+    from models.population import read_population
+    from models.score_models import ScoredVersions, score_models
     from models.tracking import TrackingLocation
     from tests.signoff import AUDIT
 
@@ -239,8 +264,10 @@ def test_a_run_audits_and_scores_the_versions_it_registered_whatever_the_aliases
     mine = {v.outcome: v.version for v in run.versions}
 
     theirs = another_run_registers_and_moves_the_aliases(client, run.versions)
-    audit = run_audit(db, AUDIT, location, tmp_path / "audit", versions=run.versions)
+    population = read_population(db, None)
+    audit = run_audit(db, AUDIT, location, tmp_path / "audit", versions=run.versions, population=population)
     assert {o: str(m["version"]) for o, m in audit.report.models.items()} == mine
+    assert audit.scores.versions == {v.outcome: (v.name, v.version) for v in run.versions}
     tags = client.get_run(audit.run_id).data.tags
     for v in run.versions:
         assert tags[f"phm.fairness_gate.{v.outcome}.model"] == v.version
@@ -249,9 +276,19 @@ def test_a_run_audits_and_scores_the_versions_it_registered_whatever_the_aliases
         assert "phm.audit_run_id" not in client.get_model_version(v.name, theirs[v.outcome]).tags
 
     theirs = another_run_registers_and_moves_the_aliases(client, run.versions)  # and again, before scoring
-    scored = score_models(db, location, versions=audit.scoring_versions())
+    scored = score_models(db, location, versions=audit.scoring_versions(), population=population,
+                          audit_scores=audit.scores)
+    assert scored.reused_audit_scores  # the audited versions: the audit's scores, not predicted again
     with duckdb.connect(str(db), read_only=True) as con:
         scores = con.execute("select * from marts.risk_scores").pl()
+    # the same table as scoring afresh, bit for bit; scores of other versions are never reused
+    other = ScoredVersions({o: (name, theirs[o]) for o, (name, _) in audit.scores.versions.items()},
+                           audit.scores.scores)
+    afresh = score_models(db, location, versions=audit.scoring_versions(), population=population,
+                          audit_scores=other)
+    assert not afresh.reused_audit_scores and afresh.scored == scored.scored
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert_frame_equal(con.execute("select * from marts.risk_scores").pl(), scores)
     for m in scored.models:
         ranks_list = client.get_model_version(f"phm-{run.result.icb_code}-{m.outcome}", mine[m.outcome]).tags[
             "phm.ranks_list"]
