@@ -77,9 +77,31 @@ def dated(extract_date) -> str:
     return f"_{extract_date}"
 
 
-def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
+# From this many PCNs, their files are written by worker processes, one per core: a PCN's files
+# (mostly its workbook, pure Python in openpyxl) are independent of every other PCN's, and at 1M
+# patients (25 PCNs) writing them one after another was the longest stage after training. Below
+# it, starting the workers (about a second each) costs more than it saves.
+PARALLEL_FROM_PCNS = 4
+
+
+def _write_pcn(paths: tuple[Path, ...], pcn: str, rows: pl.DataFrame, summary: pl.DataFrame,
+               reask: pl.DataFrame | None, manifest: dict) -> None:
+    """One PCN's files (FILE_KINDS order): the list as Parquet and CSV, its summary, its re-ask
+    worklist and the workbook."""
+    list_parquet, list_csv, summary_csv, workbook, reask_csv = paths
+    rows.write_parquet(list_parquet)
+    for_people(rows).write_csv(list_csv)
+    summary.write_csv(summary_csv)
+    if reask is not None:
+        reask.write_csv(reask_csv)
+    write_workbook(workbook, pcn, for_people(rows), summary, manifest, reask)
+
+
+def write_run_folder(run: ListRun, out: Path, manifest: dict, workers: int | None = None) -> Path:
     """Write every PCN's files into a new folder under ``out``; returns it (not yet published).
-    The manifest gains ``files``: each PCN's file names, for software that reads the folder."""
+    The manifest gains ``files``: each PCN's file names, for software that reads the folder.
+    ``workers``: processes writing PCNs' files at once (default: one per core from
+    ``PARALLEL_FROM_PCNS`` PCNs, else this process alone); the files are the same either way."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = out / f"{CURRENT}-{stamp}"
     date = dated(manifest.get("extract_date"))
@@ -90,16 +112,23 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict) -> Path:
                                       for pcn, paths in files.items()}}
     out.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=DIR_MODE)
-    for pcn, (list_parquet, list_csv, summary_csv, workbook, reask_csv) in files.items():
-        rows = run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code")
-        summary = run.summary[pcn]
-        reask = run.reask.filter(pl.col("pcn_code") == pcn).drop("pcn_code") if run.reask.width else None
-        rows.write_parquet(list_parquet)
-        for_people(rows).write_csv(list_csv)
-        summary.write_csv(summary_csv)
-        if reask is not None:
-            reask.write_csv(reask_csv)
-        write_workbook(workbook, pcn, for_people(rows), summary, manifest, reask)
+    work = [(tuple(paths), pcn, run.lists.filter(pl.col("pcn_code") == pcn).drop("pcn_code"), run.summary[pcn],
+             run.reask.filter(pl.col("pcn_code") == pcn).drop("pcn_code") if run.reask.width else None, manifest)
+            for pcn, paths in files.items()]
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(work) >= PARALLEL_FROM_PCNS else 1
+    workers = max(1, min(workers, len(work)))
+    if workers == 1:
+        for item in work:
+            _write_pcn(*item)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawned, not forked: this process runs threads (Prefect's), which a fork would copy mid-step
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in [pool.submit(_write_pcn, *item) for item in work]:
+                done.result()  # the first PCN whose files failed raises here, as it would in this process
     manifest["files"] = {pcn: {kind: name for kind, name in names.items() if (folder / name).exists()}
                          for pcn, names in manifest["files"].items()}  # a run without a re-ask worklist has none
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")

@@ -81,3 +81,29 @@ def test_lists_a_later_run_was_refused_to_replace_are_marked_and_nothing_else_ch
     # the next published run replaces the folder, and the mark with it
     again = publish(write_run_folder(one_pcn_run(), tmp_path, {"index_date": "2026-04-30"}), tmp_path)
     assert not (again / NOT_REPLACED).exists() and "not_replaced" not in json.loads((again / MANIFEST).read_text())
+
+
+@pytest.mark.slow
+def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_path):
+    """Publishing writes PCNs' files in worker processes from PARALLEL_FROM_PCNS PCNs on: the
+    same bytes (the workbook: the same cells) as this process writes them one after another."""
+    from openpyxl import load_workbook
+
+    from flows.publish import PARALLEL_FROM_PCNS
+
+    pcns = [f"U0000{i}" for i in range(PARALLEL_FROM_PCNS)]
+    rows = pl.DataFrame({"pcn_code": [p for p in pcns for _ in range(3)], "pseudonym": [f"{i:020d}" for i in range(12)],
+                         "practice_pseudo_id": [i % 2 for i in range(12)]})
+    run = ListRun(rows, pl.DataFrame({"pcn_code": pcns}),
+                  {p: pl.DataFrame({"section": ["total"], "on_list": [3]}) for p in pcns})
+    manifest = {"extract_date": "2026-03-31"}
+    here, workers = (write_run_folder(run, tmp_path / name, manifest, workers=n) for name, n in (("here", 1), ("pool", 2)))
+    assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in workers.iterdir())
+    for path in here.iterdir():
+        if path.suffix == ".xlsx":
+            cells = [[[c.value for c in row] for row in sheet.iter_rows()] for sheet in load_workbook(path).worksheets]
+            assert cells == [[[c.value for c in row] for row in sheet.iter_rows()]
+                             for sheet in load_workbook(workers / path.name).worksheets]
+        else:
+            assert path.read_bytes() == (workers / path.name).read_bytes(), path.name
+    assert (here / "U00003_2026-03-31.csv").read_text().count("\n") == 4  # header and the PCN's 3 rows
