@@ -170,6 +170,8 @@ def test_the_dask_run_sharded_by_pcn_on_the_two_worker_processes(two_runs, dask_
     assert "shards: 3 (dask executor)" in two_runs["dask"].lines
     assert "3 shard(s) scored in 2 process(es)" in two_runs["dask"].lines
     assert "1 shard(s) scored in 1 process(es)" in two_runs["local"].lines
+    for run in two_runs.values():  # scored once: the lists take the audit's scores of the same versions
+        assert "the audit's scores of these versions, taken as they were" in run.lines
     assert os.getpid() not in dask_cluster.worker_pids and len(dask_cluster.worker_pids) == 2
 
 
@@ -178,9 +180,10 @@ def test_no_task_names_the_runs_folder_only_data_travels(two_runs):
     the run (its folder, its database), so a worker needs no shared disk."""
     run = two_runs["dask"]
     kinds = sorted(kind for kind, _ in run.sent if kind != "flow-run-context")
-    # the shards scattered once, then the audit's scores; 3 tasks each to score for the audit, make
-    # its cells (handed the scores too) and score for the lists: every one handed futures, no rows
-    assert kinds == ["scatter"] * 2 + ["task(Future+Future)"] * 3 + ["task(Future+NoneType)"] * 6, kinds
+    # the shards scattered once, then the audit's scores; 3 tasks each to score for the audit and
+    # make its cells (handed the scores too): every one handed futures, no rows. The lists take the
+    # audit's scores of the same versions: no scoring task of their own
+    assert kinds == ["scatter"] * 2 + ["task(Future+Future)"] * 3 + ["task(Future+NoneType)"] * 3, kinds
     folder = str(run.out.resolve()).encode()
     assert not [kind for kind, sent in run.sent if folder in sent and kind != "flow-run-context"]
     assert not [kind for kind, sent in run.sent if b".shards-" in sent]
