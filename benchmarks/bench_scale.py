@@ -12,8 +12,8 @@ that its lists are byte-identical to the one-process run's. Prints a table, the 
 least-squares line through the sizes, for the whole run and each stage) and writes JSON.
 
 The lists must not change with an optimisation: the SHA-256 of every published list file (each
-PCN's Parquet, CSV, summary and re-ask CSV; the workbook's cells, since the .xlsx file carries
-its own write time) is compared with a reference recorded by an earlier run on the same seed
+PCN's CSV, summary and re-ask CSV byte for byte; its Parquet by schema and rows; the workbook by
+its cells, less the Read me's publication time) is compared with a reference recorded by an earlier run on the same seed
 (``--lists-reference``, default benchmarks/results/scale_lists.json: recorded when missing or with
 ``--record-lists``, checked otherwise); a difference ends the benchmark with an error naming the
 files (after the figures are printed and written). Record the reference on the commit before the
@@ -86,26 +86,35 @@ accepts = "FAIL"
 
 def list_hashes(out: Path) -> dict[str, str]:
     """SHA-256 of each published list file, by name (lists_manifest.json is left out: it holds
-    the publication time and the audit's MLflow run id). A workbook is hashed by its cells, sheet
-    by sheet: the .xlsx file itself carries its write time."""
+    the publication time and the audit's MLflow run id). CSV files by their bytes. A Parquet file
+    by its schema and rows (its bytes also record how the frame happened to be chunked). A
+    workbook by its cells, sheet by sheet, less the Read me's "list published" time (the .xlsx
+    file itself carries its write time)."""
+    import polars as pl
+
     folder = out / "lists"
     hashes = {}
     for path in sorted(folder.iterdir()):
         if path.name == "lists_manifest.json":
             continue
+        digest = hashlib.sha256()
         if path.suffix == ".xlsx":
             from openpyxl import load_workbook
 
-            digest = hashlib.sha256()
             book = load_workbook(path, read_only=True)
             for sheet in book.worksheets:
                 digest.update(f"\x1e{sheet.title}".encode())
                 for row in sheet.iter_rows(values_only=True):
-                    digest.update(repr(row).encode())
+                    if not (sheet.title == "Read me" and row and row[0] == "list published"):
+                        digest.update(repr(row).encode())
             book.close()
-            hashes[path.name] = digest.hexdigest()
+        elif path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            digest.update(repr(frame.schema).encode())
+            digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
         else:
-            hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest.update(path.read_bytes())
+        hashes[path.name] = digest.hexdigest()
     return hashes
 
 
