@@ -15,33 +15,15 @@ chromium) prints it to a tall PNG, cropped to its top two thirds and scaled to 3
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from page_screenshot import save_page_png
 
 
 def main(out: Path, images: Path) -> None:
-    from PIL import Image, ImageOps
-
-    report = (out / "history" / "history_report.html").resolve()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        sys.exit("headless Chromium is needed: apt-get install chromium")
-    with tempfile.TemporaryDirectory() as tmp:
-        shot = Path(tmp) / "page.png"
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--screenshot={shot}", "--window-size=1280,5200", report.as_uri()],
-                       check=True, capture_output=True, timeout=120)
-        image = Image.open(shot).convert("RGB")
-        image = image.crop(ImageOps.invert(image.convert("L")).getbbox())  # what the page drew
-        # the runs, the gate, data quality and the first three scores' drift: the top two thirds
-        image = image.crop((0, 0, image.size[0], min(image.size[1], 3620)))
-        image = image.resize((image.size[0] * 3 // 4, image.size[1] * 3 // 4), Image.LANCZOS)
-        images.mkdir(parents=True, exist_ok=True)
-        image.save(images / "history-report.png", optimize=True)
-    print(f"{report} -> {images / 'history-report.png'} ({image.size[0]} x {image.size[1]})")
+    # the runs, the gate, data quality and the first three scores' drift: the top two thirds
+    save_page_png(out / "history" / "history_report.html", images / "history-report.png", height=3620)
 
 
 if __name__ == "__main__":
