@@ -14,6 +14,7 @@ with parameters as (
 current_address as (
     select
         a.patient_id,
+        a.lsoa_code,
         a.imd_rounded,
         a.townsend_score,
         row_number() over (
@@ -27,6 +28,7 @@ current_address as (
 final as (
     select
         c.patient_id,
+        c.lsoa_code,  -- for the per-practice area counts (mart_practice_lsoa), not a model input
         p.imd_version,
         -- least() skips nulls in DuckDB: without the case an unknown area would be decile 10
         case when c.imd_rounded is not null

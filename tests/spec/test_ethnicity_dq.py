@@ -172,7 +172,8 @@ def test_a_census_table_by_lsoa_gives_each_practice_the_mix_of_its_patients_area
     # the mart: registered patients per practice and LSOA of their address on the index date
     with in_memory() as con:
         con.execute("create schema features; create schema intermediate")
-        con.execute("create table features.parameters as select date '2026-03-31' as index_date")
+        con.execute("create table features.parameters as select date '2026-03-31' as index_date, "
+                    "'IMD2019' as imd_version, 32844 as imd_lsoa_count")
         con.execute("create table intermediate.int_patients_registered as select * from (values "
                     "(1, 8), (2, 8), (3, 8), (4, 9)) t(patient_id, practice_pseudo_id)")
         con.execute("create table main.addresses as select * from (values "
@@ -180,6 +181,9 @@ def test_a_census_table_by_lsoa_gives_each_practice_the_mix_of_its_patients_area
                     "(3, date '2010-01-01', date '2019-12-31', 'E01000002', 200), (3, date '2020-01-01', null, 'E01000001', 100),"
                     "(4, date '2027-01-01', null, 'E01000002', 200)) "
                     "t(patient_id, start_date, end_date, lsoa_code, imd_rounded)")
+        con.execute("alter table main.addresses add column townsend_score double")
+        con.execute("create table intermediate.int_patient_deprivation as "
+                    + (SQL_DIR / "intermediate" / "int_patient_deprivation.sql").read_text())
         lsoas = con.execute((SQL_DIR / "marts" / "mart_practice_lsoa.sql").read_text()).pl()
     assert sorted(lsoas.rows()) == [(8, "E01000001", 2), (8, "E01000002", 1), (9, None, 1)]
     table = tmp_path / "ts021_lsoa.csv"

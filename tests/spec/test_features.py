@@ -173,7 +173,8 @@ def test_deprivation_from_the_current_address_with_deciles_quintiles_core20_and_
     build(con, INDEX, "IMD2019")
     got = con.sql("select * from intermediate.int_patient_deprivation order by patient_id").pl()
     expected = pl.DataFrame({
-        "patient_id": [1, 2, 3, 4], "imd_version": ["IMD2019"] * 4,
+        "patient_id": [1, 2, 3, 4], "lsoa_code": ["E01000001", "E01000003", "E01000004", None],
+        "imd_version": ["IMD2019"] * 4,
         "imd_decile": [1, 2, 10, None], "imd_quintile": [1, 1, 5, None], "core20": [True, True, False, None],
         "townsend_score": [-1.5, 2.0, 9.0 - 15.0 * 32800 / n, None],
         "townsend_is_approximated": [False, False, True, False],
