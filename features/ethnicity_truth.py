@@ -28,6 +28,21 @@ def _read(extract: Path, table: str) -> pl.DataFrame:
     return pl.read_parquet(parquet) if parquet.exists() else pl.read_csv(extract / f"{table}.csv", infer_schema=False)
 
 
+def _project_rule(events: pl.DataFrame, hospital: pl.DataFrame, extract_date: str, select: str,
+                  parameters: list | None = None) -> pl.DataFrame:
+    """The project's own ethnicity rule (sql/intermediate/int_patient_ethnicity.sql) run on an
+    extract's coded events and hospital records, as table ``ethnicity``; ``select`` reads it."""
+    with in_memory() as con:
+        con.register("events_frame", events)
+        con.register("hospital_frame", hospital)
+        con.execute("create table main.clinical_events as select * from events_frame")
+        con.execute("create table main.hospital_ethnicity as select * from hospital_frame")
+        load_reference_tables(con)
+        set_parameters(con, extract_date, "IMD2019")  # the IMD version plays no part in this rule
+        con.execute(f"create table ethnicity as {(SQL_DIR / 'intermediate' / 'int_patient_ethnicity.sql').read_text()}")
+        return con.execute(select, parameters or []).pl()
+
+
 def rule_readings(extract: Path, with_hospital_records: bool = False) -> pl.DataFrame:
     """One row per patient with a stated category: patient_id, ethnicity_true, each rule's letter
     and ``ethnicity_source``. Hospital records (the optional table) are read only when asked: the
@@ -41,17 +56,10 @@ def rule_readings(extract: Path, with_hospital_records: bool = False) -> pl.Data
         hospital = _read(extract, "hospital_ethnicity").select(
             pl.col("patient_id").cast(pl.Int64), pl.col("date").cast(pl.Date), pl.col("ethnic_category").cast(pl.String))
     truth = pl.read_parquet(extract / "truth" / "patients.parquet").select("patient_id", "ethnicity_true")
-    with in_memory() as con:
-        con.register("events_frame", events)
-        con.register("hospital_frame", hospital)
-        con.execute("create table main.clinical_events as select * from events_frame")
-        con.execute("create table main.hospital_ethnicity as select * from hospital_frame")
-        load_reference_tables(con)
-        set_parameters(con, extract_date, "IMD2019")  # the IMD version plays no part in this rule
-        con.execute(f"create table ethnicity as {(SQL_DIR / 'intermediate' / 'int_patient_ethnicity.sql').read_text()}")
-        readings = con.execute("select patient_id, ethnicity_category, latest_category, ethnicity_source "
-                               "from ethnicity where ethnicity_category in (select unnest(?))",
-                               [list(NHS_ETHNIC_CATEGORIES)]).pl()
+    readings = _project_rule(events, hospital, extract_date,
+                             "select patient_id, ethnicity_category, latest_category, ethnicity_source "
+                             "from ethnicity where ethnicity_category in (select unnest(?))",
+                             [list(NHS_ETHNIC_CATEGORIES)])
     return readings.join(truth, on="patient_id", how="inner")
 
 
@@ -101,18 +109,11 @@ def dq_frame(extract: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     when = pl.lit(extract_date).str.to_date()
     current = (registrations.filter((pl.col("start_date") <= when) & (pl.col("end_date").is_null() | (pl.col("end_date") >= when)))
                .sort("start_date").group_by("patient_id").last().join(practices, on="practice_pseudo_id"))
-    with in_memory() as con:
-        con.register("events_frame", events)
-        con.register("hospital_frame", hospital)
-        con.execute("create table main.clinical_events as select * from events_frame")
-        con.execute("create table main.hospital_ethnicity as select * from hospital_frame")
-        load_reference_tables(con)
-        set_parameters(con, extract_date, "IMD2019")
-        con.execute(f"create table ethnicity as {(SQL_DIR / 'intermediate' / 'int_patient_ethnicity.sql').read_text()}")
-        readings = con.execute(
-            "select patient_id, ethnicity_category, has_conflicting_codes as ethnicity_has_conflicting_codes, "
-            "ethnicity_source, non_census_only as ethnicity_non_census_only, "
-            "hospital_category as ethnicity_hospital_category from ethnicity").pl()
+    readings = _project_rule(
+        events, hospital, extract_date,
+        "select patient_id, ethnicity_category, has_conflicting_codes as ethnicity_has_conflicting_codes, "
+        "ethnicity_source, non_census_only as ethnicity_non_census_only, "
+        "hospital_category as ethnicity_hospital_category from ethnicity")
     frame = current.join(readings, on="patient_id", how="left").with_columns(
         pl.col("ethnicity_category").fill_null("99"))
     labels = {str(r["practice_pseudo_id"]): r["ods_code"] for r in practices.iter_rows(named=True)}
