@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--patients", type=int, default=30_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
+                        help="only these scenarios (default: all three)")
     parser.add_argument("--summarise", type=Path, nargs="+",
                         help="only print the table of a saved study (JSON; several parts are added up)")
     args = parser.parse_args()
@@ -129,7 +131,7 @@ def main() -> None:
     started = time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for profile in PROFILES:
-            for scenario in SCENARIOS:
+            for scenario in args.scenarios:
                 folder = Path(tempfile.mkdtemp(prefix="phm-gate-"))
                 try:
                     run = scenario_run(folder, seed, profile, scenario, args.patients, knobs_for(scenario, seed))

@@ -34,6 +34,7 @@ from models.fairness import (
     NEED_DESCRIPTIONS,
     AuditReport,
     AuditSettings,
+    Figure,
     GateDecision,
     audit_score,
     decide,
@@ -41,7 +42,7 @@ from models.fairness import (
     judge_all,
 )
 from models.fairness._cells import add_cells
-from models.fairness._recording import add_gap_figures, gap_counts
+from models.fairness._recording import add_gap_figures, gap_counts, treated_counts
 from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
 from models.population import Population, read_population
@@ -263,6 +264,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     scores = ScoredVersions({o: (name, str(version.version)) for o, (name, version) in versions.items()}, scores)
     # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
     gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
+    treated = {o.short: treated_counts(features, o.short) for o in OUTCOMES}
     del features
     audits, detailed, models, standard_frames = [], {}, {}, {}
     for outcome in OUTCOMES:
@@ -283,6 +285,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                             HIGH_NEED_FROM[outcome.short])
         audit.need_description = NEED_DESCRIPTIONS[outcome.short]
         add_gap_figures(audit, gaps[outcome.short], settings.level)
+        add_gap_figures(audit, treated[outcome.short], settings.level, Figure.TREATED_UNDIAGNOSED)
         detailed[outcome.short] = audit_score(
             outcome.short, performance.with_columns(group=pl.col("ethnicity_category")).select(
                 "group", "score", "selected", "outcome"),

@@ -48,8 +48,12 @@ are found in (T0, E] for half of those people and coded then as a new diagnosis.
 Bias knobs (all off by default; keys are NHS category letters such as "N" or broad groups such as
 "Black"; a letter wins over its group):
 - ``measurement_access``: probability that a scheduled measurement is actually taken.
-- ``outcome_recording``: probability that a true diagnosis or event is coded (under-diagnosis,
-  the label-choice bias of Obermeyer et al.).
+- ``outcome_recording``: probability that a true diagnosis or event is coded (under-recording,
+  the label-choice bias of Obermeyer et al.). It is a coding failure, not a failure of care: the
+  diagnosis is made at the national rate (or the event's discharge letter reaches the practice),
+  treatment follows as for the coded (antihypertensives, statins), and only the code is missing,
+  so the record shows "treated without a diagnosis" as a real one does (docs/fairness.md). With
+  the knob unset the known and the coded are the same patients: the default extract is unchanged.
 - ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
 ``ethnicity_unrecorded`` (default 0.15) is the share with no ethnicity code at all.
 
@@ -750,6 +754,11 @@ class _Coding:
     found_t2d: np.ndarray
     d_found_htn: np.ndarray
     d_found_t2d: np.ndarray
+    # known to the practice, coded or not (``outcome_recording`` is a coding failure: the
+    # diagnosis was made or the event's discharge letter came, care was given, the code not entered)
+    htn_known0: np.ndarray
+    t2d_known0: np.ndarray
+    cvd_known: np.ndarray  # a CVD event in (T0, E] while alive and registered
 
 
 def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registrations: _Registrations) -> _Coding:
@@ -757,17 +766,32 @@ def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registr
     o, last_day, alive_at = outcomes, registrations.last_day, registrations.alive_at
     htn0, t2d0, cvd0 = o.model.health.htn0, o.model.health.t2d0, o.model.health.cvd0
     recording = _knob(ctx.config.outcome_recording, people.cat, 1.0)
-    htn_dx0 = htn0 & (u() < 0.7 * recording)  # a national diagnosis gap, plus any planted bias
-    htn_tx0 = htn_dx0 & (u() < 0.8)
-    t2d_dx0 = t2d0 & (u() < 0.85 * recording)
+    # ``outcome_recording`` is a coding failure, not a failure of care: the diagnosis is made at
+    # the national rate (or the event happens and its discharge letter reaches the practice), care
+    # follows it, and the code is entered with probability ``recording``. One uniform draw decides
+    # both, so the coded are a subset of the known and, with no knob set, the two are the same
+    # patients (the default extract is unchanged).
+    u_htn = u()
+    htn_known0 = htn0 & (u_htn < 0.7)  # a national diagnosis gap
+    htn_dx0 = htn0 & (u_htn < 0.7 * recording)  # ... plus any planted coding failure
+    htn_tx0 = htn_known0 & (u() < 0.8)
+    u_t2d = u()
+    t2d_known0 = t2d0 & (u_t2d < 0.85)
+    t2d_dx0 = t2d0 & (u_t2d < 0.85 * recording)
     cvd_dx0 = cvd0 & (u() < recording)
     rec_cvd = o.ev_cvd & (u() < recording)
     rec_t2d = o.ev_t2d & (u() < recording)
-    rec_htn = o.ev_htn & (u() < 0.8 * recording)
-    rec_cvd &= alive_at(o.d_cvd) & (o.d_cvd <= last_day)
+    u_rec_htn = u()
+    known_htn = o.ev_htn & (u_rec_htn < 0.8)
+    rec_htn = o.ev_htn & (u_rec_htn < 0.8 * recording)
+    cvd_known = o.ev_cvd & alive_at(o.d_cvd) & (o.d_cvd <= last_day)
+    rec_cvd &= cvd_known
     rec_t2d &= alive_at(o.d_t2d) & (o.d_t2d <= last_day)
-    rec_htn &= alive_at(o.d_htn) & (o.d_htn <= last_day)
-    tx_start = np.where(htn_tx0, -1, np.where(rec_htn & (u() < 0.7), o.d_htn + 14, np.iinfo(np.int64).max))
+    in_record_htn = alive_at(o.d_htn) & (o.d_htn <= last_day)
+    rec_htn &= in_record_htn
+    known_htn &= in_record_htn
+    # treatment follows the known diagnosis, coded or not
+    tx_start = np.where(htn_tx0, -1, np.where(known_htn & (u() < 0.7), o.d_htn + 14, np.iinfo(np.int64).max))
     # Undiagnosed hypertension and diabetes present at T0 are found during follow-up (NHS Health
     # Checks, case-finding) and coded then as a new diagnosis: half of them within the horizon,
     # fewer where the recording knob is planted. Without this, the people with the highest blood
@@ -779,7 +803,7 @@ def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registr
     found_htn &= alive_at(d_found_htn) & (d_found_htn <= last_day)
     found_t2d &= alive_at(d_found_t2d) & (d_found_t2d <= last_day)
     return _Coding(htn_dx0, htn_tx0, t2d_dx0, cvd_dx0, rec_cvd, rec_t2d, rec_htn, tx_start,
-                   found_htn, found_t2d, d_found_htn, d_found_t2d)
+                   found_htn, found_t2d, d_found_htn, d_found_t2d, htn_known0, t2d_known0, cvd_known)
 
 
 def _rate_events(ctx: _Context, record: _Record, rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1087,9 +1111,11 @@ def _record_medications(ctx: _Context, record: _Record, people: _People, health:
 
     repeats(c.htn_tx0 | (c.tx_start < np.iinfo(np.int64).max), np.where(c.htn_tx0, diagnosed.htn_day + 14, c.tx_start),
             "antihypertensives")
-    on_statin = (c.cvd_dx0 & (u() < 0.7)) | (c.t2d_dx0 & (u() < 0.5)) | ((people.age >= 60) & (u() < 0.12))
+    # treatment follows what the practice knows, coded or not (the planted coding failure leaves
+    # the care in place: a real record's "treated without a diagnosis" search finds it)
+    on_statin = (health.cvd0 & (u() < 0.7)) | (c.t2d_known0 & (u() < 0.5)) | ((people.age >= 60) & (u() < 0.12))
     repeats(on_statin, np.maximum(dx_day(40), W0 - 1), "statins")
-    after_event_statin = c.rec_cvd & (u() < 0.8)
+    after_event_statin = c.cvd_known & (u() < 0.8)
     repeats(after_event_statin, outcomes.d_cvd + 7, "statins")
     repeats(h.steroids, dx_day(18), "corticosteroids", 30)
     repeats(h.antipsychotic, dx_day(18), "atypical_antipsychotics", 28)

@@ -96,6 +96,7 @@ class Figure(StrEnum):
     LIST_OVER_HIGH_NEED_SHARE = "list_over_high_need_share"
     NEED_AT_SAME_SCORE = "need_at_same_score"
     DIAGNOSIS_GAP = "diagnosis_gap"  # added after the audit by _recording.add_gap_figures
+    TREATED_UNDIAGNOSED = "treated_undiagnosed"  # likewise
 
 
 class Count(StrEnum):

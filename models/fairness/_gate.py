@@ -55,6 +55,7 @@ CHECKS = {
     "need-adjusted selection": ("performance", None, Figure.NEED_ADJUSTED_SELECTION, "below"),
     "label choice": ("selection", None, Figure.NEED_AT_SAME_SCORE, "above"),
     "label choice (diagnosis gap)": ("selection", None, Figure.DIAGNOSIS_GAP, "above"),
+    "label choice (treated, no diagnosis)": ("selection", None, Figure.TREATED_UNDIAGNOSED, "above"),
 }
 CHECK_WORDS = {
     "calibration": "observed / expected (calibration)",
@@ -63,6 +64,9 @@ CHECK_WORDS = {
     "label choice": "need at the same score and age, over the need expected (label-choice check)",
     "label choice (diagnosis gap)": "diagnostic readings left undiagnosed, over the number expected at the "
                                     "same reading and age (label-choice check: recorded outcomes under-state need)",
+    "label choice (treated, no diagnosis)": "patients on the condition's treatment with no diagnosis code, over the "
+                                            "number expected at the same age (label-choice check: recorded outcomes "
+                                            "under-state need)",
 }
 FLOOR = 0.01  # ratios are taken on the log scale; a ratio of 0 counts as 0.01
 
@@ -353,6 +357,11 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                 message += (f"; label-choice check: {t.group} patients whose readings meet the diagnostic "
                             "threshold go undiagnosed more often than others at the same reading and age: their "
                             "outcomes are under-recorded, so the labels (and any model trained on them) under-state "
+                            "their need")
+            elif t.check == "label choice (treated, no diagnosis)":
+                message += (f"; label-choice check: {t.group} patients on the condition's treatment lack its "
+                            "diagnosis code more often than others of the same age: their diagnoses are known and "
+                            "treated but not coded, so the labels (and any model trained on them) under-state "
                             "their need")
         else:
             message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: beyond the margin "

@@ -51,6 +51,7 @@ FIGURE_NAMES = {
     Figure.MEASUREMENT_COMPLETENESS: "measurement completeness",
     Figure.NEED_AT_SAME_SCORE: "need at the same score (label choice)",
     Figure.DIAGNOSIS_GAP: "high readings undiagnosed, over expected (label choice: diagnosis gap)",
+    Figure.TREATED_UNDIAGNOSED: "treated with no diagnosis code, over expected (label choice: treated, no diagnosis)",
     Figure.LIST_OVER_HIGH_NEED_SHARE: "share of list / share of high need",
 }
 
@@ -364,6 +365,7 @@ SELECTION_COLUMNS = [
     ("selection rate", _figure(Figure.SELECTION_RATE)), ("mean need", _figure(Figure.MEAN_NEED)),
     ("need at the same score", _figure(Figure.NEED_AT_SAME_SCORE, "limit")),
     ("diagnosis gap", _figure(Figure.DIAGNOSIS_GAP, "limit")),
+    ("treated, no diagnosis", _figure(Figure.TREATED_UNDIAGNOSED, "limit")),
     ("share of list / share of high need", _figure(Figure.LIST_OVER_HIGH_NEED_SHARE)),
     ("measurement completeness", _figure(Figure.MEASUREMENT_COMPLETENESS)),
     ("completeness ratio to reference", _ratio(Figure.MEASUREMENT_COMPLETENESS)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from models.fairness._recording import gap_counts, gap_ratios
+from models.fairness._recording import gap_counts, gap_ratios, treated_counts
 
 
 def _patients(rows: list[tuple]) -> pl.DataFrame:
@@ -31,6 +31,17 @@ def test_only_adults_with_a_reading_over_the_diagnostic_threshold_count():
     # 48 counts, 47.9 does not; a type 1 code is a diagnosis too
     assert (t2d["patients"].sum(), t2d["undiagnosed"].sum()) == (2, 1)
     assert gap_counts(frame, "cvd") is None  # no reading shows an unrecorded CVD event
+
+
+def test_treated_without_a_diagnosis_counts_adults_on_antihypertensives_with_no_current_code():
+    frame = pl.DataFrame(
+        [("White", 50, True, True), ("White", 50, True, False), ("White", 50, False, False),
+         ("White", 17, True, False), ("Black", 75, True, False), ("Black", 75, None, False)],
+        schema=["ethnicity_group", "age_years", "on_antihypertensives", "hypertension"], orient="row")
+    counts = treated_counts(frame, "hypertension").sort("group")
+    # a child and the untreated do not count; a treated adult with no current code does
+    assert counts.rows() == [("Black", 4, 1, 1), ("White", 2, 2, 1)]
+    assert treated_counts(frame, "t2d") is None and treated_counts(frame, "cvd") is None
 
 
 def test_a_group_undiagnosed_as_often_as_the_population_at_the_same_reading_and_age_is_1():
@@ -66,7 +77,7 @@ def test_a_handful_of_patients_is_not_a_sure_excess():
     assert estimate.low < 1.25  # the gate's margin: it could be no excess at all
 
 
-def _audit_with_gap(undiagnosed_black: int, family: str = "check"):
+def _audit_with_gap(undiagnosed_black: int, family: str = "check", figure=None):
     from models.fairness import AuditSettings, judge
     from models.fairness._recording import add_gap_figures
     from tests.spec.test_fairness import run, simulate
@@ -75,7 +86,7 @@ def _audit_with_gap(undiagnosed_black: int, family: str = "check"):
     audit = run(simulate(n=20_000, seed=4), settings)
     counts = pl.DataFrame({"group": ["White", "Asian", "Black"], "stratum": [3, 3, 3],
                            "patients": [1000, 300, 100], "undiagnosed": [100, 30, undiagnosed_black]})
-    add_gap_figures(audit, counts)
+    add_gap_figures(audit, counts, **({"figure": figure} if figure else {}))
     return judge(audit, settings, 0.05)
 
 
@@ -98,3 +109,15 @@ def test_each_check_is_its_own_family_unless_configured_otherwise():
     assert gap.p_value == gap_run.p_value and gap.adjusted_p < gap_run.adjusted_p
     with pytest.raises(Exception, match="audit.family"):
         AuditSettings(family="everything").validate()
+
+
+def test_the_gate_fails_a_group_treated_without_its_diagnosis_as_its_own_label_choice_check():
+    from models.fairness import Figure
+
+    gate = _audit_with_gap(40, figure=Figure.TREATED_UNDIAGNOSED)
+    failed = [f for f in gate.findings if f.level == "FAIL"]
+    assert [(f.rule, f.group) for f in failed] == [("label choice (treated, no diagnosis)", "Black")]
+    assert "known and treated but not coded" in failed[0].message
+    assert not [f for f in gate.findings if f.rule == "label choice (diagnosis gap)"]
+    assert not [f for f in _audit_with_gap(10, figure=Figure.TREATED_UNDIAGNOSED).findings
+                if f.rule.startswith("label choice (treated")]

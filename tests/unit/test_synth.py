@@ -183,6 +183,15 @@ def test_outcome_recording_knob_under_records_one_group_only(tmp_path):
     # recorded share relative to everyone else's (who lose only events after leaving the practice)
     assert ratio[True] / ratio[False] == pytest.approx(0.5, abs=0.15)
     assert ratio[False] > 0.85
+    # a coding failure, not a failure of care: hypertension known and treated but not coded is
+    # on antihypertensives with no hypertension code (the record's "treated without a diagnosis")
+    treated = pl.read_parquet(out / "medications.parquet").filter(
+        pl.col("dmd_code").is_in(_codes("antihypertensives")))["patient_id"].unique()
+    uncoded = (truth.filter(pl.col("patient_id").is_in(treated.implode()) & pl.col("hypertension_true_past_index")
+                            & ~pl.col("hypertension_diagnosed_past_index"))
+               .group_by(pl.col("ethnicity_true") == "N").len())
+    uncoded = dict(zip(uncoded["ethnicity_true"], uncoded["len"], strict=True))
+    assert uncoded.get(True, 0) > 50 and uncoded.get(False, 0) == 0  # everyone else: the coded are the treated
     planted = json.loads((out / "truth" / "planted.json").read_text())
     assert planted["outcome_recording"] == {"N": 0.5}
 
