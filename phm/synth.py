@@ -51,7 +51,7 @@ Bias knobs (all off by default; keys are NHS category letters such as "N" or bro
 - ``outcome_recording``: probability that a true diagnosis or event is coded (under-recording,
   the label-choice bias of Obermeyer et al.). It is a coding failure, not a failure of care: the
   diagnosis is made at the national rate (or the event's discharge letter reaches the practice),
-  treatment follows as for the coded (antihypertensives, statins), and only the code is missing,
+  treatment follows as for the coded (antihypertensives, statins, glucose-lowering drugs), and only the code is missing,
   so the record shows "treated without a diagnosis" as a real one does (docs/fairness.md). With
   the knob unset the known and the coded are the same patients: the default extract is unchanged.
 - ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
@@ -759,6 +759,7 @@ class _Coding:
     htn_known0: np.ndarray
     t2d_known0: np.ndarray
     cvd_known: np.ndarray  # a CVD event in (T0, E] while alive and registered
+    t2d_known: np.ndarray  # a type 2 diabetes diagnosis in (T0, E] while alive and registered
 
 
 def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registrations: _Registrations) -> _Coding:
@@ -786,7 +787,8 @@ def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registr
     rec_htn = o.ev_htn & (u_rec_htn < 0.8 * recording)
     cvd_known = o.ev_cvd & alive_at(o.d_cvd) & (o.d_cvd <= last_day)
     rec_cvd &= cvd_known
-    rec_t2d &= alive_at(o.d_t2d) & (o.d_t2d <= last_day)
+    t2d_known = o.ev_t2d & alive_at(o.d_t2d) & (o.d_t2d <= last_day)
+    rec_t2d &= t2d_known
     in_record_htn = alive_at(o.d_htn) & (o.d_htn <= last_day)
     rec_htn &= in_record_htn
     known_htn &= in_record_htn
@@ -803,7 +805,8 @@ def _outcome_coding(ctx: _Context, people: _People, outcomes: _Outcomes, registr
     found_htn &= alive_at(d_found_htn) & (d_found_htn <= last_day)
     found_t2d &= alive_at(d_found_t2d) & (d_found_t2d <= last_day)
     return _Coding(htn_dx0, htn_tx0, t2d_dx0, cvd_dx0, rec_cvd, rec_t2d, rec_htn, tx_start,
-                   found_htn, found_t2d, d_found_htn, d_found_t2d, htn_known0, t2d_known0, cvd_known)
+                   found_htn, found_t2d, d_found_htn, d_found_t2d, htn_known0, t2d_known0, cvd_known,
+                   t2d_known)
 
 
 def _rate_events(ctx: _Context, record: _Record, rate_per_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1096,13 +1099,14 @@ def _record_medications(ctx: _Context, record: _Record, people: _People, health:
     med, med_code, patient_id, last_day = record.medications, record.medication_codes, record.patient_id, record.last_day
     c, h = coding, health
 
-    def repeats(mask: np.ndarray, start: np.ndarray, concept: str, interval: int = 56) -> None:
+    def repeats(mask: np.ndarray, start: np.ndarray, concept: str, interval: int = 56,
+                jitter: np.random.Generator = rng) -> None:
         first = np.maximum(start, record.win_start)
         span = np.where(mask, np.clip(last_day - first, 0, None), 0)
         counts = span // interval
         idx = np.repeat(np.arange(n), counts)
         k = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-        day = first[idx] + k * interval + rng.integers(0, 7, len(idx))
+        day = first[idx] + k * interval + jitter.integers(0, 7, len(idx))
         per_patient = med_code.pick(concept, n)  # one product per patient, repeated
         med.add(patient_id[idx], np.minimum(day, last_day[idx]), per_patient[idx])
 
@@ -1119,6 +1123,20 @@ def _record_medications(ctx: _Context, record: _Record, people: _People, health:
     repeats(after_event_statin, outcomes.d_cvd + 7, "statins")
     repeats(h.steroids, dx_day(18), "corticosteroids", 30)
     repeats(h.antipsychotic, dx_day(18), "atypical_antipsychotics", 28)
+    # Non-insulin glucose-lowering drugs (BNF 6.1.2, metformin first): for 70% of type 2 diabetes
+    # known at the index date (about the share of people with type 2 diabetes on them, National
+    # Diabetes Audit), from 3 months after the diagnosis; for half of those diagnosed later (NICE
+    # NG28: lifestyle first), coded or not, as care follows what the practice knows; metformin
+    # for a third of women with PCOS (off-label, common in UK practice). Drawn from their own
+    # stream, last, so every other table and draw is as before they were added.
+    own = np.random.default_rng([ctx.config.seed, _GLUCOSE_STREAM])
+    later = np.where(c.t2d_known, outcomes.d_t2d, np.where(c.found_t2d, c.d_found_t2d, ctx.E))
+    prevalent = c.t2d_known0 & (own.uniform(size=n) < 0.7)
+    new = (c.t2d_known | c.found_t2d) & ~c.t2d_known0 & (own.uniform(size=n) < 0.5)
+    pcos = h.pcos & (own.uniform(size=n) < 1 / 3)
+    pcos_day = W0 + (own.uniform(size=n) * (ctx.E - W0)).astype(np.int64)
+    start = np.where(prevalent, diagnosed.t2d_day + 90, np.where(new, later + 90, pcos_day))
+    repeats(prevalent | new | pcos, start, "glucose_lowering", jitter=own)
 
 
 def _fresh_folder(out_dir: Path) -> None:
@@ -1178,6 +1196,7 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
 # Health 2014;36:684: over 90% consistent within GP data, less within HES inpatients).
 HOSPITAL_RECORDING = {"any_other": 0.05, "other_category": 0.04, "Z": 0.04, "99": 0.04, "X": 0.02}
 _HOSPITAL_STREAM = 22
+_GLUCOSE_STREAM = 23
 
 
 def _hospital_ethnicity(ctx: _Context, people: _People, registrations: _Registrations,

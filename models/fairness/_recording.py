@@ -40,8 +40,10 @@ readings):
 - hypertension: on antihypertensives (``on_antihypertensives``); no current hypertension code.
   Antihypertensives are also given for heart failure, angina or migraine, so every group has a
   baseline; the ratio compares groups at the same age, so a baseline shared alike is no excess;
-- type 2 diabetes: none yet (the extract contract carries no glucose-lowering drugs; metformin
-  without a diabetes code is the natural next search);
+- type 2 diabetes: on a non-insulin glucose-lowering drug (``on_glucose_lowering``, BNF 6.1.2,
+  metformin first) and no PCOS code (metformin's common other use); no diabetes code of any type.
+  GLP-1 agonists and SGLT2 inhibitors are also given for weight, heart failure and kidney disease:
+  a baseline shared alike;
 - CVD: none. Secondary-prevention antiplatelets would be the specific marker, and no national
   antiplatelet list is in the reference data; statins are mostly primary prevention given by
   QRISK, which differs by group, so "a statin without a CVD code" would call a group with higher
@@ -97,13 +99,20 @@ def gap_counts(features: pl.DataFrame, outcome: str) -> pl.DataFrame | None:
 def treated_counts(features: pl.DataFrame, outcome: str) -> pl.DataFrame | None:
     """Per group and age band: adults on the outcome's treatment and how many of them have no
     diagnosis code (the schema of ``gap_counts``). None where no treatment shows the outcome."""
-    if outcome != "hypertension":
+    if outcome == "hypertension":
+        treated = pl.col("on_antihypertensives").fill_null(False)
+        undiagnosed = ~pl.col("hypertension").fill_null(False)
+    elif outcome == "t2d":
+        # metformin is also given for PCOS: a woman with a PCOS code is not counted
+        treated = pl.col("on_glucose_lowering").fill_null(False) & ~pl.col("pcos").fill_null(False)
+        undiagnosed = ~(pl.col("type2_diabetes").fill_null(False) | pl.col("type1_diabetes").fill_null(False))
+    else:
         return None
     return (features.filter(pl.col("age_years") >= 18)
-            .filter(pl.col("on_antihypertensives").fill_null(False))
+            .filter(treated)
             .select(pl.col("ethnicity_group").cast(pl.String).fill_null("Not known").alias("group"),
                     age_band(pl.col("age_years")).alias("stratum"),
-                    (~pl.col("hypertension").fill_null(False)).cast(pl.Int64).alias("undiagnosed"))
+                    undiagnosed.cast(pl.Int64).alias("undiagnosed"))
             .group_by("group", "stratum").agg(pl.len().alias("patients"), pl.col("undiagnosed").sum()))
 
 

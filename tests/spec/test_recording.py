@@ -41,7 +41,15 @@ def test_treated_without_a_diagnosis_counts_adults_on_antihypertensives_with_no_
     counts = treated_counts(frame, "hypertension").sort("group")
     # a child and the untreated do not count; a treated adult with no current code does
     assert counts.rows() == [("Black", 4, 1, 1), ("White", 2, 2, 1)]
-    assert treated_counts(frame, "t2d") is None and treated_counts(frame, "cvd") is None
+    assert treated_counts(frame, "cvd") is None
+    t2d = pl.DataFrame(
+        [("Asian", 40, "F", True, False, False, False),  # metformin, no diabetes code: counted
+         ("Asian", 40, "F", True, True, False, False),   # metformin for PCOS: not counted
+         ("Asian", 40, "M", True, False, False, True),   # type 1 code: diagnosed
+         ("Asian", 40, "M", False, False, False, False)],  # untreated
+        schema=["ethnicity_group", "age_years", "sex", "on_glucose_lowering", "pcos", "type2_diabetes",
+                "type1_diabetes"], orient="row")
+    assert treated_counts(t2d, "t2d").rows() == [("Asian", 1, 2, 1)]
 
 
 def test_a_group_undiagnosed_as_often_as_the_population_at_the_same_reading_and_age_is_1():

@@ -192,6 +192,15 @@ def test_outcome_recording_knob_under_records_one_group_only(tmp_path):
                .group_by(pl.col("ethnicity_true") == "N").len())
     uncoded = dict(zip(uncoded["ethnicity_true"], uncoded["len"], strict=True))
     assert uncoded.get(True, 0) > 50 and uncoded.get(False, 0) == 0  # everyone else: the coded are the treated
+    on_drugs = pl.read_parquet(out / "medications.parquet").filter(
+        pl.col("dmd_code").is_in(_codes("glucose_lowering")))["patient_id"].unique()
+    pcos = pl.read_parquet(out / "clinical_events.parquet").filter(
+        pl.col("snomedct_code").is_in(_codes("pcos")))["patient_id"].unique()  # metformin for PCOS
+    uncoded = (truth.filter(pl.col("patient_id").is_in(on_drugs.implode()) & ~pl.col("t2d_coded_by_extract")
+                            & ~pl.col("patient_id").is_in(pcos.implode()))
+               .group_by(pl.col("ethnicity_true") == "N").len())
+    uncoded = dict(zip(uncoded["ethnicity_true"], uncoded["len"], strict=True))
+    assert uncoded.get(True, 0) > 20 and uncoded.get(False, 0) == 0
     planted = json.loads((out / "truth" / "planted.json").read_text())
     assert planted["outcome_recording"] == {"N": 0.5}
 
