@@ -327,10 +327,15 @@ def quarantine(con: duckdb.DuckDBPyConnection, outcomes, reports: dict[str, Tabl
 
 
 def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> None:
-    """Create ``main.<table>`` from the staged rows not in quarantine, parents first."""
+    """Create ``main.<table>`` from the staged rows not in quarantine, parents first.
+
+    A table none of whose rows (and none of whose parents' rows) were quarantined is published
+    straight from its staged rows: the same rows in the same order, without the joins."""
     for table, spec in TABLES.items():
         for column, parent in PARENTS.get(table, []):
             parent_key = TABLES[parent].key[0]
+            if not con.execute(f"select count(*) from ingest.quarantined_keys_{parent}").fetchone()[0]:  # noqa: S608
+                continue  # no parent row was quarantined: no row can follow one
             reason = f"its {parent} row was quarantined, so {column} has nothing to refer to"
             con.execute(
                 f"""insert into ingest.quarantine
@@ -342,12 +347,18 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
                       select source_row from ingest.quarantine where table_name = ?)""",  # noqa: S608
                 [table, column, reason, table])
         columns = ", ".join(spec.column_names)
-        con.execute(
-            f"""create or replace table main.{table} as
-            select {columns} from staging.stg_{table} s
-            anti join (select source_row from ingest.quarantine where table_name = ?) q
-            using (source_row)""",  # noqa: S608
-            [table])
+        quarantined = con.execute("select count(*) from ingest.quarantine where table_name = ?",
+                                  [table]).fetchone()[0]
+        if quarantined:
+            con.execute(
+                f"""create or replace table main.{table} as
+                select {columns} from staging.stg_{table} s
+                anti join (select source_row from ingest.quarantine where table_name = ?) q
+                using (source_row)""",  # noqa: S608
+                [table])
+        else:
+            con.execute(f"create or replace table main.{table} as "  # noqa: S608
+                        f"select {columns} from staging.stg_{table}_rows")
         if spec.key:
             key = spec.key[0]
             con.execute(

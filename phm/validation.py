@@ -1,9 +1,20 @@
-"""Run the Great Expectations suites in ``expectations/`` against the staged tables in DuckDB.
+"""Validate the staged tables in DuckDB against the rules in ``expectations/<table>.json``.
 
-GX judges every expectation and counts the rows that break it; it returns only a sample of those
-rows, so for each failed expectation we keep the SQL that selects *all* of them (GX's
-``unexpected_index_query``, or our own ``unexpected_rows_query``) for the quarantine step, and
-check that it finds exactly as many rows as GX counted.
+The suites are Great Expectations suites and stay the one definition of the rules. They are
+evaluated in two steps, so each rule is computed once per row (issue 21):
+
+1. ``evaluate_rules``: one SQL statement per table computes every rule's verdict for every row of
+   ``staging.stg_<table>`` and keeps the rows that broke a rule in ``ingest.rule_breaks_<table>``
+   (source_row, rule: the rule's position in the suite). Each GX expectation type becomes the
+   SQL condition GX itself would check (not null, in set, between; an unexpected-rows query is
+   its own condition).
+2. Great Expectations validates those computed results: for each rule of the suite, an
+   ``unexpected_rows_expectation`` over ``ingest.rule_breaks_<table>`` counts the rows that
+   broke it. The stored results and the Data Docs say so (each expectation's description names
+   the table of computed results and its ``meta.rule_type`` the suite's own expectation type).
+
+Quarantine reads the rows that broke a rule from the same table and checks that it finds
+exactly as many as Great Expectations counted.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +58,111 @@ class _DuckDBDialect(str):
 if "duckdb" not in _gx_sql._PERSISTED_CONNECTION_DIALECTS:
     _gx_sql._PERSISTED_CONNECTION_DIALECTS = (
         *_gx_sql._PERSISTED_CONNECTION_DIALECTS, _DuckDBDialect("duckdb"))
+
+
+RULE_BREAKS = "ingest.rule_breaks_{table}"
+
+
+def _row_condition(table: str, query: str) -> str | None:
+    """The condition of an unexpected-rows query of the form ``select source_row from {batch}
+    where <condition>`` (checked on each row directly), else None."""
+    batch = re.escape(BATCH_SUBSTITUTE.format(table=table))
+    found = re.fullmatch(rf"\s*select\s+source_row\s+from\s+{batch}\s+where\s+(?P<condition>.+?)\s*;?\s*",
+                         query, re.IGNORECASE | re.DOTALL)
+    return found["condition"] if found else None
+
+
+def rule_condition(table: str, entry: dict) -> tuple[str, list]:
+    """One expectation of a suite as a SQL condition on a row of ``staging.stg_<table>`` (aliased
+    ``subselect``, as Great Expectations names its batch): true when the row breaks it, with its
+    bound parameters. A missing value breaks only a not-null rule, as in Great Expectations."""
+    kind, kwargs = entry["type"], entry["kwargs"]
+    allowed = {"expect_column_values_to_not_be_null": {"column"},
+               "expect_column_values_to_be_in_set": {"column", "value_set"},
+               "expect_column_values_to_be_between": {"column", "min_value", "max_value"},
+               "unexpected_rows_expectation": {"unexpected_rows_query", "description"}}
+    if kind not in allowed or set(kwargs) - allowed[kind]:
+        raise ValidationError(f"{suite_path(table)}: {kind} with {sorted(kwargs)} is not a rule phm can "
+                              "evaluate (known: not null, in set, between with min and max, unexpected rows)")
+    if kind == "unexpected_rows_expectation":
+        # GX fills {batch} with str.format semantics (literal braces doubled); so do we.
+        query = kwargs["unexpected_rows_query"].format(batch=BATCH_SUBSTITUTE.format(table=table))
+        condition = _row_condition(table, query)
+        if condition is not None:
+            return f"({condition})", []
+        return f"(source_row in ({query.rstrip().rstrip(';')}))", []
+    column = kwargs["column"]
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", column):
+        raise ValidationError(f"{suite_path(table)}: column name {column!r} is not one of the contract's")
+    if kind == "expect_column_values_to_not_be_null":
+        return f'("{column}" is null)', []
+    if kind == "expect_column_values_to_be_in_set":
+        return f'("{column}" is not null and not list_contains(?, "{column}"))', [list(kwargs["value_set"])]
+    return f'("{column}" is not null and ("{column}" < ? or "{column}" > ?))', [kwargs["min_value"], kwargs["max_value"]]
+
+
+def evaluate_rules(con, table: str) -> list[int]:
+    """Every rule of ``expectations/<table>.json`` on every row of ``staging.stg_<table>``, in one
+    statement: the rows that broke one go to ``ingest.rule_breaks_<table>``; returns how many
+    rows broke each rule (in suite order). A rule that cannot be evaluated is named."""
+    import duckdb
+
+    from phm.exceptions import DiskFull
+
+    entries = json.loads(suite_path(table).read_text(encoding="utf-8"))["expectations"]
+    conditions = [rule_condition(table, e) for e in entries]
+    # every verdict once per row (a subquery's rule is one join), then the few rows that broke one
+    flags = ", ".join(f"{sql} as broke_{k}" for k, (sql, _) in enumerate(conditions))
+    verdicts = ", ".join(f"case when broke_{k} then {k} end" for k in range(len(conditions)))
+    broke_any = " or ".join(f"broke_{k}" for k in range(len(conditions)))
+    parameters = [p for _, params in conditions for p in params]
+    con.execute("create schema if not exists ingest")
+    try:
+        con.execute(
+            f"create or replace table {RULE_BREAKS.format(table=table)} as "  # noqa: S608 - names are ours
+            f"select source_row, rule from (select source_row, unnest(list_filter([{verdicts}], "
+            f"k -> k is not null)) as rule from (select source_row, {flags} from staging.stg_{table} as subselect) "
+            f"where {broke_any}) order by rule, source_row",
+            parameters)
+    except duckdb.Error as exc:
+        if (full := DiskFull.from_exception(exc)) is not None:
+            raise full from None
+        for entry, (sql, params) in zip(entries, conditions, strict=True):  # which rule?
+            try:
+                con.execute(f"select count(*) from staging.stg_{table} as subselect where {sql}",  # noqa: S608
+                            params).fetchone()
+            except duckdb.Error as rule_exc:
+                reason = (entry.get("meta") or {}).get("reason") or entry["type"]
+                raise ValidationError(f"expectation {entry['type']} on {table} ({reason}) could not be "
+                                      f"evaluated: {str(rule_exc)[:300]}") from None
+        raise
+    counts = dict(con.execute(f"select rule, count(*) from {RULE_BREAKS.format(table=table)} "  # noqa: S608
+                              "group by rule").fetchall())
+    return [counts.get(k, 0) for k in range(len(entries))]
+
+
+def results_suite(table: str, context) -> ExpectationSuite:
+    """The suite Great Expectations runs: for each rule of ``expectations/<table>.json``, the rows
+    of ``ingest.rule_breaks_<table>`` that broke it, with the rule's own reason and column."""
+    body = json.loads(suite_path(table).read_text(encoding="utf-8"))
+    suite = ExpectationSuite(name=body["name"], meta={
+        **body.get("meta", {}),
+        "evaluated": f"each rule of expectations/{table}.json is computed once per row of staging.stg_{table} "
+                     f"by phm (phm/validation.py, one SQL statement); Great Expectations counts the rows "
+                     f"that broke it in {RULE_BREAKS.format(table=table)}"})
+    for k, entry in enumerate(body["expectations"]):
+        meta = entry.get("meta", {})
+        suite.add_expectation(ExpectationConfiguration(
+            type="unexpected_rows_expectation",
+            kwargs={"unexpected_rows_query": f"select source_row from {{batch}} where rule = {k}",  # noqa: S608 - k: a position
+                    "description": f"{meta.get('reason') or entry['type']} (rule {k} of expectations/{table}.json, "
+                                   f"{entry['type']}; computed once per row by phm)"},
+            meta={**meta, "rule_type": entry["type"], "rule_kwargs": entry["kwargs"], "rule": k},
+        ).to_domain_obj())
+    if len(suite.expectations) != len(body["expectations"]):
+        raise ValidationError(f"{suite_path(table)}: {len(body['expectations'])} expectations written but "
+                              f"{len(suite.expectations)} loaded (duplicates?)")
+    return suite
 
 
 @dataclass(frozen=True)
@@ -113,32 +230,39 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
 
 
 def _validate(db_path: Path, tables: list[str], docs_dir: Path | None, on_table) -> list[ExpectationOutcome]:
+    import duckdb
+
+    counts = {}
+    con = duckdb.connect(str(db_path))
+    try:
+        for table in tables:
+            if on_table:
+                on_table(table)
+            counts[table] = evaluate_rules(con, table)
+    finally:
+        con.close()
     context = _context(docs_dir)
     datasource = context.data_sources.add_or_update_sql(
         name="phm_duckdb", connection_string=f"duckdb:///{Path(db_path).resolve()}")
     outcomes: list[ExpectationOutcome] = []
     try:
         for table in tables:
-            if on_table:
-                on_table(table)
-            asset_name = f"stg_{table}"
+            asset_name = RULE_BREAKS.format(table=table).split(".")[1]
             try:
                 asset = datasource.get_asset(asset_name)
             except LookupError:
                 asset = datasource.add_table_asset(name=asset_name, table_name=asset_name,
-                                                   schema_name="staging")
+                                                   schema_name="ingest")
             try:
                 batch = asset.get_batch_definition("whole_table")
             except KeyError:
                 batch = asset.add_batch_definition_whole_table("whole_table")
-            suite = context.suites.add_or_update(load_suite(table, context))
+            suite = context.suites.add_or_update(results_suite(table, context))
             definition = context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(name=f"ingest_{table}", data=batch, suite=suite))
-            result = definition.run(result_format={
-                "result_format": "COMPLETE", "unexpected_index_column_names": ["source_row"],
-                "partial_unexpected_count": 0})
+            result = definition.run(result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
             for r in result.results:
-                outcomes.append(_outcome(table, r))
+                outcomes.append(_outcome(table, r, counts[table]))
         if docs_dir is not None:
             _scrub_stored_results(context)
             context.build_data_docs()
@@ -189,29 +313,26 @@ def _release_connections(db_path: Path) -> None:
     gc.collect()
 
 
-def _outcome(table: str, r) -> ExpectationOutcome:
+def _outcome(table: str, r, counts: list[int]) -> ExpectationOutcome:
     config = r.expectation_config
     meta = config.meta or {}
-    reason = meta.get("reason") or config.type
+    reason = meta.get("reason") or meta.get("rule_type") or config.type
     if r.exception_info and r.exception_info.get("raised_exception"):
         raise ValidationError(
-            f"expectation {config.type} on {table} ({reason}) could not be evaluated: "
+            f"expectation {meta.get('rule_type', config.type)} on {table} ({reason}) could not be evaluated: "
             f"{r.exception_info.get('exception_message', '')[:300]}")
     for info in (r.exception_info or {}).values():
         if isinstance(info, dict) and info.get("raised_exception"):
             raise ValidationError(
-                f"expectation {config.type} on {table} ({reason}) could not be evaluated: "
+                f"expectation {meta.get('rule_type', config.type)} on {table} ({reason}) could not be evaluated: "
                 f"{str(info.get('exception_message', ''))[:300]}")
-    result = r.result or {}
-    if config.type == "unexpected_rows_expectation":
-        count = int(result.get("observed_value") or 0)
-        # GX fills {batch} with str.format semantics (literal braces doubled); so do we.
-        query = config.kwargs["unexpected_rows_query"].format(
-            batch=BATCH_SUBSTITUTE.format(table=table))
-    else:
-        count = int(result.get("unexpected_count") or 0)
-        query = result.get("unexpected_index_query")
-    return ExpectationOutcome(table=table, expectation=config.type,
-                              column=meta.get("column") or config.kwargs.get("column"),
+    rule = int(meta["rule"])
+    count = int((r.result or {}).get("observed_value") or 0)
+    if count != counts[rule]:
+        raise ValidationError(f"{table}: Great Expectations counted {count} rows breaking '{reason}' but "
+                              f"phm's evaluation of the rule found {counts[rule]}")
+    query = f"select source_row from {RULE_BREAKS.format(table=table)} where rule = {rule}"  # noqa: S608 - ours
+    return ExpectationOutcome(table=table, expectation=meta.get("rule_type") or config.type,
+                              column=meta.get("column") or (meta.get("rule_kwargs") or {}).get("column"),
                               reason=reason, success=bool(r.success), unexpected_count=count,
                               rows_query=query if count else None)
