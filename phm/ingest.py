@@ -1,9 +1,14 @@
 """Load an extract into DuckDB, validate it with Great Expectations, quarantine bad rows.
 
 Layers in the database:
-- ``staging.stg_<table>``: each file cast to the contract types by
-  ``sql/staging/stg_<table>.sql`` as it is read, numbered by source row.
-- ``main.<table>``: the rows that passed every rule; what the rest of the pipeline reads.
+- ``staging.stg_<table>``: during the ingest, each file cast to the contract types by
+  ``sql/staging/stg_<table>.sql`` as it is read, numbered by source row (a view of
+  ``main.staged_<table>``, written once).
+- ``main.<table>``: the rows that passed every rule; what the rest of the pipeline reads. A table
+  none of whose rows was quarantined is its staged table, renamed, less the staging model's flag
+  columns (DuckDB cannot move a table to another schema); any other is copied from the staged
+  rows not in quarantine. The staged tables are gone when the ingest ends, whether or not it
+  succeeds.
 - ``ingest.quarantine``: every row that did not, with its source row number and the rule.
 - ``ingest.table_counts`` / ``ingest.runs``: rows read / loaded / quarantined, per run.
 
@@ -31,6 +36,8 @@ from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetad
 from phm.db import SQL_DIR, check_database_name, create, transaction
 from phm.disclosure import show, suppress
 from phm.exceptions import ConfigError, DiskFull, ExtractError, ValidationError
+
+STAGED = "main.staged_{table}"  # renamed to main.<table> when published (see above)
 
 # A row whose patient (or practice) row was quarantined cannot be loaded either.
 PARENTS = {
@@ -231,7 +238,7 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path | None, table: str, absent:
     """Cast one file into staging with ``sql/staging/stg_<table>.sql``; return rows read.
 
     The file is cast as it is scanned (CSV as text, so a bad value is kept and flagged rather
-    than failing the read) into ``staging.stg_<table>_rows``; insertion order is file order, so
+    than failing the read) into ``main.staged_<table>``; insertion order is file order, so
     the view ``staging.stg_<table>`` numbers rows by rowid: source_row is the 1-based data row
     of the file, which quarantine reports. ``absent``: optional columns the file leaves out, read
     as empty. ``path`` None: an optional table the extract leaves out, staged with no rows.
@@ -243,10 +250,10 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path | None, table: str, absent:
         columns = ", ".join(f'null::varchar as "{c}"' for c in spec.column_names)
         con.execute("create schema if not exists staging")
         con.execute((SQL_DIR / "staging" / "macros.sql").read_text())
-        con.execute(f"create or replace table staging.stg_{table}_rows as "  # noqa: S608 - names are ours
+        con.execute(f"create or replace table {STAGED.format(table=table)} as "  # noqa: S608 - names are ours
                     f"with raw_source as (select {columns} where false) {model}")
         con.execute(f"create or replace view staging.stg_{table} as "  # noqa: S608
-                    f"select rowid + 1 as source_row, * from staging.stg_{table}_rows")
+                    f"select rowid + 1 as source_row, * from {STAGED.format(table=table)}")
         return 0
     # Column names come from the contract, never from the file; the path is a bound parameter.
     columns = ", ".join(f'null::varchar as "{c}"' if c in absent else f'"{c}"' for c in spec.column_names)
@@ -255,13 +262,10 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path | None, table: str, absent:
               if _is_csv(path) else "read_parquet(?)")
     con.execute("create schema if not exists staging")
     con.execute((SQL_DIR / "staging" / "macros.sql").read_text())
-    # Staged rows are read a few times (the rules, then publishing) and kept for the quarantine's
-    # row numbers: stored uncompressed they are written in half the time, for about 5x the disk
-    # (1M patients: about 1 GB more); main.<table> stays compressed.
-    con.execute("set force_compression = 'uncompressed'")
+    # Written once, compressed: a table nothing of which is quarantined is published by renaming it.
     try:
         con.execute(
-            f"create or replace table staging.stg_{table}_rows as "  # noqa: S608
+            f"create or replace table {STAGED.format(table=table)} as "  # noqa: S608
             f"with raw_source as (select {columns} from {reader}) {model}", [str(path)])
     except duckdb.Error as exc:
         if (full := DiskFull.from_exception(exc)) is not None:
@@ -269,11 +273,9 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path | None, table: str, absent:
         summary, line = _safe_csv_error(exc)
         kind = "CSV" if _is_csv(path) else "Parquet"
         raise ExtractError(f"malformed {kind}: {summary}", file=str(path), row=line) from None
-    finally:
-        con.execute("reset force_compression")
     con.execute(f"create or replace view staging.stg_{table} as "  # noqa: S608
-                f"select rowid + 1 as source_row, * from staging.stg_{table}_rows")
-    rows = con.execute(f"select count(*) from staging.stg_{table}_rows").fetchone()[0]  # noqa: S608
+                f"select rowid + 1 as source_row, * from {STAGED.format(table=table)}")
+    rows = con.execute(f"select count(*) from {STAGED.format(table=table)}").fetchone()[0]  # noqa: S608
     if rows == 0:
         raise ExtractError("has a header but no rows" if _is_csv(path) else "has no rows",
                            file=str(path))
@@ -346,19 +348,6 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
                   and s.source_row not in (
                       select source_row from ingest.quarantine where table_name = ?)""",  # noqa: S608
                 [table, column, reason, table])
-        columns = ", ".join(spec.column_names)
-        quarantined = con.execute("select count(*) from ingest.quarantine where table_name = ?",
-                                  [table]).fetchone()[0]
-        if quarantined:
-            con.execute(
-                f"""create or replace table main.{table} as
-                select {columns} from staging.stg_{table} s
-                anti join (select source_row from ingest.quarantine where table_name = ?) q
-                using (source_row)""",  # noqa: S608
-                [table])
-        else:
-            con.execute(f"create or replace table main.{table} as "  # noqa: S608
-                        f"select {columns} from staging.stg_{table}_rows")
         if spec.key:
             key = spec.key[0]
             con.execute(
@@ -367,6 +356,7 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
                 join ingest.quarantine q on q.table_name = ? and q.source_row = s.source_row
                 where s.{key} is not null""",  # noqa: S608
                 [table])
+        _publish_table(con, table)
         report = reports[table]
         report.rows_loaded = con.execute(f"select count(*) from main.{table}").fetchone()[0]  # noqa: S608
         report.rows_quarantined = con.execute(
@@ -384,7 +374,55 @@ def publish(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> 
                 f"quarantined ({report.rows_quarantined}); nothing may be dropped silently")
 
 
-def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> list[str]:
+def _publish_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """``main.<table>``: the staged table renamed, less its flag columns, when none of its rows
+    was quarantined (no second copy of the rows); else the staged rows not in quarantine."""
+    spec, staged = TABLES[table], STAGED.format(table=table)
+    staged_columns = [c for (c,) in con.execute(
+        "select column_name from duckdb_columns() where schema_name = 'main' and table_name = ? "
+        "order by column_index", [staged.split(".")[1]]).fetchall()]
+    quarantined = con.execute("select count(*) from ingest.quarantine where table_name = ?", [table]).fetchone()[0]
+    con.execute(f"drop view staging.stg_{table}")  # noqa: S608 - our table name
+    con.execute(f"drop table if exists main.{table}")  # noqa: S608
+    if quarantined or [c for c in staged_columns if c in spec.column_names] != list(spec.column_names):
+        con.execute(
+            f"""create table main.{table} as
+            select {", ".join(spec.column_names)} from (select rowid + 1 as source_row, * from {staged}) s
+            anti join (select source_row from ingest.quarantine where table_name = ?) q
+            using (source_row)""",  # noqa: S608
+            [table])
+        con.execute(f"drop table {staged}")
+        return
+    for column in staged_columns:
+        if column not in spec.column_names:
+            con.execute(f'alter table {staged} drop column "{column}"')
+    con.execute(f"alter table {staged} rename to {table}")
+
+
+def drop_staged(db_path: Path) -> None:
+    """Remove the staged tables (and their views): after a publish, or an ingest that stopped."""
+    con = create(db_path)
+    try:
+        _drop_staged(con)
+    finally:
+        con.close()
+
+
+def _drop_staged(con: duckdb.DuckDBPyConnection) -> None:
+    for table in TABLES:
+        con.execute(f"drop view if exists staging.stg_{table}")  # noqa: S608 - our table names
+        con.execute(f"drop table if exists {STAGED.format(table=table)}")  # noqa: S608
+
+
+def future_ends(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Registrations and address periods ending after the extract date (read as current), among
+    the staged rows, for the notes: counted before the staged tables are published."""
+    return {table: con.execute(f"select count(*) from staging.stg_{table} "  # noqa: S608 - our table name
+                               "where end_date_after_extract").fetchone()[0]
+            for table in ("practice_registrations", "addresses")}
+
+
+def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport], future_end: dict[str, int]) -> list[str]:
     """Facts about loaded data worth knowing that are not errors (no patient-level values)."""
     out = []
     for r in reports.values():
@@ -400,8 +438,7 @@ def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport]) -> li
         out.append(f"{show(overlapping)} patients have overlapping registrations (kept; the feature "
                    "layer uses the most recently started one)")
     for table, what in (("practice_registrations", "registrations"), ("addresses", "address periods")):
-        future = con.execute(f"select count(*) from staging.stg_{table} "  # noqa: S608 - our table name
-                             "where end_date_after_extract").fetchone()[0]
+        future = future_end[table]
         if future:
             out.append(f"{show(future)} {what} end after the extract date: read as current (no end yet)")
     known = [c for cl in project_codelists().values() if cl.system == "snomedct" for c in cl.codes]
@@ -445,6 +482,7 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
     reports = {}
     con = create(db_path)
     try:
+        _drop_staged(con)  # an earlier ingest that stopped
         write_run_parameters(con, metadata)
         for table in TABLES:
             if progress:
@@ -455,6 +493,9 @@ def load_and_stage(extract_dir: Path, db_path: Path, progress=None) -> tuple[Ext
         # patients file again for each of them
         con.execute("create or replace table staging.patients_agreed as "
                     + (SQL_DIR / "staging" / "patients_agreed.sql").read_text())
+    except BaseException:
+        _drop_staged(con)  # nothing half-staged is left in main
+        raise
     finally:
         con.close()
     return metadata, reports
@@ -466,9 +507,14 @@ def quarantine_and_publish(db_path: Path, outcomes, reports: dict[str, TableRepo
     try:
         with transaction(con):  # DuckDB may end it itself on a full disk: the error says why, not the rollback
             quarantine(con, outcomes, reports)
+            future_end = future_ends(con)
             publish(con, reports)
-            found = notes(con, reports)
-    finally:
+            found = notes(con, reports, future_end)
+    except BaseException:
+        con.close()
+        drop_staged(db_path)  # rolled back: the staged tables are still there
+        raise
+    else:
         con.close()
     return found
 
@@ -479,7 +525,7 @@ def staged_tables(db_path: Path) -> list[str]:
     con = create(db_path)
     try:
         return [t for t, spec in TABLES.items() if not spec.optional or con.execute(
-            f"select count(*) from staging.stg_{t}_rows").fetchone()[0]]  # noqa: S608 - our table name
+            f"select count(*) from {STAGED.format(table=t)}").fetchone()[0]]  # noqa: S608 - our table name
     finally:
         con.close()
 
@@ -488,9 +534,13 @@ def validate(db_path: Path, docs_dir: Path | None = None, progress=None):
     """Step 2: run the Great Expectations suites on every staged table."""
     from phm.validation import validate_staged_tables  # GX takes seconds to import
 
-    return validate_staged_tables(
-        Path(db_path), staged_tables(db_path), docs_dir,
-        on_table=(lambda t: progress(f"validating {t}")) if progress else None)
+    try:
+        return validate_staged_tables(
+            Path(db_path), staged_tables(db_path), docs_dir,
+            on_table=(lambda t: progress(f"validating {t}")) if progress else None)
+    except BaseException:
+        drop_staged(db_path)  # nothing unvalidated is left in main
+        raise
 
 
 def finish(extract_dir: Path, db_path: Path, docs_dir: Path | None, metadata: ExtractMetadata,
