@@ -230,10 +230,10 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
 
 
 def _validate(db_path: Path, tables: list[str], docs_dir: Path | None, on_table) -> list[ExpectationOutcome]:
-    import duckdb
+    from phm.db import connect
 
     counts = {}
-    con = duckdb.connect(str(db_path))
+    con = connect(db_path)
     try:
         for table in tables:
             if on_table:
