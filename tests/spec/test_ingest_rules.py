@@ -46,6 +46,10 @@ def test_clean_hand_made_extract_loads_every_row(tmp_path):
         counts = con.execute("select table_name, rows_read, rows_loaded, rows_quarantined "
                              "from ingest.table_counts order by 1").fetchall()
         assert ("patients", 4, 4, 0) in counts
+        # published by renaming the staged tables: main holds the contract's tables and nothing else
+        from phm.contract import TABLES
+        assert [t for (t,) in con.execute("select table_name from duckdb_tables() where schema_name = 'main' "
+                                          "order by 1").fetchall()] == sorted(TABLES)
 
 
 # (case, tables, expected quarantine rows (table, source_row, reason fragment))
@@ -239,6 +243,9 @@ def test_file_level_faults_stop_with_one_message_naming_the_file(tmp_path, case,
     assert str(extract) in text or "extract.json" in text
     # the row itself is never echoed back (it could hold patient data)
     assert "1990-01-01" not in text and "Original Line" not in text
+    if (tmp_path / "phm.duckdb").exists():  # nothing staged is left in main
+        with duckdb.connect(str(tmp_path / "phm.duckdb"), read_only=True) as con:
+            assert con.execute("select count(*) from duckdb_tables() where schema_name = 'main'").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

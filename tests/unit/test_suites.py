@@ -38,3 +38,29 @@ def test_the_practices_suite_checks_each_code_that_names_files_with_the_contract
     for column, pattern in CODE_PATTERNS.items():
         escaped = pattern.replace("{", "{{").replace("}", "}}")
         assert any(f"regexp_full_match({column}, '{escaped}')" in q for q in queries), column
+
+
+def test_each_rule_becomes_the_condition_great_expectations_checks_and_an_unknown_one_is_refused():
+    """The rules are computed once per row by phm (phm/validation.py); GX validates the results.
+    A row-level query is checked on the row itself, any other by its rows; a missing value breaks
+    only a not-null rule; a rule phm cannot translate stops the ingest instead of passing."""
+    import pytest
+
+    from phm.exceptions import ValidationError
+    from phm.validation import rule_condition
+
+    assert rule_condition("patients", {"type": "unexpected_rows_expectation", "kwargs": {
+        "unexpected_rows_query": "select source_row from {batch} where date_of_birth < date '1900-01-01'"}}) == (
+        "(date_of_birth < date '1900-01-01')", [])
+    windowed = "select source_row from (select source_row from {batch}) where source_row > 1"
+    assert rule_condition("patients", {"type": "unexpected_rows_expectation", "kwargs": {
+        "unexpected_rows_query": windowed}})[0] == (
+        "(source_row in (select source_row from (select source_row from "
+        "(select * from staging.stg_patients) as subselect) where source_row > 1))")
+    assert rule_condition("patients", {"type": "expect_column_values_to_be_in_set", "kwargs": {
+        "column": "sex", "value_set": ["male"]}}) == (
+        '("sex" is not null and not list_contains(?, "sex"))', [["male"]])
+    for kind, kwargs in (("expect_column_values_to_match_regex", {"column": "sex", "regex": "m"}),
+                         ("expect_column_values_to_not_be_null", {"column": "sex", "mostly": 0.9})):
+        with pytest.raises(ValidationError, match="not a rule phm can evaluate"):
+            rule_condition("patients", {"type": kind, "kwargs": kwargs})
