@@ -17,13 +17,20 @@ with parameters as (
     select index_date from features.parameters
 ),
 
+-- the codes read here with the index date: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the date compared after
+codes as (
+    select c.code, c.concept, c.category, p.index_date
+    from ref.codelist_codes as c
+    cross join parameters as p
+    where c.concept in ('statin_exclusion', 'nhs_health_check', 'non_diabetic_hyperglycaemia')
+),
+
 coded as (
     select e.patient_id, e.date, c.concept, c.category
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.code = e.snomedct_code
-    cross join parameters as p
-    where e.date <= p.index_date
-      and c.concept in ('statin_exclusion', 'nhs_health_check', 'non_diabetic_hyperglycaemia')
+    join codes as c on c.code = e.snomedct_code
+    where e.date <= c.index_date
 ),
 
 final as (

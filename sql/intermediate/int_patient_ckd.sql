@@ -14,15 +14,24 @@
 --      30-59 -> 3, 15-29 -> 4, under 15 -> 5 (same-day results: the lowest).
 -- ckd_stage: 3, 4, 5 or null; ckd_stage_source: 'code' or 'egfr'.
 with parameters as (
-    select index_date from features.parameters
+    select index_date, cast(index_date - interval 2 year as date) as two_years_before
+    from features.parameters
+),
+
+-- the codes read here with the run's dates: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the dates compared after
+codes as (
+    select c.code, c.concept, c.category, p.*
+    from ref.codelist_codes as c
+    cross join parameters as p
+    where c.concept in ('ckd_3_5', 'ckd_1_2', 'ckd_resolved', 'egfr')
 ),
 
 stage_codes as (
     select e.patient_id, e.date, max(coalesce(c.category::integer, 0)) as stage  -- resolved: 0
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.code = e.snomedct_code
-    cross join parameters as p
-    where c.concept in ('ckd_3_5', 'ckd_1_2', 'ckd_resolved') and e.date <= p.index_date
+    join codes as c on c.code = e.snomedct_code
+    where c.concept in ('ckd_3_5', 'ckd_1_2', 'ckd_resolved') and e.date <= c.index_date
     group by e.patient_id, e.date
 ),
 
@@ -39,11 +48,10 @@ egfr as (
         min(e.numeric_value) as value,
         row_number() over (partition by e.patient_id order by e.date desc) as recency
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.concept = 'egfr' and c.code = e.snomedct_code
-    cross join parameters as p
+    join codes as c on c.concept = 'egfr' and c.code = e.snomedct_code
     where e.numeric_value is not null
-      and e.date <= p.index_date
-      and e.date > p.index_date - interval 2 year
+      and e.date <= c.index_date
+      and e.date > c.two_years_before
     group by e.patient_id, e.date
 ),
 

@@ -24,21 +24,29 @@
 -- type), CVD, AF, CKD 3-5, RA, SLE, severe mental illness and learning disability: a measure of
 -- need used by the fairness audit.
 with parameters as (
-    select index_date from features.parameters
+    select index_date, cast(index_date - interval 6 month as date) as six_months_before
+    from features.parameters
 ),
 
-events as (
-    select e.patient_id, e.date, c.concept, c.category
-    from main.clinical_events as e
-    join ref.codelist_codes as c on c.code = e.snomedct_code
+-- the codes read here with the index date: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the date compared after
+codes as (
+    select c.code, c.concept, c.category, p.index_date
+    from ref.codelist_codes as c
     cross join parameters as p
-    where e.date <= p.index_date
-      and c.concept in ('hypertension', 'hypertension_resolved', 'diabetes', 'diabetes_type1',
+    where c.concept in ('hypertension', 'hypertension_resolved', 'diabetes', 'diabetes_type1',
                         'diabetes_type2', 'chd', 'mi', 'stroke', 'tia', 'atrial_fibrillation',
                         'rheumatoid_arthritis', 'sle', 'migraine', 'severe_mental_illness',
                         'erectile_dysfunction', 'family_history_cvd', 'family_history_diabetes',
                         'gestational_diabetes', 'pcos', 'learning_disability', 'palliative_care',
                         'palliative_care_not_indicated', 'care_home')
+),
+
+events as (
+    select e.patient_id, e.date, c.concept, c.category
+    from main.clinical_events as e
+    join codes as c on c.code = e.snomedct_code
+    where e.date <= c.index_date
 ),
 
 coded as (
@@ -80,9 +88,12 @@ issued as (
         max(m.date) filter (where c.concept = 'corticosteroids') as last_corticosteroid,
         max(m.date) filter (where c.concept = 'atypical_antipsychotics') as last_antipsychotic
     from main.medications as m
-    join ref.codelist_codes as c on c.code = m.dmd_code
-    cross join parameters as p
-    where m.date <= p.index_date and m.date > p.index_date - interval 6 month
+    join (select c.code, c.concept, p.index_date, p.six_months_before
+          from ref.codelist_codes as c
+          cross join parameters as p
+          where c.concept in ('antihypertensives', 'statins', 'corticosteroids', 'atypical_antipsychotics')
+         ) as c on c.code = m.dmd_code
+    where m.date <= c.index_date and m.date > c.six_months_before
     group by m.patient_id
 ),
 

@@ -48,15 +48,22 @@ with parameters as (
     select index_date from features.parameters
 ),
 
-coded as (
-    select e.patient_id, e.date, c.category,
-        e.snomedct_code in (select code from ref.ethnicity_census_codes) as census_code
-    from main.clinical_events as e
-    join ref.codelist_codes as c
-      on c.concept = 'ethnicity' and c.code = e.snomedct_code
+-- the codes read here with the index date: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the date compared after
+codes as (
+    select c.code, c.category, c.code in (select code from ref.ethnicity_census_codes) as census_code,
+        p.index_date
+    from ref.codelist_codes as c
     cross join parameters as p
-    where e.date <= p.index_date
+    where c.concept = 'ethnicity'
       and c.category <> '99'
+),
+
+coded as (
+    select e.patient_id, e.date, c.category, c.census_code
+    from main.clinical_events as e
+    join codes as c on c.code = e.snomedct_code
+    where e.date <= c.index_date
 ),
 
 per_category as (

@@ -15,6 +15,22 @@ with parameters as (
     select index_date from features.parameters
 ),
 
+-- each measurement's codes with its look-back window, as dates: the run's dates travel with the
+-- codes, so the events are joined on their code alone (DuckDB then skips other codes while it
+-- reads them) and each reading's date is compared as it is
+codes as (
+    select
+        c.code,
+        c.concept,
+        p.index_date,
+        cast(p.index_date - case when c.concept in ('hba1c', 'fasting_glucose')
+                                 then interval 2 year else interval 5 year end as date) as window_start
+    from ref.codelist_codes as c
+    cross join parameters as p
+    where c.concept in ('bmi', 'systolic_bp', 'diastolic_bp', 'total_cholesterol',
+                        'hdl_cholesterol', 'cholesterol_hdl_ratio', 'hba1c', 'fasting_glucose')
+),
+
 readings as (
     select
         e.patient_id,
@@ -22,19 +38,15 @@ readings as (
         c.concept,
         e.numeric_value as value
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.code = e.snomedct_code
+    join codes as c on c.code = e.snomedct_code
     -- the day each patient turns 18, as a date: compared with each reading's date as it is,
     -- not each reading cast to a timestamp
     join (select patient_id, cast(date_of_birth + interval 18 year as date) as adult_from
           from main.patients) as pt using (patient_id)
-    cross join parameters as p
-    where c.concept in ('bmi', 'systolic_bp', 'diastolic_bp', 'total_cholesterol',
-                        'hdl_cholesterol', 'cholesterol_hdl_ratio', 'hba1c', 'fasting_glucose')
-      and e.numeric_value is not null
-      and e.date <= p.index_date
+    where e.numeric_value is not null
+      and e.date <= c.index_date
+      and e.date > c.window_start
       and e.date >= pt.adult_from
-      and e.date > p.index_date - case when c.concept in ('hba1c', 'fasting_glucose')
-                                       then interval 2 year else interval 5 year end
 ),
 
 latest as (
@@ -60,11 +72,27 @@ derived_ratio as (
 ),
 
 sbp_sd as (
-    select patient_id, stddev_samp(value order by date, value) as sbp_sd_5y
-    from readings
-    where concept = 'systolic_bp'
-    group by patient_id
-    having count(*) >= 2
+    -- stddev_samp's own running (Welford) update, step by step over the readings sorted by date
+    -- then value: the same bits as stddev_samp(value order by date, value), at half its cost
+    -- (DuckDB's ordered aggregates sort through a slower path than list_sort)
+    select
+        patient_id,
+        sqrt(running.m2 / (running.n - 1)) as sbp_sd_5y
+    from (
+        select
+            patient_id,
+            list_reduce(
+                list_transform(list_sort(list({'date': date, 'value': value})),
+                               r -> {'n': 1.0::double, 'mean': r.value, 'm2': 0.0::double}),
+                (s, r) -> {'n': s.n + 1,
+                           'mean': s.mean + (r.mean - s.mean) / (s.n + 1),
+                           'm2': s.m2 + (r.mean - s.mean) * (r.mean - (s.mean + (r.mean - s.mean) / (s.n + 1)))}
+            ) as running
+        from readings
+        where concept = 'systolic_bp'
+        group by patient_id
+        having count(*) >= 2
+    )
 ),
 
 wide as (

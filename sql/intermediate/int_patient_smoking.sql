@@ -9,6 +9,15 @@ with parameters as (
     select index_date from features.parameters
 ),
 
+-- the codes read here with the index date: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the date compared after
+codes as (
+    select c.code, c.category, p.index_date
+    from ref.codelist_codes as c
+    cross join parameters as p
+    where c.concept = 'smoking'
+),
+
 coded as (
     select
         e.patient_id,
@@ -18,9 +27,8 @@ coded as (
             when 'heavy' then 4 when 'current_amount_unknown' then 3
         end as smoke_cat
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.concept = 'smoking' and c.code = e.snomedct_code
-    cross join parameters as p
-    where e.date <= p.index_date
+    join codes as c on c.code = e.snomedct_code
+    where e.date <= c.index_date
 ),
 
 final as (

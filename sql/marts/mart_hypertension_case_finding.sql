@@ -22,7 +22,21 @@
 -- bp_stage is the NG136 stage of the latest reading in 5 years: normal, stage_1 (140/90 to
 -- 159/99), stage_2 (160/100 and over), severe (180/120 and over).
 with parameters as (
-    select index_date from features.parameters
+    -- the look-back windows' first days as dates, so each reading's date is compared as it is
+    select
+        index_date,
+        cast(index_date - interval 12 month as date) as twelve_months_before,
+        cast(index_date - interval 5 year as date) as five_years_before
+    from features.parameters
+),
+
+-- the codes read here with the run's dates: the events are joined on their code alone (DuckDB
+-- then skips other codes while it reads them), the dates compared after
+codes as (
+    select c.code, c.concept, c.category, p.*
+    from ref.codelist_codes as c
+    cross join parameters as p
+    where c.concept in ('systolic_bp', 'diastolic_bp', 'abpm', 'home_bp')
 ),
 
 readings as (
@@ -32,35 +46,35 @@ readings as (
         max(e.numeric_value) filter (where c.concept = 'systolic_bp') as sbp,
         max(e.numeric_value) filter (where c.concept = 'diastolic_bp') as dbp
     from main.clinical_events as e
-    join ref.codelist_codes as c on c.code = e.snomedct_code
-    cross join parameters as p
+    join codes as c on c.code = e.snomedct_code
     where c.concept in ('systolic_bp', 'diastolic_bp')
       and e.numeric_value is not null
-      and e.date <= p.index_date
-      and e.date > p.index_date - interval 5 year
+      and e.date <= c.index_date
+      and e.date > c.five_years_before
     group by e.patient_id, e.date
 ),
 
 ranked as (
     select
         r.*,
-        r.date > p.index_date - interval 12 month as in_12_months,
+        r.date > p.twelve_months_before as in_12_months,
         coalesce(r.sbp >= 140, false) or coalesce(r.dbp >= 90, false) as raised,
-        coalesce(r.sbp >= 180, false) or coalesce(r.dbp >= 120, false) as severe,
-        row_number() over (partition by r.patient_id order by r.date desc) as recency
+        coalesce(r.sbp >= 180, false) or coalesce(r.dbp >= 120, false) as severe
     from readings as r
     cross join parameters as p
 ),
 
+-- one row per day in readings, so the latest day is the row with the highest date (no ties);
+-- arg_max_null keeps that day's value when it is null (the day had only the other reading)
 per_patient as (
     select
         patient_id,
-        max(sbp) filter (where recency = 1) as latest_sbp_mmhg,
-        max(dbp) filter (where recency = 1) as latest_dbp_mmhg,
+        arg_max_null(sbp, date) as latest_sbp_mmhg,
+        arg_max_null(dbp, date) as latest_dbp_mmhg,
         max(date) as latest_bp_date,
         count(*) filter (where in_12_months) as readings_12_months,
-        bool_or(severe and in_12_months and recency = 1) as latest_severe,
-        count(*) filter (where recency <= 2 and in_12_months and raised) = 2 as last_two_raised
+        arg_max_null(severe and in_12_months, date) as latest_severe,
+        max_by(raised and in_12_months, date, 2) = [true, true] as last_two_raised
     from ranked
     group by patient_id
 ),
@@ -76,11 +90,10 @@ monitoring as (
                max(e.date) filter (where e.numeric_value is not null and c.category <> 'procedure')
                    over (partition by e.patient_id) as last_day
         from main.clinical_events as e
-        join ref.codelist_codes as c on c.code = e.snomedct_code
-        cross join parameters as p
+        join codes as c on c.code = e.snomedct_code
         where c.concept in ('abpm', 'home_bp')
-          and e.date <= p.index_date
-          and e.date > p.index_date - interval 12 month
+          and e.date <= c.index_date
+          and e.date > c.twelve_months_before
     )
     group by patient_id
 ),
