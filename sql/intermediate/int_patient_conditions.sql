@@ -88,11 +88,10 @@ issued as (
         max(m.date) filter (where c.concept = 'corticosteroids') as last_corticosteroid,
         max(m.date) filter (where c.concept = 'atypical_antipsychotics') as last_antipsychotic
     from main.medications as m
+    -- the run's dates travel with the codes, as for the events above
     join (select c.code, c.concept, p.index_date, p.six_months_before
           from ref.codelist_codes as c
-          cross join parameters as p
-          where c.concept in ('antihypertensives', 'statins', 'corticosteroids', 'atypical_antipsychotics')
-         ) as c on c.code = m.dmd_code
+          cross join parameters as p) as c on c.code = m.dmd_code
     where m.date <= c.index_date and m.date > c.six_months_before
     group by m.patient_id
 ),
