@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import duckdb
 import polars as pl
@@ -233,6 +234,25 @@ def test_sbp_standard_deviation_needs_two_readings_in_5_years():
     assert row(con, "intermediate.int_patient_measurements", ["sbp_sd_5y"])["sbp_sd_5y"] == pytest.approx(10.0)
     con = one_patient([(1, d("2025-01-01"), SBP, 140.0)])
     assert row(con, "intermediate.int_patient_measurements", ["sbp_sd_5y"])["sbp_sd_5y"] is None
+
+
+def test_sbp_variability_has_the_bits_of_stddev_samp_over_the_readings_in_date_order():
+    """The model runs stddev_samp's own update step by step over the readings sorted by date, then
+    value (DuckDB's ordered aggregate is twice the cost): every patient's value must be DuckDB's
+    stddev_samp(value order by date, value) to the last bit, same-day readings and all."""
+    rng = random.Random(21)
+    events = [(p, INDEX - dt.timedelta(days=rng.randrange(1, 1800)), SBP, round(rng.uniform(95, 200), rng.choice((0, 1, 3))))
+              for p in range(1, 41) for _ in range(rng.randrange(2, 15))]
+    events += [(p, day, SBP, value + 7.25) for p, day, _, value in events[::5]]  # same-day readings
+    con = database(practices=PRACTICES, patients=[(p, "female", d("1960-01-01"), None) for p in range(1, 41)],
+                   practice_registrations=[(p, d("2000-01-01"), None, 1) for p in range(1, 41)],
+                   clinical_events=events)
+    build(con, INDEX, "IMD2019")
+    expected = con.execute("select patient_id, stddev_samp(numeric_value order by date, numeric_value) "
+                           "from main.clinical_events group by patient_id order by patient_id").fetchall()
+    got = con.execute("select patient_id, sbp_sd_5y from intermediate.int_patient_measurements "
+                      "order by patient_id").fetchall()
+    assert got == expected  # exact floats, not approx
 
 
 def test_cholesterol_ratio_measured_or_derived_from_the_same_days_total_and_hdl():
