@@ -21,6 +21,11 @@ docs/models.md.)
 scikit-learn has no offset argument, but the Poisson likelihood of d with mean exp(f(x)) e,
 e = t exp(o), equals that of the rate d / e with sample weight e; so the regressor is fitted to
 d / e with weight e, and predicts exp(f(x)).
+
+Without a validated score (hypertension), a published effect per group can be the offset
+instead (``group_log_hr``: group -> log hazard ratio against the reference, read from the column
+``group_column``): f is then penalised towards the published effect, not towards "no difference
+from White" (docs/models.md, "Why the hypertension model under-rated Black patients").
 """
 
 from __future__ import annotations
@@ -47,17 +52,24 @@ class HorizonHazardModel(BaseEstimator):
     models the hazard (times the comparator's hazard when ``comparator`` names a column of 10-year
     risks in %). ``predict_risk`` gives the risk over ``horizon_years``."""
 
-    def __init__(self, regressor: Pipeline, horizon_years: int, comparator: str | None = None):
+    def __init__(self, regressor: Pipeline, horizon_years: int, comparator: str | None = None,
+                 group_column: str | None = None, group_log_hr: dict[str, float] | None = None):
         self.regressor = regressor
         self.horizon_years = horizon_years
         self.comparator = comparator
+        self.group_column = group_column
+        self.group_log_hr = group_log_hr
 
     def _offset(self, x: pd.DataFrame) -> np.ndarray:
-        if self.comparator is None:
-            return np.zeros(len(x))
-        o = log_hazard_from_ten_year_pct(x[self.comparator].to_numpy(dtype=float))
-        # a patient the score could not be computed for gets the training patients' median
-        return np.where(np.isnan(o), self.offset_fill_, o)
+        offset = np.zeros(len(x))
+        if self.comparator is not None:
+            o = log_hazard_from_ten_year_pct(x[self.comparator].to_numpy(dtype=float))
+            # a patient the score could not be computed for gets the training patients' median
+            offset = np.where(np.isnan(o), self.offset_fill_, o)
+        if getattr(self, "group_log_hr", None):  # models saved before the parameter existed have none
+            effects = self.group_log_hr
+            offset = offset + np.array([effects.get(g, 0.0) for g in x[self.group_column].to_numpy()], dtype=float)
+        return offset
 
     def _inputs(self, x: pd.DataFrame, offset: np.ndarray) -> pd.DataFrame:
         return x.assign(**{OFFSET_INPUT: offset})
