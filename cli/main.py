@@ -156,6 +156,7 @@ def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | N
     check_database_name(db)  # before Prefect starts
     _quiet_user_errors_on_console()
     _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
+    _imports_while_prefect_starts(INGEST_IMPORTS)
     report = ingest_flow(extract, db, docs)
     for line in report.summary_lines():
         print(line)
@@ -211,9 +212,11 @@ def add_features(sub) -> None:
 # scikit-learn), imported while Prefect's temporary server starts (_imports_while_prefect_starts).
 RUN_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.sklearn", "skops.io",
                "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
+# What phm ingest's steps import: Great Expectations (phm.validation) is most of it.
+INGEST_IMPORTS = ("phm.ingest", "phm.validation", "phm.codelist_coverage")
 
 
-def _imports_while_prefect_starts() -> None:
+def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> None:
     """Without PREFECT_API_URL, a flow first starts Prefect's temporary server: a process of
     its own that takes seconds to answer, while this one only waits. Start it here in a thread
     and meanwhile import, in this thread, what the stages will import anyway; then the flow
@@ -239,7 +242,7 @@ def _imports_while_prefect_starts() -> None:
 
         starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
         starting.start()
-    for name in RUN_IMPORTS:
+    for name in modules:
         importlib.import_module(name)
     if starting is not None:
         starting.join()
