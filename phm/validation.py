@@ -258,8 +258,10 @@ def _validate(db_path: Path, tables: list[str], docs_dir: Path | None, on_table)
             except KeyError:
                 batch = asset.add_batch_definition_whole_table("whole_table")
             suite = context.suites.add_or_update(results_suite(table, context))
+            # not "ingest_<table>": a Data Docs folder made before issue 21 stores definitions by
+            # that name on the staged tables' assets, which GX can no longer load
             definition = context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=f"ingest_{table}", data=batch, suite=suite))
+                gx.ValidationDefinition(name=f"ingest_rule_results_{table}", data=batch, suite=suite))
             result = definition.run(result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
             for r in result.results:
                 outcomes.append(_outcome(table, r, counts[table]))
