@@ -76,12 +76,12 @@ per_category as (
 stated as (
     select
         patient_id,
-        -- ordered by count, then latest day, then letter (fixed-width text sorts as the tuple)
-        arg_max(category, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
+        -- ordered by count, then latest day, then letter
+        arg_max(category, (codes, latest_date, category))
             as most_frequent_category,
-        arg_max(category, cast(latest_date as varchar) || category) as latest_category,
+        arg_max(category, (latest_date, category)) as latest_category,
         count(*) > 1 as has_conflicting_codes,
-        arg_max(census_coded, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
+        arg_max(census_coded, (codes, latest_date, category))
             as census_coded
     from per_category
     group by patient_id
@@ -90,13 +90,12 @@ stated as (
 primary_care as (
     select
         coded.patient_id,
-        coalesce(any_value(stated.most_frequent_category), 'Z') as ethnicity_category,
-        coalesce(any_value(stated.latest_category), 'Z') as latest_category,
-        coalesce(any_value(stated.has_conflicting_codes), false) as has_conflicting_codes,
-        coalesce(not any_value(stated.census_coded), false) as non_census_only
-    from coded
+        coalesce(stated.most_frequent_category, 'Z') as ethnicity_category,
+        coalesce(stated.latest_category, 'Z') as latest_category,
+        coalesce(stated.has_conflicting_codes, false) as has_conflicting_codes,
+        coalesce(not stated.census_coded, false) as non_census_only
+    from (select distinct patient_id from coded) as coded
     left join stated using (patient_id)
-    group by coded.patient_id
 ),
 
 hospital_per_category as (
@@ -111,8 +110,7 @@ hospital_per_category as (
 hospital as (
     select
         patient_id,
-        arg_max(category, lpad(cast(codes as varchar), 9, '0') || cast(latest_date as varchar) || category)
-            as ethnicity_category
+        arg_max(category, (codes, latest_date, category)) as ethnicity_category
     from hospital_per_category
     group by patient_id
 ),
