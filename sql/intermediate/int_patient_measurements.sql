@@ -49,16 +49,6 @@ readings as (
       and e.date >= pt.adult_from
 ),
 
-latest as (
-    select
-        patient_id,
-        concept,
-        arg_max(value, (date, value)) as value,
-        max(date) as date
-    from readings
-    group by patient_id, concept
-),
-
 derived_ratio as (
     select
         t.patient_id,
@@ -95,22 +85,24 @@ sbp_sd as (
     )
 ),
 
+-- the latest value of each measurement and its date (same-day readings: the highest), in one pass
+-- over the readings: a row for every patient with any reading
 wide as (
     select
         patient_id,
-        max(value) filter (where concept = 'bmi') as bmi,
+        arg_max(value, (date, value)) filter (where concept = 'bmi') as bmi,
         max(date) filter (where concept = 'bmi') as bmi_date,
-        max(value) filter (where concept = 'systolic_bp') as sbp_mmhg,
+        arg_max(value, (date, value)) filter (where concept = 'systolic_bp') as sbp_mmhg,
         max(date) filter (where concept = 'systolic_bp') as sbp_date,
-        max(value) filter (where concept = 'diastolic_bp') as dbp_mmhg,
+        arg_max(value, (date, value)) filter (where concept = 'diastolic_bp') as dbp_mmhg,
         max(date) filter (where concept = 'diastolic_bp') as dbp_date,
-        max(value) filter (where concept = 'cholesterol_hdl_ratio') as lab_ratio,
+        arg_max(value, (date, value)) filter (where concept = 'cholesterol_hdl_ratio') as lab_ratio,
         max(date) filter (where concept = 'cholesterol_hdl_ratio') as lab_ratio_date,
-        max(value) filter (where concept = 'hba1c') as hba1c_mmol_mol,
+        arg_max(value, (date, value)) filter (where concept = 'hba1c') as hba1c_mmol_mol,
         max(date) filter (where concept = 'hba1c') as hba1c_date,
-        max(value) filter (where concept = 'fasting_glucose') as fasting_glucose_mmol_l,
+        arg_max(value, (date, value)) filter (where concept = 'fasting_glucose') as fasting_glucose_mmol_l,
         max(date) filter (where concept = 'fasting_glucose') as fasting_glucose_date
-    from latest
+    from readings
     group by patient_id
 ),
 

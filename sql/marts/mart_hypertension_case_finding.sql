@@ -74,7 +74,9 @@ per_patient as (
         max(date) as latest_bp_date,
         count(*) filter (where in_12_months) as readings_12_months,
         arg_max_null(severe and in_12_months, date) as latest_severe,
-        max_by(raised and in_12_months, date, 2) = [true, true] as last_two_raised
+        -- the two latest readings both raised and in 12 months: the two latest of the 12 months'
+        -- readings (any later reading is in them too) both raised
+        coalesce(max_by(raised, date, 2) filter (where in_12_months) = [true, true], false) as last_two_raised
     from ranked
     group by patient_id
 ),
