@@ -36,6 +36,8 @@ def _env_defaults() -> None:
     # Prefect's temporary server gets 20 s to start by default; on a busy machine (several ICB
     # runs at once on 2 cores) it needs longer, and a run should wait rather than fail.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # before scikit-learn loads OpenMP: threads wait passively on a shared machine (models/__init__.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _probabilities(items: list[str] | None, option: str, key: str = "GROUP",
