@@ -18,6 +18,8 @@ list; the report says why.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +86,22 @@ def _top(score: np.ndarray, share: float) -> np.ndarray:
     return score >= threshold
 
 
+def _weights(seed: int, replicates: int, patients: int) -> Iterator[np.ndarray]:
+    """The bootstrap's Poisson(1) weights, ``CHUNK`` replicates at a time, from one generator in
+    the order they always were drawn. The next chunk is drawn in a second thread (numpy draws
+    without holding the GIL) while the caller sums the current one: the draws are most of the
+    comparison's time, and the sums no longer wait for them."""
+    rng = np.random.default_rng(seed)
+    sizes = [min(CHUNK, replicates - done) for done in range(0, replicates, CHUNK)]
+    with ThreadPoolExecutor(max_workers=1) as draws:
+        pending = draws.submit(rng.poisson, 1.0, (sizes[0], patients)) if sizes else None
+        for k in range(len(sizes)):
+            w = pending.result()
+            if k + 1 < len(sizes):
+                pending = draws.submit(rng.poisson, 1.0, (sizes[k + 1], patients))
+            yield w.astype(float)
+
+
 def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[str, StandardComparison]:
     """``frames``: outcome -> validation patients with ``group``, ``score`` (model),
     ``standard`` (validated score at the same horizon) and ``outcome`` (0/1)."""
@@ -112,15 +130,19 @@ def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[st
 
         by_group = {name: values[:, None] * onehot for name, values in columns.items()}
         observed = figures({name: values.sum(axis=0) for name, values in by_group.items()})
-        rng = np.random.default_rng(settings.seed + 100 + k)
+        # The counts' columns are whole numbers, and so are the Poisson weights: their weighted
+        # sums are exact in any order, so one product serves all four (each product reads every
+        # weight). The risks' sums are not, and keep a product each, as they always had.
+        counted = ("n", "y", "tp_model", "tp_standard")
+        counts_matrix = np.hstack([by_group[c] for c in counted])
+        width = onehot.shape[1]
         reps: dict[str, list[np.ndarray]] = {name: [] for name in observed}
-        done = 0
-        while done < settings.replicates:
-            r = min(CHUNK, settings.replicates - done)
-            w = rng.poisson(1.0, size=(r, y.size)).astype(float)
-            for name, value in figures({c: w @ v for c, v in by_group.items()}).items():
+        for w in _weights(settings.seed + 100 + k, settings.replicates, y.size):
+            summed = w @ counts_matrix
+            sums = {c: summed[:, i * width:(i + 1) * width] for i, c in enumerate(counted)}
+            sums.update({c: w @ by_group[c] for c in ("risk_model", "risk_standard")})
+            for name, value in figures(sums).items():
                 reps[name].append(value[2])
-            done += r
         reps = {name: np.concatenate(v) for name, v in reps.items()}
         comparisons = []
         counts = {"n": columns["n"] @ onehot, "y": y @ onehot}
