@@ -197,7 +197,10 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     towards White's, the Black indicator lost half its size even fitted to the true risks.
 
     'Not stated' and 'Not known' read as White (model_inputs), as QRISK3 and QDiabetes read
-    them, so declining to state an ethnicity does not move a patient's risk (issue 22)."""
+    them: declining to state an ethnicity leaves a White patient's risk as it is and costs a
+    minority patient their group's published term (and, for hypertension, its learned
+    indicator), never an effect learned from the patients who declined (issue 22; measured in
+    docs/models.md, "'Not stated' bounded")."""
     numeric, categorical = feature_names(variant)
     if outcome.comparator is not None:
         categorical = []
