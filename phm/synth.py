@@ -51,7 +51,7 @@ Bias knobs (all off by default; keys are NHS category letters such as "N" or bro
 - ``outcome_recording``: probability that a true diagnosis or event is coded (under-recording,
   the label-choice bias of Obermeyer et al.). It is a coding failure, not a failure of care: the
   diagnosis is made at the national rate (or the event's discharge letter reaches the practice),
-  treatment follows as for the coded (antihypertensives, statins, glucose-lowering drugs), and only the code is missing,
+  treatment follows as for the coded (antihypertensives, statins, glucose-lowering drugs, antiplatelets), and only the code is missing,
   so the record shows "treated without a diagnosis" as a real one does (docs/fairness.md). With
   the knob unset the known and the coded are the same patients: the default extract is unchanged.
 - ``ethnicity_misrecording``: probability that the recorded ethnicity is another category.
@@ -904,10 +904,12 @@ def _diagnosis_days(ctx: _Context, dob: np.ndarray, min_age: float) -> np.ndarra
 
 @dataclass(frozen=True)
 class _Diagnosed:
-    """The days on which hypertension and type 2 diabetes present at T0 were coded."""
+    """The days on which hypertension, type 2 diabetes and CVD present at T0 were (or, for CVD
+    known to the practice but not coded, would have been) coded."""
 
     htn_day: np.ndarray
     t2d_day: np.ndarray
+    cvd_day: np.ndarray
 
 
 def _record_diagnoses(ctx: _Context, record: _Record, people: _People, health: _Health, outcomes: _Outcomes,
@@ -931,8 +933,10 @@ def _record_diagnoses(ctx: _Context, record: _Record, people: _People, health: _
     t2d_day = add_dx(c.t2d_dx0, "diabetes_type2", 18)
     add_dx(h.t1d, "diabetes_type1", 1)
     cvd_kind = rng.choice(np.array(["chd", "mi", "stroke", "tia"]), size=n, p=[0.45, 0.25, 0.18, 0.12])
+    cvd_day = np.full(n, T0 - 1)
     for kind in ("chd", "mi", "stroke", "tia"):
-        add_dx(c.cvd_dx0 & (cvd_kind == kind), kind, 30)
+        days = add_dx(c.cvd_dx0 & (cvd_kind == kind), kind, 30)
+        cvd_day = np.where(cvd_kind == kind, days, cvd_day)
     for mask, concept, min_age in ((h.af, "atrial_fibrillation", 30), (h.ckd, "ckd_3_5", 30),
                                    (h.ra, "rheumatoid_arthritis", 18), (h.sle, "sle", 18),
                                    (h.migraine, "migraine", 12), (h.smi, "severe_mental_illness", 16),
@@ -953,7 +957,7 @@ def _record_diagnoses(ctx: _Context, record: _Record, people: _People, health: _
     ev.add(patient_id[idx], c.d_found_htn[idx], ev_code.pick("hypertension", len(idx)))
     idx = np.flatnonzero(c.found_t2d)
     ev.add(patient_id[idx], c.d_found_t2d[idx], ev_code.pick("diabetes_type2", len(idx)))
-    return _Diagnosed(htn_day, t2d_day)
+    return _Diagnosed(htn_day, t2d_day, cvd_day)
 
 
 def _record_end_of_life_and_residence(ctx: _Context, record: _Record, people: _People) -> None:
@@ -1137,6 +1141,35 @@ def _record_medications(ctx: _Context, record: _Record, people: _People, health:
     pcos_day = W0 + (own.uniform(size=n) * (ctx.E - W0)).astype(np.int64)
     start = np.where(prevalent, diagnosed.t2d_day + 90, np.where(new, later + 90, pcos_day))
     repeats(prevalent | new | pcos, start, "glucose_lowering", jitter=own)
+    _issue_antiplatelets(ctx, people, health, outcomes, coding, diagnosed, repeats)
+
+
+def _issue_antiplatelets(ctx: _Context, people: _People, health: _Health, outcomes: _Outcomes, coding: _Coding,
+                         diagnosed: _Diagnosed, repeats) -> None:
+    """Antiplatelets (BNF 2.9: low-dose aspirin, clopidogrel, ticagrelor, prasugrel, dipyridamole).
+
+    Secondary prevention after CHD, MI, stroke or TIA (NICE NG185, which replaced CG172, and NG128:
+    an antiplatelet for life after an acute coronary syndrome, an ischaemic stroke or a TIA; QOF's
+    former antiplatelet-or-anticoagulant indicators for CHD and stroke reached about 90% of the
+    registers, some of them anticoagulated): 80% of CVD known at the index date, from a week after its diagnosis, and
+    80% of those with an event during follow-up, from a week after it; 20% where atrial
+    fibrillation is coded (anticoagulated instead, NICE NG196). Coded or not: care follows what the
+    practice knows, so a planted coding failure leaves the antiplatelet in place (as for
+    antihypertensives, statins and glucose-lowering drugs). A baseline without any CVD, alike in
+    every group: 2% of those aged 50 and over (aspirin for primary prevention, no longer advised but
+    still issued, and peripheral arterial disease, which is not a CVD code here), from a day in the
+    history window. Drawn from their own stream, after everything else, so every other table and
+    draw is as before they were added.
+    """
+    own = np.random.default_rng([ctx.config.seed, _ANTIPLATELET_STREAM])
+    n, W0, E = ctx.n, ctx.W0, ctx.E
+    rate = np.where(health.af, 0.2, 0.8)
+    prevalent = health.cvd0 & (own.uniform(size=n) < rate)
+    new = coding.cvd_known & ~prevalent & (own.uniform(size=n) < rate)
+    baseline = (people.age >= 50) & (own.uniform(size=n) < 0.02)
+    baseline_day = W0 + (own.uniform(size=n) * (E - W0)).astype(np.int64)
+    start = np.where(prevalent, diagnosed.cvd_day + 7, np.where(new, outcomes.d_cvd + 7, baseline_day))
+    repeats(prevalent | new | baseline, start, "antiplatelets", jitter=own)
 
 
 def _fresh_folder(out_dir: Path) -> None:
@@ -1197,6 +1230,7 @@ def _write_extract(ctx: _Context, out_dir: Path, practices: _Practices, people: 
 HOSPITAL_RECORDING = {"any_other": 0.05, "other_category": 0.04, "Z": 0.04, "99": 0.04, "X": 0.02}
 _HOSPITAL_STREAM = 22
 _GLUCOSE_STREAM = 23
+_ANTIPLATELET_STREAM = 24
 
 
 def _hospital_ethnicity(ctx: _Context, people: _People, registrations: _Registrations,

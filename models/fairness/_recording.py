@@ -44,10 +44,17 @@ readings):
   metformin first) and no PCOS code (metformin's common other use); no diabetes code of any type.
   GLP-1 agonists and SGLT2 inhibitors are also given for weight, heart failure and kidney disease:
   a baseline shared alike;
-- CVD: none. Secondary-prevention antiplatelets would be the specific marker, and no national
-  antiplatelet list is in the reference data; statins are mostly primary prevention given by
-  QRISK, which differs by group, so "a statin without a CVD code" would call a group with higher
-  QRISK3 under-recorded (measured: a weak signal even with CVD recorded at 60%, docs/fairness.md).
+- CVD: on an antiplatelet (``on_antiplatelets``, BNF 2.9: low-dose aspirin, clopidogrel,
+  prasugrel, ticagrelor, dipyridamole); no CVD code (CHD, MI, stroke or TIA: the codes the CVD
+  labels and QRISK3's eligibility use, ``cvd``). After an MI, an acute coronary syndrome, an
+  ischaemic stroke or a TIA an antiplatelet is given for life (NICE NG185, NG128), so an
+  unrecorded event the practice knows of leaves one behind: the secondary-prevention search of
+  CVDPREVENT and QOF register validation. Antiplatelets are also given for primary prevention
+  (no longer advised) and peripheral arterial disease (not a CVD code here): a baseline shared
+  alike. Atrial fibrillation is not excluded: it is treated with anticoagulants, not antiplatelets
+  (NICE NG196). Statins are not the marker: they are mostly primary prevention given by QRISK,
+  which differs by group, so "a statin without a CVD code" would call a group with higher QRISK3
+  under-recorded (measured: a weak signal even with CVD recorded at 60%, docs/fairness.md).
 
 A single reading over the threshold is not a diagnosis (NICE asks for ambulatory or home
 readings, or a second HbA1c): the ratio compares groups, and the standardisation by reading
@@ -106,6 +113,9 @@ def treated_counts(features: pl.DataFrame, outcome: str) -> pl.DataFrame | None:
         # metformin is also given for PCOS: a woman with a PCOS code is not counted
         treated = pl.col("on_glucose_lowering").fill_null(False) & ~pl.col("pcos").fill_null(False)
         undiagnosed = ~(pl.col("type2_diabetes").fill_null(False) | pl.col("type1_diabetes").fill_null(False))
+    elif outcome == "cvd":
+        treated = pl.col("on_antiplatelets").fill_null(False)
+        undiagnosed = ~pl.col("cvd").fill_null(False)
     else:
         return None
     return (features.filter(pl.col("age_years") >= 18)

@@ -12,9 +12,12 @@
 -- Erectile dysfunction: a diagnosis code (QRISK3 also counts treatment; no national PDE5
 -- inhibitor list exists: docs/features.md). Palliative care: the latest palliative care code is
 -- not followed by a 'palliative care not clinically indicated' code (QOF PALCARE_COD,
--- PALCARENI_COD). Treatments: antihypertensives, statins and non-insulin glucose-lowering
--- drugs (BNF 6.1.2; no score's input: the fairness gate's "treated without a diagnosis" search)
--- issued at least once in the 6 months before the index date. Atypical antipsychotics and corticosteroids (oral
+-- PALCARENI_COD). Treatments: antihypertensives, statins, non-insulin glucose-lowering drugs
+-- (BNF 6.1.2) and antiplatelets (BNF 2.9: low-dose aspirin, clopidogrel, prasugrel, ticagrelor,
+-- dipyridamole; OpenCodelists opensafely/antiplatelets) issued at least once in the 6 months
+-- before the index date. The last two are no score's input: the fairness gate's "treated without
+-- a diagnosis" searches (metformin with no diabetes code; secondary-prevention antiplatelets with
+-- no CHD, MI, stroke or TIA code, as CVDPREVENT and QOF register validation search). Atypical antipsychotics and corticosteroids (oral
 -- glucocorticoids) as QRISK3 defines 'regular' use (QRISK3-2017, Hippisley-Cox et al., BMJ
 -- 2017;357:j2099, and ClinRisk's input definitions): at least two issues, the latest no more
 -- than 28 days before the index date; the issues counted are those of the 6 months before it
@@ -83,6 +86,7 @@ issued as (
         count(*) filter (where c.concept = 'antihypertensives') as antihypertensive_issues,
         count(*) filter (where c.concept = 'statins') as statin_issues,
         count(*) filter (where c.concept = 'glucose_lowering') as glucose_lowering_issues,
+        count(*) filter (where c.concept = 'antiplatelets') as antiplatelet_issues,
         count(*) filter (where c.concept = 'corticosteroids') as corticosteroid_issues,
         count(*) filter (where c.concept = 'atypical_antipsychotics') as antipsychotic_issues,
         max(m.date) filter (where c.concept = 'corticosteroids') as last_corticosteroid,
@@ -124,6 +128,7 @@ flags as (
         coalesce(i.antihypertensive_issues, 0) > 0 as on_antihypertensives,
         coalesce(i.statin_issues, 0) > 0 as on_statins,
         coalesce(i.glucose_lowering_issues, 0) > 0 as on_glucose_lowering,
+        coalesce(i.antiplatelet_issues, 0) > 0 as on_antiplatelets,
         coalesce(i.corticosteroid_issues >= 2 and i.last_corticosteroid >= p.index_date - interval 28 day, false)
             as on_corticosteroids,
         coalesce(i.antipsychotic_issues >= 2 and i.last_antipsychotic >= p.index_date - interval 28 day, false)

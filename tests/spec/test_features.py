@@ -455,6 +455,8 @@ def test_each_condition_flag_is_set_by_its_codelist_and_only_before_the_index_da
     ("on_antihypertensives", "319283006", ["2025-09-01"], False),   # over 6 months ago
     ("on_statins", "320000009", ["2026-01-01"], True),
     ("on_glucose_lowering", "325278007", ["2026-01-01"], True),  # metformin 500mg tablets
+    ("on_antiplatelets", "319799004", ["2026-01-01"], True),  # clopidogrel 75mg tablets
+    ("on_antiplatelets", "319773006", ["2025-09-01"], False),  # aspirin 75mg, over 6 months ago
     # QRISK3's 'regular' use: two issues or more, the latest within 28 days of the index date
     ("on_atypical_antipsychotics", "321614001", ["2026-03-01", "2026-03-30"], True),
     ("on_atypical_antipsychotics", "321614001", ["2026-03-30"], False),              # one issue

@@ -41,7 +41,6 @@ def test_treated_without_a_diagnosis_counts_adults_on_antihypertensives_with_no_
     counts = treated_counts(frame, "hypertension").sort("group")
     # a child and the untreated do not count; a treated adult with no current code does
     assert counts.rows() == [("Black", 4, 1, 1), ("White", 2, 2, 1)]
-    assert treated_counts(frame, "cvd") is None
     t2d = pl.DataFrame(
         [("Asian", 40, "F", True, False, False, False),  # metformin, no diabetes code: counted
          ("Asian", 40, "F", True, True, False, False),   # metformin for PCOS: not counted
@@ -50,6 +49,21 @@ def test_treated_without_a_diagnosis_counts_adults_on_antihypertensives_with_no_
         schema=["ethnicity_group", "age_years", "sex", "on_glucose_lowering", "pcos", "type2_diabetes",
                 "type1_diabetes"], orient="row")
     assert treated_counts(t2d, "t2d").rows() == [("Asian", 1, 2, 1)]
+
+
+def test_treated_without_a_diagnosis_counts_adults_on_antiplatelets_with_no_cvd_code():
+    frame = pl.DataFrame(
+        [("Black", 62, True, False, False),   # antiplatelet, no CHD/MI/stroke/TIA code: counted
+         ("Black", 62, True, True, False),    # antiplatelet after a coded event: diagnosed
+         ("Black", 62, True, False, True),    # atrial fibrillation is no reason for one: counted
+         ("Black", 62, False, False, False),  # untreated: not counted
+         ("White", 45, True, False, False),
+         ("White", 16, True, False, False),   # a child: not counted
+         ("White", 45, None, True, False)],   # no issue recorded: not treated
+        schema=["ethnicity_group", "age_years", "on_antiplatelets", "cvd", "atrial_fibrillation"], orient="row")
+    counts = treated_counts(frame, "cvd").sort("group")
+    # (group, age band, treated adults, of them with no CVD code)
+    assert counts.rows() == [("Black", 3, 3, 2), ("White", 1, 1, 1)]
 
 
 def test_a_group_undiagnosed_as_often_as_the_population_at_the_same_reading_and_age_is_1():

@@ -141,6 +141,18 @@ def test_no_wrong_medicines_in_the_drug_lists():
                                          if "statin" not in statins.terms[c].lower()][:10]
 
 
+def test_the_antiplatelet_list_holds_the_secondary_prevention_drugs_and_nothing_else():
+    cl = project_codelists()["antiplatelets"]
+    # BNF 2.9 products: generic names, or the brands of the same list
+    generic = ("aspirin", "clopidogrel", "prasugrel", "ticagrelor", "dipyridamole")
+    drugs = {next((g for g in generic if g in cl.terms[c].lower()), cl.terms[c].split()[0]) for c in cl.codes}
+    assert set(generic) <= drugs
+    assert not any("injection" in cl.terms[c].lower() for c in cl.codes)  # stress imaging, not prevention
+    # the commonest products, first in the list as the generator's code picker expects
+    assert list(cl.codes)[:2] == ["319773006", "319799004"]  # aspirin 75 mg dispersible, clopidogrel 75 mg
+    assert all(cl.sources[c].startswith("OpenCodelists opensafely/antiplatelets/15eb3bfc") for c in cl.codes)
+
+
 def test_smoking_categories_cover_never_ex_light_moderate_heavy():
     assert {"never", "ex", "light", "moderate", "heavy"} <= set(project_codelists()["smoking"].codes.values())
 

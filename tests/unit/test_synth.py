@@ -201,6 +201,18 @@ def test_outcome_recording_knob_under_records_one_group_only(tmp_path):
                .group_by(pl.col("ethnicity_true") == "N").len())
     uncoded = dict(zip(uncoded["ethnicity_true"], uncoded["len"], strict=True))
     assert uncoded.get(True, 0) > 20 and uncoded.get(False, 0) == 0
+    # an unrecorded CVD event the practice knows of leaves its antiplatelet behind; elsewhere the
+    # antiplatelets without a CVD code are the baseline (primary prevention), alike in every group
+    on_antiplatelets = pl.read_parquet(out / "medications.parquet").filter(
+        pl.col("dmd_code").is_in(_codes("antiplatelets")))["patient_id"].unique()
+    treated = truth.filter(pl.col("patient_id").is_in(on_antiplatelets.implode()))
+    cvd_known = pl.col("cvd_true_past_index") | (pl.col("cvd_event") & pl.col("cvd_event_date").is_not_null())
+    cvd_uncoded = cvd_known & ~pl.col("cvd_diagnosed_past_index") & ~pl.col("cvd_event_recorded")
+    share = (treated.group_by(pl.col("ethnicity_true") == "N")
+             .agg(cvd_uncoded.sum().alias("uncoded"), pl.len()))
+    share = {r["ethnicity_true"]: r for r in share.iter_rows(named=True)}
+    assert share[True]["uncoded"] > 10
+    assert share[True]["uncoded"] / share[True]["len"] > 3 * share[False]["uncoded"] / share[False]["len"]
     planted = json.loads((out / "truth" / "planted.json").read_text())
     assert planted["outcome_recording"] == {"N": 0.5}
 
