@@ -1155,10 +1155,10 @@ def _issue_antiplatelets(ctx: _Context, people: _People, health: _Health, outcom
     80% of those with an event during follow-up, from a week after it; 20% where atrial
     fibrillation is coded (anticoagulated instead, NICE NG196). Coded or not: care follows what the
     practice knows, so a planted coding failure leaves the antiplatelet in place (as for
-    antihypertensives, statins and glucose-lowering drugs). A baseline without any CVD, alike in
-    every group: 2% of those aged 50 and over (aspirin for primary prevention, no longer advised but
-    still issued, and peripheral arterial disease, which is not a CVD code here), from a day in the
-    history window. Drawn from their own stream, after everything else, so every other table and
+    antihypertensives, statins and glucose-lowering drugs). A baseline drawn without regard to
+    CVD, alike in every group: 3% of those aged 50 and over (aspirin for primary prevention, no
+    longer advised but still issued to about 2%, and peripheral arterial disease, about 1%, which
+    is not a CVD code here), from a day in the history window. Drawn from their own stream, after everything else, so every other table and
     draw is as before they were added.
     """
     own = np.random.default_rng([ctx.config.seed, _ANTIPLATELET_STREAM])
@@ -1166,7 +1166,7 @@ def _issue_antiplatelets(ctx: _Context, people: _People, health: _Health, outcom
     rate = np.where(health.af, 0.2, 0.8)
     prevalent = health.cvd0 & (own.uniform(size=n) < rate)
     new = coding.cvd_known & ~prevalent & (own.uniform(size=n) < rate)
-    baseline = (people.age >= 50) & (own.uniform(size=n) < 0.02)
+    baseline = (people.age >= 50) & (own.uniform(size=n) < 0.03)
     baseline_day = W0 + (own.uniform(size=n) * (E - W0)).astype(np.int64)
     start = np.where(prevalent, diagnosed.cvd_day + 7, np.where(new, outcomes.d_cvd + 7, baseline_day))
     repeats(prevalent | new | baseline, start, "antiplatelets", jitter=own)
