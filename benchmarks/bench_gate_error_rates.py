@@ -6,7 +6,10 @@ each extract goes through ingest, features, validated scores, training and the a
 (models/fairness/truth.py). For each outcome of each run the truth says whether a group is
 harmed (models/fairness/truth.py: the model does not track its true risk relative to White
 within 25%, or at the same score it is truly sicker by more than 1.25 times, or its outcomes are
-recorded worse than White's by more than 1.25 times). Then:
+recorded worse than White's by more than 1.25 times). Where the scenario lowered a group's
+recording but the group has too few true cases for the truth to measure it (Black patients' CVD
+events in a 20,000-patient ``england`` extract), and no other rule shows harm, the outcome-run is
+counted apart ("truth cannot judge"), in neither rate. Then:
 
 - sensitivity: of the outcome-runs where the truth shows harm, the share the gate FAILs;
 - false alarms: of the outcome-runs where it does not, the share the gate FAILs;
@@ -51,8 +54,16 @@ def rates(runs: list[ScenarioRun]) -> dict:
 
     rows = [(r, outcome, bool(r.harmed(outcome))) for r in runs for outcome in r.gates]
     harmed = [(r, o) for r, o, h in rows if h]
-    fair = [(r, o) for r, o, h in rows if not h]
+    # under-recording planted on a group with too few true cases for the truth to measure it: a
+    # FAIL naming the group may be right, a pass may be a miss; counted apart, in neither rate
+    unjudged = [(r, o) for r, o, h in rows if not h and r.truth_cannot_judge(o)]
+    fair = [(r, o) for r, o, h in rows if not h and not r.truth_cannot_judge(o)]
     out = {"outcome-runs": len(rows), "harm shown by the truth": len(harmed),
+           "truth cannot judge (recording planted, too few true cases)": {
+               "outcome-runs": len(unjudged),
+               "FAIL naming the planted group": sum(any(r.failed(o, group=g) for g in r.truth_cannot_judge(o))
+                                                    for r, o in unjudged),
+               "any FAIL": sum(r.failed(o) for r, o in unjudged)},
            "sensitivity": share(sum(r.failed(o) for r, o in harmed), len(harmed)),
            "false alarms": share(sum(r.failed(o) for r, o in fair), len(fair)),
            # do no harm: where the trained model was worse than QRISK3/QDiabetes, the validated score
@@ -91,6 +102,10 @@ def table(summary: dict) -> str:
                  f"{fmt(summary['model replaced where no harm'])} (model replaced) |")
     for check, r in summary["by check"].items():
         lines.append(f"| {check} | {fmt(r['sensitivity'])} | {fmt(r['false alarms'])} |")
+    unjudged = summary["truth cannot judge (recording planted, too few true cases)"]
+    lines.append(f"\nOutcome-runs the truth cannot judge (recording planted, too few true cases), in neither rate: "
+                 f"{unjudged['outcome-runs']}; FAIL naming the planted group in {unjudged['FAIL naming the planted group']}, "
+                 f"any FAIL in {unjudged['any FAIL']}.")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from phm.ethnicity import broad_group
+from phm.ethnicity import BROAD_GROUPS, broad_group
 
 TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hypertension": "true_risk_htn_horizon"}
 
@@ -227,6 +227,16 @@ class ScenarioRun:
     def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
         return [t.group for t in self.tracking if t.outcome == outcome
                 and t.harmed(margin, recording_planted=recording_planted(self.knobs, t.group))]
+
+    def truth_cannot_judge(self, outcome: str) -> list[str]:
+        """Groups whose recording was lowered by the scenario but whose recording statistic the
+        truth cannot compute for ``outcome`` (fewer true cases than ``true_under_recording``'s
+        minimum: a 20,000-patient ``england`` extract holds about 15 true CVD events of Black
+        patients). The knob says the group is under-recorded; the run's own truth cannot say by
+        how much, so such an outcome-run is neither harmed nor fair (``rates``)."""
+        judged = {t.group for t in self.tracking if t.outcome == outcome and t.true_under_recording > 0}
+        planted = {g for g in BROAD_GROUPS if recording_planted(self.knobs, g)}
+        return sorted(planted - judged)
 
     def failed(self, outcome: str, rule: str | None = None, group: str | None = None) -> bool:
         """Did the gate FAIL the outcome (naming ``group``, with a check whose name starts with
