@@ -152,14 +152,15 @@ def _quiet_user_errors_on_console() -> None:
 
 
 def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | None) -> int:
-    from flows.ingest import ingest_flow
     from phm.db import check_database_name
 
-    check_database_name(db)  # before Prefect starts
-    _quiet_user_errors_on_console()
-    _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
-    _imports_while_prefect_starts(INGEST_IMPORTS)
-    report = ingest_flow(extract, db, docs)
+    check_database_name(db)  # before any work
+    if _prefect_api_configured():
+        report = _ingest_flow(extract, db, docs)
+    else:
+        _progress(f"ingesting {extract} into {db} (no Prefect API configured: the steps run here, "
+                  "without a temporary Prefect server)")
+        report = _ingest_here(extract, db, docs)
     for line in report.summary_lines():
         print(line)
     report_path = report_path or db.with_suffix(".ingest.json")
@@ -168,6 +169,37 @@ def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | N
     if report.data_docs:
         print(f"Great Expectations Data Docs: {Path(report.data_docs).resolve()}")
     return 0
+
+
+def _prefect_api_configured() -> bool:
+    """Whether Prefect has an API to record runs in: PREFECT_API_URL in the environment, or in a
+    Prefect profile or settings file (Prefect's own settings decide; importing them takes about a
+    second, so the environment is looked at first)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _ingest_flow(extract: Path, db: Path, docs: Path | None):
+    """The ingest as the Prefect flow 'phm-ingest', its run and steps recorded by the server at
+    PREFECT_API_URL (as scheduled runs are)."""
+    from flows.ingest import ingest_flow
+
+    _quiet_user_errors_on_console()
+    _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
+    return ingest_flow(extract, db, docs)
+
+
+def _ingest_here(extract: Path, db: Path, docs: Path | None):
+    """The flow's steps as plain functions (phm.ingest.ingest), for a command run with no Prefect
+    API: Prefect would first start a temporary server of its own (about 7 s before the first
+    step, more than a 100k-patient ingest takes) only to record the run in a local database.
+    The run's record is the report JSON and ``ingest.runs``, as with the flow."""
+    from phm import ingest as steps
+
+    return steps.ingest(extract, db, docs, progress=_progress)
 
 
 def cmd_ingest(args) -> int:
@@ -214,8 +246,6 @@ def add_features(sub) -> None:
 # scikit-learn), imported while Prefect's temporary server starts (_imports_while_prefect_starts).
 RUN_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.sklearn", "skops.io",
                "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
-# What phm ingest's steps import: Great Expectations (phm.validation) is most of it.
-INGEST_IMPORTS = ("phm.ingest", "phm.validation", "phm.codelist_coverage")
 
 
 def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> None:

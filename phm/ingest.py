@@ -588,12 +588,36 @@ def refuse_mostly_quarantined(report: IngestReport, settings: IngestSettings) ->
                 file=str(Path(report.extract_dir) / t.file))
 
 
+# What the steps after the load import: Great Expectations (seconds in a fresh process) and the
+# coverage report.
+LATER_IMPORTS = ("phm.validation", "phm.codelist_coverage")
+
+
+def _load_while_importing(extract_dir: Path, db_path: Path, progress=None):
+    """load_and_stage in a thread while this thread imports what the later steps need (in a
+    fresh process Great Expectations takes seconds to import; DuckDB releases the interpreter
+    while it reads the files). Only this thread imports: load_and_stage imports nothing new."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phm-load") as pool:
+        staged = pool.submit(load_and_stage, extract_dir, db_path, progress)
+        try:
+            for name in LATER_IMPORTS:
+                importlib.import_module(name)
+            return staged.result()  # the load's own error, if it stopped (it left nothing staged)
+        except BaseException:
+            if staged.exception() is None:  # an import failed or Ctrl-C: waits for the load,
+                drop_staged(db_path)        # then leaves nothing unvalidated in main
+            raise
+
+
 def ingest(extract_dir: Path, db_path: Path, docs_dir: Path | None = None, progress=None,
            settings: IngestSettings | None = None) -> IngestReport:
     """Load, validate and publish an extract (the four steps above, in order)."""
     started = time.perf_counter()
     extract_dir, db_path = Path(extract_dir), Path(db_path)
-    metadata, reports = load_and_stage(extract_dir, db_path, progress)
+    metadata, reports = _load_while_importing(extract_dir, db_path, progress)
     outcomes = validate(db_path, docs_dir, progress)
     if progress:
         progress("quarantining and publishing")

@@ -45,9 +45,11 @@ def _alive(pid: int) -> bool:
 def test_sigkill_of_the_command_ends_prefects_temporary_server(tmp_path):
     extract = write_extract(tmp_path / "extract")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": "",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    command = subprocess.Popen([sys.executable, "-m", "cli", "ingest", "--extract", str(extract),
-                                "--db", str(tmp_path / "phm.duckdb")], env=env,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PHM_PSEUDONYMISATION_KEY": "an-orphans-test-key-that-is-long-enough-42"}
+    # phm run starts Prefect's temporary server before its first stage (phm ingest no longer does)
+    command = subprocess.Popen([sys.executable, "-m", "cli", "run", "--extract", str(extract),
+                                "--out", str(tmp_path / "out")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

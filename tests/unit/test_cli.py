@@ -181,3 +181,25 @@ def test_reidentify_refuses_a_faulty_lookup_in_one_line_without_the_number(tmp_p
     assert main(reidentify_args(folder, key="short.key")) == 3
     assert "holds 40 characters; a practice key is 64" in capsys.readouterr().err
     assert not (folder / "out").exists()
+
+
+def test_ingest_with_no_prefect_api_runs_its_steps_without_a_temporary_server(tmp_path, monkeypatch, capsys):
+    """With no Prefect API, phm ingest does not start Prefect's temporary server (seconds of
+    start-up, longer than a 100k-patient ingest) and still records its run."""
+    import duckdb
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("phm ingest started Prefect's temporary server")
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", refuse)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    extract, db = write_extract(tmp_path / "extract"), tmp_path / "phm.duckdb"
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["ingest", "--extract", str(extract), "--db", str(db), "--no-docs"]) == 0
+    assert "rows read = rows loaded + rows quarantined" in capsys.readouterr().out
+    assert (tmp_path / "phm.ingest.json").is_file()
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from ingest.runs").fetchone()[0] == 1
+        assert con.execute("select count(*) from main.patients").fetchone()[0] > 0
