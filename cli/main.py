@@ -173,13 +173,33 @@ def run_ingest(extract: Path, db: Path, docs: Path | None, report_path: Path | N
 
 def _prefect_api_configured() -> bool:
     """Whether Prefect has an API to record runs in: PREFECT_API_URL in the environment, or in a
-    Prefect profile or settings file (Prefect's own settings decide; importing them takes about a
-    second, so the environment is looked at first)."""
+    Prefect profile or settings file. Prefect's own settings decide whenever a file or variable
+    that could set it exists (importing them takes about a second, so not otherwise)."""
     if os.environ.get("PREFECT_API_URL"):
         return True
+    if "prefect.settings" not in sys.modules and not _prefect_settings_elsewhere():
+        return False  # (when Prefect is imported already, e.g. under a test harness, it is asked)
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value())
+
+
+def _prefect_settings_elsewhere(cwd: Path | None = None) -> bool:
+    """Whether any of Prefect 3's other settings sources exists (prefect/settings/sources.py): a
+    profiles file (PREFECT_PROFILES_PATH, $PREFECT_HOME/profiles.toml, ~/.prefect/profiles.toml)
+    or a chosen profile (PREFECT_PROFILE), and in the working folder .env, prefect.toml or
+    pyproject.toml's [tool.prefect]. Without any of them Prefect's settings are its defaults,
+    which name no API."""
+    cwd = cwd or Path.cwd()
+    if any(os.environ.get(name) for name in ("PREFECT_PROFILE", "PREFECT_PROFILES_PATH")):
+        return True
+    if (cwd / ".env").exists() or (cwd / "prefect.toml").exists():
+        return True
+    pyproject = cwd / "pyproject.toml"
+    if pyproject.is_file() and "tool.prefect" in pyproject.read_text(errors="replace"):
+        return True
+    home = Path(os.environ["PREFECT_HOME"]) if os.environ.get("PREFECT_HOME") else Path.home() / ".prefect"
+    return (home / "profiles.toml").exists()
 
 
 def _ingest_flow(extract: Path, db: Path, docs: Path | None):

@@ -203,3 +203,30 @@ def test_ingest_with_no_prefect_api_runs_its_steps_without_a_temporary_server(tm
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select count(*) from ingest.runs").fetchone()[0] == 1
         assert con.execute("select count(*) from main.patients").fetchone()[0] > 0
+
+
+def test_prefects_settings_are_asked_whenever_a_source_of_them_exists(tmp_path, monkeypatch):
+    """phm ingest skips importing Prefect's settings only when nothing could name an API."""
+    from cli.main import _prefect_settings_elsewhere
+
+    for name in ("PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert not _prefect_settings_elsewhere(work)
+    (work / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert not _prefect_settings_elsewhere(work)
+    (work / "pyproject.toml").write_text('[tool.prefect.api]\nurl = "http://127.0.0.1:4200/api"\n')
+    assert _prefect_settings_elsewhere(work)
+    (work / "pyproject.toml").unlink()
+    for source in (".env", "prefect.toml"):
+        (work / source).write_text("")
+        assert _prefect_settings_elsewhere(work)
+        (work / source).unlink()
+    (tmp_path / "prefect").mkdir()
+    (tmp_path / "prefect" / "profiles.toml").write_text('active = "local"\n')
+    assert _prefect_settings_elsewhere(work)
+    (tmp_path / "prefect" / "profiles.toml").unlink()
+    monkeypatch.setenv("PREFECT_PROFILE", "local")
+    assert _prefect_settings_elsewhere(work)
