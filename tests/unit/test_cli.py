@@ -187,7 +187,11 @@ def test_ingest_with_no_prefect_api_runs_its_steps_without_a_temporary_server(tm
     """With no Prefect API, phm ingest does not start Prefect's temporary server (seconds of
     start-up, longer than a 100k-patient ingest) and still records its run."""
     import duckdb
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        temporary_settings,
+    )
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     extract, db = write_extract(tmp_path / "extract"), tmp_path / "phm.duckdb"
