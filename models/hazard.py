@@ -22,6 +22,12 @@ scikit-learn has no offset argument, but the Poisson likelihood of d with mean e
 e = t exp(o), equals that of the rate d / e with sample weight e; so the regressor is fitted to
 d / e with weight e, and predicts exp(f(x)).
 
+``prior_sd``: the GLM's penalty as a fixed prior N(0, prior_sd^2) on each standardised
+coefficient of the correction, whatever the data's size: alpha = 1 / (prior_sd^2 x the sum of the
+weights), the events the offset expects (scikit-learn's alpha is per unit of mean deviance, so a
+fixed alpha restrains a small extract's update hardly at all: docs/models.md, "Why higher-risk
+groups sat above 1 at the same score").
+
 Without a validated score (hypertension), a published effect per group can be the offset
 instead (``group_log_hr``: group -> log hazard ratio against the reference, read from the column
 ``group_column``): f is then penalised towards the published effect, not towards "no difference
@@ -53,12 +59,14 @@ class HorizonHazardModel(BaseEstimator):
     risks in %). ``predict_risk`` gives the risk over ``horizon_years``."""
 
     def __init__(self, regressor: Pipeline, horizon_years: int, comparator: str | None = None,
-                 group_column: str | None = None, group_log_hr: dict[str, float] | None = None):
+                 group_column: str | None = None, group_log_hr: dict[str, float] | None = None,
+                 prior_sd: float | None = None):
         self.regressor = regressor
         self.horizon_years = horizon_years
         self.comparator = comparator
         self.group_column = group_column
         self.group_log_hr = group_log_hr
+        self.prior_sd = prior_sd
 
     def _offset(self, x: pd.DataFrame) -> np.ndarray:
         offset = np.zeros(len(x))
@@ -83,6 +91,11 @@ class HorizonHazardModel(BaseEstimator):
         offset = self._offset(x)
         exposure = years * np.exp(offset)
         last = self.regressor.steps[-1][0]
+        if self.prior_sd is not None and isinstance(self.regressor[-1], PoissonRegressor):
+            # a fixed prior on the correction, whatever the extract's size: scikit-learn's alpha is
+            # per unit of mean deviance, so N(0, prior_sd^2) on each standardised coefficient is
+            # alpha = 1 / (prior_sd^2 x the sum of the weights), the events the offset expects
+            self.regressor.set_params(**{f"{last}__alpha": 1.0 / (self.prior_sd ** 2 * float(exposure.sum()))})
         self.regressor.fit(self._inputs(x, offset), event / exposure, **{f"{last}__sample_weight": exposure})
         return self
 
