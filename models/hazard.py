@@ -91,7 +91,7 @@ class HorizonHazardModel(BaseEstimator):
         offset = self._offset(x)
         exposure = years * np.exp(offset)
         last = self.regressor.steps[-1][0]
-        if self.prior_sd is not None and isinstance(self.regressor[-1], PoissonRegressor):
+        if getattr(self, "prior_sd", None) is not None and isinstance(self.regressor[-1], PoissonRegressor):
             # a fixed prior on the correction, whatever the extract's size: scikit-learn's alpha is
             # per unit of mean deviance, so N(0, prior_sd^2) on each standardised coefficient is
             # alpha = 1 / (prior_sd^2 x the sum of the weights), the events the offset expects
