@@ -116,14 +116,16 @@ GLM_PENALTY = 1e-3
 # Why: GLM_PENALTY shrank a rare group's indicator towards White even with no noise at all
 # (docs/models.md, "Why the hypertension model under-rated Black patients").
 PUBLISHED_GROUP_LOG_HR: dict[str, dict[str, float]] = {"hypertension": {"Black": 0.43}}
-# Prior standard deviation of each (standardised) input's correction to a validated score, for the
-# GLMs that update QRISK3 or QDiabetes: the penalty is then a fixed prior, alpha = 1 / (sd^2 x the
-# events the score expects in training) (models.hazard.HorizonHazardModel), strong in a small
-# extract and weak in a large one. GLM_PENALTY, the same at every size, let a 20,000-patient
-# extract's update wander from the score (age-spline and treatment terms of +-1 on a few hundred
-# events): ranking noise that leaves higher-risk groups under-rated at the same score
-# (docs/models.md, "Why higher-risk groups sat above 1 at the same score").
+# Prior standard deviation of each (standardised) input's correction to QRISK3, for CVD's GLM: the
+# penalty is then a fixed prior, alpha = 1 / (sd^2 x the events the score expects in training)
+# (models.hazard.HorizonHazardModel), strong in a small extract and weak in a large one.
+# GLM_PENALTY, the same at every size, let a 20,000-patient extract's update wander from the score
+# (age-spline and treatment terms of +-1 on a few hundred events): ranking noise that leaves
+# higher-risk groups under-rated at the same score (docs/models.md, "Why higher-risk groups sat
+# above 1 at the same score"). Not for T2D's GLM: measured, it left 'Not known' (read as White)
+# under-selected enough for the gate to FAIL a fair extract (the same section).
 OFFSET_PRIOR_SD = 0.1
+PRIOR_OUTCOMES = ("cvd",)
 # The boosting update of a validated score takes half the steps' size (0.04, against 0.08 without a
 # score): with early stopping on a tenth of a small extract's few hundred events, 0.08 overshot
 # the score in a few noisy steps; at 0.04 the validation Brier score was lower on all 8 of the
@@ -238,7 +240,7 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     else:
         raise ConfigError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
     published = PUBLISHED_GROUP_LOG_HR.get(outcome.short) if categorical else None
-    prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.comparator is not None else None
+    prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.short in PRIOR_OUTCOMES else None
     return HorizonHazardModel(Pipeline([("inputs", columns), ("regressor", regressor)]),
                               horizon_years, outcome.comparator,
                               "ethnicity_group" if published else None, dict(published) if published else None,
