@@ -24,6 +24,7 @@ Nothing here computes a figure: the rows and the manifest are written as they ar
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -170,7 +171,9 @@ def wrapped_lines(rows: pl.DataFrame) -> list[int]:
     return rows.select(pl.max_horizontal(*counts).alias("lines"))["lines"].to_list()
 
 
-def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
+def _list_sheet(book, title: str, rows: pl.DataFrame, later: list | None = None) -> None:
+    """``later``: where the rows after the first go when they are written as XML after saving
+    (``_RowsLater``); None: every row through openpyxl."""
     from copy import copy
 
     from openpyxl.styles import Alignment, Font
@@ -182,8 +185,10 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
     rows = rows.with_columns(pl.when(pl.col(c)).then(pl.lit("yes")).when(pl.col(c).is_not_null()).then(pl.lit("no"))
                              .alias(c) for c, kind in rows.schema.items() if kind == pl.Boolean)
     columns = [*rows.columns, *WORKFLOW]
+    heights = [LINE_HEIGHT * lines for lines in wrapped_lines(rows)]
+    rest = _rows_later(later, sheet, rows.with_columns(pl.lit(None).alias(c) for c in WORKFLOW), heights)
     sheet.append(columns)
-    for row in rows.iter_rows():
+    for row in rows.head(1 if rest else rows.height).iter_rows():
         sheet.append([*row, None, None, None])
     last = max(2, rows.height + 1)
     for index, name in enumerate(columns, start=1):
@@ -201,8 +206,8 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
     # Heights for wrapped text: neither openpyxl nor LibreOffice fits a row to its wrapped text
     # when the file is opened, so without them a long reason spills over the next row's
     # (seen in the LibreOffice rendering, docs/lists.md).
-    for index, lines in enumerate(wrapped_lines(rows), start=2):
-        sheet.row_dimensions[index].height = LINE_HEIGHT * lines
+    for index, height in enumerate(heights[:1] if rest else heights, start=2):
+        sheet.row_dimensions[index].height = height
     sheet.freeze_panes = "B2"  # the header and the pseudonym stay in view
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{last}"
     outcome = get_column_letter(columns.index("outcome") + 1)
@@ -215,7 +220,7 @@ def _list_sheet(book, title: str, rows: pl.DataFrame) -> None:
     sheet.add_data_validation(dates)
 
 
-def _reask_sheet(book, reask: pl.DataFrame) -> None:
+def _reask_sheet(book, reask: pl.DataFrame, later: list | None = None) -> None:
     """The ethnicity re-ask worklist (phm/lists.py ``reask_worklist``), with two columns for the team."""
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -224,8 +229,9 @@ def _reask_sheet(book, reask: pl.DataFrame) -> None:
     rows = reask.drop("pcn_code", strict=False).with_columns(
         pl.when(pl.col("on_a_list")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("on_a_list"))
     columns = [*rows.columns, *REASK_WORK]
+    rest = _rows_later(later, sheet, rows.with_columns(pl.lit(None).alias(c) for c in REASK_WORK))
     sheet.append(columns)
-    for row in rows.iter_rows():
+    for row in rows.head(1 if rest else rows.height).iter_rows():
         sheet.append([*row, None, None])
     for index, name in enumerate(columns, start=1):
         sheet.cell(1, index).font = Font(bold=True)
@@ -238,11 +244,15 @@ def _reask_sheet(book, reask: pl.DataFrame) -> None:
 
 
 def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFrame, manifest: dict,
-                   reask: pl.DataFrame | None = None) -> None:
-    """``rows``: the PCN's list rows (practice by practice, in priority order)."""
+                   reask: pl.DataFrame | None = None, rows_as_xml: bool = True) -> None:
+    """``rows``: the PCN's list rows (practice by practice, in priority order). ``rows_as_xml``:
+    a list sheet's rows after the first are written as the XML openpyxl writes for them, in one
+    pass over each column (``_RowsLater``), instead of a cell object each; False: every cell
+    through openpyxl. The workbook's parts are the same either way."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
 
+    later = [] if rows_as_xml else None
     book = Workbook()
     read_me = book.active
     read_me.title = READ_ME
@@ -257,13 +267,13 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
         cell.alignment = Alignment(vertical="top")
         if cell.value in ("column", "PCN"):
             cell.font = Font(bold=True)
-    _list_sheet(book, LIST, rows)
+    _list_sheet(book, LIST, rows, later)
     by_practice = rows.sort("practice_pseudo_id", maintain_order=True)  # stable: priority order within
     for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():
         ods, name = (own[c][0] if c in own.columns else None for c in ("practice_ods_code", "practice_name"))
-        _list_sheet(book, sheet_name(practice, book.sheetnames, ods, name), own)
+        _list_sheet(book, sheet_name(practice, book.sheetnames, ods, name), own, later)
     if reask is not None and reask.height:
-        _reask_sheet(book, reask)
+        _reask_sheet(book, reask, later)
     sheet = book.create_sheet(SUMMARY)
     sheet.append(summary.columns)
     for row in summary.iter_rows():
@@ -274,4 +284,134 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
             cell.font, cell.fill = Font(bold=True, color="FFFFFF"), PatternFill("solid", fgColor=STALE_RED)
         for each in book.worksheets:
             each.sheet_properties.tabColor = STALE_RED
-    book.save(path)
+    if not later:
+        book.save(path)
+        return
+    import io
+
+    saved = io.BytesIO()
+    book.save(saved)
+    if not _write_with_rows(saved, path, later):  # not the sheets openpyxl was expected to write: all its own
+        write_workbook(path, pcn, rows, summary, manifest, reask, rows_as_xml=False)
+
+
+# --- A list sheet's rows as XML -------------------------------------------------------------
+# openpyxl makes a cell object for every value and writes each through lxml: at 1,000,000
+# patients that was most of the time spent publishing (a PCN's re-ask worklist alone is some
+# 9,000 rows). For a sheet whose values are plain (text, whole numbers, yes/no, empty), openpyxl
+# writes its first row as usual and the rest are made here, column by column, as the same XML it
+# writes (inline strings, each column's style from the first row, the row heights), then put in
+# the saved file. A sheet with any other value (a number with a fraction, a date, text openpyxl
+# would refuse or treat specially) is written wholly by openpyxl. tests/spec/test_lists.py
+# compares the two ways part by part.
+
+_ILLEGAL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"  # openpyxl refuses these (IllegalCharacterError)
+_ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A")  # openpyxl: error cells
+_MAX_TEXT = 32767  # openpyxl cuts longer text
+_PLAIN_INTEGERS = 10**15  # whole numbers below this are written as their digits (openpyxl: "%.16g")
+
+
+@dataclass
+class _RowsLater:
+    sheet: object  # the openpyxl worksheet; its part in the file is known once saved
+    rows: pl.DataFrame  # every data row, the team's columns included (empty)
+    heights: list[int] | None  # each data row's height (points), or None
+
+
+def _plain(rows: pl.DataFrame) -> bool:
+    """Whether every value is one the XML below writes as openpyxl does."""
+    checks = []
+    for name, kind in rows.schema.items():
+        column = pl.col(name)
+        if kind == pl.String:
+            checks.append((column.str.contains(_ILLEGAL) | column.str.contains(r"^\s|\s$")
+                           | (column.str.starts_with("=") & (column.str.len_chars() > 1))
+                           | column.is_in(_ERROR_CODES) | (column.str.len_chars() > _MAX_TEXT)).any())
+        elif kind.is_integer():
+            checks.append((column.abs() >= _PLAIN_INTEGERS).any())
+        elif kind not in (pl.Boolean, pl.Null):
+            return False
+    return not checks or not any(v for v in rows.select(checks).row(0))
+
+
+def _rows_later(later: list | None, sheet, rows: pl.DataFrame, heights: list[int] | None = None) -> bool:
+    """Keep the sheet's rows after the first for ``_write_with_rows``; False when openpyxl
+    writes them all (no ``later``, fewer than two rows, or a value that is not plain)."""
+    if later is None or rows.height < 2 or not _plain(rows):
+        return False
+    later.append(_RowsLater(sheet, rows, heights))
+    return True
+
+
+def _escaped(text: pl.Expr, ascii_only: bool) -> pl.Expr:
+    """Text as lxml writes it in an element of openpyxl's sheets: &, <, > and carriage returns
+    escaped, every character beyond ASCII as its number (``&#233;``)."""
+    text = (text.str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True)
+            .str.replace_all(">", "&gt;", literal=True).str.replace_all("\r", "&#13;", literal=True))
+    if ascii_only:
+        return text
+    return text.map_elements(lambda value: value.encode("ascii", "xmlcharrefreplace").decode("ascii"),
+                             return_dtype=pl.String)
+
+
+def _rows_xml(later: _RowsLater, styles: dict[str, str]) -> str:
+    """Rows 3 onwards of the sheet, as openpyxl writes them. ``styles``: each column letter's
+    style attribute in row 2 (' s="N"'), absent for a column without one."""
+    from openpyxl.utils import get_column_letter
+
+    rows = later.rows.slice(1)
+    number = pl.int_range(3, rows.height + 3, eager=False).cast(pl.String)
+    cells = []
+    for index, (name, kind) in enumerate(rows.schema.items(), start=1):
+        letter = get_column_letter(index)
+        style = styles.get(letter, "")
+        column = pl.col(name)
+        start = pl.lit(f'<c r="{letter}') + number + pl.lit(f'"{style} t=')
+        empty = start + pl.lit('"n"></c>') if style else pl.lit("")  # an unstyled empty cell is not written
+        if kind == pl.String:
+            filled = pl.when(column == "").then(start + pl.lit('"inlineStr"></c>')).otherwise(
+                start + pl.lit('"inlineStr"><is><t>') + _escaped(column, not rows[name].str.contains(
+                    r"[^\x00-\x7f]").any()) + pl.lit("</t></is></c>"))
+        elif kind == pl.Boolean:
+            filled = start + pl.lit('"b"><v>') + column.cast(pl.Int8).cast(pl.String) + pl.lit("</v></c>")
+        elif kind == pl.Null:
+            filled = empty
+        else:
+            filled = start + pl.lit('"n"><v>') + column.cast(pl.String) + pl.lit("</v></c>")
+        cells.append(pl.when(column.is_null()).then(empty).otherwise(filled))
+    if later.heights is not None:
+        rows = rows.with_columns(pl.Series("_height", later.heights[1:], dtype=pl.Int64))
+        opening = pl.lit('<row r="') + number + pl.lit('" ht="') + pl.col("_height").cast(pl.String) + pl.lit(
+            '" customHeight="1">')
+    else:
+        opening = pl.lit('<row r="') + number + pl.lit('">')
+    return rows.select(pl.concat_str([opening, *cells, pl.lit("</row>")]).str.join("")).item()
+
+
+def _write_with_rows(saved, path: Path, later: list[_RowsLater]) -> bool:
+    """Copy the workbook openpyxl saved (``saved``) to ``path``, each of ``later``'s sheets with
+    its rows after the first put after its first, and its dimension extended to its last row.
+    False, with nothing written, where a sheet is not as openpyxl was expected to write it."""
+    import io
+    import re
+    import zipfile
+
+    parts = {each.sheet.path.lstrip("/"): each for each in later}  # xl/worksheets/sheetN.xml, numbered by the save
+    copied = io.BytesIO()
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(copied, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename in parts:
+                each, xml = parts.pop(info.filename), data.decode("utf-8")
+                second = re.search(r'<row r="2"[^>]*>(.*?)</row>', xml, re.DOTALL)
+                xml, found = re.subn(r'(<dimension ref="A1:[A-Z]+)2"', rf'\g<1>{each.rows.height + 1}"', xml, count=1)
+                if second is None or not found or xml.count("<row ") != 2 or xml.count("</sheetData>") != 1:
+                    return False
+                styles = dict(re.findall(r'<c r="([A-Z]+)2"( s="\d+")', second.group(1)))
+                end = xml.index("</sheetData>")
+                data = (xml[:end] + _rows_xml(each, styles) + xml[end:]).encode("utf-8")
+            target.writestr(info, data)
+    if parts:
+        return False
+    Path(path).write_bytes(copied.getvalue())
+    return True

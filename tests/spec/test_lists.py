@@ -911,3 +911,39 @@ def test_the_read_me_names_the_commands_that_re_identify_at_the_practice():
     facts = dict(read_me_rows("U00001", {}, ["pseudonym"]))
     assert "phm reidentify --list" in facts["re-identifying patients"]
     assert "phm practice-key" in facts["re-identifying patients"]
+
+
+def test_a_workbook_whose_rows_are_written_as_xml_has_the_parts_openpyxl_writes(tmp_path):
+    """The rows after the first written as XML (phm/workbook.py) make the same file as every cell
+    through openpyxl, part by part (less the write time): text that needs escaping, empty cells,
+    whole numbers, yes/no, a practice with one row; and text openpyxl treats specially (leading
+    space, '=') sends that sheet wholly through openpyxl."""
+    import zipfile
+
+    from phm.lists import JOINED_WITH, for_people, list_columns
+    from phm.workbook import write_workbook
+
+    columns = list_columns({"cvd": 5, "t2d": 5, "hypertension": 10})
+    texts = ["a & b < c > d \"quoted\" 'single'", "line\r\nbreak\ttab", "é – 😀 ✓", "", None]
+    rows = pl.DataFrame([{c: None for c in columns} | {
+        "pseudonym": f"p{i}", "practice_pseudo_id": 10 + (i > 1) + (i > 5), "priority_rank": i, "tier": i % 3 + 1,
+        "urgent": i % 2 == 0, "age_band": texts[i % 5], "reasons": ["a reason", texts[(i + 1) % 5] or "x"],
+        "suggested_actions": ["an action"] * (i % 3)} for i in range(1, 9)],
+        schema_overrides={c: pl.List(pl.String) if c in JOINED_WITH else pl.String for c in columns
+                          if c not in ("practice_pseudo_id", "priority_rank", "tier", "urgent")} | {"urgent": pl.Boolean})
+    reask = pl.DataFrame({"pseudonym": [f"q{i}" for i in range(6)], "practice_pseudo_id": [10, 10, 11, 11, 12, 12],
+                          "practice_name": ["A & B", None, "C", "D", "E", "F"], "on_a_list": [True, False] * 3,
+                          "reask_reason": ["<why>", "", "because", None, "x", "y"]})
+    summary = pl.DataFrame({"section": ["total"], "on_list": [8]})
+    people = for_people(rows)
+
+    def parts(name, data, reask, **kwargs) -> dict[str, bytes]:
+        write_workbook(tmp_path / name, "U00001", data, summary, {"published_at": "now"}, reask, **kwargs)
+        with zipfile.ZipFile(tmp_path / name) as book:
+            return {n: book.read(n) for n in book.namelist() if n != "docProps/core.xml"}
+
+    for data, worklist in ((people, reask), (people.with_columns(pl.col("pseudonym").str.replace("p3", " p3")),
+                                             reask.with_columns(pl.col("reask_reason").str.replace("x", "=x1")))):
+        through_openpyxl = parts("cells.xlsx", data, worklist, rows_as_xml=False)
+        assert parts("rows.xlsx", data, worklist) == through_openpyxl
+        assert b"&amp;" in through_openpyxl["xl/worksheets/sheet2.xml"]  # the list, with its escaped text
