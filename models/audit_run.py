@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,7 +267,61 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
     treated = {o.short: treated_counts(features, o.short) for o in OUTCOMES}
     del features
-    audits, detailed, models, standard_frames = [], {}, {}, {}
+    # Do no harm (the models against QRISK3/QDiabetes on the same validation patients) depends on
+    # nothing the bootstrap below computes, and its own bootstrap is Poisson draws and matrix
+    # products that run without holding the GIL: it runs in a second thread meanwhile, on the
+    # other core. Each has its own seeded generator, so the figures are the same either way.
+    standard_frames = {o.short: _standard_frame(validations[o.short]) for o in OUTCOMES
+                       if settings.compare_with_standard and _compares_with_standard(validations[o.short])}
+    if progress and standard_frames:
+        progress(f"audit: the models against {', '.join(standard_frames)}'s validated scores on the same patients")
+    beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="do-no-harm")
+    try:
+        standards = beside.submit(compare_with_standard, standard_frames, settings)
+        audits, detailed, models = _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinned,
+                                                   settings, progress)
+        standards = standards.result()
+    finally:
+        beside.shutdown(wait=True, cancel_futures=True)
+    gates = judge_all(audits, settings, quality.missing_share)
+    decision = decide(gates, settings.signoffs, standards)
+    report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
+                         decision=decision, uptake=uptake_of_invitations)
+    json_path, html_path = report.write(Path(out_dir))
+    run_id = log_audit(report, json_path, html_path, client, location, icb_code, extract_date)
+    dq_html, dq_json = write_ethnicity_report(dq, Path(out_dir), icb_code, history_runs, history_figures)
+    log_ethnicity_dq(client, run_id, dq, dq_html, dq_json)
+    champions = {}
+    for gate in gates:
+        name, version = versions[gate.outcome]
+        for key, value in {**decision.version_tags(gate.outcome), "phm.audit_run_id": run_id}.items():
+            client.set_model_version_tag(name, version.version, key, value)
+        client.update_model_version(name, version.version, description=decision.version_description(
+            gate.outcome, audit_run_name(icb_code, extract_date, report.status) + f" (run {run_id})"))
+        if decision.becomes_champion(gate.outcome):
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            champions[gate.outcome] = str(version.version)
+    return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
+                    time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id,
+                    dq_html, flag_lines(dq), history_rows(dq), scores=scores)
+
+
+def _compares_with_standard(validation: pl.DataFrame) -> bool:
+    """Whether the validation predictions carry the validated score to compare the model with."""
+    return "comparator_risk" in validation.columns and bool(validation["comparator_risk"].is_not_null().any())
+
+
+def _standard_frame(validation: pl.DataFrame) -> pl.DataFrame:
+    return validation.select(
+        pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
+        pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"))
+
+
+def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinned, settings: AuditSettings,
+                    progress) -> tuple[list, dict, dict]:
+    """Each outcome's audit (by group and intersection, and by the detailed categories) and what
+    the report says of its model."""
+    audits, detailed, models = [], {}, {}
     for outcome in OUTCOMES:
         name, version = versions[outcome.short]
         threshold = cuts[outcome.short].threshold
@@ -291,39 +346,12 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
                 "group", "score", "selected", "outcome"),
             add_cells([c.detailed[outcome.short] for c in per_shard]), threshold, settings,
             HIGH_NEED_FROM[outcome.short])
-        if settings.compare_with_standard and "comparator_risk" in validation.columns and \
-                validation["comparator_risk"].is_not_null().any():
-            standard_frames[outcome.short] = validation.select(
-                pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
-                pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"))
         audits.append(audit)
         models[outcome.short] = {"registered model": name, "version": version.version,
                                  "taken as": pinned[outcome.short].source,
                                  "variant": version.tags.get("phm.variant"),
                                  "horizon years": version.tags.get("phm.horizon_years")}
-    if progress and standard_frames:
-        progress(f"audit: the models against {', '.join(standard_frames)}'s validated scores on the same patients")
-    gates = judge_all(audits, settings, quality.missing_share)
-    decision = decide(gates, settings.signoffs, compare_with_standard(standard_frames, settings))
-    report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
-                         decision=decision, uptake=uptake_of_invitations)
-    json_path, html_path = report.write(Path(out_dir))
-    run_id = log_audit(report, json_path, html_path, client, location, icb_code, extract_date)
-    dq_html, dq_json = write_ethnicity_report(dq, Path(out_dir), icb_code, history_runs, history_figures)
-    log_ethnicity_dq(client, run_id, dq, dq_html, dq_json)
-    champions = {}
-    for gate in gates:
-        name, version = versions[gate.outcome]
-        for key, value in {**decision.version_tags(gate.outcome), "phm.audit_run_id": run_id}.items():
-            client.set_model_version_tag(name, version.version, key, value)
-        client.update_model_version(name, version.version, description=decision.version_description(
-            gate.outcome, audit_run_name(icb_code, extract_date, report.status) + f" (run {run_id})"))
-        if decision.becomes_champion(gate.outcome):
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-            champions[gate.outcome] = str(version.version)
-    return AuditRun(report, json_path, html_path, run_id, location, decision, champions, pinned,
-                    time.perf_counter() - started, len(shards), processes, client.get_run(run_id).info.experiment_id,
-                    dq_html, flag_lines(dq), history_rows(dq), scores=scores)
+    return audits, detailed, models
 
 
 def _practice_labels(con) -> dict[str, str]:
