@@ -379,12 +379,13 @@ def _rows_xml(later: _RowsLater, styles: dict[str, str]) -> str:
         else:
             filled = start + pl.lit('"n"><v>') + column.cast(pl.String) + pl.lit("</v></c>")
         cells.append(pl.when(column.is_null()).then(empty).otherwise(filled))
-    if later.heights is not None:
-        rows = rows.with_columns(pl.Series("_height", later.heights[1:], dtype=pl.Int64))
-        opening = pl.lit('<row r="') + number + pl.lit('" ht="') + pl.col("_height").cast(pl.String) + pl.lit(
-            '" customHeight="1">')
-    else:
-        opening = pl.lit('<row r="') + number + pl.lit('">')
+    opening = pl.lit('<row r="') + number
+    if later.heights is not None:  # rows without one (wrapped_lines gives one for all when nothing wraps) have none
+        heights = (later.heights[1:] + [None] * rows.height)[:rows.height]
+        rows = rows.with_columns(pl.Series("_height", heights, dtype=pl.Int64))
+        opening = opening + pl.when(pl.col("_height").is_null()).then(pl.lit("")).otherwise(
+            pl.lit('" ht="') + pl.col("_height").cast(pl.String) + pl.lit('" customHeight="1'))
+    opening = opening + pl.lit('">')
     return rows.select(pl.concat_str([opening, *cells, pl.lit("</row>")]).str.join("")).item()
 
 
