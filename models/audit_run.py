@@ -242,11 +242,37 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
         history_runs, history_figures = read_history(con, icb_code)
     finally:
         con.close()
-    # Do no harm (the models against QRISK3/QDiabetes on the same validation patients) needs only
-    # the validation predictions, and its bootstrap is Poisson draws and matrix products that run
-    # without holding the GIL: it runs in a second thread from here, on the other core, beside
-    # scoring the list population and the fairness bootstrap. Each has its own seeded generator,
-    # so every figure is the same as one after the other.
+    population = features.select(
+        pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
+        "ethnicity_source", "pcn_code", "practice_pseudo_id")
+    quality = ethnicity_quality(population, settings.level)
+    benchmark, benchmark_source = census_benchmark(ethnicity.census_table)
+    local = lsoa_benchmarks(ethnicity.census_by_lsoa, practice_lsoas) if practice_lsoas is not None else None
+    dq = assess(features, benchmark, benchmark_source, practice_labels, ethnicity.alpha, ethnicity.min_practices,
+                settings.level, local)
+    versions, models_to_score = {}, []
+    for outcome in OUTCOMES:
+        given = pinned[outcome.short]
+        name, version = given.name, client.get_model_version(given.name, given.version)
+        versions[outcome.short] = (name, version)
+        if progress:
+            progress(f"audit {outcome.short}: {given.described()}")
+        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+        models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
+    with shards_for(features, shards, shard_map) as shards:
+        cuts, per_shard, processes, scores = _list_population_cells(shards, models_to_score, settings, shard_map,
+                                                                    progress)
+    scores = ScoredVersions({o: (name, str(version.version)) for o, (name, version) in versions.items()}, scores)
+    # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
+    gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
+    treated = {o.short: treated_counts(features, o.short) for o in OUTCOMES}
+    del features
+    # Do no harm (the models against QRISK3/QDiabetes on the same validation patients) depends on
+    # nothing the bootstrap below computes, and its own bootstrap is Poisson draws and matrix
+    # products that run without holding the GIL: it runs in a second thread meanwhile, on the
+    # other core, which the bootstrap's figures (holding the GIL) leave idle. Not from the start:
+    # scoring the list population above uses both cores already (OpenMP), and sharing them made
+    # it twice as slow at 1M. Each has its own seeded generator, so the figures are the same.
     standard_frames = {o.short: _standard_frame(validations[o.short]) for o in OUTCOMES
                        if settings.compare_with_standard and _compares_with_standard(validations[o.short])}
     if progress and standard_frames:
@@ -254,31 +280,6 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="do-no-harm")
     try:
         standards = beside.submit(compare_with_standard, standard_frames, settings)
-        population = features.select(
-            pl.col("ethnicity_group").alias("group"), "ethnicity_category", "ethnicity_has_conflicting_codes",
-            "ethnicity_source", "pcn_code", "practice_pseudo_id")
-        quality = ethnicity_quality(population, settings.level)
-        benchmark, benchmark_source = census_benchmark(ethnicity.census_table)
-        local = lsoa_benchmarks(ethnicity.census_by_lsoa, practice_lsoas) if practice_lsoas is not None else None
-        dq = assess(features, benchmark, benchmark_source, practice_labels, ethnicity.alpha, ethnicity.min_practices,
-                    settings.level, local)
-        versions, models_to_score = {}, []
-        for outcome in OUTCOMES:
-            given = pinned[outcome.short]
-            name, version = given.name, client.get_model_version(given.name, given.version)
-            versions[outcome.short] = (name, version)
-            if progress:
-                progress(f"audit {outcome.short}: {given.described()}")
-            estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-            models_to_score.append(ModelToScore(outcome.short, version.tags["phm.variant"], estimator))
-        with shards_for(features, shards, shard_map) as shards:
-            cuts, per_shard, processes, scores = _list_population_cells(shards, models_to_score, settings, shard_map,
-                                                                        progress)
-        scores = ScoredVersions({o: (name, str(version.version)) for o, (name, version) in versions.items()}, scores)
-        # the diagnosis-gap check reads every adult's latest readings and diagnoses (aggregates kept)
-        gaps = {o.short: gap_counts(features, o.short) for o in OUTCOMES}
-        treated = {o.short: treated_counts(features, o.short) for o in OUTCOMES}
-        del features
         audits, detailed, models = _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinned,
                                                    settings, progress)
         standards = standards.result()
