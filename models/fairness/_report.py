@@ -28,7 +28,15 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from models.fairness._audit import PROPORTIONS, Compared, Count, Figure, GroupResults, ScoreAudit
+from models.fairness._audit import (
+    PROPORTIONS,
+    Compared,
+    Count,
+    Estimate,
+    Figure,
+    GroupResults,
+    ScoreAudit,
+)
 from models.fairness._gate import GateResult, worst
 from models.fairness._metrics import wilson_interval
 from models.fairness._quality import EthnicityQuality
@@ -85,6 +93,27 @@ def secondary_suppression(rows: list[GroupResults]) -> dict[int, set[str]]:
     return extra
 
 
+# an interval narrower than this on the log scale has no sampling variation to test against: the
+# population compared with itself (ratio 1, its bootstrap interval 1 to within the last bits)
+NO_WIDTH = 1e-9
+
+
+def label_choice_test(need: Estimate) -> dict | None:
+    """The label-choice test statistic: Wald z of log(need at the same score) with the bootstrap
+    interval's width, and its two-sided p-value. None where there is nothing to test: a ratio or
+    bound that is not positive, or an interval with no width. The population row is compared
+    with itself, and its interval's width came out 0 in one run and a last-bit difference in the
+    next, so z was NaN or 0.0 between runs of the same code: a published figure must not depend
+    on the order of a sum."""
+    if not min(need.value, need.low, need.high) > 0:
+        return None
+    se = (np.log(need.high) - np.log(need.low)) / (2 * stats.norm.ppf(0.975))
+    if not se > NO_WIDTH:
+        return None
+    z = float(np.log(need.value) / se)
+    return {"z": round(z, 3), "p_value": float(f"{2 * stats.norm.sf(abs(z)):.3g}")}
+
+
 def group_json(row: GroupResults, population_patients: int | None, secondary: set[str] = frozenset(),
                level: float = 0.95) -> dict:
     """``population_patients``: the grouping's total as published (rounded)."""
@@ -122,11 +151,9 @@ def group_json(row: GroupResults, population_patients: int | None, secondary: se
     for comparison in Compared:
         out[comparison.value] = shown(row.comparisons(comparison))
     need = row.figure(Figure.NEED_AT_SAME_SCORE)
-    if need is not None and Figure.NEED_AT_SAME_SCORE not in hidden and min(need.value, need.low, need.high) > 0:
-        # the label-choice test statistic: Wald z of log(ratio) with the bootstrap interval's width
-        se = (np.log(need.high) - np.log(need.low)) / (2 * stats.norm.ppf(0.975))
-        z = float(np.log(need.value) / se) if se > 0 else float("nan")
-        out["label_choice_test"] = {"z": round(z, 3), "p_value": float(f"{2 * stats.norm.sf(abs(z)):.3g}")}
+    test = label_choice_test(need) if need is not None and Figure.NEED_AT_SAME_SCORE not in hidden else None
+    if test is not None:
+        out["label_choice_test"] = test
     if row.need_by_decile:
         out["need_by_score_decile"] = [None if n < SUPPRESSED_BELOW else v
                                        for v, n in zip(row.need_by_decile, row.patients_by_decile, strict=True)]

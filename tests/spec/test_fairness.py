@@ -608,3 +608,16 @@ def test_mlflow_descriptions_state_the_decision_in_full_for_a_reviewer():
         "Signed off by Dr R (configuration): reviewed | at the panel of 1 May")
     assert decision.version_description("hypertension", "run r1", ranks_list="QRISK3-2017").startswith(
         "Audited in run r1: FAIL (not signed off). Its list may not go out, ranked by QRISK3-2017 (do no harm).")
+
+
+def test_the_label_choice_test_is_published_only_where_the_interval_has_width():
+    from models.fairness._audit import Estimate
+    from models.fairness._report import label_choice_test
+
+    sicker = label_choice_test(Estimate(1.5, 1.2, 1.875))
+    assert sicker["z"] > 1.96 and sicker["p_value"] < 0.05
+    # the population against itself: an interval of no width, exactly or to the last bits, as
+    # two runs of the same code gave it; either way no test (it was NaN in one run, 0.0 in the next)
+    assert label_choice_test(Estimate(1.0, 1.0, 1.0)) is None
+    assert label_choice_test(Estimate(1.0, 1.0 - 2e-16, 1.0 + 2e-16)) is None
+    assert label_choice_test(Estimate(0.0, 0.0, 0.5)) is None
