@@ -45,6 +45,9 @@ from sklearn.pipeline import Pipeline
 # Comparator log hazards are clipped to this range: 10-year risks from 0.01% to 99%.
 _MIN_LOG_HAZARD, _MAX_LOG_HAZARD = np.log(-np.log1p(-1e-4) / 10), np.log(-np.log1p(-0.99) / 10)
 OFFSET_INPUT = "comparator_log_hazard"
+# Columns models.train.model_inputs adds for reading an unknown ethnicity as the recorded mix:
+# the QRISK3 ethnicity category (1-9) and which QDiabetes model scores the row (0-2, A-C).
+ETHRISK, QDIABETES_MODEL = "qrisk3_ethrisk", "qdiabetes_model_index"
 
 
 def log_hazard_from_ten_year_pct(risk_pct: np.ndarray) -> np.ndarray:
@@ -56,17 +59,35 @@ def log_hazard_from_ten_year_pct(risk_pct: np.ndarray) -> np.ndarray:
 class HorizonHazardModel(BaseEstimator):
     """``regressor`` (a Poisson GLM or Poisson gradient boosting, as a scikit-learn pipeline)
     models the hazard (times the comparator's hazard when ``comparator`` names a column of 10-year
-    risks in %). ``predict_risk`` gives the risk over ``horizon_years``."""
+    risks in %). ``predict_risk`` gives the risk over ``horizon_years``.
+
+    With ``unknown_column`` (models.train: ethnicity 'Not stated' or 'Not known'), a row where
+    it is true is read as the recorded mix: its hazard is the mean of its hazards as each
+    (``group_column``, ``ETHRISK`` category) seen among the fitted rows where it is false,
+    weighted by their shares there (``unknown_mix_``, kept with the model, so a row's risk does
+    not depend on the batch). ``ethnic_terms`` are the comparator's published ethnicity terms
+    ([male, ``QDIABETES_MODEL``, ethrisk], models.scores.ethnic_log_hr), by which its log hazard
+    moves with the category; ``group_is_input`` says the regressor reads ``group_column`` (it is
+    then predicted once per group). Without ``unknown_column`` such a row is read as it comes
+    (models.train gives it the reference group), as models saved before it were."""
 
     def __init__(self, regressor: Pipeline, horizon_years: int, comparator: str | None = None,
                  group_column: str | None = None, group_log_hr: dict[str, float] | None = None,
-                 prior_sd: float | None = None):
+                 unknown_column: str | None = None, ethnic_terms: np.ndarray | None = None,
+                 group_is_input: bool = False, prior_sd: float | None = None):
         self.regressor = regressor
         self.horizon_years = horizon_years
         self.comparator = comparator
         self.group_column = group_column
         self.group_log_hr = group_log_hr
+        self.unknown_column = unknown_column
+        self.ethnic_terms = ethnic_terms
+        self.group_is_input = group_is_input
         self.prior_sd = prior_sd
+
+    def _group_effect(self, groups: np.ndarray) -> np.ndarray:
+        effects = getattr(self, "group_log_hr", None) or {}  # models saved before it existed have none
+        return np.array([effects.get(g, 0.0) for g in groups], dtype=float)
 
     def _offset(self, x: pd.DataFrame) -> np.ndarray:
         offset = np.zeros(len(x))
@@ -74,13 +95,32 @@ class HorizonHazardModel(BaseEstimator):
             o = log_hazard_from_ten_year_pct(x[self.comparator].to_numpy(dtype=float))
             # a patient the score could not be computed for gets the training patients' median
             offset = np.where(np.isnan(o), self.offset_fill_, o)
-        if getattr(self, "group_log_hr", None):  # models saved before the parameter existed have none
-            effects = self.group_log_hr
-            offset = offset + np.array([effects.get(g, 0.0) for g in x[self.group_column].to_numpy()], dtype=float)
+        if getattr(self, "group_log_hr", None):
+            offset = offset + self._group_effect(x[self.group_column].to_numpy())
         return offset
 
     def _inputs(self, x: pd.DataFrame, offset: np.ndarray) -> pd.DataFrame:
         return x.assign(**{OFFSET_INPUT: offset})
+
+    def _unknown(self, x: pd.DataFrame) -> np.ndarray:
+        if getattr(self, "unknown_column", None) is None:
+            return np.zeros(len(x), dtype=bool)
+        return x[self.unknown_column].to_numpy(dtype=bool)
+
+    def _mix_terms(self, x: pd.DataFrame) -> np.ndarray:
+        """[row, mix entry]: what each row's log hazard gains when read as each (group, category)
+        of the mix: that group's published effect and the comparator's term for that category,
+        less the row's own."""
+        groups = np.array([g for g, _, _ in self.unknown_mix_], dtype=object)
+        shift = self._group_effect(groups)[None, :] - self._group_effect(x[self.group_column].to_numpy())[:, None]
+        if self.comparator is not None and self.ethnic_terms is not None:
+            terms = np.asarray(self.ethnic_terms)
+            male = (x["sex_male"].to_numpy(dtype=float) > 0.5).astype(np.int64)
+            model = x[QDIABETES_MODEL].to_numpy(dtype=np.int64)
+            own = x[ETHRISK].to_numpy(dtype=np.int64)
+            categories = np.array([c for _, c, _ in self.unknown_mix_], dtype=np.int64)
+            shift = shift + terms[male[:, None], model[:, None], categories[None, :]] - terms[male, model, own][:, None]
+        return shift
 
     def fit(self, x: pd.DataFrame, event: np.ndarray, years: np.ndarray):
         event = np.asarray(event, dtype=float)
@@ -89,6 +129,21 @@ class HorizonHazardModel(BaseEstimator):
             own = log_hazard_from_ten_year_pct(x[self.comparator].to_numpy(dtype=float))
             self.offset_fill_ = float(np.nanmedian(own)) if np.isfinite(own).any() else float(np.log(0.01))
         offset = self._offset(x)
+        unknown = self._unknown(x)
+        if self.unknown_column is not None:
+            # the recorded mix among the rows fitted on, by (group, the comparator's category)
+            known = x.loc[~unknown]
+            category = (known[ETHRISK].to_numpy(dtype=np.int64) if self.ethnic_terms is not None
+                        else np.ones(len(known), dtype=np.int64))
+            mix = pd.Series(1.0, index=pd.MultiIndex.from_arrays(
+                [known[self.group_column].astype(str).to_numpy(), category])).groupby(level=[0, 1]).sum()
+            self.unknown_mix_ = [(str(g), int(c), float(n / mix.sum())) for (g, c), n in mix.items()]
+            if unknown.any():
+                # fitted as read: an unknown row's offset is its mixed one (a regressor that reads
+                # the group sees the reference group there, as it is given)
+                weights = np.array([w for _, _, w in self.unknown_mix_])
+                offset = offset.copy()
+                offset[unknown] += np.log(np.exp(self._mix_terms(x.loc[unknown])) @ weights)
         exposure = years * np.exp(offset)
         last = self.regressor.steps[-1][0]
         if getattr(self, "prior_sd", None) is not None and isinstance(self.regressor[-1], PoissonRegressor):
@@ -99,18 +154,36 @@ class HorizonHazardModel(BaseEstimator):
         self.regressor.fit(self._inputs(x, offset), event / exposure, **{f"{last}__sample_weight": exposure})
         return self
 
-    def hazard(self, x: pd.DataFrame) -> np.ndarray:
-        """Yearly hazard for each row, the same for a row whatever else is in the batch."""
-        offset = self._offset(x)
-        inputs = self._inputs(x, offset)
+    def _multiplier(self, inputs: pd.DataFrame) -> np.ndarray:
         final = self.regressor[-1]
         if isinstance(final, PoissonRegressor):
             # row by row (einsum's own loop, no BLAS), as models.train.predict_risk explains
             design = np.ascontiguousarray(self.regressor[:-1].transform(inputs), dtype=np.float64)
-            multiplier = np.exp(np.einsum("ij,j->i", design, final.coef_) + final.intercept_)
-        else:
-            multiplier = self.regressor.predict(inputs)
-        return np.exp(offset) * multiplier
+            return np.exp(np.einsum("ij,j->i", design, final.coef_) + final.intercept_)
+        return self.regressor.predict(inputs)
+
+    def hazard(self, x: pd.DataFrame) -> np.ndarray:
+        """Yearly hazard for each row, the same for a row whatever else is in the batch."""
+        offset = self._offset(x)
+        unknown = self._unknown(x)
+        if not unknown.any():
+            return np.exp(offset) * self._multiplier(self._inputs(x, offset))
+        hazard = np.empty(len(x))
+        if not unknown.all():
+            known = x.loc[~unknown]
+            hazard[~unknown] = np.exp(offset[~unknown]) * self._multiplier(self._inputs(known, offset[~unknown]))
+        rows, base = x.loc[unknown], offset[unknown]
+        terms = self._mix_terms(rows)
+        mixed = np.zeros(len(rows))
+        multipliers: dict[str, np.ndarray] = {}
+        for j, (group, _, weight) in enumerate(self.unknown_mix_):
+            key = group if self.group_is_input else ""
+            if key not in multipliers:
+                as_group = rows.assign(**{self.group_column: group}) if self.group_is_input else rows
+                multipliers[key] = self._multiplier(self._inputs(as_group, base))
+            mixed += weight * np.exp(base + terms[:, j]) * multipliers[key]
+        hazard[unknown] = mixed
+        return hazard
 
     def predict_risk(self, x: pd.DataFrame) -> np.ndarray:
         return -np.expm1(-self.horizon_years * self.hazard(x))

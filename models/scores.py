@@ -224,8 +224,8 @@ def qdiabetes(frame: pl.DataFrame) -> pl.DataFrame:
     notes = _Notes(frame.height)
     data, female, male, valid = _prepare(frame, models_a, QDIABETES_CLAMPS, notes, ["bmi", "town"])
     fbs, hba1c = _column(frame, "fbs"), _column(frame, "hba1c")
-    use_c = ~np.isnan(hba1c)
-    use_b = ~use_c & ~np.isnan(fbs)
+    letter = qdiabetes_model_index(hba1c, fbs)
+    use_c, use_b = letter == 2, letter == 1
     diabetic = (use_c & (hba1c >= DIABETIC_RANGE["hba1c"])) | (use_b & (fbs >= DIABETIC_RANGE["fbs"]))
     notes.add("not applicable: blood test in the diabetic range", valid & diabetic)
     valid &= ~diabetic
@@ -235,9 +235,28 @@ def qdiabetes(frame: pl.DataFrame) -> pl.DataFrame:
         data[name] = np.where(used, np.maximum(values, low), np.nan)
     coded_models = _coded("qdiabetes")
     code = _binary_code(frame, coded_models["F", "A"].binaries, data["smoke_cat"])
-    letter = np.where(use_c, 2, np.where(use_b, 1, 0)).astype(np.uint32)
     risk = np.full(frame.height, np.nan)
     _score(risk, [(valid & (female if sex == "F" else male) & (letter == "ABC".index(model_letter)), model)
                   for (sex, model_letter), model in coded_models.items()], data, code)
     return frame.with_columns(pl.Series("risk_10y_pct", risk).fill_nan(None),
                               pl.Series("qdiabetes_model", ["A", "B", "C"]).gather(letter), notes.series())
+
+
+def qdiabetes_model_index(hba1c: np.ndarray, fbs: np.ndarray) -> np.ndarray:
+    """Which QDiabetes-2018 model scores a row: 2 (C) when HbA1c is given, else 1 (B) when
+    fasting glucose is, else 0 (A)."""
+    hba1c, fbs = np.asarray(hba1c, dtype=float), np.asarray(fbs, dtype=float)
+    return np.where(~np.isnan(hba1c), 2, np.where(~np.isnan(fbs), 1, 0)).astype(np.uint32)
+
+
+def ethnic_log_hr(score: str) -> np.ndarray:
+    """A validated score's published ethnicity terms, indexed [male, QDiabetes model (A, B, C),
+    ethrisk 0-9]: each is the log hazard ratio against White (ethrisk 0 and 1), added to the
+    score's log hazard (models/clinrisk.py). QRISK3's are the same for every QDiabetes model."""
+    terms = np.zeros((2, 3, 10))
+    for male, sex in enumerate("FM"):
+        for index, letter in enumerate("ABC"):
+            model = ((qrisk3_2017.MALE if male else qrisk3_2017.FEMALE) if score == "qrisk3"
+                     else qdiabetes_2018.MODELS[sex, letter])
+            terms[male, index] = model.ethrisk
+    return terms

@@ -49,9 +49,10 @@ from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
-from models.hazard import HorizonHazardModel, expected_events
+from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, expected_events
 from models.metrics import Validation, observed_expected, ten_to_horizon, validate
 from models.score_patients import score_features
+from models.scores import ethnic_log_hr, qdiabetes_model_index
 from models.training_data import TrainingData
 from phm.ethnicity import BROAD_GROUPS
 from phm.exceptions import ConfigError, TooLittleData
@@ -83,6 +84,7 @@ OUTCOMES = (
 )
 OUTCOME_BY_SHORT = {o.short: o for o in OUTCOMES}
 COMPARATOR_NAMES = {"qrisk3_10y_pct": "QRISK3", "qdiabetes_10y_pct": "QDiabetes"}
+COMPARATOR_SCORES = {"qrisk3_10y_pct": "qrisk3", "qdiabetes_10y_pct": "qdiabetes"}  # models.scores' names
 
 CLINICAL_NUMERIC = (
     "age_years", "bmi", "sbp_mmhg", "dbp_mmhg", "sbp_sd_5y", "cholesterol_ratio",
@@ -102,6 +104,7 @@ VARIANTS = ("with_equity", "clinical_only")
 MODEL_KINDS = ("hazard_glm", "hazard_boosting")
 COMPARATORS = ("qrisk3_10y_pct", "qdiabetes_10y_pct")
 REFERENCE_GROUP = "White"
+UNKNOWN_COLUMN = "ethnicity_unknown"  # model_inputs: 'Not stated' or 'Not known'
 # L2 penalty of the GLM's extension (scikit-learn's alpha, per unit of exposure-weighted mean
 # deviance): chosen on the truth (docs/models.md), where a weaker one let small groups' effects
 # wander and a stronger one pulled every group back to the validated score.
@@ -116,16 +119,14 @@ GLM_PENALTY = 1e-3
 # Why: GLM_PENALTY shrank a rare group's indicator towards White even with no noise at all
 # (docs/models.md, "Why the hypertension model under-rated Black patients").
 PUBLISHED_GROUP_LOG_HR: dict[str, dict[str, float]] = {"hypertension": {"Black": 0.43}}
-# Prior standard deviation of each (standardised) input's correction to QRISK3, for CVD's GLM: the
-# penalty is then a fixed prior, alpha = 1 / (sd^2 x the events the score expects in training)
-# (models.hazard.HorizonHazardModel), strong in a small extract and weak in a large one.
-# GLM_PENALTY, the same at every size, let a 20,000-patient extract's update wander from the score
-# (age-spline and treatment terms of +-1 on a few hundred events): ranking noise that leaves
-# higher-risk groups under-rated at the same score (docs/models.md, "Why higher-risk groups sat
-# above 1 at the same score"). Not for T2D's GLM: measured, it left 'Not known' (read as White)
-# under-selected enough for the gate to FAIL a fair extract (the same section).
+# Prior standard deviation of each (standardised) input's correction to a validated score, for the
+# GLMs that update QRISK3 or QDiabetes: the penalty is then a fixed prior, alpha = 1 / (sd^2 x the
+# events the score expects in training) (models.hazard.HorizonHazardModel), strong in a small
+# extract and weak in a large one. GLM_PENALTY, the same at every size, let a 20,000-patient
+# extract's update wander from the score (age-spline and treatment terms of +-1 on a few hundred
+# events): ranking noise that leaves higher-risk groups under-rated at the same score
+# (docs/models.md, "Why higher-risk groups sat above 1 at the same score").
 OFFSET_PRIOR_SD = 0.1
-PRIOR_OUTCOMES = ("cvd",)
 # The boosting update of a validated score takes half the steps' size (0.04, against 0.08 without a
 # score): with early stopping on a tenth of a small extract's few hundred events, 0.08 overshot
 # the score in a few noisy steps; at 0.04 the validation Brier score was lower on all 8 of the
@@ -186,14 +187,26 @@ def model_inputs(features: pl.DataFrame, variant: str) -> pd.DataFrame:
     frame = features.with_columns((pl.col("sex") == "male").alias("sex_male"))
     if not set(COMPARATORS) <= set(frame.columns):
         frame = frame.with_columns(score_features(frame).select(*COMPARATORS))
-    # 'Not stated' and 'Not known' read as the reference group, White, as QRISK3 and QDiabetes
-    # read them: declining to state an ethnicity does not move a patient's risk (make_model)
+    # The broad group as recorded, with 'Not stated' and 'Not known' given the reference group,
+    # White, as QRISK3 and QDiabetes read them (and as the validated score columns above are
+    # computed); ``ethnicity_unknown`` marks those rows, which the with_equity models read as the
+    # recorded mix of known groups instead (make_model, models/hazard.py), and the score's
+    # ethnicity category and QDiabetes model say which published terms that mix moves.
     known = [pl.when(pl.col(c).is_in(list(BROAD_GROUPS))).then(pl.col(c).cast(pl.String))
              .otherwise(pl.lit(REFERENCE_GROUP)).alias(c) for c in categorical]
+    mix = [~pl.col(c).is_in(list(BROAD_GROUPS)).fill_null(False).alias(UNKNOWN_COLUMN) for c in categorical[:1]]
+    if categorical:
+        # (a frame without the score's category, such as hand-made rows, reads category 1)
+        ethrisk = pl.col(ETHRISK) if ETHRISK in frame.columns else pl.lit(1)
+        mix += [ethrisk.fill_null(1).cast(pl.Int64).alias(ETHRISK),
+                pl.lit(pl.Series(QDIABETES_MODEL, qdiabetes_model_index(
+                    frame["hba1c_mmol_mol"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                    frame["fasting_glucose_mmol_l"].cast(pl.Float64).fill_null(np.nan).to_numpy()).astype(np.int64)))]
     return frame.select(
         *[pl.col(c).cast(pl.Float64) for c in numeric],
         *known,
         *[pl.col(c).cast(pl.Float64) for c in COMPARATORS],
+        *mix,
     ).to_pandas()
 
 
@@ -211,11 +224,17 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     groups are indicators on top of them, penalised towards the published effect: penalised
     towards White's, the Black indicator lost half its size even fitted to the true risks.
 
-    'Not stated' and 'Not known' read as White (model_inputs), as QRISK3 and QDiabetes read
-    them: declining to state an ethnicity leaves a White patient's risk as it is and costs a
-    minority patient their group's published term (and, for hypertension, its learned
-    indicator), never an effect learned from the patients who declined (issue 22; measured in
-    docs/models.md, "'Not stated' bounded")."""
+    'Not stated' and 'Not known' (the with_equity variant) read as the recorded mix, not as
+    White: the patient's hazard is the mean of their hazards as each recorded (broad group,
+    QRISK3 ethnicity category), weighted by the shares among the patients fitted on who have one
+    (HorizonHazardModel.unknown_mix_, kept with the model so that scoring reads the same
+    weights). For CVD and T2D that moves the score's offset by its own published ethnicity terms
+    (models.scores.ethnic_log_hr; the QRISK3 and QDiabetes columns stay the published algorithms,
+    which read these patients as White); for hypertension, each group's published effect and
+    learned indicator. Read as White, the truth's T2D risk at the same score was 1.1-1.4 times
+    the expected for them where minorities are many; declining still costs a minority patient
+    part of their group's term and now raises a White patient's (issue 22; measured in
+    docs/models.md, "'Not stated' and 'Not known' read as the recorded mix")."""
     numeric, categorical = feature_names(variant)
     if outcome.comparator is not None:
         categorical = []
@@ -240,11 +259,15 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     else:
         raise ConfigError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
     published = PUBLISHED_GROUP_LOG_HR.get(outcome.short) if categorical else None
-    prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.short in PRIOR_OUTCOMES else None
+    prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.comparator is not None else None
+    reads_ethnicity = variant == "with_equity"
+    score = COMPARATOR_SCORES.get(outcome.comparator)
     return HorizonHazardModel(Pipeline([("inputs", columns), ("regressor", regressor)]),
                               horizon_years, outcome.comparator,
-                              "ethnicity_group" if published else None, dict(published) if published else None,
-                              prior_sd)
+                              "ethnicity_group" if reads_ethnicity else None, dict(published) if published else None,
+                              unknown_column=UNKNOWN_COLUMN if reads_ethnicity else None,
+                              ethnic_terms=ethnic_log_hr(score) if reads_ethnicity and score else None,
+                              group_is_input=bool(categorical), prior_sd=prior_sd)
 
 
 def predict_risk(model, x: pd.DataFrame) -> np.ndarray:

@@ -37,6 +37,10 @@ def test_kaplan_meier_without_censoring_is_the_proportion_with_the_event():
     assert kaplan_meier_risk(event, years, 5)[0] == pytest.approx(0.4)
 
 
+# model_inputs' columns for an ethnicity recorded (none 'Not stated' or 'Not known' here)
+RECORDED = {"ethnicity_unknown": False, "qrisk3_ethrisk": 1, "qdiabetes_model_index": 0}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hazard_glm", "hazard_boosting"])
 def test_the_survival_model_is_calibrated_under_censoring(kind):
@@ -61,7 +65,7 @@ def test_an_update_keeps_the_validated_scores_effect_where_the_data_says_nothing
     ten_year_pct = 100 * (1 - (1 - truth) ** 2)  # the same hazard over 10 years
     numeric, categorical = feature_names("with_equity")
     full = x.assign(**{c: 0.0 for c in numeric if c not in x.columns},
-                    **{c: "White" for c in categorical}, qrisk3_10y_pct=ten_year_pct)
+                    **{c: "White" for c in categorical}, qrisk3_10y_pct=ten_year_pct, **RECORDED)
     model = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["cvd"], 5).fit(full, event, years)
     np.testing.assert_allclose(predict_risk(model, full), truth, rtol=0.12)
     assert log_hazard_from_ten_year_pct(np.array([10.0]))[0] == pytest.approx(np.log(-np.log(0.9) / 10))
@@ -85,7 +89,7 @@ def test_a_small_group_keeps_its_published_hypertension_effect():
     numeric, categorical = feature_names("with_equity")
     inputs = pd.DataFrame({"age_years": 50 + 10 * x, **{c: np.nan for c in COMPARATORS}})
     inputs = inputs.assign(**{c: 0.0 for c in numeric if c not in inputs.columns},
-                           **{c: np.where(black, "Black", "White") for c in categorical})
+                           **{c: np.where(black, "Black", "White") for c in categorical}, **RECORDED)
     model = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["hypertension"], 5).fit(inputs, event, years)
     as_white = inputs.assign(**{c: "White" for c in categorical})
     ratio = (model.hazard(inputs) / model.hazard(as_white))[black].mean()
@@ -100,7 +104,7 @@ def updated_score(n, seed, true_correction=0.0):
     numeric, categorical = feature_names("with_equity")
     x = pd.DataFrame({c: rng.normal(0, 1, n) for c in numeric})
     x["age_years"] = rng.uniform(25, 84, n)
-    x = x.assign(**{c: "White" for c in categorical})
+    x = x.assign(**{c: "White" for c in categorical}, **RECORDED)
     score = np.exp(-5 + 0.06 * (x["age_years"].to_numpy() - 50) + rng.normal(0, 0.5, n))
     hazard = score * np.exp(true_correction * x[numeric[1]].to_numpy())
     x["qrisk3_10y_pct"], x["qdiabetes_10y_pct"] = 100 * (1 - np.exp(-10 * score)), np.nan

@@ -135,6 +135,8 @@ def test_clinical_only_variant_never_sees_ethnicity_or_deprivation():
     assert equity.isdisjoint(clinical.columns)
     assert equity <= set(with_equity.columns)
     assert list(with_equity["ethnicity_group"]) == ["Asian", "White"]  # not known: the reference group
+    assert list(with_equity["ethnicity_unknown"]) == [False, True]  # ... which the models read as the mix
+    assert {"ethnicity_unknown", "qrisk3_ethrisk"}.isdisjoint(clinical.columns)
     assert list(clinical["sex_male"]) == [0.0, 1.0]
     assert np.isnan(clinical["bmi"][0])  # missing stays missing; the model handles it
 
@@ -156,6 +158,35 @@ def test_a_missing_database_is_named_and_nothing_is_created(command, tmp_path, c
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unknown_ethnicity_reads_as_the_recorded_mix_not_as_white():
+    """'Not stated' / 'Not known': the hazard is the mean of the row's hazards as each recorded
+    (group, category), weighted by the fitted rows' recorded mix (docs/models.md)."""
+    import pandas as pd
+
+    from models.qdiabetes_2018 import FEMALE_A
+    from models.train import COMPARATORS, OUTCOME_BY_SHORT, feature_names, make_model
+
+    numeric, _ = feature_names("with_equity")
+    rng = np.random.default_rng(3)
+    # 6 recorded: 4 White (QRISK3 category 1), 2 Indian (2); 2 declined, read as White by the score
+    group = ["White"] * 4 + ["Asian"] * 2 + ["White"] * 2
+    x = pd.DataFrame({c: rng.normal(0, 1, 8) for c in numeric}).assign(
+        sex_male=0.0, ethnicity_group=group, ethnicity_unknown=[False] * 6 + [True] * 2,
+        qrisk3_ethrisk=[1] * 4 + [2] * 2 + [1] * 2, qdiabetes_model_index=0,
+        **{c: 5.0 for c in COMPARATORS})
+    event, years = np.array([1, 0, 0, 1, 0, 1, 0, 0]), np.full(8, 5.0)
+    as_white = x.assign(ethnicity_unknown=False)
+    t2d = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["t2d"], 5).fit(x, event, years)
+    indian = FEMALE_A.ethrisk[2]  # QDiabetes-2018's published term: model A (no blood test), female, Indian
+    np.testing.assert_allclose(t2d.hazard(x)[6:] / t2d.hazard(as_white)[6:], 4 / 6 + 2 / 6 * np.exp(indian))
+    np.testing.assert_allclose(t2d.hazard(x)[:6], t2d.hazard(as_white)[:6])  # recorded rows: as before
+    # hypertension: the published effect and the learned indicator of each group, mixed
+    htn = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["hypertension"], 5).fit(x, event, years)
+    as_asian = as_white.assign(ethnicity_group="Asian")
+    np.testing.assert_allclose(htn.hazard(x)[6:], 4 / 6 * htn.hazard(as_white)[6:] + 2 / 6 * htn.hazard(as_asian)[6:])
+    assert htn.unknown_mix_ == [("Asian", 1, 2 / 6), ("White", 1, 4 / 6)]
+
+
 def test_predict_risk_is_the_models_risk_whatever_the_batch():
     import numpy as np
     import pandas as pd
@@ -170,6 +201,11 @@ def test_predict_risk_is_the_models_risk_whatever_the_batch():
         x[c] = rng.choice(["White", "Black", "Asian"], n)
     for c in COMPARATORS:
         x[c] = rng.uniform(1, 30, n)
+    # a tenth declined to state: read as the recorded mix, which must not depend on the batch either
+    x["ethnicity_unknown"] = rng.uniform(size=n) < 0.1
+    x["ethnicity_group"] = np.where(x["ethnicity_unknown"], "White", x["ethnicity_group"])
+    x["qrisk3_ethrisk"] = np.where(x["ethnicity_unknown"], 1, x["ethnicity_group"].map({"White": 1, "Black": 6, "Asian": 2}))
+    x["qdiabetes_model_index"] = rng.integers(0, 3, n)
     event = (x[numeric[0]] + rng.normal(0, 10, n) > 62).to_numpy()
     years = np.where(event, rng.uniform(0, 5, n), rng.choice([5.0, 2.5], n))
     for kind in ("hazard_glm", "hazard_boosting"):
