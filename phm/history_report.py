@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import polars as pl
 
+from phm import png
 from phm.history import (
     ALL,
     BIN_LABELS,
@@ -37,21 +37,7 @@ GROUP_ORDER = (ALL, "White", "Mixed", "Asian", "Black", "Other", "Not stated", "
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return "data:image/png;base64," + base64.b64encode(png.tight_png(fig)).decode()
 
 
 def _run_labels(runs: pl.DataFrame) -> dict[str, str]:
@@ -80,8 +66,8 @@ def _line_plot(title: str, labels: dict[str, str], series: dict[str, list], ylab
                threshold: float | None = None) -> str | None:
     if not series:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    fig = png.figure(7.5, 3.4)
+    ax = fig.add_subplot()
     x = list(range(len(labels)))
     for name, values in series.items():
         ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", label=name)
@@ -102,10 +88,10 @@ def _distribution_plot(score: str, figures: pl.DataFrame, labels: dict[str, str]
         return None
     runs = [r for r in labels if r in set(chosen["run_id"].to_list())][-RUNS_SHOWN_IN_DISTRIBUTIONS:]
     groups = sorted(chosen["grp"].unique().to_list(), key=_group_key)
-    plt = _pyplot()
     columns = 4
     rows = (len(groups) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(12, 2.6 * rows), squeeze=False, sharey=False)
+    fig = png.figure(12, 2.6 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=False)
     x = list(range(len(BIN_LABELS)))
     for ax, group in zip(axes.flat, groups, strict=False):
         for run in runs:
@@ -122,7 +108,11 @@ def _distribution_plot(score: str, figures: pl.DataFrame, labels: dict[str, str]
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"{score}: share of each group's patients per risk band (latest runs; withheld shares not drawn)",
                  fontsize=10)
-    fig.tight_layout()
+    # the spacing tight_layout gives these panels (their titles and rotated band labels are
+    # fixed; the shares' tick labels are short), set rather than measured: drawn once
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.46 / width, right=1 - 0.18 / width, bottom=0.6 / height, top=1 - 0.64 / height,
+                        wspace=0.2, hspace=0.5)
     return _png(fig)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -41,6 +40,7 @@ from models.fairness._gate import GateResult, worst
 from models.fairness._metrics import wilson_interval
 from models.fairness._quality import EthnicityQuality
 from models.fairness._settings import AuditSettings
+from phm import png
 from phm.disclosure import SUPPRESSED_BELOW, suppress
 
 PLOT_MIN_PATIENTS = 100
@@ -273,24 +273,19 @@ def _environment():
 
 
 def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    return "data:image/png;base64," + base64.b64encode(png.tight_png(fig)).decode()
 
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+def _new_figure():
+    fig = png.figure(5.5, 4.5)
+    return fig, fig.add_subplot()
 
 
 def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dict]:
     """The figures of one score as {title, src (a PNG data URL)}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = []
     if audit.curves is not None:
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        fig, ax = _new_figure()
         top = 0.0
         for group, points in audit.curves.calibration.items():
             kept = [(p, o) for p, o, n, e in points if n >= PLOT_MIN_PATIENTS and not 0 < e < SUPPRESSED_BELOW]
@@ -301,7 +296,7 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
         ax.set(title=f"{audit.name}: calibration by group", xlabel="mean predicted risk", ylabel="recorded outcome rate")
         ax.legend(fontsize=7)
         out.append(("calibration by group", _png(fig)))
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        fig, ax = _new_figure()
         perf = {tuple(r["group"].values()): r for r in data["performance"]["ethnicity"]}
         for group, points in audit.curves.roc.items():
             row = perf.get((group,))
@@ -314,7 +309,7 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
         out.append(("ROC by group", _png(fig)))
         rows = [r for r in data["performance"]["ethnicity"] if not r["withheld"]]
         if rows:
-            fig, ax = plt.subplots(figsize=(5.5, 4.5))
+            fig, ax = _new_figure()
             names = [r["group"]["group"] for r in rows]
             values = [(r["figures"].get(Figure.NEED_ADJUSTED_SELECTION) or {}).get("value") or 0 for r in rows]
             ax.barh(names, values, color="#4a7ab5")
@@ -323,7 +318,7 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
                 ax.axvline(edge, color="grey", linestyle=":")
             ax.set(title=f"{audit.name}: selection versus need", xlabel="share selected / share of recorded outcomes")
             out.append(("selection versus need", _png(fig)))
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = _new_figure()
     ax.plot(range(1, 11), audit.population_need_by_decile, color="black", linewidth=2, label="population")
     for r in data["selection"]["ethnicity"]:
         if r["withheld"] or r["too_small_to_judge"]:
