@@ -74,7 +74,7 @@ class HorizonHazardModel(BaseEstimator):
     def __init__(self, regressor: Pipeline, horizon_years: int, comparator: str | None = None,
                  group_column: str | None = None, group_log_hr: dict[str, float] | None = None,
                  unknown_column: str | None = None, ethnic_terms: np.ndarray | None = None,
-                 group_is_input: bool = False, prior_sd: float | None = None):
+                 group_is_input: bool = False, prior_sd: float | None = None, imputer=None):
         self.regressor = regressor
         self.horizon_years = horizon_years
         self.comparator = comparator
@@ -84,6 +84,13 @@ class HorizonHazardModel(BaseEstimator):
         self.ethnic_terms = ethnic_terms
         self.group_is_input = group_is_input
         self.prior_sd = prior_sd
+        self.imputer = imputer
+
+    def _filled(self, x: pd.DataFrame) -> pd.DataFrame:
+        """``x`` with missing readings filled for the patient's group and the comparator recomputed
+        on them (``imputer``, models.impute; fitted with the model). Models saved before it have none."""
+        imputer = getattr(self, "imputer", None)
+        return x if imputer is None else imputer.transform(x)
 
     def _group_effect(self, groups: np.ndarray) -> np.ndarray:
         effects = getattr(self, "group_log_hr", None) or {}  # models saved before it existed have none
@@ -124,6 +131,8 @@ class HorizonHazardModel(BaseEstimator):
 
     def fit(self, x: pd.DataFrame, event: np.ndarray, years: np.ndarray):
         event = np.asarray(event, dtype=float)
+        if getattr(self, "imputer", None) is not None:
+            x = self.imputer.fit(x).transform(x)
         years = np.clip(np.asarray(years, dtype=float), 1 / 365.25, None)  # a same-day event counts a day
         if self.comparator is not None:
             own = log_hazard_from_ten_year_pct(x[self.comparator].to_numpy(dtype=float))
@@ -164,6 +173,7 @@ class HorizonHazardModel(BaseEstimator):
 
     def hazard(self, x: pd.DataFrame) -> np.ndarray:
         """Yearly hazard for each row, the same for a row whatever else is in the batch."""
+        x = self._filled(x)
         offset = self._offset(x)
         unknown = self._unknown(x)
         if not unknown.any():

@@ -62,6 +62,23 @@ def score_features(features: pl.DataFrame) -> pl.DataFrame:
     })
 
 
+def score_inputs_frame(inputs, comparator: str):
+    """A validated score's 10-year risk (%) for rows of a model-input frame (pandas, the mart's
+    column names, ``sex_male`` for sex: models.train.model_inputs), as ``score_features`` gives
+    it for the same values: the trained models' offset recomputed on filled readings
+    (models.impute)."""
+    import numpy as np
+
+    columns = dict.fromkeys([*QRISK3_INPUTS, *QDIABETES_INPUTS, "cvd", "type1_diabetes", "type2_diabetes"])
+    frame = pl.DataFrame({c: inputs[c].to_numpy(dtype=float) if c in inputs.columns else np.full(len(inputs), np.nan)
+                          for c in columns})
+    frame = frame.with_columns(
+        pl.Series("sex", np.where(inputs["sex_male"].to_numpy(dtype=float) > 0.5, "male", "female")),
+        *[(pl.col(c).fill_nan(0) > 0).alias(c) for c in ("cvd", "type1_diabetes", "type2_diabetes")],
+        pl.lit(None, dtype=pl.Int64).alias("patient_id"))
+    return score_features(frame)[comparator].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
 def score_patients(con: duckdb.DuckDBPyConnection) -> int:
     """Create ``marts.patient_scores`` from ``marts.mart_patient_features``; return its rows."""
     # only the columns the scores read: the mart has some 70

@@ -196,6 +196,7 @@ def pinned_requirements() -> list[str]:
 # model first (skops.io.get_untrusted_types) saved every model twice.
 SKOPS_TRUSTED_TYPES = (
     "models.hazard.HorizonHazardModel",
+    "models.impute.GroupImputer",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "numpy.dtype",
     "scipy._lib.array_api_compat.numpy._aliases.asarray",

@@ -50,6 +50,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, expected_events
+from models.impute import GroupImputer
 from models.metrics import Validation, observed_expected, ten_to_horizon, validate
 from models.score_patients import score_features
 from models.scores import ethnic_log_hr, qdiabetes_model_index
@@ -262,12 +263,16 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.comparator is not None else None
     reads_ethnicity = variant == "with_equity"
     score = COMPARATOR_SCORES.get(outcome.comparator)
+    # missing readings filled for the patient's group (models.impute), in the variant that reads
+    # ethnicity and deprivation; the clinical_only comparison reads neither, so it keeps the
+    # pooled fills (the validated score's centring value, the median, boosting's own)
+    imputer = GroupImputer("ethnicity_group", UNKNOWN_COLUMN, outcome.comparator) if reads_ethnicity else None
     return HorizonHazardModel(Pipeline([("inputs", columns), ("regressor", regressor)]),
                               horizon_years, outcome.comparator,
                               "ethnicity_group" if reads_ethnicity else None, dict(published) if published else None,
                               unknown_column=UNKNOWN_COLUMN if reads_ethnicity else None,
                               ethnic_terms=ethnic_log_hr(score) if reads_ethnicity and score else None,
-                              group_is_input=bool(categorical), prior_sd=prior_sd)
+                              group_is_input=bool(categorical), prior_sd=prior_sd, imputer=imputer)
 
 
 def predict_risk(model, x: pd.DataFrame) -> np.ndarray:

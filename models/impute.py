@@ -1,0 +1,141 @@
+"""Missing readings filled with the value expected for the patient's own group, for the trained models.
+
+A reading that was never taken (BMI, blood pressure, its variability, the cholesterol ratio) is
+missing for reasons the extract can see: how often a practice measures depends on age and on the
+conditions already diagnosed (hypertension, diabetes, CVD), and, where access to care differs, on
+who the patient is. Filling it with one pooled value (QRISK3's and QDiabetes' centring value,
+or the training median) gives every patient without the reading the average patient's, so a
+group whose readings run higher and are more often missing is scored as if it were average:
+under-rated at the same score (docs/models.md, "Missing readings filled by group").
+
+``GroupImputer`` fills each missing reading with its expected value given what is known of the
+patient at T0: age (and its square), sex, the diagnoses and treatments that drive how often it is
+measured, deprivation (Townsend score) and the broad ethnic group, fitted by least squares on the
+training patients who have the reading. The group effects carry a ridge penalty of
+``SHRINK_PATIENTS`` pseudo-patients, so a group with few recorded values is pulled towards the
+pooled value for its age, sex and conditions (a group of n recorded patients keeps about
+n / (n + SHRINK_PATIENTS) of its own difference). A patient whose ethnicity is 'Not stated' or
+'Not known' is read as the recorded mix, as models.hazard.HorizonHazardModel reads them: with a
+linear fill that is the mix-weighted mean of the groups' fills, i.e. the group indicators set to
+the groups' shares among the patients fitted on.
+
+QRISK3 and QDiabetes were derived this way: their missing continuous values (BMI, systolic blood
+pressure and its variability, cholesterol/HDL ratio) were filled by multiple imputation with
+chained equations whose imputation model held the scores' predictors, ethnicity and deprivation
+among them, not with a pooled value (Hippisley-Cox J, Coupland C, Brindle P. Development and
+validation of QRISK3 risk prediction algorithms. BMJ 2017;357:j2099; Hippisley-Cox J, Coupland
+C. Development and validation of QDiabetes-2018 risk prediction algorithm. BMJ 2017;359:j5019).
+The centring default belongs to the published calculators' handling of a blank input; the
+validated score columns keep it (they are the published algorithms), while the trained updates
+read the score recomputed on the filled inputs (``transform`` with ``comparator``).
+
+HbA1c and fasting glucose are not filled: QDiabetes scores a patient without them with its model
+A (or B), fitted for that case with ethnicity terms that carry the groups' glycaemic differences;
+filling them would move the patient to model C and count the difference twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+# The readings filled (model-input column names) and what they are read on.
+READINGS = ("bmi", "sbp_mmhg", "dbp_mmhg", "sbp_sd_5y", "cholesterol_ratio")
+# Diagnoses and treatments at T0 that drive how often readings are taken (or move them)
+DRIVERS = ("hypertension", "treated_hypertension", "on_antihypertensives", "type1_diabetes",
+           "type2_diabetes", "cvd", "ckd_3_5", "on_statins")
+DEPRIVATION = "townsend_score"
+GROUPS = ("Asian", "Black", "Mixed", "Other")  # against White
+# Pseudo-patients of the pooled value each group's effect is shrunk with (ridge on its indicator)
+SHRINK_PATIENTS = 50.0
+
+
+class GroupImputer(BaseEstimator):
+    """Fills ``READINGS`` present in a model-input frame (models.train.model_inputs).
+    ``group_column``: the broad group read (None: the clinical_only variant, neither group nor
+    deprivation is read); ``unknown_column``: rows read as the recorded mix; ``comparator``: a
+    validated-score column (10-year %) recomputed on the filled inputs for the rows filled."""
+
+    def __init__(self, group_column: str | None = None, unknown_column: str | None = None,
+                 comparator: str | None = None):
+        self.group_column = group_column
+        self.unknown_column = unknown_column
+        self.comparator = comparator
+
+    def _design(self, x: pd.DataFrame) -> np.ndarray:
+        n = len(x)
+        age = (x["age_years"].to_numpy(dtype=float) - 50) / 10
+        male = x["sex_male"].to_numpy(dtype=float)
+        columns = [np.ones(n), age, age ** 2, male, male * age]
+        columns += [np.nan_to_num(x[c].to_numpy(dtype=float)) if c in x.columns else np.zeros(n) for c in DRIVERS]
+        if self.group_column is not None:
+            town = x[DEPRIVATION].to_numpy(dtype=float) if DEPRIVATION in x.columns else np.full(n, np.nan)
+            columns += [np.nan_to_num(town), np.isnan(town).astype(float)]
+            groups = x[self.group_column].astype(str).to_numpy()
+            unknown = self._unknown(x)
+            shares = getattr(self, "group_shares_", None)
+            for g in GROUPS:
+                indicator = (groups == g).astype(float)
+                if shares is not None:
+                    indicator = np.where(unknown, shares.get(g, 0.0), indicator)
+                columns.append(indicator)
+        return np.column_stack(columns)
+
+    def _unknown(self, x: pd.DataFrame) -> np.ndarray:
+        if self.unknown_column is None or self.unknown_column not in x.columns:
+            return np.zeros(len(x), dtype=bool)
+        return x[self.unknown_column].to_numpy(dtype=bool)
+
+    def fit(self, x: pd.DataFrame):
+        readings = [c for c in READINGS if c in x.columns]
+        known = ~self._unknown(x)
+        if self.group_column is not None:
+            groups = x.loc[known, self.group_column].astype(str)
+            self.group_shares_ = {g: float((groups == g).mean()) if len(groups) else 0.0 for g in GROUPS}
+        self.group_shares_ = getattr(self, "group_shares_", None)
+        design = self._design(x)
+        penalty = np.full(design.shape[1], 1e-6)
+        if self.group_column is not None:
+            penalty[-len(GROUPS):] = SHRINK_PATIENTS
+        self.coef_, self.range_ = {}, {}
+        for name in readings:
+            values = x[name].to_numpy(dtype=float)
+            # fitted on the patients who have the reading and (reading groups) a recorded group
+            rows = ~np.isnan(values) & (known if self.group_column is not None else True)
+            if rows.sum() < design.shape[1] * 10:
+                continue  # too few recorded values to say anything: left missing (the models' own fill)
+            a, b = design[rows], values[rows]
+            self.coef_[name] = np.linalg.solve(a.T @ a + np.diag(penalty), a.T @ b)
+            self.range_[name] = (float(b.min()), float(b.max()))
+        return self
+
+    def fill(self, x: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """``x`` with its missing readings filled, and which rows had any filled."""
+        filled = np.zeros(len(x), dtype=bool)
+        todo = {name: x[name].isna().to_numpy() for name in self.coef_ if name in x.columns}
+        todo = {name: missing for name, missing in todo.items() if missing.any()}
+        if not todo:
+            return x, filled
+        rows = np.flatnonzero(np.logical_or.reduce(list(todo.values())))
+        design = self._design(x.iloc[rows])
+        out = x.copy()
+        for name, missing in todo.items():
+            low, high = self.range_[name]
+            values = out[name].to_numpy(dtype=float).copy()
+            values[rows] = np.where(missing[rows], np.clip(design @ self.coef_[name], low, high), values[rows])
+            out[name] = values
+            filled |= missing
+        return out, filled
+
+    def transform(self, x: pd.DataFrame) -> pd.DataFrame:
+        out, filled = self.fill(x)
+        if self.comparator is not None and filled.any() and self.comparator in out.columns:
+            from models.score_patients import score_inputs_frame
+
+            score = score_inputs_frame(out.iloc[np.flatnonzero(filled)], self.comparator)
+            values = out[self.comparator].to_numpy(dtype=float).copy()
+            # only where the published score applies (null stays null: e.g. not in its age range)
+            values[filled] = np.where(np.isnan(values[filled]), np.nan, score)
+            out[self.comparator] = values
+        return out
