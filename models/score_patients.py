@@ -76,7 +76,14 @@ def score_inputs_frame(inputs, comparator: str):
         pl.Series("sex", np.where(inputs["sex_male"].to_numpy(dtype=float) > 0.5, "male", "female")),
         *[(pl.col(c).fill_nan(0) > 0).alias(c) for c in ("cvd", "type1_diabetes", "type2_diabetes")],
         pl.lit(None, dtype=pl.Int64).alias("patient_id"))
-    return score_features(frame)[comparator].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    # only the score asked for (score_features computes both), with score_features' rule for
+    # who it does not apply to
+    if comparator == "qrisk3_10y_pct":
+        risk, applies = qrisk3(_inputs(frame, QRISK3_INPUTS))["risk_10y_pct"], ~frame["cvd"]
+    else:
+        risk = qdiabetes(_inputs(frame, QDIABETES_INPUTS))["risk_10y_pct"]
+        applies = ~(frame["type1_diabetes"] | frame["type2_diabetes"])
+    return pl.select(pl.when(applies).then(risk)).to_series().cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
 def score_patients(con: duckdb.DuckDBPyConnection) -> int:

@@ -47,3 +47,15 @@ def test_a_group_whose_readings_are_missing_is_scored_with_its_own_groups_value_
     risk, true_risk = predict_risk(model, x), -np.expm1(-5 * hazard)
     for rows in (black & missing, ~black & missing, black & ~missing):
         assert risk[rows].mean() / true_risk[rows].mean() == pytest.approx(1, abs=0.1)
+
+
+def test_the_offset_recomputed_on_model_inputs_is_the_published_score_on_the_same_values():
+    """A row with nothing to fill keeps the validated score's own figure: recomputed from the model
+    inputs (models.score_patients.score_inputs_frame), QRISK3 and QDiabetes are what the feature
+    mart's scores give for the same values."""
+    from models.score_patients import score_inputs_frame
+
+    frame, *_ = mart_table(n=500)
+    x = model_inputs(frame.with_columns(pl.col("bmi").fill_null(27.0)), "with_equity")
+    for comparator in ("qrisk3_10y_pct", "qdiabetes_10y_pct"):
+        np.testing.assert_array_equal(score_inputs_frame(x, comparator), x[comparator].to_numpy())
