@@ -17,6 +17,11 @@ in the large and extended; ethnicity acts only through their published effects):
 - ``hazard_boosting``: HistGradientBoosting with the Poisson loss (missing values handled
   natively), boosting from the validated score's hazard.
 
+In the ``with_equity`` variant both read missing readings (BMI, blood pressure, its variability,
+cholesterol ratio) filled first with the value expected for the patient's group, and update the
+validated score recomputed on them (models/impute.py: filled with one pooled value, a group whose
+readings run higher and are more often missing was scored as average).
+
 Two input variants per kind: ``with_equity`` adds ethnicity (broad group, as recorded at T0) and
 deprivation (IMD decile, Townsend score, Core20) to the clinical inputs; ``clinical_only`` leaves
 them out. ``TrainingConfig.candidate_variant`` (default ``with_equity``, as QRISK3 and QDiabetes
