@@ -62,18 +62,22 @@ def score_features(features: pl.DataFrame) -> pl.DataFrame:
     })
 
 
-def score_inputs_frame(inputs, comparator: str):
+def score_inputs_frame(inputs, comparator: str, rows=None):
     """A validated score's 10-year risk (%) for rows of a model-input frame (pandas, the mart's
     column names, ``sex_male`` for sex: models.train.model_inputs), as ``score_features`` gives
     it for the same values: the trained models' offset recomputed on filled readings
-    (models.impute)."""
+    (models.impute). ``rows``: positions of the rows to score (None: all)."""
     import numpy as np
 
+    def column(name: str) -> np.ndarray:
+        values = inputs[name].to_numpy(dtype=float)
+        return values if rows is None else values[rows]
+
+    n = len(inputs) if rows is None else len(rows)
     columns = dict.fromkeys([*QRISK3_INPUTS, *QDIABETES_INPUTS, "cvd", "type1_diabetes", "type2_diabetes"])
-    frame = pl.DataFrame({c: inputs[c].to_numpy(dtype=float) if c in inputs.columns else np.full(len(inputs), np.nan)
-                          for c in columns})
+    frame = pl.DataFrame({c: column(c) if c in inputs.columns else np.full(n, np.nan) for c in columns})
     frame = frame.with_columns(
-        pl.Series("sex", np.where(inputs["sex_male"].to_numpy(dtype=float) > 0.5, "male", "female")),
+        pl.Series("sex", np.where(column("sex_male") > 0.5, "male", "female")),
         *[(pl.col(c).fill_nan(0) > 0).alias(c) for c in ("cvd", "type1_diabetes", "type2_diabetes")],
         pl.lit(None, dtype=pl.Int64).alias("patient_id"))
     # only the score asked for (score_features computes both), with score_features' rule for
