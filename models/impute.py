@@ -53,12 +53,12 @@ SHRINK_PATIENTS = 50.0
 
 class GroupImputer(BaseEstimator):
     """Fills ``READINGS`` present in a model-input frame (models.train.model_inputs).
-    ``group_column``: the broad group read (None: the clinical_only variant, neither group nor
-    deprivation is read); ``unknown_column``: rows read as the recorded mix; ``comparator``: a
-    validated-score column (10-year %) recomputed on the filled inputs for the rows filled."""
+    ``group_column``: the broad group read (the clinical_only variant reads no group and has no
+    GroupImputer: models.train.make_model); ``unknown_column``: rows read as the recorded mix;
+    ``comparator``: a validated-score column (10-year %) recomputed on the filled inputs for the
+    rows filled."""
 
-    def __init__(self, group_column: str | None = None, unknown_column: str | None = None,
-                 comparator: str | None = None):
+    def __init__(self, group_column: str, unknown_column: str | None = None, comparator: str | None = None):
         self.group_column = group_column
         self.unknown_column = unknown_column
         self.comparator = comparator
@@ -75,17 +75,13 @@ class GroupImputer(BaseEstimator):
         male = column("sex_male")
         columns = [np.ones(n), age, age ** 2, male, male * age]
         columns += [np.nan_to_num(column(c)) if c in x.columns else np.zeros(n) for c in DRIVERS]
-        if self.group_column is not None:
-            town = column(DEPRIVATION) if DEPRIVATION in x.columns else np.full(n, np.nan)
-            columns += [np.nan_to_num(town), np.isnan(town).astype(float)]
-            groups = column(self.group_column, object)
-            unknown = self._unknown(x) if rows is None else self._unknown(x)[rows]
-            shares = getattr(self, "group_shares_", None)
-            for g in GROUPS:
-                indicator = (groups == g).astype(float)
-                if shares is not None:
-                    indicator = np.where(unknown, shares.get(g, 0.0), indicator)
-                columns.append(indicator)
+        town = column(DEPRIVATION) if DEPRIVATION in x.columns else np.full(n, np.nan)
+        columns += [np.nan_to_num(town), np.isnan(town).astype(float)]
+        groups = column(self.group_column, object)
+        unknown = self._unknown(x) if rows is None else self._unknown(x)[rows]
+        for g in GROUPS:
+            # a row read as the recorded mix takes each group's share (set by ``fit``)
+            columns.append(np.where(unknown, self.group_shares_.get(g, 0.0), (groups == g).astype(float)))
         return np.column_stack(columns)
 
     def _unknown(self, x: pd.DataFrame) -> np.ndarray:
@@ -96,19 +92,16 @@ class GroupImputer(BaseEstimator):
     def fit(self, x: pd.DataFrame):
         readings = [c for c in READINGS if c in x.columns]
         known = ~self._unknown(x)
-        if self.group_column is not None:
-            groups = x.loc[known, self.group_column].astype(str)
-            self.group_shares_ = {g: float((groups == g).mean()) if len(groups) else 0.0 for g in GROUPS}
-        self.group_shares_ = getattr(self, "group_shares_", None)
+        groups = x.loc[known, self.group_column].astype(str)
+        self.group_shares_ = {g: float((groups == g).mean()) if len(groups) else 0.0 for g in GROUPS}
         design = self._design(x)
         penalty = np.full(design.shape[1], 1e-6)
-        if self.group_column is not None:
-            penalty[-len(GROUPS):] = SHRINK_PATIENTS
+        penalty[-len(GROUPS):] = SHRINK_PATIENTS
         self.coef_, self.range_ = {}, {}
         for name in readings:
             values = x[name].to_numpy(dtype=float)
-            # fitted on the patients who have the reading and (reading groups) a recorded group
-            rows = ~np.isnan(values) & (known if self.group_column is not None else True)
+            # fitted on the patients who have the reading and a recorded group
+            rows = ~np.isnan(values) & known
             if rows.sum() < design.shape[1] * 10:
                 continue  # too few recorded values to say anything: left missing (the models' own fill)
             a, b = design[rows], values[rows]
