@@ -197,6 +197,7 @@ def pinned_requirements() -> list[str]:
 SKOPS_TRUSTED_TYPES = (
     "models.hazard.HorizonHazardModel",
     "models.impute.GroupImputer",
+    "models.impute.MedianImputer",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "numpy.dtype",
     "scipy._lib.array_api_compat.numpy._aliases.asarray",

@@ -48,14 +48,13 @@ import pandas as pd
 import polars as pl
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import PoissonRegressor
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, expected_events
-from models.impute import GroupImputer
+from models.impute import GroupImputer, MedianImputer
 from models.metrics import Validation, observed_expected, ten_to_horizon, validate
 from models.score_patients import score_features
 from models.scores import ethnic_log_hr, qdiabetes_model_index
@@ -248,9 +247,9 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
                            drop=[REFERENCE_GROUP] * len(categorical), sparse_output=False)
     if kind == "hazard_glm":
         columns = ColumnTransformer([
-            ("age_spline", make_pipeline(SimpleImputer(strategy="median"),
+            ("age_spline", make_pipeline(MedianImputer(strategy="median"),
                                          SplineTransformer(n_knots=5, degree=3)), ["age_years"]),
-            ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
+            ("numeric", make_pipeline(MedianImputer(strategy="median", add_indicator=True),
                                       StandardScaler()), numeric),
             ("categorical", encode, categorical),
         ])

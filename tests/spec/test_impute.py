@@ -61,3 +61,39 @@ def test_the_offset_recomputed_on_model_inputs_is_the_published_score_on_the_sam
     x = model_inputs(frame.with_columns(pl.col("bmi").fill_null(27.0)), "with_equity")
     for comparator in ("qrisk3_10y_pct", "qdiabetes_10y_pct"):
         np.testing.assert_array_equal(score_inputs_frame(x, comparator), x[comparator].to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("keep_empty", [False, True])
+def test_the_glms_median_imputer_finds_simpleimputers_medians_bit_for_bit(keep_empty):
+    """MedianImputer (a partial sort per column) against SimpleImputer(strategy="median") (a
+    masked-array sort of every column): the same statistics, indicator columns and output, on
+    columns with an odd and an even count of recorded values (whose two middle values are
+    averaged: 0.1 + 0.2 is not 0.3 in floating point), ties, negative values, 0.0 beside -0.0,
+    an all-missing column and a complete one, plus random columns."""
+    from sklearn.impute import SimpleImputer
+
+    from models.impute import MedianImputer
+
+    nan = np.nan
+    table = np.array([
+        [0.1, 1.0, nan, 5.0, -2.5, 1.0, -0.0],
+        [0.2, 1.0, nan, 5.0, nan, 0.0, 0.0],
+        [nan, 1.0, nan, 5.0, -1.0, 0.0, -0.0],
+        [0.7, 2.0, nan, 5.0, 3.0, 1.0, 0.0],
+        [nan, 1.0, nan, 5.0, -7.25, 0.0, 1.0],
+        [1e-300, 3.0, nan, 5.0, nan, 1.0, -1.0],
+    ])
+    rng = np.random.default_rng(5)
+    # rounded: many columns hold both 0.0 and -0.0 (equal, not the same bits) near their median
+    noise = (rng.normal(0, 1, (501, 8)) / 3).round(1)
+    noise[:, :4] = rng.normal(0, 1, (501, 4)) / 3
+    noise[rng.uniform(size=noise.shape) < 0.3] = nan
+    for x in (table, noise, noise[:-1]):
+        ours = MedianImputer(strategy="median", add_indicator=True, keep_empty_features=keep_empty).fit(x)
+        theirs = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=keep_empty).fit(x)
+        assert ours.statistics_.tobytes() == theirs.statistics_.tobytes()
+        assert np.array_equal(ours.indicator_.features_, theirs.indicator_.features_)
+        assert ours.transform(x).tobytes() == theirs.transform(x).tobytes()
+    # the even counts' averages are where a different formula would show
+    assert MedianImputer(strategy="median").fit(table).statistics_[0] == (0.1 + 0.2) / 2
