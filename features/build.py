@@ -85,13 +85,35 @@ def models_in_order() -> list[tuple[str, str, Path]]:
     return ordered
 
 
+def models_read(models: list[tuple[str, str, Path]], wanted: tuple[str, ...]) -> set[str]:
+    """The ``<layer>.<name>`` of the ``wanted`` models and of every model they read, directly or
+    through another (found by their ``<layer>.<name>`` references, as ``models_in_order`` finds them)."""
+    paths = {f"{layer}.{name}": path for layer, name, path in models}
+    unknown = set(wanted) - set(paths)
+    if unknown:
+        raise ConfigError(f"no SQL model {sorted(unknown)} in sql/{{{','.join(LAYERS)}}}")
+    pattern = re.compile(rf"\b(?:{'|'.join(LAYERS)})\.\w+")
+    needed, todo = set(), list(wanted)
+    while todo:
+        model = todo.pop()
+        if model not in needed:
+            needed.add(model)
+            todo += [m for m in pattern.findall(paths[model].read_text()) if m in paths]
+    return needed
+
+
 def build(con: duckdb.DuckDBPyConnection, index_date: dt.date, imd_version: str | None = None,
-          progress=None) -> list[str]:
-    """Create every intermediate and mart table for ``index_date``; return their names."""
+          progress=None, only: tuple[str, ...] | None = None) -> list[str]:
+    """Create every intermediate and mart table for ``index_date`` (``only``: the models named,
+    as ``<layer>.<name>``, and those they read); return their names."""
     load_reference_tables(con)
     set_parameters(con, index_date, imd_version)
+    models = models_in_order()
+    if only is not None:
+        needed = models_read(models, only)
+        models = [m for m in models if f"{m[0]}.{m[1]}" in needed]
     built = []
-    for layer, name, path in models_in_order():
+    for layer, name, path in models:
         if progress:
             progress(f"building {layer}.{name}")
         con.execute(f"create schema if not exists {layer}")
