@@ -407,7 +407,10 @@ def comparison_markdown(rows: list[dict], not_trained: tuple[str, ...] = ()) -> 
 
 
 def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.DataFrame | None = None,
-                 progress=None) -> TrainingLog:
+                 progress=None, on_parent_run=None) -> TrainingLog:
+    """The training run and a child run per model in MLflow; the candidates registered.
+    ``on_parent_run`` is called with the training run's id as soon as it exists (the caller
+    stores the validation predictions, which carry it, meanwhile)."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -435,6 +438,8 @@ def log_training(result: TrainingResult, location: TrackingLocation, truth: pl.D
         mlflow.log_params({**common, **variants_trained})
         mlflow.set_tags({"phm.kind": "training", "phm.icb_code": result.icb_code})
         log = TrainingLog(location, experiment_id, parent.info.run_id, comparison=rows, not_trained=config.not_fitted)
+        if on_parent_run is not None:
+            on_parent_run(parent.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             (folder / "comparison.md").write_text(comparison_markdown(rows, log.not_trained))
