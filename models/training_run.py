@@ -24,7 +24,7 @@ from models.tracking import (
 )
 from models.train import TrainingConfig, TrainingResult, train_all
 from models.training_data import training_data
-from phm.db import connect
+from phm.db import connect, extract_date
 from phm.exceptions import ConfigError
 
 
@@ -97,6 +97,11 @@ def run_training(db_path: Path, config: TrainingConfig, tracking_uri: str | None
     config.validate()
     truth = read_truth(truth_dir)
     seconds = {}
+    con = connect(db_path)  # the database's own errors (none, nothing ingested) before anything is made beside it
+    try:
+        extract_date(con)
+    finally:
+        con.close()
     location = tracking_location(Path(db_path).resolve().parent, tracking_uri)
     # a new MLflow store's tables made while the training data is built (phm train on a new
     # folder: 1-2 s of schema migrations; phm run made its store during ingest)
