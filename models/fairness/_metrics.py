@@ -42,10 +42,16 @@ def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
 
 
 def binned_auroc(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-    """AUROC from counts per score bin (last axis, ascending score)."""
-    below = np.cumsum(negatives, axis=-1) - negatives
-    concordant = (positives * (below + 0.5 * negatives)).sum(axis=-1)
-    return _divide(concordant, positives.sum(axis=-1) * negatives.sum(axis=-1))
+    """AUROC from counts per score bin (last axis, ascending score): the pairs a positive ranks
+    above, plus half the pairs in its own bin, over all pairs.
+
+    The counts are whole numbers (bootstrap weights times patients), so every product and sum
+    here is a whole number or a half, exactly as a float (far below 2**52) in any order: the
+    two dot products give the same figure to the last bit as summing each bin's term."""
+    cumulative = np.cumsum(negatives, axis=-1)  # negatives in this bin or below
+    concordant = (np.einsum("...i,...i->...", positives, cumulative)
+                  - 0.5 * np.einsum("...i,...i->...", positives, negatives))
+    return _divide(concordant, positives.sum(axis=-1) * cumulative[..., -1])
 
 
 def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarray,
@@ -65,10 +71,20 @@ def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarra
     bins = x.shape[-1]
     x, events, total = x.reshape(-1, bins), events.reshape(-1, bins), total.reshape(-1, bins)
     rows = x.shape[0]
+    has_both = (events.sum(-1) > 0) & ((total - events).sum(-1) > 0)
     a, b = np.zeros(rows), np.ones(rows)
     ok = np.ones(rows, dtype=bool)
     active = None  # None: every row (no copy); else the indexes of the rows still moving
     xa, ea, ta = x, events, total
+    if x.flags.c_contiguous and not has_both.all():
+        # a row without both outcomes has no slope (NaN below) whatever its steps: it does not
+        # enter. Only where the rows are contiguous, so that a row's sums are the same taken
+        # alone as in the whole array: one group's rows (the population) arrive with the
+        # replicate as the fast axis and are summed in another order, kept as it was.
+        active = np.flatnonzero(has_both)
+        if active.size == 0:
+            return np.full(shape, np.nan)
+        xa, ea, ta = x[active], events[active], total[active]
     for _ in range(iterations):
         aa, bb = (a, b) if active is None else (a[active], b[active])
         q = bb[:, None] * xa
@@ -98,18 +114,22 @@ def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarra
         if active.size == 0:
             break
         xa, ea, ta = x[active], events[active], total[active]
-    has_both = (events.sum(-1) > 0) & ((total - events).sum(-1) > 0)
     return np.where(ok & has_both & np.isfinite(b), b, np.nan).reshape(shape)
 
 
 def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
-    """Figures from counts and predicted-risk sums shaped (r, groups, bins, outcome, selected)."""
-    patients = n.sum(axis=(2, 3, 4))
-    events = n[:, :, :, 1, :].sum(axis=(2, 3))
+    """Figures from counts and predicted-risk sums shaped (r, groups, bins, outcome, selected).
+
+    The counts are whole numbers, so their sums are exact in any order and each is taken from
+    the smallest array that holds it. The risk sums are not: each keeps the order of the sum
+    that made the published figures (numpy's over these arrays, as they come from the matrix
+    product)."""
+    per_bin = n.sum(axis=4)  # (r, g, bins, outcome)
+    patients = per_bin.sum(axis=(2, 3))
+    events = per_bin[..., 1].sum(axis=2)
     selected = n[:, :, :, :, 1].sum(axis=(2, 3))
     true_positives = n[:, :, :, 1, 1].sum(axis=2)
     risk_sum = risk.sum(axis=(2, 3, 4))
-    per_bin = n.sum(axis=4)  # (r, g, bins, outcome)
     # the slope is fitted on coarser bins (4 score bins each): as exact in practice, 4x cheaper
     r, g, bins = per_bin.shape[:3]
     coarse = per_bin.reshape(r, g, bins // SLOPE_BIN_WIDTH, SLOPE_BIN_WIDTH, 2).sum(axis=3)
@@ -134,23 +154,26 @@ def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
 def selection(n: np.ndarray, need: np.ndarray, measured: np.ndarray, measures: int,
               age_bands: int = 1, score: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Figures from counts, need sums and measurement sums shaped (r, groups, strata, high need,
-    selected), where a stratum is a score decile and age band (decile * age_bands + band)."""
-    patients = n.sum(axis=(2, 3, 4))
+    selected), where a stratum is a score decile and age band (decile * age_bands + band).
+    Counts are summed from the smallest array that holds them (exact in any order, as in
+    ``performance``); need, measurement and score sums keep their order."""
+    by_stratum = n.sum(axis=(3, 4))
+    patients = by_stratum.sum(axis=2)
     selected = n[..., 1].sum(axis=(2, 3))
     high = n[:, :, :, 1, :]
-    by_stratum = n.sum(axis=(3, 4))
     need_by_stratum = need.sum(axis=(3, 4))
+    need_sum = need_by_stratum.sum(axis=2)
     r, g, strata = by_stratum.shape
     return {
         "patients": patients, "selected": selected,
         "high_need": high.sum(axis=(2, 3)), "selected_high_need": high[..., 1].sum(axis=2),
-        "need_sum": need_by_stratum.sum(axis=2),
+        "need_sum": need_sum,
         "patients_by_stratum": by_stratum, "need_by_stratum": need_by_stratum,  # (r, g, strata)
         "score_by_stratum": by_stratum if score is None else score.sum(axis=(3, 4)),
         "patients_by_decile": by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
         "need_by_decile": need_by_stratum.reshape(r, g, strata // age_bands, age_bands).sum(axis=3),
         "selection_rate": _divide(selected, patients),
-        "mean_need": _divide(need_by_stratum.sum(axis=2), patients),
+        "mean_need": _divide(need_sum, patients),
         "measurement_completeness": _divide(measured.sum(axis=(2, 3, 4)), patients * measures),
     }
 
