@@ -50,6 +50,10 @@ The one figure measured outside the audit, the diagnosis gap (_recording.py), is
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -260,12 +264,47 @@ def _prepare_strata(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs)
 
 
+# chunks of replicates whose figures are computed at once (see _in_order): the machine's two cores
+BOOTSTRAP_THREADS = min(2, os.cpu_count() or 1)
+
+
+def _in_order(fn: Callable, items: Iterable, threads: int) -> list:
+    """``fn`` of every item, in the items' order, on ``threads`` threads.
+
+    The bootstrap's chunks of replicates are independent: each is its own weights (drawn here,
+    in this thread, one chunk after the other from the one seeded generator, as before) and its
+    figures are the same arithmetic on the same arrays whichever thread computes them, so the
+    figures are the same to the last bit. Their numpy and scipy loops (products, sums, the
+    slope's Newton steps, the Poisson draws) run without the GIL, so a second thread uses the
+    second core: only the Python between those calls is taken in turns. At most ``threads + 1``
+    chunks are drawn ahead (each chunk's arrays are tens of MB at 1M patients)."""
+    if threads <= 1:
+        return [fn(item) for item in items]
+    out, pending = [], deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="bootstrap") as pool:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > threads:
+                out.append(pending.popleft().result())
+        out += [f.result() for f in pending]
+    return out
+
+
 def _bootstrap(cells: Cells, groupings: list[Grouping], inner: np.ndarray, inner_shape: tuple[int, ...],
-               values: dict[str, np.ndarray], figures_fn, settings: AuditSettings, seed_offset: int):
+               values: dict[str, np.ndarray | None], figures_fn, settings: AuditSettings, seed_offset: int,
+               observed_only: tuple[str, ...] = ()):
     """Observed figures and bootstrap replicates of ``figures_fn`` for every grouping.
 
     Returns (indexes, observed, replicates): observed[grouping][figure] is (groups,),
     replicates[grouping][figure] is (replicates, groups) (or with a trailing axis).
+    ``values``: per-cell values whose weighted sums ``figures_fn`` takes, by name; None for the
+    counts (the weights themselves). ``observed_only``: figures whose replicates are not wanted
+    (dropped from each chunk of replicates rather than joined).
+
+    The replicates are drawn 50 to a chunk (``poisson_replicates``) and must stay so: the
+    products come out with the replicate as the fast axis, and the population's calibration
+    slope (its one group's rows are not copied) sums each row in that layout while all of the
+    chunk's rows still move, so its last bits depend on which replicates share a chunk.
     """
     indexes = [group_index(cells, g) for g in groupings]
     size = int(np.prod(inner_shape))
@@ -276,15 +315,24 @@ def _bootstrap(cells: Cells, groupings: list[Grouping], inner: np.ndarray, inner
     offsets = np.cumsum([0] + [b.shape[1] for b in blocks])
 
     def figures(weights: np.ndarray) -> list[dict[str, np.ndarray]]:
-        sums = {name: np.asarray((weights * per_cell) @ matrix) for name, per_cell in values.items()}
+        sums = {name: np.asarray((weights if per_cell is None else weights * per_cell) @ matrix)
+                for name, per_cell in values.items()}
         out = []
         for k, gi in enumerate(indexes):
             shape = (weights.shape[0], gi.labels.height, *inner_shape)
             out.append(figures_fn(**{name: s[:, offsets[k]:offsets[k + 1]].reshape(shape) for name, s in sums.items()}))
         return out
 
+    def replicate_figures(weights: np.ndarray) -> list[dict[str, np.ndarray]]:
+        out = figures(weights)
+        for f in out:
+            for name in observed_only:
+                del f[name]
+        return out
+
     observed = [{k: v[0] for k, v in f.items()} for f in figures(cells.count[None, :])]
-    chunks = [figures(w) for w in poisson_replicates(cells.count, settings.replicates, settings.seed + seed_offset)]
+    chunks = _in_order(replicate_figures, poisson_replicates(cells.count, settings.replicates, settings.seed + seed_offset),
+                       BOOTSTRAP_THREADS)
     replicates = [{k: np.concatenate([c[i][k] for c in chunks]) for k in chunks[0][i]} for i in range(len(indexes))]
     return indexes, observed, replicates
 
@@ -511,7 +559,7 @@ def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[pl.
     mean_score = cells.sums["score"] / cells.count
     groupings = groupings_for(strata)
     indexes, observed, replicates = _bootstrap(
-        cells, groupings, inner, (SCORE_BINS, 2, 2), {"n": np.ones(cells.size), "risk": mean_score},
+        cells, groupings, inner, (SCORE_BINS, 2, 2), {"n": None, "risk": mean_score},
         _metrics.performance, settings, seed_offset=0)
     for obs in observed:
         obs["missed"] = obs["events"] - obs["true_positives"]
@@ -568,6 +616,11 @@ def audit_selection(frame: pl.DataFrame, settings: AuditSettings,
     return audit_selection_cells(selection_cells(frame, high_need_from), settings)
 
 
+# the selection figures by stratum and decile that only the observed curves read: their
+# replicates are not kept (need at the same score reads the need and score by stratum)
+UNREPLICATED = ("patients_by_decile", "need_by_decile", "patients_by_stratum")
+
+
 def audit_selection_cells(cells: Cells, settings: AuditSettings,
                           high_need_from: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, list[float]]:
     """``high_need_from`` is applied when the cells are made (selection_cells)."""
@@ -582,10 +635,10 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
 
     indexes, observed, replicates = _bootstrap(
         cells, groupings, inner, (SCORE_DECILES * AGE_BANDS, 2, 2),
-        {"n": np.ones(cells.size), "need": cells.sums["need"] / cells.count,
+        {"n": None, "need": cells.sums["need"] / cells.count,
          "measured": cells.sums["measurements_recorded"] / cells.count,
          "score": cells.sums["score"] / cells.count},
-        figures, settings, seed_offset=1)
+        figures, settings, seed_offset=1, observed_only=UNREPLICATED)
     population = groupings.index(Grouping("population", ()))
     pop_obs, pop_reps = observed[population], replicates[population]
     for obs, reps in zip(observed, replicates, strict=True):
@@ -613,13 +666,13 @@ def audit_selection_cells(cells: Cells, settings: AuditSettings,
                 "patients_by_decile": [int(x) for x in obs["patients_by_decile_kept"][g]]}
 
     # the per-decile arrays are curves, not figures: keep them out of the figure tables
-    by_stratum = ("patients_by_decile", "need_by_decile", "patients_by_stratum", "need_by_stratum", "score_by_stratum")
+    by_stratum = (*UNREPLICATED, "need_by_stratum", "score_by_stratum")
     for obs in observed:
         for name in by_stratum:
             obs.pop(name, None)
     for reps in replicates:
         for name in by_stratum:
-            reps.pop(name)
+            reps.pop(name, None)
     figures, groups = _summarise("selection", indexes, observed, replicates, settings, pop_obs, pop_reps, curves)
     population_curve = [round(float(x), 4) for x in np.nan_to_num(pop_obs["need_by_decile_mean"][0])]
     return figures, groups, population_curve
