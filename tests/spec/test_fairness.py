@@ -27,7 +27,7 @@ from models.fairness import (
     ethnicity_quality,
     judge,
 )
-from models.fairness._metrics import wilson_interval
+from models.fairness._metrics import binned_auroc, binned_calibration_slope, wilson_interval
 from models.fairness._report import AuditReport
 from models.metrics import calibration_slope
 from phm.exceptions import ConfigError
@@ -128,6 +128,46 @@ def test_binned_auroc_and_slope_agree_with_patient_level_figures(plain):
 def test_calibration_slope_sees_scores_that_are_too_extreme():
     audit = run(simulate(slope=0.6))
     assert ethnicity(audit)["White"].figure(Figure.CALIBRATION_SLOPE).value == pytest.approx(0.6, abs=0.08)
+
+
+def test_the_auroc_and_slope_shortcuts_keep_the_plain_arithmetic_to_the_last_bit():
+    # the AUROC's pairs as two dot products: exact for whole-number counts, as the per-bin sum is
+    rng = np.random.default_rng(7)
+    positives = rng.poisson(4, (30, 5, 200)) * (rng.random((30, 5, 200)) < 0.6).astype(float)
+    negatives = rng.poisson(60, (30, 5, 200)) * (rng.random((30, 5, 200)) < 0.8).astype(float)
+    below = np.cumsum(negatives, axis=-1) - negatives
+    plain = (positives * (below + 0.5 * negatives)).sum(axis=-1) / (positives.sum(axis=-1) * negatives.sum(axis=-1))
+    assert binned_auroc(positives, negatives).tobytes() == plain.tobytes()
+    # the slope of a row is the same taken alone as among rows without both outcomes (which never
+    # enter the iteration, and have none)
+    total = rng.poisson(30, (24, 50)) * (rng.random((24, 50)) < 0.7).astype(float)
+    risk = np.clip(np.sort(rng.beta(1, 12, (24, 50)), axis=-1), 1e-7, 1 - 1e-7)
+    events = rng.binomial(total.astype(int), np.minimum(1, risk * rng.uniform(0.6, 1.5, (24, 1)))).astype(float)
+    events[::5] = 0  # no events
+    events[1::7] = total[1::7]  # no non-events
+    x = np.where(total > 0, np.log(risk / (1 - risk)), 0.0)
+    together = binned_calibration_slope(x, events, total)
+    alone = np.array([binned_calibration_slope(x[i:i + 1], events[i:i + 1], total[i:i + 1])[0] for i in range(24)])
+    assert together.tobytes() == alone.tobytes()
+    assert np.isnan(together[::5]).all() and np.isnan(together[1::7]).all() and np.isfinite(together[2:5]).all()
+
+
+def test_the_bootstrap_on_two_threads_gives_what_one_thread_gives_to_the_last_bit(monkeypatch):
+    from models.fairness import _audit
+
+    # four chunks of replicates (50 each): two threads, each computing two (see _audit._in_order)
+    frame, settings = simulate(n=2000, seed=5), AuditSettings(replicates=200, seed=1)
+    monkeypatch.setattr(_audit, "BOOTSTRAP_THREADS", 1)
+    one = run(frame, settings)
+    monkeypatch.setattr(_audit, "BOOTSTRAP_THREADS", 2)
+    two = run(frame, settings)
+    for a, b in ((one.figures, two.figures), (one.groups, two.groups)):
+        assert a.schema == b.schema and a.height == b.height
+        for column in a.columns:
+            if a[column].dtype == pl.Float64:
+                assert a[column].to_numpy().tobytes() == b[column].to_numpy().tobytes(), column
+            else:
+                assert a[column].to_list() == b[column].to_list(), column
 
 
 def test_cell_bootstrap_intervals_match_a_patient_level_bootstrap(plain):
