@@ -11,13 +11,20 @@ ethnicity x sex; ethnicity x IMD x sex) with every figure and interval, the gate
 and JSON report. Target (issue 5): at most 30 s on 2 cores. fairlearn's MetricFrame with
 n_boot refits every metric per replicate on 1M rows; it is timed on a few replicates (ethnicity
 only, operating-point metrics only) and scaled to 1,000.
+
+The figures are timed on one thread and on two (models/fairness/_audit.py ``BOOTSTRAP_THREADS``;
+alternated, ``--pairs`` times, medians printed) and a digest of every figure and group (their
+bits) is printed for each: the two must be equal, and equal to the digest of the code before an
+optimisation on the same table.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,11 +57,23 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
+def digest(audit) -> str:
+    """Every figure and group of the audit, bit for bit (floats by their bytes)."""
+    h = hashlib.sha256()
+    for frame in (audit.figures, audit.groups):
+        for column in frame.columns:
+            values = frame[column]
+            h.update(column.encode())
+            h.update(values.to_numpy().tobytes() if values.dtype == pl.Float64 else repr(values.to_list()).encode())
+    return h.hexdigest()[:16]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000)
     parser.add_argument("--replicates", type=int, default=1000)
-    parser.add_argument("--fairlearn-replicates", type=int, default=3)
+    parser.add_argument("--fairlearn-replicates", type=int, default=3, help="0: no fairlearn comparison")
+    parser.add_argument("--pairs", type=int, default=2, help="figures timed on one thread and on two, alternated")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audit.json")
     args = parser.parse_args()
     table = simulated(args.patients)
@@ -62,6 +81,25 @@ def main() -> None:
     columns = ["group", "imd_quintile", "sex", "score", "selected"]
     threshold = float(table.filter(pl.col("selected"))["score"].min())
 
+    from models.fairness import _audit
+
+    default_threads = _audit.BOOTSTRAP_THREADS
+    seconds: dict[int, list[float]] = {1: [], 2: []}
+    digests: dict[int, set[str]] = {1: set(), 2: set()}
+    for _ in range(args.pairs):
+        for threads in (1, 2):
+            _audit.BOOTSTRAP_THREADS = threads
+            started = time.perf_counter()
+            audit = audit_score("benchmark", table.select(*columns, "outcome"), table.select(*columns, "need"),
+                                threshold, settings, high_need_from=2)
+            seconds[threads].append(time.perf_counter() - started)
+            digests[threads].add(digest(audit))
+    _audit.BOOTSTRAP_THREADS = default_threads
+    one, two = statistics.median(seconds[1]), statistics.median(seconds[2])
+    same = len(digests[1] | digests[2]) == 1
+    print(f"figures on one thread {', '.join(f'{x:.1f}' for x in seconds[1])} s (median {one:.1f}), on two "
+          f"{', '.join(f'{x:.1f}' for x in seconds[2])} s (median {two:.1f}); figures' digest "
+          f"{' / '.join(sorted(digests[1] | digests[2]))}: {'the same' if same else 'DIFFERENT'} on one and two threads")
     started = time.perf_counter()
     audit = audit_score("benchmark", table.select(*columns, "outcome"), table.select(*columns, "need"),
                         threshold, settings, high_need_from=2)
@@ -75,6 +113,16 @@ def main() -> None:
     print(f"audit of {args.patients:,} scored patients, {args.replicates:,} replicates, {groups} groups "
           f"over {len(audit.groupings('performance'))} groupings: figures {figures_seconds:.1f} s, with gate and report "
           f"{total:.1f} s (target <= 30 s); peak {peak_gb():.2f} GB")
+    result = {"patients": args.patients, "replicates": args.replicates, "groups": groups,
+              "audit_figures_seconds": round(figures_seconds, 2), "audit_total_seconds": round(total, 2),
+              "bootstrap_threads": default_threads, "figures_seconds_one_thread": [round(x, 2) for x in seconds[1]],
+              "figures_seconds_two_threads": [round(x, 2) for x in seconds[2]], "figures_digest": sorted(digests[1] | digests[2]),
+              "same_figures_on_one_and_two_threads": same, "peak_gb": round(peak_gb(), 2)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.fairlearn_replicates <= 0:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
 
     from fairlearn.metrics import (
         MetricFrame,
@@ -97,11 +145,8 @@ def main() -> None:
     print(f"fairlearn MetricFrame, {args.fairlearn_replicates} replicates, ethnicity only, 4 operating-point "
           f"metrics: {fairlearn_seconds:.1f} s = {per_replicate:.2f} s per replicate -> {scaled:,.0f} s for "
           f"{args.replicates:,}; the full audit is {scaled / total:,.0f}x faster")
-    result = {"patients": args.patients, "replicates": args.replicates, "groups": groups,
-              "audit_figures_seconds": round(figures_seconds, 2), "audit_total_seconds": round(total, 2),
-              "peak_gb": round(peak_gb(), 2), "fairlearn_seconds_per_replicate": round(per_replicate, 3),
-              "fairlearn_scaled_seconds": round(scaled, 1), "speedup_vs_fairlearn": round(scaled / total, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result |= {"fairlearn_seconds_per_replicate": round(per_replicate, 3), "fairlearn_scaled_seconds": round(scaled, 1),
+               "speedup_vs_fairlearn": round(scaled / total, 1)}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
