@@ -49,6 +49,7 @@ The one figure measured outside the audit, the diagnosis gap (_recording.py), is
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections import deque
@@ -287,7 +288,18 @@ def _in_order(fn: Callable, items: Iterable, threads: int) -> list:
             if len(pending) > threads:
                 out.append(pending.popleft().result())
         out += [f.result() for f in pending]
+    _give_back_freed_memory()
     return out
+
+
+def _give_back_freed_memory() -> None:
+    """The threads freed their chunks' arrays into their own malloc arenas, which glibc keeps
+    for them rather than giving back: a 1M run's later peak (publishing) stood 0.2 GB higher for
+    it. ``malloc_trim`` gives every arena's free pages back (glibc; elsewhere nothing to do)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def _bootstrap(cells: Cells, groupings: list[Grouping], inner: np.ndarray, inner_shape: tuple[int, ...],
