@@ -120,10 +120,20 @@ GLM_PENALTY = 1e-3
 # 2018;320(13):1338-48, doi:10.1001/jama.2018.13467), hypertension-free at baseline, 46% of
 # Black and 33% of White participants developed hypertension over a median 9.4 years: under a
 # constant hazard -log(0.54) / -log(0.67) = 1.54, log 0.43. No published incidence effect for
-# the UK's Asian, Mixed and Other groups: 0 (White's), with the learned indicators as before.
-# Why: GLM_PENALTY shrank a rare group's indicator towards White even with no noise at all
-# (docs/models.md, "Why the hypertension model under-rated Black patients").
-PUBLISHED_GROUP_LOG_HR: dict[str, dict[str, float]] = {"hypertension": {"Black": 0.43}}
+# the UK's Asian, Mixed and Other groups: 0 (White's). Each group's effect is then updated by its
+# own events (GROUP_PRIOR_SD). Why an offset: GLM_PENALTY shrank a rare group's indicator towards
+# White even with no noise at all (docs/models.md, "Why the hypertension model under-rated Black
+# patients").
+PUBLISHED_GROUP_LOG_HR: dict[str, dict[str, float]] = {
+    "hypertension": {"Black": 0.43, "Asian": 0.0, "Mixed": 0.0, "Other": 0.0}}
+# Prior standard deviation of each group's update of its published effect (log hazard ratio),
+# for the outcomes of PUBLISHED_GROUP_LOG_HR: the group's effect is the published one moved by its
+# own observed over expected events in training, with this normal prior
+# (models.hazard.HorizonHazardModel, group_prior_sd), instead of a learned indicator penalised by
+# GLM_PENALTY on a raw 0/1 column, which swung by +-0.25 between 20,000-patient extracts (Black
+# -0.29 and Mixed +0.38 on seed 6 diverse_urban: docs/models.md). The same prior as a correction
+# to a validated score's effect (OFFSET_PRIOR_SD).
+GROUP_PRIOR_SD = 0.1
 # Prior standard deviation of each (standardised) input's correction to a validated score, for the
 # GLMs that update QRISK3 or QDiabetes: the penalty is then a fixed prior, alpha = 1 / (sd^2 x the
 # events the score expects in training) (models.hazard.HorizonHazardModel), strong in a small
@@ -225,9 +235,13 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     minority group's own events in one extract are too few (the demo's Black patients had about
     20 type 2 diabetes events identifiable at T0), and effects learned from them swung from 0.6
     to 1.5 times the truth between seeds (docs/models.md). Without a validated score
-    (hypertension) the published effects in PUBLISHED_GROUP_LOG_HR are the offset and the broad
-    groups are indicators on top of them, penalised towards the published effect: penalised
-    towards White's, the Black indicator lost half its size even fitted to the true risks.
+    (hypertension) the published effects in PUBLISHED_GROUP_LOG_HR are the offset (penalised
+    towards White's, a Black indicator lost half its size even fitted to the true risks), and
+    each group's effect is the published one updated by the group's own observed and expected
+    events in training with a fixed prior (GROUP_PRIOR_SD, models.hazard): learned indicators
+    fitted jointly with the other inputs under GLM_PENALTY swung by +-0.25 between 20,000-patient
+    extracts and were over-shrunk at 1M (docs/models.md, "The hypertension model's group
+    effects").
 
     'Not stated' and 'Not known' (the with_equity variant) read as the recorded mix, not as
     White: the patient's hazard is the mean of their hazards as each recorded (broad group,
@@ -236,12 +250,15 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     weights). For CVD and T2D that moves the score's offset by its own published ethnicity terms
     (models.scores.ethnic_log_hr; the QRISK3 and QDiabetes columns stay the published algorithms,
     which read these patients as White); for hypertension, each group's published effect and
-    learned indicator. Read as White, the truth's T2D risk at the same score was 1.1-1.4 times
+    its update. Read as White, the truth's T2D risk at the same score was 1.1-1.4 times
     the expected for them where minorities are many; declining still costs a minority patient
     part of their group's term and now raises a White patient's (issue 22; measured in
     docs/models.md, "'Not stated' and 'Not known' read as the recorded mix")."""
     numeric, categorical = feature_names(variant)
-    if outcome.comparator is not None:
+    published = PUBLISHED_GROUP_LOG_HR.get(outcome.short) if categorical else None
+    if outcome.comparator is not None or published:
+        # no learned group indicators: the validated score's published effects (CVD, T2D) or the
+        # published effects updated by each group's events (hypertension: group_prior_sd)
         categorical = []
     encode = OneHotEncoder(categories=[list(BROAD_GROUPS)] * len(categorical),
                            drop=[REFERENCE_GROUP] * len(categorical), sparse_output=False)
@@ -263,7 +280,6 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
             n_iter_no_change=15, random_state=seed)
     else:
         raise ConfigError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
-    published = PUBLISHED_GROUP_LOG_HR.get(outcome.short) if categorical else None
     prior_sd = OFFSET_PRIOR_SD if kind == "hazard_glm" and outcome.comparator is not None else None
     reads_ethnicity = variant == "with_equity"
     score = COMPARATOR_SCORES.get(outcome.comparator)
@@ -276,7 +292,8 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
                               "ethnicity_group" if reads_ethnicity else None, dict(published) if published else None,
                               unknown_column=UNKNOWN_COLUMN if reads_ethnicity else None,
                               ethnic_terms=ethnic_log_hr(score) if reads_ethnicity and score else None,
-                              group_is_input=bool(categorical), prior_sd=prior_sd, imputer=imputer)
+                              group_is_input=bool(categorical), prior_sd=prior_sd, imputer=imputer,
+                              group_prior_sd=GROUP_PRIOR_SD if published else None)
 
 
 def predict_risk(model, x: pd.DataFrame) -> np.ndarray:

@@ -96,6 +96,38 @@ def test_a_small_group_keeps_its_published_hypertension_effect():
     assert ratio == pytest.approx(np.exp(effect), rel=0.12)
 
 
+def group_effect_learned(n, seed, share, true_effect, group="Mixed"):
+    """The hypertension GLM fitted on ``n`` patients of whom ``share`` are in ``group``, whose true
+    hazard is exp(true_effect) times White's at the same inputs (no published effect for the
+    group): the log hazard ratio it gives the group, and the group's events."""
+    rng = np.random.default_rng(seed)
+    in_group = rng.uniform(size=n) < share
+    x = rng.normal(0, 1, n)
+    t = rng.exponential(1 / np.exp(-3.5 + 0.8 * x + true_effect * in_group))
+    event, years = t <= 5.0, np.minimum(t, 5.0)
+    numeric, categorical = feature_names("with_equity")
+    inputs = pd.DataFrame({"age_years": 50 + 10 * x, **{c: np.nan for c in COMPARATORS}})
+    inputs = inputs.assign(**{c: 0.0 for c in numeric if c not in inputs.columns},
+                           **{c: np.where(in_group, group, "White") for c in categorical}, **RECORDED)
+    model = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["hypertension"], 5).fit(inputs, event, years)
+    as_white = inputs.assign(**{c: "White" for c in categorical})
+    return np.log((model.hazard(inputs) / model.hazard(as_white))[in_group].mean()), int(event[in_group].sum())
+
+
+def test_a_groups_hypertension_effect_moves_from_the_published_one_by_its_own_evidence_at_any_size():
+    """Each group's effect is the published one (0 for Mixed) updated by the group's observed and
+    expected events with a fixed prior (GROUP_PRIOR_SD), not a learned indicator under a penalty
+    that is the same share of the likelihood at every size: on 4,000 patients (about 20 events in
+    the group) and no true difference, the old indicator gave the group up to 0.18 (ranking noise
+    that reached the list); on 150,000 (about 1,000 events) a true 0.3 was learned as 0.18, now
+    as the conjugate update gives, 0.3 x 1,000 / (1,000 + 1 / 0.1^2) ~ 0.27."""
+    for seed in (1, 2, 3, 4):
+        effect, events = group_effect_learned(4_000, seed, 0.03, 0.0)
+        assert abs(effect) < 0.08, (seed, events)
+    effect, events = group_effect_learned(150_000, 1, 0.03, 0.3)
+    assert effect == pytest.approx(0.3 * events / (events + 100), abs=0.03)
+
+
 def updated_score(n, seed, true_correction=0.0):
     """A validated score's update fitted on ``n`` patients whose true hazard is the score's times
     exp(true_correction x the first clinical input), every other input noise: (model, score's
