@@ -240,8 +240,8 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
     each group's effect is the published one updated by the group's own observed and expected
     events in training with a fixed prior (GROUP_PRIOR_SD, models.hazard): learned indicators
     fitted jointly with the other inputs under GLM_PENALTY swung by +-0.25 between 20,000-patient
-    extracts and were over-shrunk at 1M (docs/models.md, "The hypertension model's group
-    effects").
+    extracts and were over-shrunk in large ones (a true 0.3 learned as 0.18 from 150,000
+    patients) (docs/models.md, "The hypertension model's group effects").
 
     'Not stated' and 'Not known' (the with_equity variant) read as the recorded mix, not as
     White: the patient's hazard is the mean of their hazards as each recorded (broad group,
