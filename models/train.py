@@ -131,7 +131,7 @@ PUBLISHED_GROUP_LOG_HR: dict[str, dict[str, float]] = {
 # own observed over expected events in training, with this normal prior
 # (models.hazard.HorizonHazardModel, group_prior_sd), instead of a learned indicator penalised by
 # GLM_PENALTY on a raw 0/1 column, which swung by +-0.25 between 20,000-patient extracts (Black
-# -0.29 and Mixed +0.38 on seed 6 diverse_urban: docs/models.md). The same prior as a correction
+# -0.26 and Mixed +0.38 on seed 6 diverse_urban: docs/models.md). The same prior as a correction
 # to a validated score's effect (OFFSET_PRIOR_SD).
 GROUP_PRIOR_SD = 0.1
 # Prior standard deviation of each (standardised) input's correction to a validated score, for the
