@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.fairness._gate import CHECKS  # noqa: E402
+from models.fairness._gate import CHECKS, POOLED_CHECK  # noqa: E402
 from models.fairness.truth import SCENARIOS, ScenarioRun, Tracking, scenario_run  # noqa: E402
 
 PROFILES = ("england", "diverse_urban")
@@ -74,7 +74,7 @@ def rates(runs: list[ScenarioRun]) -> dict:
                sum(r.gates[o].get("ranks_list", "model") != "model" for r, o in fair), len(fair)),
            "by check": {check: {"sensitivity": share(sum(r.failed(o, check) for r, o in harmed), len(harmed)),
                                 "false alarms": share(sum(r.failed(o, check) for r, o in fair), len(fair))}
-                        for check in CHECKS}}
+                        for check in (*CHECKS, POOLED_CHECK)}}
     under = [r for r in runs if r.scenario == "outcome under-recording"]
     out["under-recording runs failing Black on label choice"] = share(
         sum(any(r.failed(o, "label choice", "Black") for o in r.gates) for r in under), len(under))

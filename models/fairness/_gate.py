@@ -27,6 +27,17 @@ some would fire on fair data by chance. So the gate is one family of tests (docs
    exempt for being small. Each test states the smallest effect it could detect (minimum
    detectable ratio at ``power``).
 
+5. The recording checks pooled over outcomes (``pool_recording``): recording completeness is a
+   property of a group's record at these practices, not of one outcome. Per group, the log ratios
+   of the two recording checks (diagnosis gap; treated, no diagnosis) of every outcome are pooled
+   by inverse variance (fixed effect) into one test of "this group's diagnoses are recorded no
+   less completely than the margin" (``need_ratio_limit``), its own family across the groups
+   (Holm), shrunk across the groups like the other checks. Its own family whatever ``family``
+   says: no other test's adjusted p-value moves. A pooled FAIL FAILs the group on each outcome
+   that contributed evidence and whose own pooled estimate for the group is above 1 (an outcome
+   whose own evidence says its recording is fine is not blocked), as "label choice (recording,
+   pooled over outcomes)". It adds no WARN: the checks it pools show their own.
+
 WARN when a (shrunk) point estimate is beyond the margin but the test does not reject; when a
 group is small (fewer than ``min_patients`` patients or ``min_events`` outcomes: judged all
 the same, and its minimum detectable effect is named); when more than ``max_ethnicity_missing``
@@ -68,6 +79,12 @@ CHECK_WORDS = {
                                             "number expected at the same age (label-choice check: recorded outcomes "
                                             "under-state need)",
 }
+POOLED_CHECK = "label choice (recording, pooled over outcomes)"
+# the checks whose evidence is of the record's completeness (not of the score): what the pooled check pools
+RECORDING_CHECKS = ("label choice (diagnosis gap)", "label choice (treated, no diagnosis)")
+CHECK_WORDS[POOLED_CHECK] = ("diagnoses left uncoded, pooled over the outcomes' recording checks (diagnosis gap; "
+                             "treated, no diagnosis), over the number expected (label-choice check: the group's "
+                             "record is less complete)")
 FLOOR = 0.01  # ratios are taken on the log scale; a ratio of 0 counts as 0.01
 
 
@@ -103,6 +120,7 @@ class GateTest:
     detectable: float = float("nan")  # minimum detectable ratio (on the harmful side)
     small: bool = False
     verdict: str = "PASS"  # PASS, WARN or FAIL
+    pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
 
     @property
     def judged(self) -> bool:
@@ -114,7 +132,8 @@ class GateTest:
         return {"outcome": self.outcome, "group": self.group, "check": self.check, "harm": self.side,
                 "margin": list(self.margin), "estimate": self.estimate.as_dict(), "shrunk": r(self.shrunk),
                 "p_value": r(self.p_value, 6), "adjusted_p_value": r(self.adjusted_p, 6),
-                "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict}
+                "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict,
+                **({"pooled": self.pooled} if self.pooled is not None else {})}
 
 
 @dataclass
@@ -327,9 +346,74 @@ def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
             t.verdict = "FAIL"
         elif harmful or surely_beyond_safe_side:
             t.verdict = "WARN"
+    if settings.pool_recording:
+        # after every other test is judged, in a family of its own: nothing above moves
+        for result, tests in zip(results, _pooled_recording(all_tests, [a.name for a in audits], settings),
+                                 strict=True):
+            result.tests = result.tests + tests
     for audit, result in zip(audits, results, strict=True):
         _findings(audit, result, settings, missing_ethnicity_share)
     return results
+
+
+def _inverse_variance(values: np.ndarray, ses: np.ndarray) -> tuple[float, float, float, int]:
+    """Fixed-effect (inverse-variance) pool of log ratios: (pooled, its standard error, Cochran's Q,
+    degrees of freedom)."""
+    w = 1 / ses ** 2
+    pooled = float((w * values).sum() / w.sum())
+    return pooled, float(math.sqrt(1 / w.sum())), float((w * (values - pooled) ** 2).sum()), values.size - 1
+
+
+def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: AuditSettings) -> list[list[GateTest]]:
+    """The recording checks pooled over outcomes, per group (module docstring, rule 5): one
+    GateTest per outcome that contributed evidence and group, in ``outcomes``' order."""
+    evidence: dict[str, list[GateTest]] = {}
+    for t in tests:
+        if t.check in RECORDING_CHECKS and math.isfinite(t.log_value) and math.isfinite(t.se) and t.se > 0:
+            evidence.setdefault(t.group, []).append(t)
+    # a group with evidence from one outcome only: its own checks already judge it
+    evidence = {g: part for g, part in evidence.items() if len({t.outcome for t in part}) >= 2}
+    groups = sorted(evidence)
+    if not groups:
+        return [[] for _ in outcomes]
+    margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit)
+    alpha = 1 - settings.level
+    z = stats.norm.ppf(0.5 + settings.level / 2)
+    pools = {g: _inverse_variance(np.array([t.log_value for t in evidence[g]]), np.array([t.se for t in evidence[g]]))
+             for g in groups}
+    values, ses = np.array([pools[g][0] for g in groups]), np.array([pools[g][1] for g in groups])
+    shrunk, shrunk_se = shrink(values, ses) if settings.shrinkage else (values, ses)
+    p_values = np.array([_p_value(v, se, "above", margin) for v, se in zip(values, ses, strict=True)])
+    adjusted = adjust(p_values, settings.family_control)
+    out: dict[str, list[GateTest]] = {o: [] for o in outcomes}
+    for i, group in enumerate(groups):
+        value, se, q, df = pools[group]
+        fails = bool(adjusted[i] <= alpha and math.exp(shrunk[i]) > margin[1])
+        heterogeneity_p = float(stats.chi2.sf(q, df)) if df > 0 else float("nan")
+        for outcome in outcomes:
+            own = [t for t in evidence[group] if t.outcome == outcome]
+            if not own:
+                continue
+            own_log, own_se, _, _ = _inverse_variance(np.array([t.log_value for t in own]),
+                                                      np.array([t.se for t in own]))
+            estimate = Estimate(math.exp(value), math.exp(value - z * se), math.exp(value + z * se))
+            test = GateTest(outcome, group, POOLED_CHECK, "above", margin, estimate, value, se,
+                            shrunk=math.exp(shrunk[i]), shrunk_se=float(shrunk_se[i]), p_value=float(p_values[i]),
+                            adjusted_p=float(adjusted[i]),
+                            detectable=_detectable(se, "above", margin, alpha, settings.power),
+                            small=any(t.small for t in own))
+            # the guard: an outcome whose own evidence says its recording is no worse is not blocked
+            test.verdict = "FAIL" if fails and own_log > 0 else "PASS"
+            test.pooled = {
+                "pooled": [{"outcome": t.outcome, "check": t.check, "ratio": round(math.exp(t.log_value), 4),
+                            "weight": round(float((1 / t.se ** 2) / (1 / ses[i] ** 2)), 4)} for t in evidence[group]],
+                "own_ratio": round(math.exp(own_log), 4),
+                "own_ratio_interval": [round(math.exp(own_log - z * own_se), 4), round(math.exp(own_log + z * own_se), 4)],
+                "pooled_fails": fails, "cochran_q": round(q, 4), "degrees_of_freedom": df,
+                "heterogeneity_p_value": None if not math.isfinite(heterogeneity_p) else round(heterogeneity_p, 6),
+                "i_squared": round(max(0.0, (q - df) / q), 4) if q > 0 else 0.0}
+            out[outcome].append(test)
+    return [out[o] for o in outcomes]
 
 
 def _store(result: GateResult, tests: list[GateTest]) -> list[GateTest]:
@@ -363,6 +447,18 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                             "diagnosis code more often than others of the same age: their diagnoses are known and "
                             "treated but not coded, so the labels (and any model trained on them) under-state "
                             "their need")
+            elif t.check == POOLED_CHECK:
+                pooled = ", ".join(f"{p['outcome']} {p['check'].removeprefix('label choice ').strip('()')} "
+                                   f"{p['ratio']:.2f}" for p in t.pooled["pooled"])
+                low_own, high_own = t.pooled["own_ratio_interval"]
+                message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: surely beyond the "
+                           f"margin {high:.2f} ({family}-adjusted p = {t.adjusted_p:.2g}, over the groups); pooled: "
+                           f"{pooled}; heterogeneity Cochran's Q = {t.pooled['cochran_q']:.1f} on "
+                           f"{t.pooled['degrees_of_freedom']} df (I-squared {t.pooled['i_squared']:.0%}); {outcome}'s own "
+                           f"evidence {t.pooled['own_ratio']:.2f} ({low_own:.2f}-{high_own:.2f}); label-choice check: "
+                           f"{t.group} patients' diagnoses are coded less completely than others' at the same reading, "
+                           f"treatment and age, across this record's outcomes, so {outcome}'s labels (and any model "
+                           "trained on them) under-state their need")
         else:
             message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: beyond the margin "
                        f"{low:.2f}-{high:.2f}, but not surely ({family}-adjusted p = {t.adjusted_p:.2g})")
@@ -378,7 +474,7 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
             if sel is not None:
                 sizes.append(f"{_size(sel.counts.patients)} patients now")
             detectable = [f"{t.check} {t.detectable:.2f}" for t in result.tests
-                          if t.group == group and math.isfinite(t.detectable)]
+                          if t.group == group and math.isfinite(t.detectable) and t.check != POOLED_CHECK]
             can = ("; it is judged all the same, and the smallest effects it could show are ratios of "
                    + ", ".join(detectable)) if detectable else "; too few to estimate any ratio"
             findings.append(Finding("WARN", "too small to judge", outcome, group,

@@ -262,6 +262,7 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
 
     from features.run import run_features
     from models.audit_run import run_audit
+    from models.fairness._gate import POOLED_CHECK
     from models.fairness._settings import AuditSettings
     from models.score_patients import run_scores
     from models.tracking import tracking_location
@@ -283,7 +284,10 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
     gates = {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
                                                        if f.level == "FAIL"],
                          "named": sorted({f.group for f in g.findings}),
-                         "ranks_list": run.decision.ranks_list(g.outcome)} for g in run.report.gates}
+                         "ranks_list": run.decision.ranks_list(g.outcome),
+                         # the pooled recording check's tests (what it pooled, its verdict), for the study
+                         "pooled_recording": [t.as_dict() for t in g.tests if t.check == POOLED_CHECK]}
+             for g in run.report.gates}
     published: list[dict] = []
     tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
                               tracking_location(folder, None).tracking_uri, published)
