@@ -262,7 +262,7 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
 
     from features.run import run_features
     from models.audit_run import run_audit
-    from models.fairness._gate import POOLED_CHECK
+    from models.fairness._gate import POOLED_CHECK, RECORDING_CHECKS
     from models.fairness._settings import AuditSettings
     from models.score_patients import run_scores
     from models.tracking import tracking_location
@@ -286,7 +286,11 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
                          "named": sorted({f.group for f in g.findings}),
                          "ranks_list": run.decision.ranks_list(g.outcome),
                          # the pooled recording check's tests (what it pooled, its verdict), for the study
-                         "pooled_recording": [t.as_dict() for t in g.tests if t.check == POOLED_CHECK]}
+                         "pooled_recording": [t.as_dict() for t in g.tests if t.check == POOLED_CHECK],
+                         # every recording check's log ratio and standard error, to study other pools offline
+                         "recording_evidence": [{"check": t.check, "group": t.group, "log_ratio": round(t.log_value, 6),
+                                                 "se": round(t.se, 6), "verdict": t.verdict}
+                                                for t in g.tests if t.check in RECORDING_CHECKS]}
              for g in run.report.gates}
     published: list[dict] = []
     tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,

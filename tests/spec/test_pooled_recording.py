@@ -31,12 +31,17 @@ def _counts(undiagnosed_black: int) -> pl.DataFrame:
                          "patients": [1000, 300, 100], "undiagnosed": [100, 30, undiagnosed_black]})
 
 
-def _gate(base, black_by_outcome: dict[str, int], settings: AuditSettings = SETTINGS):
-    """One audit per outcome, each with its treatment check's counts (Black's uncoded count given)."""
+def _gate(base, black_by_outcome: dict[str, int], settings: AuditSettings = SETTINGS, readings: bool = False):
+    """One audit per outcome, each with its treatment check's counts (Black's uncoded count given);
+    ``readings``: each also with a diagnosis gap of many high readings, Black's exactly as expected."""
     audits = []
     for outcome, black in black_by_outcome.items():
         audit = dataclasses.replace(copy.deepcopy(base), name=outcome)
         add_gap_figures(audit, _counts(black), figure=Figure.TREATED_UNDIAGNOSED)
+        if readings:
+            add_gap_figures(audit, pl.DataFrame({"group": ["White", "Asian", "Black"], "stratum": [3, 3, 3],
+                                                 "patients": [20_000, 6_000, 2_000],
+                                                 "undiagnosed": [4_000, 1_200, 400]}))
         audits.append(audit)
     return {g.outcome: g for g in judge_all(audits, settings, 0.05)}
 
@@ -59,10 +64,20 @@ def test_a_group_under_recorded_on_every_outcome_fails_where_each_outcome_alone_
         assert [p["outcome"] for p in pooled.pooled["pooled"]] == ["cvd", "t2d", "hypertension"]
         assert pooled.pooled["cochran_q"] == pytest.approx(0.0, abs=1e-9)
         message = [f.message for f in gate.findings if f.rule == POOLED][0]
-        assert "pooled: cvd treated, no diagnosis 1.8" in message and "Cochran's Q" in message
+        assert "pooled: cvd 1.8" in message and "Cochran's Q" in message
     # one outcome's evidence alone is the treatment check's, not a pool
     alone = _gate(base_audit, {"cvd": 20})
     assert not [t for t in alone["cvd"].tests if t.check == POOLED] and not _fails(alone["cvd"])
+
+
+def test_undiagnosed_high_readings_are_not_pooled_with_the_treated(base_audit):
+    # thousands of high readings, Black undiagnosed exactly as often as the others: detection, not
+    # coding, and pooled they would outweigh the few treated patients whose codes are missing
+    gates = _gate(base_audit, {"cvd": 20, "t2d": 20, "hypertension": 20}, readings=True)
+    for gate in gates.values():
+        assert _fails(gate) == [(POOLED, "Black")]
+        pooled = [t for t in gate.tests if t.check == POOLED and t.group == "Black"][0]
+        assert {p["check"] for p in pooled.pooled["pooled"]} == {"label choice (treated, no diagnosis)"}
 
 
 def test_no_evidence_of_under_recording_does_not_fail(base_audit):
