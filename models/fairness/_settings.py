@@ -71,8 +71,9 @@ class AuditSettings:
     family_control: str = "holm"  # multiplicity control of the gate's tests: holm (FWER) or fdr (BH)
     family: str = "check"  # one family: an outcome's check across groups, an outcome, or the run
     shrinkage: bool = True  # empirical-Bayes shrinkage of group estimates before judging them
-    # the recording checks (diagnosis gap; treated, no diagnosis) pooled per group over outcomes, a
-    # family of its own (docs/fairness.md, "The recording checks pooled over outcomes")
+    # the treatment checks (treated, no diagnosis) pooled per group over outcomes, a family of its
+    # own (docs/fairness.md, "The recording checks pooled over outcomes"; the diagnosis gap is not
+    # pooled: it also counts disease not yet detected, which differs by condition)
     pool_recording: bool = True
     power: float = 0.8  # for the minimum detectable effect stated for every group
     min_patients: int = 100  # groups smaller than this are also "too small to judge" (WARN), still tested
