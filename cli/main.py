@@ -268,20 +268,35 @@ RUN_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.skle
                "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
 
 
+def _start_prefect_server_early() -> None:
+    """Where the flow will need Prefect's temporary server (no Prefect API configured), start it
+    now, before this process imports Prefect, so that it starts up while the process imports
+    (flows/temporary_server.py). At most once."""
+    from flows import temporary_server
+
+    if not _prefect_api_configured():
+        temporary_server.start()
+
+
 def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> None:
     """Without PREFECT_API_URL, a flow first starts Prefect's temporary server: a process of
-    its own that takes seconds to answer, while this one only waits. Start it here in a thread
-    and meanwhile import, in this thread, what the stages will import anyway; then the flow
-    finds the server up. Only the server's start runs in the other thread (it imports nothing
-    new), so no module is ever imported by two threads at once. If the start fails there, the
-    flow starts it again and reports the error as it always does."""
+    its own that takes seconds to answer, while this one only waits. Import here what the stages
+    will import anyway while it starts. Started early (``_start_prefect_server_early``), it is
+    given to Prefect after the imports, once it answers. Otherwise (e.g. under a test harness
+    that imported Prefect first) it is started here in a thread and the imports run meanwhile in
+    this thread: only the server's start runs in the other thread (it imports nothing new), so no
+    module is ever imported by two threads at once. If the start fails, the flow starts it again
+    and reports the error as it always does."""
     import importlib
     import threading
 
     from prefect.settings import PREFECT_API_URL
 
+    from flows import temporary_server
+
+    early = temporary_server.started()
     starting = None
-    if not PREFECT_API_URL.value():
+    if early is None and not PREFECT_API_URL.value():
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()
@@ -296,11 +311,14 @@ def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> Non
         starting.start()
     for name in modules:
         importlib.import_module(name)
+    if early is not None:
+        temporary_server.hand_over()  # if it failed, the flow starts Prefect's own as before
     if starting is not None:
         starting.join()
 
 
 def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
+    _start_prefect_server_early()  # before Prefect is imported (a no-op if main() has started it)
     from prefect import tags
 
     from flows.alerts import run_tags
@@ -989,6 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     umask = os.umask(0o077)  # everything any command writes is readable by its owner only
     try:
+        if args.func in (cmd_run, cmd_demo):  # after the umask: the server's database is this user's only
+            _start_prefect_server_early()
         return args.func(args)
     except KeyboardInterrupt:
         print("phm: interrupted", file=sys.stderr)

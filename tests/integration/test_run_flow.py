@@ -11,6 +11,7 @@ tests/integration/test_faults.py, on a folder of its own.)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -195,6 +196,15 @@ def test_a_stale_extract_published_as_stale_says_so_in_the_manifest_and_every_wo
         read_me = load_workbook(workbook, read_only=True)["Read me"]
         first = next(read_me.iter_rows(values_only=True))
         assert first[0] == "STALE DATA" and "2026-03-31" in first[1]
+
+
+def test_the_run_used_one_temporary_prefect_server_and_stopped_it(finished_run):
+    """The shared run starts Prefect's temporary server before it imports Prefect
+    (flows/temporary_server.py) and Prefect uses that one: one server, stopped at exit. Had
+    Prefect started one of its own beside it, its start would be logged too."""
+    started = re.findall(r"Starting temporary server on (\S+)", finished_run.terminal)
+    assert len(started) == 1
+    assert re.findall(r"Stopping temporary server on (\S+)", finished_run.terminal) == started
 
 
 def test_a_listed_patient_read_as_white_for_want_of_an_ethnicity_is_asked_to_record_it(finished_run):
