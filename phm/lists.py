@@ -649,6 +649,9 @@ def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame, earlier: pl.DataFr
     excluded = candidates.filter(pl.col("exclusion").is_not_null()).group_by("pcn_code", "exclusion").len()
     by_reason = excluded.pivot(on="exclusion", index="pcn_code", values="len") if excluded.height else \
         pl.DataFrame({"pcn_code": []}, schema={"pcn_code": pl.String})
+    # the pivot's columns come in the order the reasons appear, which group_by does not fix: sorted,
+    # so the manifest's per-PCN counts are the same bytes on every run of the same data
+    by_reason = by_reason.select("pcn_code", *sorted(c for c in by_reason.columns if c != "pcn_code"))
     placed = eligible.group_by("pcn_code").agg(pl.col("on_list").sum().alias("on_list"),
                                                (~pl.col("on_list")).sum().alias("over_capacity"))
     total = candidates.group_by("pcn_code").agg(pl.len().alias("candidates"),

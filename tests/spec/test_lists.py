@@ -949,3 +949,18 @@ def test_a_workbook_whose_rows_are_written_as_xml_has_the_parts_openpyxl_writes(
         through_openpyxl = parts("cells.xlsx", data, worklist, rows_as_xml=False)
         assert parts("rows.xlsx", data, worklist) == through_openpyxl
         assert b"&amp;" in through_openpyxl["xl/worksheets/sheet2.xml"]  # the list, with its escaped text
+
+
+def test_exclusion_counts_columns_do_not_depend_on_the_order_reasons_appear():
+    """The per-PCN exclusion counts (the manifest's) came out in the order group_by met the
+    reasons, which changed from run to run of the same data."""
+    from phm.lists import _counts
+    rows = {"pcn_code": ["U1", "U1", "U2", "U2", "U2"],
+            "exclusion": ["palliative_care", None, "declined_invitations", "palliative_care", None]}
+    eligible = pl.DataFrame({"pcn_code": ["U1", "U2"], "on_list": [True, False]})
+    forward = _counts(pl.DataFrame(rows), eligible)
+    backward = _counts(pl.DataFrame({k: v[::-1] for k, v in rows.items()}), eligible)
+    assert forward.columns == backward.columns
+    reasons = [c for c in forward.columns if c in ("palliative_care", "declined_invitations")]
+    assert reasons == ["declined_invitations", "palliative_care"]
+    assert forward.equals(backward)
