@@ -121,7 +121,8 @@ def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
     # the ethnicity data-quality report's figures per practice and PCN (docs/ethnicity.md)
     ethnicity = json.loads((out / "audit" / "ethnicity_quality.json").read_text())
     counts = []
-    SETTINGS = {"version", "replicates", "seed", "min_patients", "min_events", "min_practices"}  # not counts of people
+    # not counts of people: settings, and the pooled recording check's degrees of freedom (outcomes pooled - 1)
+    SETTINGS = {"version", "replicates", "seed", "min_patients", "min_events", "min_practices", "degrees_of_freedom"}
 
     def walk(node, key=None):
         if isinstance(node, dict):
