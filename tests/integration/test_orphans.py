@@ -12,33 +12,9 @@ import time
 import pytest
 
 from tests.extracts import write_extract
+from tests.processes import alive, children_with
 
 pytestmark = pytest.mark.slow
-
-
-def _children_with(pid: int, word: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{name}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and word in cmdline:
-            found.append(int(name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the watchdog reads /proc (Linux)")
@@ -55,16 +31,16 @@ def test_sigkill_of_the_command_ends_prefects_temporary_server(tmp_path):
         deadline = time.monotonic() + 120
         servers: list[int] = []
         while not servers and time.monotonic() < deadline and command.poll() is None:
-            servers = _children_with(command.pid, "uvicorn")
+            servers = children_with(command.pid, "uvicorn")
             time.sleep(0.2)
         assert servers, "the command never started Prefect's temporary server"
         time.sleep(1.0)  # the watchdog notes descendants every half second
         os.kill(command.pid, signal.SIGKILL)
         command.wait()
         deadline = time.monotonic() + 20
-        while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+        while any(alive(p) for p in servers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_alive(p) for p in servers), "Prefect's server outlived the killed command"
+        assert not any(alive(p) for p in servers), "Prefect's server outlived the killed command"
     finally:
         if command.poll() is None:
             command.kill()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.extracts import write_extract
+from tests.processes import alive, children_with
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("prefect", "mlflow", "sklearn", "great_expectations", "polars", "duckdb")
@@ -41,29 +42,6 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-def _children_with(pid: int, word: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{name}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and word in cmdline:
-            found.append(int(name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
 def test_phm_run_starts_prefects_server_before_importing_prefect_and_stops_it_on_ctrl_c(tmp_path):
     extract = write_extract(tmp_path / "extract")
@@ -78,7 +56,7 @@ def test_phm_run_starts_prefects_server_before_importing_prefect_and_stops_it_on
     try:
         deadline = time.monotonic() + 120
         while not servers and time.monotonic() < deadline and command.poll() is None:
-            servers = _children_with(command.pid, "uvicorn")
+            servers = children_with(command.pid, "uvicorn")
             time.sleep(0.05)
         assert servers, "phm run never started Prefect's temporary server"
         spawned = [json.loads(line) for line in record.read_text().splitlines()]
@@ -87,14 +65,14 @@ def test_phm_run_starts_prefects_server_before_importing_prefect_and_stops_it_on
         output, _ = command.communicate(timeout=60)
         assert command.returncode == 130, output[-2000:]
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+        while any(alive(p) for p in servers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(p) for p in servers), "the interrupted command left Prefect's server running"
+        assert not any(alive(p) for p in servers), "the interrupted command left Prefect's server running"
         assert len(record.read_text().splitlines()) == 1, "more than one server was started"
     finally:
         if command.poll() is None:
             command.kill()
             command.wait()
         for pid in servers:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
