@@ -30,17 +30,42 @@ def reference_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_test_server():
+def prefect_test_server(tmp_path_factory):
     """One Prefect test harness (a temporary Prefect server) for every in-process flow of the
     session, as Prefect's testing guide has it, rather than one per module. Its value is the
     server's API URL, for a ``phm run`` in a subprocess to use as an ICS's runs use their server
-    (PREFECT_API_URL) instead of starting a temporary server of its own (about 12 s each)."""
+    (PREFECT_API_URL) instead of starting a temporary server of its own (about 12 s each). Its
+    database is copied as soon as it has started, for ``migrated_prefect_home``."""
     import prefect.settings
 
-    from tests.servers import prefect_harness
+    from tests.servers import keep_migrated_database, prefect_harness
 
     with prefect_harness():
+        keep_migrated_database(tmp_path_factory.getbasetemp() / MIGRATED_PREFECT_DB)
         yield prefect.settings.PREFECT_API_URL.value()
+
+
+MIGRATED_PREFECT_DB = "prefect-migrated.db"  # in this worker's own folder
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_home(prefect_test_server, tmp_path_factory):
+    """``make(folder)``: ``folder`` made a PREFECT_HOME of its own whose database (``prefect.db``,
+    Prefect's default file name there) is a copy of the session's harness database as it started:
+    migrated, no runs. A server started on it (a ``phm run``'s temporary server, ``prefect server
+    start``) skips Prefect's SQLite migrations, about 8 s of CPU each on a 2-core machine; the
+    tests that keep a home truly fresh (test_orphans, test_temporary_server) do not use it. Each
+    worker starts the harness anyway (the kill test, the Dask run, the CLI tests need it)."""
+    import shutil
+
+    template = tmp_path_factory.getbasetemp() / MIGRATED_PREFECT_DB
+
+    def make(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, folder / "prefect.db")
+        return folder
+
+    return make
 
 
 def made_once(tmp_path_factory, name: str, make, in_folder: str = "shared-run") -> Path:
@@ -79,13 +104,17 @@ def shared_extract(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def finished_run(shared_extract, tmp_path_factory):  # shared_extract: made first, in the same folder
+def finished_run(shared_extract, migrated_prefect_home, tmp_path_factory):  # shared_extract: made first, same folder
     """The whole pipeline, run once for the session on ``shared_extract`` as ``phm demo`` runs it
-    (tests/shared_run.py), whichever worker asks first (``made_once``). Read it; never write into
-    it."""
+    (tests/shared_run.py), whichever worker asks first (``made_once``), its Prefect home given a
+    migrated database (``migrated_prefect_home``). Read it; never write into it."""
     from tests.shared_run import FinishedRun, run_like_the_demo
 
-    return FinishedRun(made_once(tmp_path_factory, "shared-run", run_like_the_demo))
+    def make(folder: Path) -> FinishedRun:
+        migrated_prefect_home(folder / "prefect-home")  # the home run_like_the_demo gives the run
+        return run_like_the_demo(folder)
+
+    return FinishedRun(made_once(tmp_path_factory, "shared-run", make))
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,28 @@ def running(command: list[str], health_url: str, log: Path, env: dict, timeout: 
             process.kill()
 
 
+def keep_migrated_database(to: Path) -> None:
+    """A copy of the running Prefect test harness's database (SQLite's online backup, consistent
+    while the server runs) as it is right after the harness started: every migration applied and
+    the block types registered, no flow run yet. A fresh PREFECT_HOME given a copy of it
+    (``migrated_prefect_home`` in tests/conftest.py) is still a home of its own, empty of runs, but
+    its server skips the migrations: 9.1 s of CPU to answer instead of 17.2 s (2026-12-01)."""
+    import sqlite3
+
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()  # the harness's: sqlite+aiosqlite:///<its folder>/...
+    if not url.startswith("sqlite+aiosqlite:///"):
+        raise RuntimeError(f"the test harness's Prefect database is not a SQLite file: {url}")
+    source = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"))
+    copy = sqlite3.connect(to)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+
+
 def prefect_harness():
     """Prefect's test harness (a temporary Prefect server for the test's flows), waiting for the
     server as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (tests/conftest.py: 180 s)

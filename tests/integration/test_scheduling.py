@@ -30,8 +30,8 @@ POOL = "phm-test-pool"
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
+def prefect_server(tmp_path_factory, migrated_prefect_home):
+    home = migrated_prefect_home(tmp_path_factory.mktemp("prefect-home"))  # its own, migrated (conftest.py)
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
