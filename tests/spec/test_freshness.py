@@ -92,10 +92,15 @@ def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_p
     from flows.publish import PARALLEL_FROM_PCNS
 
     pcns = [f"U0000{i}" for i in range(PARALLEL_FROM_PCNS)]
+    # list columns and a re-ask worklist too: the workers are sent them through Arrow IPC (for_worker)
     rows = pl.DataFrame({"pcn_code": [p for p in pcns for _ in range(3)], "pseudonym": [f"{i:020d}" for i in range(12)],
-                         "practice_pseudo_id": [i % 2 for i in range(12)]})
+                         "practice_pseudo_id": [i % 2 for i in range(12)],
+                         "reasons": [[f"reason {i}", "another; with its separator"][: 1 + i % 2] for i in range(12)],
+                         "set_aside": [[] if i % 3 else ["statin declined"] for i in range(12)]})
+    reask = pl.DataFrame({"pcn_code": [p for p in pcns for _ in range(2)], "pseudonym": [f"{i:020d}" for i in range(8)],
+                          "on_a_list": [i % 2 == 0 for i in range(8)], "reask_reason": ["no ethnicity recorded"] * 8})
     run = ListRun(rows, pl.DataFrame({"pcn_code": pcns}),
-                  {p: pl.DataFrame({"section": ["total"], "on_list": [3]}) for p in pcns})
+                  {p: pl.DataFrame({"section": ["total"], "on_list": [3]}) for p in pcns}, reask=reask)
     manifest = {"extract_date": "2026-03-31"}
     here, workers = (write_run_folder(run, tmp_path / name, manifest, workers=n) for name, n in (("here", 1), ("pool", 2)))
     assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in workers.iterdir())
@@ -107,3 +112,22 @@ def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_p
         else:
             assert path.read_bytes() == (workers / path.name).read_bytes(), path.name
     assert (here / "U00003_2026-03-31.csv").read_text().count("\n") == 4  # header and the PCN's 3 rows
+
+
+def test_a_pcns_rows_go_to_a_worker_without_the_rest_of_the_icbs_text():
+    """A PCN's rows filtered out of the ICB's still point into the ICB's text buffers, and pickled
+    for a worker they carried all of it (flows.publish.for_worker): the worker gets the same
+    values, types and order, and only their bytes."""
+    import pickle
+
+    from flows.publish import for_worker
+
+    icb = pl.DataFrame({"pcn_code": [f"U{i % 25:05d}" for i in range(50_000)],
+                        "pseudonym": [f"{i:020d}" for i in range(50_000)],
+                        "reasons": [[f"a reason written out at some length, number {i}"] for i in range(50_000)],
+                        "urgent": [i % 7 == 0 for i in range(50_000)]})
+    pcn = icb.filter(pl.col("pcn_code") == "U00003").drop("pcn_code")
+    sent = for_worker(pcn)
+    assert sent.equals(pcn) and sent.schema == pcn.schema
+    assert len(pickle.dumps(sent)) * 5 < len(pickle.dumps(pcn))  # a 25th of the rows: a 25th of the bytes, about
+    assert for_worker(None) is None
