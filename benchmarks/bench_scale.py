@@ -26,6 +26,7 @@ minutes and 12 GB on 2 cores. Issue 21: 1M patients within 60 s and 4 GB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -199,6 +200,8 @@ def main() -> None:
     parser.add_argument("--lists-reference", type=Path, default=ROOT / "benchmarks" / "results" / "scale_lists.json",
                         help="hashes of a reference run's lists: checked when the file has the size, else recorded")
     parser.add_argument("--record-lists", action="store_true", help="record this run's lists as the reference")
+    parser.add_argument("--keep", action="store_true", help="keep each run's output folder (database, lists, audit, "
+                        "MLflow) in --work, to compare with another tree's; default: removed")
     parser.add_argument("--extracts", type=Path, help="keep the generated extracts here and reuse them in later runs "
                         "(default: generated in the work folder and removed)")
     args = parser.parse_args()
@@ -208,7 +211,11 @@ def main() -> None:
     from phm.synth import SynthConfig, generate
 
     results = []
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+    if args.keep and args.work is None:
+        parser.error("--keep needs --work")
+    folder = contextlib.nullcontext(tempfile.mkdtemp(dir=args.work)) if args.keep else \
+        tempfile.TemporaryDirectory(dir=args.work)
+    with folder as tmp:
         for size in args.sizes:
             extract = (args.extracts or Path(tmp)) / f"extract-{size}"
             if not (extract / "extract.json").is_file():
@@ -253,7 +260,7 @@ def main() -> None:
                            for name, c in costs.items() if c is not None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cores": os.cpu_count(), "runs": results, "growth": growth}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f"; the runs' folders kept in {tmp}" if args.keep else ""))
     differ = [r["lists"] for r in results if r["lists"].startswith("LISTS DIFFER")]
     if differ:  # after the figures: they are still worth reading, but the change is not acceptable
         raise SystemExit("\n".join(differ))
