@@ -210,13 +210,23 @@ def test_phm_train_and_score_on_the_command_line(trained, capsys):
 
 
 def test_training_is_reproducible_for_a_seed(trained):
-    from models.train import OUTCOMES, train_outcome
+    """Trained again with the same seed, one outcome after another in this thread: every model
+    predicts the same bits as the run's training, which fitted outcomes two at a time in threads
+    (models.train.TRAINING_THREADS, on a machine of 2 cores or more), and the same candidates are chosen."""
+    from models.train import OUTCOMES, train_all, train_outcome
 
     _, _, run = trained
     again = train_outcome(run.result.data.frame, OUTCOMES[0], TrainingConfig())
     for first, second in zip(run.result.outcomes[0].models, again.models, strict=True):
         np.testing.assert_array_equal(first.predictions, second.predictions)
     assert again.candidate.kind == run.result.outcomes[0].candidate.kind
+    alone = train_all(run.result.data, TrainingConfig(), threads=1)
+    assert [o.outcome for o in alone.outcomes] == [o.outcome for o in run.result.outcomes] == list(OUTCOMES)
+    for threaded, one_by_one in zip(run.result.outcomes, alone.outcomes, strict=True):
+        for first, second in zip(threaded.models, one_by_one.models, strict=True):
+            assert (first.kind, first.variant) == (second.kind, second.variant)
+            np.testing.assert_array_equal(first.predictions, second.predictions)
+        assert threaded.candidate.kind == one_by_one.candidate.kind
 
 
 def another_run_registers_and_moves_the_aliases(client, versions) -> dict[str, str]:
