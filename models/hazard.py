@@ -117,6 +117,12 @@ class HorizonHazardModel(BaseEstimator):
         groups = x[self.group_column].to_numpy()
         precision = 1.0 / self.group_prior_sd ** 2
         self.group_update_ = {}
+        # What each update was read from, kept so that a group's training O/E against its published
+        # effect can be examined after the fit (benchmarks/bench_htn_label_mix.py); every recorded
+        # group, the reference too. Aggregates of hundreds of events: never patient-level.
+        self.group_observed_expected_ = {
+            str(group): (float(event[known & (groups == group)].sum()), float(expected[known & (groups == group)].sum()))
+            for group in np.unique(groups[known])}
         for group in self.group_log_hr:
             rows = known & (groups == group)
             observed, due = float(event[rows].sum()), float(expected[rows].sum())
@@ -164,6 +170,7 @@ class HorizonHazardModel(BaseEstimator):
     def fit(self, x: pd.DataFrame, event: np.ndarray, years: np.ndarray):
         event = np.asarray(event, dtype=float)
         self.group_update_ = {}
+        self.group_observed_expected_ = {}
         if getattr(self, "imputer", None) is not None:
             x = self.imputer.fit(x).transform(x)
         years = np.clip(np.asarray(years, dtype=float), 1 / 365.25, None)  # a same-day event counts a day

@@ -87,6 +87,32 @@ def group_effect_learned(n, seed, share, true_effect, group="Mixed"):
     """The hypertension GLM fitted on ``n`` patients of whom ``share`` are in ``group``, whose true
     hazard is exp(true_effect) times White's at the same inputs (its published effect, if any, is
     PUBLISHED_GROUP_LOG_HR's): the log hazard ratio it gives the group, and the group's events."""
+    model, inputs, in_group, event = fitted_with_group(n, seed, share, true_effect, group)
+    _, categorical = feature_names("with_equity")
+    as_white = inputs.assign(**{c: "White" for c in categorical})
+    return np.log((model.hazard(inputs) / model.hazard(as_white))[in_group].mean()), int(event[in_group].sum())
+
+
+def test_each_group_update_keeps_the_observed_and_expected_events_it_was_read_from():
+    """The update of a group's published effect is the conjugate one for the O and E the model
+    keeps (``group_observed_expected_``), so a group's training O/E against its published effect
+    can be examined after the fit (docs/models.md, "Why hypertension's training O/E sits below 1
+    for Black patients"); the reference group's O and E are kept too."""
+    from models.train import GROUP_PRIOR_SD
+
+    model, _, in_group, event = fitted_with_group(20_000, 3, 0.05, 0.2)
+    observed, expected = model.group_observed_expected_["Mixed"]
+    assert observed == event[in_group].sum() > 50
+    d = model.group_update_["Mixed"]
+    assert d > 0.05  # the group's events say more than the published 0
+    assert observed - expected * np.exp(d) - d / GROUP_PRIOR_SD ** 2 == pytest.approx(0, abs=1e-6)
+    white_observed, white_expected = model.group_observed_expected_["White"]
+    assert white_observed == event[~in_group].sum()
+    assert white_observed / white_expected == pytest.approx(1, abs=0.05)
+
+
+def fitted_with_group(n, seed, share, true_effect, group="Mixed"):
+    """The hypertension GLM of group_effect_learned, with its inputs, the rows in ``group`` and the events."""
     rng = np.random.default_rng(seed)
     in_group = rng.uniform(size=n) < share
     x = rng.normal(0, 1, n)
@@ -97,8 +123,7 @@ def group_effect_learned(n, seed, share, true_effect, group="Mixed"):
     inputs = inputs.assign(**{c: 0.0 for c in numeric if c not in inputs.columns},
                            **{c: np.where(in_group, group, "White") for c in categorical}, **RECORDED)
     model = make_model("hazard_glm", "with_equity", 1, OUTCOME_BY_SHORT["hypertension"], 5).fit(inputs, event, years)
-    as_white = inputs.assign(**{c: "White" for c in categorical})
-    return np.log((model.hazard(inputs) / model.hazard(as_white))[in_group].mean()), int(event[in_group].sum())
+    return model, inputs, in_group, event
 
 
 def test_a_groups_hypertension_effect_moves_from_the_published_one_by_its_own_evidence_at_any_size():
