@@ -18,7 +18,9 @@ the ethnicity known at the extract date):
 - each hypertension model's training O, E and O/E against the published effect (what the group
   update reads, ``group_observed_expected_``), with a 95% interval, and its update d;
 - the same after taking out of the at-risk set the patients in whom the truth says hypertension was
-  already present at T0 (a diagnostic only: a real record cannot tell them apart).
+  already present at T0 (a diagnostic only: a real record cannot tell them apart);
+- the same after taking out those whose record at T0 shows a sign of hypertension (the latest
+  reading at or above 140/90, or an antihypertensive): a candidate remedy a real record allows.
 Plain functions: no Prefect, no MLflow. Results in
 benchmarks/results/htn-label-mix-<patients>-<seed>-<profile>.json (aggregates of hundreds of
 patients or more; no patient-level value).
@@ -98,6 +100,17 @@ def without_present_at_t0(frame: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFr
     return marked.filter(~(present & pl.col("at_risk"))).drop("at_risk", "hypertension_true_past_index").sort("patient_id")
 
 
+def without_a_sign_at_t0(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame without the patients at risk of hypertension whose record at T0 shows a sign of it:
+    the latest reading (5 years) at or above NICE NG136's clinic threshold of 140/90, or an
+    antihypertensive issued. What a real record can do (REGARDS defined hypertension-free by
+    measurement and medication at baseline); a candidate remedy, measured here, not the pipeline's."""
+    sign = ((pl.col("sbp_mmhg") >= 140) | (pl.col("dbp_mmhg") >= 90)).fill_null(False) | pl.col(
+        "on_antihypertensives").fill_null(False)
+    return frame.with_columns(at_risk=HYPERTENSION.eligible(frame)).filter(
+        ~(sign & pl.col("at_risk"))).drop("at_risk")
+
+
 def fmt(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
@@ -151,6 +164,14 @@ def main() -> None:
         diagnostic = training_observed_expected(without_present_at_t0(data.frame, truth), data.index_date,
                                                 data.horizon_years)
         print_fits("the same without the patients in whom hypertension was already present at T0 (truth)", diagnostic)
+        no_sign = without_a_sign_at_t0(data.frame)
+        remedy = training_observed_expected(no_sign, data.index_date, data.horizon_years)
+        remedy["label_mix"] = label_mix(no_sign, truth)
+        print_fits("the same without the patients whose record at T0 shows a sign of hypertension "
+                   "(reading >= 140/90 or an antihypertensive)", remedy)
+        print("  share of events present at T0 then: " + ", ".join(
+            f"{r['ethnicity_group']} {fmt(r['share_of_events_present_at_t0'], '.2f')} ({r['at_risk']:,} at risk)"
+            for r in remedy["label_mix"]))
 
     seconds = round(time.perf_counter() - started, 1)
     source = re.search(r"seed (\d+), (\d+) patients, profile (\w+)", meta.get("source", ""))
@@ -159,7 +180,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"patients": patients, "seed": seed, "profile": profile,
                                "extract": meta, "label_mix": mix, "as_pipeline": as_pipeline,
-                               "without_present_at_t0": diagnostic, "seconds": seconds}, indent=2, default=str))
+                               "without_present_at_t0": diagnostic,
+                               "without_a_sign_at_t0": remedy, "seconds": seconds}, indent=2, default=str))
     print(f"\n{seconds} s; wrote {out}")
 
 
