@@ -65,6 +65,11 @@ def rates(runs: list[ScenarioRun]) -> dict:
                                                     for r, o in unjudged),
                "any FAIL": sum(r.failed(o) for r, o in unjudged)},
            "sensitivity": share(sum(r.failed(o) for r, o in harmed), len(harmed)),
+           # stricter: the FAIL names a group the truth shows harmed (a FAIL naming another group
+           # still stops the list, which is what "sensitivity" counts, but points the reviewer
+           # at the wrong group)
+           "sensitivity, naming a harmed group": share(
+               sum(any(r.failed(o, group=g) for g in r.harmed(o)) for r, o in harmed), len(harmed)),
            "false alarms": share(sum(r.failed(o) for r, o in fair), len(fair)),
            # do no harm: where the trained model was worse than QRISK3/QDiabetes, the validated score
            # ranks the list instead: the harm is stopped without a FAIL
@@ -97,6 +102,7 @@ def table(summary: dict) -> str:
     def fmt(x: dict) -> str:
         return "n/a" if x["share"] is None else f"{x['share']:.0%} ({x['hits']}/{x['of']})"
     lines.append(f"| any check (the gate) | {fmt(summary['sensitivity'])} | {fmt(summary['false alarms'])} |")
+    lines.append(f"| any check, the FAIL naming a harmed group | {fmt(summary['sensitivity, naming a harmed group'])} | |")
     lines.append(f"| FAIL, or the validated score ranks the list (do no harm) | "
                  f"{fmt(summary['stopped (FAIL, or the validated score ranks the list)'])} | "
                  f"{fmt(summary['model replaced where no harm'])} (model replaced) |")

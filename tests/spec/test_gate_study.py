@@ -49,3 +49,14 @@ def test_without_a_planted_group_a_missing_recording_figure_is_not_an_excuse():
     run = _run({}, NAN, BLACK_FAIL)
     assert run.truth_cannot_judge("cvd") == []
     assert _study().rates([run])["false alarms"] == {"share": 1.0, "of": 1, "hits": 1}
+
+
+def test_a_fail_naming_another_group_stops_the_list_but_does_not_name_the_harm():
+    """Sensitivity counts an outcome-run the gate FAILs at all (the list is stopped); the stricter
+    figure counts it only when a FAIL names a group the truth shows harmed (seed 31 `england`,
+    measurement gap: hypertension harmed Black, the gate FAILed calibration for Asian)."""
+    named = _run(PLANTED, 1.6, BLACK_FAIL)
+    other = _run(PLANTED, 1.6, [{"rule": "calibration", "group": "Asian"}])
+    summary = _study().rates([named, other])
+    assert summary["sensitivity"] == {"share": 1.0, "of": 2, "hits": 2}
+    assert summary["sensitivity, naming a harmed group"] == {"share": 0.5, "of": 2, "hits": 1}
