@@ -276,35 +276,40 @@ def _validate(db_path: Path, tables: list[str], docs_dir: Path | None, on_table)
 
 
 # Without Data Docs nothing reads Great Expectations' stores back, and all it is given that depends on
-# the data is the database file. So one ephemeral context per process keeps the datasource, each
-# table's asset, batch definition, results suite and validation definition, made the first time the
-# table is validated (each of those adds saves the context's whole configuration as YAML, in memory
-# too: about half of the ~1.7 s GX took per ingest of a small extract, and the test suite makes about
-# 70 such ingests per tier). Each validation re-points the datasource at its database and runs every
-# table's validation definition, every expectation, as before. Runs that build Data Docs keep a file
-# context of their own folder (above), so what they store and render is unchanged.
-_WITHOUT_DOCS: dict = {}  # "context", "datasource", and per table (suite file text, validation definition)
+# the data is the database file. So one ephemeral context per process keeps the datasource and each
+# table's asset, batch definition and results suite, made the first time the table is validated
+# (each of those adds saves the context's whole configuration as YAML, in memory too: about half of
+# GX's time per ingest of a small extract, and the test suite makes about 70 such ingests per
+# tier). Each validation re-points the datasource at its database and GX's Validator runs every
+# expectation of each table's suite on the table's batch, as ValidationDefinition.run does, without
+# its freshness check against the stores and without writing the result into a results store
+# nobody reads. Runs that build Data Docs keep a file context of their own folder (above), so what
+# they store and render is unchanged.
+_WITHOUT_DOCS: dict = {}  # "context", "datasource", and per table (suite file text, batch definition, suite)
 
 
 def _validate_without_docs(db_path: Path, tables: list[str], counts: dict[str, list[int]]) -> list[ExpectationOutcome]:
+    from great_expectations.validator.v1_validator import Validator
+
     target = str(Path(db_path).resolve())
     if "context" not in _WITHOUT_DOCS:
         context = _context(None)
         _WITHOUT_DOCS["context"] = context
         _WITHOUT_DOCS["datasource"] = context.data_sources.add_or_update_sql(
             name="phm_duckdb", connection_string=f"duckdb:///{target}")
-    context, datasource = _WITHOUT_DOCS["context"], _WITHOUT_DOCS["datasource"]
+    datasource = _WITHOUT_DOCS["datasource"]
     datasource.connection_string = f"duckdb:///{target}"
     outcomes: list[ExpectationOutcome] = []
     try:
         for table in tables:
-            definition = _definition_without_docs(context, datasource, table)
+            batch, suite = _prepared_without_docs(table)
             # GX makes its engines from the connection string when it runs; never validate the
             # database of an earlier ingest
-            engine = definition.batch_definition.data_asset.datasource.get_execution_engine().engine
+            engine = batch.data_asset.datasource.get_execution_engine().engine
             if engine.url.database != target:
                 raise ValidationError(f"Great Expectations would validate {engine.url.database}, not {target}")
-            result = definition.run(result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
+            result = Validator(batch_definition=batch, result_format={
+                "result_format": "BASIC", "partial_unexpected_count": 0}).validate_expectation_suite(suite)
             for r in result.results:
                 outcomes.append(_outcome(table, r, counts[table]))
     finally:
@@ -312,19 +317,17 @@ def _validate_without_docs(db_path: Path, tables: list[str], counts: dict[str, l
         # the next validation (maybe of the same file, rewritten) gets engines made for it
         datasource._execution_engine = None
         datasource._engine = None
-        store = context.validation_results_store  # read by no one here; kept from growing
-        for key in store.list_keys():
-            store.remove_key(key)
     return outcomes
 
 
-def _definition_without_docs(context, datasource, table: str) -> gx.ValidationDefinition:
-    """The table's validation definition in the process's context, made again only when its
-    suite file changed."""
+def _prepared_without_docs(table: str):
+    """The table's batch definition and results suite in the process's context, made again only
+    when its suite file changed."""
     suite_text = suite_path(table).read_text(encoding="utf-8")
     made = _WITHOUT_DOCS.get(table)
     if made is not None and made[0] == suite_text:
-        return made[1]
+        return made[1], made[2]
+    context, datasource = _WITHOUT_DOCS["context"], _WITHOUT_DOCS["datasource"]
     asset_name = RULE_BREAKS.format(table=table).split(".")[1]
     try:
         asset = datasource.get_asset(asset_name)
@@ -335,10 +338,8 @@ def _definition_without_docs(context, datasource, table: str) -> gx.ValidationDe
     except KeyError:
         batch = asset.add_batch_definition_whole_table("whole_table")
     suite = context.suites.add_or_update(results_suite(table, context))
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"ingest_rule_results_{table}", data=batch, suite=suite))
-    _WITHOUT_DOCS[table] = (suite_text, definition)
-    return definition
+    _WITHOUT_DOCS[table] = (suite_text, batch, suite)
+    return batch, suite
 
 
 # What GX keeps of the rows that broke a rule: their values (a rejected 'sex' holding an
