@@ -23,9 +23,8 @@ from pathlib import Path
 
 import duckdb
 
-from phm.codelists import project_codelists
+from phm.codelists import project_codelists, project_codes_table
 from phm.disclosure import show, suppress
-from phm.ingest import insert_rows
 
 MIN_EXPECTED_PATIENTS = 20
 UNKNOWN_CODES_SHOWN = 50
@@ -84,7 +83,11 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
     """The coverage of every project codelist in the published ``main`` tables."""
     lists = project_codelists()
     con.execute("create or replace temp table coverage_codes (concept varchar, system varchar, code varchar)")
-    insert_rows(con, "coverage_codes", [(cl.concept, cl.system, code) for cl in lists.values() for code in cl.codes])
+    con.register("project_codes", project_codes_table())
+    try:
+        con.execute("insert into coverage_codes select concept, system, code from project_codes")
+    finally:
+        con.unregister("project_codes")
     report = CoverageReport(adults=_adults(con, extract_date))
     found: dict[str, tuple[int, int]] = {}
     for system, (table, column) in TABLE_OF_SYSTEM.items():

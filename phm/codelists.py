@@ -160,6 +160,19 @@ def project_codelists() -> dict[str, Codelist]:
     return load_codelists(CODELIST_DIR)
 
 
+@cache
+def project_codes_table():
+    """Every code of the project's codelists as an Arrow table (concept, system, code; in the lists'
+    order), made once per process, for DuckDB to read as a table: each ingest fills two temporary
+    tables with these 15,700 codes, and from bound Python lists (``phm.ingest.insert_rows``) that
+    took 75-100 ms a table; from this one, about 20 ms. Arrow tables cannot be changed in place."""
+    import pyarrow as pa
+
+    rows = [(cl.concept, cl.system, code) for cl in project_codelists().values() for code in cl.codes]
+    return pa.table({name: pa.array([r[k] for r in rows], pa.string())
+                     for k, name in enumerate(("concept", "system", "code"))})
+
+
 def measurement_ranges() -> list[tuple[str, str, float, float]]:
     """(code, concept, min, max) for every measurement code: plausible value ranges."""
     return [
