@@ -354,3 +354,25 @@ def test_hospital_ethnicity_rows_are_validated_and_bad_ones_quarantined_with_the
     with duckdb.connect(str(db), read_only=True) as con:
         assert sorted(con.execute("select ethnic_category from main.hospital_ethnicity").fetchall()) == [
             ("99",), ("K",), ("N",), ("X",), ("Z",), ("Z",), ("Z",), ("Z",)]
+
+
+def test_ingests_one_after_another_in_a_process_each_validate_their_own_database(tmp_path):
+    # Without Data Docs a process keeps Great Expectations' context and re-points it at each
+    # database (phm/validation.py): a validation must never see an earlier ingest's database,
+    # whether the next one is another file or the same file rewritten.
+    bad = write_extract(tmp_path / "bad", with_rows("patients", ["5", "F", "1990-01-01", ""]))
+    good = write_extract(tmp_path / "good")
+    first, second = tmp_path / "first" / "phm.duckdb", tmp_path / "second" / "phm.duckdb"
+    assert ingest(bad, first).tables["patients"].rows_quarantined == 1
+    assert ingest(good, second).tables["patients"].rows_quarantined == 0
+    assert quarantined(second) == []
+    assert ingest(bad, second).tables["patients"].rows_quarantined == 1  # the same file, now bad
+    assert [row for table, row, _ in quarantined(second)] == [5]
+    assert ingest(good, first).tables["patients"].rows_quarantined == 0
+    assert quarantined(first) == []
+    # a run with Data Docs between them makes its own file context, with a datasource of the same
+    # name on its own database: the next ingest without Data Docs still validates its own
+    third = tmp_path / "third" / "phm.duckdb"
+    assert ingest(good, third, docs_dir=tmp_path / "third").tables["patients"].rows_quarantined == 0
+    assert ingest(bad, first).tables["patients"].rows_quarantined == 1
+    assert [row for table, row, _ in quarantined(first)] == [5]
