@@ -294,8 +294,12 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
                 top = max(top, *[max(p, o) for p, o in kept])
         ax.plot([0, top], [0, top], ":", color="grey")
         ax.set(title=f"{audit.name}: calibration by group", xlabel="mean predicted risk", ylabel="recorded outcome rate")
-        ax.legend(fontsize=7)
-        out.append(("calibration by group", _png(fig)))
+        if top > 0:
+            ax.legend(fontsize=7)
+            out.append(("calibration by group", _png(fig)))
+        else:  # say why the plot is empty, rather than show empty axes (and warn of an empty legend)
+            out.append((f"calibration by group: no group has {PLOT_MIN_PATIENTS} patients in two risk bins "
+                        "(small numbers: not plotted)", _png(fig)))
         fig, ax = _new_figure()
         perf = {tuple(r["group"].values()): r for r in data["performance"]["ethnicity"]}
         for group, points in audit.curves.roc.items():

@@ -8,6 +8,7 @@ it, and left alone by one that does not.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import polars as pl
@@ -661,3 +662,24 @@ def test_the_label_choice_test_is_published_only_where_the_interval_has_width():
     assert label_choice_test(Estimate(1.0, 1.0, 1.0)) is None
     assert label_choice_test(Estimate(1.0, 1.0 - 2e-16, 1.0 + 2e-16)) is None
     assert label_choice_test(Estimate(0.0, 0.0, 0.5)) is None
+
+
+def test_a_calibration_plot_with_no_group_large_enough_says_so_instead_of_showing_empty_axes(tmp_path):
+    """Every risk bin under PLOT_MIN_PATIENTS: the report's calibration figure says why it is empty
+    (and matplotlib is not asked for a legend of nothing, which it warns about); a larger table
+    plots the groups under the plain title."""
+    from models.fairness._report import PLOT_MIN_PATIENTS
+
+    titles = {}
+    for n in (300, 6000):
+        frame = simulate(n=n, groups=("White", "Black"), shares=(0.7, 0.3))
+        audit = run(frame)
+        report = AuditReport("Test audit", FAST, [audit], [judge(audit, FAST, 0.05)], None, {}, {"test": {"model": "m"}})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, html_path = report.write(tmp_path / str(n))
+        assert not [w for w in caught if "legend" in str(w.message)], n
+        titles[n] = html_path.read_text()
+    empty = f"calibration by group: no group has {PLOT_MIN_PATIENTS} patients in two risk bins"
+    assert empty in titles[300]
+    assert empty not in titles[6000] and "calibration by group" in titles[6000]
