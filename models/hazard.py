@@ -124,8 +124,7 @@ class HorizonHazardModel(BaseEstimator):
             str(group): (float(event[known & (groups == group)].sum()), float(expected[known & (groups == group)].sum()))
             for group in np.unique(groups[known])}
         for group in self.group_log_hr:
-            rows = known & (groups == group)
-            observed, due = float(event[rows].sum()), float(expected[rows].sum())
+            observed, due = self.group_observed_expected_.get(group, (0.0, 0.0))  # (0, 0): no one in it
             d = 0.0
             for _ in range(50):  # Newton's method on a concave function of one variable
                 step = (observed - due * np.exp(d) - precision * d) / (due * np.exp(d) + precision)

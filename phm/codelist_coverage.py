@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from phm.codelists import project_codelists, project_codes_table
+from phm.codelists import insert_project_codes, project_codelists
 from phm.disclosure import show, suppress
 
 MIN_EXPECTED_PATIENTS = 20
@@ -83,11 +83,7 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
     """The coverage of every project codelist in the published ``main`` tables."""
     lists = project_codelists()
     con.execute("create or replace temp table coverage_codes (concept varchar, system varchar, code varchar)")
-    con.register("project_codes", project_codes_table())
-    try:
-        con.execute("insert into coverage_codes select concept, system, code from project_codes")
-    finally:
-        con.unregister("project_codes")
+    insert_project_codes(con, "coverage_codes", "select concept, system, code from project_codes")
     report = CoverageReport(adults=_adults(con, extract_date))
     found: dict[str, tuple[int, int]] = {}
     for system, (table, column) in TABLE_OF_SYSTEM.items():

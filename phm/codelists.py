@@ -173,6 +173,17 @@ def project_codes_table():
                      for k, name in enumerate(("concept", "system", "code"))})
 
 
+def insert_project_codes(con, table: str, select: str) -> None:
+    """Fill ``table`` from ``select`` run over ``project_codes``, the project's codes as one table
+    (concept, system, code; ``project_codes_table``). ``select`` is the project's own SQL, never
+    built from data."""
+    con.register("project_codes", project_codes_table())
+    try:
+        con.execute(f"insert into {table} {select}")
+    finally:
+        con.unregister("project_codes")
+
+
 def measurement_ranges() -> list[tuple[str, str, float, float]]:
     """(code, concept, min, max) for every measurement code: plausible value ranges."""
     return [

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from phm.codelists import measurement_ranges, project_codelists, project_codes_table
+from phm.codelists import insert_project_codes, measurement_ranges, project_codelists
 from phm.contract import METADATA_FILE, SUPPORTED_SUFFIXES, TABLES, ExtractMetadata, find_table_file
 from phm.db import SQL_DIR, check_database_name, create, transaction
 from phm.disclosure import show, suppress
@@ -442,11 +442,7 @@ def notes(con: duckdb.DuckDBPyConnection, reports: dict[str, TableReport], futur
         if future:
             out.append(f"{show(future)} {what} end after the extract date: read as current (no end yet)")
     con.execute("create or replace temp table known_codes (code varchar)")
-    con.register("project_codes", project_codes_table())
-    try:
-        con.execute("insert into known_codes select code from project_codes where system = 'snomedct'")
-    finally:
-        con.unregister("project_codes")
+    insert_project_codes(con, "known_codes", "select code from project_codes where system = 'snomedct'")
     outside = con.execute("select count(*) from main.clinical_events where snomedct_code not in "
                           "(select code from known_codes)").fetchone()[0]
     if reports["hospital_ethnicity"].rows_loaded:
