@@ -127,8 +127,39 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
         runs += [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
                              [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
                                        number(t.get("true_risk_at_same_score")), number(t.get("true_under_recording")))
-                              for t in r["tracking"]], r["seconds"]) for r in data["runs_detail"]]
+                              for t in r["tracking"]], r["seconds"], r.get("published", []),
+                             r.get("standard_at_same_score", [])) for r in data["runs_detail"]]
     return runs
+
+
+def same_score_offsets(runs: list[ScenarioRun]) -> str:
+    """The truth's statistic at the same score averaged over the runs with no recording planted
+    (no bias, measurement gap), per outcome, profile and recorded group: for the published model
+    and, where the study recorded it, for the validated score ranking the same patients. A mean
+    away from 1 is an offset the ranking carries on every extract; chance in small groups then
+    decides in which runs it passes the harm margin (1.25)."""
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for r in runs:
+        if r.scenario == "outcome under-recording":
+            continue
+        for t in r.tracking:
+            if t.true_at_same_score == t.true_at_same_score:
+                cells.setdefault((t.outcome, r.profile, t.group), {"model": [], "standard": []})["model"].append(
+                    t.true_at_same_score)
+        for row in r.standard_at_same_score:
+            key = (row["outcome"], r.profile, row["group"])
+            cells.setdefault(key, {"model": [], "standard": []})["standard"].append(row["true_risk_at_same_score"])
+    lines = ["| outcome | profile | group | runs | model: mean | over 1.25 | validated score: mean | over 1.25 |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+
+    def mean(values: list[float]) -> str:
+        return f"{sum(values) / len(values):.3f}" if values else "-"
+
+    for (outcome, profile, group), v in sorted(cells.items()):
+        lines.append(f"| {outcome} | {profile} | {group} | {len(v['model'])} | {mean(v['model'])} | "
+                     f"{sum(x > 1.25 for x in v['model'])} | {mean(v['standard'])} | "
+                     f"{sum(x > 1.25 for x in v['standard']) if v['standard'] else '-'} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -146,6 +177,8 @@ def main() -> None:
         runs = from_json(*args.summarise)
         print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")
         print(table(rates(runs)))
+        print("\nThe truth's statistic at the same score, runs with no recording planted:")
+        print(same_score_offsets(runs))
         print(json.dumps(rates(runs), indent=1))
         return
     runs: list[ScenarioRun] = []

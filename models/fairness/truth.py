@@ -64,15 +64,35 @@ TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10
                  "hypertension": "true_risk_htn_10y_at_extract"}
 
 
+def _at_same_score(rows: pl.DataFrame, score: str, min_patients: int) -> dict[str, tuple[int, float]]:
+    """Recorded group -> (patients, true risk over expected) in the upper half of ``score``: expected
+    in proportion to the score within each score decile and age band, as the gate's check
+    standardises (_metrics.need_ratio)."""
+    from models.fairness._cells import age_band, score_bins
+
+    rows = rows.with_columns(score_bins(pl.col(score), 10).alias("decile"), age_band(pl.col("age_years")).alias("band"))
+    rows = rows.with_columns((pl.col(score) * pl.col("true").sum().over("decile", "band")
+                              / pl.col(score).sum().over("decile", "band")).alias("expected")
+                             ).filter(pl.col("decile") >= 5)
+    return {r["ethnicity_group"]: (r["n"], r["true"] / r["expected"])
+            for r in rows.group_by("ethnicity_group").agg(pl.len().alias("n"), pl.col("true").sum(),
+                                                          pl.col("expected").sum()).iter_rows(named=True)
+            if r["n"] >= min_patients and r["expected"] > 0 and r["ethnicity_group"] != "White"}
+
+
 def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: str,
-                            min_patients: int = 20, published: list | None = None) -> dict[tuple[str, str], float]:
+                            min_patients: int = 20, published: list | None = None,
+                            standard: list | None = None) -> dict[tuple[str, str], float]:
     """(outcome, group) -> true risk over the risk expected at the same score decile and age band,
     in the upper half of the candidate's scores on the eligible population now; by the group the
-    audit sees (the recorded broad group), as the gate can only name that."""
+    audit sees (the recorded broad group), as the gate can only name that.
+
+    ``standard`` (a list, filled): the same statistic on the same patients ranked by the
+    validated score (QRISK3 for CVD, QDiabetes for T2D), so that a study can tell an offset the
+    model carries from one it inherits from the score (hypertension has none)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from models.fairness._cells import age_band, score_bins
     from models.population import read_features
     from models.train import OUTCOMES, model_inputs, predict_risk, single_icb
     from phm.db import connect
@@ -92,8 +112,7 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
         rows = features.filter(outcome.eligible(features))
         rows = rows.with_columns(pl.Series("score", predict_risk(model, model_inputs(rows, version.tags["phm.variant"]))))
         rows = rows.join(truth.select("patient_id", "true_group", TRUE_RISK_NOW[outcome.short]), on="patient_id")
-        rows = rows.with_columns(score_bins(pl.col("score"), 10).alias("decile"), age_band(pl.col("age_years")).alias("band"),
-                                 pl.col(TRUE_RISK_NOW[outcome.short]).fill_null(0).alias("true"))
+        rows = rows.with_columns(pl.col(TRUE_RISK_NOW[outcome.short]).fill_null(0).alias("true"))
         # the ranking's mean risk by true group relative to White's, against the truth's (every
         # eligible patient now: the population the list is drawn from)
         means = {r["true_group"]: r for r in rows.group_by("true_group").agg(
@@ -106,14 +125,13 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
                 published.append({"outcome": outcome.short, "group": group, "patients": r["n"],
                                   "model_ratio": round(model_ratio, 4), "true_ratio": round(true_ratio, 4),
                                   "tracks": round(model_ratio / true_ratio, 4)})
-        # expected in proportion to the score within each stratum, as the gate's check does (_metrics.need_ratio)
-        rows = rows.with_columns((pl.col("score") * pl.col("true").sum().over("decile", "band")
-                                  / pl.col("score").sum().over("decile", "band")).alias("expected")
-                                 ).filter(pl.col("decile") >= 5)
-        for r in rows.group_by("ethnicity_group").agg(pl.len().alias("n"), pl.col("true").sum(),
-                                                      pl.col("expected").sum()).iter_rows(named=True):
-            if r["n"] >= min_patients and r["expected"] > 0 and r["ethnicity_group"] != "White":
-                out[(outcome.short, r["ethnicity_group"])] = r["true"] / r["expected"]
+        for group, (_, ratio) in _at_same_score(rows, "score", min_patients).items():
+            out[(outcome.short, group)] = ratio
+        if standard is not None and outcome.comparator is not None:
+            scored = rows.filter(pl.col(outcome.comparator).is_not_null())
+            for group, (n, ratio) in sorted(_at_same_score(scored, outcome.comparator, min_patients).items()):
+                standard.append({"outcome": outcome.short, "group": group, "patients": n,
+                                 "true_risk_at_same_score": round(ratio, 4)})
     return out
 
 
@@ -153,7 +171,7 @@ def _relative(outcome: str, shares: pl.DataFrame, min_cases: int, higher_is_wors
 
 
 def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, tracking_uri: str | None = None,
-                   published: list | None = None) -> list[Tracking]:
+                   published: list | None = None, standard: list | None = None) -> list[Tracking]:
     from phm.db import connect
 
     con = connect(db_path, read_only=True)
@@ -165,7 +183,8 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
         con.close()
     truth = pl.read_parquet(Path(truth_dir) / "patients.parquet").with_columns(
         pl.col("ethnicity_true").map_elements(broad_group, return_dtype=pl.String).alias("true_group"))
-    at_same_score = true_risk_at_same_score(db_path, truth, tracking_uri, published=published) if tracking_uri else {}
+    at_same_score = (true_risk_at_same_score(db_path, truth, tracking_uri, published=published, standard=standard)
+                     if tracking_uri else {})
     recording = true_under_recording(registered, truth)
     out = []
     for outcome, column in TRUE_RISK.items():
@@ -223,6 +242,9 @@ class ScenarioRun:
     # the ranking's mean risk by true group relative to White's, over every eligible patient at
     # the extract date, against the truth's: outcome, group, patients, model_ratio, true_ratio, tracks
     published: list[dict] = field(default_factory=list)
+    # the truth's statistic at the same score with the validated score ranking the same patients
+    # (true_risk_at_same_score's ``standard``): outcome, group, patients, true_risk_at_same_score
+    standard_at_same_score: list[dict] = field(default_factory=list)
 
     def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
         return [t.group for t in self.tracking if t.outcome == outcome
@@ -252,7 +274,7 @@ class ScenarioRun:
                               "tracking": round(t.tracking, 3),
                               "true_risk_at_same_score": round(t.true_at_same_score, 3),
                               "true_under_recording": round(t.true_under_recording, 3)} for t in self.tracking],
-                "published": self.published}
+                "published": self.published, "standard_at_same_score": self.standard_at_same_score}
 
 
 def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients: int = 30_000,
@@ -293,6 +315,8 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
                                                 for t in g.tests if t.check in RECORDING_CHECKS]}
              for g in run.report.gates}
     published: list[dict] = []
+    standard: list[dict] = []
     tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
-                              tracking_location(folder, None).tracking_uri, published)
-    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started, published)
+                              tracking_location(folder, None).tracking_uri, published, standard)
+    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started, published,
+                       standard)

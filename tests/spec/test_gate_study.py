@@ -60,3 +60,35 @@ def test_a_fail_naming_another_group_stops_the_list_but_does_not_name_the_harm()
     summary = _study().rates([named, other])
     assert summary["sensitivity"] == {"share": 1.0, "of": 2, "hits": 2}
     assert summary["sensitivity, naming a harmed group"] == {"share": 0.5, "of": 2, "hits": 1}
+
+
+def test_the_offsets_table_averages_the_runs_without_planted_recording_for_model_and_standard():
+    def run(scenario: str, model: float, standard: float) -> ScenarioRun:
+        return ScenarioRun(1, "england", scenario, {}, {"t2d": {"status": "PASS", "fails": []}},
+                           [Tracking("t2d", "Black", 120, 1.0, 1.0, model, NAN)], 1.0, [],
+                           [{"outcome": "t2d", "group": "Black", "patients": 120, "true_risk_at_same_score": standard}])
+
+    runs = [run("no bias", 1.1, 1.0), run("measurement-access gap", 1.3, 1.1),
+            run("outcome under-recording", 2.0, 2.0)]  # planted recording: harm by design, left out
+    table = _study().same_score_offsets(runs)
+    assert "| t2d | england | Black | 2 | 1.200 | 1 | 1.050 | 0 |" in table.splitlines()
+
+
+def test_the_truths_statistic_at_the_same_score_is_true_over_expected_within_decile_and_age_band():
+    import polars as pl
+
+    from models.fairness.truth import _at_same_score
+
+    # one age band; scores 1..20: deciles 0..9, two patients each; the upper half is deciles 5-9
+    # (scores 11-20). In each decile the White patient has the lower score; expected is in
+    # proportion to the score within the decile, so each decile's true risk is shared 2k-1 : 2k.
+    scores = [float(s) for s in range(1, 21)]
+    groups = ["White" if s % 2 else "Black" for s in range(1, 21)]
+    rows = pl.DataFrame({"score": scores, "ethnicity_group": groups, "age_years": [50] * 20,
+                         "true": [0.1 if g == "White" else 0.3 for g in groups]})
+    result = _at_same_score(rows, "score", min_patients=1)
+    upper = [(2 * k - 1, 2 * k) for k in range(6, 11)]
+    expected = sum(0.4 * b / (a + b) for a, b in upper)
+    assert set(result) == {"Black"}  # White is the reference, never reported
+    assert result["Black"][0] == 5 and abs(result["Black"][1] - 0.3 * 5 / expected) < 1e-12
+    assert _at_same_score(rows, "score", min_patients=6) == {}
