@@ -124,7 +124,8 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
                 model_ratio, true_ratio = r["model"] / white["model"], r["true_mean"] / white["true_mean"]
                 published.append({"outcome": outcome.short, "group": group, "patients": r["n"],
                                   "model_ratio": round(model_ratio, 4), "true_ratio": round(true_ratio, 4),
-                                  "tracks": round(model_ratio / true_ratio, 4)})
+                                  "tracks": round(model_ratio / true_ratio, 4),
+                                  "candidate_kind": version.tags.get("phm.model_kind")})
         for group, (_, ratio) in _at_same_score(rows, "score", min_patients).items():
             out[(outcome.short, group)] = ratio
         if standard is not None and outcome.comparator is not None:
