@@ -96,6 +96,8 @@ class Figure(StrEnum):
     FALSE_NEGATIVE_RATE = "false_negative_rate"
     PPV = "ppv"
     NEED_ADJUSTED_SELECTION = "need_adjusted_selection"
+    # the same ratio over its value under the score's own risks: what the gate judges
+    NEED_ADJUSTED_SELECTION_VS_SCORE = "need_adjusted_selection_vs_score"
     MEAN_NEED = "mean_need"
     MEASUREMENT_COMPLETENESS = "measurement_completeness"
     LIST_OVER_HIGH_NEED_SHARE = "list_over_high_need_share"
@@ -582,6 +584,17 @@ def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[pl.
             # over its share of the recorded outcomes (the need the list exists to meet)
             target["need_adjusted_selection"] = _share_ratio(target["selected"], source["selected"],
                                                              target["events"], source["events"])
+            # ... over the same ratio with the group's share of the score's expected outcomes (its
+            # predicted risks summed) in place of its share of the recorded ones. A top-k list takes
+            # more of a group whose risk sits in the high tail, so the raw ratio is not 1 for a fair
+            # ranking of groups whose risks are spread differently (a ranking calibrated within groups
+            # cannot also balance selection against need: Kleinberg, Mullainathan, Raghavan 2016;
+            # Chouldechova 2017). Its value for such a ranking is what the score itself expects; the
+            # selected shares cancel, leaving (expected share) / (recorded share): below 1 where the
+            # group's recorded need is larger than the score says, whatever the scale of the scores.
+            target["need_adjusted_selection_vs_score"] = _share_ratio(
+                target["mean_predicted_risk"] * target["patients"],
+                source["mean_predicted_risk"] * source["patients"], target["events"], source["events"])
     figures, groups = _summarise("performance", indexes, observed, replicates, settings,
                                  observed[population], replicates[population])
     return figures, groups, curves

@@ -8,8 +8,9 @@ some would fire on fair data by chance. So the gate is one family of tests (docs
    reference group only where the check is not relative to it):
    - calibration (observed / expected on the validation patients): harm either way;
    - sensitivity ratio (group / reference) at the list's operating point: harm below;
-   - need-adjusted selection (share selected / share of recorded outcomes): harm below (above
-     too with ``fail_when_over_served``);
+   - need-adjusted selection (share selected / share of recorded outcomes), judged over its value
+     under the score's own risks, which is not 1 for a fair ranking of groups whose risks are
+     spread differently: harm below (above too with ``fail_when_over_served``);
    - label choice (need at the same score and age band, over the need expected): harm above.
 2. Non-inferiority against the margin (``ratio_band``, ``need_ratio_limit``): the one-sided
    null hypothesis is "the group is no worse than the margin"; its p-value is from the
@@ -63,7 +64,7 @@ from models.fairness._settings import GATE_LEVELS, AuditSettings, SignOff
 CHECKS = {
     "calibration": ("performance", None, Figure.OBSERVED_EXPECTED, "both"),
     "sensitivity ratio": ("performance", Compared.RATIO_TO_REFERENCE, Figure.SENSITIVITY, "below"),
-    "need-adjusted selection": ("performance", None, Figure.NEED_ADJUSTED_SELECTION, "below"),
+    "need-adjusted selection": ("performance", None, Figure.NEED_ADJUSTED_SELECTION_VS_SCORE, "below"),
     "label choice": ("selection", None, Figure.NEED_AT_SAME_SCORE, "above"),
     "label choice (diagnosis gap)": ("selection", None, Figure.DIAGNOSIS_GAP, "above"),
     "label choice (treated, no diagnosis)": ("selection", None, Figure.TREATED_UNDIAGNOSED, "above"),
@@ -71,7 +72,8 @@ CHECKS = {
 CHECK_WORDS = {
     "calibration": "observed / expected (calibration)",
     "sensitivity ratio": "sensitivity relative to the reference group at the list's operating point",
-    "need-adjusted selection": "need-adjusted selection (share selected / share of recorded outcomes)",
+    "need-adjusted selection": "need-adjusted selection (share selected / share of recorded outcomes), over its value "
+                               "under the score's own risks (share of expected outcomes / share of recorded ones)",
     "label choice": "need at the same score and age, over the need expected (label-choice check)",
     "label choice (diagnosis gap)": "diagnostic readings left undiagnosed, over the number expected at the "
                                     "same reading and age (label-choice check: recorded outcomes under-state need)",
@@ -208,11 +210,17 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
             1 / (r.true_positives + 0.5) - 1 / (r.events + 0.5)
         return log, math.sqrt(max(var, 1e-12))
     if check == "need-adjusted selection" and population is not None:
+        # (the group's share of the expected outcomes) / (its share of the recorded ones): the
+        # selected shares cancel (_audit.audit_performance); the expected counts are the score's
         p = population.counts
-        if not p.selected or not p.events:
+        risk, population_risk = row.figure(Figure.MEAN_PREDICTED_RISK), population.figure(Figure.MEAN_PREDICTED_RISK)
+        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c.patients
+        population_expected = (population_risk.value if population_risk is not None
+                               and math.isfinite(population_risk.value) else 0.0) * p.patients
+        if not p.events or expected <= 0 or population_expected <= 0:
             return float("nan"), float("nan")
-        log = math.log((c.selected + 0.5) / p.selected) - math.log((c.events + 0.5) / p.events)
-        return log, math.sqrt(1 / (c.selected + 0.5) + 1 / (c.events + 0.5))
+        log = math.log(expected / population_expected) - math.log((c.events + 0.5) / p.events)
+        return log, math.sqrt(1 / (c.events + 0.5))
     return float("nan"), float("nan")
 
 

@@ -55,7 +55,9 @@ FIGURE_NAMES = {
     Figure.OBSERVED_EXPECTED: "observed / expected", Figure.CALIBRATION_SLOPE: "calibration slope",
     Figure.AUROC: "AUROC", Figure.SELECTION_RATE: "selection rate", Figure.SENSITIVITY: "sensitivity",
     Figure.PPV: "PPV", Figure.FALSE_NEGATIVE_RATE: "false negative rate",
-    Figure.NEED_ADJUSTED_SELECTION: "need-adjusted selection", Figure.MEAN_NEED: "mean need",
+    Figure.NEED_ADJUSTED_SELECTION: "need-adjusted selection",
+    Figure.NEED_ADJUSTED_SELECTION_VS_SCORE: "need-adjusted selection over the score's own expectation",
+    Figure.MEAN_NEED: "mean need",
     Figure.MEASUREMENT_COMPLETENESS: "measurement completeness",
     Figure.NEED_AT_SAME_SCORE: "need at the same score (label choice)",
     Figure.DIAGNOSIS_GAP: "high readings undiagnosed, over expected (label choice: diagnosis gap)",
@@ -315,12 +317,19 @@ def _plots(audit: ScoreAudit, data: dict, band: tuple[float, float]) -> list[dic
         if rows:
             fig, ax = _new_figure()
             names = [r["group"]["group"] for r in rows]
-            values = [(r["figures"].get(Figure.NEED_ADJUSTED_SELECTION) or {}).get("value") or 0 for r in rows]
-            ax.barh(names, values, color="#4a7ab5")
+            at = np.arange(len(names))
+            for offset, figure, colour, label in (
+                    (-0.2, Figure.NEED_ADJUSTED_SELECTION, "#a9c1e0", "share selected / share of recorded outcomes"),
+                    (0.2, Figure.NEED_ADJUSTED_SELECTION_VS_SCORE, "#4a7ab5",
+                     "... over its value under the score's own risks (gated)")):
+                values = [(r["figures"].get(figure) or {}).get("value") or 0 for r in rows]
+                ax.barh(at + offset, values, height=0.4, color=colour, label=label)
+            ax.set_yticks(at, names)
             ax.axvline(1, color="black")
             for edge in band:
                 ax.axvline(edge, color="grey", linestyle=":")
-            ax.set(title=f"{audit.name}: selection versus need", xlabel="share selected / share of recorded outcomes")
+            ax.legend(fontsize=7)
+            ax.set(title=f"{audit.name}: selection versus need", xlabel="ratio")
             out.append(("selection versus need", _png(fig)))
     fig, ax = _new_figure()
     ax.plot(range(1, 11), audit.population_need_by_decile, color="black", linewidth=2, label="population")
@@ -384,7 +393,8 @@ PERFORMANCE_COLUMNS = [
     ("AUROC", _figure(Figure.AUROC)), ("selection rate", _figure(Figure.SELECTION_RATE)),
     ("sensitivity", _figure(Figure.SENSITIVITY)), ("sensitivity ratio to reference", _ratio(Figure.SENSITIVITY, "band")),
     ("PPV", _figure(Figure.PPV)), ("FNR", _figure(Figure.FALSE_NEGATIVE_RATE)),
-    ("need-adjusted selection", _figure(Figure.NEED_ADJUSTED_SELECTION, "band")),
+    ("need-adjusted selection", _figure(Figure.NEED_ADJUSTED_SELECTION)),
+    ("... over the score's expectation (gated)", _figure(Figure.NEED_ADJUSTED_SELECTION_VS_SCORE, "band")),
 ]
 SELECTION_COLUMNS = [
     ("patients", _counted(Count.PATIENTS)), ("on the list", _counted(Count.SELECTED)),

@@ -256,6 +256,44 @@ def test_an_under_predicted_group_fails_on_observed_expected():
         assert any(f.rule == rule and f.group == "Black" and f.level == "FAIL" for f in gate.findings), rule
 
 
+def spread_apart(n=20_000, seed=0) -> pl.DataFrame:
+    """A score that is each patient's true risk (calibrated in every group), where White's risks sit
+    close together and Asian and Black patients' spread wide: a top-10% list takes few White
+    patients, although White patients have over half of the outcomes."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(np.array(["White", "Asian", "Black"]), size=n, p=np.array([0.6, 0.25, 0.15]))
+    lp = np.where(group == "White", rng.normal(-3.0, 0.3, n), rng.normal(-3.6, 1.4, n))
+    risk = 1 / (1 + np.exp(-lp))
+    frame = pl.DataFrame({"group": group, "sex": rng.choice(np.array(["female", "male"]), size=n),
+                          "imd_quintile": rng.integers(1, 6, n), "score": risk,
+                          "outcome": (rng.random(n) < risk).astype(np.int8), "need": rng.poisson(1 + 3 * risk)})
+    return frame.with_columns((pl.col("score") >= float(np.quantile(risk, 0.9))).alias("selected"))
+
+
+def test_a_fair_ranking_of_groups_whose_risks_spread_differently_is_not_failed_for_selection():
+    """The raw share-selected / share-of-outcomes ratio is far from 1 for a fair ranking (a ranking
+    calibrated within groups cannot also balance selection against need); the gate judges it over
+    its value under the score's own risks, which is 1 here."""
+    for seed in (0, 1):
+        audit = run(spread_apart(seed=seed))
+        white = ethnicity(audit)["White"]
+        assert white.figure(Figure.NEED_ADJUSTED_SELECTION).high < 0.5  # the raw ratio: 0.31-0.35
+        gated = white.figure(Figure.NEED_ADJUSTED_SELECTION_VS_SCORE)
+        assert gated.low < 1 < gated.high or abs(gated.value - 1) < 0.1
+        gate = judge(audit, FAST, 0.05)
+        assert not [f for f in gate.findings if f.rule == "need-adjusted selection" and f.level == "FAIL"], gate.findings
+        assert gate.status != "FAIL"
+
+
+def test_need_adjusted_selection_does_not_move_with_the_scale_of_the_scores():
+    """Scores all halved (a score calibrated in rank, not in level) leave the gated ratio as it was:
+    it compares shares, and the calibration check judges the level."""
+    frame = simulate(under_predicted={"Black": 2.0})
+    halved = frame.with_columns(pl.col("score") / 2)
+    before, after = (ethnicity(run(f))["Black"].figure(Figure.NEED_ADJUSTED_SELECTION_VS_SCORE) for f in (frame, halved))
+    assert after.value == pytest.approx(before.value, rel=0.02) and before.high < 0.8
+
+
 def test_a_group_served_beyond_its_share_is_a_warning_unless_configured_to_fail():
     audit = run(simulate(under_predicted={"Black": 0.5}))  # over-predicted: over-selected
     over = [f for f in judge(audit, FAST, 0.05).findings if f.group == "Black" and f.rule == "need-adjusted selection"]
