@@ -190,6 +190,12 @@ def _log_and_se(estimate: Estimate | None, level: float) -> tuple[float, float]:
     return value, se if se > 0 else float("nan")
 
 
+def _expected_outcomes(row: GroupResults) -> float:
+    """The group's outcomes expected by the score: its mean predicted risk times its patients."""
+    risk = row.figure(Figure.MEAN_PREDICTED_RISK)
+    return (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * row.counts.patients
+
+
 def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
                  population: GroupResults | None) -> tuple[float, float]:
     """Log ratio and standard error from the counts, with a continuity correction of 0.5: used
@@ -197,8 +203,7 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
     so that a group with no events where many were expected is still judged."""
     c = row.counts
     if check == "calibration":
-        risk = row.figure(Figure.MEAN_PREDICTED_RISK)
-        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c.patients
+        expected = _expected_outcomes(row)
         if expected <= 0:
             return float("nan"), float("nan")
         return math.log((c.events + 0.5) / (expected + 0.5)), math.sqrt(1 / (c.events + 0.5))
@@ -213,10 +218,7 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
         # (the group's share of the expected outcomes) / (its share of the recorded ones): the
         # selected shares cancel (_audit.audit_performance); the expected counts are the score's
         p = population.counts
-        risk, population_risk = row.figure(Figure.MEAN_PREDICTED_RISK), population.figure(Figure.MEAN_PREDICTED_RISK)
-        expected = (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * c.patients
-        population_expected = (population_risk.value if population_risk is not None
-                               and math.isfinite(population_risk.value) else 0.0) * p.patients
+        expected, population_expected = _expected_outcomes(row), _expected_outcomes(population)
         if not p.events or expected <= 0 or population_expected <= 0:
             return float("nan"), float("nan")
         log = math.log(expected / population_expected) - math.log((c.events + 0.5) / p.events)
