@@ -13,9 +13,13 @@ outcome and true broad group the truth says the group is harmed when any of thes
   in the upper half of the scores where the list's decisions are made, the group's true 10-year
   risk is more than 1.25 times the risk expected at its scores within score decile and age band
   (in proportion to the score, as the gate's label-choice check standardises);
-- recording: the group's outcomes are recorded worse than White's by more than 1.25 times (type 2
-  diabetes and hypertension: the share of true cases at the extract date with no diagnosis code,
-  over White's; CVD: White's share of true events recorded over the group's).
+- recording: the group's outcomes are recorded worse than White's by more than 1.25 times: the
+  share of true cases with no code, over White's (type 2 diabetes and hypertension: true cases at
+  the extract date with no diagnosis code; CVD: true events in the horizon with no event code).
+  One scale for every outcome, the scale the gate's recording checks measure (patients with the
+  condition but not its code). CVD was once judged by the inverse, White's share recorded over the
+  group's: recorded at 80% that is exactly the margin (1/0.8 = 1.25), so the same planted coding
+  failure was harm for T2D and hypertension and a coin toss for CVD (docs/fairness.md).
 
 The margins are the gate's own (``need_ratio_limit`` 1.25, the issue's "within 25%"). This is
 the answer key the gate's error rates are measured against (benchmarks/bench_gate_error_rates.py,
@@ -47,9 +51,9 @@ class Tracking:
         return self.model_ratio / self.true_ratio
 
     true_at_same_score: float = float("nan")  # true risk at the same score, over expected (upper half)
-    # how much worse the group's outcomes are recorded than White's (above 1: worse): for type 2
-    # diabetes and hypertension, the share of true cases at the extract date with no diagnosis
-    # code, over White's; for CVD, White's share of true events recorded over the group's
+    # how much worse the group's outcomes are recorded than White's (above 1: worse): the share of
+    # true cases with no code, over White's (T2D and hypertension at the extract date, CVD events in
+    # the horizon)
     true_under_recording: float = float("nan")
 
     def harmed(self, margin: float = 0.75, at_same_score: float = 1.25, recording_planted: bool = True) -> bool:
@@ -144,30 +148,34 @@ def true_under_recording(registered: pl.DataFrame, truth: pl.DataFrame, min_case
     """(outcome, true group) -> how much worse the group's outcomes are recorded than White's.
 
     Type 2 diabetes and hypertension: among the patients registered at the extract date who
-    truly have the condition, the share with no diagnosis code, over White's share. CVD: White's
-    share of true events in the horizon that were recorded, over the group's. Groups with fewer
-    than ``min_cases`` true cases are left out."""
+    truly have the condition, the share with no diagnosis code, over White's share. CVD: the share
+    of true events in the horizon with no code, over White's (events after the patient died or left
+    go uncoded in every group alike). Groups with fewer than ``min_cases`` true cases are left out."""
     rows = truth.join(registered.select("patient_id"), on="patient_id", how="semi")
     out = {}
     for outcome, (true, coded) in UNDIAGNOSED.items():
         shares = (rows.filter(pl.col(true)).group_by("true_group")
                   .agg(pl.len().alias("n"), (~pl.col(coded)).mean().alias("share")))
-        out.update(_relative(outcome, shares, min_cases, higher_is_worse=True))
+        out.update(_relative(outcome, shares, min_cases))
     shares = (truth.filter(pl.col("cvd_event")).group_by("true_group")
-              .agg(pl.len().alias("n"), pl.col("cvd_event_recorded").mean().alias("share")))
-    out.update(_relative("cvd", shares, min_cases, higher_is_worse=False))
+              .agg(pl.len().alias("n"), (~pl.col("cvd_event_recorded")).mean().alias("share")))
+    out.update(_relative("cvd", shares, min_cases))
     return out
 
 
-def _relative(outcome: str, shares: pl.DataFrame, min_cases: int, higher_is_worse: bool) -> dict:
+def _relative(outcome: str, shares: pl.DataFrame, min_cases: int) -> dict:
+    """(outcome, group) -> the group's share of uncoded cases over White's. Where White has none
+    (CVD events are coded whenever the practice hears of them), any uncoded case is worse without
+    bound, and none is no worse."""
     by_group = {r["true_group"]: r for r in shares.iter_rows(named=True) if r["n"] >= min_cases}
     white = by_group.get("White")
-    if white is None or not white["share"]:
+    if white is None:
         return {}
     out = {}
     for group, r in by_group.items():
-        if group != "White" and r["share"]:
-            out[(outcome, group)] = r["share"] / white["share"] if higher_is_worse else white["share"] / r["share"]
+        if group != "White":
+            out[(outcome, group)] = (r["share"] / white["share"] if white["share"]
+                                     else float("inf") if r["share"] else 1.0)
     return out
 
 

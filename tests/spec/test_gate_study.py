@@ -92,3 +92,33 @@ def test_the_truths_statistic_at_the_same_score_is_true_over_expected_within_dec
     assert set(result) == {"Black"}  # White is the reference, never reported
     assert result["Black"][0] == 5 and abs(result["Black"][1] - 0.3 * 5 / expected) < 1e-12
     assert _at_same_score(rows, "score", min_patients=6) == {}
+
+
+def _truth(groups: dict[str, tuple[int, int]]) -> tuple:
+    """A hand-made truth with only CVD events: group -> (true events, of which coded)."""
+    import polars as pl
+
+    rows = [(f"{g}{i}", g, True, i < coded) for g, (events, coded) in groups.items() for i in range(events)]
+    truth = pl.DataFrame(rows, schema=["patient_id", "true_group", "cvd_event", "cvd_event_recorded"], orient="row")
+    truth = truth.with_columns(*(pl.lit(False).alias(c) for c in (
+        "t2d_true_at_extract", "t2d_coded_by_extract", "hypertension_true_at_extract", "hypertension_coded_by_extract")))
+    return truth.select("patient_id"), truth
+
+
+def test_cvd_recording_is_judged_on_the_scale_of_the_other_outcomes_uncoded_over_whites():
+    from models.fairness.truth import true_under_recording
+
+    # Black CVD events coded at 80% where White's are at 98% (2 of 100 happened after the patient
+    # left): 20% uncoded against 2%, 10 times; White's share coded over Black's would be 1.225, under
+    # the margin, though T2D and hypertension coded at 80% are judged harmed
+    registered, truth = _truth({"White": (100, 98), "Black": (40, 32), "Asian": (40, 39)})
+    out = true_under_recording(registered, truth)
+    assert abs(out[("cvd", "Black")] - 10.0) < 1e-9 and abs(out[("cvd", "Asian")] - 1.25) < 1e-9
+    assert Tracking("cvd", "Black", 300, 1.0, 1.0, 1.0, out[("cvd", "Black")]).harmed()
+    # every White event coded: any uncoded Black event is worse without bound, none is no worse
+    registered, truth = _truth({"White": (100, 100), "Black": (40, 39), "Asian": (40, 40)})
+    out = true_under_recording(registered, truth)
+    assert out[("cvd", "Black")] == float("inf") and out[("cvd", "Asian")] == 1.0
+    # fewer than 30 true events: the truth cannot measure the group
+    registered, truth = _truth({"White": (100, 98), "Black": (29, 10)})
+    assert ("cvd", "Black") not in true_under_recording(registered, truth)
