@@ -145,7 +145,10 @@ COUNTS = tuple(Count)
 KINDS = ("performance", "selection")  # the two populations audited (see the module docstring)
 LABELS = ("group", "imd_quintile", "sex")  # a group's labels; those its grouping does not use are null
 
-_ESTIMATE_COLUMNS = ["value", "low", "high", *(f"{c}{part}" for c in Compared for part in ("", "_low", "_high"))]
+# ``observed`` and ``expected``: a standardised ratio's counts (the recording checks, _recording.py), for its exact
+# test; NaN for every other figure
+_ESTIMATE_COLUMNS = ["value", "low", "high", "observed", "expected",
+                     *(f"{c}{part}" for c in Compared for part in ("", "_low", "_high"))]
 FIGURES_SCHEMA = pl.Schema({
     "kind": pl.Enum(KINDS), "grouping": pl.String, **{c: pl.String for c in LABELS},
     "figure": pl.Enum([f.value for f in Figure]), **{c: pl.Float64 for c in _ESTIMATE_COLUMNS}})
@@ -160,6 +163,14 @@ class Estimate:
     value: float
     low: float = float("nan")
     high: float = float("nan")
+    # a standardised ratio's own counts (observed / expected: the recording checks, _recording.py), so
+    # that the gate tests the count exactly rather than through the interval's width; NaN elsewhere
+    observed: float = float("nan")
+    expected: float = float("nan")
+
+    @property
+    def counted(self) -> bool:
+        return math.isfinite(self.observed) and math.isfinite(self.expected) and self.expected > 0
 
     def as_dict(self) -> dict:
         return {k: (None if not math.isfinite(v) else round(float(v), 5)) for k, v in
@@ -173,13 +184,20 @@ class Estimate:
 
 
 def _columns(estimate: Estimate, prefix: str = "") -> dict[str, float]:
-    names = ("value", "low", "high") if not prefix else (prefix, f"{prefix}_low", f"{prefix}_high")
-    return dict(zip(names, (estimate.value, estimate.low, estimate.high), strict=True))
+    if not prefix:
+        return {"value": estimate.value, "low": estimate.low, "high": estimate.high,
+                "observed": estimate.observed, "expected": estimate.expected}
+    return dict(zip((prefix, f"{prefix}_low", f"{prefix}_high"), (estimate.value, estimate.low, estimate.high),
+                    strict=True))
 
 
 def _estimate(row: dict, prefix: str = "") -> Estimate | None:
     """The estimate in ``row``'s columns (``value``, or ``<prefix>``), None where not measured."""
-    names = ("value", "low", "high") if not prefix else (prefix, f"{prefix}_low", f"{prefix}_high")
+    if not prefix:
+        return None if row["value"] is None else Estimate(
+            *(row[n] for n in ("value", "low", "high")),
+            *(float("nan") if row.get(n) is None else row[n] for n in ("observed", "expected")))
+    names = (prefix, f"{prefix}_low", f"{prefix}_high")
     return None if row[names[0]] is None else Estimate(*(row[n] for n in names))
 
 

@@ -58,6 +58,7 @@ import numpy as np
 from scipy import stats
 
 from models.fairness._audit import Compared, Estimate, Figure, GroupResults, ScoreAudit
+from models.fairness._recording import exact_p_value, standardised_ratio
 from models.fairness._settings import GATE_LEVELS, AuditSettings, SignOff
 
 # check -> (which population, the figure itself (None) or compared with what, the figure, which side is harm)
@@ -330,6 +331,10 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
         for t, value, se in zip(part, shrunk, shrunk_se, strict=True):
             t.shrunk, t.shrunk_se = (math.exp(value) if math.isfinite(value) else float("nan")), se
             t.p_value = _p_value(t.log_value, t.se, t.side, t.margin)
+            if t.side == "above" and t.estimate.counted:
+                # a standardised count (the recording checks) is tested exactly, as its interval is
+                # (docs/fairness.md, "Exact tests of the recording checks")
+                t.p_value = exact_p_value(t.estimate.observed, t.estimate.expected, t.margin[1])
             t.detectable = _detectable(t.se, t.side, t.margin, 1 - settings.level, settings.power)
     return tests
 
@@ -379,6 +384,27 @@ def _inverse_variance(values: np.ndarray, ses: np.ndarray) -> tuple[float, float
     return pooled, float(math.sqrt(1 / w.sum())), float((w * (values - pooled) ** 2).sum()), values.size - 1
 
 
+def _pool(evidence: list[GateTest], level: float) -> tuple[Estimate, float, float, list[float]]:
+    """One group's treated-without-a-code counts pooled over outcomes: (the pooled estimate, its log,
+    the log's standard error, each outcome's weight).
+
+    Counted evidence (the standardised ratios of _recording.py) is pooled as a standardised ratio: the
+    uncoded patients of every outcome over the number expected of every outcome, with the exact
+    interval and, in the gate, the exact test; each outcome weighs by its expected count (the
+    Mantel-Haenszel weights of a standardised ratio). Inverse-variance weighting of the log ratios
+    taken from the intervals gives a handful of patients the normal test's too small p-values.
+    Evidence without counts (a ratio measured outside _recording.py) is pooled by inverse variance."""
+    if all(t.estimate.counted for t in evidence):
+        expected = [t.estimate.expected for t in evidence]
+        estimate = standardised_ratio(round(sum(t.estimate.observed for t in evidence)), sum(expected), level)
+        value, se = _log_and_se(estimate, level)
+        return estimate, value, se, [e / sum(expected) for e in expected]
+    value, se, _, _ = _inverse_variance(np.array([t.log_value for t in evidence]), np.array([t.se for t in evidence]))
+    z = stats.norm.ppf(0.5 + level / 2)
+    weights = [(1 / t.se ** 2) * se ** 2 for t in evidence]
+    return Estimate(math.exp(value), math.exp(value - z * se), math.exp(value + z * se)), value, se, weights
+
+
 def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: AuditSettings) -> list[list[GateTest]]:
     """The recording checks pooled over outcomes, per group (module docstring, rule 5): one
     GateTest per outcome that contributed evidence and group, in ``outcomes``' order."""
@@ -394,15 +420,18 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
     margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit)
     alpha = 1 - settings.level
     z = stats.norm.ppf(0.5 + settings.level / 2)
-    pools = {g: _inverse_variance(np.array([t.log_value for t in evidence[g]]), np.array([t.se for t in evidence[g]]))
-             for g in groups}
-    values, ses = np.array([pools[g][0] for g in groups]), np.array([pools[g][1] for g in groups])
+    pools = {g: _pool(evidence[g], settings.level) for g in groups}
+    values, ses = np.array([pools[g][1] for g in groups]), np.array([pools[g][2] for g in groups])
     shrunk, shrunk_se = shrink(values, ses) if settings.shrinkage else (values, ses)
-    p_values = np.array([_p_value(v, se, "above", margin) for v, se in zip(values, ses, strict=True)])
+    p_values = np.array([_p_value(v, se, "above", margin) if not pools[g][0].counted
+                         else exact_p_value(pools[g][0].observed, pools[g][0].expected, margin[1])
+                         for g, v, se in zip(groups, values, ses, strict=True)])
     adjusted = adjust(p_values, settings.family_control)
     out: dict[str, list[GateTest]] = {o: [] for o in outcomes}
     for i, group in enumerate(groups):
-        value, se, q, df = pools[group]
+        estimate, value, se, weights = pools[group]
+        _, _, q, df = _inverse_variance(np.array([t.log_value for t in evidence[group]]),
+                                        np.array([t.se for t in evidence[group]]))
         fails = bool(adjusted[i] <= alpha and math.exp(shrunk[i]) > margin[1])
         heterogeneity_p = float(stats.chi2.sf(q, df)) if df > 0 else float("nan")
         for outcome in outcomes:
@@ -411,7 +440,6 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
                 continue
             own_log, own_se, _, _ = _inverse_variance(np.array([t.log_value for t in own]),
                                                       np.array([t.se for t in own]))
-            estimate = Estimate(math.exp(value), math.exp(value - z * se), math.exp(value + z * se))
             test = GateTest(outcome, group, POOLED_CHECK, "above", margin, estimate, value, se,
                             shrunk=math.exp(shrunk[i]), shrunk_se=float(shrunk_se[i]), p_value=float(p_values[i]),
                             adjusted_p=float(adjusted[i]),
@@ -421,7 +449,7 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
             test.verdict = "FAIL" if fails and own_log > 0 else "PASS"
             test.pooled = {
                 "pooled": [{"outcome": t.outcome, "check": t.check, "ratio": round(math.exp(t.log_value), 4),
-                            "weight": round(float((1 / t.se ** 2) / (1 / ses[i] ** 2)), 4)} for t in evidence[group]],
+                            "weight": round(w, 4)} for t, w in zip(evidence[group], weights, strict=True)],
                 "own_ratio": round(math.exp(own_log), 4),
                 "own_ratio_interval": [round(math.exp(own_log - z * own_se), 4), round(math.exp(own_log + z * own_se), 4)],
                 "pooled_fails": fails, "cochran_q": round(q, 4), "degrees_of_freedom": df,

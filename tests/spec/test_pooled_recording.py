@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -88,7 +89,8 @@ def test_no_evidence_of_under_recording_does_not_fail(base_audit):
 
 
 def test_an_outcome_whose_own_evidence_says_its_recording_is_fine_is_not_blocked(base_audit):
-    gates = _gate(base_audit, {"cvd": 20, "t2d": 25, "hypertension": 6})  # hypertension: 6 where 10 expected
+    # pooled, 61 uncoded where 32 were expected (1.9); hypertension alone: 6 where 9.7 were expected
+    gates = _gate(base_audit, {"cvd": 25, "t2d": 30, "hypertension": 6})
     assert (POOLED, "Black") in _fails(gates["cvd"]) and (POOLED, "Black") in _fails(gates["t2d"])
     assert not _fails(gates["hypertension"])
     held = [t for t in gates["hypertension"].tests if t.check == POOLED and t.group == "Black"][0]
@@ -110,3 +112,44 @@ def test_the_pooled_check_moves_no_other_test_or_verdict(base_audit, family):
     # t2d's own check FAILs Black at 40 (3.7 where 1.25 is the margin), with or without the pool
     assert ("label choice (treated, no diagnosis)", "Black") in _fails(without["t2d"])
     assert (POOLED, "Black") in _fails(with_pool["cvd"])
+
+
+def test_a_small_groups_handful_over_two_outcomes_is_pooled_as_counts_and_tested_exactly():
+    # seed 58 'england', no bias planted: a small group with 5 uncoded of 70 treated for CVD (about 2.2
+    # expected) and 4 of 25 for hypertension (about 0.8). Pooled by inverse variance of the log ratios
+    # and tested by the normal, 3.2 was a sure excess over 1.25 among six groups and FAILed both outcomes;
+    # as one standardised ratio (9 where 3.0 were expected) with the exact test, it is not sure
+    from models.fairness._gate import _inverse_variance, _p_value, adjust, shrink
+    from tests.spec.test_fairness import run, simulate
+
+    groups = ("White", "Asian", "Black", "Mixed", "Other", "Not stated")
+    base = run(simulate(n=20_000, seed=4, groups=groups, shares=(0.6, 0.15, 0.1, 0.05, 0.05, 0.05)), SETTINGS)
+
+    def gates(cvd: int, hypertension: int):
+        audits = []
+        for outcome, uncoded, treated in (("cvd", cvd, 70), ("hypertension", hypertension, 25)):
+            audit = dataclasses.replace(copy.deepcopy(base), name=outcome)
+            add_gap_figures(audit, pl.DataFrame({"group": list(groups), "stratum": [3] * 6,
+                                                 "patients": [1000, 300, 100, treated, 100, 100],
+                                                 "undiagnosed": [30, 9, 3, uncoded, 3, 3]}),
+                            figure=Figure.TREATED_UNDIAGNOSED)
+            audits.append(audit)
+        return judge_all(audits, SETTINGS, 0.05)
+
+    results = gates(5, 4)
+    pooled = [t for t in results[0].tests if t.check == POOLED and t.group == "Mixed"][0]
+    assert pooled.estimate.observed == 9 and pooled.estimate.value == pytest.approx(3.0, abs=0.05)
+    assert pooled.adjusted_p > 0.05 and not any(_fails(r) for r in results)
+    weights = [p["weight"] for p in pooled.pooled["pooled"]]
+    assert sum(weights) == pytest.approx(1, abs=1e-3) and weights[0] > weights[1]  # by expected count
+    # what inverse variance and the normal test made of the same evidence: a FAIL
+    own = [t for r in results for t in r.tests if t.check == "label choice (treated, no diagnosis)"]
+    by_group = {g: [t for t in own if t.group == g] for g in sorted({t.group for t in own})}
+    pools = [_inverse_variance(np.array([t.log_value for t in ts]), np.array([t.se for t in ts]))
+             for ts in by_group.values()]
+    values, ses = np.array([p[0] for p in pools]), np.array([p[1] for p in pools])
+    i = list(by_group).index("Mixed")
+    normal = adjust(np.array([_p_value(v, s, "above", (0.8, 1.25)) for v, s in zip(values, ses, strict=True)]), "holm")
+    assert normal[i] < 0.05 and np.exp(shrink(values, ses)[0][i]) > 1.25
+    # one more uncoded CVD patient is a sure excess by the exact test too
+    assert all((POOLED, "Mixed") in _fails(r) for r in gates(6, 4))

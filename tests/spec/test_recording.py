@@ -143,3 +143,43 @@ def test_the_gate_fails_a_group_treated_without_its_diagnosis_as_its_own_label_c
     assert not [f for f in gate.findings if f.rule == "label choice (diagnosis gap)"]
     assert not [f for f in _audit_with_gap(10, figure=Figure.TREATED_UNDIAGNOSED).findings
                 if f.rule.startswith("label choice (treated")]
+
+
+def test_a_handful_of_patients_is_tested_exactly_as_its_interval_is():
+    # seed 75 'england', no bias planted: 4 Mixed adults on antihypertensives with no code where about
+    # 0.6 were expected. The normal test on the log scale, from the exact interval's width, made that a
+    # sure excess over 1.25 among six groups and FAILed Mixed; the exact Poisson test does not
+    import copy
+
+    import numpy as np
+    from scipy import stats
+
+    from models.fairness import AuditSettings, Figure, judge
+    from models.fairness._gate import _p_value, adjust
+    from models.fairness._recording import add_gap_figures
+    from tests.spec.test_fairness import run, simulate
+
+    groups = ("White", "Asian", "Black", "Mixed", "Other", "Not stated")
+    settings = AuditSettings(replicates=300, seed=1)
+    base = run(simulate(n=20_000, seed=4, groups=groups, shares=(0.6, 0.15, 0.1, 0.05, 0.05, 0.05)), settings)
+
+    def gate(mixed: int):
+        audit = copy.deepcopy(base)
+        add_gap_figures(audit, pl.DataFrame({"group": list(groups), "stratum": [3] * 6,
+                                             "patients": [1000, 300, 100, 20, 100, 100],
+                                             "undiagnosed": [30, 9, 3, mixed, 3, 3]}),
+                        figure=Figure.TREATED_UNDIAGNOSED)
+        tests = [t for t in judge(audit, settings, 0.05).tests if t.check == "label choice (treated, no diagnosis)"]
+        return tests, [t.group for t in tests].index("Mixed")
+
+    tests, i = gate(4)
+    mixed = tests[i]
+    assert (mixed.estimate.observed, mixed.estimate.value) == (4, pytest.approx(6.2, abs=0.1))
+    lam = 1.25 * mixed.estimate.expected  # the most the margin allows
+    assert mixed.p_value == pytest.approx(1 - np.exp(-lam) * (1 + lam + lam ** 2 / 2 + lam ** 3 / 6), rel=1e-9)
+    normal = adjust(np.array([_p_value(t.log_value, t.se, t.side, t.margin) for t in tests]), "holm")
+    assert normal[i] < 0.05 and mixed.shrunk > 1.25  # what the normal test made of it: a FAIL
+    assert mixed.adjusted_p > 0.05 and mixed.verdict != "FAIL"
+    # one more patient is a sure excess by the exact test too
+    tests, i = gate(5)
+    assert tests[i].verdict == "FAIL" and tests[i].p_value == pytest.approx(stats.poisson.sf(4, 1.25 * tests[i].estimate.expected))
