@@ -35,6 +35,9 @@ import polars as pl
 
 from phm.ethnicity import BROAD_GROUPS, broad_group
 
+# the scale of the recording statistic (``true_under_recording``), written with each study run: runs
+# saved before 2026-12-01 (evening) judged CVD on White's share coded over the group's
+RECORDING_SCALE = "uncoded share over White's, every outcome"
 TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hypertension": "true_risk_htn_horizon"}
 
 
@@ -277,7 +280,7 @@ class ScenarioRun:
 
     def as_dict(self) -> dict:
         return {"seed": self.seed, "profile": self.profile, "scenario": self.scenario, "knobs": self.knobs,
-                "seconds": round(self.seconds, 1), "gates": self.gates,
+                "seconds": round(self.seconds, 1), "gates": self.gates, "recording_scale": RECORDING_SCALE,
                 "tracking": [{"outcome": t.outcome, "group": t.group, "patients": t.patients,
                               "model_ratio": round(t.model_ratio, 3), "true_ratio": round(t.true_ratio, 3),
                               "tracking": round(t.tracking, 3),
