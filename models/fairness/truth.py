@@ -224,6 +224,18 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
     return out
 
 
+def _validation_counts(audit) -> dict[str, dict]:
+    """Group (and "population") -> validation patients, recorded outcomes, outcomes expected by the
+    score and true positives at the list's operating point (synthetic extracts only)."""
+    from models.fairness._gate import _expected_outcomes
+
+    rows = [("population", r) for r in audit.by_group("population", "performance")]
+    rows += [(r.labels["group"], r) for r in audit.by_group("ethnicity", "performance")]
+    return {name: {"patients": r.counts.patients, "events": r.counts.events,
+                   "expected": round(_expected_outcomes(r), 4), "true_positives": r.counts.true_positives}
+            for name, r in rows}
+
+
 def recording_planted(knobs: dict, group: str) -> bool:
     """Did the generator's ``outcome_recording`` knob lower the recording of any of the group's
     categories (knobs name a broad group or a category letter)?"""
@@ -324,8 +336,14 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
                          # every recording check's log ratio and standard error, to study other pools offline
                          "recording_evidence": [{"check": t.check, "group": t.group, "log_ratio": round(t.log_value, 6),
                                                  "se": round(t.se, 6), "verdict": t.verdict}
-                                                for t in g.tests if t.check in RECORDING_CHECKS]}
-             for g in run.report.gates}
+                                                for t in g.tests if t.check in RECORDING_CHECKS],
+                         # every other test, and the validation counts behind calibration and
+                         # need-adjusted selection, to study other tests of them offline
+                         "evidence": [{"check": t.check, "group": t.group, "log_ratio": round(t.log_value, 6),
+                                       "se": round(t.se, 6), "p_value": t.p_value, "verdict": t.verdict}
+                                      for t in g.tests if t.check not in (*RECORDING_CHECKS, POOLED_CHECK)],
+                         "validation_counts": _validation_counts(audit)}
+             for g, audit in zip(run.report.gates, run.report.audits, strict=True)}
     published: list[dict] = []
     standard: list[dict] = []
     tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
