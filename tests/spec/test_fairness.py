@@ -721,3 +721,58 @@ def test_a_calibration_plot_with_no_group_large_enough_says_so_instead_of_showin
     empty = f"calibration by group: no group has {PLOT_MIN_PATIENTS} patients in two risk bins"
     assert empty in titles[300]
     assert empty not in titles[6000] and "calibration by group" in titles[6000]
+
+
+def _validation_group(patients: int, events: int, expected: float):
+    from models.fairness import Counts, Estimate, Figure, GroupResults
+
+    return GroupResults("performance", {"group": "g"}, Counts(patients=patients, events=events), patients < 100,
+                        [], [], {(None, Figure.MEAN_PREDICTED_RISK): Estimate(expected / patients)})
+
+
+def test_calibration_and_need_adjusted_selection_are_tested_exactly_on_the_validation_counts():
+    # seed 88 'england', no bias planted: 38 Mixed validation patients with 10 hypertension outcomes
+    # where the score expected 4.3; the population 390 where it expected 415. The bootstrap interval
+    # read as normal gave need-adjusted selection p 0.006 against 0.8 (a FAIL after Holm over seven
+    # groups); the exact binomial test of its share of the outcomes gives 0.034
+    from scipy import stats
+
+    from models.fairness._gate import _exact_from_validation
+
+    mixed, population = _validation_group(38, 10, 4.3248), _validation_group(3401, 390, 415.3871)
+    share = 4.3248 / 415.3871
+    nas = _exact_from_validation("need-adjusted selection", "below", (0.8, 1.25), mixed, population)
+    assert nas == pytest.approx(stats.binom.sf(9, 390, share / 0.8)) and 0.03 < nas < 0.04
+    over = _exact_from_validation("need-adjusted selection", "both", (0.8, 1.25), mixed, population)
+    assert over == pytest.approx(min(1, 2 * min(nas, stats.binom.cdf(10, 390, share / 1.25))))
+    calibration = _exact_from_validation("calibration", "both", (0.8, 1.25), mixed, population)
+    assert calibration == pytest.approx(2 * stats.poisson.sf(9, 1.25 * 4.3248)) and 0.09 < calibration < 0.11
+    # a large effect in a group of the same size is still sure: 16 outcomes where 4.3 were expected
+    assert _exact_from_validation("need-adjusted selection", "below", (0.8, 1.25),
+                                  _validation_group(38, 16, 4.3248), population) < 0.001
+
+
+def test_the_gate_takes_calibration_and_need_adjusted_selection_p_values_from_the_exact_tests():
+    from scipy import stats
+
+    from models.fairness import judge
+
+    audit = run(simulate(n=20_000, seed=4, under_predicted={"Black": 2.0}))
+    gate = judge(audit, FAST, 0.05)
+    groups = ethnicity(audit)
+    population = next(iter(audit.by_group("population", "performance")))
+    expected = {g: r.figure("mean_predicted_risk").value * r.counts.patients for g, r in groups.items()}
+    total_expected = population.figure("mean_predicted_risk").value * population.counts.patients
+    for t in gate.tests:
+        r = groups.get(t.group)
+        if t.check == "calibration":
+            o, e = r.counts.events, expected[t.group]
+            assert t.p_value == pytest.approx(min(1, 2 * min(stats.poisson.sf(o - 1, 1.25 * e),
+                                                              stats.poisson.cdf(o, 0.8 * e))))
+        elif t.check == "need-adjusted selection":
+            share = expected[t.group] / total_expected
+            assert t.p_value == pytest.approx(stats.binom.sf(r.counts.events - 1, population.counts.events,
+                                                             min(1.0, share / 0.8)))
+    # Black, under-predicted twice over, still FAILs both
+    assert {("calibration", "Black"), ("need-adjusted selection", "Black")} <= \
+        {(f.rule, f.group) for f in gate.findings if f.level == "FAIL"}
