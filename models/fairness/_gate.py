@@ -428,21 +428,15 @@ def _pool(evidence: list[GateTest], level: float) -> tuple[Estimate, float, floa
     """One group's treated-without-a-code counts pooled over outcomes: (the pooled estimate, its log,
     the log's standard error, each outcome's weight).
 
-    Counted evidence (the standardised ratios of _recording.py) is pooled as a standardised ratio: the
-    uncoded patients of every outcome over the number expected of every outcome, with the exact
-    interval and, in the gate, the exact test; each outcome weighs by its expected count (the
+    The evidence is counted (the standardised ratios of _recording.py), so the pool is a standardised
+    ratio: the uncoded patients of every outcome over the number expected of every outcome, with the
+    exact interval and, in the gate, the exact test; each outcome weighs by its expected count (the
     Mantel-Haenszel weights of a standardised ratio). Inverse-variance weighting of the log ratios
-    taken from the intervals gives a handful of patients the normal test's too small p-values.
-    Evidence without counts (a ratio measured outside _recording.py) is pooled by inverse variance."""
-    if all(t.estimate.counted for t in evidence):
-        expected = [t.estimate.expected for t in evidence]
-        estimate = standardised_ratio(round(sum(t.estimate.observed for t in evidence)), sum(expected), level)
-        value, se = _log_and_se(estimate, level)
-        return estimate, value, se, [e / sum(expected) for e in expected]
-    value, se, _, _ = _inverse_variance(np.array([t.log_value for t in evidence]), np.array([t.se for t in evidence]))
-    z = stats.norm.ppf(0.5 + level / 2)
-    weights = [(1 / t.se ** 2) * se ** 2 for t in evidence]
-    return Estimate(math.exp(value), math.exp(value - z * se), math.exp(value + z * se)), value, se, weights
+    taken from the intervals gave a handful of patients the normal test's too small p-values."""
+    expected = [t.estimate.expected for t in evidence]
+    estimate = standardised_ratio(round(sum(t.estimate.observed for t in evidence)), sum(expected), level)
+    value, se = _log_and_se(estimate, level)
+    return estimate, value, se, [e / sum(expected) for e in expected]
 
 
 def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: AuditSettings) -> list[list[GateTest]]:
@@ -450,7 +444,8 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
     GateTest per outcome that contributed evidence and group, in ``outcomes``' order."""
     evidence: dict[str, list[GateTest]] = {}
     for t in tests:
-        if t.check in POOLED_CHECKS and math.isfinite(t.log_value) and math.isfinite(t.se) and t.se > 0:
+        if t.check in POOLED_CHECKS and t.estimate.counted and math.isfinite(t.log_value) and math.isfinite(t.se) \
+                and t.se > 0:
             evidence.setdefault(t.group, []).append(t)
     # a group with evidence from one outcome only: its own checks already judge it
     evidence = {g: part for g, part in evidence.items() if len({t.outcome for t in part}) >= 2}
@@ -463,9 +458,7 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
     pools = {g: _pool(evidence[g], settings.level) for g in groups}
     values, ses = np.array([pools[g][1] for g in groups]), np.array([pools[g][2] for g in groups])
     shrunk, shrunk_se = shrink(values, ses) if settings.shrinkage else (values, ses)
-    p_values = np.array([_p_value(v, se, "above", margin) if not pools[g][0].counted
-                         else exact_p_value(pools[g][0].observed, pools[g][0].expected, margin[1])
-                         for g, v, se in zip(groups, values, ses, strict=True)])
+    p_values = np.array([exact_p_value(pools[g][0].observed, pools[g][0].expected, margin[1]) for g in groups])
     adjusted = adjust(p_values, settings.family_control)
     out: dict[str, list[GateTest]] = {o: [] for o in outcomes}
     for i, group in enumerate(groups):
