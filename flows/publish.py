@@ -78,11 +78,23 @@ def dated(extract_date) -> str:
     return f"_{extract_date}"
 
 
-# From this many PCNs, their files are written by worker processes, one per core: a PCN's files
-# (mostly its workbook, pure Python in openpyxl) are independent of every other PCN's, and at 1M
-# patients (25 PCNs) writing them one after another was the longest stage after training. Below
-# it, starting the workers (about a second each) costs more than it saves.
+# From this many PCNs, and this many rows to write (the lists' and re-ask worklists' together),
+# their files are written by worker processes, one per core: a PCN's files (mostly its workbook,
+# pure Python in openpyxl) are independent of every other PCN's, and at 1M patients (25 PCNs;
+# 20,000 listed rows and 222,000 on the re-ask worklists) writing them one after another was the
+# longest stage after training. Below either, starting the workers (a second or two each,
+# spawned) costs more than it saves: 4 PCNs of 5,000 rows took 1.1-1.4 s here and 2.8-3.1 s with
+# two workers (docs/benchmarks.md, 2026-12-01).
 PARALLEL_FROM_PCNS = 4
+PARALLEL_FROM_ROWS = 20_000
+
+
+def default_workers(pcns: int, rows: int) -> int:
+    """Processes that write the PCNs' files when the caller does not say: one per core for many
+    PCNs with many rows, else this process alone."""
+    if pcns >= PARALLEL_FROM_PCNS and rows >= PARALLEL_FROM_ROWS:
+        return os.cpu_count() or 1
+    return 1
 
 
 def _write_pcn(paths: tuple[Path, ...], pcn: str, rows: pl.DataFrame, summary: pl.DataFrame,
@@ -115,8 +127,8 @@ def for_worker(frame: pl.DataFrame | None) -> pl.DataFrame | None:
 def write_run_folder(run: ListRun, out: Path, manifest: dict, workers: int | None = None) -> Path:
     """Write every PCN's files into a new folder under ``out``; returns it (not yet published).
     The manifest gains ``files``: each PCN's file names, for software that reads the folder.
-    ``workers``: processes writing PCNs' files at once (default: one per core from
-    ``PARALLEL_FROM_PCNS`` PCNs, else this process alone); the files are the same either way."""
+    ``workers``: processes writing PCNs' files at once (default: ``default_workers``); the files
+    are the same either way."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = out / f"{CURRENT}-{stamp}"
     date = dated(manifest.get("extract_date"))
@@ -131,7 +143,7 @@ def write_run_folder(run: ListRun, out: Path, manifest: dict, workers: int | Non
              run.reask.filter(pl.col("pcn_code") == pcn).drop("pcn_code") if run.reask.width else None, manifest)
             for pcn, paths in files.items()]
     if workers is None:
-        workers = (os.cpu_count() or 1) if len(work) >= PARALLEL_FROM_PCNS else 1
+        workers = default_workers(len(work), run.lists.height + run.reask.height)
     workers = max(1, min(workers, len(work)))
     if workers == 1:
         for item in work:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import polars as pl
 import pytest
@@ -112,6 +113,16 @@ def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_p
         else:
             assert path.read_bytes() == (workers / path.name).read_bytes(), path.name
     assert (here / "U00003_2026-03-31.csv").read_text().count("\n") == 4  # header and the PCN's 3 rows
+
+
+def test_worker_processes_write_only_many_pcns_with_many_rows():
+    """Spawning the workers costs a second or two each: a few PCNs, or many small ones, are
+    written by this process (4 PCNs of 5,000 rows took 1.1-1.4 s here, 2.8-3.1 s with two workers)."""
+    from flows.publish import PARALLEL_FROM_PCNS, PARALLEL_FROM_ROWS, default_workers
+
+    assert default_workers(PARALLEL_FROM_PCNS - 1, 10 * PARALLEL_FROM_ROWS) == 1
+    assert default_workers(12, PARALLEL_FROM_ROWS - 1) == 1
+    assert default_workers(25, 242_000) == (os.cpu_count() or 1)  # the 1M run's 25 PCNs
 
 
 def test_a_pcns_rows_go_to_a_worker_without_the_rest_of_the_icbs_text():
