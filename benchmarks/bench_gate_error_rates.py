@@ -167,6 +167,29 @@ def same_score_offsets(runs: list[ScenarioRun]) -> str:
     return "\n".join(lines)
 
 
+HARM_SIZES = ((1.0, 1.1), (1.1, 1.2), (1.2, 1.5), (1.5, float("inf")))
+
+
+def by_harm_size(runs: list[ScenarioRun]) -> list[dict]:
+    """Sensitivity by how far past its line the truth's harm is (``ScenarioRun.harm_size``): the
+    gate's tests put their null at the line, so a harm just past it is near their false-alarm
+    rate by design, and a harm well past it is what they must not miss."""
+    harmed = [(r.harm_size(o), r.failed(o)) for r in runs for o in r.gates if r.harmed(o)]
+    return [{"past the line": [low, high], "harmed": sum(low <= size < high for size, _ in harmed),
+             "failed": sum(low <= size < high and failed for size, failed in harmed)} for low, high in HARM_SIZES]
+
+
+def harm_size_table(rows: list[dict]) -> str:
+    lines = ["| the truth's harm, past its line | harmed outcome-runs | the gate FAILs | sensitivity |",
+             "|---|---:|---:|---:|"]
+    for row in rows:
+        low, high = row["past the line"]
+        band = f"{low:.1f}-{high:.1f}x" if high != float("inf") else f"{low:.1f}x or more"
+        share = f"{100 * row['failed'] / row['harmed']:.0f}%" if row["harmed"] else "-"
+        lines.append(f"| {band} | {row['harmed']} | {row['failed']} | {share} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -184,6 +207,8 @@ def main() -> None:
         print(table(rates(runs)))
         print("\nThe truth's statistic at the same score, runs with no recording planted:")
         print(same_score_offsets(runs))
+        print("\nSensitivity by how far past its line the truth's harm is:")
+        print(harm_size_table(by_harm_size(runs)))
         print(json.dumps(rates(runs), indent=1))
         return
     runs: list[ScenarioRun] = []

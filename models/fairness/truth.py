@@ -66,6 +66,16 @@ class Tracking:
         return (self.tracking < margin or self.true_at_same_score > at_same_score
                 or (recording_planted and self.true_under_recording > at_same_score))
 
+    def harm_size(self, margin: float = 0.75, at_same_score: float = 1.25, recording_planted: bool = True) -> float:
+        """How far past its line the group's largest harm is, as a ratio (1.1: 10% past it; the
+        tracking's line read the other way, 0.75 / tracking), 0 when ``harmed`` says no. A gate
+        whose tests put their null at the line can hardly see a harm just past it."""
+        sizes = [margin / self.tracking if self.tracking < margin else 0.0,
+                 self.true_at_same_score / at_same_score if self.true_at_same_score > at_same_score else 0.0,
+                 self.true_under_recording / at_same_score
+                 if recording_planted and self.true_under_recording > at_same_score else 0.0]
+        return max(sizes)
+
 
 TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10y_at_extract",
                  "hypertension": "true_risk_htn_10y_at_extract"}
@@ -273,6 +283,11 @@ class ScenarioRun:
     def harmed(self, outcome: str, margin: float = 0.75) -> list[str]:
         return [t.group for t in self.tracking if t.outcome == outcome
                 and t.harmed(margin, recording_planted=recording_planted(self.knobs, t.group))]
+
+    def harm_size(self, outcome: str, margin: float = 0.75) -> float:
+        """The largest harm past its line among the outcome's groups (``Tracking.harm_size``)."""
+        return max((t.harm_size(margin, recording_planted=recording_planted(self.knobs, t.group))
+                    for t in self.tracking if t.outcome == outcome), default=0.0)
 
     def truth_cannot_judge(self, outcome: str) -> list[str]:
         """Groups whose recording was lowered by the scenario but whose recording statistic the

@@ -122,3 +122,20 @@ def test_cvd_recording_is_judged_on_the_scale_of_the_other_outcomes_uncoded_over
     # fewer than 30 true events: the truth cannot measure the group
     registered, truth = _truth({"White": (100, 98), "Black": (29, 10)})
     assert ("cvd", "Black") not in true_under_recording(registered, truth)
+
+
+def test_sensitivity_is_told_by_how_far_past_its_line_the_truth_s_harm_is():
+    """A harm just past its line (true risk 1.3x the expected at the same score: 1.04x the 1.25
+    line) is counted apart from one well past it (recording 2.0x White's: 1.6x the line), and the
+    tracking's line is read the other way (0.6 against 0.75: 1.25x)."""
+    near = ScenarioRun(1, "england", "no bias", {}, {"t2d": {"status": "PASS", "fails": []}},
+                       [Tracking("t2d", "Black", 80, 1.0, 1.0, 1.3, NAN)], 1.0)
+    far = _run(PLANTED, 2.0, BLACK_FAIL)
+    tracked = ScenarioRun(2, "england", "no bias", {}, {"cvd": {"status": "FAIL", "fails": BLACK_FAIL}},
+                          [Tracking("cvd", "Black", 400, 0.6, 1.0, 1.0, NAN)], 1.0)
+    assert round(near.harm_size("t2d"), 3) == 1.04 and round(far.harm_size("cvd"), 3) == 1.6
+    assert round(tracked.harm_size("cvd"), 3) == 1.25
+    assert _run({}, 2.0, []).harm_size("cvd") == 0.0  # recording not planted: chance, no harm
+    rows = _study().by_harm_size([near, far, tracked])
+    assert [(r["harmed"], r["failed"]) for r in rows] == [(1, 0), (0, 0), (1, 1), (1, 1)]
+    assert "| 1.0-1.1x | 1 | 0 | 0% |" in _study().harm_size_table(rows)
