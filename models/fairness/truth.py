@@ -63,17 +63,19 @@ class Tracking:
         """``recording_planted``: whether the scenario planted under-recording on this group. The
         recording statistic of a group with none planted is chance (a few dozen undiagnosed cases
         in a 20,000-patient extract), not harm: the generator records every group alike."""
-        return (self.tracking < margin or self.true_at_same_score > at_same_score
-                or (recording_planted and self.true_under_recording > at_same_score))
+        return self.harm_size(margin, at_same_score, recording_planted) > 0
 
     def harm_size(self, margin: float = 0.75, at_same_score: float = 1.25, recording_planted: bool = True) -> float:
         """How far past its line the group's largest harm is, as a ratio (1.1: 10% past it; the
-        tracking's line read the other way, 0.75 / tracking), 0 when ``harmed`` says no. A gate
-        whose tests put their null at the line can hardly see a harm just past it."""
-        sizes = [margin / self.tracking if self.tracking < margin else 0.0,
-                 self.true_at_same_score / at_same_score if self.true_at_same_score > at_same_score else 0.0,
-                 self.true_under_recording / at_same_score
-                 if recording_planted and self.true_under_recording > at_same_score else 0.0]
+        tracking's line read the other way, 0.75 / tracking), 0 when there is none. A gate whose
+        tests put their null at the line can hardly see a harm just past it."""
+        sizes = [0.0]
+        if self.tracking < margin:  # under-rated against the truth's ratio to White
+            sizes.append(margin / self.tracking if self.tracking > 0 else float("inf"))
+        if self.true_at_same_score > at_same_score:  # sicker than the expected at the same score
+            sizes.append(self.true_at_same_score / at_same_score)
+        if recording_planted and self.true_under_recording > at_same_score:  # outcomes recorded worse
+            sizes.append(self.true_under_recording / at_same_score)
         return max(sizes)
 
 

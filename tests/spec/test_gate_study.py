@@ -139,3 +139,9 @@ def test_sensitivity_is_told_by_how_far_past_its_line_the_truth_s_harm_is():
     rows = _study().by_harm_size([near, far, tracked])
     assert [(r["harmed"], r["failed"]) for r in rows] == [(1, 0), (0, 0), (1, 1), (1, 1)]
     assert "| 1.0-1.1x | 1 | 0 | 0% |" in _study().harm_size_table(rows)
+
+
+def test_a_group_the_model_gives_no_risk_at_all_is_harmed_without_dividing_by_zero():
+    nothing = Tracking("t2d", "Black", 300, 0.0, 1.5, 1.0, NAN)
+    assert nothing.harmed() and nothing.harm_size() == float("inf")
+    assert not Tracking("t2d", "Black", 300, 1.0, 1.0, NAN, NAN).harmed()  # figures missing: no harm claimed
