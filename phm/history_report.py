@@ -93,14 +93,16 @@ def _distribution_plot(score: str, figures: pl.DataFrame, labels: dict[str, str]
     fig = png.figure(12, 2.6 * rows)
     axes = fig.subplots(rows, columns, squeeze=False, sharey=False)
     x = list(range(len(BIN_LABELS)))
-    for ax, group in zip(axes.flat, groups, strict=False):
+    for i, (ax, group) in enumerate(zip(axes.flat, groups, strict=False)):
         for run in runs:
             shares = {r["bin"]: r["value"] for r in chosen.filter((pl.col("run_id") == run) & (pl.col("grp") == group))
                       .iter_rows(named=True)}
             ax.plot(x, [float("nan") if shares.get(b) is None else shares[b] for b in BIN_LABELS],
                     marker=".", label=labels[run])
-        ax.set_title(group, fontsize=9)
-        ax.set_xticks(x, BIN_LABELS, rotation=60, fontsize=6)
+        ax.set_title(group, fontsize=9, y=1.0)  # placed, not measured: nothing of the panel is above it
+        # the bands' labels under the lowest panel of each column only: the panels above it share
+        # its bands, and drawing 12 rotated labels per panel was most of the figure's cost
+        ax.set_xticks(x, BIN_LABELS if i + columns >= len(groups) else [], rotation=60, fontsize=6)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(groups):]:
@@ -108,11 +110,11 @@ def _distribution_plot(score: str, figures: pl.DataFrame, labels: dict[str, str]
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"{score}: share of each group's patients per risk band (latest runs; withheld shares not drawn)",
                  fontsize=10)
-    # the spacing tight_layout gives these panels (their titles and rotated band labels are
-    # fixed; the shares' tick labels are short), set rather than measured: drawn once
+    # the spacing tight_layout gives these panels (their titles and the rotated band labels under
+    # the lowest row are fixed; the shares' tick labels are short), set rather than measured
     width, height = fig.get_size_inches()
     fig.subplots_adjust(left=0.46 / width, right=1 - 0.18 / width, bottom=0.6 / height, top=1 - 0.64 / height,
-                        wspace=0.2, hspace=0.5)
+                        wspace=0.2, hspace=0.3)
     return _png(fig)
 
 
