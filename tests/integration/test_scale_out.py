@@ -96,14 +96,19 @@ def dask_cluster(tmp_path_factory):
                                " | ".join((h / "log").read_text()[-1500:] for h in homes)) from None
         yield Cluster(address, pids, hidden)
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        # the workers first, while their scheduler still answers: a worker stopped together with
+        # its scheduler could hang in its close until killed after the 20 s below (41 s of this
+        # module's teardown in the suite of 2026-12-02 00:27; the cluster stopped workers first
+        # took 0.9-1.3 s in 3 of 3 tries, all together 20.6 s and 40.1 s in 2 of 3)
+        for group in (processes[1:], processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
 
