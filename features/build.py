@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from phm.codelists import project_codelists
+from phm.codelists import insert_project_codes, project_codelists
 from phm.contract import IMD_VERSIONS
 from phm.db import SQL_DIR
 from phm.ethnicity import NHS_ETHNIC_CATEGORIES, NOT_KNOWN, NOT_STATED, QRISK3_ETHRISK, broad_group
@@ -33,9 +33,7 @@ def load_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The project's codelists as ``ref.codelist_codes(concept, code, category)``."""
     con.execute("create schema if not exists ref")
     con.execute("create or replace table ref.codelist_codes (concept varchar, code varchar, category varchar)")
-    insert_rows(con, "ref.codelist_codes", [
-        (cl.concept, code, category)
-        for cl in project_codelists().values() for code, category in cl.codes.items()])
+    insert_project_codes(con, "ref.codelist_codes", "select concept, code, category from project_codes")
     # ethnicity codes of a census classification ('... - ethnic category 2001 census', '... 2011
     # census'): a category resting on none of them is a data-quality signal (docs/ethnicity.md)
     con.execute("create or replace table ref.ethnicity_census_codes (code varchar)")

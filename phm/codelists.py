@@ -162,21 +162,23 @@ def project_codelists() -> dict[str, Codelist]:
 
 @cache
 def project_codes_table():
-    """Every code of the project's codelists as an Arrow table (concept, system, code; in the lists'
-    order), made once per process, for DuckDB to read as a table: each ingest fills two temporary
-    tables with these 15,700 codes, and from bound Python lists (``phm.ingest.insert_rows``) that
-    took 75-100 ms a table; from this one, about 20 ms. Arrow tables cannot be changed in place."""
+    """Every code of the project's codelists as an Arrow table (concept, system, code, category; in
+    the lists' order), made once per process, for DuckDB to read as a table: each ingest fills two
+    temporary tables with these 15,700 codes, and each feature build ``ref.codelist_codes``; from
+    bound Python lists (``phm.ingest.insert_rows``) that took 75-100 ms a table; from this one,
+    about 20 ms. Arrow tables cannot be changed in place."""
     import pyarrow as pa
 
-    rows = [(cl.concept, cl.system, code) for cl in project_codelists().values() for code in cl.codes]
+    rows = [(cl.concept, cl.system, code, category)
+            for cl in project_codelists().values() for code, category in cl.codes.items()]
     return pa.table({name: pa.array([r[k] for r in rows], pa.string())
-                     for k, name in enumerate(("concept", "system", "code"))})
+                     for k, name in enumerate(("concept", "system", "code", "category"))})
 
 
 def insert_project_codes(con, table: str, select: str) -> None:
     """Fill ``table`` from ``select`` run over ``project_codes``, the project's codes as one table
-    (concept, system, code; ``project_codes_table``). ``select`` is the project's own SQL, never
-    built from data."""
+    (concept, system, code, category; ``project_codes_table``). ``select`` is the project's own
+    SQL, never built from data."""
     con.register("project_codes", project_codes_table())
     try:
         con.execute(f"insert into {table} {select}")
