@@ -200,6 +200,10 @@ def main() -> None:
                         help="only these scenarios (default: all three)")
     parser.add_argument("--summarise", type=Path, nargs="+",
                         help="only print the table of a saved study (JSON; several parts are added up)")
+    parser.add_argument("--keep", type=Path, metavar="FOLDER",
+                        help="keep each run's extract, truth, database and MLflow store in FOLDER/<seed>-<profile>-"
+                             "<scenario> (about 30 MB a run at 20,000 patients), to judge the same runs again "
+                             "offline; default: removed after each run")
     args = parser.parse_args()
     if args.summarise:
         runs = from_json(*args.summarise)
@@ -216,11 +220,17 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for profile in PROFILES:
             for scenario in args.scenarios:
-                folder = Path(tempfile.mkdtemp(prefix="phm-gate-"))
+                if args.keep:
+                    folder = args.keep / f"{seed}-{profile}-{scenario.replace(' ', '_')}"
+                    shutil.rmtree(folder, ignore_errors=True)  # a run from an earlier, stopped study
+                    folder.mkdir(parents=True)
+                else:
+                    folder = Path(tempfile.mkdtemp(prefix="phm-gate-"))
                 try:
                     run = scenario_run(folder, seed, profile, scenario, args.patients, knobs_for(scenario, seed))
                 finally:
-                    shutil.rmtree(folder, ignore_errors=True)
+                    if not args.keep:
+                        shutil.rmtree(folder, ignore_errors=True)
                 runs.append(run)
                 fails = {o: [f"{f['rule']}/{f['group']}" for f in g["fails"]] for o, g in run.gates.items()}
                 harmed = {o: run.harmed(o) for o in run.gates}

@@ -281,16 +281,23 @@ def validation_metrics(prefix: str, validation: Validation) -> dict[str, float]:
 
 def truth_metrics(validation_frame: pl.DataFrame, predicted: np.ndarray, truth: pl.DataFrame,
                   outcome: Outcome) -> dict[str, float]:
-    """Synthetic data only: the prediction against each patient's true risk and true (recorded
-    or not) outcome from the generator's truth/ folder."""
+    """Synthetic data only: the prediction against each patient's true need and true (recorded
+    or not) outcome from the generator's truth/ folder: for type 2 diabetes and hypertension a
+    condition already present at T0 but not diagnosed counts as had (models/fairness/truth.py,
+    ``true_need_horizon``, the gate study's yardstick)."""
     from scipy.stats import spearmanr
 
-    true_columns = {"cvd": ("true_risk_cvd_horizon", "cvd_event"), "t2d": ("true_risk_t2d_horizon", "t2d_event"),
-                    "hypertension": ("true_risk_htn_horizon", "htn_event")}[outcome.short]
+    from models.fairness.truth import PRESENT_AT_T0, true_need_horizon
+
+    event = {"cvd": "cvd_event", "t2d": "t2d_event", "hypertension": "htn_event"}[outcome.short]
+    had = pl.col(event).fill_null(False)
+    if outcome.short in PRESENT_AT_T0:
+        had = had | pl.col(PRESENT_AT_T0[outcome.short]).fill_null(False)
     joined = validation_frame.select("patient_id").with_columns(pl.Series("predicted", predicted)).join(
-        truth.select("patient_id", *true_columns), on="patient_id", how="left")
-    true_risk = joined[true_columns[0]].fill_null(0.0).to_numpy()
-    true_event = joined[true_columns[1]].fill_null(False).to_numpy()
+        truth.select("patient_id", true_need_horizon(outcome.short).alias("need"), had.alias("had")),
+        on="patient_id", how="left")
+    true_risk = joined["need"].fill_null(0.0).to_numpy()
+    true_event = joined["had"].fill_null(False).to_numpy()
     figures = validate(true_event, predicted)
     return {
         "truth_auroc_true_events": figures.auroc,

@@ -5,9 +5,14 @@ the training horizon and now, and which true conditions and events were recorded
 outcome and true broad group the truth says the group is harmed when any of these holds:
 
 - tracking: on the validation patients (at least ``min_patients``), the model's mean predicted
-  risk relative to White under-rates the true mean risk relative to White by more than 25%:
+  risk relative to White under-rates the true mean need relative to White by more than 25%:
 
       tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
+
+  The true need over the horizon (``true_need_horizon``) is the chance of having the condition by
+  its end: for CVD the generator's horizon risk of an event; for type 2 diabetes and hypertension
+  1 where the condition was already present at T0 but not diagnosed, else the horizon risk of its
+  onset (the validation patients have no diagnosis at T0).
 
 - at the same score: on the list's population now (eligible patients scored by the candidate),
   in the upper half of the scores where the list's decisions are made, the group's true 10-year
@@ -39,6 +44,22 @@ from phm.ethnicity import BROAD_GROUPS, broad_group
 # saved before 2026-12-01 (evening) judged CVD on White's share coded over the group's
 RECORDING_SCALE = "uncoded share over White's, every outcome"
 TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hypertension": "true_risk_htn_horizon"}
+# conditions that can be present at T0 without a diagnosis: the patient has it, so the list's
+# need is 1; the generator's horizon risk is of a new onset and 0 for them (the hazard stops at
+# onset). Before 2026-12-02 the tracking read the horizon risk alone, so a group with more
+# hypertension undiagnosed at T0 (Black: 16-18% of its validation patients on seed 121, White's 8%)
+# looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
+# "The tracking's yardstick counts undiagnosed disease").
+PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}
+
+
+def true_need_horizon(outcome: str) -> pl.Expr:
+    """The truth's need over the horizon for ``outcome`` (cvd, t2d, hypertension), per patient
+    without a diagnosis at T0: the chance of having the condition by the horizon's end."""
+    risk = pl.col(TRUE_RISK[outcome]).fill_null(0.0)
+    if outcome not in PRESENT_AT_T0:
+        return risk
+    return pl.when(pl.col(PRESENT_AT_T0[outcome]).fill_null(False)).then(1.0).otherwise(risk)
 
 
 @dataclass(frozen=True)
@@ -211,11 +232,12 @@ def ratio_tracking(db_path: Path, truth_dir: Path, min_patients: int = 200, trac
                      if tracking_uri else {})
     recording = true_under_recording(registered, truth)
     out = []
-    for outcome, column in TRUE_RISK.items():
+    for outcome in TRUE_RISK:
         joined = validation.filter(pl.col("outcome") == outcome).join(
-            truth.select("patient_id", "true_group", column), on="patient_id", how="inner")
+            truth.select("patient_id", "true_group", true_need_horizon(outcome).alias("need")), on="patient_id",
+            how="inner")
         means = joined.group_by("true_group").agg(pl.len().alias("n"), pl.col("predicted_risk").mean().alias("model"),
-                                                  pl.col(column).mean().alias("true"))
+                                                  pl.col("need").mean().alias("true"))
         rows = {r["true_group"]: r for r in means.iter_rows(named=True)}
         white = rows.get("White")
         if white is None:

@@ -145,3 +145,23 @@ def test_a_group_the_model_gives_no_risk_at_all_is_harmed_without_dividing_by_ze
     nothing = Tracking("t2d", "Black", 300, 0.0, 1.5, 1.0, NAN)
     assert nothing.harmed() and nothing.harm_size() == float("inf")
     assert not Tracking("t2d", "Black", 300, 1.0, 1.0, NAN, NAN).harmed()  # figures missing: no harm claimed
+
+
+def test_the_truths_need_counts_a_condition_present_at_t0_and_undiagnosed_as_had():
+    """Four validation patients (none diagnosed at T0): an onset risk of 0.1, a condition already
+    present (the generator's onset risk is 0 for it), a dead or unregistered row with no figures,
+    and one with both. Type 2 diabetes and hypertension count the present condition as 1; CVD is
+    an event, read as the horizon risk alone."""
+    import polars as pl
+
+    from models.fairness.truth import true_need_horizon
+
+    truth = pl.DataFrame({
+        "true_risk_cvd_horizon": [0.1, 0.0, None, 0.2], "true_risk_t2d_horizon": [0.1, 0.0, None, 0.2],
+        "true_risk_htn_horizon": [0.1, 0.0, None, 0.2],
+        "t2d_true_past_index": [False, True, None, True], "hypertension_true_past_index": [False, True, None, False],
+    })
+    need = truth.select(*(true_need_horizon(o).alias(o) for o in ("cvd", "t2d", "hypertension")))
+    assert need["cvd"].to_list() == [0.1, 0.0, 0.0, 0.2]
+    assert need["t2d"].to_list() == [0.1, 1.0, 0.0, 1.0]
+    assert need["hypertension"].to_list() == [0.1, 1.0, 0.0, 0.2]
