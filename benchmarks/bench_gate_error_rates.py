@@ -36,7 +36,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.fairness._gate import CHECKS, POOLED_CHECK  # noqa: E402
-from models.fairness.truth import RECORDING_SCALE, SCENARIOS, ScenarioRun, Tracking, scenario_run  # noqa: E402
+from models.fairness.truth import (  # noqa: E402
+    RECORDING_SCALE,
+    SCENARIOS,
+    TRACKING_NEED,
+    ScenarioRun,
+    Tracking,
+    scenario_run,
+)
 
 PROFILES = ("england", "diverse_urban")
 RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
@@ -129,6 +136,10 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
             print(f"note: {path}: {len(older)} runs saved before the truth's recording scale was "
                   f"{RECORDING_SCALE!r}: their CVD recording is judged on the older scale (White's share "
                   "coded over the group's; docs/fairness.md)", file=sys.stderr)
+        onset_only = [r for r in data["runs_detail"] if r.get("tracking_need") != TRACKING_NEED]
+        if onset_only:
+            print(f"note: {path}: {len(onset_only)} runs saved before the tracking's need was {TRACKING_NEED!r}: "
+                  "their tracking reads the horizon risk of onset alone (docs/fairness.md)", file=sys.stderr)
         runs += [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
                              [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
                                        number(t.get("true_risk_at_same_score")), number(t.get("true_under_recording")))

@@ -51,6 +51,7 @@ TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hy
 # looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
 # "The tracking's yardstick counts undiagnosed disease").
 PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}
+TRACKING_NEED = "present at T0 and undiagnosed counts as had (T2D, hypertension)"  # written with each study run
 
 
 def true_need_horizon(outcome: str) -> pl.Expr:
@@ -332,6 +333,7 @@ class ScenarioRun:
     def as_dict(self) -> dict:
         return {"seed": self.seed, "profile": self.profile, "scenario": self.scenario, "knobs": self.knobs,
                 "seconds": round(self.seconds, 1), "gates": self.gates, "recording_scale": RECORDING_SCALE,
+                "tracking_need": TRACKING_NEED,
                 "tracking": [{"outcome": t.outcome, "group": t.group, "patients": t.patients,
                               "model_ratio": round(t.model_ratio, 3), "true_ratio": round(t.true_ratio, 3),
                               "tracking": round(t.tracking, 3),
