@@ -47,7 +47,7 @@ TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hy
 # conditions that can be present at T0 without a diagnosis: the patient has it, so the list's
 # need is 1; the generator's horizon risk is of a new onset and 0 for them (the hazard stops at
 # onset). Before 2026-12-02 the tracking read the horizon risk alone, so a group with more
-# hypertension undiagnosed at T0 (Black: 16-18% of its validation patients on seed 121, White's 8%)
+# hypertension undiagnosed at T0 (Black: 12-18% of its validation patients on seed 121, White's 8%)
 # looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
 # "The tracking's yardstick counts undiagnosed disease").
 PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}

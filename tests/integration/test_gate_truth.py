@@ -7,9 +7,9 @@ and true group, whether the published ranking harms the group: its risk relative
 under-rates the true ratio by more than 25%; at the same score the group's true risk is more than
 1.25 times the expected; or its outcomes are recorded worse than White's by more than 1.25 times.
 
-- with no bias planted, the gate FAILs nothing; every group the model does not track within 25%
-  (a group with at least 200 validation patients, or with 1,000 eligible patients ranked at the
-  extract date) is named in the gate's findings;
+- with no bias planted, the gate FAILs nothing; every group the model under-rates by more than 25%
+  against the truth (a group with at least 200 validation patients, or with 1,000 eligible
+  patients ranked at the extract date) is named in the gate's findings;
 - with no bias planted, 'Not stated' and 'Not known' patients' true risk at the same score is
   within 15% of the expected (they are read as the recorded mix, docs/models.md);
 - with Black patients' diagnoses and events recorded at 60%, the gate FAILs, naming the Black
@@ -49,10 +49,18 @@ def biased_run(request, tmp_path_factory):
     return scenario_run(tmp_path_factory.mktemp("biased"), seed, profile, "outcome under-recording", patients)
 
 
-def test_with_no_bias_planted_nothing_fails_and_a_group_not_tracked_is_named(fair_run):
+def test_with_no_bias_planted_nothing_fails_and_a_group_under_rated_is_named(fair_run):
+    """On the validation patients, a group under-rated by more than 25% (the truth's harm,
+    ``Tracking.harmed``) must be named. Over-rating is no harm to the group (the published ranking's
+    test below bounds it on 1,000 or more patients); here, in groups of a few hundred, the truth's
+    need moves with the undiagnosed disease the extract happened to hold at T0 (need 1 each): seed 2
+    'diverse_urban' Asian hypertension tracks at 1.35 (3.8% of its 572 validation patients had it
+    undiagnosed against White's 8.6%), and 4 of 181 cells over 1.25 in the study's seeds 121-130 runs
+    with no recording planted (docs/fairness.md, "The tracking's yardstick counts undiagnosed disease")."""
     assert not any(gate["fails"] for gate in fair_run.gates.values()), fair_run.as_dict()
     for t in fair_run.tracking:
-        if t.patients >= 200 and not 0.75 <= t.tracking <= 1.25:
+        print(t.outcome, t.group, t.patients, round(t.tracking, 3))  # shown with -rA
+        if t.patients >= 200 and t.tracking < 0.75:
             assert t.group in fair_run.gates[t.outcome]["named"], (t, fair_run.as_dict())
 
 
