@@ -7,7 +7,9 @@ Generates a synthetic extract, ingests it, trains the models on its history (pla
 no Prefect, no MLflow), scores the patients eligible at the extract date with each outcome's
 candidate, and compares, per outcome and broad group (the true group from truth/), the mean
 risk as a ratio to White's:
-- truth: the generator's true 10-year risk at the extract date (``true_risk_<o>_10y_at_extract``);
+- truth: the need at the extract date (``models/fairness/truth.py``, ``true_need_now``): the
+  generator's true 10-year risk (``true_risk_<o>_10y_at_extract``), or 1 where type 2 diabetes or
+  hypertension is present and undiagnosed (before 2026-12-02: the 10-year risk alone);
 - QRISK3 (CVD) or QDiabetes (type 2 diabetes), 10-year;
 - the published model (the candidate the gate would be asked about), over its horizon.
 A ratio is scale-free, so the 10-year and 5-year risks compare. "tracks" is the model's ratio
@@ -36,6 +38,7 @@ from models.equity_truth import (
     true_groups,
     validation_calibration,
 )
+from models.fairness.truth import true_need_now
 from models.train import TrainingConfig, train_all
 from models.training_data import training_data
 from phm.ingest import ingest
@@ -48,10 +51,10 @@ def fmt(value, spec=".2f"):
     return "-" if value is None else format(value, spec)
 
 
-PUBLISHED = {  # outcome -> (the truth's 10-year risk now, the validated score, the published ranking's risk)
-    "cvd": ("true_risk_cvd_10y_at_extract", "qrisk3_10y_pct", "cvd_model_risk"),
-    "t2d": ("true_risk_t2d_10y_at_extract", "qdiabetes_10y_pct", "t2d_model_risk"),
-    "hypertension": ("true_risk_htn_10y_at_extract", None, "hypertension_model_risk"),
+PUBLISHED = {  # outcome -> (the validated score, the published ranking's risk); the truth: true_need_now
+    "cvd": ("qrisk3_10y_pct", "cvd_model_risk"),
+    "t2d": ("qdiabetes_10y_pct", "t2d_model_risk"),
+    "hypertension": (None, "hypertension_model_risk"),
 }
 
 
@@ -70,10 +73,10 @@ def published_table(run: Path) -> list[dict]:
     group = "true_group" if "true_group" in truth.columns else "group"
     joined = scores.join(truth, on="patient_id")
     rows = []
-    for outcome, (true, standard, model) in PUBLISHED.items():
+    for outcome, (standard, model) in PUBLISHED.items():
         scored = joined.filter(pl.col(model).is_not_null())
         means = scored.group_by(group).agg(
-            pl.len().alias("n"), pl.col(true).mean().alias("truth"), pl.col(model).mean().alias("model"),
+            pl.len().alias("n"), true_need_now(outcome).alias("truth").mean(), pl.col(model).mean().alias("model"),
             (pl.col(standard).mean() if standard else pl.lit(None, dtype=pl.Float64)).alias("standard"))
         white = means.filter(pl.col(group) == "White").row(0, named=True)
         for r in means.sort(group).iter_rows(named=True):

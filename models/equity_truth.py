@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from features.build import build
+from models.fairness.truth import true_need_now
 from models.hazard import kaplan_meier_risk
 from models.score_patients import score_features
 from models.train import model_inputs, predict_risk
@@ -49,11 +50,12 @@ def equity_table(features: pl.DataFrame, truth: pl.DataFrame, result) -> list[di
         candidate = outcome_result.candidate
         eligible = features.filter(outcome.eligible(features))
         risk = predict_risk(candidate.estimator, model_inputs(eligible, candidate.variant))
-        true_column = f"true_risk_{TRUTH_NAME[outcome.short]}_10y_at_extract"
-        joined = eligible.with_columns(pl.Series("model", risk)).join(truth, on="patient_id")
+        # the truth's need now: the 10-year risk, or 1 where T2D or hypertension is present undiagnosed
+        joined = eligible.with_columns(pl.Series("model", risk)).join(
+            truth.with_columns(true_need_now(outcome.short).alias("true_need")), on="patient_id")
         comparator = pl.col(outcome.comparator) if outcome.comparator else pl.lit(None, dtype=pl.Float64)
         means = {r["true_group"]: r for r in joined.group_by("true_group").agg(
-            pl.len().alias("patients"), pl.col(true_column).mean().alias("truth"),
+            pl.len().alias("patients"), pl.col("true_need").mean().alias("truth"),
             comparator.mean().alias("comparator"), pl.col("model").mean().alias("model")).iter_rows(named=True)}
         white = means["White"]
         for group in BROAD_GROUPS:

@@ -103,6 +103,19 @@ class Tracking:
 
 TRUE_RISK_NOW = {"cvd": "true_risk_cvd_10y_at_extract", "t2d": "true_risk_t2d_10y_at_extract",
                  "hypertension": "true_risk_htn_10y_at_extract"}
+# conditions present at the extract date without a code: the list's need is 1 (the generator's
+# 10-year risk reads the onset model, which gives an undiagnosed hypertensive about 0.7 and an
+# undiagnosed diabetic about 0.95)
+PRESENT_NOW = {"t2d": "t2d_true_at_extract", "hypertension": "hypertension_true_at_extract"}
+
+
+def true_need_now(outcome: str) -> pl.Expr:
+    """The truth's need at the extract date for ``outcome``, per eligible patient (no code now):
+    1 where type 2 diabetes or hypertension is present undiagnosed, else the 10-year risk."""
+    risk = pl.col(TRUE_RISK_NOW[outcome]).fill_null(0.0)
+    if outcome not in PRESENT_NOW:
+        return risk
+    return pl.when(pl.col(PRESENT_NOW[outcome]).fill_null(False)).then(1.0).otherwise(risk)
 
 
 def _at_same_score(rows: pl.DataFrame, score: str, min_patients: int) -> dict[str, tuple[int, float]]:
@@ -152,8 +165,8 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
         model = mlflow.sklearn.load_model(f"models:/phm-{icb}-{outcome.short}/{version.version}")
         rows = features.filter(outcome.eligible(features))
         rows = rows.with_columns(pl.Series("score", predict_risk(model, model_inputs(rows, version.tags["phm.variant"]))))
-        rows = rows.join(truth.select("patient_id", "true_group", TRUE_RISK_NOW[outcome.short]), on="patient_id")
-        rows = rows.with_columns(pl.col(TRUE_RISK_NOW[outcome.short]).fill_null(0).alias("true"))
+        rows = rows.join(truth.select("patient_id", "true_group", true_need_now(outcome.short).alias("true")),
+                         on="patient_id")
         # the ranking's mean risk by true group relative to White's, against the truth's (every
         # eligible patient now: the population the list is drawn from)
         means = {r["true_group"]: r for r in rows.group_by("true_group").agg(
