@@ -77,7 +77,8 @@ def test_with_no_bias_planted_the_ranking_tracks_the_true_ratio_to_white_or_the_
             assert r["group"] in fair_run.gates[r["outcome"]]["named"], (r, fair_run.as_dict())
         # over-rated by more than 25% is no harm to the group (its cost falls on the groups it
         # displaces, whose need-adjusted selection the gate judges); measured: hypertension
-        # Asian 1.26 on seed 2 'diverse_urban' (the learned group effect), not named
+        # Asian 1.26 on seed 2 'diverse_urban' (the learned group effect), not named; 1.19 since the truth's
+        # need counts hypertension present and undiagnosed as 1 (2026-12-02)
         assert r["tracks"] < 1.35, r
 
 
