@@ -15,9 +15,10 @@ outcome and true broad group the truth says the group is harmed when any of thes
   onset (the validation patients have no diagnosis at T0).
 
 - at the same score: on the list's population now (eligible patients scored by the candidate),
-  in the upper half of the scores where the list's decisions are made, the group's true 10-year
-  risk is more than 1.25 times the risk expected at its scores within score decile and age band
-  (in proportion to the score, as the gate's label-choice check standardises);
+  in the upper half of the scores where the list's decisions are made, the group's true need now
+  (``true_need_now``: the 10-year risk, or 1 where type 2 diabetes or hypertension is present
+  and uncoded) is more than 1.25 times the need expected at its scores within score decile and
+  age band (in proportion to the score, as the gate's label-choice check standardises);
 - recording: the group's outcomes are recorded worse than White's by more than 1.25 times: the
   share of true cases with no code, over White's (type 2 diabetes and hypertension: true cases at
   the extract date with no diagnosis code; CVD: true events in the horizon with no event code).
@@ -49,7 +50,7 @@ TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hy
 # onset). Before 2026-12-02 the tracking read the horizon risk alone, so a group with more
 # hypertension undiagnosed at T0 (Black: 12-18% of its validation patients on seed 121, White's 8%)
 # looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
-# "The tracking's yardstick counts undiagnosed disease").
+# "The answer key counts undiagnosed disease as need").
 PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}
 TRACKING_NEED = "present at T0 and undiagnosed counts as had (T2D, hypertension)"  # written with each study run
 
