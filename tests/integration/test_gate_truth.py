@@ -56,7 +56,7 @@ def test_with_no_bias_planted_nothing_fails_and_a_group_under_rated_is_named(fai
     need moves with the undiagnosed disease the extract happened to hold at T0 (need 1 each): seed 2
     'diverse_urban' Asian hypertension tracks at 1.35 (3.8% of its 572 validation patients had it
     undiagnosed against White's 8.6%), and 4 of 181 cells over 1.25 in the study's seeds 121-130 runs
-    with no recording planted (docs/fairness.md, "The tracking's yardstick counts undiagnosed disease")."""
+    with no recording planted (docs/fairness.md, "The answer key counts undiagnosed disease as need")."""
     assert not any(gate["fails"] for gate in fair_run.gates.values()), fair_run.as_dict()
     for t in fair_run.tracking:
         print(t.outcome, t.group, t.patients, round(t.tracking, 3))  # shown with -rA
