@@ -138,8 +138,9 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
                   "coded over the group's; docs/fairness.md)", file=sys.stderr)
         onset_only = [r for r in data["runs_detail"] if r.get("tracking_need") != TRACKING_NEED]
         if onset_only:
-            print(f"note: {path}: {len(onset_only)} runs saved before the tracking's need was {TRACKING_NEED!r}: "
-                  "their tracking reads the horizon risk of onset alone (docs/fairness.md)", file=sys.stderr)
+            print(f"note: {path}: {len(onset_only)} runs saved before the truth's need was {TRACKING_NEED!r}: "
+                  "their tracking or their statistic at the same score reads the risk of onset alone "
+                  "(docs/fairness.md, \"The answer key counts undiagnosed disease as need\")", file=sys.stderr)
         runs += [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
                              [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
                                        number(t.get("true_risk_at_same_score")), number(t.get("true_under_recording")))

@@ -52,7 +52,9 @@ TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hy
 # looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
 # "The answer key counts undiagnosed disease as need").
 PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}
-TRACKING_NEED = "present at T0 and undiagnosed counts as had (T2D, hypertension)"  # written with each study run
+# written with each study run: the need key (runs saved before 2026-12-02 04:00 read the onset risk at
+# T0, or at the extract date, or both)
+TRACKING_NEED = "present and undiagnosed counts as had, at T0 and at the extract date (T2D, hypertension)"
 
 
 def true_need_horizon(outcome: str) -> pl.Expr:
