@@ -165,3 +165,22 @@ def test_the_truths_need_counts_a_condition_present_at_t0_and_undiagnosed_as_had
     assert need["cvd"].to_list() == [0.1, 0.0, 0.0, 0.2]
     assert need["t2d"].to_list() == [0.1, 1.0, 0.0, 1.0]
     assert need["hypertension"].to_list() == [0.1, 1.0, 0.0, 0.2]
+
+
+def test_the_truths_need_now_counts_a_condition_present_and_uncoded_as_had():
+    """At the extract date: a 10-year risk of 0.2, an undiagnosed condition whose onset model gave
+    0.7, and a row with no figures (too young for the 10-year risk). T2D and hypertension count the
+    present condition as 1; CVD reads the 10-year risk alone."""
+    import polars as pl
+
+    from models.fairness.truth import true_need_now
+
+    truth = pl.DataFrame({
+        "true_risk_cvd_10y_at_extract": [0.2, 0.7, None], "true_risk_t2d_10y_at_extract": [0.2, 0.7, None],
+        "true_risk_htn_10y_at_extract": [0.2, 0.7, None],
+        "t2d_true_at_extract": [False, True, None], "hypertension_true_at_extract": [False, True, True],
+    })
+    need = truth.select(*(true_need_now(o).alias(o) for o in ("cvd", "t2d", "hypertension")))
+    assert need["cvd"].to_list() == [0.2, 0.7, 0.0]
+    assert need["t2d"].to_list() == [0.2, 1.0, 0.0]
+    assert need["hypertension"].to_list() == [0.2, 1.0, 1.0]
