@@ -57,13 +57,17 @@ PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_tru
 TRACKING_NEED = "present and undiagnosed counts as had, at T0 and at the extract date (T2D, hypertension)"
 
 
+def _need(risk: str, present: str | None) -> pl.Expr:
+    """1 where the truth's ``present`` column says the condition is there, else the ``risk`` column
+    (0 where the generator states none: dead, or too young for a 10-year risk)."""
+    value = pl.col(risk).fill_null(0.0)
+    return value if present is None else pl.when(pl.col(present).fill_null(False)).then(1.0).otherwise(value)
+
+
 def true_need_horizon(outcome: str) -> pl.Expr:
     """The truth's need over the horizon for ``outcome`` (cvd, t2d, hypertension), per patient
     without a diagnosis at T0: the chance of having the condition by the horizon's end."""
-    risk = pl.col(TRUE_RISK[outcome]).fill_null(0.0)
-    if outcome not in PRESENT_AT_T0:
-        return risk
-    return pl.when(pl.col(PRESENT_AT_T0[outcome]).fill_null(False)).then(1.0).otherwise(risk)
+    return _need(TRUE_RISK[outcome], PRESENT_AT_T0.get(outcome))
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,7 @@ PRESENT_NOW = {"t2d": "t2d_true_at_extract", "hypertension": "hypertension_true_
 def true_need_now(outcome: str) -> pl.Expr:
     """The truth's need at the extract date for ``outcome``, per eligible patient (no code now):
     1 where type 2 diabetes or hypertension is present undiagnosed, else the 10-year risk."""
-    risk = pl.col(TRUE_RISK_NOW[outcome]).fill_null(0.0)
-    if outcome not in PRESENT_NOW:
-        return risk
-    return pl.when(pl.col(PRESENT_NOW[outcome]).fill_null(False)).then(1.0).otherwise(risk)
+    return _need(TRUE_RISK_NOW[outcome], PRESENT_NOW.get(outcome))
 
 
 def _at_same_score(rows: pl.DataFrame, score: str, min_patients: int) -> dict[str, tuple[int, float]]:
