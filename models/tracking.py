@@ -79,26 +79,83 @@ def tracking_location(output_dir: Path, tracking_uri: str | None = None) -> Trac
     return TrackingLocation(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
 
 
+def store_template_path(mlflow_version: str) -> Path:
+    """Where an empty embedded store, its schema migrated, is kept for the next new store of the
+    same MLflow version: ``PHM_CACHE_DIR``, else ``$XDG_CACHE_HOME/phm-risk``, else
+    ``~/.cache/phm-risk``. It holds MLflow's tables and nothing of any run."""
+    base = os.environ.get("PHM_CACHE_DIR")
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phm-risk"
+    return Path(base) / f"mlflow-store-{mlflow_version}.db"
+
+
+def _copy_new(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` whole or not at all, never over a file already there."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, partial)
+        os.link(partial, target)  # fails if the target exists: another process made it first
+    finally:
+        os.unlink(partial)
+
+
+def create_store(location: TrackingLocation) -> None:
+    """Create the embedded SQLite store's tables if the store is new. On a new file MLflow runs
+    its schema migrations one by one (about 2 s of CPU and 3-4 s here), so the first store of an
+    MLflow version is kept as a template (``store_template_path``) and later new stores are a copy
+    of it; the copy's Default experiment, which the pipeline never uses, is pointed at the store's
+    own artifact folder. Anything that goes wrong with the template falls back to MLflow's own
+    creation; a failure of that is left to the store's first real use to report."""
+    import sqlite3
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not location.tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(location.tracking_uri[len("sqlite:///"):])
+    if database.exists():
+        return
+    template = store_template_path(mlflow.__version__)
+    if location.artifact_root and template.is_file():  # the embedded store (a given URI: MLflow's own way)
+        try:
+            _copy_new(template, database)
+            con = sqlite3.connect(database)
+            try:
+                with con:
+                    con.execute("update experiments set artifact_location = ? where experiment_id = 0",
+                                (f"{location.artifact_root}/0",))
+            finally:
+                con.close()
+            return
+        except (OSError, sqlite3.Error):
+            if database.exists():
+                return  # made by another process meanwhile, or copied before the update failed
+    try:
+        MlflowClient(location.tracking_uri).search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001 - reported by the store's first real use
+        return
+    if location.artifact_root:
+        try:
+            _copy_new(database, template)
+        except OSError:
+            pass  # no cache (read-only home, or another process kept its template first): next time
+
+
 def create_store_meanwhile(location: TrackingLocation):
-    """Create the embedded SQLite store's tables in a thread, so that the caller does other work
-    meanwhile (the flow: ingest, mostly in DuckDB): on a new file MLflow runs its schema
-    migrations one by one, 1.5-4 s. Returns the thread, which the caller joins before anything
-    else uses the store, or None where there is nothing to create (a tracking server, or a
-    store that exists). A failure is left to the first real use of the store to report."""
+    """Create the embedded SQLite store's tables (``create_store``) in a thread, so that the caller
+    does other work meanwhile (the flow: ingest, mostly in DuckDB). Returns the thread, which the
+    caller joins before anything else uses the store, or None where there is nothing to create (a
+    tracking server, or a store that exists)."""
     import threading
 
     if not location.tracking_uri.startswith("sqlite:///") or Path(location.tracking_uri[len("sqlite:///"):]).exists():
         return None
-
-    def create() -> None:
-        from mlflow import MlflowClient
-
-        try:
-            MlflowClient(location.tracking_uri).search_experiments(max_results=1)
-        except Exception:  # noqa: BLE001 - reported by the store's first real use
-            pass
-
-    thread = threading.Thread(target=create, name="mlflow-store", daemon=True)
+    thread = threading.Thread(target=create_store, args=(location,), name="mlflow-store", daemon=True)
     thread.start()
     return thread
 
