@@ -92,15 +92,17 @@ def store_template_path(mlflow_version: str) -> Path:
 def _copy_new(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` whole or not at all, never over a file already there."""
     import shutil
+    import threading
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    os.close(fd)
+    # a name of this process and thread, created as any new file is (the umask's mode, where a
+    # temporary file's would be 0600)
+    partial = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
         shutil.copyfile(source, partial)
         os.link(partial, target)  # fails if the target exists: another process made it first
     finally:
-        os.unlink(partial)
+        partial.unlink(missing_ok=True)
 
 
 def create_store(location: TrackingLocation) -> None:

@@ -37,6 +37,9 @@ def test_the_first_new_store_leaves_a_template_and_the_next_is_a_copy_that_mlflo
     # the copy: no migration runs (the template's tables, byte for byte but the Default experiment)
     create_store(second)
     second_db = tmp_path / "second" / "mlflow" / "mlflow.db"
+    first_db = tmp_path / "first" / "mlflow" / "mlflow.db"
+    assert second_db.stat().st_mode == first_db.stat().st_mode  # made as MLflow makes one, not 0600
+    assert not list((tmp_path / "second" / "mlflow").glob(".*partial"))
     assert _experiments(second_db) == [(0, "Default", f"{second.artifact_root}/0")]  # its own folder
 
     client = mlflow.MlflowClient(second.tracking_uri)
