@@ -122,8 +122,11 @@ def create_store(location: TrackingLocation) -> None:
     database = Path(location.tracking_uri[len("sqlite:///"):])
     if database.exists():
         return
-    template = store_template_path(mlflow.__version__)
-    if location.artifact_root and template.is_file():  # the embedded store (a given URI: MLflow's own way)
+    try:
+        template = store_template_path(mlflow.__version__)
+    except RuntimeError:  # no home folder to find (a service account without one): no cache
+        template = None
+    if location.artifact_root and template and template.is_file():  # the embedded store only
         try:
             _copy_new(template, database)
             con = sqlite3.connect(database)
@@ -141,7 +144,7 @@ def create_store(location: TrackingLocation) -> None:
         MlflowClient(location.tracking_uri).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001 - reported by the store's first real use
         return
-    if location.artifact_root:
+    if location.artifact_root and template:
         try:
             _copy_new(database, template)
         except OSError:

@@ -60,3 +60,17 @@ def test_a_store_at_a_given_uri_is_made_by_mlflow_and_no_template_is_kept(cache,
     location = tracking_location(tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'given.db'}")
     create_store(location)
     assert (tmp_path / "given.db").is_file() and not store_template_path(mlflow.__version__).exists()
+
+
+def test_without_a_home_folder_or_cache_setting_a_store_is_made_by_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setattr("models.tracking.CONFIGURED_TRACKING_URI", None)
+    monkeypatch.delenv("PHM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr("pathlib.Path.home", no_home)
+    location = tracking_location(tmp_path)
+    create_store(location)
+    assert [e.name for e in mlflow.MlflowClient(location.tracking_uri).search_experiments()] == ["Default"]
