@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from phm import collector
 from phm.exceptions import EXIT_CODES, ConfigError, DiskFull, PhmError
 
 INTERNAL_ERROR = 70
@@ -318,6 +319,7 @@ def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> Non
 
 
 def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, force: bool = False) -> int:
+    _collect_after_imports()
     _start_prefect_server_early()  # before Prefect is imported (a no-op if main() has started it)
     from prefect import tags
 
@@ -329,6 +331,7 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run', "
               f"{config.run.executor} executor)")
     _imports_while_prefect_starts()
+    _freeze_imported_objects()
     with tags(*run_tags(config.run.icb)):  # the ICB's run-failed alert finds the run by its tag
         summary = flow_for(config.run)(extract, out, config, truth, force)
     for line in summary.lines:
@@ -1049,15 +1052,36 @@ def _report(exc: Exception, debug: bool, outputs: str = "") -> int:
 STARTS_PROCESSES = {"ingest", "features", "train", "audit", "score", "run", "deploy", "demo"}
 
 
+# Set by ``console``: this process is the command's own, not a test calling ``main`` in-process.
+_OWN_PROCESS = False
+
+
+def _collect_after_imports() -> None:
+    """In the command's own process: no cyclic collection while a run imports its modules, then
+    those frozen out of the collector's view for good (phm/collector.py, which says why)."""
+    if _OWN_PROCESS:
+        collector.collect_later()
+
+
+def _freeze_imported_objects() -> None:
+    if _OWN_PROCESS:
+        collector.freeze_for_good()
+
+
 def console() -> int:
     """The ``phm`` command (and ``python -m cli``): ``main`` with a watchdog that ends the
     command's children if it is killed (phm/orphans.py). Tests call ``main`` in-process."""
+    global _OWN_PROCESS
     from phm.orphans import start_watchdog
 
+    _OWN_PROCESS = True
     argv = sys.argv[1:]
     if any(word in STARTS_PROCESSES for word in argv[:3]):
         start_watchdog(os.getpid())
-    return main(argv)
+    try:
+        return main(argv)
+    finally:
+        collector.before_exit()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from phm.collector import frozen_meanwhile
 from phm.exceptions import ValidationError
 
 # GX phones home unless told not to; this must be set before great_expectations is imported.
@@ -221,12 +222,9 @@ def validate_staged_tables(db_path: Path, tables: list[str], docs_dir: Path | No
     # walk in _release_connections then look only at what validation made (0.38-0.41 s -> 0.01 s
     # per ingest of a small extract; the suite runs about 250). Freezing is process-wide, so one
     # validation at a time: another thread's freeze would hide this one's engines from its release.
-    with _VALIDATION_LOCK:
-        gc.freeze()
-        try:
-            return _validate(db_path, tables, docs_dir, on_table)
-        finally:
-            gc.unfreeze()
+    # (In the phm command's own process it stays frozen after: phm/collector.py.)
+    with _VALIDATION_LOCK, frozen_meanwhile():
+        return _validate(db_path, tables, docs_dir, on_table)
 
 
 def _validate(db_path: Path, tables: list[str], docs_dir: Path | None, on_table) -> list[ExpectationOutcome]:
