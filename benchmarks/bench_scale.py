@@ -47,25 +47,38 @@ FINISHED = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) \| INFO .*Flow run '[^']+' - Fini
 
 
 class TreeMemory(threading.Thread):
-    """(time, bytes) samples of a process and all its children."""
+    """(time, bytes, CPU seconds) samples of a process and all its children. The CPU is each
+    live process's own and that of the children it has reaped (the kernel adds a child's CPU to
+    its parent's when the parent waits for it), so a finished child is counted once, by its
+    parent; kept as a running maximum, since a child that has exited but is not yet reaped is
+    briefly in neither."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.root, self.samples, self.stop = psutil.Process(pid), [], threading.Event()
 
     def run(self) -> None:
+        cpu = 0.0
         while not self.stop.is_set():
-            total = 0
+            total, now = 0, 0.0
             try:
                 for p in [self.root, *self.root.children(recursive=True)]:
                     try:
                         total += p.memory_info().rss
+                        times = p.cpu_times()
+                        now += times.user + times.system + times.children_user + times.children_system
                     except psutil.Error:
                         pass
             except psutil.Error:
                 break
-            self.samples.append((time.time(), total))
+            cpu = max(cpu, now)
+            self.samples.append((time.time(), total, cpu))
             time.sleep(0.2)
+
+    def cpu_at(self, moment: float) -> float:
+        """The tree's CPU seconds at the last sample before ``moment``."""
+        before = [c for t, _, c in self.samples if t <= moment]
+        return before[-1] if before else 0.0
 
 
 def _clock(text: str, day: dt.date) -> float:
@@ -176,11 +189,14 @@ def run_once(extract: Path, out: Path, executor: str) -> dict:
     marks.append((end[-1] if end else time.time(), "end"))
     stages = {}
     for (start, name), (stop, _) in zip(marks, marks[1:], strict=False):
-        peak = max((b for t, b in sampler.samples if start <= t < stop), default=0)
-        stages[name] = {"seconds": round(stop - start, 1), "peak_gb": round(peak / 2**30, 2)}
+        peak = max((b for t, b, _ in sampler.samples if start <= t < stop), default=0)
+        cpu = sampler.cpu_at(stop) - sampler.cpu_at(start)
+        stages[name] = {"seconds": round(stop - start, 1), "peak_gb": round(peak / 2**30, 2),
+                        "cpu_s": round(cpu, 1), "cores_busy": round(cpu / max(stop - start, 1e-9), 2)}
     gate = [line.strip() for line in text.splitlines() if line.startswith("fairness audit:")]
     return {"executor": executor, "seconds": round(seconds, 1), "gate": gate[0] if gate else None,
-            "peak_gb": round(max(b for _, b in sampler.samples) / 2**30, 2),
+            "peak_gb": round(max(b for _, b, _ in sampler.samples) / 2**30, 2),
+            "cpu_s": round(sampler.samples[-1][2], 1) if sampler.samples else None,
             "before_first_stage_s": round(marks[0][0] - started, 1) if marks else None, "stages": stages}
 
 
@@ -228,9 +244,10 @@ def main() -> None:
                 result["lists"] = check_lists(reference, size, result["list_hashes"], f"{size:,} patients, {executor}")
                 results.append(result)
                 print(f"{size:>9,} patients, {executor:<5}: {result['seconds']:>6.1f} s, peak {result['peak_gb']:.2f} GB "
-                      f"(start-up {result['before_first_stage_s']} s); {result['gate']}", flush=True)
+                      f"(start-up {result['before_first_stage_s']} s; CPU {result['cpu_s']} s); {result['gate']}", flush=True)
                 for name, stage in result["stages"].items():
-                    print(f"      {name:<34}{stage['seconds']:>7.1f} s {stage['peak_gb']:>6.2f} GB", flush=True)
+                    print(f"      {name:<34}{stage['seconds']:>7.1f} s {stage['peak_gb']:>6.2f} GB  CPU {stage['cpu_s']:>6.1f} s "
+                          f"({stage['cores_busy']:.2f} cores busy)", flush=True)
                 print(f"      {result['lists']}", flush=True)
                 if result["lists"].startswith("lists recorded"):  # kept at once: a later failure leaves it
                     args.lists_reference.parent.mkdir(parents=True, exist_ok=True)
