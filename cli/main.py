@@ -263,12 +263,6 @@ def add_features(sub) -> None:
     p.set_defaults(func=cmd_features)
 
 
-# What the pipeline's stages import (the heaviest: MLflow with skops, Great Expectations,
-# scikit-learn), imported while Prefect's temporary server starts (_imports_while_prefect_starts).
-RUN_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.sklearn", "skops.io",
-               "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
-
-
 def _start_prefect_server_early() -> None:
     """Where the flow will need Prefect's temporary server (no Prefect API configured), start it
     now, before this process imports Prefect, so that it starts up while the process imports
@@ -279,7 +273,7 @@ def _start_prefect_server_early() -> None:
         temporary_server.start()
 
 
-def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> None:
+def _imports_while_prefect_starts(modules: tuple[str, ...] | None = None) -> None:
     """Without PREFECT_API_URL, a flow first starts Prefect's temporary server: a process of
     its own that takes seconds to answer, while this one only waits. Import here what the stages
     will import anyway while it starts. Started early (``_start_prefect_server_early``), it is
@@ -294,7 +288,9 @@ def _imports_while_prefect_starts(modules: tuple[str, ...] = RUN_IMPORTS) -> Non
     from prefect.settings import PREFECT_API_URL
 
     from flows import temporary_server
+    from flows.run import STAGE_IMPORTS
 
+    modules = STAGE_IMPORTS if modules is None else modules
     early = temporary_server.started()
     starting = None
     if early is None and not PREFECT_API_URL.value():

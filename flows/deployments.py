@@ -52,12 +52,31 @@ def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, f
     from flows.config import load_config
     from flows.run import flow_for
 
+    _freeze_stage_imports()
     settings = load_config(Path(config) if config else None)
     settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, icb=icb))
     if not Path(extract).is_dir():
         raise ConfigError(f"extract {extract}: no such folder (deployment parameter 'extract')")
     summary = flow_for(settings.run)(Path(extract), Path(out), settings, force=force)
     return {"skipped": str(summary.skipped), "lists": str(summary.lists_link), "audit_report": str(summary.audit_report), "database": str(summary.db)}
+
+
+def _freeze_stage_imports() -> None:
+    """A scheduled run has a process of its own (the Prefect worker starts one per flow run), as
+    ``phm run`` has: import what the stages need with cyclic collection paused, then freeze it
+    out of the collector's walks for the rest of the process, and freeze everything before the
+    process exits (phm/collector.py says why: seconds of CPU per run, whatever its size)."""
+    import atexit
+    import importlib
+
+    from flows.run import STAGE_IMPORTS
+    from phm import collector
+
+    collector.collect_later()
+    for name in STAGE_IMPORTS:
+        importlib.import_module(name)
+    collector.freeze_for_good()
+    atexit.register(collector.before_exit)  # the last exit handler registered runs first: then Prefect's
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ from prefect.cache_policies import NONE
 from flows.config import RunConfig
 from flows.ingest import ingest_flow
 
+# What the stages import (the heaviest: MLflow with skops, Great Expectations, scikit-learn), which
+# a run's process imports before its work starts: `phm run` while Prefect's temporary server starts
+# (cli/main.py), a scheduled run before it freezes them out of the garbage collector's walks
+# (flows/deployments.py; phm/collector.py).
+STAGE_IMPORTS = ("phm.ingest", "features.run", "models.training_run", "mlflow.sklearn", "skops.io",
+                 "models.audit_run", "models.score_models", "phm.lists", "flows.publish")
+
 STAGES = ("ingest and validate", "features and validated scores", "train the risk models",
           "fairness audit and gate", "score with the audited models", "build the lists", "publish the lists")
 

@@ -71,3 +71,15 @@ def test_the_command_exits_cleanly_with_its_objects_frozen():
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "patients" in done.stdout and done.stderr == ""
+
+
+def test_a_scheduled_runs_process_freezes_the_stages_modules_for_good():
+    """A scheduled run's process (the Prefect worker starts one per flow run) imports what the
+    stages need and freezes it, as ``phm run`` does (flows/deployments.py)."""
+    probe = ("import gc, sys; from flows.deployments import _freeze_stage_imports; from phm import collector; "
+             "_freeze_stage_imports(); "
+             "print(gc.isenabled(), gc.get_freeze_count() > 100_000, collector._frozen_for_good, "
+             "'mlflow.sklearn' in sys.modules, 'sklearn.ensemble' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True"] * 5
