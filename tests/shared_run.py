@@ -107,9 +107,13 @@ def subprocess_env(**extra: str) -> dict:
 def run_like_the_demo(folder: Path) -> FinishedRun:
     """The whole flow on ``folder``/extract into ``folder``/out, as ``phm demo`` runs it."""
     run = FinishedRun(folder)
-    demo = ("import sys; from pathlib import Path; from cli import main as cli; from tests.shared_run import reviewed; "
+    # A process of the run's own, as the demo's: its modules frozen out of the garbage collector's
+    # walks once imported and at exit (phm/collector.py), as ``phm``'s console entry point does.
+    demo = ("import sys; from pathlib import Path; from cli import main as cli; from phm import collector; "
+            "from tests.shared_run import reviewed; cli._OWN_PROCESS = True; "
             "cli._env_defaults(); e = Path(sys.argv[1]); "
-            "sys.exit(cli.run_pipeline(e, Path(sys.argv[2]), reviewed(), truth=e / 'truth', force=True))")
+            "code = cli.run_pipeline(e, Path(sys.argv[2]), reviewed(), truth=e / 'truth', force=True); "
+            "collector.before_exit(); sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", demo, str(run.extract), str(run.out)],
                           env=subprocess_env(PREFECT_HOME=str(folder / "prefect-home")), cwd=ROOT,
                           capture_output=True, text=True, timeout=1800)
