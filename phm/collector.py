@@ -6,10 +6,12 @@ so each full collection walked them again: a 2,000-patient ``phm run`` spent abo
 collections, and 2-3 s more in the interpreter's collections at exit (perf: ``gc_collect_main``),
 after its work was done (``before_exit``).
 
-``freeze_for_good`` is for the phm command's own process (cli/main.py), once the modules a run
-needs are imported: everything alive is frozen (``gc.freeze``) for the rest of the process. Objects freed by reference counting are freed as before; only cyclic
-garbage among the frozen would be kept, and the frozen are mostly the modules. A test's process
-runs many commands and must not keep their objects, so it never calls it.
+``freeze_for_good`` is for a process of the run's own (``phm``'s entry point, cli/main.py; a
+scheduled run's, flows/deployments.py), once the modules a run needs are imported: everything
+alive is frozen (``gc.freeze``) for the rest of the process. Objects freed by reference counting
+are freed as before; only cyclic garbage among the frozen would be kept, and the frozen are
+mostly the modules. A test's process runs many commands and must not keep their objects, so it
+never calls it.
 
 ``frozen_meanwhile`` freezes what is alive for a block that collects what it made (ingest's
 validation finds Great Expectations' DuckDB connections that way, phm/validation.py) and
