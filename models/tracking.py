@@ -105,6 +105,15 @@ def _copy_new(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _new_store_file(location: TrackingLocation) -> Path | None:
+    """The embedded SQLite store's file where it does not exist yet; None for a tracking server or
+    a store already made."""
+    if not location.tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(location.tracking_uri[len("sqlite:///"):])
+    return None if database.exists() else database
+
+
 def create_store(location: TrackingLocation) -> None:
     """Create the embedded SQLite store's tables if the store is new. On a new file MLflow runs
     its schema migrations one by one (about 2 s of CPU and 3-4 s here), so the first store of an
@@ -117,10 +126,8 @@ def create_store(location: TrackingLocation) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    if not location.tracking_uri.startswith("sqlite:///"):
-        return
-    database = Path(location.tracking_uri[len("sqlite:///"):])
-    if database.exists():
+    database = _new_store_file(location)
+    if database is None:
         return
     try:
         template = store_template_path(mlflow.__version__)
@@ -158,7 +165,7 @@ def create_store_meanwhile(location: TrackingLocation):
     tracking server, or a store that exists)."""
     import threading
 
-    if not location.tracking_uri.startswith("sqlite:///") or Path(location.tracking_uri[len("sqlite:///"):]).exists():
+    if _new_store_file(location) is None:
         return None
     thread = threading.Thread(target=create_store, args=(location,), name="mlflow-store", daemon=True)
     thread.start()
