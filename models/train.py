@@ -54,6 +54,7 @@ from sklearn.linear_model import PoissonRegressor
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, expected_events
 from models.impute import GroupImputer, MedianImputer
@@ -436,9 +437,34 @@ def single_icb(frame: pl.DataFrame, icb_code: str | None) -> tuple[str, pl.DataF
 # Outcomes trained at once, each in its own thread. One outcome's fits keep about 1.25 of 2 cores
 # busy at 1M patients (py-spy and the process's CPU: the boosting's trees use both, the inputs'
 # copies, imputers and pandas work one): two outcomes at once fill the second core. Each outcome's
-# models are the same whichever thread fits them (their own seeded generators; the boosting's
-# OpenMP threads and BLAS are not changed), and the results are kept in OUTCOMES' order.
+# models are the same whichever thread fits them (their own seeded generators; BLAS is not
+# changed), and the results are kept in OUTCOMES' order.
 TRAINING_THREADS = min(2, os.cpu_count() or 1)
+
+
+def openmp_threads_per_outcome(threads: int) -> int:
+    """The OpenMP threads one outcome's boosting may use while ``threads`` outcomes train at once:
+    the cores shared out (1 each on 2 cores), rather than every fit starting a thread per core.
+
+    Two boosting fits at once, each with a thread per core, put 4 OpenMP threads on 2 cores:
+    every parallel loop (several per tree node) ends at a barrier that waits for a thread the
+    other fit may hold off its core, then wakes the sleepers (OMP_WAIT_POLICY=PASSIVE,
+    models/__init__.py). Measured (docs/benchmarks.md, "Training's two outcomes at once, each
+    with its share of the cores"): the 1M run's training took 46.2 / 36.6 s and 73.8 / 60.4 s
+    of CPU before, 37.9 / 33.1 s and 62.1 / 55.3 s after, the lists byte-identical. The trees are the same: the boosting's loops over
+    features and rows do each feature's and row's arithmetic in one thread whatever their number;
+    the one sum whose order follows the thread count (the root's gradients, summed in float64
+    from float32 terms) came out the same in every fit measured, and
+    tests/integration/test_training.py fits the same outcomes one by one, with every core, and
+    compares the predictions bit for bit."""
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+
+def _train_outcome_sharing_cores(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig, progress,
+                                 openmp_threads: int) -> OutcomeResult:
+    # threadpoolctl sets OpenMP's thread count for this thread only (each thread keeps its own)
+    with threadpool_limits(limits=openmp_threads, user_api="openmp"):
+        return train_outcome(frame, outcome, config, progress)
 
 
 def train_all(data: TrainingData, config: TrainingConfig, icb_code: str | None = None,
@@ -453,7 +479,9 @@ def train_all(data: TrainingData, config: TrainingConfig, icb_code: str | None =
         return result
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="train")
     try:
-        futures = [pool.submit(train_outcome, frame, outcome, config, progress) for outcome in outcomes]
+        openmp = openmp_threads_per_outcome(threads)
+        futures = [pool.submit(_train_outcome_sharing_cores, frame, outcome, config, progress, openmp)
+                   for outcome in outcomes]
         result.outcomes.extend(future.result() for future in futures)  # the first outcome's error first
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -212,9 +212,21 @@ def test_phm_train_and_score_on_the_command_line(trained, capsys):
 def test_training_is_reproducible_for_a_seed(trained):
     """Trained again with the same seed, one outcome after another in this thread: every model
     predicts the same bits as the run's training, which fitted outcomes two at a time in threads
-    (models.train.TRAINING_THREADS, on a machine of 2 cores or more), and the same candidates are chosen."""
-    from models.train import OUTCOMES, train_all, train_outcome
+    (models.train.TRAINING_THREADS, on a machine of 2 cores or more), each boosting fit with its
+    share of the cores' OpenMP threads, where one by one each has them all; and the same
+    candidates are chosen."""
+    import os
 
+    from models.train import (
+        OUTCOMES,
+        TRAINING_THREADS,
+        openmp_threads_per_outcome,
+        train_all,
+        train_outcome,
+    )
+
+    if TRAINING_THREADS > 1:  # so the comparison below is between different OpenMP thread counts
+        assert openmp_threads_per_outcome(TRAINING_THREADS) < (os.cpu_count() or 1)
     _, _, run = trained
     again = train_outcome(run.result.data.frame, OUTCOMES[0], TrainingConfig())
     for first, second in zip(run.result.outcomes[0].models, again.models, strict=True):
