@@ -166,11 +166,13 @@ class HorizonHazardModel(BaseEstimator):
             shift = shift + terms[male[:, None], model[:, None], categories[None, :]] - terms[male, model, own][:, None]
         return shift
 
-    def fit(self, x: pd.DataFrame, event: np.ndarray, years: np.ndarray):
+    def fit(self, x: pd.DataFrame, event: np.ndarray, years: np.ndarray, filled: bool = False):
+        """``filled``: ``x`` is already ``imputer.transform`` of the rows, by an ``imputer`` fitted
+        on them (models.train fills a variant's rows once for all its kinds of model)."""
         event = np.asarray(event, dtype=float)
         self.group_update_ = {}
         self.group_observed_expected_ = {}
-        if getattr(self, "imputer", None) is not None:
+        if getattr(self, "imputer", None) is not None and not filled:
             x = self.imputer.fit(x).transform(x)
         years = np.clip(np.asarray(years, dtype=float), 1 / 365.25, None)  # a same-day event counts a day
         if self.comparator is not None:
@@ -212,9 +214,10 @@ class HorizonHazardModel(BaseEstimator):
             return np.exp(np.einsum("ij,j->i", design, final.coef_) + final.intercept_)
         return self.regressor.predict(inputs)
 
-    def hazard(self, x: pd.DataFrame) -> np.ndarray:
-        """Yearly hazard for each row, the same for a row whatever else is in the batch."""
-        x = self._filled(x)
+    def hazard(self, x: pd.DataFrame, filled: bool = False) -> np.ndarray:
+        """Yearly hazard for each row, the same for a row whatever else is in the batch.
+        ``filled``: ``x`` is already ``imputer.transform`` of the rows."""
+        x = x if filled else self._filled(x)
         offset = self._offset(x)
         unknown = self._unknown(x)
         if not unknown.any():
@@ -236,8 +239,8 @@ class HorizonHazardModel(BaseEstimator):
         hazard[unknown] = mixed
         return hazard
 
-    def predict_risk(self, x: pd.DataFrame) -> np.ndarray:
-        return -np.expm1(-self.horizon_years * self.hazard(x))
+    def predict_risk(self, x: pd.DataFrame, filled: bool = False) -> np.ndarray:
+        return -np.expm1(-self.horizon_years * self.hazard(x, filled))
 
     def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
         risk = self.predict_risk(x)

@@ -241,6 +241,30 @@ def test_training_is_reproducible_for_a_seed(trained):
         assert threaded.candidate.kind == one_by_one.candidate.kind
 
 
+def test_each_model_fitted_on_its_own_predicts_the_same_bits(trained):
+    """Training fills a variant's missing readings once for all its kinds of model
+    (models.train._filled_once); each model fitted on its own, fitting and filling with its own
+    GroupImputer, predicts the same bits on the validation patients."""
+    from models.train import at_risk, make_model, model_inputs, practice_split
+
+    _, _, run = trained
+    config = TrainingConfig()
+    for result in run.result.outcomes:
+        population = at_risk(run.result.data.frame.filter(pl.col("icb_code") == run.result.icb_code), result.outcome)
+        in_validation = practice_split(population["practice_pseudo_id"].to_numpy(), config.validation_share,
+                                       config.seed)
+        event = population[result.outcome.label].to_numpy().astype(bool)[~in_validation]
+        years = population[result.outcome.followup].to_numpy().astype(float)[~in_validation]
+        shared = [m for m in result.models if m.estimator.imputer is not None]
+        assert len(shared) >= 2 and len({id(m.estimator.imputer) for m in shared}) == 1  # filled once
+        for model in shared:
+            x = model_inputs(population, model.variant)
+            alone = make_model(model.kind, model.variant, config.seed, result.outcome, config.horizon_years)
+            alone.fit(x[~in_validation], event, years)
+            assert alone.imputer is not model.estimator.imputer
+            np.testing.assert_array_equal(alone.predict_risk(x[in_validation]), model.predictions)
+
+
 def another_run_registers_and_moves_the_aliases(client, versions) -> dict[str, str]:
     """What a second run of the same ICB sharing the MLflow store does between this run's
     registration and its audit or scoring: a training of its own registers a version of each
