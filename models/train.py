@@ -418,16 +418,14 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
                 progress(f"{outcome.short}: fitting {kind} ({variant}) on {y_train.size:,} patients")
             t = time.perf_counter()
             estimator = make_model(kind, variant, config.seed, outcome, config.horizon_years)
-            if estimator.imputer is None:
-                estimator.fit(x_train, y_train, years_train)
-                seconds = time.perf_counter() - t
-                predicted = estimator.predict_risk(x_valid)
-            else:
+            x_fit, x_predict = x_train, x_valid
+            if estimator.imputer is not None:
                 filled = _filled_once(estimator.imputer, filled, x_train, x_valid)
-                estimator.imputer = filled[0]
-                estimator.fit(filled[1], y_train, years_train, filled=True)
-                seconds = time.perf_counter() - t
-                predicted = estimator.predict_risk(filled[2], filled=True)
+                estimator.imputer, x_fit, x_predict = filled
+            given_filled = estimator.imputer is not None
+            estimator.fit(x_fit, y_train, years_train, filled=given_filled)
+            seconds = time.perf_counter() - t
+            predicted = estimator.predict_risk(x_predict, filled=given_filled)
             models.append(TrainedModel(outcome, kind, variant, estimator, list(x_train.columns),
                                        validate_followup(y_valid, years_valid, predicted, config.horizon_years),
                                        predicted, seconds, int(y_train.size), int(y_train.sum())))
@@ -468,12 +466,13 @@ def openmp_threads_per_outcome(threads: int) -> int:
     other fit may hold off its core, then wakes the sleepers (OMP_WAIT_POLICY=PASSIVE,
     models/__init__.py). Measured (docs/benchmarks.md, "Training's two outcomes at once, each
     with its share of the cores"): the 1M run's training took 46.2 / 36.6 s and 73.8 / 60.4 s
-    of CPU before, 37.9 / 33.1 s and 62.1 / 55.3 s after, the lists byte-identical. The trees are the same: the boosting's loops over
-    features and rows do each feature's and row's arithmetic in one thread whatever their number;
-    the one sum whose order follows the thread count (the root's gradients, summed in float64
-    from float32 terms) came out the same in every fit measured, and
-    tests/integration/test_training.py fits the same outcomes one by one, with every core, and
-    compares the predictions bit for bit."""
+    of CPU before, 37.9 / 33.1 s and 62.1 / 55.3 s after, the lists byte-identical.
+
+    The trees are the same: the boosting's loops over features and rows do each feature's and
+    row's arithmetic in one thread whatever their number; the one sum whose order follows the
+    thread count (the root's gradients, summed in float64 from float32 terms) came out the same
+    in every fit measured, and tests/integration/test_training.py fits the same outcomes one by
+    one, with every core, and compares the predictions bit for bit."""
     return max(1, (os.cpu_count() or 1) // max(1, threads))
 
 
