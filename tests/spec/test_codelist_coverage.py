@@ -54,6 +54,51 @@ def test_codes_found_and_patients_per_concept_and_unknown_codes_by_frequency():
     assert [(u["records"], u["patients"]) for u in body["unknown"]] == [(None, None), (None, None)]
 
 
+def report_counts(report) -> tuple:
+    return ([(c.concept, c.codes_found, c.patients) for c in report.concepts],
+            [(u.table, u.code, u.records, u.patients) for u in report.unknown], report.unknown_distinct)
+
+
+def test_patients_are_counted_the_same_with_bitmaps_and_with_count_distinct(monkeypatch):
+    # ids 10**14 apart: bitmaps would span 1.1e15 bits per group, far past the limit, so that
+    # extract is counted with count(distinct); ids 3 apart fit in bitmaps
+    import phm.codelist_coverage as coverage
+
+    def events_from(first: int, step: int = 3) -> list:
+        ids = [first + step * k for k in range(12)]
+        return ([(p, HYPERTENSION) for p in ids[:10]] + [(ids[10], ESSENTIAL_HYPERTENSION), (ids[10], HYPERTENSION)]
+                + [(p, LOCAL_CODE) for p in (ids[0], ids[0], ids[1], ids[2])] + [(ids[11], OTHER_LOCAL)])
+
+    def statements(step: int, limit: int) -> tuple:
+        seen: list[str] = []
+        con = database(50, events_from(1, step), [(1, SIMVASTATIN_40)])
+        monkeypatch.setattr(coverage, "BITMAP_BITS_LIMIT", limit)
+        original = duckdb.DuckDBPyConnection.execute
+
+        class Recording:
+            def __getattr__(self, name):
+                return getattr(con, name)
+
+            def execute(self, sql, parameters=None):
+                seen.append(sql)
+                return original(con, sql, parameters) if parameters is not None else original(con, sql)
+
+        report = coverage_report(Recording(), EXTRACT_DATE)
+        return report_counts(report), " ".join(seen)
+
+    dense, dense_sql = statements(3, coverage.BITMAP_BITS_LIMIT)
+    sparse, sparse_sql = statements(10 ** 14, coverage.BITMAP_BITS_LIMIT)
+    forced, forced_sql = statements(3, 0)
+    assert "bitstring_agg" in dense_sql and "count(distinct" not in dense_sql
+    assert "count(distinct patient_id) from (select e.patient_id, c.concept from main.clinical_events" in sparse_sql
+    assert "count(distinct patient_id) from (select e.patient_id, e.snomedct_code" in sparse_sql  # the unknown codes
+    assert "count(distinct" in forced_sql and "bitstring_agg" not in forced_sql
+    assert dense == forced
+    hypertension = next(c for c in dense[0] if c[0] == "hypertension")
+    assert hypertension[1:] == (2, 11) == next(c for c in sparse[0] if c[0] == "hypertension")[1:]
+    assert [u[2:] for u in dense[1]] == [u[2:] for u in sparse[1]] == [(4, 3), (1, 1)]
+
+
 def test_a_concept_that_must_appear_and_matches_nobody_is_a_warning_naming_it():
     prevalence = project_codelists()["hypertension"].expected_prevalence
     needed = int(MIN_EXPECTED_PATIENTS / prevalence)  # adults at which 20 are expected
