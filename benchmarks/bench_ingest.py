@@ -9,7 +9,8 @@ Each stage runs in its own process so its peak memory (max RSS) is its own. Figu
 - ratio of ingest time to DuckDB's bare load of the same files (target: at most 5)
 - `phm ingest` as a user runs it (a fresh process: imports, Prefect's flow, Data Docs) against
   the bare load in a fresh process (importing DuckDB), both timed from outside, start-up
-  included (issue 21: at most 3x)
+  included (issue 21: at most 3x). The bare load is into memory; the same load into a database
+  file is printed beside it for scale (an ingest writes one), the ratios stay against memory's
 - a digest of every published table (main.*), so two versions can be checked to load the same
   rows
 Benchmarks never fail on time: they report.
@@ -127,6 +128,29 @@ RESULT = {{'seconds': time.perf_counter() - t}}
     print(f"  {bare['seconds']:.1f} s ({bare['process_seconds']:.1f} s with the process's start-up), "
           f"peak {bare['peak_rss_gb']:.2f} GB")
 
+    # The issue's floor loads into memory; an ingest must write a database file. The same load into
+    # a file, for scale only: the ratios below stay against the floor above.
+    print("bare DuckDB load of the same files into a database file (for scale) ...", flush=True)
+    bare_file_db = args.work / "bare-file.duckdb"
+    for p in (bare_file_db, bare_file_db.with_suffix(".duckdb.wal")):
+        p.unlink(missing_ok=True)
+    bare_file = _stage(f"""
+import time, duckdb
+from pathlib import Path
+from phm.contract import TABLES, find_table_file
+con = duckdb.connect({str(bare_file_db)!r})
+t = time.perf_counter()
+for name in (n for n, spec in TABLES.items() if not spec.optional):
+    path = find_table_file(Path({str(extract)!r}), name)
+    reader = 'read_parquet(?)' if path.suffix == '.parquet' else 'read_csv(?, header = true)'
+    con.execute(f'create table {{name}} as select * from ' + reader, [str(path)])
+con.close()
+RESULT = {{'seconds': time.perf_counter() - t}}
+""")
+    bare_file_db.unlink(missing_ok=True)
+    print(f"  {bare_file['seconds']:.1f} s ({bare_file['process_seconds']:.1f} s with the process's start-up), "
+          f"peak {bare_file['peak_rss_gb']:.2f} GB")
+
     print("ingest (load, staging, Great Expectations, quarantine, publish) ...", flush=True)
     ingest = _stage(f"""
 import time
@@ -151,7 +175,8 @@ RESULT = {{'seconds': sum(stages.values()), 'stages': stages, 'gx_import_seconds
         raise SystemExit("phm ingest published other rows than the in-process ingest")
     cli_ratio = cli_seconds / bare["process_seconds"]
     print(f"  {cli_seconds:.1f} s against the bare load's {bare['process_seconds']:.1f} s, start-up included "
-          f"for both: ratio {cli_ratio:.2f} (target <= 3)")
+          f"for both: ratio {cli_ratio:.2f} (target <= 3); against the bare load into a file "
+          f"{cli_seconds / bare_file['process_seconds']:.2f}")
     ratio = ingest["seconds"] / bare["seconds"]
     rows_per_s = total_rows / ingest["seconds"]
     print(f"  {ingest['seconds']:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in ingest['stages'].items())}); "
@@ -165,7 +190,8 @@ RESULT = {{'seconds': sum(stages.values()), 'stages': stages, 'gx_import_seconds
     result = {
         "benchmark": "ingest", "patients": args.patients, "format": args.format,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "rows_total": total_rows, "synth": synth, "bare_duckdb_load": bare, "ingest": ingest,
+        "rows_total": total_rows, "synth": synth, "bare_duckdb_load": bare,
+        "bare_duckdb_load_into_a_file": bare_file, "ingest": ingest,
         "ingest_rows_per_second": rows_per_s, "ratio_ingest_to_bare_load": ratio,
         "phm_ingest_process_seconds": cli_seconds, "ratio_phm_ingest_to_bare_load_with_startup": cli_ratio,
         "published_digest": digest,
