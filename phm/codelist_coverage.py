@@ -96,7 +96,7 @@ def distinct_patients(con: duckdb.DuckDBPyConnection, table: str, relation: str,
     if low is None:
         return {}
     if (high - low + 1) * max(groups, 1) <= BITMAP_BITS_LIMIT:
-        count, bounds = "bit_count(bitstring_agg(patient_id, ?::bigint, ?::bigint))", [low, high]
+        count, bounds = "coalesce(bit_count(bitstring_agg(patient_id, ?::bigint, ?::bigint)), 0)", [low, high]
     else:
         count, bounds = "count(distinct patient_id)", []
     return dict(con.execute(f"select {group}, {count} from {relation} group by {group}",  # noqa: S608 - ours
@@ -122,7 +122,7 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
         in_lists = (f"(select e.patient_id, c.concept from main.{table} as e join coverage_codes as c "  # noqa: S608
                     f"on c.code = e.{column} and c.system = ?)")
         patients = distinct_patients(con, f"main.{table}", in_lists, "concept", len(codes_found), [system])
-        found.update({concept: (codes, patients[concept]) for concept, codes in codes_found.items()})
+        found.update({concept: (codes, patients.get(concept, 0)) for concept, codes in codes_found.items()})
         con.execute("""
             create or replace temp table coverage_unknown as
             select e.code, e.records from coverage_by_code as e
@@ -135,7 +135,8 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
             of_listed = (f"(select e.patient_id, e.{column} as code from main.{table} as e "  # noqa: S608
                          f"semi join coverage_listed as k on k.code is not distinct from e.{column})")
             unknown_patients = distinct_patients(con, f"main.{table}", of_listed, "code", len(listed), [])
-            report.unknown += [UnknownCode(table, code, records, unknown_patients[code]) for code, records in listed]
+            report.unknown += [UnknownCode(table, code, records, unknown_patients.get(code, 0))
+                               for code, records in listed]
             con.execute("drop table coverage_listed")
         report.unknown_distinct[table] = con.execute("select count(*) from coverage_unknown").fetchone()[0]
         con.execute("drop table coverage_unknown")
