@@ -117,7 +117,7 @@ def coverage_report(con: duckdb.DuckDBPyConnection, extract_date) -> CoverageRep
         con.execute(f"create or replace temp table coverage_by_code as "  # noqa: S608
                     f"select {column} as code, count(*) as records from main.{table} group by {column}")
         codes_found = dict(con.execute(
-            "select c.concept, count(*) from coverage_by_code as e join coverage_codes as c "
+            "select c.concept, count(distinct e.code) from coverage_by_code as e join coverage_codes as c "
             "on c.code = e.code and c.system = ? group by c.concept", [system]).fetchall())
         in_lists = (f"(select e.patient_id, c.concept from main.{table} as e join coverage_codes as c "  # noqa: S608
                     f"on c.code = e.{column} and c.system = ?)")
