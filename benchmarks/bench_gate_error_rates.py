@@ -21,16 +21,21 @@ every run so a long study can be stopped and still reported. Goal (issue 22): se
 least 90%, false alarms at most 5%.
 
     uv run python benchmarks/bench_gate_error_rates.py --seeds 20 --patients 30000
+
+A study run with ``--keep FOLDER`` can be judged again on either answer key, its gate verdicts as
+run: ``--summarise STUDY.json --judge-again FOLDER --key onset --out AGAIN.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,10 +47,13 @@ from models.fairness.truth import (  # noqa: E402
     TRACKING_NEED,
     ScenarioRun,
     Tracking,
+    ratio_tracking,
     scenario_run,
 )
 
 PROFILES = ("england", "diverse_urban")
+# what a run judged again on the onset key records as its need (from_json then notes it)
+ONSET_ONLY = "the risk of a new onset alone (judged again with --key onset)"
 RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
 
 
@@ -149,6 +157,43 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
     return runs
 
 
+@contextlib.contextmanager
+def answer_key(key: str) -> Iterator[None]:
+    """The truth's need read as ``key``: "need" (as the truth now reads it: type 2 diabetes and
+    hypertension present and undiagnosed count as had, at T0 and at the extract date) or "onset"
+    (the risk of a new onset alone, the key before 2026-12-02). Meanwhile the present-at-T0 and
+    present-now columns of models/fairness/truth.py are set aside, and restored after."""
+    import models.fairness.truth as truth
+
+    if key not in ("need", "onset"):
+        raise ValueError(f"answer key {key!r}: need or onset")
+    kept = truth.PRESENT_AT_T0, truth.PRESENT_NOW
+    if key == "onset":
+        truth.PRESENT_AT_T0, truth.PRESENT_NOW = {}, {}
+    try:
+        yield
+    finally:
+        truth.PRESENT_AT_T0, truth.PRESENT_NOW = kept
+
+
+def judged_again(runs: list[ScenarioRun], keep: Path, key: str, min_patients: int = 200) -> list[ScenarioRun]:
+    """The runs of a saved study, their truth recomputed from the runs ``--keep`` kept (database,
+    MLflow store, the extract's truth) on the answer key ``key``; the gate's verdicts as run."""
+    from models.tracking import tracking_location
+
+    judged = []
+    with answer_key(key):
+        for r in runs:
+            folder = keep / f"{r.seed}-{r.profile}-{r.scenario.replace(' ', '_')}"
+            published: list[dict] = []
+            standard: list[dict] = []
+            tracking = ratio_tracking(folder / "phm.duckdb", folder / "extract" / "truth", min_patients,
+                                      tracking_location(folder, None).tracking_uri, published, standard)
+            judged.append(ScenarioRun(r.seed, r.profile, r.scenario, r.knobs, r.gates, tracking, r.seconds,
+                                      published, standard))
+    return judged
+
+
 def same_score_offsets(runs: list[ScenarioRun]) -> str:
     """The truth's statistic at the same score averaged over the runs with no recording planted
     (no bias, measurement gap), per outcome, profile and recorded group: for the published model
@@ -216,9 +261,26 @@ def main() -> None:
                         help="keep each run's extract, truth, database and MLflow store in FOLDER/<seed>-<profile>-"
                              "<scenario> (about 30 MB a run at 20,000 patients), to judge the same runs again "
                              "offline; default: removed after each run")
+    parser.add_argument("--judge-again", type=Path, metavar="FOLDER",
+                        help="with --summarise: recompute the truth of each run from the runs a --keep FOLDER "
+                             "holds (the gate's verdicts as run), on --key's answer key, and write them to --out")
+    parser.add_argument("--key", choices=["need", "onset"], default="need",
+                        help="the answer key for --judge-again: need (the truth's now) or onset (the risk of a new "
+                             "onset alone, before 2026-12-02)")
     args = parser.parse_args()
+    if args.judge_again and not args.summarise:
+        parser.error("--judge-again needs --summarise (the saved study whose runs FOLDER kept)")
     if args.summarise:
         runs = from_json(*args.summarise)
+        if args.judge_again:
+            runs = judged_again(runs, args.judge_again, args.key)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"answer_key": args.key, "judged_again_from": str(args.judge_again),
+                                            "runs": len(runs), "summary": rates(runs),
+                                            "runs_detail": [{**r.as_dict(), "tracking_need": ONSET_ONLY}
+                                                            if args.key == "onset" else r.as_dict() for r in runs]},
+                                           indent=1) + "\n")
+            print(f"judged again on the {args.key} key; wrote {args.out}")
         print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")
         print(table(rates(runs)))
         print("\nThe truth's statistic at the same score, runs with no recording planted:")

@@ -184,3 +184,30 @@ def test_the_truths_need_now_counts_a_condition_present_and_uncoded_as_had():
     assert need["cvd"].to_list() == [0.2, 0.7, 0.0]
     assert need["t2d"].to_list() == [0.2, 1.0, 0.0]
     assert need["hypertension"].to_list() == [0.2, 1.0, 1.0]
+
+
+def test_the_onset_key_reads_the_risk_alone_and_the_need_key_comes_back_after():
+    import polars as pl
+    import pytest
+
+    import models.fairness.truth as truth
+
+    patients = pl.DataFrame({"true_risk_t2d_horizon": [0.02, 0.03], "t2d_true_past_index": [True, False],
+                             "true_risk_t2d_10y_at_extract": [0.9, 0.1], "t2d_true_at_extract": [True, False]})
+
+    def needs() -> tuple[list, list]:
+        return (patients.select(truth.true_need_horizon("t2d")).to_series().to_list(),
+                patients.select(truth.true_need_now("t2d")).to_series().to_list())
+
+    study = _study()
+    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    with study.answer_key("onset"):
+        assert needs() == ([0.02, 0.03], [0.9, 0.1])
+    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    with pytest.raises(RuntimeError), study.answer_key("onset"):
+        raise RuntimeError("a run that cannot be judged")
+    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    with study.answer_key("need"):
+        assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    with pytest.raises(ValueError, match="need or onset"), study.answer_key("prevalence"):
+        pass
