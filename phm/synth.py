@@ -32,14 +32,20 @@ everyone else):
 - ``t2d_true_at_extract`` / ``t2d_coded_by_extract`` (and hypertension's): what each patient
   really has by E, whatever the age, and whether the record says so (true and not coded =
   undiagnosed).
+- ``t2d_expected_need_horizon``: for a patient with no diabetes code at T0, the chance of having
+  type 2 diabetes by the horizon's end, taken before the generator's draws decide it: diabetes
+  present and uncoded at T0, or its onset in the horizon (``_expected_t2d_need``). A probability
+  like ``true_risk_t2d_horizon``; ``t2d_true_past_index`` is the draw itself.
 
 True risk model (5-year net risk = 1 - exp(-5 * exp(lp)); 10-year uses 10), per outcome, with
 age in years, z the latent deprivation score (sd ~1, higher = more deprived):
 - CVD: lp = -9.1 + 0.072 age + 0.45 male + 0.017 (sbp - 130) + 0.55 smoker + 0.65 t2d
-  + 0.14 (chol_ratio - 4) + 0.55 af + 0.3 ckd + 0.3 fh_cvd + 0.1 z + 0.35 south_asian
-  - 0.35 chinese
-- Type 2 diabetes: lp = -7.55 + 0.035 age + 0.11 (bmi - 27) + 0.085 (hba1c - 36)
-  + 0.9 south_asian + 0.55 black + 0.45 fh_diabetes + 0.4 steroids + 0.12 z
+  + 0.14 (chol_ratio - 4) + 0.55 af + 0.3 ckd + 0.3 fh_cvd + 0.1 z + ethnic effect
+- Type 2 diabetes: lp = -7.9 + 0.035 age + 0.11 (bmi - 27) + 0.2 (hba1c - 36)
+  + ethnic effect + 0.45 fh_diabetes + 0.4 steroids + 0.12 z
+  (the ethnic effects: QRISK3-2017's and QDiabetes-2018 model C's published ones, by sex,
+  ``synth_profiles.TRUE_ETHNIC_LOG_HR``; sbp is treated sbp, 12 lower, where hypertension is
+  present at T0)
 - Hypertension: lp = -6.1 + 0.045 age + 0.045 (sbp - 125) + 0.45 black + 0.04 (bmi - 27)
   + 0.08 z
 Undiagnosed hypertension and diabetes present at T0 (a national diagnosis gap of 30% and 15%)
@@ -87,7 +93,7 @@ import datetime as dt
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 
@@ -125,6 +131,15 @@ class SynthConfig:
     # practice ODS code (Z10001, ...) -> share unrecorded / probability misrecorded at that practice
     ethnicity_unrecorded_practice: dict[str, float] = field(default_factory=dict)
     ethnicity_misrecording_practice: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def planted_in(cls, extract: Path) -> SynthConfig:
+        """The settings an extract was made with, read back from its ``truth/planted.json``: the
+        same settings make the same extract again (``generate``)."""
+        planted = json.loads((Path(extract) / "truth" / "planted.json").read_text())
+        settings = {f.name: planted[f.name] for f in fields(cls) if f.name in planted}
+        settings["extract_date"] = dt.date.fromisoformat(settings["extract_date"])
+        return cls(**settings)
 
     def validate(self) -> None:
         if self.patients < 1:
@@ -493,8 +508,12 @@ class _Health:
     tchol: np.ndarray
     hdl: np.ndarray
     hba1c: np.ndarray
+    # the HbA1c drawn before diabetes at T0 (the same as ``hba1c`` for the patients without it): the
+    # truth's expected need reads the onset risk a patient would have had without it
+    hba1c_without_diabetes: np.ndarray
     t1d: np.ndarray
     t2d0: np.ndarray
+    t2d0_probability: np.ndarray  # the chance of the draw that gave ``t2d0``
     htn0: np.ndarray
     af: np.ndarray
     ckd: np.ndarray
@@ -537,7 +556,10 @@ def _health_at_index(ctx: _Context, people: _People, deprivation: _Deprivation) 
 
     # conditions present at T0 (adults), with ages of onset before T0
     t1d = u() < 0.004
-    t2d0 = adult0 & ~t1d & (u() < _sigmoid(-3.9 + 0.05 * (age0 - 40) + 0.13 * (bmi - 27) + 1.0 * south_asian + 0.55 * black + 0.2 * z + 0.5 * fh_diab))
+    t2d0_probability = np.where(adult0 & ~t1d, _sigmoid(-3.9 + 0.05 * (age0 - 40) + 0.13 * (bmi - 27) + 1.0 * south_asian
+                                                        + 0.55 * black + 0.2 * z + 0.5 * fh_diab), 0.0)
+    t2d0 = adult0 & ~t1d & (u() < t2d0_probability)
+    hba1c_without_diabetes = hba1c
     hba1c = np.where(t2d0 | t1d, rng.uniform(50, 80, n), hba1c)
     htn0 = adult0 & (sbp >= 140)
     af = adult0 & (u() < np.clip(0.0005 + 0.0009 * np.clip(age0 - 50, 0, None) ** 1.35 / 10, 0, 0.2))
@@ -554,7 +576,7 @@ def _health_at_index(ctx: _Context, people: _People, deprivation: _Deprivation) 
     steroids = adult0 & (u() < 0.015)
     antipsychotic = smi & (u() < 0.6)
     return _Health(bmi, smoker, ex_smoker, smoke_amount, fh_cvd, fh_diab, sbp, dbp_offset, tchol, hdl, hba1c,
-                   t1d, t2d0, htn0, af, ckd, cvd0, ra, sle, migraine, smi, ed, gdm, pcos, ld, steroids, antipsychotic)
+                   hba1c_without_diabetes, t1d, t2d0, t2d0_probability, htn0, af, ckd, cvd0, ra, sle, migraine, smi, ed, gdm, pcos, ld, steroids, antipsychotic)
 
 
 @dataclass(frozen=True)
@@ -1350,6 +1372,24 @@ def _stated_risks(outcomes: _Outcomes, registrations: _Registrations, h: int, T0
     return {"cvd": stated(outcomes.hazard_cvd), "t2d": stated(outcomes.hazard_t2d), "htn": stated(outcomes.hazard_htn)}
 
 
+def _expected_t2d_need(ctx: _Context, people: _People, health: _Health, model: _TrueRiskModel,
+                       registrations: _Registrations) -> np.ndarray:
+    """Per patient alive at T0, the chance of having type 2 diabetes by the horizon's end given no
+    diabetes code at T0, before the draws that decide it: q + (1 - q) * r, where q is the chance of
+    diabetes present at T0 among the patients with no code (p (1 - d) / (1 - p d): p the chance of
+    the draw at T0, d = 0.85 x the recording knob its chance of being coded, _outcome_coding) and r
+    the horizon's onset risk with the HbA1c the patient would have had without diabetes. The
+    truth's tracking reads this, a probability like every other risk in the key, so that the ~1
+    in 80 patients whose draw gave them undiagnosed diabetes do not move a small group's key by
+    tens of per cent (models/fairness/truth.py)."""
+    p = health.t2d0_probability
+    coded = 0.85 * _knob(ctx.config.outcome_recording, people.cat, 1.0)
+    q = p * (1 - coded) / (1 - p * coded)
+    onset = np.where((people.age0 >= 25) & ~health.t1d,
+                     _risk(model.lp_t2d(people.age0, health.hba1c_without_diabetes), ctx.config.horizon_years), 0.0)
+    return np.where(registrations.alive_at(ctx.T0), q + (1 - q) * onset, 0.0)
+
+
 def _write_truth(ctx: _Context, out_dir: Path, people: _People, deprivation: _Deprivation, health: _Health,
                  outcomes: _Outcomes, registrations: _Registrations, coding: _Coding, diagnosed: _Diagnosed,
                  patient_id: np.ndarray) -> None:
@@ -1374,6 +1414,7 @@ def _write_truth(ctx: _Context, out_dir: Path, people: _People, deprivation: _De
         "hba1c_true_past_index": h.hba1c, "smoker": h.smoker,
         "hypertension_true_past_index": h.htn0, "hypertension_diagnosed_past_index": c.htn_dx0,
         "t2d_true_past_index": h.t2d0, "t2d_diagnosed_past_index": c.t2d_dx0,
+        "t2d_expected_need_horizon": _expected_t2d_need(ctx, people, h, model, registrations),
         "hypertension_found_after_index": c.found_htn, "t2d_found_after_index": c.found_t2d,
         # what each patient really has by the extract date (or death), whatever their age, and
         # whether the record says so: true and not coded = undiagnosed

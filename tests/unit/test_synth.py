@@ -267,7 +267,8 @@ BROAD_GROUP = {c: NHS_ETHNIC_CATEGORIES[c][1] for c in ETHNICITY_PROFILES["engla
 def test_each_groups_events_sit_within_chance_of_its_stated_risks(tmp_path, seed, profile):
     """The answer key agrees with itself: per broad group and outcome, the simulated events are the
     sum of the stated cumulative incidences give or take chance (z within +-3.5; jointly, the
-    15 squared z's a chi-square on 15 degrees of freedom with p above 0.001). Before death was
+    20 squared z's a chi-square on 20 degrees of freedom with p above 0.001), and the expected need
+    for type 2 diabetes is what its draws gave, give or take chance. Before death was
     taken into account, White patients had 2,069 CVD events against 2,747 stated (z = -13)."""
     out = tmp_path / "x"
     generate(SynthConfig(patients=40_000, seed=seed, profile=profile), out)
@@ -285,6 +286,20 @@ def test_each_groups_events_sit_within_chance_of_its_stated_risks(tmp_path, seed
             assert abs(z[-1]) < 3.5, (outcome, row)
         # the net risk (had nobody died) is above the cumulative incidence, never below
         assert truth.select((pl.col(f"true_risk_{outcome}_horizon") >= stated - 1e-12).all()).item()
+    # the expected need for type 2 diabetes (the tracking's key) against what the draws gave the
+    # patients with no code at T0: undiagnosed diabetes at T0 counted 1, else the onset risk. Its
+    # variance per patient is q (1 - q) (1 - r)^2, at most e (1 - e) for the expected need e.
+    uncoded = truth.filter(~pl.col("t2d_diagnosed_past_index"))
+    expected = pl.col("t2d_expected_need_horizon")
+    realised = pl.when(pl.col("t2d_true_past_index")).then(1.0).otherwise(pl.col("true_risk_t2d_horizon"))
+    per_group = uncoded.group_by("group").agg(realised.sum().alias("observed"), expected.sum().alias("expected"),
+                                              (expected * (1 - expected)).sum().alias("variance"))
+    for row in per_group.iter_rows(named=True):
+        z.append((row["observed"] - row["expected"]) / math.sqrt(row["variance"]))
+        assert abs(z[-1]) < 3.5, ("t2d expected need", row)
+    # free of diabetes at T0, the expected need is the onset risk plus the chance of the draw at T0
+    free = uncoded.filter(~pl.col("t2d_true_past_index"))
+    assert free.select((expected >= pl.col("true_risk_t2d_horizon") - 1e-12).all() & (expected <= 1).all()).item()
     assert chi2.sf(sum(v * v for v in z), len(z)) > 0.001
 
 
