@@ -22,8 +22,9 @@ least 90%, false alarms at most 5%.
 
     uv run python benchmarks/bench_gate_error_rates.py --seeds 20 --patients 30000
 
-A study run with ``--keep FOLDER`` can be judged again on either answer key, its gate verdicts as
-run: ``--summarise STUDY.json --judge-again FOLDER --key onset --out AGAIN.json``.
+A study run with ``--keep FOLDER`` can be judged again on any answer key (``answer_key``), its gate
+verdicts as run: ``--summarise STUDY.json --judge-again FOLDER --key expected|need|onset --out
+AGAIN.json``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ from models.fairness.truth import (  # noqa: E402
 )
 
 PROFILES = ("england", "diverse_urban")
-# what a run judged again on the onset key records as its need (from_json then notes it)
+# what a run judged on each answer key records as its need (from_json then notes the runs not on the
+# truth's key now): the onset key's runs before 2026-12-02 04:00 recorded nothing
 ONSET_ONLY = "the risk of a new onset alone (judged again with --key onset)"
+REALISED_NEED = "present and undiagnosed counts as had, at T0 and at the extract date (T2D, hypertension)"
+KEY_NEEDS = {"expected": TRACKING_NEED, "need": REALISED_NEED, "onset": ONSET_ONLY}
 RESULTS = Path(__file__).parent / "results" / "gate_error_rates.json"
 
 
@@ -144,11 +148,12 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
             print(f"note: {path}: {len(older)} runs saved before the truth's recording scale was "
                   f"{RECORDING_SCALE!r}: their CVD recording is judged on the older scale (White's share "
                   "coded over the group's; docs/fairness.md)", file=sys.stderr)
-        onset_only = [r for r in data["runs_detail"] if r.get("tracking_need") != TRACKING_NEED]
-        if onset_only:
-            print(f"note: {path}: {len(onset_only)} runs saved before the truth's need was {TRACKING_NEED!r}: "
-                  "their tracking or their statistic at the same score reads the risk of onset alone "
-                  "(docs/fairness.md, \"The answer key counts undiagnosed disease as need\")", file=sys.stderr)
+        for key, need in KEY_NEEDS.items():
+            other = [r for r in data["runs_detail"] if r.get("tracking_need", ONSET_ONLY) == need]
+            if other and need != TRACKING_NEED:
+                print(f"note: {path}: {len(other)} runs judged on the {key} key ({need}), not the truth's "
+                      f"now ({TRACKING_NEED}); --judge-again on a --keep folder judges them again "
+                      "(docs/fairness.md)", file=sys.stderr)
         runs += [ScenarioRun(r["seed"], r["profile"], r["scenario"], r["knobs"], r["gates"],
                              [Tracking(t["outcome"], t["group"], t["patients"], t["model_ratio"], t["true_ratio"],
                                        number(t.get("true_risk_at_same_score")), number(t.get("true_under_recording")))
@@ -157,41 +162,77 @@ def from_json(*paths: Path) -> list[ScenarioRun]:
     return runs
 
 
+ANSWER_KEYS = tuple(KEY_NEEDS)
+
+
 @contextlib.contextmanager
 def answer_key(key: str) -> Iterator[None]:
-    """The truth's need read as ``key``: "need" (as the truth now reads it: type 2 diabetes and
-    hypertension present and undiagnosed count as had, at T0 and at the extract date) or "onset"
-    (the risk of a new onset alone, the key before 2026-12-02). Meanwhile the present-at-T0 and
-    present-now columns of models/fairness/truth.py are set aside, and restored after."""
+    """The truth's need read as ``key``:
+    - "expected" (as the truth now reads it): type 2 diabetes at T0 as its chance given the
+      patient's state, hypertension present and undiagnosed at T0 as had; at the extract date
+      both conditions present count as had;
+    - "need" (the key of 2026-12-02 04:00-13:30): as "expected", but type 2 diabetes drawn at T0
+      counts as 1, the draw rather than its chance;
+    - "onset" (the key before 2026-12-02 04:00): the risk of a new onset alone.
+    Meanwhile the expected, present-at-T0 and present-now columns of models/fairness/truth.py are
+    set aside as the key needs, and restored after."""
     import models.fairness.truth as truth
 
-    if key not in ("need", "onset"):
-        raise ValueError(f"answer key {key!r}: need or onset")
-    kept = truth.PRESENT_AT_T0, truth.PRESENT_NOW
+    if key not in ANSWER_KEYS:
+        raise ValueError(f"answer key {key!r}: {', '.join(ANSWER_KEYS[:-1])} or {ANSWER_KEYS[-1]}")
+    kept = truth.EXPECTED_AT_T0, truth.PRESENT_AT_T0, truth.PRESENT_NOW
+    if key in ("need", "onset"):
+        truth.EXPECTED_AT_T0 = {}
     if key == "onset":
         truth.PRESENT_AT_T0, truth.PRESENT_NOW = {}, {}
     try:
         yield
     finally:
-        truth.PRESENT_AT_T0, truth.PRESENT_NOW = kept
+        truth.EXPECTED_AT_T0, truth.PRESENT_AT_T0, truth.PRESENT_NOW = kept
 
 
 def judged_again(runs: list[ScenarioRun], keep: Path, key: str, min_patients: int = 200) -> list[ScenarioRun]:
     """The runs of a saved study, their truth recomputed from the runs ``--keep`` kept (database,
-    MLflow store, the extract's truth) on the answer key ``key``; the gate's verdicts as run."""
+    MLflow store, the extract's truth) on the answer key ``key``; the gate's verdicts as run. A
+    truth written before the generator stated a column the key reads is made again from the
+    extract's settings (``truth_with_columns``)."""
+    from models.fairness.truth import EXPECTED_AT_T0
     from models.tracking import tracking_location
 
     judged = []
-    with answer_key(key):
+    needs = list(EXPECTED_AT_T0.values()) if key == "expected" else []
+    with answer_key(key), tempfile.TemporaryDirectory(prefix="phm-judge-") as scratch:
         for r in runs:
             folder = keep / f"{r.seed}-{r.profile}-{r.scenario.replace(' ', '_')}"
+            truth_dir = truth_with_columns(folder / "extract", needs, Path(scratch) / folder.name)
             published: list[dict] = []
             standard: list[dict] = []
-            tracking = ratio_tracking(folder / "phm.duckdb", folder / "extract" / "truth", min_patients,
+            tracking = ratio_tracking(folder / "phm.duckdb", truth_dir, min_patients,
                                       tracking_location(folder, None).tracking_uri, published, standard)
             judged.append(ScenarioRun(r.seed, r.profile, r.scenario, r.knobs, r.gates, tracking, r.seconds,
                                       published, standard))
     return judged
+
+
+def truth_with_columns(extract: Path, columns: list[str], scratch: Path) -> Path:
+    """The truth folder of ``extract`` if its patients hold ``columns``; else the extract made again
+    from its own settings (truth/planted.json) in ``scratch``, whose truth must then equal the kept
+    one in every column they share (the same generator up to the columns added since), or this
+    raises."""
+    import polars as pl
+
+    from phm.synth import SynthConfig, generate
+
+    kept = Path(extract) / "truth"
+    if set(columns) <= set(pl.read_parquet_schema(kept / "patients.parquet")):
+        return kept
+    generate(SynthConfig.planted_in(extract), scratch)
+    old = pl.read_parquet(kept / "patients.parquet")
+    new = pl.read_parquet(scratch / "truth" / "patients.parquet")
+    if not new.select(old.columns).equals(old):
+        raise RuntimeError(f"{extract}: the generator no longer makes the same truth from its settings; "
+                           f"the columns {columns} cannot be added to it")
+    return scratch / "truth"
 
 
 def same_score_offsets(runs: list[ScenarioRun]) -> str:
@@ -264,9 +305,10 @@ def main() -> None:
     parser.add_argument("--judge-again", type=Path, metavar="FOLDER",
                         help="with --summarise: recompute the truth of each run from the runs a --keep FOLDER "
                              "holds (the gate's verdicts as run), on --key's answer key, and write them to --out")
-    parser.add_argument("--key", choices=["need", "onset"], default="need",
-                        help="the answer key for --judge-again: need (the truth's now) or onset (the risk of a new "
-                             "onset alone, before 2026-12-02)")
+    parser.add_argument("--key", choices=ANSWER_KEYS, default="expected",
+                        help="the answer key for --judge-again: expected (the truth's now: type 2 diabetes at T0 "
+                             "as its chance), need (diabetes drawn at T0 counted as 1; 2026-12-02 04:00-13:30) or "
+                             "onset (the risk of a new onset alone, before 2026-12-02 04:00)")
     args = parser.parse_args()
     if args.judge_again and not args.summarise:
         parser.error("--judge-again needs --summarise (the saved study whose runs FOLDER kept)")
@@ -277,8 +319,8 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"answer_key": args.key, "judged_again_from": str(args.judge_again),
                                             "runs": len(runs), "summary": rates(runs),
-                                            "runs_detail": [{**r.as_dict(), "tracking_need": ONSET_ONLY}
-                                                            if args.key == "onset" else r.as_dict() for r in runs]},
+                                            "runs_detail": [{**r.as_dict(), "tracking_need": KEY_NEEDS[args.key]}
+                                                            for r in runs]},
                                            indent=1) + "\n")
             print(f"judged again on the {args.key} key; wrote {args.out}")
         print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")

@@ -351,9 +351,10 @@ def validation_metrics(prefix: str, validation: Validation) -> dict[str, float]:
 def truth_metrics(validation_frame: pl.DataFrame, predicted: np.ndarray, truth: pl.DataFrame,
                   outcome: Outcome) -> dict[str, float]:
     """Synthetic data only: the prediction against each patient's true need and true (recorded
-    or not) outcome from the generator's truth/ folder: for type 2 diabetes and hypertension a
-    condition already present at T0 but not diagnosed counts as had (models/fairness/truth.py,
-    ``true_need_horizon``, the gate study's yardstick)."""
+    or not) outcome from the generator's truth/ folder. The need is the gate study's yardstick
+    (models/fairness/truth.py, ``true_need_horizon``: hypertension present at T0 but not diagnosed
+    counts as 1, type 2 diabetes reads its chance); as an outcome, either condition present at T0
+    but not diagnosed counts as had."""
     from scipy.stats import spearmanr
 
     from models.fairness.truth import PRESENT_AT_T0, true_need_horizon

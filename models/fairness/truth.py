@@ -10,9 +10,15 @@ outcome and true broad group the truth says the group is harmed when any of thes
       tracking = (model mean, group / model mean, White) / (true mean, group / true mean, White)
 
   The true need over the horizon (``true_need_horizon``) is the chance of having the condition by
-  its end: for CVD the generator's horizon risk of an event; for type 2 diabetes and hypertension
-  1 where the condition was already present at T0 but not diagnosed, else the horizon risk of its
-  onset (the validation patients have no diagnosis at T0).
+  its end (the validation patients have no diagnosis at T0): for CVD the generator's horizon risk
+  of an event; for hypertension 1 where it was already present at T0 but not diagnosed (systolic
+  140 or more: the patient's state, not a draw), else the horizon risk of its onset; for type 2
+  diabetes the generator's expected need, the chance of diabetes present and uncoded at T0 or of
+  its onset in the horizon, taken before the draw that decides whether it was present
+  (``t2d_expected_need_horizon``, phm/synth.py). Every part of the key is then a probability
+  given the patient's state; counting the draw at T0 as 1 made a small group's key move by tens
+  of per cent with about 1 patient in 80 (docs/fairness.md, "The answer key reads the chance of
+  undiagnosed diabetes, not its draw").
 
 - at the same score: on the list's population now (eligible patients scored by the candidate),
   in the upper half of the scores where the list's decisions are made, the group's true need now
@@ -52,9 +58,15 @@ TRUE_RISK = {"cvd": "true_risk_cvd_horizon", "t2d": "true_risk_t2d_horizon", "hy
 # looked less in need than it is, and a model that rated it down looked right (docs/fairness.md,
 # "The answer key counts undiagnosed disease as need").
 PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_true_past_index"}
+# the need over the horizon as a chance given the patient's state, where the generator states one
+# that differs from the above: type 2 diabetes at T0 is a draw (phm/synth.py, _expected_t2d_need).
+# It wins over PRESENT_AT_T0 (which the realised key, bench_gate_error_rates' --key need, reads).
+EXPECTED_AT_T0 = {"t2d": "t2d_expected_need_horizon"}
 # written with each study run: the need key (runs saved before 2026-12-02 04:00 read the onset risk at
-# T0, or at the extract date, or both)
-TRACKING_NEED = "present and undiagnosed counts as had, at T0 and at the extract date (T2D, hypertension)"
+# T0, or at the extract date, or both; runs saved before 2026-12-02 13:30 counted type 2 diabetes
+# present at T0 as 1, the draw, rather than its chance)
+TRACKING_NEED = ("T2D at T0 as its chance given the patient's state; hypertension present and undiagnosed "
+                 "at T0, and T2D and hypertension at the extract date, count as had")
 
 
 def _need(risk: str, present: str | None) -> pl.Expr:
@@ -67,6 +79,8 @@ def _need(risk: str, present: str | None) -> pl.Expr:
 def true_need_horizon(outcome: str) -> pl.Expr:
     """The truth's need over the horizon for ``outcome`` (cvd, t2d, hypertension), per patient
     without a diagnosis at T0: the chance of having the condition by the horizon's end."""
+    if outcome in EXPECTED_AT_T0:
+        return pl.col(EXPECTED_AT_T0[outcome]).fill_null(0.0)
     return _need(TRUE_RISK[outcome], PRESENT_AT_T0.get(outcome))
 
 

@@ -147,11 +147,13 @@ def test_a_group_the_model_gives_no_risk_at_all_is_harmed_without_dividing_by_ze
     assert not Tracking("t2d", "Black", 300, 1.0, 1.0, NAN, NAN).harmed()  # figures missing: no harm claimed
 
 
-def test_the_truths_need_counts_a_condition_present_at_t0_and_undiagnosed_as_had():
+def test_the_truths_need_counts_hypertension_present_at_t0_as_had_and_reads_diabetes_as_its_chance():
     """Four validation patients (none diagnosed at T0): an onset risk of 0.1, a condition already
     present (the generator's onset risk is 0 for it), a dead or unregistered row with no figures,
-    and one with both. Type 2 diabetes and hypertension count the present condition as 1; CVD is
-    an event, read as the horizon risk alone."""
+    and one with both. Hypertension counts the present condition as 1 (systolic 140 or more: the
+    state itself); type 2 diabetes reads the generator's expected need, whatever the draw gave;
+    CVD is an event, read as the horizon risk alone. The realised key (``--key need``) counts the
+    diabetes drawn at T0 as 1."""
     import polars as pl
 
     from models.fairness.truth import true_need_horizon
@@ -160,11 +162,14 @@ def test_the_truths_need_counts_a_condition_present_at_t0_and_undiagnosed_as_had
         "true_risk_cvd_horizon": [0.1, 0.0, None, 0.2], "true_risk_t2d_horizon": [0.1, 0.0, None, 0.2],
         "true_risk_htn_horizon": [0.1, 0.0, None, 0.2],
         "t2d_true_past_index": [False, True, None, True], "hypertension_true_past_index": [False, True, None, False],
+        "t2d_expected_need_horizon": [0.15, 0.3, None, 0.25],
     })
     need = truth.select(*(true_need_horizon(o).alias(o) for o in ("cvd", "t2d", "hypertension")))
     assert need["cvd"].to_list() == [0.1, 0.0, 0.0, 0.2]
-    assert need["t2d"].to_list() == [0.1, 1.0, 0.0, 1.0]
+    assert need["t2d"].to_list() == [0.15, 0.3, 0.0, 0.25]
     assert need["hypertension"].to_list() == [0.1, 1.0, 0.0, 0.2]
+    with _study().answer_key("need"):
+        assert truth.select(true_need_horizon("t2d")).to_series().to_list() == [0.1, 1.0, 0.0, 1.0]
 
 
 def test_the_truths_need_now_counts_a_condition_present_and_uncoded_as_had():
@@ -186,13 +191,14 @@ def test_the_truths_need_now_counts_a_condition_present_and_uncoded_as_had():
     assert need["hypertension"].to_list() == [0.2, 1.0, 1.0]
 
 
-def test_the_onset_key_reads_the_risk_alone_and_the_need_key_comes_back_after():
+def test_the_onset_and_need_keys_read_the_risk_or_the_draw_and_the_expected_key_comes_back_after():
     import polars as pl
     import pytest
 
     import models.fairness.truth as truth
 
     patients = pl.DataFrame({"true_risk_t2d_horizon": [0.02, 0.03], "t2d_true_past_index": [True, False],
+                             "t2d_expected_need_horizon": [0.2, 0.05],
                              "true_risk_t2d_10y_at_extract": [0.9, 0.1], "t2d_true_at_extract": [True, False]})
 
     def needs() -> tuple[list, list]:
@@ -200,14 +206,16 @@ def test_the_onset_key_reads_the_risk_alone_and_the_need_key_comes_back_after():
                 patients.select(truth.true_need_now("t2d")).to_series().to_list())
 
     study = _study()
-    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    assert needs() == ([0.2, 0.05], [1.0, 0.1])
     with study.answer_key("onset"):
         assert needs() == ([0.02, 0.03], [0.9, 0.1])
-    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    assert needs() == ([0.2, 0.05], [1.0, 0.1])
     with pytest.raises(RuntimeError), study.answer_key("onset"):
         raise RuntimeError("a run that cannot be judged")
-    assert needs() == ([1.0, 0.03], [1.0, 0.1])
+    assert needs() == ([0.2, 0.05], [1.0, 0.1])
     with study.answer_key("need"):
         assert needs() == ([1.0, 0.03], [1.0, 0.1])
-    with pytest.raises(ValueError, match="need or onset"), study.answer_key("prevalence"):
+    with study.answer_key("expected"):
+        assert needs() == ([0.2, 0.05], [1.0, 0.1])
+    with pytest.raises(ValueError, match="expected, need or onset"), study.answer_key("prevalence"):
         pass
