@@ -219,3 +219,19 @@ def test_the_onset_and_need_keys_read_the_risk_or_the_draw_and_the_expected_key_
         assert needs() == ([0.2, 0.05], [1.0, 0.1])
     with pytest.raises(ValueError, match="expected, need or onset"), study.answer_key("prevalence"):
         pass
+
+
+def test_a_saved_study_is_judged_as_it_was_run_even_just_past_a_line(tmp_path):
+    """A statistic of 1.2504 at the same score, and a tracking of 0.7496, are harms; the study's
+    JSON, which --summarise and --judge-again read back, must keep them harms (at three decimals
+    the first was stored as 1.25, under the line)."""
+    import json
+
+    near = ScenarioRun(175, "england", "measurement-access gap", {}, {"t2d": {"status": "WARN", "fails": []}},
+                       [Tracking("t2d", "Black", 133, 1.0, 1.0, 1.2504, NAN),
+                        Tracking("t2d", "Asian", 262, 0.7496, 1.0, 1.0, NAN)], 1.0)
+    assert near.harmed("t2d") == ["Black", "Asian"]
+    saved = tmp_path / "study.json"
+    saved.write_text(json.dumps({"runs_detail": [near.as_dict()]}))
+    (again,) = _study().from_json(saved)
+    assert again.harmed("t2d") == ["Black", "Asian"]
