@@ -171,7 +171,7 @@ def answer_key(key: str) -> Iterator[None]:
     - "expected" (as the truth now reads it): type 2 diabetes at T0 as its chance given the
       patient's state, hypertension present and undiagnosed at T0 as had; at the extract date
       both conditions present count as had;
-    - "need" (the key of 2026-12-02 04:00-13:30): as "expected", but type 2 diabetes drawn at T0
+    - "need" (the key of 2026-12-02 04:00-13:00): as "expected", but type 2 diabetes drawn at T0
       counts as 1, the draw rather than its chance;
     - "onset" (the key before 2026-12-02 04:00): the risk of a new onset alone.
     Meanwhile the expected, present-at-T0 and present-now columns of models/fairness/truth.py are
@@ -307,7 +307,7 @@ def main() -> None:
                              "holds (the gate's verdicts as run), on --key's answer key, and write them to --out")
     parser.add_argument("--key", choices=ANSWER_KEYS, default="expected",
                         help="the answer key for --judge-again: expected (the truth's now: type 2 diabetes at T0 "
-                             "as its chance), need (diabetes drawn at T0 counted as 1; 2026-12-02 04:00-13:30) or "
+                             "as its chance), need (diabetes drawn at T0 counted as 1; 2026-12-02 04:00-13:00) or "
                              "onset (the risk of a new onset alone, before 2026-12-02 04:00)")
     args = parser.parse_args()
     if args.judge_again and not args.summarise:

@@ -63,7 +63,7 @@ PRESENT_AT_T0 = {"t2d": "t2d_true_past_index", "hypertension": "hypertension_tru
 # It wins over PRESENT_AT_T0 (which the realised key, bench_gate_error_rates' --key need, reads).
 EXPECTED_AT_T0 = {"t2d": "t2d_expected_need_horizon"}
 # written with each study run: the need key (runs saved before 2026-12-02 04:00 read the onset risk at
-# T0, or at the extract date, or both; runs saved before 2026-12-02 13:30 counted type 2 diabetes
+# T0, or at the extract date, or both; runs saved before 2026-12-02 13:00 counted type 2 diabetes
 # present at T0 as 1, the draw, rather than its chance)
 TRACKING_NEED = ("T2D at T0 as its chance given the patient's state; hypertension present and undiagnosed "
                  "at T0, and T2D and hypertension at the extract date, count as had")
