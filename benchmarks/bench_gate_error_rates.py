@@ -24,7 +24,10 @@ least 90%, false alarms at most 5%.
 
 A study run with ``--keep FOLDER`` can be judged again on any answer key (``answer_key``), its gate
 verdicts as run: ``--summarise STUDY.json --judge-again FOLDER --key expected|need|onset --out
-AGAIN.json``.
+AGAIN.json``; and a change to the audit or the gate judged on the same trained models, the audit run
+again on a copy of each kept run with the code as it is now: ``--summarise STUDY.json
+--replay-audit FOLDER --out REPLAYED.json`` (with the code the study ran, a replay gives its gate
+records bit for bit).
 """
 
 from __future__ import annotations
@@ -191,6 +194,37 @@ def answer_key(key: str) -> Iterator[None]:
         truth.EXPECTED_AT_T0, truth.PRESENT_AT_T0, truth.PRESENT_NOW = kept
 
 
+def kept_folder(keep: Path, seed: int, profile: str, scenario: str) -> Path:
+    """Where ``--keep`` keeps one run."""
+    return Path(keep) / f"{seed}-{profile}-{scenario.replace(' ', '_')}"
+
+
+def replayed(runs: list[ScenarioRun], keep: Path) -> list[ScenarioRun]:
+    """The runs of a saved study with the audit and gate run again on each kept run (the code as
+    it is now, on a copy of its database and MLflow store: models.fairness.truth.replay_audit),
+    their truth as saved: a change to the audit or the gate judged on the same trained models.
+    Prints, per run, whether its FAIL findings changed."""
+    import dataclasses
+
+    from models.fairness.truth import replay_audit
+
+    def fails(gate: dict) -> list[tuple[str, str]]:
+        return sorted((f["rule"], f["group"]) for f in gate["fails"])
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="phm-replay-") as scratch:
+        for r in runs:
+            folder = kept_folder(keep, r.seed, r.profile, r.scenario)
+            started = time.perf_counter()
+            gates = replay_audit(folder, Path(scratch) / folder.name)
+            changed = {o: [f"{rule}/{group}" for rule, group in fails(g)] for o, g in gates.items()
+                       if fails(g) != fails(r.gates.get(o, {"fails": []}))}
+            print(f"replayed {folder.name} ({time.perf_counter() - started:.0f} s): "
+                  + (f"FAIL findings now {changed}" if changed else "the FAIL findings as run"), flush=True)
+            out.append(dataclasses.replace(r, gates=gates))
+    return out
+
+
 def judged_again(runs: list[ScenarioRun], keep: Path, key: str, min_patients: int = 200) -> list[ScenarioRun]:
     """The runs of a saved study, their truth recomputed from the runs ``--keep`` kept (database,
     MLflow store, the extract's truth) on the answer key ``key``; the gate's verdicts as run. A
@@ -203,7 +237,7 @@ def judged_again(runs: list[ScenarioRun], keep: Path, key: str, min_patients: in
     needs = list(EXPECTED_AT_T0.values()) if key == "expected" else []
     with answer_key(key), tempfile.TemporaryDirectory(prefix="phm-judge-") as scratch:
         for r in runs:
-            folder = keep / f"{r.seed}-{r.profile}-{r.scenario.replace(' ', '_')}"
+            folder = kept_folder(keep, r.seed, r.profile, r.scenario)
             truth_dir = truth_with_columns(folder / "extract", needs, Path(scratch) / folder.name)
             published: list[dict] = []
             standard: list[dict] = []
@@ -305,24 +339,33 @@ def main() -> None:
     parser.add_argument("--judge-again", type=Path, metavar="FOLDER",
                         help="with --summarise: recompute the truth of each run from the runs a --keep FOLDER "
                              "holds (the gate's verdicts as run), on --key's answer key, and write them to --out")
+    parser.add_argument("--replay-audit", type=Path, metavar="FOLDER",
+                        help="with --summarise: run the audit and gate again, with the code as it is now, on a copy "
+                             "of each run a --keep FOLDER holds (about 25 s a run at 20,000 patients), and judge "
+                             "their verdicts on the saved truth (or on --judge-again's); written to --out")
     parser.add_argument("--key", choices=ANSWER_KEYS, default="expected",
                         help="the answer key for --judge-again: expected (the truth's now: type 2 diabetes at T0 "
                              "as its chance), need (diabetes drawn at T0 counted as 1; 2026-12-02 04:00-13:00) or "
                              "onset (the risk of a new onset alone, before 2026-12-02 04:00)")
     args = parser.parse_args()
-    if args.judge_again and not args.summarise:
-        parser.error("--judge-again needs --summarise (the saved study whose runs FOLDER kept)")
+    if (args.judge_again or args.replay_audit) and not args.summarise:
+        parser.error("--judge-again and --replay-audit need --summarise (the saved study whose runs FOLDER kept)")
     if args.summarise:
         runs = from_json(*args.summarise)
+        if args.replay_audit:
+            runs = replayed(runs, args.replay_audit)
         if args.judge_again:
             runs = judged_again(runs, args.judge_again, args.key)
+        if args.judge_again or args.replay_audit:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"answer_key": args.key, "judged_again_from": str(args.judge_again),
-                                            "runs": len(runs), "summary": rates(runs),
-                                            "runs_detail": [{**r.as_dict(), "tracking_need": KEY_NEEDS[args.key]}
-                                                            for r in runs]},
-                                           indent=1) + "\n")
-            print(f"judged again on the {args.key} key; wrote {args.out}")
+            args.out.write_text(json.dumps({
+                **({"answer_key": args.key, "judged_again_from": str(args.judge_again)} if args.judge_again else {}),
+                **({"audit_replayed_from": str(args.replay_audit)} if args.replay_audit else {}),
+                "runs": len(runs), "summary": rates(runs),
+                "runs_detail": [{**r.as_dict(), **({"tracking_need": KEY_NEEDS[args.key]} if args.judge_again else {})}
+                                for r in runs]}, indent=1) + "\n")
+            print(f"{'judged again on the ' + args.key + ' key' if args.judge_again else 'audit replayed'}; "
+                  f"wrote {args.out}")
         print(f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}")
         print(table(rates(runs)))
         print("\nThe truth's statistic at the same score, runs with no recording planted:")
@@ -337,7 +380,7 @@ def main() -> None:
         for profile in PROFILES:
             for scenario in args.scenarios:
                 if args.keep:
-                    folder = args.keep / f"{seed}-{profile}-{scenario.replace(' ', '_')}"
+                    folder = kept_folder(args.keep, seed, profile, scenario)
                     shutil.rmtree(folder, ignore_errors=True)  # a run from an earlier, stopped study
                     folder.mkdir(parents=True)
                 else:

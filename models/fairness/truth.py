@@ -382,7 +382,6 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
 
     from features.run import run_features
     from models.audit_run import run_audit
-    from models.fairness._gate import POOLED_CHECK, RECORDING_CHECKS
     from models.fairness._settings import AuditSettings
     from models.score_patients import run_scores
     from models.tracking import tracking_location
@@ -401,7 +400,20 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
     run_scores(db)
     run_training(db, TrainingConfig(seed=seed))
     run = run_audit(db, settings or AuditSettings(), tracking_location(folder, None), folder / "audit")
-    gates = {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
+    gates = gate_record(run)
+    published: list[dict] = []
+    standard: list[dict] = []
+    tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
+                              tracking_location(folder, None).tracking_uri, published, standard)
+    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started, published,
+                       standard)
+
+
+def gate_record(run) -> dict[str, dict]:
+    """What a study keeps of an audit's gate (``models.audit_run.AuditRun``), per outcome."""
+    from models.fairness._gate import POOLED_CHECK, RECORDING_CHECKS
+
+    return {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
                                                        if f.level == "FAIL"],
                          "named": sorted({f.group for f in g.findings}),
                          "ranks_list": run.decision.ranks_list(g.outcome),
@@ -417,10 +429,47 @@ def scenario_run(folder: Path, seed: int, profile: str, scenario: str, patients:
                                        "se": round(t.se, 6), "p_value": t.p_value, "verdict": t.verdict}
                                       for t in g.tests if t.check not in (*RECORDING_CHECKS, POOLED_CHECK)],
                          "validation_counts": _validation_counts(audit)}
-             for g, audit in zip(run.report.gates, run.report.audits, strict=True)}
-    published: list[dict] = []
-    standard: list[dict] = []
-    tracking = ratio_tracking(db, folder / "extract" / "truth", min_patients,
-                              tracking_location(folder, None).tracking_uri, published, standard)
-    return ScenarioRun(seed, profile, scenario, knobs, gates, tracking, time.perf_counter() - started, published,
-                       standard)
+            for g, audit in zip(run.report.gates, run.report.audits, strict=True)}
+
+
+def _point_store_at(store: Path, original: Path) -> None:
+    """A copied MLflow store's own paths (experiments' artifact locations, runs' artifact URIs,
+    model versions' sources) point at the original's folder: made to point at the copy's, so that
+    nothing written through the copy lands in the original."""
+    import sqlite3
+
+    databases = list(Path(store).glob("*.db"))
+    if len(databases) != 1:
+        raise RuntimeError(f"{store}: expected one MLflow SQLite store, found {len(databases)}")
+    old, new = str(Path(original).resolve()), str(Path(store).resolve())
+    con = sqlite3.connect(databases[0])
+    try:
+        tables = [t for (t,) in con.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in con.execute(f'pragma table_info("{table}")').fetchall():  # noqa: S608 (names from the store's own schema)
+                if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                    con.execute(f'update "{table}" set "{column}" = replace("{column}", ?, ?) '  # noqa: S608
+                                f'where instr("{column}", ?) > 0', (old, new, old))
+        con.commit()
+    finally:
+        con.close()
+
+
+def replay_audit(kept: Path, scratch: Path, settings=None) -> dict[str, dict]:
+    """The gate record (``gate_record``) of the audit run again, with the code as it is now, on a
+    copy of a study run's database and MLflow store (``--keep``): a change to the audit or the
+    gate judged on the same trained models, without training them again. ``kept`` is not changed."""
+    import shutil
+
+    from models.audit_run import run_audit
+    from models.fairness._settings import AuditSettings
+    from models.tracking import tracking_location
+
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True)
+    shutil.copy(Path(kept) / "phm.duckdb", scratch / "phm.duckdb")
+    shutil.copytree(Path(kept) / "mlflow", scratch / "mlflow")
+    _point_store_at(scratch / "mlflow", Path(kept) / "mlflow")
+    run = run_audit(scratch / "phm.duckdb", settings or AuditSettings(), tracking_location(scratch, None),
+                    scratch / "audit")
+    return gate_record(run)

@@ -235,3 +235,31 @@ def test_a_saved_study_is_judged_as_it_was_run_even_just_past_a_line(tmp_path):
     saved.write_text(json.dumps({"runs_detail": [near.as_dict()]}))
     (again,) = _study().from_json(saved)
     assert again.harmed("t2d") == ["Black", "Asian"]
+
+
+def test_a_replayed_audits_copy_of_the_mlflow_store_writes_nothing_into_the_kept_run(tmp_path):
+    """replay_audit copies a kept run's MLflow store; the store's own paths (artifact locations,
+    model sources) must then point at the copy, or the replayed audit's artifacts land in the kept
+    run. Every text column holding the original folder is pointed at the copy; nothing else moves."""
+    import sqlite3
+
+    from models.fairness.truth import _point_store_at
+
+    original, copy = tmp_path / "kept" / "mlflow", tmp_path / "scratch" / "mlflow"
+    copy.mkdir(parents=True)
+    con = sqlite3.connect(copy / "mlflow.db")
+    con.execute("create table experiments (experiment_id integer, artifact_location varchar(256), name text)")
+    con.execute("create table model_versions (version integer, source varchar(500))")
+    con.executemany("insert into experiments values (?, ?, ?)", [
+        (1, f"file://{original.resolve()}/artifacts", "phm fairness QXX"), (2, "s3://elsewhere/artifacts", "other")])
+    con.execute("insert into model_versions values (1, ?)", (f"{original.resolve()}/artifacts/models/m-1",))
+    con.commit()
+    con.close()
+
+    _point_store_at(copy, original)
+
+    con = sqlite3.connect(copy / "mlflow.db")
+    assert con.execute("select artifact_location, name from experiments order by experiment_id").fetchall() == [
+        (f"file://{copy.resolve()}/artifacts", "phm fairness QXX"), ("s3://elsewhere/artifacts", "other")]
+    assert con.execute("select source from model_versions").fetchall() == [(f"{copy.resolve()}/artifacts/models/m-1",)]
+    con.close()
