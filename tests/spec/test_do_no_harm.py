@@ -45,3 +45,32 @@ def test_a_model_as_good_as_the_standard_ranks_its_list():
     assert not comparison.model_is_worse and comparison.ranks_list == "model"
     decision = decide([GateResult("t2d")], (), {"t2d": comparison})
     assert decision.becomes_champion("t2d")
+
+
+def test_the_report_shows_each_groups_comparison_and_what_ranks_the_list(tmp_path):
+    """The fairness report's do-no-harm section (issue 22: "show the per-group comparison with
+    QRISK3 and QDiabetes in the report, on the same patients"): per group, both scores' figures,
+    their difference with its interval, and the group the model is worse for; counts suppressed."""
+    import json
+
+    from models.fairness._report import AuditReport
+
+    comparison = compare({"t2d": validation({"Black": 4.0})}, SETTINGS)["t2d"]
+    gate = GateResult("t2d")
+    report = AuditReport("Test audit", SETTINGS, [], [gate], None, {}, {},
+                         decision=decide([gate], (), {"t2d": comparison}))
+    json_path, html_path = report.write(tmp_path)
+    data, page = json.loads(json_path.read_text()), html_path.read_text()
+
+    assert data["compared_with_standard"]["t2d"]["ranks_list"] == "QDiabetes-2018"
+    assert "the list is ranked by <b>QDiabetes-2018</b>" in page
+    black = next(g for g in comparison.groups if g.group == "Black")
+    figure = black.figures["calibration error |log O/E|"]
+    # counts rounded to 5 (disclosure control), figures to 3 significant digits
+    row = (f"<td>Black</td><td>{round(black.patients / 5) * 5:,}</td><td>{round(black.events / 5) * 5:,}</td>"
+           f"<td>calibration error |log O/E|</td><td>{figure['model']:.3g}</td><td>{figure['standard']:.3g}</td>"
+           f"<td>{figure['difference']:.3g} <span class=note>({figure['low']:.3g} to {figure['high']:.3g})</span></td>"
+           "<td>yes</td><td><b>yes</b></td></tr>")
+    assert row in page, page[page.find("Do no harm"):][:3000]
+    for group in ("White", "Asian"):
+        assert f"<td>{group}</td>" in page
