@@ -46,6 +46,7 @@ from models.fairness._cells import add_cells
 from models.fairness._recording import add_gap_figures, gap_counts, treated_counts
 from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
+from models.hazard import expected_events
 from models.population import Population, read_population
 from models.score_models import ScoredVersions
 from models.shards import (
@@ -273,7 +274,8 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     # other core, which the bootstrap's figures (holding the GIL) leave idle. Not from the start:
     # scoring the list population above uses both cores already (OpenMP), and sharing them made
     # it twice as slow at 1M. Each has its own seeded generator, so the figures are the same.
-    standard_frames = {o.short: _standard_frame(validations[o.short]) for o in OUTCOMES
+    standard_frames = {o.short: _standard_frame(validations[o.short], _horizon_years(versions[o.short][1]))
+                       for o in OUTCOMES
                        if settings.compare_with_standard and _compares_with_standard(validations[o.short])}
     if progress and standard_frames:
         progress(f"audit: the models against {', '.join(standard_frames)}'s validated scores on the same patients")
@@ -313,10 +315,36 @@ def _compares_with_standard(validation: pl.DataFrame) -> bool:
     return "comparator_risk" in validation.columns and bool(validation["comparator_risk"].is_not_null().any())
 
 
-def _standard_frame(validation: pl.DataFrame) -> pl.DataFrame:
-    return validation.select(
+def _horizon_years(version) -> float | None:
+    """The horizon the audited version's risks are over (its training's, as registered)."""
+    value = version.tags.get("phm.horizon_years")
+    return float(value) if value else None
+
+
+def _expected_over_followup(risk: str, validation: pl.DataFrame, horizon_years: float | None) -> list[pl.Series]:
+    """Each validation patient's outcomes expected by ``risk`` over their own follow-up, as
+    training's validation counts them (models.hazard.expected_events: under the constant hazard
+    the models are fitted with, -log(1 - risk) x years followed / horizon), named ``expected_``
+    + ``risk``. A patient who died or left, or had the outcome, before the horizon's end was
+    followed for part of it, and their recorded outcomes could only be recorded then: without
+    this, the O/E of a group that leaves its practice more often reads lower than it is. None
+    where the validation predictions have no follow-up (a database from before 2026-11-30)."""
+    if horizon_years is None or "followup_years" not in validation.columns:
+        return []
+    expected = expected_events(validation[risk].cast(pl.Float64).to_numpy(),
+                               validation["followup_years"].cast(pl.Float64).to_numpy(), horizon_years)
+    return [pl.Series(f"expected_{risk}", expected, nan_to_null=True)]
+
+
+def _standard_frame(validation: pl.DataFrame, horizon_years: float | None) -> pl.DataFrame:
+    return validation.with_columns(
+        *_expected_over_followup("predicted_risk", validation, horizon_years),
+        *_expected_over_followup("comparator_risk", validation, horizon_years),
+    ).select(
         pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
-        pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"))
+        pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"),
+        *([pl.col("expected_predicted_risk").alias("score_expected"), pl.col("expected_comparator_risk")
+           .alias("standard_expected")] if "followup_years" in validation.columns and horizon_years else []))
 
 
 def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinned, settings: AuditSettings,
@@ -330,13 +358,15 @@ def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinne
         validation = validations[outcome.short]
         if validation.is_empty():
             raise ConfigError(f"no validation predictions for {outcome.short}: run phm train again")
-        performance = validation.select(
+        followed = _expected_over_followup("predicted_risk", validation, _horizon_years(version))
+        performance = validation.with_columns(*followed).select(
             pl.col("ethnicity_group").alias("group"), "imd_quintile", "sex", "ethnicity_category",
             pl.col("predicted_risk").alias("score"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"),
+            *([pl.col("expected_predicted_risk").alias("expected")] if followed else []),
         ).with_columns((pl.col("score") >= threshold).alias("selected"))
         if progress:
             progress(f"audit {outcome.short}: {settings.replicates:,} bootstrap replicates by group and intersection")
-        columns = ["group", "imd_quintile", "sex", "score", "selected"]
+        columns = ["group", "imd_quintile", "sex", "score", "selected", *(["expected"] if followed else [])]
         audit = audit_score(outcome.short, performance.select(*columns, "outcome"),
                             add_cells([c.cells[outcome.short] for c in per_shard]), threshold, settings,
                             HIGH_NEED_FROM[outcome.short])
@@ -345,7 +375,7 @@ def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinne
         add_gap_figures(audit, treated[outcome.short], settings.level, Figure.TREATED_UNDIAGNOSED)
         detailed[outcome.short] = audit_score(
             outcome.short, performance.with_columns(group=pl.col("ethnicity_category")).select(
-                "group", "score", "selected", "outcome"),
+                "group", "score", "selected", "outcome", *(["expected"] if followed else [])),
             add_cells([c.detailed[outcome.short] for c in per_shard]), threshold, settings,
             HIGH_NEED_FROM[outcome.short])
         audits.append(audit)

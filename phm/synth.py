@@ -26,7 +26,7 @@ everyone else):
   estimate this.
 - ``true_cuminc_<o>_horizon``: cumulative incidence with death as a competing risk, the chance
   that the event happens within the horizon before death. Its sum over a group is the expected
-  number of that group's ``<o>_event``: the answer key agrees with itself (tests/test_synth.py).
+  number of that group's ``<o>_event``: the answer key agrees with itself (tests/unit/test_synth.py).
 - ``<o>_event`` (and ``_date``): the event happened in (T0, E], before death;
   ``<o>_event_recorded``: it was also coded, while the patient was registered.
 - ``t2d_true_at_extract`` / ``t2d_coded_by_extract`` (and hypertension's): what each patient

@@ -142,6 +142,9 @@ RATIO_FIGURES = {  # figures compared with the reference group and the populatio
     "selection": (Figure.SELECTION_RATE, Figure.MEAN_NEED, Figure.MEASUREMENT_COMPLETENESS),
 }
 COUNTS = tuple(Count)
+# the performance figures' sum of the outcomes expected over each patient's follow-up: no figure of
+# its own (a sum of risks is not published), it is the observed / expected estimate's ``expected``
+EXPECTED_OUTCOMES = "expected_outcomes"
 KINDS = ("performance", "selection")  # the two populations audited (see the module docstring)
 LABELS = ("group", "imd_quintile", "sex")  # a group's labels; those its grouping does not use are null
 
@@ -419,7 +422,8 @@ def _summarise(kind: str, indexes: list[GroupIndex], observed, replicates, setti
     for gi, obs, reps in zip(indexes, observed, replicates, strict=True):
         ref_rows = _reference_rows(gi, settings.reference_group)
         # every 1-D array that is not a count is a figure, and must be a declared one
-        names = [Figure(name) for name, values in obs.items() if name not in COUNTS and values.ndim == 1]
+        names = [Figure(name) for name, values in obs.items()
+                 if name not in COUNTS and name != EXPECTED_OUTCOMES and values.ndim == 1]
         intervals, to_reference, to_population = {}, {}, {}
         has_reference = ref_rows >= 0
         for name in names:  # every group's intervals at once, a figure at a time
@@ -448,7 +452,11 @@ def _summarise(kind: str, indexes: list[GroupIndex], observed, replicates, setti
                     low, high = _metrics.wilson_interval(counts[num], counts[den], settings.level)
                 else:
                     low, high = intervals[name][0][g], intervals[name][1][g]
-                row = {**where, "figure": name.value, **_columns(Estimate(float(values[g]), float(low), float(high)))}
+                estimate = Estimate(float(values[g]), float(low), float(high))
+                if name is Figure.OBSERVED_EXPECTED and EXPECTED_OUTCOMES in obs:
+                    # its counts, for the gate's exact test (models/fairness/_gate.py, _expected_outcomes)
+                    estimate.observed, estimate.expected = float(obs[Count.EVENTS][g]), float(obs[EXPECTED_OUTCOMES][g])
+                row = {**where, "figure": name.value, **_columns(estimate)}
                 if name in RATIO_FIGURES[kind]:
                     if has_reference[g]:
                         ratio, difference = (Estimate(*(float(a[g]) for a in part)) for part in to_reference[name])
@@ -584,15 +592,19 @@ def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[pl.
         pl.col("outcome").cast(pl.Int8), pl.col("selected").cast(pl.Int8))
     curves = performance_curves(frame)
     strata = _strata(frame)
-    cells = to_cells(frame, [*strata, "score_bin", "outcome", "selected"], ["score"])
+    # ``expected``, where given: each patient's outcomes expected over its own follow-up
+    # (_metrics.performance); without it, every patient counts as followed to the horizon's end
+    summed = ["score", "expected"] if "expected" in frame.columns else ["score"]
+    cells = to_cells(frame, [*strata, "score_bin", "outcome", "selected"], summed)
     keys = cells.keys
     inner = (keys["score_bin"].to_numpy().astype(np.int64) * 4 + keys["outcome"].to_numpy() * 2
              + keys["selected"].to_numpy())
-    mean_score = cells.sums["score"] / cells.count
+    values = {"n": None, "risk": cells.sums["score"] / cells.count}
+    if "expected" in cells.sums:
+        values["expected"] = cells.sums["expected"] / cells.count
     groupings = groupings_for(strata)
     indexes, observed, replicates = _bootstrap(
-        cells, groupings, inner, (SCORE_BINS, 2, 2), {"n": None, "risk": mean_score},
-        _metrics.performance, settings, seed_offset=0)
+        cells, groupings, inner, (SCORE_BINS, 2, 2), values, _metrics.performance, settings, seed_offset=0)
     for obs in observed:
         obs["missed"] = obs["events"] - obs["true_positives"]
     population = groupings.index(Grouping("population", ()))
@@ -610,9 +622,9 @@ def audit_performance(frame: pl.DataFrame, settings: AuditSettings) -> tuple[pl.
             # Chouldechova 2017). Its value for such a ranking is what the score itself expects; the
             # selected shares cancel, leaving (expected share) / (recorded share): below 1 where the
             # group's recorded need is larger than the score says, whatever the scale of the scores.
+            # (The expected outcomes are over each patient's own follow-up, as the recorded ones are.)
             target["need_adjusted_selection_vs_score"] = _share_ratio(
-                target["mean_predicted_risk"] * target["patients"],
-                source["mean_predicted_risk"] * source["patients"], target["events"], source["events"])
+                target["expected_outcomes"], source["expected_outcomes"], target["events"], source["events"])
     figures, groups = _summarise("performance", indexes, observed, replicates, settings,
                                  observed[population], replicates[population])
     return figures, groups, curves

@@ -192,7 +192,15 @@ def _log_and_se(estimate: Estimate | None, level: float) -> tuple[float, float]:
 
 
 def _expected_outcomes(row: GroupResults) -> float:
-    """The group's outcomes expected by the score: its mean predicted risk times its patients."""
+    """The group's outcomes expected by the score over its patients' own follow-up, as its
+    observed / expected estimate carries them (_audit.audit_performance: a patient who died or
+    left before the horizon's end is expected to have had only part of its risk, as its recorded
+    outcomes could only have been recorded while followed); where the audit had no follow-up (a
+    scored table; an audit saved before 2026-12-02 evening), its mean predicted risk times its
+    patients."""
+    calibration = row.figure(Figure.OBSERVED_EXPECTED)
+    if calibration is not None and calibration.counted:
+        return calibration.expected
     risk = row.figure(Figure.MEAN_PREDICTED_RISK)
     return (risk.value if risk is not None and math.isfinite(risk.value) else 0.0) * row.counts.patients
 

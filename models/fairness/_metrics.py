@@ -117,8 +117,14 @@ def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarra
     return np.where(ok & has_both & np.isfinite(b), b, np.nan).reshape(shape)
 
 
-def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
+def performance(n: np.ndarray, risk: np.ndarray, expected: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Figures from counts and predicted-risk sums shaped (r, groups, bins, outcome, selected).
+
+    ``expected``: the outcomes each cell's patients are expected to have over their own follow-up
+    (models.hazard.expected_events: a patient who died or left after two years of a five-year
+    horizon is expected to have had about two fifths of its risk), summed like ``risk``; the
+    observed / expected ratio and ``expected_outcomes`` read it. None: every patient followed to
+    the horizon's end, so a patient's expected outcomes are its risk (a scored table).
 
     The counts are whole numbers, so their sums are exact in any order and each is taken from
     the smallest array that holds it. The risk sums are not: each keeps the order of the sum
@@ -130,6 +136,7 @@ def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
     selected = n[:, :, :, :, 1].sum(axis=(2, 3))
     true_positives = n[:, :, :, 1, 1].sum(axis=2)
     risk_sum = risk.sum(axis=(2, 3, 4))
+    expected_sum = risk_sum if expected is None else expected.sum(axis=(2, 3, 4))
     # the slope is fitted on coarser bins (4 score bins each): as exact in practice, 4x cheaper
     r, g, bins = per_bin.shape[:3]
     coarse = per_bin.reshape(r, g, bins // SLOPE_BIN_WIDTH, SLOPE_BIN_WIDTH, 2).sum(axis=3)
@@ -141,7 +148,8 @@ def performance(n: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
         "patients": patients, "events": events, "selected": selected, "true_positives": true_positives,
         "outcome_rate": _divide(events, patients),
         "mean_predicted_risk": _divide(risk_sum, patients),
-        "observed_expected": _divide(events, risk_sum),
+        "observed_expected": _divide(events, expected_sum),
+        "expected_outcomes": expected_sum,  # not a figure of its own: the O/E's count (the gate's exact test)
         "calibration_slope": binned_calibration_slope(x, coarse[..., 1], bin_total),
         "auroc": binned_auroc(per_bin[..., 1], per_bin[..., 0]),
         "selection_rate": _divide(selected, patients),

@@ -6,7 +6,9 @@ On the same validation patients, for every broad group large enough to judge (at
 - sensitivity at the list's operating point: each score selects the top ``capacity_share`` of
   the validation patients (the same capacity); difference model - standard;
 - calibration: the absolute log of observed / expected, model minus standard (a positive
-  difference: the model is further from the recorded outcomes than the standard).
+  difference: the model is further from the recorded outcomes than the standard). The expected
+  outcomes are over each patient's own follow-up where the frame gives them (``score_expected``,
+  ``standard_expected``: models/audit_run.py), as the audit's calibration counts them.
 
 Intervals and one-sided p-values come from one patient-level Poisson bootstrap shared by both
 scores (paired). "Worse beyond the interval" is a test that survives Holm's control over the
@@ -104,7 +106,9 @@ def _weights(seed: int, replicates: int, patients: int) -> Iterator[np.ndarray]:
 
 def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[str, StandardComparison]:
     """``frames``: outcome -> validation patients with ``group``, ``score`` (model),
-    ``standard`` (validated score at the same horizon) and ``outcome`` (0/1)."""
+    ``standard`` (validated score at the same horizon) and ``outcome`` (0/1); and, where known,
+    ``score_expected`` and ``standard_expected``: the outcomes each score expects over the
+    patient's own follow-up (without them: its risk, every patient followed to the horizon)."""
     out, tests = {}, []
     for k, (outcome, frame) in enumerate(frames.items()):
         frame = frame.filter(pl.col("score").is_not_null() & pl.col("standard").is_not_null())
@@ -117,8 +121,10 @@ def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[st
         selected = {"model": _top(model, settings.capacity_share), "standard": _top(standard, settings.capacity_share)}
         onehot = np.zeros((y.size, len(groups)))
         onehot[np.arange(y.size), g_index] = 1
+        followed = "score_expected" in frame.columns and "standard_expected" in frame.columns
         columns = {"n": np.ones_like(y), "y": y, "tp_model": y * selected["model"], "tp_standard": y * selected["standard"],
-                   "risk_model": model, "risk_standard": standard}
+                   "risk_model": frame["score_expected"].to_numpy() if followed else model,
+                   "risk_standard": frame["standard_expected"].to_numpy() if followed else standard}
 
         def figures(sums):
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -30,6 +30,7 @@ from models.fairness import (
 )
 from models.fairness._metrics import binned_auroc, binned_calibration_slope, wilson_interval
 from models.fairness._report import AuditReport
+from models.hazard import expected_events
 from models.metrics import calibration_slope
 from phm.exceptions import ConfigError
 
@@ -254,6 +255,50 @@ def test_an_under_predicted_group_fails_on_observed_expected():
     # under-rated, so selected far less than its share of the outcomes: under-served twice over
     for rule in ("need-adjusted selection", "sensitivity ratio"):
         assert any(f.rule == rule and f.group == "Black" and f.level == "FAIL" for f in gate.findings), rule
+
+
+def censored(n=20_000, seed=4, leaving: dict[str, float] | None = None, horizon=5.0) -> pl.DataFrame:
+    """Validation patients scored with their true risk over the horizon, followed as the pipeline
+    follows them (sql/labels/outcomes.sql): until the outcome, the horizon's end, or leaving the
+    practice; in group g a share ``leaving[g]`` leaves at a time uniform over the horizon. The
+    outcome comes at the constant hazard the risk implies, and is recorded only while followed."""
+    frame = simulate(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    risk = frame["score"].to_numpy()
+    hazard = -np.log1p(-risk) / horizon
+    onset = rng.exponential(1 / hazard)
+    leaves = np.zeros(n, dtype=bool)
+    for g, share in (leaving or {}).items():
+        leaves |= (frame["group"].to_numpy() == g) & (rng.random(n) < share)
+    end = np.where(leaves, rng.uniform(0, horizon, n), horizon)
+    outcome = onset <= end
+    years = np.minimum(onset, end)
+    return frame.with_columns(pl.Series("outcome", outcome.astype(np.int8)),
+                              pl.Series("expected", expected_events(risk, years, horizon)))
+
+
+def test_calibration_counts_the_outcomes_expected_over_each_patients_follow_up():
+    """A score right for every group, where most Black patients leave their practice before the
+    horizon's end: their outcomes after leaving are never recorded. Over each patient's follow-up
+    the score expects as many outcomes as were recorded (O/E near 1, no calibration finding);
+    counting every patient's whole risk instead reads the group as over-predicted (O/E about 0.6)
+    and FAILs a fair score."""
+    frame = censored(leaving={"Black": 0.8})
+    threshold = float(frame.filter(pl.col("selected"))["score"].min())
+    columns = ["group", "imd_quintile", "sex", "score", "selected"]
+
+    followed = audit_score("test", frame.select(*columns, "outcome", "expected"), frame.select(*columns, "need"),
+                           threshold, FAST)
+    black = ethnicity(followed)["Black"].figure(Figure.OBSERVED_EXPECTED)
+    assert 0.85 < black.value < 1.15 and black.counted
+    assert black.observed == ethnicity(followed)["Black"].counts.events
+    assert black.expected == pytest.approx(frame.filter(pl.col("group") == "Black")["expected"].sum())
+    gate = judge(followed, FAST, 0.05)
+    assert not [f for f in gate.findings if f.rule == "calibration"], gate.findings
+
+    whole = audit_score("test", frame.select(*columns, "outcome"), frame.select(*columns, "need"), threshold, FAST)
+    assert ethnicity(whole)["Black"].figure(Figure.OBSERVED_EXPECTED).value < 0.7
+    assert any(f.rule == "calibration" and f.group == "Black" and f.level == "FAIL" for f in judge(whole, FAST, 0.05).findings)
 
 
 def spread_apart(n=20_000, seed=0) -> pl.DataFrame:
