@@ -46,7 +46,7 @@ from models.fairness._cells import add_cells
 from models.fairness._recording import add_gap_figures, gap_counts, treated_counts
 from models.fairness._report import grouping_json
 from models.fairness._standard import compare as compare_with_standard
-from models.hazard import expected_events
+from models.hazard import risk_while_followed
 from models.population import Population, read_population
 from models.score_models import ScoredVersions
 from models.shards import (
@@ -315,6 +315,9 @@ def _compares_with_standard(validation: pl.DataFrame) -> bool:
     return "comparator_risk" in validation.columns and bool(validation["comparator_risk"].is_not_null().any())
 
 
+CENSORED_AT = ("died", "left practice")  # sql/labels/outcomes.sql, followup_end_reason
+
+
 def _horizon_years(version) -> float | None:
     """The horizon the audited version's risks are over (its training's, as registered)."""
     value = version.tags.get("phm.horizon_years")
@@ -322,29 +325,30 @@ def _horizon_years(version) -> float | None:
 
 
 def _expected_over_followup(risk: str, validation: pl.DataFrame, horizon_years: float | None) -> list[pl.Series]:
-    """Each validation patient's outcomes expected by ``risk`` over their own follow-up, as
-    training's validation counts them (models.hazard.expected_events: under the constant hazard
-    the models are fitted with, -log(1 - risk) x years followed / horizon), named ``expected_``
-    + ``risk``. A patient who died or left, or had the outcome, before the horizon's end was
-    followed for part of it, and their recorded outcomes could only be recorded then: without
-    this, the O/E of a group that leaves its practice more often reads lower than it is. None
-    where the validation predictions have no follow-up (a database from before 2026-11-30)."""
-    if horizon_years is None or "followup_years" not in validation.columns:
+    """Each validation patient's outcomes expected by ``risk`` while followed
+    (models.hazard.risk_while_followed), named ``expected_`` + ``risk``: the risk for a patient
+    followed to the horizon's end or to the outcome; for one who died or left without it, the
+    chance of the outcome in the years they were followed, the only years it could be recorded.
+    Without this, the O/E of a group that leaves its practice or dies more often reads lower than
+    it is. None where the validation predictions have no follow-up (a database from before
+    2026-11-30)."""
+    if horizon_years is None or not {"followup_years", "followup_end_reason"} <= set(validation.columns):
         return []
-    expected = expected_events(validation[risk].cast(pl.Float64).to_numpy(),
-                               validation["followup_years"].cast(pl.Float64).to_numpy(), horizon_years)
+    censored = (validation["followup_end_reason"].is_in(CENSORED_AT) & ~validation["recorded_outcome"]
+                .cast(pl.Boolean).fill_null(False)).fill_null(False).to_numpy()
+    expected = risk_while_followed(validation[risk].cast(pl.Float64).to_numpy(),
+                                   validation["followup_years"].cast(pl.Float64).to_numpy(), horizon_years, censored)
     return [pl.Series(f"expected_{risk}", expected, nan_to_null=True)]
 
 
 def _standard_frame(validation: pl.DataFrame, horizon_years: float | None) -> pl.DataFrame:
-    return validation.with_columns(
-        *_expected_over_followup("predicted_risk", validation, horizon_years),
-        *_expected_over_followup("comparator_risk", validation, horizon_years),
-    ).select(
+    followed = [*_expected_over_followup("predicted_risk", validation, horizon_years),
+                *_expected_over_followup("comparator_risk", validation, horizon_years)]
+    return validation.with_columns(*followed).select(
         pl.col("ethnicity_group").alias("group"), pl.col("predicted_risk").alias("score"),
         pl.col("comparator_risk").alias("standard"), pl.col("recorded_outcome").cast(pl.Int8).alias("outcome"),
-        *([pl.col("expected_predicted_risk").alias("score_expected"), pl.col("expected_comparator_risk")
-           .alias("standard_expected")] if "followup_years" in validation.columns and horizon_years else []))
+        *([pl.col("expected_predicted_risk").alias("score_expected"),
+           pl.col("expected_comparator_risk").alias("standard_expected")] if followed else []))
 
 
 def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinned, settings: AuditSettings,

@@ -255,6 +255,25 @@ def expected_events(risk: np.ndarray, years: np.ndarray, horizon_years: float) -
     return -np.log1p(-risk) * np.asarray(years, dtype=float) / horizon_years
 
 
+def risk_while_followed(risk: np.ndarray, years: np.ndarray, horizon_years: float,
+                        censored: np.ndarray) -> np.ndarray:
+    """Each patient's chance of having the outcome while followed, from a risk over the horizon
+    under a constant hazard: the risk itself for a patient followed to the horizon's end or to the
+    outcome (``censored`` false), and 1 - (1 - risk) ** (years / horizon) for one who died or left
+    without it after ``years`` (``censored`` true). Summed over a group it is the number of
+    outcomes expected to be recorded, with independent censoring, set against the recorded count
+    (the audit's observed / expected). Unlike the cumulative hazard over follow-up
+    (``expected_events``), no patient counts for more than 1, so a predicted risk near 1 for a
+    patient who stayed well weighs as one expected outcome, not a dozen. A patient who had the
+    outcome before they died or left counts in full: the labels end their follow-up at the outcome
+    and do not carry when they would have left (a few in a thousand; their expected is a little
+    high)."""
+    risk = np.clip(np.asarray(risk, dtype=float), 0, 1)
+    share = np.clip(np.asarray(years, dtype=float) / horizon_years, 0, 1)
+    partial = -np.expm1(np.log1p(-np.minimum(risk, 1 - 1e-12)) * share)
+    return np.where(np.asarray(censored, dtype=bool), partial, risk)
+
+
 def kaplan_meier_risk(event: np.ndarray, years: np.ndarray, horizon_years: float) -> tuple[float, float]:
     """Observed risk by the horizon, 1 - S(h), by Kaplan-Meier (1958) with censoring at death
     or leaving, and its standard error by Greenwood's formula."""

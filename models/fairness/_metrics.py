@@ -120,9 +120,9 @@ def binned_calibration_slope(x: np.ndarray, events: np.ndarray, total: np.ndarra
 def performance(n: np.ndarray, risk: np.ndarray, expected: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Figures from counts and predicted-risk sums shaped (r, groups, bins, outcome, selected).
 
-    ``expected``: the outcomes each cell's patients are expected to have over their own follow-up
-    (models.hazard.expected_events: a patient who died or left after two years of a five-year
-    horizon is expected to have had about two fifths of its risk), summed like ``risk``; the
+    ``expected``: the outcomes each cell's patients are expected to have had recorded while
+    followed (models.hazard.risk_while_followed: a patient who died or left after two years of a
+    five-year horizon, the chance of the outcome in those two years), summed like ``risk``; the
     observed / expected ratio and ``expected_outcomes`` read it. None: every patient followed to
     the horizon's end, so a patient's expected outcomes are its risk (a scored table).
 

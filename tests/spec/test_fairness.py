@@ -30,7 +30,7 @@ from models.fairness import (
 )
 from models.fairness._metrics import binned_auroc, binned_calibration_slope, wilson_interval
 from models.fairness._report import AuditReport
-from models.hazard import expected_events
+from models.hazard import risk_while_followed
 from models.metrics import calibration_slope
 from phm.exceptions import ConfigError
 
@@ -274,7 +274,7 @@ def censored(n=20_000, seed=4, leaving: dict[str, float] | None = None, horizon=
     outcome = onset <= end
     years = np.minimum(onset, end)
     return frame.with_columns(pl.Series("outcome", outcome.astype(np.int8)),
-                              pl.Series("expected", expected_events(risk, years, horizon)))
+                              pl.Series("expected", risk_while_followed(risk, years, horizon, leaves & ~outcome)))
 
 
 def test_calibration_counts_the_outcomes_expected_over_each_patients_follow_up():
