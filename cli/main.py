@@ -427,6 +427,38 @@ def add_deploy(sub) -> None:
     p.set_defaults(func=cmd_deploy)
 
 
+def demo_config(config):
+    """The settings ``phm demo`` runs with: ``config`` (from --config, or the documented defaults)
+    with two changes for a synthetic run, both said in what the demo prints (``demo_notes``). The
+    pipeline then treats them as it treats any configuration."""
+    from models.fairness import demo_signoff
+
+    # A WARN or FAIL needs a named reviewer's sign-off; on synthetic data the demo signs off as a
+    # labelled demo reviewer, and says so (here, in the report, in MLflow and in the manifest).
+    # Appended after the configuration's own: the first sign-off that covers an outcome is the one
+    # recorded, so a reviewer named in --config is never displaced by the demo's.
+    config = dataclasses.replace(config, audit=dataclasses.replace(
+        config.audit, signoffs=(*config.audit.signoffs, demo_signoff())))
+    # The synthetic extract is dated 2026-03-31 (reproducible, whatever the day): older than the
+    # stale-data guard allows, so the demo publishes its lists marked as stale instead of refusing.
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, stale_extract="mark"))
+
+
+def demo_notes(config, out: Path, extract: Path, own_key: bool, code: int) -> list[str]:
+    """What ``phm demo`` prints after its run: that the DEMO REVIEWER signed off, and the stale
+    mark (``demo_config``), so that nobody takes either for what ``phm run`` does."""
+    notes = ["demo: any WARN or FAIL above was signed off by the DEMO REVIEWER (synthetic data, not a real review); "
+             "phm run needs a named reviewer ([[audit.signoff]] in --config, see docs/fairness.md)",
+             "demo: the synthetic extract is dated 2026-03-31, so its lists are published marked STALE; phm run "
+             f"refuses an extract older than [run] max_extract_age_days ({config.run.max_extract_age_days}) unless "
+             "stale_extract = \"mark\""]
+    if own_key and code == 0:
+        notes.append(f"demo: to re-identify as a practice would: phm practice-key --practice <id> --out <id>.key, then "
+                     f"phm reidentify --list {out / 'lists'}/<PCN>_<extract date>.csv --practice <id> --key-file "
+                     f"<id>.key --lookup {extract / 'practice_side'}/<id>/patients.csv --out <folder> (docs/lists.md)")
+    return notes
+
+
 def cmd_demo(args) -> int:
     import secrets
 
@@ -444,28 +476,12 @@ def cmd_demo(args) -> int:
         os.environ[KEY_VARIABLE] = secrets.token_hex(32)
         _progress(f"demo: {KEY_VARIABLE} is not set; using a random key for this synthetic run "
                   "(set it to try re-identification at the practice: docs/lists.md)")
+    config = demo_config(load_config(args.config))
     # The demo is synthetic, so the models are also measured against the generator's truth.
     # A demo always runs (the regenerated extract is the same, so it would otherwise be skipped).
-    # A WARN or FAIL needs a named reviewer's sign-off; on synthetic data the demo signs off as a
-    # labelled demo reviewer, and says so (here, in the report, in MLflow and in the manifest).
-    from models.fairness import demo_signoff
-
-    config = load_config(args.config)
-    config = dataclasses.replace(config, audit=dataclasses.replace(
-        config.audit, signoffs=(*config.audit.signoffs, demo_signoff())))
-    # The synthetic extract is dated 2026-03-31 (reproducible, whatever the day): older than the
-    # stale-data guard allows, so the demo publishes its lists marked as stale instead of refusing.
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, stale_extract="mark"))
     code = run_pipeline(extract, out, config, truth=extract / "truth", force=True)
-    print("demo: any WARN or FAIL above was signed off by the DEMO REVIEWER (synthetic data, not a real review); "
-          "phm run needs a named reviewer ([[audit.signoff]] in --config, see docs/fairness.md)")
-    print("demo: the synthetic extract is dated 2026-03-31, so its lists are published marked STALE; phm run "
-          f"refuses an extract older than [run] max_extract_age_days ({config.run.max_extract_age_days}) unless "
-          "stale_extract = \"mark\"")
-    if own_key and code == 0:
-        print(f"demo: to re-identify as a practice would: phm practice-key --practice <id> --out <id>.key, then "
-              f"phm reidentify --list {out / 'lists'}/<PCN>_<extract date>.csv --practice <id> --key-file <id>.key "
-              f"--lookup {extract / 'practice_side'}/<id>/patients.csv --out <folder> (docs/lists.md)")
+    for line in demo_notes(config, out, extract, own_key, code):
+        print(line)
     return code
 
 

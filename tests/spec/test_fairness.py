@@ -7,6 +7,7 @@ it, and left alone by one that does not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -712,6 +713,54 @@ def test_the_decision_lets_out_pass_and_signed_off_results_only_with_one_exit_co
     assert "DEMO SIGN-OFF" in "\n".join(demo.lines())
     assert demo.manifest()["hypertension"]["signoff"]["source"] == "phm demo"
     assert version_may_be_scored(demo.version_tags("hypertension"))
+
+
+def test_phm_demo_signs_off_as_the_labelled_demo_reviewer_after_any_named_one_and_says_so(tmp_path):
+    """``phm demo`` runs with ``demo_config`` of the loaded configuration and prints ``demo_notes``
+    (cli/main.py ``cmd_demo``). No pipeline run here: the demo's sign-off is one more entry in
+    ``config.audit.signoffs``, and the pipeline's audit hands those to ``decide`` (models/audit_run.py),
+    whose manifest and tags go into the lists' manifest and MLflow. That path, with the sign-off
+    of the shared run's configuration, is checked on a finished run by
+    tests/integration/test_run_flow.py::test_the_manifest_and_mlflow_record_the_gate_decision_and_who_signed_it_off
+    (the shared run's gate WARNs at 12,000 patients, so its sign-off is recorded). What is the
+    demo's own is checked here: which sign-offs it adds, in what order, and what it says."""
+    from cli.main import demo_config, demo_notes
+    from models.fairness import DEMO_REVIEWER, decide
+
+    path = tmp_path / "phm.toml"
+    path.write_text('[[audit.signoff]]\nreviewer = "Dr R"\nreason = "reviewed at the panel of 1 May"\n'
+                    'accepts = "WARN"\noutcomes = ["t2d"]\n')
+    loaded = load_config(path)
+    config = demo_config(loaded)
+    assert config.run.stale_extract == "mark" and loaded.run.stale_extract != "mark"
+    assert config.audit.signoffs[0] == loaded.audit.signoffs[0]  # the named reviewer, asked first
+    assert config == dataclasses.replace(loaded, run=config.run, audit=config.audit)  # nothing else changes
+
+    def gates():
+        return [_result("cvd", None), _result("t2d", "WARN"), _result("hypertension", "FAIL")]
+
+    # without the demo's sign-off the FAIL is refused: the demo's is what lets it out
+    assert decide(gates(), loaded.audit.signoffs).exit_code == 7
+    decision = decide(gates(), config.audit.signoffs)
+    assert decision.exit_code == 0 and decision.demo_signed
+    manifest, tags = decision.manifest(), decision.tags()
+    assert manifest["cvd"]["signoff"] is None  # a PASS needs no one
+    assert manifest["t2d"]["signoff"]["reviewer"] == "Dr R"  # a named reviewer who covers it is not displaced
+    assert manifest["hypertension"]["signoff"] == {
+        "reviewer": DEMO_REVIEWER, "reason": manifest["hypertension"]["signoff"]["reason"], "accepts": "FAIL",
+        "outcomes": ["*"], "source": "phm demo"}
+    assert tags["phm.signoff.hypertension.reviewer"] == DEMO_REVIEWER
+    assert tags["phm.signoff.hypertension.source"] == "phm demo"
+    assert [line for line in decision.lines() if "DEMO SIGN-OFF" in line] == [
+        f"  hypertension: FAIL signed off by {DEMO_REVIEWER} (phm demo) [DEMO SIGN-OFF: synthetic run, not a "
+        f"real review]: {manifest['hypertension']['signoff']['reason']}"]
+
+    notes = demo_notes(config, tmp_path / "out", tmp_path / "out" / "extract", own_key=False, code=0)
+    # the name printed is the name recorded: the manifest's reviewer begins with it
+    assert DEMO_REVIEWER.startswith("DEMO REVIEWER") and "not a real review" in DEMO_REVIEWER
+    assert notes[0].startswith("demo: any WARN or FAIL above was signed off by the DEMO REVIEWER (synthetic data, "
+                               "not a real review); phm run needs a named reviewer ([[audit.signoff]] in --config")
+    assert "published marked STALE" in notes[1] and len(notes) == 2  # no re-identification hint with a random key
 
 
 def test_mlflow_descriptions_state_the_decision_in_full_for_a_reviewer():
