@@ -9,7 +9,7 @@ under-rates the true ratio by more than 25%; at the same score the group's true 
 
 - with no bias planted, the gate FAILs nothing; every group the model under-rates by more than 25%
   against the truth (a group with at least 200 validation patients, or with 1,000 eligible
-  patients ranked at the extract date) is named in the gate's findings;
+  patients ranked at the extract date, 500 on the 'england' profile) is named in the gate's findings;
 - with no bias planted, 'Not stated' and 'Not known' patients' true risk at the same score is
   within 15% of the expected (they are read as the recorded mix, docs/models.md);
 - with Black patients' diagnoses and events recorded at 60%, the gate FAILs, naming the Black
@@ -26,7 +26,11 @@ from models.fairness.truth import scenario_run
 
 pytestmark = pytest.mark.slow
 PATIENTS = 20_000
-FAIR = [(1, "england"), (2, "diverse_urban"), (3, "diverse_urban")]  # minorities of 1,000+ need diverse_urban at this size
+FAIR = [(1, "england"), (2, "diverse_urban"), (3, "diverse_urban")]
+# The smallest group whose ranking is judged against the truth (eligible patients ranked at the
+# extract date). At 20,000 patients no 'england' minority reaches 1,000, so there it is 500: see
+# the test that uses it for the rate measured at that size.
+RANKED_FLOOR = {"diverse_urban": 1_000, "england": 500}
 # Under-recording shows in treatment without a diagnosis (antihypertensives or glucose-lowering
 # drugs with no code) and in the T2D diagnosis gap (a diabetic HbA1c and no diagnosis). With the
 # Black group's outcomes coded at 60%, 20,000 patients suffice on both profiles: on seed 5
@@ -65,12 +69,27 @@ def test_with_no_bias_planted_nothing_fails_and_a_group_under_rated_is_named(fai
 
 
 def test_with_no_bias_planted_the_ranking_tracks_the_true_ratio_to_white_or_the_group_is_named(fair_run):
-    """Every eligible patient at the extract date: each broad group of 1,000 or more ranked, as a
-    ratio of mean risk to White's, is not under-rated by more than 25% against the truth's ratio,
-    or the gate's findings name the group (issue 22)."""
-    judged = [r for r in fair_run.published if r["patients"] >= 1_000
+    """Every eligible patient at the extract date: each broad group of 1,000 or more ranked (500 or
+    more on 'england'), as a ratio of mean risk to White's, is not under-rated by more than 25%
+    against the truth's ratio, or the gate's findings name the group (issue 22); nor over-rated
+    by 35% or more.
+
+    Why 500 on 'england': at 20,000 patients no 'england' minority reaches 1,000 eligible patients,
+    so the case judged nothing. Measured on the simulation study's 50 'england' runs with no bias
+    planted (20,000 patients, seeds 151-200: benchmarks/bench_gate_error_rates.py), per group and
+    outcome (600 cells): Asian is the only group of 500 or more (632-814 patients, every run, all
+    three outcomes: 150 cells), tracking at 0.753-1.241 (nearest the line: cvd on seed 158, 0.753,
+    738 patients, named by the gate); no other group passed 423. Of the 444 cells of 200-499
+    patients, 5 tracked over 1.35 (T2D, Mixed or Other, 249-295 patients, up to 1.60) and none
+    under 0.75. So at 500 every 'england' run judged three cells and none of the 50 would have
+    failed this test (0/50; by the rule of three, a false-failure rate under 6% at 95%). This
+    test's seed 1 judges Asian's three cells (648-719 patients), tracking at 0.94-1.15.
+    'diverse_urban' keeps the issue's 1,000: 248 cells on its 50 runs of the same seeds, none
+    under 0.75 or over 1.35."""
+    floor = RANKED_FLOOR[fair_run.profile]
+    judged = [r for r in fair_run.published if r["patients"] >= floor
               and fair_run.gates[r["outcome"]]["ranks_list"] == "model"]  # else the validated score ranks
-    assert judged or fair_run.profile == "england", fair_run.as_dict()  # 'england' minorities are small
+    assert judged, fair_run.as_dict()  # every study run judged some group at its profile's floor
     for r in judged:
         print(r)  # shown with -rA: the measured figures
         if r["tracks"] < 0.75:  # under-rated by more than 25%: the harm the gate must name
