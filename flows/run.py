@@ -375,8 +375,7 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         **({"stale": freshness.manifest()} if freshness.stale else {}),
         "extract": str(extract.resolve()), "extract_digest": digest, "gate": audit.report.label(),
         "gate_decision": audit.decision.manifest(), "models": audit.report.models, "audit_run_id": audit.run_id,
-        "scored_with": {m.outcome: {"registered model": m.name, "version": m.version, "role": m.alias,
-                                    "ranks_list": m.ranks_list, "taken as": m.source} for m in scored.models},
+        "scored_with": scored.manifest(),
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
         "capacity": lists.capacity,  # the period and each PCN's capacity in it: configuration, not counts

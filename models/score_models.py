@@ -47,6 +47,9 @@ from phm.db import connect
 from phm.disclosure import COUNTS_NOTE, show
 from phm.exceptions import FairnessGateFailed
 
+# the version written for an outcome whose list the validated score ranks (do no harm)
+VALIDATED_SCORE = "validated score"
+
 
 @dataclass(frozen=True)
 class ScoredVersions:
@@ -77,6 +80,11 @@ class ScoreRun:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     reused_audit_scores: bool = False  # the audit scored the same versions: its scores were read back
+
+    def manifest(self) -> dict:
+        """The lists' manifest's ``scored_with``: per outcome, what ranked its list."""
+        return {m.outcome: {"registered model": m.name, "version": m.version, "role": m.alias,
+                            "ranks_list": m.ranks_list, "taken as": m.source} for m in self.models}
 
     def summary_lines(self) -> list[str]:
         lines = [f"scored {show(self.patients)} registered patients in {self.seconds:.1f} s -> marts.risk_scores"]
@@ -131,7 +139,6 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
     pinned = check_versions(versions or versions_by_alias(client, icb_code, (CHAMPION, CANDIDATE)), icb_code)
     run = ScoreRun([], features.height, {}, 0.0)
     to_score = []
-    validated = {o.short: o.comparator for o in OUTCOMES}
     for outcome in OUTCOMES:
         in_use = model_in_use(client, pinned[outcome.short])
         if in_use.ranks_list != "model":
@@ -161,26 +168,7 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
     run.reused_audit_scores = scored_by_audit
     for m in run.models:
         run.scored[m.outcome] = int(risks[score_column(m.outcome)].is_not_null().sum())  # the eligible
-    scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(
-        risks.rename({score_column(m.outcome): f"{m.outcome}_model_risk" for m in run.models}), on="patient_id", how="left",
-        maintain_order="left")
-    for m in run.models:
-        if m.ranks_list != "model" and validated.get(m.outcome):
-            # do no harm: the validated 10-year risk ranks the list, for the same eligible patients
-            column = f"{m.outcome}_model_risk"
-            scores = scores.with_columns(pl.when(pl.col(column).is_not_null()).then(
-                pl.col(validated[m.outcome]) / 100).otherwise(None).alias(column))
-            m.name, m.version, m.horizon_years = m.ranks_list, "validated score", 10
-    # The model is named on every row, scored or not: a null risk then means "not eligible for
-    # this model", never "no model was run".
-    scores = scores.select(
-        "patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct",
-        *[column for m in run.models for column in (
-            pl.col(f"{m.outcome}_model_risk"),
-            pl.lit(m.name).alias(f"{m.outcome}_model_name"),
-            pl.lit(m.version).alias(f"{m.outcome}_model_version"),
-            pl.lit(m.alias).alias(f"{m.outcome}_model_alias"),
-            pl.lit(m.horizon_years).alias(f"{m.outcome}_model_horizon_years"))])
+    scores = ranking_risks(features, risks, run.models)
     con = connect(db_path)
     try:
         con.register("risk_scores_frame", scores.to_arrow())
@@ -190,3 +178,34 @@ def score_models(db_path: Path, location: TrackingLocation, icb_code: str | None
         con.close()
     run.seconds = time.perf_counter() - started
     return run
+
+
+def ranking_risks(features: pl.DataFrame, risks: pl.DataFrame, models: list[ModelInUse]) -> pl.DataFrame:
+    """``marts.risk_scores``: per patient, QRISK3 and QDiabetes, and for each outcome the risk that
+    ranks its list (``<outcome>_model_risk``) with what made it. ``features``: ``patient_id``,
+    ``qrisk3_10y_pct``, ``qdiabetes_10y_pct``; ``risks``: ``patient_id`` and each model's
+    ``score_column`` (null where not eligible). Where the audit's decision put the validated
+    score in the model's place (``ranks_list``, do no harm), its 10-year risk is written for the
+    same eligible patients and the model in use is renamed after it (name, ``VALIDATED_SCORE``,
+    10 years), so that the lists and the manifest say what ranked them."""
+    validated = {o.short: o.comparator for o in OUTCOMES}
+    scores = features.select("patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct").join(
+        risks.rename({score_column(m.outcome): f"{m.outcome}_model_risk" for m in models}), on="patient_id", how="left",
+        maintain_order="left")
+    for m in models:
+        if m.ranks_list != "model" and validated.get(m.outcome):
+            # do no harm: the validated 10-year risk ranks the list, for the same eligible patients
+            column = f"{m.outcome}_model_risk"
+            scores = scores.with_columns(pl.when(pl.col(column).is_not_null()).then(
+                pl.col(validated[m.outcome]) / 100).otherwise(None).alias(column))
+            m.name, m.version, m.horizon_years = m.ranks_list, VALIDATED_SCORE, 10
+    # The model is named on every row, scored or not: a null risk then means "not eligible for
+    # this model", never "no model was run".
+    return scores.select(
+        "patient_id", "qrisk3_10y_pct", "qdiabetes_10y_pct",
+        *[column for m in models for column in (
+            pl.col(f"{m.outcome}_model_risk"),
+            pl.lit(m.name).alias(f"{m.outcome}_model_name"),
+            pl.lit(m.version).alias(f"{m.outcome}_model_version"),
+            pl.lit(m.alias).alias(f"{m.outcome}_model_alias"),
+            pl.lit(m.horizon_years).alias(f"{m.outcome}_model_horizon_years"))])
