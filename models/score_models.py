@@ -47,7 +47,8 @@ from phm.db import connect
 from phm.disclosure import COUNTS_NOTE, show
 from phm.exceptions import FairnessGateFailed
 
-# the version written for an outcome whose list the validated score ranks (do no harm)
+# the version written for an outcome whose list the validated score ranks (do no harm): the
+# lists' reasons read it (sql/lists/list_reasons.sql) to name the score instead of "model"
 VALIDATED_SCORE = "validated score"
 
 

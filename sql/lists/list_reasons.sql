@@ -24,7 +24,8 @@
 --   bp_no_recent_reading    3  hypertension, no reading in 12 months: BP check
 --   bp_none_in_5_years      3  aged 45+, no reading in 5 years: BP check
 --   model_high_risk         3  a trained model's risk in the top model_top_share of eligible patients
---                              (written as a band of risk, as QRISK3 and QDiabetes are)
+--                              (written as a band of risk, as QRISK3 and QDiabetes are; where do no
+--                              harm put QRISK3 or QDiabetes in the model's place, the reason names it)
 -- excluded_by (reason level; the reason is kept, set aside, and counted), as QOF, CVDPREVENT and
 -- NCL's LTC LCS use them:
 --   lipid reasons            already on a statin; statin allergy, contraindicated, not tolerated,
@@ -58,6 +59,12 @@ patients as (
         h.finding as bp_finding, h.finding_reason as bp_reason, h.monitoring_12_months,
         r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
         r.cvd_model_horizon_years, r.t2d_model_horizon_years, r.hypertension_model_horizon_years,
+        -- what made the risk: 'model', or the validated score that ranks the list in the trained
+        -- model's place (do no harm: models/score_models.py writes its name, version VALIDATED_SCORE)
+        case when r.cvd_model_version = 'validated score' then r.cvd_model_name else 'model' end as cvd_ranked_by,
+        case when r.t2d_model_version = 'validated score' then r.t2d_model_name else 'model' end as t2d_ranked_by,
+        case when r.hypertension_model_version = 'validated score' then r.hypertension_model_name else 'model' end
+            as hypertension_ranked_by,
         -- share of the model's eligible patients at or above this risk (ties share a place)
         case when r.cvd_model_risk is not null then cume_dist() over (
             partition by r.cvd_model_risk is null order by r.cvd_model_risk desc) end as cvd_model_top,
@@ -78,13 +85,14 @@ model_risks as (
     select pt.patient_id, m.*
     from patients as pt
     cross join lateral (values
-        ('cvd', pt.cvd_model_risk, pt.cvd_model_top, pt.cvd_model_horizon_years, 'a CVD event',
+        ('cvd', pt.cvd_model_risk, pt.cvd_model_top, pt.cvd_model_horizon_years, pt.cvd_ranked_by, 'a CVD event',
          'cardiovascular risk review'),
-        ('t2d', pt.t2d_model_risk, pt.t2d_model_top, pt.t2d_model_horizon_years, 'type 2 diabetes',
-         'HbA1c test and diabetes prevention advice'),
+        ('t2d', pt.t2d_model_risk, pt.t2d_model_top, pt.t2d_model_horizon_years, pt.t2d_ranked_by,
+         'type 2 diabetes', 'HbA1c test and diabetes prevention advice'),
         ('hypertension', pt.hypertension_model_risk, pt.hypertension_model_top,
-         pt.hypertension_model_horizon_years, 'a hypertension diagnosis', 'blood pressure check')
-    ) as m(outcome, risk, top_share, horizon, what, action)
+         pt.hypertension_model_horizon_years, pt.hypertension_ranked_by, 'a hypertension diagnosis',
+         'blood pressure check')
+    ) as m(outcome, risk, top_share, horizon, ranked_by, what, action)
 ),
 
 reasons as (
@@ -156,7 +164,7 @@ reasons as (
     select m.patient_id, 'model_high_risk', 3, m.outcome,
            'predicted risk of ' || m.what || ' in the next ' || m.horizon || ' years: '
                || phm_risk_band(100 * m.risk, p.risk_band_edges)
-               || ' (model, top ' || round(100 * p.model_top_share)::integer || '%)',
+               || ' (' || m.ranked_by || ', top ' || round(100 * p.model_top_share)::integer || '%)',
            m.action, null
     from model_risks as m cross join parameters as p where m.top_share <= p.model_top_share
 )

@@ -35,7 +35,9 @@ def pipeline(request, tmp_path_factory):
         con.execute("create table marts.risk_scores as select patient_id, null::double as cvd_model_risk, "
                     "null::double as t2d_model_risk, null::double as hypertension_model_risk, "
                     "5 as cvd_model_horizon_years, 5 as t2d_model_horizon_years, "
-                    "5 as hypertension_model_horizon_years from marts.mart_patient_features")
+                    "5 as hypertension_model_horizon_years, "
+                    + ", ".join(f"null::varchar as {o}_model_name, null::varchar as {o}_model_version"
+                                for o in ("cvd", "t2d", "hypertension")) + " from marts.mart_patient_features")
         features = con.execute("select * from marts.mart_patient_features").pl()
         found = reasons(con, ListSettings())
     truth = pl.read_parquet(folder / "extract" / "truth" / "patients.parquet")

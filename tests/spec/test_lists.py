@@ -68,7 +68,9 @@ def hand_made_database(patients: list[dict]) -> duckdb.DuckDBPyConnection:
                 "monitoring_12_months from rows")
     con.execute("create table marts.risk_scores as select patient_id, cvd_model_risk, t2d_model_risk, "
                 "hypertension_model_risk, 5 as cvd_model_horizon_years, 5 as t2d_model_horizon_years, "
-                "5 as hypertension_model_horizon_years from rows")
+                "5 as hypertension_model_horizon_years, "
+                + ", ".join(f"'phm-QXX-{o}' as {o}_model_name, '1' as {o}_model_version"
+                            for o in ("cvd", "t2d", "hypertension")) + " from rows")
     return con
 
 
