@@ -13,6 +13,8 @@ counted apart ("truth cannot judge"), in neither rate. Then:
 
 - sensitivity: of the outcome-runs where the truth shows harm, the share the gate FAILs;
 - false alarms: of the outcome-runs where it does not, the share the gate FAILs;
+- sensitivity on the harms the data can see: those at least the smallest effect the gate stated
+  it could detect for the group with the check that looks for them (``ScenarioRun.visible``);
 - both per check (the rule of a FAIL finding) and overall; and, for the under-recording
   scenario, the share of runs that FAIL naming the Black group and the label-choice check.
 
@@ -92,6 +94,11 @@ def rates(runs: list[ScenarioRun]) -> dict:
            # at the wrong group)
            "sensitivity, naming a harmed group": share(
                sum(any(r.failed(o, group=g) for g in r.harmed(o)) for r, o in harmed), len(harmed)),
+           # the promise's own words: no list leaves when the model under-serves a group "that the
+           # data can see": harms at least the smallest effect the gate stated it could detect for
+           # the group with its check (ScenarioRun.visible); the others are reported, not excused
+           "sensitivity, harms the data can see": share(
+               sum(r.failed(o) for r, o in harmed if r.visible(o)), sum(bool(r.visible(o)) for r, o in harmed)),
            "false alarms": share(sum(r.failed(o) for r, o in fair), len(fair)),
            # do no harm: where the trained model was worse than QRISK3/QDiabetes, the validated score
            # ranks the list instead: the harm is stopped without a FAIL
@@ -125,6 +132,9 @@ def table(summary: dict) -> str:
         return "n/a" if x["share"] is None else f"{x['share']:.0%} ({x['hits']}/{x['of']})"
     lines.append(f"| any check (the gate) | {fmt(summary['sensitivity'])} | {fmt(summary['false alarms'])} |")
     lines.append(f"| any check, the FAIL naming a harmed group | {fmt(summary['sensitivity, naming a harmed group'])} | |")
+    if "sensitivity, harms the data can see" in summary:
+        lines.append(f"| any check, harms at least the smallest effect the gate stated it could detect | "
+                     f"{fmt(summary['sensitivity, harms the data can see'])} | |")
     lines.append(f"| FAIL, or the validated score ranks the list (do no harm) | "
                  f"{fmt(summary['stopped (FAIL, or the validated score ranks the list)'])} | "
                  f"{fmt(summary['model replaced where no harm'])} (model replaced) |")

@@ -318,6 +318,30 @@ SCENARIOS = {
 }
 
 
+# which of the gate's checks looks for each kind of harm the truth shows (ScenarioRun.visible)
+HARM_SEEN_BY = {"tracking": ("calibration",), "same score": ("label choice",),
+                "recording": ("label choice (diagnosis gap)", "label choice (treated, no diagnosis)")}
+
+
+def detectable_ratio(check: str, se: float, settings=None) -> float:
+    """The ratio on the harmful side that the gate's test of ``check`` detects with the settings'
+    power, from the test's standard error: the smallest effect the report states a group could
+    show (models.fairness._gate._detectable). Calibration is two-sided; here it is read on the
+    side where the model under-predicts (observed over expected above the margin), which is the
+    harm to the group."""
+    from models.fairness import AuditSettings
+    from models.fairness._gate import CHECKS, _detectable
+
+    settings = settings or AuditSettings()
+    side = CHECKS[check][3]
+    margin = ((1 / settings.need_ratio_limit, settings.need_ratio_limit) if check.startswith("label choice")
+              else settings.ratio_band)
+    alpha = 1 - settings.level
+    if side == "both":
+        side, alpha = "above", alpha / 2
+    return _detectable(se, side, margin, alpha, settings.power)
+
+
 @dataclass
 class ScenarioRun:
     """One synthetic extract through ingest, features, training and the audit, with its truth."""
@@ -354,6 +378,39 @@ class ScenarioRun:
         judged = {t.group for t in self.tracking if t.outcome == outcome and t.true_under_recording > 0}
         planted = {g for g in BROAD_GROUPS if recording_planted(self.knobs, g)}
         return sorted(planted - judged)
+
+    def visible(self, outcome: str, settings=None, margin: float = 0.75) -> list[str]:
+        """The groups whose harm for ``outcome`` (``Tracking.harm_size``) is at least the smallest
+        effect the gate said it could detect for them (``detectable_ratio``): the harm "the data
+        can see". Each kind of harm is set against the check that looks for it
+        (``HARM_SEEN_BY``): under-rating against the truth's ratio (1 / tracking) against
+        calibration's O/E on the side of under-prediction; the true risk over the expected at the
+        same score against the label-choice check; planted under-recording against the smallest of
+        the recording checks' (the pooled one and each outcome's own). A group the gate did not test
+        for that check (no standard error) could show nothing."""
+        gate = self.gates[outcome]
+        evidence = {(e["check"], e["group"]): e["se"] for e in gate.get("evidence", []) + gate.get("recording_evidence", [])}
+        pooled = {e["group"]: e["minimum_detectable_ratio"] for e in gate.get("pooled_recording", [])}
+
+        def smallest(kind: str, group: str) -> float:
+            found = [detectable_ratio(check, evidence[(check, group)], settings)
+                     for check in HARM_SEEN_BY[kind] if (check, group) in evidence]
+            if kind == "recording" and pooled.get(group) is not None:
+                found.append(pooled[group])
+            found = [f for f in found if f == f]  # NaN: no standard error
+            return min(found, default=float("inf"))
+
+        seen = []
+        for t in self.tracking:
+            planted = recording_planted(self.knobs, t.group)
+            if t.outcome != outcome or not t.harmed(margin, recording_planted=planted):
+                continue
+            harms = [("tracking", 1 / t.tracking if t.tracking > 0 else float("inf"), t.tracking < margin),
+                     ("same score", t.true_at_same_score, t.true_at_same_score > 1.25),
+                     ("recording", t.true_under_recording, planted and t.true_under_recording > 1.25)]
+            if any(harmed and size >= smallest(kind, t.group) for kind, size, harmed in harms):
+                seen.append(t.group)
+        return seen
 
     def failed(self, outcome: str, rule: str | None = None, group: str | None = None) -> bool:
         """Did the gate FAIL the outcome (naming ``group``, with a check whose name starts with

@@ -263,3 +263,65 @@ def test_a_replayed_audits_copy_of_the_mlflow_store_writes_nothing_into_the_kept
         (f"file://{copy.resolve()}/artifacts", "phm fairness QXX"), ("s3://elsewhere/artifacts", "other")]
     assert con.execute("select source from model_versions").fetchall() == [(f"{copy.resolve()}/artifacts/models/m-1",)]
     con.close()
+
+
+def _seen(tracking: Tracking, evidence: list[dict], fails: list[dict]) -> ScenarioRun:
+    return ScenarioRun(1, "england", "no bias", {}, {tracking.outcome: {
+        "status": "FAIL" if fails else "PASS", "fails": fails, "evidence": evidence}}, [tracking], 1.0)
+
+
+def test_a_harm_the_data_can_see_is_one_at_least_the_smallest_effect_the_gate_stated_for_its_check():
+    """Issue 22's promise: no list leaves when the model under-serves a group "that the data can
+    see". The study counts apart the harms at least the smallest effect the gate says its check
+    could detect for the group (80% power, the report's minimum detectable ratio): a true risk
+    1.3 times the expected at the same score is seen by a label-choice test with standard error
+    0.01 (it detects 1.28) and not by one with 0.3 (2.64); under-rating to 0.6 of the truth's ratio
+    (1.67 the other way) by calibration with 0.1 (two-sided: 1.65) and not with 0.2 (2.19); a
+    group the gate did not test could show nothing."""
+    from models.fairness._gate import _detectable
+    from models.fairness.truth import detectable_ratio
+
+    assert detectable_ratio("label choice", 0.3) == _detectable(0.3, "above", (0.8, 1.25), 0.05, 0.8)
+    assert round(detectable_ratio("label choice", 0.01), 2) == 1.28
+    assert round(detectable_ratio("label choice", 0.3), 2) == 2.64
+    assert round(detectable_ratio("calibration", 0.1), 2) == 1.65
+    assert round(detectable_ratio("calibration", 0.2), 2) == 2.19
+
+    near = Tracking("t2d", "Black", 120, 1.0, 1.0, 1.3, NAN)
+    under = Tracking("cvd", "Black", 400, 0.6, 1.0, 1.0, NAN)
+    seen = _seen(near, [{"check": "label choice", "group": "Black", "se": 0.01}], [])
+    unseen = _seen(near, [{"check": "label choice", "group": "Black", "se": 0.3}], [])
+    # the check that looks for the harm decides, not another check's standard error
+    other_check = _seen(near, [{"check": "calibration", "group": "Black", "se": 0.01}], [])
+    calibrated = _seen(under, [{"check": "calibration", "group": "Black", "se": 0.1}], BLACK_FAIL)
+    too_wide = _seen(under, [{"check": "calibration", "group": "Black", "se": 0.2}], [])
+    untested = _seen(under, [], [])
+    assert seen.visible("t2d") == ["Black"] and unseen.visible("t2d") == [] and other_check.visible("t2d") == []
+    assert calibrated.visible("cvd") == ["Black"] and too_wide.visible("cvd") == [] and untested.visible("cvd") == []
+    fair = _seen(Tracking("t2d", "Black", 120, 1.0, 1.0, 1.1, NAN), [{"check": "label choice", "group": "Black", "se": 0.01}], [])
+    assert fair.visible("t2d") == []  # no harm: nothing to see
+
+    summary = _study().rates([seen, unseen, other_check, calibrated, too_wide, untested, fair])
+    assert summary["sensitivity"] == {"share": round(1 / 6, 3), "of": 6, "hits": 1}
+    assert summary["sensitivity, harms the data can see"] == {"share": 0.5, "of": 2, "hits": 1}
+    assert "| any check, harms at least the smallest effect the gate stated it could detect | 50% (1/2) | |" in \
+        _study().table(summary)
+
+
+def test_planted_under_recording_is_seen_by_the_most_sensitive_recording_check_or_the_pooled_one():
+    planted = {"outcome_recording": {"Black": 0.6}}
+    harm = Tracking("hypertension", "Black", 300, 1.0, 1.0, 1.0, 1.8)
+
+    def run(evidence: list[dict], pooled: list[dict]) -> ScenarioRun:
+        return ScenarioRun(1, "england", "outcome under-recording", planted, {"hypertension": {
+            "status": "PASS", "fails": [], "recording_evidence": evidence, "pooled_recording": pooled}}, [harm], 1.0)
+
+    wide = {"check": "label choice (diagnosis gap)", "group": "Black", "se": 0.5}  # detects 4.33
+    narrow = {"check": "label choice (treated, no diagnosis)", "group": "Black", "se": 0.1}  # 1.60
+    assert run([wide], []).visible("hypertension") == []
+    assert run([wide, narrow], []).visible("hypertension") == ["Black"]
+    assert run([wide], [{"group": "Black", "minimum_detectable_ratio": 1.7}]).visible("hypertension") == ["Black"]
+    # not planted, a recording statistic is chance, not harm (Tracking.harmed): nothing to see
+    chance = ScenarioRun(1, "england", "no bias", {}, {"hypertension": {
+        "status": "PASS", "fails": [], "recording_evidence": [wide, narrow]}}, [harm], 1.0)
+    assert chance.visible("hypertension") == []
