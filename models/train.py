@@ -56,7 +56,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, expected_events
+from models.hazard import ETHRISK, QDIABETES_MODEL, HorizonHazardModel, risk_while_followed
 from models.impute import GroupImputer, MedianImputer
 from models.metrics import Validation, observed_expected, ten_to_horizon, validate
 from models.score_patients import score_features
@@ -335,10 +335,13 @@ def _filled_once(imputer, filled: tuple | None, x_train: pd.DataFrame, x_valid: 
 def validate_followup(event: np.ndarray, years: np.ndarray, risk: np.ndarray, horizon_years: int) -> Validation:
     """Validation figures that respect follow-up: discrimination, Brier score and calibration
     slope on patients whose status at the horizon is known (the outcome, or followed to the end);
-    O/E as observed events over the events the risks predict over each patient's own follow-up."""
+    O/E as recorded outcomes over those expected while each patient was followed
+    (models.hazard.risk_while_followed, as the fairness audit counts them, so that a group's O/E
+    in training and in the audit mean the same: not the cumulative hazard over follow-up, which
+    counts a patient predicted near 1 who stayed well as several expected outcomes)."""
     known = event | (years >= horizon_years - 1 / 365.25)
     figures = validate(event[known].astype(int), risk[known])
-    oe, low, high = observed_expected(event.astype(int), expected_events(risk, years, horizon_years))
+    oe, low, high = observed_expected(event.astype(int), risk_while_followed(risk, years, horizon_years, ~known))
     return replace(figures, observed_expected=oe, observed_expected_ci_low=low, observed_expected_ci_high=high)
 
 

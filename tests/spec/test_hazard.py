@@ -171,3 +171,24 @@ def test_a_small_extracts_update_stays_near_the_validated_score_and_a_large_one_
     numeric, _ = feature_names("with_equity")
     learned = np.polyfit(x[numeric[1]].to_numpy(), np.log(model.hazard(x) / score), 1)[0]
     assert learned == pytest.approx(0.3, rel=0.15)
+
+
+def test_training_o_e_counts_the_outcomes_expected_while_followed_as_the_audit_does():
+    """Training's O/E (MLflow) and the fairness audit's count the same expected outcomes
+    (models.hazard.risk_while_followed). 20 patients predicted at 99%, 19 of whom had the outcome
+    half way through the horizon and one followed to its end without it: 19 outcomes where 19.8
+    were expected, O/E 0.96. Counted as the cumulative hazard over follow-up, each of the 19 would
+    have expected 2.3 outcomes and the one who stayed well 4.6: O/E 0.39, a calibrated model read
+    as over-predicting by half."""
+    from models.hazard import risk_while_followed
+    from models.train import validate_followup
+
+    event = np.array([True] * 19 + [False])
+    years = np.array([2.5] * 19 + [5.0])
+    risk = np.full(20, 0.99)
+    assert validate_followup(event, years, risk, 5).observed_expected == pytest.approx(19 / 19.8)
+    # one who left after a year without the outcome counts its chance in that year, not the whole risk
+    event, years, risk = np.array([False, True]), np.array([1.0, 3.0]), np.array([0.5, 0.5])
+    expected = risk_while_followed(risk, years, 5, np.array([True, False])).sum()
+    assert expected == pytest.approx(1 - 0.5 ** 0.2 + 0.5)
+    assert validate_followup(event, years, risk, 5).observed_expected == pytest.approx(1 / expected)
