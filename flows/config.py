@@ -31,6 +31,11 @@ comes only from the environment (PHM_PSEUDONYMISATION_KEY).
     reason = "Black group under-recording known and being corrected; list needed for winter"
     accepts = "FAIL"
     outcomes = ["hypertension"]
+
+    [[audit.block]]               # a reviewer's no: the outcome's list does not go out, whatever the gate found
+    reviewer = "Dr B. Reviewer, ICS fairness panel"
+    reason = "T2D ranks Black patients low in MLflow's figures for PCN U10037; under review (ref. 2026-15)"
+    outcomes = ["t2d"]
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from models.fairness import AuditSettings, SignOff
+from models.fairness import AuditSettings, Block, SignOff
 from phm.alerts import AlertThresholds
 from phm.alerts import thresholds_from as alert_thresholds
 from phm.contract import CODE_PATTERNS
@@ -79,11 +84,16 @@ def audit_settings(table: dict, where: str = "audit") -> AuditSettings:
             values["signoffs"] = values.get("signoffs", ()) + tuple(
                 _signoff(v, f"{where}.{key}[{i}]") for i, v in enumerate(value))
             continue
+        if name == "block":
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{where}.{key}: must be a list of tables ([[audit.block]])")
+            values["blocks"] = tuple(_block(v, f"{where}.{key}[{i}]") for i, v in enumerate(value))
+            continue
         if name == "accept_warn":
             raise ConfigError(f"{where}.accept_warn: removed: a WARN is no longer accepted silently; a named "
                               "reviewer signs it off with [[audit.signoff]] (reviewer, reason, accepts = \"WARN\")")
-        if name not in fields or name == "signoffs":
-            known = ", ".join(sorted([*(n for n in fields if n != "signoffs"), "signoff"]))
+        if name not in fields or name in ("signoffs", "blocks"):
+            known = ", ".join(sorted([*(n for n in fields if n not in ("signoffs", "blocks")), "signoff", "block"]))
             raise ConfigError(f"{where}.{key}: unknown key (known: {known})")
         default = getattr(AuditSettings(), name)
         if name == "ratio_band":
@@ -102,6 +112,31 @@ def audit_settings(table: dict, where: str = "audit") -> AuditSettings:
     return settings
 
 
+def _outcomes(table: dict, where: str) -> tuple[str, ...]:
+    outcomes = table.get("outcomes", ["*"])
+    if not isinstance(outcomes, list) or not all(isinstance(o, str) for o in outcomes):
+        raise ConfigError(f"{where}.outcomes: must be a list of outcome names, e.g. [\"cvd\"]")
+    known = ("*", "cvd", "t2d", "hypertension")
+    for outcome in outcomes:
+        if outcome not in known:
+            raise ConfigError(f"{where}.outcomes: {outcome!r} is not an outcome (cvd, t2d, hypertension, or \"*\" for all)")
+    return tuple(outcomes)
+
+
+def _block(table: dict, where: str) -> Block:
+    known = {"reviewer", "reason", "outcomes"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    for key in ("reviewer", "reason"):
+        if key not in table:
+            raise ConfigError(f"{where}.{key}: required (a block must name the reviewer and the reason)")
+        _check(f"{where}.{key}", table[key], str)
+    block = Block(table["reviewer"], table["reason"], _outcomes(table, where))
+    block.validate(where)
+    return block
+
+
 def _signoff(table: dict, where: str) -> SignOff:
     known = {"reviewer", "reason", "accepts", "outcomes"}
     for key in table:
@@ -111,11 +146,8 @@ def _signoff(table: dict, where: str) -> SignOff:
         if key not in table:
             raise ConfigError(f"{where}.{key}: required (a sign-off must name the reviewer and the reason)")
         _check(f"{where}.{key}", table[key], str)
-    outcomes = table.get("outcomes", ["*"])
-    if not isinstance(outcomes, list) or not all(isinstance(o, str) for o in outcomes):
-        raise ConfigError(f"{where}.outcomes: must be a list of outcome names, e.g. [\"cvd\"]")
     signoff = SignOff(table["reviewer"], table["reason"], _check(f"{where}.accepts", table.get("accepts", "WARN"), str),
-                      tuple(outcomes), "configuration")
+                      _outcomes(table, where), "configuration")
     signoff.validate(where)
     return signoff
 

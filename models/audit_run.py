@@ -288,7 +288,7 @@ def run_audit(db_path: Path, settings: AuditSettings, location: TrackingLocation
     finally:
         beside.shutdown(wait=True, cancel_futures=True)
     gates = judge_all(audits, settings, quality.missing_share)
-    decision = decide(gates, settings.signoffs, standards)
+    decision = decide(gates, settings.signoffs, standards, blocks=settings.blocks)
     report = AuditReport(f"Fairness audit, ICB {icb_code}", settings, audits, gates, quality, detailed, models,
                          decision=decision, uptake=uptake_of_invitations)
     json_path, html_path = report.write(Path(out_dir))
@@ -538,7 +538,7 @@ def record_review(location: TrackingLocation, outcome: str, signoff, icb_code: s
     from mlflow.tracking import MlflowClient
 
     from models.fairness import Finding, GateResult
-    from models.fairness._decision import TAG_RANKS_LIST
+    from models.fairness._decision import HOW_TO_UNBLOCK, TAG_RANKS_LIST
 
     client = MlflowClient(location.tracking_uri)
     experiments = [e for e in client.search_experiments() if e.name.startswith(experiment_name(""))]
@@ -555,6 +555,10 @@ def record_review(location: TrackingLocation, outcome: str, signoff, icb_code: s
     label = tags.get(f"phm.fairness_gate.{outcome}")
     if label is None:
         raise ConfigError(f"--outcome {outcome}: the latest audit (run {run.info.run_id}) has no such outcome")
+    blocker = tags.get(f"phm.block.{outcome}.reviewer")
+    if blocker is not None:
+        raise ConfigError(f"{outcome}: the latest audit (run {run.info.run_id}) was blocked by {blocker}: a sign-off "
+                          f"does not lift a block; {HOW_TO_UNBLOCK}, and the next run decides again")
     result = GateResult(outcome)
     status = label.split()[0]
     if status == "PASS":

@@ -9,11 +9,11 @@ Public API (implementation in the private modules):
   (``_audit``).
 - ``judge_all(audits, settings, missing_share)``: the gate's PASS / WARN / FAIL per outcome, one
   family of tests (``_gate``); ``judge`` for one score alone.
-- ``decide(results, signoffs)``: the one decision, with reviewers' sign-offs (``_decision``).
+- ``decide(results, signoffs, blocks=...)``: the one decision, with reviewers' sign-offs and blocks (``_decision``).
 - ``ethnicity_quality(frame)``: recording quality overall, by PCN and practice (``_quality``).
 - ``need(outcome)``, ``measurements_recorded()``: the label-choice need measures (``_need``).
 - ``AuditReport``: JSON and HTML, counts suppressed (``_report``).
-- ``AuditSettings``, ``SignOff``: configuration (``_settings``).
+- ``AuditSettings``, ``SignOff``, ``Block``: configuration (``_settings``).
 - ``audit_table(spec, settings, out_dir)``, ``TableSpec``: the audit of any scored table (``_table``).
 """
 
@@ -40,12 +40,19 @@ from models.fairness._need import (
 )
 from models.fairness._quality import EthnicityQuality, ethnicity_quality
 from models.fairness._report import AuditReport
-from models.fairness._settings import DEMO_REVIEWER, AuditSettings, Override, SignOff, demo_signoff
+from models.fairness._settings import (
+    DEMO_REVIEWER,
+    AuditSettings,
+    Block,
+    Override,
+    SignOff,
+    demo_signoff,
+)
 from models.fairness._table import TableSpec, audit_table
 
 __all__ = [
     "NOT_AUDITED",
-    "DEMO_REVIEWER", "HIGH_NEED_FROM", "NEED_COLUMNS", "NEED_DESCRIPTIONS", "AuditReport", "AuditSettings",
+    "DEMO_REVIEWER", "HIGH_NEED_FROM", "NEED_COLUMNS", "NEED_DESCRIPTIONS", "AuditReport", "AuditSettings", "Block",
     "FIGURES_SCHEMA", "GROUPS_SCHEMA", "Compared", "Count", "Counts", "Estimate", "Figure", "GroupResults",
     "EthnicityQuality", "Finding", "GateDecision", "GateResult", "GateTest",
     "Override", "ScoreAudit", "SignOff", "TableSpec", "audit_score", "audit_table", "decide", "demo_signoff", "ethnicity_quality", "judge",

@@ -59,7 +59,7 @@ from scipy import stats
 
 from models.fairness._audit import Compared, Estimate, Figure, GroupResults, ScoreAudit
 from models.fairness._recording import exact_p_value, standardised_ratio
-from models.fairness._settings import GATE_LEVELS, AuditSettings, SignOff
+from models.fairness._settings import GATE_LEVELS, AuditSettings, Block, SignOff
 
 # check -> (which population, the figure itself (None) or compared with what, the figure, which side is harm)
 CHECKS = {
@@ -150,6 +150,7 @@ class GateResult:
     findings: list[Finding] = field(default_factory=list)
     tests: list[GateTest] = field(default_factory=list)
     signoff: SignOff | None = None  # set by the decision (_decision.py) when a reviewer signed off
+    block: Block | None = None  # set by the decision when a reviewer blocked the outcome's list
 
     @property
     def status(self) -> str:
@@ -162,11 +163,16 @@ class GateResult:
 
     @property
     def accepted(self) -> bool:
-        """May this outcome's model become champion and its list go out? PASS, or signed off."""
+        """May this outcome's model become champion and its list go out? PASS, or signed off; and
+        never while a reviewer blocks it."""
+        if self.block is not None:
+            return False
         return self.status == "PASS" or (
             self.signoff is not None and GATE_LEVELS.index(self.status) <= GATE_LEVELS.index(self.signoff.accepts))
 
     def label(self) -> str:
+        if self.block is not None:
+            return f"{self.status} (blocked by {self.block.reviewer})"
         if self.status != "PASS" and self.accepted:
             return f"{self.status} (signed off by {self.signoff.reviewer})"
         if self.status != "PASS":
@@ -583,7 +589,7 @@ def judge(audit: ScoreAudit, settings: AuditSettings, missing_ethnicity_share: f
     from models.fairness._decision import decide
 
     result = judge_all([audit], settings, missing_ethnicity_share)[0]
-    decide([result], settings.signoffs)
+    decide([result], settings.signoffs, blocks=settings.blocks)
     return result
 
 

@@ -202,6 +202,7 @@ class AuditReport:
     def to_json(self) -> dict:
         settings = asdict(self.settings)
         settings["signoffs"] = [s.as_dict() for s in self.settings.signoffs]
+        settings["blocks"] = [b.as_dict() for b in self.settings.blocks]
         decision = self.decision
         out = {
             "kind": "phm fairness audit", "title": self.title,
@@ -211,6 +212,7 @@ class AuditReport:
                      "exit_code": decision.exit_code, "outcomes": {g.outcome: {
                          "status": g.status, "label": g.label(), "accepted": g.accepted,
                          "signoff": g.signoff.as_dict() if g.signoff and g.status != "PASS" else None,
+                         "blocked": g.block.as_dict() if g.block is not None else None,
                          "ranks_list": decision.ranks_list(g.outcome),
                          "findings": [f.as_dict() for f in g.findings],
                          "tests": [t.as_dict() for t in g.tests]} for g in self.gates}},
@@ -466,8 +468,10 @@ def _gates(report: AuditReport) -> list[dict]:
         ranks = report.decision.ranks_list(gate.outcome)
         findings = [{"level": f.level, "rule": f.rule, "message": f.message}
                     for f in sorted(gate.findings, key=lambda f: (f.level != "FAIL", f.rule, f.group))]
-        out.append({"outcome": gate.outcome, "status": gate.status, "signoff": signoff,
-                    "ranks_list": None if ranks == "model" else ranks, "findings": findings})
+        blocked = None if gate.block is None else {"reviewer": gate.block.reviewer, "source": gate.block.source,
+                                                   "reason": gate.block.reason}
+        out.append({"outcome": gate.outcome, "status": gate.status, "signoff": None if blocked else signoff,
+                    "blocked": blocked, "ranks_list": None if ranks == "model" else ranks, "findings": findings})
     return out
 
 

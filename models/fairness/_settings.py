@@ -54,6 +54,34 @@ class SignOff:
 Override = SignOff  # the name used before sign-offs were required for WARN too
 
 
+@dataclass(frozen=True)
+class Block:
+    """A named reviewer's block on outcomes' lists: whatever the gate found (a PASS too) and
+    whatever sign-off there is, the outcome's model does not become ``champion`` and its list does
+    not go out while the block is in the configuration. For a harm a fairness reviewer sees (in
+    MLflow's per-group figures, or the report) that the gate did not judge so: the gate decides
+    what it can test; a reviewer can always say no. Recorded like a sign-off (MLflow tags of the
+    audit run and the model version, the lists' manifest, the report)."""
+
+    reviewer: str
+    reason: str
+    outcomes: tuple[str, ...] = ("*",)  # outcomes it blocks; "*" = all
+    source: str = "configuration"
+
+    def covers(self, outcome: str) -> bool:
+        return "*" in self.outcomes or outcome in self.outcomes
+
+    def validate(self, where: str) -> None:
+        if not self.reviewer.strip():
+            raise ConfigError(f"{where}.reviewer: name the reviewer who blocks the list")
+        if len(self.reason.strip()) < 10:
+            raise ConfigError(f"{where}.reason: give the reason for the block (at least 10 characters)")
+
+    def as_dict(self) -> dict:
+        return {"reviewer": self.reviewer, "reason": self.reason, "outcomes": list(self.outcomes),
+                "source": self.source}
+
+
 def demo_signoff() -> SignOff:
     return SignOff(DEMO_REVIEWER, "phm demo signs off its own synthetic run so that the whole pipeline can be "
                    "seen end to end; a real run needs a named reviewer ([[audit.signoff]] or phm review)",
@@ -83,6 +111,7 @@ class AuditSettings:
     fail_when_over_served: bool = False  # FAIL also when a selection ratio is surely above the band
     compare_with_standard: bool = True  # do no harm: a model worse than QRISK3/QDiabetes for a group is not used
     signoffs: tuple[SignOff, ...] = field(default_factory=tuple)
+    blocks: tuple[Block, ...] = field(default_factory=tuple)  # [[audit.block]]: a reviewer's no, which nothing overrides
 
     @property
     def overrides(self) -> tuple[SignOff, ...]:
@@ -109,3 +138,5 @@ class AuditSettings:
                 raise ConfigError(message)
         for i, signoff in enumerate(self.signoffs):
             signoff.validate(f"audit.signoff[{i}]")
+        for i, block in enumerate(self.blocks):
+            block.validate(f"audit.block[{i}]")

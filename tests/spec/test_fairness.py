@@ -763,6 +763,89 @@ def test_phm_demo_signs_off_as_the_labelled_demo_reviewer_after_any_named_one_an
     assert "published marked STALE" in notes[1] and len(notes) == 2  # no re-identification hint with a random key
 
 
+BLOCK_TOML = ('[[audit.block]]\nreviewer = "Dr B, ICS fairness panel"\n'
+              'reason = "T2D ranks Black patients low in the MLflow figures of PCN U10037 (ref. 15)"\n'
+              'outcomes = ["t2d"]\n')
+
+
+def test_a_reviewer_blocks_an_outcomes_list_whatever_the_gate_found_and_no_sign_off_lifts_it(tmp_path):
+    """Fairness reviewers can say no: a [[audit.block]] in the configuration refuses the outcome
+    it names even where the gate PASSed or a reviewer signed off (a harm they see in MLflow that
+    the gate did not judge so), with the same exit code 7, no champion and no list; it is recorded
+    in the manifest, the audit run's and the model version's tags and descriptions, and the
+    report, and the message says how to lift it. Other outcomes are untouched."""
+    from models.fairness import Block, decide, demo_signoff, version_may_be_scored
+    from phm.exceptions import FairnessGateFailed
+
+    path = tmp_path / "phm.toml"
+    path.write_text(BLOCK_TOML)
+    [block] = load_config(path).audit.blocks
+    assert block == Block("Dr B, ICS fairness panel",
+                          "T2D ranks Black patients low in the MLflow figures of PCN U10037 (ref. 15)", ("t2d",))
+    decision = decide([_result("cvd", None), _result("t2d", None), _result("hypertension", "WARN")],
+                      (demo_signoff(),), blocks=(block,))
+    assert [decision.may_publish(o) for o in ("cvd", "t2d", "hypertension")] == [True, False, True]
+    assert not decision.becomes_champion("t2d") and decision.exit_code == 7
+    with pytest.raises(FairnessGateFailed, match=r"refused t2d PASS, blocked by Dr B, ICS fairness panel \(t2d "
+                       r"blocked by Dr B.*U10037.*\): no list; the reviewer who blocked it removes their "
+                       r"\[\[audit.block\]\] from the configuration"):
+        decision.raise_if_refused("no list")
+    assert decision.manifest()["t2d"]["blocked"] == {"reviewer": "Dr B, ICS fairness panel", "reason": block.reason,
+                                                     "outcomes": ["t2d"], "source": "configuration"}
+    assert "blocked" not in decision.manifest()["cvd"]
+    tags, version = decision.tags(), decision.version_tags("t2d")
+    assert tags["phm.block.t2d.reviewer"] == "Dr B, ICS fairness panel" and tags["phm.fairness_gate.t2d.may_publish"] == "false"
+    assert tags["phm.fairness_gate.t2d"] == "PASS (blocked by Dr B, ICS fairness panel)"
+    assert version["phm.blocked_by"] == "Dr B, ICS fairness panel" and not version_may_be_scored(version)
+    assert "Blocked by Dr B, ICS fairness panel (configuration)" in decision.version_description("t2d", "run r1")
+    assert "| t2d | PASS | no: BLOCKED |" in decision.description("audit", "fairness/fairness_audit.html")
+    assert any(line.startswith("  t2d: PASS, BLOCKED by Dr B") for line in decision.lines())
+
+    # a sign-off, even one that accepts FAIL, does not lift a block; a block on every outcome ("*") blocks them all
+    signed = decide([_result("t2d", "FAIL")], (SignOff("Dr R", "reviewed at the panel of 1 May", "FAIL"),),
+                    blocks=(block,))
+    assert not signed.may_publish("t2d") and signed.manifest()["t2d"]["signoff"] is not None
+    everything = decide([_result("cvd", None), _result("hypertension", None)], (),
+                        blocks=(Block("Dr B", "every list held for the panel of 3 May"),))
+    assert everything.refused and not any(everything.may_publish(o) for o in ("cvd", "hypertension"))
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[[audit.block]]\nreviewer = "Dr B"\noutcomes = ["t2d"]\n', r"audit.block\[0\].reason: required"),
+    ('[[audit.block]]\nreviewer = "Dr B"\nreason = "too short"\n', r"audit.block\[0\].reason: give the reason"),
+    ('[[audit.block]]\nreviewer = "Dr B"\nreason = "held for the panel of 3 May"\noutcomes = ["T2D"]\n',
+     r"audit.block\[0\].outcomes: 'T2D' is not an outcome"),
+    ('[[audit.block]]\nreviewer = "Dr B"\nreason = "held for the panel of 3 May"\naccepts = "FAIL"\n',
+     r"audit.block\[0\].accepts: unknown key"),
+    # a sign-off's outcomes are checked the same way: a misspelt one would cover nothing
+    ('[[audit.signoff]]\nreviewer = "Dr R"\nreason = "reviewed at the panel of 1 May"\noutcomes = ["diabetes"]\n',
+     r"audit.signoff\[0\].outcomes: 'diabetes' is not an outcome"),
+])
+def test_a_block_names_its_reviewer_reason_and_real_outcomes(tmp_path, table, message):
+    """A misspelt outcome in a block would block nothing and let the list out: refused on load."""
+    path = tmp_path / "phm.toml"
+    path.write_text(table)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_report_shows_a_blocked_outcome_and_who_blocked_it(tmp_path):
+    from models.fairness import Block, decide, judge_all
+
+    audit = run(simulate(n=3000, groups=("White", "Black"), shares=(0.7, 0.3)))  # its outcome is named "test"
+    block = Block("Dr B, ICS fairness panel", "held for the fairness panel of 3 May (ref. 15)", ("test",))
+    settings = dataclasses.replace(FAST, blocks=(block,))
+    gates = judge_all([audit], settings, 0.05)
+    decision = decide(gates, (), blocks=settings.blocks)
+    report = AuditReport("blocked", settings, [audit], gates, None, {}, {"test": {"model": "m"}}, decision=decision)
+    json_path, html_path = report.write(tmp_path)
+    data = json.loads(json_path.read_text())
+    assert data["gate"]["outcomes"]["test"]["blocked"]["reviewer"] == "Dr B, ICS fairness panel"
+    assert data["gate"]["may_publish"] is False and data["settings"]["blocks"][0]["outcomes"] == ["test"]
+    assert ("BLOCKED by Dr B, ICS fairness panel (configuration): held for the fairness panel of 3 May (ref. 15): "
+            "champion not moved, no list may go out") in html_path.read_text()
+
+
 def test_mlflow_descriptions_state_the_decision_in_full_for_a_reviewer():
     from models.fairness import decide
 
