@@ -471,11 +471,12 @@ def _alert_quality(config: RunConfig, population, ingest, out: Path) -> None:
 
 
 def _alert_gate(icb: str, audit, out: Path) -> None:
-    """The gate refused an outcome (a FAIL, or a WARN nobody signed off): an alert per kind."""
+    """The gate refused an outcome (a FAIL, or a WARN nobody signed off): an alert per kind. An
+    outcome a reviewer blocked is not one of them (its reviewer knows; the run's failure alerts)."""
     from flows.alerts import emit
     from phm.alerts import gate_alerts
 
-    refused = [(r.outcome, r.status) for r in audit.decision.refused]
+    refused = [(r.outcome, r.status) for r in audit.decision.refused if r.block is None]
     for alert in gate_alerts(icb, refused, str(Path(audit.html_path).resolve()), str(out.resolve() / "lists")):
         emit(alert)
 

@@ -191,17 +191,21 @@ def test_killed_in_every_stage_then_run_again_equals_an_uninterrupted_run(extrac
 def test_a_gate_that_refuses_leaves_the_previous_lists_published(extract, published, prefect_test_server,
                                                                  monkeypatch):
     from flows.run import run_flow
-    from models.fairness import AuditSettings
+    from models.fairness import AuditSettings, Block
 
     folder = published.folder
     before = (folder / "lists").resolve()
     files = {p.name: p.read_bytes() for p in before.iterdir()}
     monkeypatch.setenv(KEY_VARIABLE, KEY)
-    # every group too small: WARN, and no sign-off
-    strict = RunConfig(run=STALE_MARKED, audit=AuditSettings(min_patients=10**9))
+    # every group too small: WARN, and no sign-off; and a reviewer blocks T2D ([[audit.block]]),
+    # which the same refusal names (the block's own rules: tests/spec/test_fairness.py)
+    block = Block("Dr B, ICS fairness panel", "held for the fairness panel of 3 May (ref. 15)", ("t2d",))
+    strict = RunConfig(run=STALE_MARKED, audit=AuditSettings(min_patients=10**9, blocks=(block,)))
     with pytest.raises(FairnessGateFailed, match="the fairness gate refused .*(FAIL|awaiting a reviewer's "
-                       "sign-off).*no list is produced and the previous lists stay published"):
+                       "sign-off).*no list is produced and the previous lists stay published") as refused:
         run_flow(extract, folder, strict)
+    assert "t2d WARN, blocked by Dr B, ICS fairness panel" in str(refused.value) or \
+        "t2d FAIL, blocked by Dr B, ICS fairness panel" in str(refused.value)
     assert (folder / "lists").resolve() == before
     after = {p.name: p.read_bytes() for p in before.iterdir()}
     # the lists themselves are untouched; they are marked as not replaced by the refused run
@@ -211,6 +215,7 @@ def test_a_gate_that_refuses_leaves_the_previous_lists_published(extract, publis
     assert manifest["not_replaced"]["why"] == "fairness gate refused"
     assert {k: v for k, v in manifest.items() if k != "not_replaced"} == json.loads(files[MANIFEST])
     assert "NOT replaced" in after[NOT_REPLACED].decode() and "fairness gate" in after[NOT_REPLACED].decode()
+    assert "blocked by Dr B, ICS fairness panel" in manifest["not_replaced"]["detail"]
 
 
 def test_a_stale_extract_is_refused_before_any_work_and_the_published_lists_are_marked(
