@@ -197,7 +197,10 @@ class AuditReport:
 
     def label(self) -> str:
         labels = {g.label() for g in self.gates if g.status == self.status}
-        return sorted(labels)[0] if len(labels) == 1 else self.status
+        label = sorted(labels)[0] if len(labels) == 1 else self.status
+        # a block refuses whatever the result: the run's name in MLflow and the manifest say so
+        blocked = [g.outcome for g in self.gates if g.block is not None]
+        return label if not blocked or "blocked" in label else f"{label}; blocked: {', '.join(blocked)}"
 
     def to_json(self) -> dict:
         settings = asdict(self.settings)

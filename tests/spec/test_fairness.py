@@ -842,6 +842,7 @@ def test_the_report_shows_a_blocked_outcome_and_who_blocked_it(tmp_path):
     data = json.loads(json_path.read_text())
     assert data["gate"]["outcomes"]["test"]["blocked"]["reviewer"] == "Dr B, ICS fairness panel"
     assert data["gate"]["may_publish"] is False and data["settings"]["blocks"][0]["outcomes"] == ["test"]
+    assert "blocked" in report.label()  # the audit run's name in MLflow says so
     assert ("BLOCKED by Dr B, ICS fairness panel (configuration): held for the fairness panel of 3 May (ref. 15): "
             "champion not moved, no list may go out") in html_path.read_text()
 
