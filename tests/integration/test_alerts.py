@@ -206,7 +206,8 @@ out = Path(sys.argv[1])
 @flow(name="phm-run")
 def gate_and_quality():
     # what a real refusal gives _alert_gate: the decision's refused results and the report
-    refused = [types.SimpleNamespace(outcome="cvd", status="FAIL"), types.SimpleNamespace(outcome="t2d", status="WARN")]
+    refused = [types.SimpleNamespace(outcome="cvd", status="FAIL", block=None),
+               types.SimpleNamespace(outcome="t2d", status="WARN", block=None)]
     audit = types.SimpleNamespace(decision=types.SimpleNamespace(refused=refused),
                                   html_path=out / "audit" / "fairness_audit.html")
     _alert_gate("QAA", audit, out)
