@@ -123,31 +123,30 @@ def _outcomes(table: dict, where: str) -> tuple[str, ...]:
     return tuple(outcomes)
 
 
-def _block(table: dict, where: str) -> Block:
-    known = {"reviewer", "reason", "outcomes"}
+def _reviewers_table(table: dict, where: str, known: set[str], what: str) -> tuple[str, str, tuple[str, ...]]:
+    """(reviewer, reason, outcomes) of a sign-off's or a block's table, its keys checked."""
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
     for key in ("reviewer", "reason"):
         if key not in table:
-            raise ConfigError(f"{where}.{key}: required (a block must name the reviewer and the reason)")
+            raise ConfigError(f"{where}.{key}: required (a {what} must name the reviewer and the reason)")
         _check(f"{where}.{key}", table[key], str)
-    block = Block(table["reviewer"], table["reason"], _outcomes(table, where))
+    return table["reviewer"], table["reason"], _outcomes(table, where)
+
+
+def _block(table: dict, where: str) -> Block:
+    reviewer, reason, outcomes = _reviewers_table(table, where, {"reviewer", "reason", "outcomes"}, "block")
+    block = Block(reviewer, reason, outcomes)
     block.validate(where)
     return block
 
 
 def _signoff(table: dict, where: str) -> SignOff:
-    known = {"reviewer", "reason", "accepts", "outcomes"}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
-    for key in ("reviewer", "reason"):
-        if key not in table:
-            raise ConfigError(f"{where}.{key}: required (a sign-off must name the reviewer and the reason)")
-        _check(f"{where}.{key}", table[key], str)
-    signoff = SignOff(table["reviewer"], table["reason"], _check(f"{where}.accepts", table.get("accepts", "WARN"), str),
-                      _outcomes(table, where), "configuration")
+    reviewer, reason, outcomes = _reviewers_table(table, where, {"reviewer", "reason", "accepts", "outcomes"},
+                                                  "sign-off")
+    signoff = SignOff(reviewer, reason, _check(f"{where}.accepts", table.get("accepts", "WARN"), str),
+                      outcomes, "configuration")
     signoff.validate(where)
     return signoff
 
