@@ -627,7 +627,9 @@ def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings, used:
     needs to know before it plans the week."""
     unit, capacity = settings.capacity_unit()
     again = pl.col("listed_this_period").fill_null(False) if "listed_this_period" in eligible.columns else pl.lit(False)
-    over = eligible.group_by("pcn_code", unit).agg((pl.col("urgent") & ~again).sum().alias("n"))
+    # with capacity per PCN the unit is pcn_code itself: grouping by it twice was a DuplicateError
+    keys = list(dict.fromkeys(["pcn_code", unit]))
+    over = eligible.group_by(keys).agg((pl.col("urgent") & ~again).sum().alias("n"))
     if used is not None and used.height:
         over = over.join(used.select(unit, "listed_earlier"), on=unit, how="left")
     else:
@@ -642,7 +644,7 @@ def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings, used:
     return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
             f"({show(row['n'])}) than its capacity for the {period} ({limit(row['listed_earlier'])}); "
             "all are listed, and no one else"
-            for row in over.sort("pcn_code", unit).iter_rows(named=True)]
+            for row in over.sort(keys).iter_rows(named=True)]
 
 
 def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame, earlier: pl.DataFrame | None = None) -> pl.DataFrame:

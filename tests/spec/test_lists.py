@@ -20,6 +20,7 @@ from phm.exceptions import ConfigError, DatabaseError, ExtractError
 from phm.lists import (
     ListRun,
     ListSettings,
+    build_lists,
     exclusion,
     listed_before,
     order_and_cap,
@@ -513,6 +514,44 @@ def test_urgent_patients_head_the_list_even_beyond_capacity_and_the_rest_fill_wh
     assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity for the month "
                         "(2); all are listed, and no one else"]  # a count of 3 is suppressed
     assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=3)) == []
+
+
+def test_urgent_patients_beyond_a_pcns_capacity_are_all_listed_and_warned_about_with_pcn_capacity():
+    """With ``capacity_per_pcn`` the capacity unit is the PCN itself; the warning grouped by the
+    PCN twice and the run crashed before any list was made."""
+    frame = candidates(n_per_practice=6).with_columns(  # N1: P1's 4, 5, 6 and P2's 10, 11 are urgent
+        pl.col("patient_id").is_in([4, 5, 6, 10, 11]).alias("urgent"))
+    settings = ListSettings(capacity_per_practice=None, capacity_per_pcn=3)
+    ranked = order_and_cap(frame, settings)
+    listed = dict(ranked.group_by("pcn_code").agg(pl.col("on_list").sum()).iter_rows())
+    assert listed == {"N1": 5, "N2": 3}  # all 5 urgent in N1, and no one else
+    assert ranked.filter(pl.col("urgent"))["on_list"].all()
+    assert urgent_beyond_capacity(ranked, settings) == [
+        "PCN N1: the PCN has more urgent patients ([suppressed]) than its capacity for the month (3); "
+        "all are listed, and no one else"]
+    used = pl.DataFrame({"pcn_code": ["N2"], "listed_earlier": [10]})
+    assert urgent_beyond_capacity(order_and_cap(frame, settings, used), settings, used)[0].startswith("PCN N1:")
+    assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=None, capacity_per_pcn=5)) == []
+
+
+def test_a_whole_list_is_built_with_pcn_capacity_when_urgent_patients_exceed_it():
+    """build_lists end to end (one practice of 20, 4 of them urgent) with ``capacity_per_pcn = 3``:
+    the run used to stop in the warning's group_by."""
+    from tests.spec.test_do_no_harm import one_practice_database
+
+    con = one_practice_database()
+    con.execute("update marts.mart_hypertension_case_finding set finding = 'possible_undiagnosed_urgent', "
+                "finding_reason = 'latest reading 184/122' where patient_id <= 4")
+    con.execute("create table marts.risk_scores as select patient_id, null::double as cvd_model_risk, "
+                "null::double as t2d_model_risk, null::double as hypertension_model_risk, "
+                + ", ".join(f"null::integer as {o}_model_horizon_years, null::varchar as {o}_model_name, "
+                            f"null::varchar as {o}_model_version" for o in ("cvd", "t2d", "hypertension"))
+                + " from marts.mart_patient_features")
+    run = build_lists(con, ListSettings(capacity_per_practice=None, capacity_per_pcn=3), KEY, INDEX_DATE)
+    assert run.lists.height == 4 and run.lists["urgent"].all()
+    assert run.warnings == ["PCN U00001: the PCN has more urgent patients ([suppressed]) than its capacity for the "
+                            "month (3); all are listed, and no one else"]
+    assert run.capacity["pcns"] == {"U00001": 3}
 
 
 def test_the_recently_invited_rule_never_holds_back_an_urgent_patient():
