@@ -15,6 +15,9 @@ score rests on missing data:
   stated), missing smoking 0 (non-smoker), a missing condition or treatment 0 (absent). Only the continuous inputs, ethnicity and smoking are noted when
   defaulted: for conditions and treatments no code means absent.
 
+A row that is not scored carries only why (its "not applicable" notes): what would have been
+defaulted or clamped is not noted, since no score rests on it.
+
 QDiabetes uses model C when HbA1c is given, else B when fasting glucose is, else A.
 """
 
@@ -82,6 +85,13 @@ class _Notes:
             bit = len(self.texts)
             self.texts.append(text)
             self.codes |= np.left_shift(mask, bit, dtype=np.uint32)
+
+    def only_why_not(self, scored: np.ndarray) -> None:
+        """A row that is not scored keeps only the notes that say why ("not applicable: ..."):
+        "defaulted" or "clamped" on a row with no risk read as if a score rested on them (a list
+        asked to measure a BMI for a QDiabetes that was never computed)."""
+        why = sum((1 << i for i, text in enumerate(self.texts) if text.startswith("not applicable")), 0)
+        self.codes = np.where(scored, self.codes, self.codes & np.uint32(why)).astype(np.uint32)
 
     def series(self) -> pl.Series:
         if not self.texts:
@@ -213,6 +223,7 @@ def qrisk3(frame: pl.DataFrame) -> pl.DataFrame:
     code = _binary_code(frame, coded_models["F"].binaries, data["smoke_cat"])
     risk = np.full(frame.height, np.nan)
     _score(risk, [(female & valid, coded_models["F"]), (male & valid, coded_models["M"])], data, code)
+    notes.only_why_not(valid)
     return frame.with_columns(pl.Series("risk_10y_pct", risk).fill_nan(None), notes.series())
 
 
@@ -238,6 +249,7 @@ def qdiabetes(frame: pl.DataFrame) -> pl.DataFrame:
     risk = np.full(frame.height, np.nan)
     _score(risk, [(valid & (female if sex == "F" else male) & (letter == "ABC".index(model_letter)), model)
                   for (sex, model_letter), model in coded_models.items()], data, code)
+    notes.only_why_not(valid)  # e.g. an HbA1c already in the diabetic range: why, and nothing "defaulted"
     return frame.with_columns(pl.Series("risk_10y_pct", risk).fill_nan(None),
                               pl.Series("qdiabetes_model", ["A", "B", "C"]).gather(letter), notes.series())
 

@@ -55,8 +55,11 @@ COLUMN_MEANINGS = {
     "ethnicity_group": "broad ethnic group as recorded (Not stated / Not known where not recorded)",
     "imd_quintile": "national deprivation quintile: 1 = most deprived, 5 = least",
     "core20": "yes: in the most deprived national quintile (Core20PLUS5)",
-    "qrisk3_10y_band": "QRISK3: risk of heart attack or stroke over 10 years, as a band",
-    "qdiabetes_10y_band": "QDiabetes: risk of type 2 diabetes over 10 years, as a band",
+    "qrisk3_10y_band": "QRISK3: risk of heart attack or stroke over 10 years, as a band; empty where QRISK3 does "
+                       "not apply (under 25 or over 84, or CVD already recorded)",
+    "qdiabetes_10y_band": "QDiabetes: risk of type 2 diabetes over 10 years, as a band; empty where QDiabetes does "
+                          "not apply (under 25 or over 84, diabetes already recorded, or an HbA1c or fasting glucose "
+                          "already in the diabetic range: see the reasons)",
     "hypertension_finding": "blood pressure case-finding: possible_undiagnosed_urgent, confirmed_not_coded, "
                             "possible_undiagnosed, above_target, no_recent_reading, no_bp_in_5_years",
     "reasons": "every reason, most urgent first, separated by '; '",

@@ -82,6 +82,47 @@ def test_qdiabetes_picks_c_then_b_then_a_and_refuses_diabetic_blood_tests():
     assert out["score_notes"][3] == "not applicable: blood test in the diabetic range"
 
 
+def test_a_row_that_is_not_scored_says_why_and_nothing_was_defaulted_for_it():
+    """Missing BMI and ethnicity on rows QDiabetes does not score (an HbA1c or fasting glucose
+    already in the diabetic range, an ethnicity code out of range, age 90): the note says why, and
+    no "defaulted" note claims a score rests on a default. Scored rows still say what was defaulted."""
+    frame = pl.DataFrame({"sex": ["F", "F", "M", "F", "M"], "age": [60, 60, 60, 90, 60], "bmi": [None] * 5,
+                          "town": [0.0] * 5, "ethrisk": [None, None, 12, None, None], "smoke_cat": [0] * 5,
+                          "fbs": [None, 7.4, None, None, None], "hba1c": [50.0, None, None, None, 44.0]},
+                         schema_overrides={"bmi": pl.Float64, "ethrisk": pl.Int64})
+    notes = qdiabetes(frame)["score_notes"].to_list()
+    assert notes[:4] == ["not applicable: blood test in the diabetic range",
+                         "not applicable: blood test in the diabetic range",
+                         "not applicable: ethrisk out of range", "not applicable: age outside 25-84"]
+    assert notes[4] == "defaulted: bmi; defaulted: ethrisk"
+    assert qrisk3(frame.drop("fbs", "hba1c"))["score_notes"][2] == "not applicable: ethrisk out of range"
+
+
+def test_a_patient_with_diabetes_or_a_diabetic_range_test_is_not_asked_to_measure_for_qdiabetes():
+    """The pipeline's scores (models/score_patients.py) on the feature mart's columns, through
+    the list's ``to_measure``: QDiabetes does not apply to a patient with diabetes (noted as such)
+    nor to one whose HbA1c is already 48 or more, and neither is asked for a BMI on its account."""
+    from models.score_patients import QDIABETES_INPUTS, QRISK3_INPUTS, score_features
+    from phm.lists import to_measure
+
+    columns = dict.fromkeys([*QRISK3_INPUTS, *QDIABETES_INPUTS], 0.0)
+    base = {**columns, "age_years": 60.0, "bmi": None, "townsend_score": 0.0, "qrisk3_ethrisk": 1.0,
+            "cholesterol_ratio": 4.0, "sbp_mmhg": 130.0, "sbp_sd_5y": 8.0, "hba1c_mmol_mol": None,
+            "fasting_glucose_mmol_l": None}
+    features = pl.DataFrame([
+        {**base, "patient_id": 1, "sex": "female", "cvd": True, "type1_diabetes": False, "type2_diabetes": True},
+        {**base, "patient_id": 2, "sex": "male", "cvd": True, "type1_diabetes": False, "type2_diabetes": False,
+         "hba1c_mmol_mol": 50.0},
+        {**base, "patient_id": 3, "sex": "male", "cvd": True, "type1_diabetes": False, "type2_diabetes": False}],
+        schema_overrides={"bmi": pl.Float64, "hba1c_mmol_mol": pl.Float64, "fasting_glucose_mmol_l": pl.Float64})
+    scores = score_features(features)
+    assert scores["qdiabetes_notes"].to_list() == ["not applicable: existing diabetes",
+                                                   "not applicable: blood test in the diabetic range",
+                                                   "defaulted: bmi"]
+    assert scores["qrisk3_notes"].to_list() == ["not applicable: existing CVD"] * 3
+    assert scores.select(to_measure())["to_measure"].to_list() == [None, None, ["BMI"]]
+
+
 def test_calc_rejects_a_table_without_age_naming_the_column(tmp_path, capsys):
     bad = tmp_path / "in.csv"
     bad.write_text("sex,bmi\nF,25\n")
