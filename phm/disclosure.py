@@ -21,10 +21,13 @@ def suppress(count: int) -> int | None:
     return int(ROUND_TO * round(count / ROUND_TO))
 
 
+SUPPRESSED = "[suppressed]"  # what a person reads where a count of 1-7 was
+
+
 def show(count: int) -> str:
     """For printing: the suppressed count, or '[suppressed]'."""
     value = suppress(count)
-    return "[suppressed]" if value is None else f"{value:,}"
+    return SUPPRESSED if value is None else f"{value:,}"
 
 
 COUNTS_NOTE = "(counts: 1-7 suppressed, others rounded to 5)"

@@ -48,7 +48,7 @@ import duckdb
 import polars as pl
 
 from phm.db import SQL_DIR, transaction
-from phm.disclosure import show, suppress
+from phm.disclosure import SUPPRESSED, show, suppress
 from phm.ethnicity import NOT_KNOWN, broad_group
 from phm.exceptions import ConfigError, DatabaseError
 from phm.pseudonymise import pseudonymise
@@ -595,10 +595,9 @@ def reask_summary(reask: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for reason in REASK_REASONS.values():
         own = reask.filter(pl.col("reask_reason") == reason)
-        rows.append({"section": "ethnicity re-ask", "value": reason, "on_list": suppress(int(own["on_a_list"].sum())),
+        rows.append({"section": "ethnicity re-ask", "value": reason, "patients": suppress(int(own["on_a_list"].sum())),
                      "registered_adults": suppress(own.height)})
-    return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,
-                                      "registered_adults": pl.Int64})
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
 
 
 def practice_identity(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -669,16 +668,33 @@ def _counts(candidates: pl.DataFrame, eligible: pl.DataFrame, earlier: pl.DataFr
     return out
 
 
+# A PCN's summary (``pcn_summary``, ``reask_summary``): ``patients`` counts the patients a row
+# describes (those on the list for total, tier, ethnic group, IMD quintile and ethnicity not known;
+# those excluded, set aside, over capacity or taken by earlier lists for those sections; the
+# worklist's patients who are on the list for ethnicity re-ask), ``registered_adults`` the PCN's
+# registered adults in the row's group (for ethnicity re-ask: the worklist's patients with that
+# reason). Both are suppressed; ``registered_adults`` is a count only in WITH_BASE, and a
+# SETTING row (configuration, in its text) counts nothing. ``patients`` was ``on_list``, which
+# read wrongly on every row whose patients are not on the list (excluded, the backlog).
+SUMMARY_SCHEMA = {"section": pl.String, "value": pl.String, "patients": pl.Int64, "registered_adults": pl.Int64}
+SUMMARY_COUNTS = ("patients", "registered_adults")
+WITH_BASE = ("total", "ethnic group", "IMD quintile", "ethnicity re-ask")
+SETTING = "capacity setting"
+
+
 def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.DataFrame,
                 capacity: dict | None = None) -> pl.DataFrame:
     """Aggregate, suppressed: the list against the PCN's registered adults (everyone a reason can
     apply to), by tier, ethnic group and IMD quintile; exclusions by reason; with ``capacity``
     (period, from, capacity, over_capacity, listed_earlier_in_period), the backlog and how much of
-    the period's capacity earlier lists used."""
+    the period's capacity earlier lists used (SUMMARY_SCHEMA; ``summary_for_people`` writes it for
+    people)."""
     rows = []
 
     def add(section: str, value: str, listed: int, base: int | None) -> None:
-        rows.append({"section": section, "value": value, "on_list": suppress(listed),
+        if (base is not None) != (section in WITH_BASE):
+            raise ValueError(f"summary section {section!r}: registered_adults is counted only in {WITH_BASE}")
+        rows.append({"section": section, "value": value, "patients": suppress(listed),
                      "registered_adults": None if base is None else suppress(base)})
 
     add("total", "all", on_list.height, population.height)
@@ -687,8 +703,8 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
         add("backlog", f"over capacity: with a reason, eligible, waiting for a later {period}",
             capacity["over_capacity"], None)
         # configuration, not a count of patients: in the text, so the count columns hold only counts
-        rows.append({"section": "capacity", "value": f"the {period}'s from {capacity['from']}: {capacity['capacity']}",
-                     "on_list": None, "registered_adults": None})
+        rows.append({"section": SETTING, "value": f"the {period}'s from {capacity['from']}: {capacity['capacity']}",
+                     "patients": None, "registered_adults": None})
         add("capacity", f"used by earlier lists of the {period}", capacity.get("listed_earlier_in_period", 0), None)
     for tier, n in on_list.group_by("tier").len().sort("tier").iter_rows():
         add("tier", str(tier), n, None)
@@ -709,8 +725,26 @@ def pcn_summary(population: pl.DataFrame, on_list: pl.DataFrame, candidates: pl.
         aside = candidates.select("set_aside").explode("set_aside").drop_nulls()
         for reason, n in aside.group_by("set_aside").len().sort("set_aside").iter_rows():
             add("reason set aside", reason, n, None)
-    return pl.DataFrame(rows, schema={"section": pl.String, "value": pl.String, "on_list": pl.Int64,
-                                      "registered_adults": pl.Int64})
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+
+
+def summary_for_people(summary: pl.DataFrame) -> pl.DataFrame:
+    """A PCN's summary as people read it (the workbook's summary sheet): each count as
+    ``phm.disclosure.show`` writes it ("[suppressed]" for 1-7, others rounded to 5), and empty
+    where the row counts nothing (the capacity setting; ``registered_adults`` outside WITH_BASE).
+    The counts are already suppressed (``pcn_summary``): ``show`` leaves a rounded count as it is,
+    and a null in a counted cell can only be a suppressed count. (In the summary CSV, for
+    software, a suppressed count is an empty cell, as is a cell that counts nothing.)"""
+    section = pl.col("section") if "section" in summary.columns else pl.lit(None, pl.String)
+
+    def shown(column: str) -> pl.Expr:
+        counted = (section != SETTING) if column == "patients" else section.is_in(list(WITH_BASE))
+        text = pl.col(column).map_elements(show, return_dtype=pl.String)
+        return (pl.when(pl.col(column).is_not_null()).then(text)
+                .when(counted.fill_null(False)).then(pl.lit(SUPPRESSED))
+                .otherwise(None).alias(column))
+
+    return summary.with_columns(shown(c) for c in SUMMARY_COUNTS if c in summary.columns)
 
 
 def settings_from(table: dict, where: str = "lists") -> ListSettings:

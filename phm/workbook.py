@@ -13,7 +13,8 @@ Sheets, in order:
 - **practice <id>**: each practice's own rows, in priority order.
 - **ethnicity re-ask**: the PCN's patients whose ethnicity a practice might ask again, those on a
   list first (phm/lists.py ``reask_worklist``), with ``asked_on`` and ``answer_recorded`` for the team.
-- **summary**: the aggregate, suppressed (as ``<PCN>_summary.csv``).
+- **summary**: the aggregate, suppressed (as ``<PCN>_summary.csv``), each count as
+  ``phm.disclosure.show`` writes it: "[suppressed]" for 1-7 (``phm.lists.summary_for_people``).
 
 Every list sheet has a frozen header row and first column (the pseudonym), a filter on every
 column, widths that fit, wrapped reasons and actions, and three columns for the team's work
@@ -30,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from phm.freshness import stale_banner
+from phm.lists import summary_for_people
 
 READ_ME, LIST, SUMMARY, REASK = "Read me", "list", "summary", "ethnicity re-ask"
 REASK_WORK = ("asked_on", "answer_recorded")  # the team's columns of the re-ask worklist
@@ -106,8 +108,30 @@ def horizons(columns: list[str]) -> str:
     return "; ".join(parts)
 
 
-def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str, str]]:
-    """The Read me sheet as (item, value) rows, from the manifest and the columns written."""
+# What the workbook's other sheets are and what to do with them (the list sheets are the columns above)
+REASK_SHEET = (f"The '{REASK}' sheet lists the PCN's registered adults whose ethnicity a practice might ask again, "
+               "one row each, practice by practice, those on this targeting list first, then by reason: "
+               "no ethnicity recorded (where a patient's QRISK3 or QDiabetes was computed, it read them as White); "
+               "codes of more than one ethnic category; only an 'any other' category, where a specific one may fit; "
+               "'not stated' longer ago than the re-ask window. It is not a list of people to invite for a health "
+               "check: at the patient's next contact (or with this list's invitation, for those on it), the practice "
+               "may ask them to state their ethnic group, record the answer in the clinical record (the next "
+               "extract picks it up), and fill in asked_on and answer_recorded here. Asking is voluntary: "
+               "'not stated' is a valid answer and is not asked again within the window. Re-identify it as the list "
+               "is (phm reidentify --list <this PCN's>_ethnicity_reask.csv ...): its files are named "
+               "*_ethnicity_reask_* so they are not mistaken for the targeting list.")
+SUMMARY_SHEET = (f"The '{SUMMARY}' sheet counts, per section, the patients each row describes ('patients': on this "
+                 "list for total, tier, ethnic group, IMD quintile and ethnicity not known; excluded, set aside, "
+                 "over capacity (the backlog) or taken by earlier lists of the period for those sections; for "
+                 "ethnicity re-ask, the worklist's patients who are also on this list) and the PCN's registered "
+                 "adults in the same group ('registered_adults'; for ethnicity re-ask, the worklist's patients with "
+                 "that reason). Counts of 1-7 show as [suppressed], others are rounded to 5; an empty cell counts "
+                 "nothing.")
+
+
+def read_me_rows(pcn: str, manifest: dict, columns: list[str], reask: bool = False) -> list[tuple[str, str]]:
+    """The Read me sheet as (item, value) rows, from the manifest and the columns written;
+    ``reask``: the workbook has the ethnicity re-ask sheet."""
     rows = [("STALE DATA", stale_banner(manifest["stale"]))] if manifest.get("stale") else []
     rows += [("what this list is", INTENDED_USE), ("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
             ("extract date", str(manifest.get("extract_date", ""))),
@@ -128,7 +152,10 @@ def read_me_rows(pcn: str, manifest: dict, columns: list[str]) -> list[tuple[str
     rows += [("", ""), ("column", "meaning")]
     rows += [(c, meaning(c)) for c in columns]
     rows += [("", ""), ("horizons", horizons(columns)),
-             ("re-identifying patients", REIDENTIFY),
+             ("re-identifying patients", REIDENTIFY)]
+    if reask:
+        rows.append((f"{REASK} sheet", REASK_SHEET))
+    rows += [(f"{SUMMARY} sheet", SUMMARY_SHEET),
              ("small numbers", "summary counts of 1-7 are shown as [suppressed], others rounded to 5")]
     return rows
 
@@ -259,7 +286,8 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     book = Workbook()
     read_me = book.active
     read_me.title = READ_ME
-    for item, value in read_me_rows(pcn, manifest, [*rows.columns, *WORKFLOW]):
+    has_reask = reask is not None and reask.height > 0
+    for item, value in read_me_rows(pcn, manifest, [*rows.columns, *WORKFLOW], has_reask):
         read_me.append([item, value])
     read_me.column_dimensions["A"].width, read_me.column_dimensions["B"].width = 30, READ_ME_WIDTH
     for (cell,) in read_me.iter_rows(min_col=2, max_col=2):
@@ -275,11 +303,12 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
     for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():
         ods, name = (own[c][0] if c in own.columns else None for c in ("practice_ods_code", "practice_name"))
         _list_sheet(book, sheet_name(practice, book.sheetnames, ods, name), own, later)
-    if reask is not None and reask.height:
+    if has_reask:
         _reask_sheet(book, reask, later)
     sheet = book.create_sheet(SUMMARY)
-    sheet.append(summary.columns)
-    for row in summary.iter_rows():
+    shown = summary_for_people(summary)  # "[suppressed]" where a count was 1-7, not an empty cell
+    sheet.append(shown.columns)
+    for row in shown.iter_rows():
         sheet.append(list(row))
     sheet.freeze_panes = "A2"
     if manifest.get("stale"):  # loud: white on red at the top of the Read me, and every tab red

@@ -115,7 +115,7 @@ def test_every_count_that_leaves_the_pipeline_is_suppressed(finished_run):
         assert all(_suppressed(v) for v in counts.values()), (pcn, counts)
     for summary in lists.glob("*_summary.csv"):
         frame = pl.read_csv(summary)
-        for column in ("on_list", "registered_adults"):
+        for column in ("patients", "registered_adults"):
             assert all(_suppressed(v) for v in frame[column].to_list()), (summary.name, column)
     report = json.loads((out / "audit" / "fairness_audit.json").read_text())
     # the ethnicity data-quality report's figures per practice and PCN (docs/ethnicity.md)

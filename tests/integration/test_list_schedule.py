@@ -179,6 +179,6 @@ def test_four_weekly_lists_keep_capacity_per_month_never_reinvite_and_always_lis
     april = runs[RUNS[3]]
     assert (april.counts["listed_earlier_in_period"] == 0).all() and april.capacity["from"] == "2026-04-01"
     for pcn, summary in second.summary.items():
-        rows = {(r["section"], r["value"]): r["on_list"] for r in summary.iter_rows(named=True)}
+        rows = {(r["section"], r["value"]): r["patients"] for r in summary.iter_rows(named=True)}
         assert rows[("capacity", "used by earlier lists of the month")] == per_pcn[pcn]
         assert rows[("backlog", "over capacity: with a reason, eligible, waiting for a later month")] % 5 == 0

@@ -78,9 +78,13 @@ def test_every_published_workbook_is_a_working_document_that_agrees_with_the_man
         assert reask.filter(pl.col("on_a_list"))["pseudonym"].is_in(rows["pseudonym"].to_list()).all()
         for _, practice in reask.group_by("practice_pseudo_id"):  # patients on a list first
             assert practice["on_a_list"].to_list() == sorted(practice["on_a_list"].to_list(), reverse=True)
+        assert next(book["summary"].iter_rows(max_row=1, values_only=True)) == (
+            "section", "value", "patients", "registered_adults")
         for section in book["summary"].iter_rows(min_row=2, values_only=True):
-            if section[0] == "ethnicity re-ask":
-                assert all(v is None or v % 5 == 0 for v in section[2:])  # suppressed
+            # suppressed, as people read it: "[suppressed]" for 1-7, others rounded to 5
+            assert all(v is None or v == "[suppressed]" or int(v.replace(",", "")) % 5 == 0 for v in section[2:])
+            if section[0] in ("total", "ethnic group", "IMD quintile", "ethnicity re-ask"):
+                assert None not in section[2:]  # every count shown, suppressed or not
         facts = {r[0]: r[1] for r in book["Read me"].iter_rows(values_only=True)}
         assert facts["PCN"] == pcn and facts["list published"] == manifest["published_at"]
         assert facts["extract date"] == manifest["extract_date"] and facts["data as at (index date)"] == \
@@ -222,7 +226,7 @@ def test_a_listed_patient_read_as_white_for_want_of_an_ethnicity_is_asked_to_rec
     for path in finished_run.lists.glob("*_summary.csv"):
         summary = pl.read_csv(path)
         row = summary.filter(pl.col("section") == "ethnicity not known")
-        assert row.height == 1 and (row["on_list"][0] is None or row["on_list"][0] % 5 == 0)
+        assert row.height == 1 and (row["patients"][0] is None or row["patients"][0] % 5 == 0)
 
 
 def test_exclusions_and_every_candidate_are_counted(finished_run):

@@ -46,7 +46,7 @@ def test_the_guards_settings_are_checked_by_name(tmp_path, text, message):
 def one_pcn_run() -> ListRun:
     rows = pl.DataFrame({"pcn_code": ["U00001"], "pseudonym": ["a" * 20], "practice_pseudo_id": [1]})
     return ListRun(rows, pl.DataFrame({"pcn_code": ["U00001"]}),
-                   {"U00001": pl.DataFrame({"section": ["total"], "on_list": [None]})})
+                   {"U00001": pl.DataFrame({"section": ["total"], "patients": [None]})})
 
 
 def test_a_stale_list_says_so_first_in_red_with_its_extract_date(tmp_path):
@@ -101,7 +101,7 @@ def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_p
     reask = pl.DataFrame({"pcn_code": [p for p in pcns for _ in range(2)], "pseudonym": [f"{i:020d}" for i in range(8)],
                           "on_a_list": [i % 2 == 0 for i in range(8)], "reask_reason": ["no ethnicity recorded"] * 8})
     run = ListRun(rows, pl.DataFrame({"pcn_code": pcns}),
-                  {p: pl.DataFrame({"section": ["total"], "on_list": [3]}) for p in pcns}, reask=reask)
+                  {p: pl.DataFrame({"section": ["total"], "patients": [3]}) for p in pcns}, reask=reask)
     manifest = {"extract_date": "2026-03-31"}
     here, workers = (write_run_folder(run, tmp_path / name, manifest, workers=n) for name, n in (("here", 1), ("pool", 2)))
     assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in workers.iterdir())

@@ -325,10 +325,10 @@ def test_pcn_summary_is_suppressed():
                             "imd_quintile": [1] * 14})
     cands = pl.DataFrame({"exclusion": ["palliative care"] * 3 + [None] * 14})
     summary = {(r["section"], r["value"]): r for r in pcn_summary(population, on_list, cands).iter_rows(named=True)}
-    assert summary[("total", "all")]["on_list"] == 15 and summary[("total", "all")]["registered_adults"] == 45
-    assert summary[("tier", "2")]["on_list"] is None
+    assert summary[("total", "all")]["patients"] == 15 and summary[("total", "all")]["registered_adults"] == 45
+    assert summary[("tier", "2")]["patients"] is None
     assert summary[("ethnic group", "Black")]["registered_adults"] is None
-    assert summary[("excluded", "palliative care")]["on_list"] is None
+    assert summary[("excluded", "palliative care")]["patients"] is None
 
 
 def test_lists_configuration_names_the_key(tmp_path):
@@ -359,7 +359,7 @@ def tiny_run(label: str) -> ListRun:
     lists = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "pseudonym": [label + "a", label + "b"],
                           "practice_pseudo_id": [1, 2]})
     counts = pl.DataFrame({"pcn_code": ["U00001", "U00002"], "candidates": [1, 1]})
-    summary = {p: pl.DataFrame({"section": ["total"], "on_list": [1]}) for p in ("U00001", "U00002")}
+    summary = {p: pl.DataFrame({"section": ["total"], "patients": [1]}) for p in ("U00001", "U00002")}
     return ListRun(lists, counts, summary)
 
 
@@ -466,7 +466,7 @@ def test_a_pcns_list_file_holds_only_its_own_practices_patients(tmp_path_factory
     listed_pcns = sorted(on_list["pcn_code"].unique().to_list())
     run = ListRun(on_list.select("pcn_code", "pseudonym", "practice_pseudo_id", "priority_rank"),
                   pl.DataFrame({"pcn_code": listed_pcns}),
-                  {p: pl.DataFrame({"section": ["total"], "on_list": [None]}) for p in listed_pcns})
+                  {p: pl.DataFrame({"section": ["total"], "patients": [None]}) for p in listed_pcns})
     folder = write_run_folder(run, tmp_path_factory.mktemp("pcn"), {})
     seen = 0
     for pcn in listed_pcns:
@@ -679,7 +679,7 @@ def test_the_pcn_summary_counts_listed_patients_whose_scores_read_them_as_white_
                                 "imd_quintile": [1] * 30, "scores_assume_white": [True] * assumed + [False] * (30 - assumed)})
         rows = pcn_summary(on_list.select("ethnicity_group", "imd_quintile"), on_list,
                            pl.DataFrame({"exclusion": [None] * 30}, schema={"exclusion": pl.String}))
-        return {(r["section"], r["value"]): r["on_list"] for r in rows.iter_rows(named=True)}
+        return {(r["section"], r["value"]): r["patients"] for r in rows.iter_rows(named=True)}
 
     label = ("ethnicity not known", "scores read the patient as White: record ethnicity")
     assert summary(12)[label] == 10  # rounded to 5
@@ -714,7 +714,7 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
         schema_overrides={c: pl.List(pl.String) if c in listed else pl.String for c in columns
                           if c not in ("practice_pseudo_id", "priority_rank", "tier")})
     run = ListRun(rows.select("pcn_code", *columns), pl.DataFrame({"pcn_code": ["U00001"]}),
-                  {"U00001": pl.DataFrame({"section": ["total"], "on_list": [5]})})
+                  {"U00001": pl.DataFrame({"section": ["total"], "patients": [5]})})
     manifest = {"published_at": "2026-11-30T07:00:00+00:00", "index_date": "2026-03-31", "gate": "WARN",
                 "gate_decision": {"cvd": {"gate": "WARN", "ranks_list": "model", "may_publish": True,
                                           "signoff": {"reviewer": "Dr A Reviewer", "reason": "small groups"}}},
@@ -760,6 +760,47 @@ def test_the_workbook_is_a_working_document_whose_read_me_says_what_the_manifest
         [1, 2, 3]
     assert book["list"].row_dimensions[2].height == LINE_HEIGHT
     assert [c.value for c in book["practice 11"]["A"][1:]] == ["p1", "p3", "p5"]
+
+
+def test_the_summary_sheet_shows_suppressed_counts_as_suppressed_not_as_empty_cells(tmp_path):
+    """Finding 3: the summary holds suppressed counts (null for 1-7), and the summary sheet showed
+    a suppressed count as an empty cell, the same as a cell that counts nothing, while its Read
+    me said "[suppressed]". The sheet now writes each count as phm.disclosure.show does."""
+    from openpyxl import load_workbook
+
+    from phm.lists import reask_summary, summary_for_people
+    from phm.workbook import write_workbook
+
+    population = pl.DataFrame({"ethnicity_group": ["White"] * 40 + ["Black"] * 3, "imd_quintile": [1] * 43})
+    on_list = pl.DataFrame({"tier": [1] * 12 + [2] * 2, "ethnicity_group": ["White"] * 12 + ["Black"] * 2,
+                            "imd_quintile": [1] * 14})
+    cands = pl.DataFrame({"exclusion": ["palliative care"] * 3 + ["care home"] * 12 + [None] * 14})
+    worklist = pl.DataFrame({"reask_reason": ["codes of more than one ethnic category"] * 3, "on_a_list": [False] * 3})
+    summary = pl.concat([pcn_summary(population, on_list, cands, {
+        "period": "month", "from": "2026-03-01", "capacity": 12, "over_capacity": 1234, "listed_earlier_in_period": 0}),
+        reask_summary(worklist)])
+    assert summary.columns == ["section", "value", "patients", "registered_adults"]
+    shown = {(r["section"], r["value"]): (r["patients"], r["registered_adults"])
+             for r in summary_for_people(summary).iter_rows(named=True)}
+    assert shown[("total", "all")] == ("15", "45")
+    assert shown[("ethnic group", "Black")] == ("[suppressed]", "[suppressed]")  # 2 of 3
+    assert shown[("tier", "2")] == ("[suppressed]", None)  # no base: nothing to count
+    assert shown[("excluded", "palliative care")] == ("[suppressed]", None)
+    assert shown[("excluded", "care home")] == ("10", None)
+    assert shown[("backlog", "over capacity: with a reason, eligible, waiting for a later month")] == ("1,235", None)
+    assert shown[("capacity setting", "the month's from 2026-03-01: 12")] == (None, None)  # configuration
+    assert shown[("capacity", "used by earlier lists of the month")] == ("0", None)
+    assert shown[("ethnicity re-ask", "codes of more than one ethnic category")] == ("0", "[suppressed]")
+    # the sheet as written
+    rows = pl.DataFrame({"pseudonym": ["a" * 20], "practice_pseudo_id": [10], "reasons": ["r"]})
+    write_workbook(tmp_path / "U00001.xlsx", "U00001", rows, summary, {})
+    sheet = load_workbook(tmp_path / "U00001.xlsx")["summary"]
+    cells = {(r[0], r[1]): r[2:] for r in sheet.iter_rows(min_row=2, values_only=True)}
+    assert cells[("ethnic group", "Black")] == ("[suppressed]", "[suppressed]")
+    assert cells[("capacity setting", "the month's from 2026-03-01: 12")] == (None, None)
+    facts = {r[0]: r[1] for r in load_workbook(tmp_path / "U00001.xlsx")["Read me"].iter_rows(values_only=True)}
+    assert "[suppressed]" in facts["summary sheet"] and "'patients'" in facts["summary sheet"]
+    assert "ethnicity re-ask sheet" not in facts  # no worklist, no sheet to explain
 
 
 # --- capacity per period, and the history it is counted from (lists.invitations) -----------------
@@ -894,9 +935,9 @@ def test_the_summary_shows_the_backlog_and_the_capacity_used_suppressed():
     summary = pcn_summary(population, on_list, pl.DataFrame({"exclusion": [None] * 33}, schema={"exclusion": pl.String}),
                           {"period": "month", "from": "2026-03-01", "capacity": 12, "over_capacity": 23,
                            "listed_earlier_in_period": 3})
-    rows = {(r["section"], r["value"]): r["on_list"] for r in summary.iter_rows(named=True)}
+    rows = {(r["section"], r["value"]): r["patients"] for r in summary.iter_rows(named=True)}
     assert rows[("backlog", "over capacity: with a reason, eligible, waiting for a later month")] == 25
-    assert rows[("capacity", "the month's from 2026-03-01: 12")] is None  # configuration: the count columns hold counts
+    assert rows[("capacity setting", "the month's from 2026-03-01: 12")] is None  # configuration, not a count
     assert rows[("capacity", "used by earlier lists of the month")] is None  # 3: suppressed
 
 
@@ -975,7 +1016,7 @@ def test_a_workbook_whose_rows_are_written_as_xml_has_the_parts_openpyxl_writes(
     reask = pl.DataFrame({"pseudonym": [f"q{i}" for i in range(6)], "practice_pseudo_id": [10, 10, 11, 11, 12, 12],
                           "practice_name": ["A & B", None, "C", "D", "E", "F"], "on_a_list": [True, False] * 3,
                           "reask_reason": ["<why>", "", "because", None, "x", "y"]})
-    summary = pl.DataFrame({"section": ["total"], "on_list": [8]})
+    summary = pl.DataFrame({"section": ["total"], "patients": [8]})
     people = for_people(rows)
 
     def parts(name, data, reask, **kwargs) -> dict[str, bytes]:

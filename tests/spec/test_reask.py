@@ -68,6 +68,6 @@ def test_the_summary_counts_the_worklist_by_reason_suppressed():
     worklist = pl.DataFrame({"reask_reason": [REASK_REASONS["no_ethnicity_recorded"]] * 12 +
                              [REASK_REASONS["conflicting_codes"]] * 3,
                              "on_a_list": [True] * 9 + [False] * 6})
-    rows = {r["value"]: (r["on_list"], r["registered_adults"]) for r in reask_summary(worklist).iter_rows(named=True)}
+    rows = {r["value"]: (r["patients"], r["registered_adults"]) for r in reask_summary(worklist).iter_rows(named=True)}
     assert rows[REASK_REASONS["no_ethnicity_recorded"]] == (10, 10)  # 9 and 12, rounded to 5
     assert rows[REASK_REASONS["conflicting_codes"]] == (0, None)  # 3: suppressed
