@@ -856,8 +856,13 @@ def cmd_reidentify(args) -> int:
     listed, numbers = write_outputs(result, Path(args.out))
     for line in result.summary_lines():
         print(line)
-    print(f"  the practice's list with NHS numbers: {listed}")
-    print(f"  NHS numbers to import into the clinical system as a patient group (one a line): {numbers}")
+    if result.reask:  # not the targeting list: patients whose ethnicity the practice might ask again
+        print(f"  the practice's ethnicity re-ask worklist with NHS numbers: {listed}")
+        print("  NHS numbers of the patients whose ethnicity the practice might ask again (one a line; not the "
+              f"targeting list's recall group): {numbers}")
+    else:
+        print(f"  the practice's list with NHS numbers: {listed}")
+        print(f"  NHS numbers to import into the clinical system as a patient group (one a line): {numbers}")
     print("  both files hold patient identifiers: keep them at the practice, readable by their owner only")
     return 0
 

@@ -195,10 +195,30 @@ def read_list(path: Path) -> pl.DataFrame:
     return frame
 
 
+# The ethnicity re-ask worklist (phm/lists.py REASK_COLUMNS) is re-identified as a list is, and
+# is known by its reason column: its files are named for it, so a practice never takes its NHS
+# numbers for the targeting list's recall group (both used to be practice_<id>_list_with_...).
+REASK_COLUMN = "reask_reason"
+
+
+def is_reask_worklist(rows: pl.DataFrame) -> bool:
+    """Whether ``rows`` (as ``read_list`` reads them) are an ethnicity re-ask worklist."""
+    return REASK_COLUMN in rows.columns
+
+
 @dataclass(frozen=True)
 class Reidentified:
     practice: str
     rows: pl.DataFrame  # the practice's rows of the list, in the list's order, nhs_number first (null: not found)
+
+    @property
+    def reask(self) -> bool:
+        """The ethnicity re-ask worklist, not a targeting list."""
+        return is_reask_worklist(self.rows)
+
+    @property
+    def what(self) -> str:
+        return "the ethnicity re-ask worklist" if self.reask else "the list"
 
     @property
     def listed(self) -> int:
@@ -213,7 +233,7 @@ class Reidentified:
         return self.rows["nhs_number"].null_count()
 
     def summary_lines(self) -> list[str]:
-        lines = [f"practice {self.practice}: {self.listed} patients on the list, {self.found} re-identified "
+        lines = [f"practice {self.practice}: {self.listed} patients on {self.what}, {self.found} re-identified "
                  f"from the lookup, {self.not_found} not found in it"]
         if self.not_found:
             lines.append(f"  {self.not_found} listed patients are not in the lookup: registered with the practice "
@@ -244,11 +264,16 @@ def reidentify(rows: pl.DataFrame, practice: str, key_of_practice: bytes, lookup
     return Reidentified(practice, found.select("nhs_number", *own.columns))
 
 
-def output_paths(out_dir: Path, practice: str) -> tuple[Path, Path]:
-    """``<out>/practice_<id>_list_with_nhs_numbers.csv`` and ``<out>/practice_<id>_nhs_numbers.txt``
-    (the id is checked first: it comes from the command line and names files)."""
+def output_paths(out_dir: Path, practice: str, reask: bool = False) -> tuple[Path, Path]:
+    """``<out>/practice_<id>_list_with_nhs_numbers.csv`` and ``<out>/practice_<id>_nhs_numbers.txt``;
+    for the ethnicity re-ask worklist (``reask``) ``practice_<id>_ethnicity_reask_with_nhs_numbers.csv``
+    and ``practice_<id>_ethnicity_reask_nhs_numbers.txt``, never to be taken for the targeting
+    list's (the id is checked first: it comes from the command line and names files)."""
     check_practice_id(practice)
     out_dir = Path(out_dir)
+    if reask:
+        return (out_dir / f"practice_{practice}_ethnicity_reask_with_nhs_numbers.csv",
+                out_dir / f"practice_{practice}_ethnicity_reask_nhs_numbers.txt")
     return (out_dir / f"practice_{practice}_list_with_nhs_numbers.csv",
             out_dir / f"practice_{practice}_nhs_numbers.txt")
 
@@ -259,7 +284,7 @@ def write_outputs(result: Reidentified, out_dir: Path) -> tuple[Path, Path]:
     list's order). Both owner-only; neither overwrites a file."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    listed, numbers = output_paths(out_dir, result.practice)
+    listed, numbers = output_paths(out_dir, result.practice, result.reask)
     for path in (listed, numbers):
         if path.exists():
             raise ConfigError(f"{path} exists: phm does not overwrite it; move it away or choose another --out")

@@ -176,3 +176,22 @@ def test_the_outputs_are_owner_only_in_the_lists_order_and_never_overwritten(tmp
     assert written["nhs_number"].to_list() == [None, NHS[1], NHS[2]] and written.columns[0] == "nhs_number"
     with pytest.raises(ConfigError, match="exists: phm does not overwrite it"):
         write_outputs(own, tmp_path / "out")
+
+
+def test_the_re_ask_worklist_is_written_under_names_of_its_own_beside_the_list(tmp_path):
+    """Finding 5: re-identifying the ethnicity re-ask worklist wrote practice_<id>_list_with_nhs_numbers.csv
+    and practice_<id>_nhs_numbers.txt, the targeting list's names: the worklist's NHS numbers could
+    be imported as the recall group, and re-identifying both into one folder failed."""
+    key = practice_key(ICB_KEY, "101")
+    worklist = pcn_list().select("pseudonym", "practice_pseudo_id", pl.lit("codes of more than one ethnic category")
+                                 .alias("reask_reason"), pl.lit("no").alias("on_targeting_list"))
+    listed, numbers = write_outputs(reidentify(pcn_list(), "101", key, lookup()), tmp_path)
+    reask = reidentify(worklist, "101", key, lookup())
+    assert reask.reask and reask.summary_lines()[0].startswith(
+        "practice 101: 3 patients on the ethnicity re-ask worklist, 3 re-identified")
+    reask_listed, reask_numbers = write_outputs(reask, tmp_path)  # the same folder: nothing in the way
+    assert (listed.name, numbers.name) == ("practice_101_list_with_nhs_numbers.csv", "practice_101_nhs_numbers.txt")
+    assert (reask_listed.name, reask_numbers.name) == ("practice_101_ethnicity_reask_with_nhs_numbers.csv",
+                                                       "practice_101_ethnicity_reask_nhs_numbers.txt")
+    assert reask_numbers.read_text() == numbers.read_text() == f"{NHS[3]}\n{NHS[1]}\n{NHS[2]}\n"
+    assert pl.read_csv(reask_listed, infer_schema=False).columns == ["nhs_number", *worklist.columns]

@@ -159,6 +159,29 @@ def test_reidentify_writes_the_practices_list_with_nhs_numbers_and_the_import_fi
     assert {oct(p.stat().st_mode & 0o777) for p in (listed, numbers)} == {"0o600"}
 
 
+def test_reidentify_names_the_re_ask_worklists_files_and_says_it_is_not_the_recall_group(tmp_path, monkeypatch,
+                                                                                          capsys):
+    import polars as pl
+
+    from tests.spec.test_reidentify import NHS
+
+    folder = practice_files(tmp_path, monkeypatch)
+    pl.read_csv(folder / "U00001.csv", infer_schema=False).select(
+        "pseudonym", "practice_pseudo_id", pl.lit("no ethnicity recorded").alias("reask_reason")).write_csv(
+        folder / "U00001_ethnicity_reask.csv")
+    assert main(reidentify_args(folder)) == 0
+    capsys.readouterr()
+    args = reidentify_args(folder)
+    args[args.index("--list") + 1] = str(folder / "U00001_ethnicity_reask.csv")
+    assert main(args) == 0  # into the same folder as the list's files
+    printed = capsys.readouterr().out
+    assert "patients on the ethnicity re-ask worklist" in printed and "not the targeting list's recall group" in printed
+    numbers = folder / "out" / "practice_101_ethnicity_reask_nhs_numbers.txt"
+    assert numbers.read_text() == f"{NHS[1]}\n{NHS[2]}\n"
+    assert (folder / "out" / "practice_101_ethnicity_reask_with_nhs_numbers.csv").is_file()
+    assert (folder / "out" / "practice_101_nhs_numbers.txt").read_text() == numbers.read_text()  # the list's, untouched
+
+
 def test_reidentify_with_another_practices_key_writes_nothing_and_says_why(tmp_path, monkeypatch, capsys):
     folder = practice_files(tmp_path, monkeypatch)
     capsys.readouterr()
