@@ -560,14 +560,21 @@ def build_lists(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: byt
 
 
 # Why a practice might ask a patient's ethnicity again (sql/lists/ethnicity_reask.sql), in the
-# worklist's order: the scores took White for the first, and the audit cannot see the group.
+# worklist's order: the audit cannot see a group its records do not name, and for the first a
+# computed QRISK3 or QDiabetes read the patient as White (REASK_READ_AS_WHITE says so, on the rows
+# of patients who were scored: "QRISK3 and QDiabetes took White" was also written for patients
+# neither score applies to).
 REASK_REASONS = {
-    "no_ethnicity_recorded": "no ethnicity recorded: QRISK3 and QDiabetes took White",
+    "no_ethnicity_recorded": "no ethnicity recorded",
     "conflicting_codes": "codes of more than one ethnic category",
     "any_other_category": "only an 'any other' category: a specific one may fit",
     "not_stated_long_ago": "'not stated' before the re-ask window: may be asked again",
 }
-REASK_COLUMNS = ["pseudonym", "practice_pseudo_id", "practice_ods_code", "practice_name", "on_a_list", "reask_reason"]
+REASK_READ_AS_WHITE = f"{REASK_REASONS['no_ethnicity_recorded']}: the risk scores read it as White"
+# ``on_targeting_list``: the patient is on this run's targeting list (the worklist is a list too:
+# it was ``on_a_list``, which did not say which)
+REASK_COLUMNS = ["pseudonym", "practice_pseudo_id", "practice_ods_code", "practice_name", "on_targeting_list",
+                 "reask_reason"]
 REASK_SQL = SQL_DIR / "lists" / "ethnicity_reask.sql"
 
 
@@ -581,12 +588,14 @@ def reask_worklist(con: duckdb.DuckDBPyConnection, settings: ListSettings, key: 
                 [settings.reask_not_stated_days])
     rows = con.execute(REASK_SQL.read_text()).pl()
     rows = rows.with_columns(pseudonymise(rows, key)).join(
-        on_list.select("pseudonym", pl.lit(True).alias("on_a_list")), on="pseudonym", how="left").with_columns(
-        pl.col("on_a_list").fill_null(False),
+        on_list.select("pseudonym", pl.lit(True).alias("on_targeting_list")), on="pseudonym", how="left").with_columns(
+        pl.col("on_targeting_list").fill_null(False),
         pl.col("reask_reason").replace_strict(list(REASK_REASONS), list(range(len(REASK_REASONS)))).alias("_order"),
-        pl.col("reask_reason").replace_strict(REASK_REASONS))
+        pl.when((pl.col("reask_reason") == "no_ethnicity_recorded") & pl.col("scored"))
+        .then(pl.lit(REASK_READ_AS_WHITE))
+        .otherwise(pl.col("reask_reason").replace_strict(REASK_REASONS)).alias("reask_reason"))
     rows = rows.join(practice_identity(con), on="practice_pseudo_id", how="left")
-    return rows.sort(["pcn_code", "practice_pseudo_id", "on_a_list", "_order", "pseudonym"],
+    return rows.sort(["pcn_code", "practice_pseudo_id", "on_targeting_list", "_order", "pseudonym"],
                      descending=[False, False, True, False, False]).select("pcn_code", *REASK_COLUMNS)
 
 
@@ -594,9 +603,10 @@ def reask_summary(reask: pl.DataFrame) -> pl.DataFrame:
     """The worklist's size by reason, as the summary's rows (suppressed)."""
     rows = []
     for reason in REASK_REASONS.values():
-        own = reask.filter(pl.col("reask_reason") == reason)
-        rows.append({"section": "ethnicity re-ask", "value": reason, "patients": suppress(int(own["on_a_list"].sum())),
-                     "registered_adults": suppress(own.height)})
+        texts = [reason, REASK_READ_AS_WHITE] if reason == REASK_REASONS["no_ethnicity_recorded"] else [reason]
+        own = reask.filter(pl.col("reask_reason").is_in(texts))
+        rows.append({"section": "ethnicity re-ask", "value": reason,
+                     "patients": suppress(int(own["on_targeting_list"].sum())), "registered_adults": suppress(own.height)})
     return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
 
 

@@ -257,7 +257,7 @@ def _reask_sheet(book, reask: pl.DataFrame, later: list | None = None) -> None:
 
     sheet = book.create_sheet(REASK)
     rows = reask.drop("pcn_code", strict=False).with_columns(
-        pl.when(pl.col("on_a_list")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("on_a_list"))
+        pl.when(pl.col("on_targeting_list")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("on_targeting_list"))
     columns = [*rows.columns, *REASK_WORK]
     rest = _rows_later(later, sheet, rows.with_columns(pl.lit(None).alias(c) for c in REASK_WORK))
     sheet.append(columns)

@@ -10,6 +10,9 @@
 --   not_stated_long_ago: 'not stated' (Z), the latest 'not stated' code before the re-ask window
 --     (lists.reask_parameters.not_stated_days: never asked again within it).
 -- Adults only (18 and over): everyone a list's reason can apply to.
+-- scored: QRISK3 or QDiabetes was computed for the patient (marts.patient_scores), so for one with
+--   no ethnicity recorded a score read them as White; for the others (under 25 or over 84, or
+--   the conditions already recorded) no score did, and the worklist does not say it did.
 -- Bound parameters: lists.reask_parameters (not_stated_days); the index date from features.
 with parameters as (
     select f.index_date, r.not_stated_days
@@ -36,9 +39,11 @@ select
         when m.ethnicity_has_conflicting_codes then 'conflicting_codes'
         when m.ethnicity_category in ('C', 'G', 'L', 'P', 'S') then 'any_other_category'
         else 'not_stated_long_ago'
-    end as reask_reason
+    end as reask_reason,
+    coalesce(s.qrisk3_10y_pct is not null or s.qdiabetes_10y_pct is not null, false) as scored
 from marts.mart_patient_features as m
 left join last_not_stated as z using (patient_id)
+left join marts.patient_scores as s using (patient_id)
 cross join parameters as p
 where m.age_years >= 18
   and (m.ethnicity_category = '99'

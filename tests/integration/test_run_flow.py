@@ -75,9 +75,9 @@ def test_every_published_workbook_is_a_working_document_that_agrees_with_the_man
         assert book["ethnicity re-ask"].max_row == reask.height + 1 > 1
         assert {pcn_of[str(p)] for p in reask["practice_pseudo_id"].unique()} == {pcn}  # its own practices only
         assert reask["pseudonym"].str.contains("^[0-9a-f]{20}$").all()
-        assert reask.filter(pl.col("on_a_list"))["pseudonym"].is_in(rows["pseudonym"].to_list()).all()
+        assert reask.filter(pl.col("on_targeting_list"))["pseudonym"].is_in(rows["pseudonym"].to_list()).all()
         for _, practice in reask.group_by("practice_pseudo_id"):  # patients on a list first
-            assert practice["on_a_list"].to_list() == sorted(practice["on_a_list"].to_list(), reverse=True)
+            assert practice["on_targeting_list"].to_list() == sorted(practice["on_targeting_list"].to_list(), reverse=True)
         assert next(book["summary"].iter_rows(max_row=1, values_only=True)) == (
             "section", "value", "patients", "registered_adults")
         for section in book["summary"].iter_rows(min_row=2, values_only=True):
@@ -90,6 +90,7 @@ def test_every_published_workbook_is_a_working_document_that_agrees_with_the_man
         assert facts["extract date"] == manifest["extract_date"] and facts["data as at (index date)"] == \
             manifest["index_date"]
         assert facts["fairness gate"] == manifest["gate"]
+        assert "voluntary" in facts["ethnicity re-ask sheet"] and "[suppressed]" in facts["summary sheet"]
         for sheet in book.worksheets[1:-2]:
             assert sheet.freeze_panes == "B2" and sheet.auto_filter.ref.startswith("A1:")
             kinds = {v.type for v in sheet.data_validations.dataValidation}

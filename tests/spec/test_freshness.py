@@ -99,7 +99,7 @@ def test_pcns_files_written_by_worker_processes_are_the_files_written_here(tmp_p
                          "reasons": [[f"reason {i}", "another; with its separator"][: 1 + i % 2] for i in range(12)],
                          "set_aside": [[] if i % 3 else ["statin declined"] for i in range(12)]})
     reask = pl.DataFrame({"pcn_code": [p for p in pcns for _ in range(2)], "pseudonym": [f"{i:020d}" for i in range(8)],
-                          "on_a_list": [i % 2 == 0 for i in range(8)], "reask_reason": ["no ethnicity recorded"] * 8})
+                          "on_targeting_list": [i % 2 == 0 for i in range(8)], "reask_reason": ["no ethnicity recorded"] * 8})
     run = ListRun(rows, pl.DataFrame({"pcn_code": pcns}),
                   {p: pl.DataFrame({"section": ["total"], "patients": [3]}) for p in pcns}, reask=reask)
     manifest = {"extract_date": "2026-03-31"}

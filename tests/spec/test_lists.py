@@ -775,7 +775,7 @@ def test_the_summary_sheet_shows_suppressed_counts_as_suppressed_not_as_empty_ce
     on_list = pl.DataFrame({"tier": [1] * 12 + [2] * 2, "ethnicity_group": ["White"] * 12 + ["Black"] * 2,
                             "imd_quintile": [1] * 14})
     cands = pl.DataFrame({"exclusion": ["palliative care"] * 3 + ["care home"] * 12 + [None] * 14})
-    worklist = pl.DataFrame({"reask_reason": ["codes of more than one ethnic category"] * 3, "on_a_list": [False] * 3})
+    worklist = pl.DataFrame({"reask_reason": ["codes of more than one ethnic category"] * 3, "on_targeting_list": [False] * 3})
     summary = pl.concat([pcn_summary(population, on_list, cands, {
         "period": "month", "from": "2026-03-01", "capacity": 12, "over_capacity": 1234, "listed_earlier_in_period": 0}),
         reask_summary(worklist)])
@@ -801,6 +801,27 @@ def test_the_summary_sheet_shows_suppressed_counts_as_suppressed_not_as_empty_ce
     facts = {r[0]: r[1] for r in load_workbook(tmp_path / "U00001.xlsx")["Read me"].iter_rows(values_only=True)}
     assert "[suppressed]" in facts["summary sheet"] and "'patients'" in facts["summary sheet"]
     assert "ethnicity re-ask sheet" not in facts  # no worklist, no sheet to explain
+
+
+def test_the_read_me_explains_the_ethnicity_re_ask_sheet_where_there_is_one(tmp_path):
+    """Finding 4: the workbook had an "ethnicity re-ask" sheet that its Read me never mentioned."""
+    from openpyxl import load_workbook
+
+    from phm.lists import REASK_READ_AS_WHITE
+    from phm.workbook import REASK, write_workbook
+
+    rows = pl.DataFrame({"pseudonym": ["a" * 20], "practice_pseudo_id": [10], "reasons": ["r"]})
+    reask = pl.DataFrame({"pseudonym": ["b" * 20], "practice_pseudo_id": [10], "practice_ods_code": ["Z10001"],
+                          "practice_name": ["S"], "on_targeting_list": [False], "reask_reason": [REASK_READ_AS_WHITE]})
+    write_workbook(tmp_path / "U00001.xlsx", "U00001", rows, pl.DataFrame({"section": ["total"]}), {}, reask)
+    book = load_workbook(tmp_path / "U00001.xlsx")
+    facts = {r[0]: r[1] for r in book["Read me"].iter_rows(values_only=True)}
+    text = facts[f"{REASK} sheet"]
+    for words in ("ask again", "not a list of people to invite", "asked_on", "answer_recorded", "voluntary",
+                  "'not stated' is a valid answer", "_ethnicity_reask"):
+        assert words in text, words
+    assert [c.value for c in book[REASK][1]][:6] == ["pseudonym", "practice_pseudo_id", "practice_ods_code",
+                                                     "practice_name", "on_targeting_list", "reask_reason"]
 
 
 # --- capacity per period, and the history it is counted from (lists.invitations) -----------------
@@ -1014,7 +1035,7 @@ def test_a_workbook_whose_rows_are_written_as_xml_has_the_parts_openpyxl_writes(
         schema_overrides={c: pl.List(pl.String) if c in JOINED_WITH else pl.String for c in columns
                           if c not in ("practice_pseudo_id", "priority_rank", "tier", "urgent")} | {"urgent": pl.Boolean})
     reask = pl.DataFrame({"pseudonym": [f"q{i}" for i in range(6)], "practice_pseudo_id": [10, 10, 11, 11, 12, 12],
-                          "practice_name": ["A & B", None, "C", "D", "E", "F"], "on_a_list": [True, False] * 3,
+                          "practice_name": ["A & B", None, "C", "D", "E", "F"], "on_targeting_list": [True, False] * 3,
                           "reask_reason": ["<why>", "", "because", None, "x", "y"]})
     summary = pl.DataFrame({"section": ["total"], "patients": [8]})
     people = for_people(rows)

@@ -8,7 +8,13 @@ import datetime as dt
 import duckdb
 import polars as pl
 
-from phm.lists import REASK_REASONS, ListSettings, reask_summary, reask_worklist
+from phm.lists import (
+    REASK_READ_AS_WHITE,
+    REASK_REASONS,
+    ListSettings,
+    reask_summary,
+    reask_worklist,
+)
 from phm.pseudonymise import practice_key, pseudonym
 
 KEY = b"a test key for the re-ask worklist, 0123456789"
@@ -43,21 +49,27 @@ def database() -> duckdb.DuckDBPyConnection:
                 [NOT_STATED])
     con.execute("create table main.practices as select 10 as practice_pseudo_id, 'Z10001' as ods_code, "
                 "'Synthetic Surgery' as practice_name")
+    # QRISK3 was computed for patient 8; neither score for patient 1 (as for someone under 25 or with
+    # CVD and diabetes already recorded), so no score read them as White
+    con.execute("create table marts.patient_scores as select patient_id, "
+                "case when patient_id = 8 then 12.5 end::double as qrisk3_10y_pct, "
+                "null::double as qdiabetes_10y_pct from marts.mart_patient_features")
     return con
 
 
-def test_the_worklist_names_why_and_puts_patients_on_a_list_first():
+def test_the_worklist_names_why_and_puts_patients_on_targeting_list_first():
     con = database()
     own = {p: pseudonym(practice_key(KEY, "10"), p) for p, *_ in PATIENTS}
     on_list = pl.DataFrame({"pseudonym": [own[8]]})
     worklist = reask_worklist(con, ListSettings(reask_not_stated_days=3 * 365), KEY, on_list)
     assert worklist["pseudonym"].to_list() == [own[8], own[1], own[2], own[3], own[4]]
     reasons = dict(zip(worklist["pseudonym"], worklist["reask_reason"], strict=True))
-    assert reasons[own[1]] == reasons[own[8]] == REASK_REASONS["no_ethnicity_recorded"]
+    assert reasons[own[1]] == REASK_REASONS["no_ethnicity_recorded"] == "no ethnicity recorded"  # never scored
+    assert reasons[own[8]] == REASK_READ_AS_WHITE == "no ethnicity recorded: the risk scores read it as White"
     assert reasons[own[2]] == REASK_REASONS["conflicting_codes"]
     assert reasons[own[3]] == REASK_REASONS["any_other_category"]
     assert reasons[own[4]] == REASK_REASONS["not_stated_long_ago"]
-    assert worklist["on_a_list"].to_list() == [True, False, False, False, False]
+    assert worklist["on_targeting_list"].to_list() == [True, False, False, False, False]
     assert set(worklist["practice_ods_code"]) == {"Z10001"} and "patient_id" not in worklist.columns
     # a shorter window asks patient 5 again too; a longer one neither 4 nor 5
     assert len(reask_worklist(con, ListSettings(reask_not_stated_days=90), KEY, on_list)) == 6
@@ -65,9 +77,9 @@ def test_the_worklist_names_why_and_puts_patients_on_a_list_first():
 
 
 def test_the_summary_counts_the_worklist_by_reason_suppressed():
-    worklist = pl.DataFrame({"reask_reason": [REASK_REASONS["no_ethnicity_recorded"]] * 12 +
+    worklist = pl.DataFrame({"reask_reason": [REASK_REASONS["no_ethnicity_recorded"]] * 6 + [REASK_READ_AS_WHITE] * 6 +
                              [REASK_REASONS["conflicting_codes"]] * 3,
-                             "on_a_list": [True] * 9 + [False] * 6})
+                             "on_targeting_list": [True] * 9 + [False] * 6})
     rows = {r["value"]: (r["patients"], r["registered_adults"]) for r in reask_summary(worklist).iter_rows(named=True)}
-    assert rows[REASK_REASONS["no_ethnicity_recorded"]] == (10, 10)  # 9 and 12, rounded to 5
+    assert rows[REASK_REASONS["no_ethnicity_recorded"]] == (10, 10)  # 9 and 12 (scored or not), rounded to 5
     assert rows[REASK_REASONS["conflicting_codes"]] == (0, None)  # 3: suppressed
