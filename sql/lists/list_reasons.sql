@@ -132,8 +132,11 @@ reasons as (
     union all
     select patient_id, 'ndh_ndpp', case when gestational_diabetes then 1 else 2 end, 't2d',
            concat_ws(', ',
-               case when hba1c_ndh_12m then 'HbA1c ' || round(hba1c_mmol_mol)::integer || ' mmol/mol in the last 12 months (42-47)' end,
-               case when glucose_ndh_12m then 'fasting glucose ' || round(fasting_glucose_mmol_l, 1) || ' mmol/L in the last 12 months (5.5-6.9)' end,
+               -- truncated, not rounded: 47.6 rounded to '48 mmol/mol ... (42-47)' and 6.96 to '7.0 mmol/L ...
+               -- (5.5-6.9)', a value in the diabetic range on a reason that says it is not (a tiny
+               -- margin keeps 6.3, stored as 6.29999..., from reading as 6.2)
+               case when hba1c_ndh_12m then 'HbA1c ' || floor(hba1c_mmol_mol + 1e-9)::integer || ' mmol/mol in the last 12 months (42-47)' end,
+               case when glucose_ndh_12m then 'fasting glucose ' || (floor(fasting_glucose_mmol_l * 10 + 1e-9) / 10)::decimal(4, 1) || ' mmol/L in the last 12 months (5.5-6.9)' end,
                case when ndh_coded then 'non-diabetic hyperglycaemia coded' end,
                case when gestational_diabetes then 'history of gestational diabetes' end)
                || ': non-diabetic hyperglycaemia',

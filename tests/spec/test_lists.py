@@ -151,6 +151,20 @@ def test_diabetes_prevention_glucose_and_gestational_diabetes():
     assert text[3] == "fasting glucose 5.5 mmol/L in the last 12 months (5.5-6.9): non-diabetic hyperglycaemia"
 
 
+@pytest.mark.parametrize("patient,text", [
+    ({"hba1c_mmol_mol": 47.6}, "HbA1c 47 mmol/mol in the last 12 months (42-47)"),
+    ({"hba1c_mmol_mol": 42.0}, "HbA1c 42 mmol/mol in the last 12 months (42-47)"),
+    ({"fasting_glucose_mmol_l": 6.96}, "fasting glucose 6.9 mmol/L in the last 12 months (5.5-6.9)"),
+    ({"fasting_glucose_mmol_l": 6.3}, "fasting glucose 6.3 mmol/L in the last 12 months (5.5-6.9)"),
+    ({"fasting_glucose_mmol_l": 6.0}, "fasting glucose 6.0 mmol/L in the last 12 months (5.5-6.9)"),
+])
+def test_a_pre_diabetes_reason_never_shows_a_value_in_the_diabetic_range(patient, text):
+    """An HbA1c of 47.6 was written '48 mmol/mol ... (42-47)' and a glucose of 6.96 '7.0 mmol/L ...
+    (5.5-6.9)': rounded into the diabetic range on a reason that says it is below it."""
+    found = reasons(hand_made_database([{"patient_id": 1, **patient}]), ListSettings())
+    assert found.select("reason_code", "reason").rows() == [("ndh_ndpp", f"{text}: non-diabetic hyperglycaemia")]
+
+
 @pytest.mark.parametrize("patient,reason_code,set_aside", [
     ({"qrisk3_10y_pct": 25.0, "statin_exclusion": "declined"}, "qrisk3_high", "statin declined in the last 5 years"),
     ({"qrisk3_10y_pct": 12.0, "statin_exclusion": "not_indicated"}, "qrisk3_raised", "statin not indicated"),
