@@ -379,6 +379,9 @@ def _run(extract: Path, out: Path, config: RunConfig, truth: Path | None, digest
         "pcns": {row["pcn_code"]: {k: v for k, v in row.items() if k != "pcn_code"}
                  for row in lists.counts.iter_rows(named=True)},
         "capacity": lists.capacity,  # the period and each PCN's capacity in it: configuration, not counts
+        # e.g. urgent patients beyond a capacity: in the files a team reads, not only the terminal
+        # and the Prefect log (each names its PCN; counts suppressed)
+        "warnings": list(lists.warnings),
     }
     summary.lists_link = publish_task(lists, db, out, _suppressed(manifest), features.index_date,
                                       config.retention.list_folders)

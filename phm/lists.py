@@ -650,7 +650,8 @@ def urgent_beyond_capacity(eligible: pl.DataFrame, settings: ListSettings, used:
 
     def limit(earlier: int) -> str:
         return f"{capacity}, of which {show(earlier)} already used" if earlier else f"{capacity}"
-    return [f"PCN {row['pcn_code']}: {'a practice' if where == 'practice' else 'the PCN'} has more urgent patients "
+    return [f"PCN {row['pcn_code']}: {'practice ' + str(row[unit]) if where == 'practice' else 'the PCN'} "
+            "has more urgent patients "
             f"({show(row['n'])}) than its capacity for the {period} ({limit(row['listed_earlier'])}); "
             "all are listed, and no one else"
             for row in over.sort(keys).iter_rows(named=True)]

@@ -3,7 +3,8 @@
 Sheets, in order:
 
 - **Read me**: a white-on-red STALE DATA line first when the extract was stale (phm/freshness.py;
-  every sheet's tab is then red too), then the list's facts (PCN, when it was published, the
+  every sheet's tab is then red too), a red WARNING line for each of the run's warnings about
+  the PCN (the manifest's ``warnings``: e.g. urgent patients beyond its capacity), then the list's facts (PCN, when it was published, the
   extract's date, the date the data describe, the
   fairness gate's result per outcome and who signed it off, what ranks each list), what every
   column means, what tiers and IMD quintiles are, the risks' horizons, and how the practice
@@ -129,10 +130,17 @@ SUMMARY_SHEET = (f"The '{SUMMARY}' sheet counts, per section, the patients each 
                  "nothing.")
 
 
+def pcn_warnings(manifest: dict, pcn: str) -> list[str]:
+    """The run's warnings about this PCN (the manifest's ``warnings``, each 'PCN <code>: ...'),
+    e.g. urgent patients beyond its capacity: all listed, and no one else."""
+    return [w for w in manifest.get("warnings") or [] if w.startswith(f"PCN {pcn}:")]
+
+
 def read_me_rows(pcn: str, manifest: dict, columns: list[str], reask: bool = False) -> list[tuple[str, str]]:
     """The Read me sheet as (item, value) rows, from the manifest and the columns written;
     ``reask``: the workbook has the ethnicity re-ask sheet."""
     rows = [("STALE DATA", stale_banner(manifest["stale"]))] if manifest.get("stale") else []
+    rows += [("WARNING", warning) for warning in pcn_warnings(manifest, pcn)]
     rows += [("what this list is", INTENDED_USE), ("PCN", pcn), ("list published", str(manifest.get("published_at", ""))),
             ("extract date", str(manifest.get("extract_date", ""))),
             ("data as at (index date)", str(manifest.get("index_date", ""))),
@@ -298,6 +306,9 @@ def write_workbook(path: Path, pcn: str, rows: pl.DataFrame, summary: pl.DataFra
         cell.alignment = Alignment(vertical="top")
         if cell.value in ("column", "PCN"):
             cell.font = Font(bold=True)
+        if cell.value == "WARNING":  # before the team plans its week: in red, above the facts
+            for each in read_me[cell.row]:
+                each.font = Font(bold=True, color=STALE_RED)
     _list_sheet(book, LIST, rows, later)
     by_practice = rows.sort("practice_pseudo_id", maintain_order=True)  # stable: priority order within
     for (practice,), own in by_practice.partition_by("practice_pseudo_id", as_dict=True, maintain_order=True).items():

@@ -163,7 +163,8 @@ def test_four_weekly_lists_keep_capacity_per_month_never_reinvite_and_always_lis
 
     # 4. the warning: only where urgent patients exceed what is left (the third run, one practice)
     assert [len(run.warnings) for run in runs.values()] == [0, 0, 1, 0]
-    assert runs[RUNS[2]].warnings[0].startswith(f"PCN {pcn_of[practices[0]]}: a practice has more urgent patients")
+    assert runs[RUNS[2]].warnings[0].startswith(
+        f"PCN {pcn_of[practices[0]]}: practice {practices[0]} has more urgent patients")
     assert "than its capacity for the month (60, of which 60 already used)" in runs[RUNS[2]].warnings[0]
 
     # 5. the summary: the capacity earlier lists of the month used, and the backlog

@@ -236,6 +236,8 @@ def test_exclusions_and_every_candidate_are_counted(finished_run):
         assert set(counts) >= {"candidates", "on_list", "over_capacity", "excluded", "listed_earlier_in_period"}
         assert all(v is None or v % 5 == 0 for v in counts.values())  # suppressed: it leaves the pipeline
         assert counts["listed_earlier_in_period"] == 0  # the database's first list
+    for warning in manifest["warnings"]:  # the run's warnings are in the manifest as on the terminal
+        assert warning in finished_run.terminal
     capacity = manifest["capacity"]  # the period and each PCN's capacity: configuration, not counts
     assert capacity["period"] == "month" and capacity["from"] == manifest["index_date"][:8] + "01"
     assert capacity["pcns"].keys() == manifest["pcns"].keys()

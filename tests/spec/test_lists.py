@@ -525,7 +525,7 @@ def test_urgent_patients_head_the_list_even_beyond_capacity_and_the_rest_fill_wh
     others = ranked.filter(pl.col("practice_pseudo_id") != "P1")
     assert others.group_by("practice_pseudo_id").agg(pl.col("on_list").sum())["on_list"].to_list() == [2, 2]
     warnings = urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=2))
-    assert warnings == ["PCN N1: a practice has more urgent patients ([suppressed]) than its capacity for the month "
+    assert warnings == ["PCN N1: practice P1 has more urgent patients ([suppressed]) than its capacity for the month "
                         "(2); all are listed, and no one else"]  # a count of 3 is suppressed
     assert urgent_beyond_capacity(ranked, ListSettings(capacity_per_practice=3)) == []
 
@@ -838,6 +838,25 @@ def test_the_read_me_explains_the_ethnicity_re_ask_sheet_where_there_is_one(tmp_
                                                      "practice_name", "on_targeting_list", "reask_reason"]
 
 
+def test_a_warning_about_a_pcn_is_on_its_workbooks_read_me_in_red_not_only_on_the_terminal(tmp_path):
+    """Urgent patients beyond capacity were warned about on the terminal and in the Prefect log
+    only; the manifest now carries the run's warnings and each PCN's Read me shows its own first."""
+    from openpyxl import load_workbook
+
+    from phm.workbook import STALE_RED, read_me_rows, write_workbook
+
+    warning = ("PCN U00001: practice 10 has more urgent patients ([suppressed]) than its capacity for the month (2); "
+               "all are listed, and no one else")
+    manifest = {"warnings": [warning, "PCN U00002: the PCN has more urgent patients (10) than its capacity ..."]}
+    assert [r for r in read_me_rows("U00001", manifest, ["pseudonym"]) if r[0] == "WARNING"] == [("WARNING", warning)]
+    assert not [r for r in read_me_rows("U00003", manifest, ["pseudonym"]) if r[0] == "WARNING"]
+    rows = pl.DataFrame({"pseudonym": ["a" * 20], "practice_pseudo_id": [10], "reasons": ["r"]})
+    write_workbook(tmp_path / "U00001.xlsx", "U00001", rows, pl.DataFrame({"section": ["total"]}), manifest)
+    first = load_workbook(tmp_path / "U00001.xlsx")["Read me"][1]
+    assert (first[0].value, first[1].value) == ("WARNING", warning)
+    assert first[1].font.bold and first[1].font.color.rgb.endswith(STALE_RED)
+
+
 # --- capacity per period, and the history it is counted from (lists.invitations) -----------------
 
 @pytest.mark.parametrize("day,period,bounds", [
@@ -881,7 +900,7 @@ def test_urgent_patients_take_the_places_left_and_one_already_listed_this_period
     assert ranked.filter(pl.col("practice_pseudo_id") == "P1").sort("priority_rank")["on_list"].to_list() == [
         True, True, False, False, False, False]  # the urgent patients only
     assert urgent_beyond_capacity(ranked, settings, full) == [
-        "PCN N1: a practice has more urgent patients ([suppressed]) than its capacity for the month "
+        "PCN N1: practice P1 has more urgent patients ([suppressed]) than its capacity for the month "
         "(4, of which 40 already used); all are listed, and no one else"]
 
 
