@@ -28,8 +28,8 @@
 --                              harm put QRISK3 or QDiabetes in the model's place, the reason names it)
 -- excluded_by (reason level; the reason is kept, set aside, and counted), as QOF, CVDPREVENT and
 -- NCL's LTC LCS use them:
---   lipid reasons            already on a statin; statin allergy, contraindicated, not tolerated,
---                            not indicated (ever), declined (in 5 years): int_patient_care_states
+--   lipid reasons, and the   already on a statin; statin allergy, contraindicated, not tolerated,
+--   CVD model's reason       not indicated (ever), declined (in 5 years): int_patient_care_states
 --   bp_possible_undiagnosed  ABPM or home monitoring already done in the 12 months (NG136's next step)
 --   bp_none_in_5_years,      an NHS Health Check in the last 5 years (it measures BP and assesses
 --   qdiabetes_high           diabetes risk)
@@ -82,7 +82,7 @@ patients as (
 
 -- one row per patient and model, so the model reason is written once
 model_risks as (
-    select pt.patient_id, m.*
+    select pt.patient_id, pt.lipid_set_aside, m.*
     from patients as pt
     cross join lateral (values
         ('cvd', pt.cvd_model_risk, pt.cvd_model_top, pt.cvd_model_horizon_years, pt.cvd_ranked_by, 'a CVD event',
@@ -168,7 +168,11 @@ reasons as (
            'predicted risk of ' || m.what || ' in the next ' || m.horizon || ' years: '
                || phm_risk_band(100 * m.risk, p.risk_band_edges)
                || ' (' || m.ranked_by || ', top ' || round(100 * p.model_top_share)::integer || '%)',
-           m.action, null
+           m.action,
+           -- a CVD risk, the model's or QRISK3 in its place, is the lipid reasons' question again: set
+           -- aside as they are (on a statin, or one declined, not indicated, ...), or a statin user
+           -- whose QRISK3 reason was set aside came back through the model's
+           case when m.outcome = 'cvd' then m.lipid_set_aside end
     from model_risks as m cross join parameters as p where m.top_share <= p.model_top_share
 )
 

@@ -208,6 +208,25 @@ def test_a_models_top_share_is_a_reason_with_its_horizon():
         "predicted risk of a CVD event in the next 5 years: 15-20% (model, top 10%)"
 
 
+def test_a_statin_sets_the_cvd_models_reason_aside_as_it_does_the_lipid_reasons():
+    """A statin user (or one who declined a statin) whose QRISK3 reason was set aside reached the
+    list through the CVD model's top 10% ("cardiovascular risk review"): the same question again.
+    The T2D and hypertension models' reasons are not about statins and stay."""
+    con = hand_made_database([
+        {"patient_id": i, "cvd_model_risk": i / 100, "hypertension_model_risk": i / 100,
+         "qrisk3_10y_pct": 25.0 if i >= 19 else None, "on_statins": i == 20,
+         "statin_exclusion": "declined" if i == 19 else None} for i in range(1, 21)])
+    found = reasons(con, ListSettings(model_top_share=0.1))
+    model = {(r["patient_id"], r["outcome"]): r["excluded_by"] for r in
+             found.filter(pl.col("reason_code") == "model_high_risk").iter_rows(named=True)}
+    assert model == {(20, "cvd"): "already on a statin", (19, "cvd"): "statin declined in the last 5 years",
+                     (20, "hypertension"): None, (19, "hypertension"): None}
+    assert dict(found.filter(pl.col("reason_code") == "qrisk3_high").select("patient_id", "excluded_by").rows()) == {
+        19: "statin declined in the last 5 years", 20: "already on a statin"}
+    listed = per_patient(found)
+    assert listed.filter(pl.col("patient_id") == 20)["suggested_actions"].to_list() == [["blood pressure check"]]
+
+
 def test_risks_in_reasons_are_bands_cut_at_every_threshold_never_the_exact_value():
     """Issue 16 item 14: an exact risk is nearly unique to a patient and linked lists made under
     two keys; a band is shared by many."""
