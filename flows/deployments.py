@@ -34,14 +34,15 @@ from pathlib import Path
 from prefect import flow
 
 from flows.alerts import AlertDestination, destination_from, register_alerts, resolve_url
-from flows.config import check_icb, check_path
-from phm.exceptions import ConfigError
+from flows.config import check_icb, check_path, load_config
+from phm.exceptions import ConfigError, ServerUnavailable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/deployments.py:scheduled_run"
 DEFAULT_POOL = "phm"
 DEFAULT_CRON = "0 6 * * 1"
 DEFAULT_TIMEZONE = "Europe/London"
+NAME_FORBIDDEN = "/%&><"  # characters Prefect refuses in a deployment's name
 
 
 @flow(name="phm-scheduled-run")
@@ -138,6 +139,9 @@ def read_deployments_file(path: Path) -> tuple[str, list[DeploymentSpec], dict]:
             if not table.get(key):
                 raise ConfigError(f"{where}.{key}: required")
         check_icb(f"{where}.icb", table["icb"])
+        if "name" in table and (bad := sorted(set(table["name"]) & set(NAME_FORBIDDEN))):
+            raise ConfigError(f"{where}.name: a deployment's name cannot hold {' '.join(bad)!r} "
+                              f"(Prefect refuses any of {' '.join(NAME_FORBIDDEN)}), not {table['name']!r}")
         dest = destination_from(own, f"{where}.alerts", base) if own is not None else base
         spec = DeploymentSpec(**table, alerts=dest)
         if dest is not None:
@@ -148,6 +152,7 @@ def read_deployments_file(path: Path) -> tuple[str, list[DeploymentSpec], dict]:
         for key in ("extract", "out", "config"):
             check_path(f"{where}.{key}", getattr(spec, key))
         _check_schedule(spec, where)
+        _check_run_config(spec, where)
         specs.append(spec)
     names = [s.deployment_name for s in specs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -178,6 +183,110 @@ def _check_schedule(spec: DeploymentSpec, where: str) -> None:
                           "(e.g. \"0 6 * * 1\", Mondays 06:00)") from None
 
 
+def _check_run_config(spec: DeploymentSpec, where: str) -> None:
+    """The ICB's run configuration, read as its scheduled runs will read it (flows/config.py), so
+    that a missing file or a mistyped key stops ``phm deploy`` now rather than failing the first
+    scheduled run, days later. Its ``[run] icb``, if any, must be the deployment's ICB: a
+    configuration holds an ICB's sign-offs and capacities, and the deployment's ICB overrides it."""
+    if spec.config is None:
+        return
+    path = Path(spec.config)
+    if not path.is_file():
+        raise ConfigError(f"{where}.config: {path}: no such file (the ICB's run configuration: [run], [lists], "
+                          "[audit]; leave config out for the defaults)")
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.config: {str(exc).removeprefix('--config ')}") from None
+    if settings.run.icb is not None and settings.run.icb != spec.icb:
+        raise ConfigError(f"{where}.config: {path}: [run] icb is {settings.run.icb!r}, but this deployment is for "
+                          f"ICB {spec.icb!r}: give the ICB its own configuration (or take icb out of [run])")
+
+
+def site_warnings(specs: list[DeploymentSpec]) -> list[str]:
+    """What would fail every scheduled run on this machine (where the worker runs them) but may be
+    set right before the first one: the extract folder not there (yet), an output folder this
+    user cannot create or write. Said by ``phm deploy``; not refused."""
+    import os
+
+    warnings = []
+    for spec in specs:
+        name = f"phm-scheduled-run/{spec.deployment_name}"
+        if not Path(spec.extract).is_dir():
+            warnings.append(f"{name}: extract {spec.extract} is not a folder on this machine (yet): its scheduled "
+                            "runs fail until the extract lands there")
+        existing = Path(spec.out)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            warnings.append(f"{name}: out {spec.out}: {existing} is not a folder this user can write to: its "
+                            "scheduled runs fail unless the worker runs as a user who can")
+    return warnings
+
+
+def _shown_url(url: str) -> str:
+    """A URL as it can be printed: without a user name or password in it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else (parts.hostname or "")
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+def check_server(url: str) -> None:
+    """The Prefect server at PREFECT_API_URL answers its health check, before anything is
+    registered: an operator's wrong URL or a server not started is named as such (not an
+    internal error from the HTTP library)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    shown = _shown_url(url)
+    example = "e.g. http://127.0.0.1:4200/api; docs/scheduling.md"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"PREFECT_API_URL={shown}: not an http:// or https:// URL ({example})")
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is None:
+        return
+    if isinstance(problem, PrefectHTTPStatusError):
+        status = problem.response.status_code
+        hint = ("PREFECT_API_URL must be the server's API, ending in /api" if status == 404 else
+                "check PREFECT_API_KEY or PREFECT_API_AUTH_STRING" if status in (401, 403) else
+                "see the server's log")
+        raise ServerUnavailable(f"PREFECT_API_URL={shown}: the server answered HTTP {status} to its health check: "
+                                f"{hint} ({example})")
+    if isinstance(problem, httpx.TransportError):
+        raise ServerUnavailable(f"PREFECT_API_URL={shown}: no Prefect server answers there "
+                                f"({type(problem).__name__}): start it (prefect server start) or correct "
+                                f"PREFECT_API_URL ({example})")
+    raise ServerUnavailable(f"PREFECT_API_URL={shown}: the server's health check failed "
+                            f"({type(problem).__name__}) ({example})")
+
+
+def next_runs(spec: DeploymentSpec, n: int = 1) -> list[str]:
+    """The schedule's next start times, as local times with their zone (GMT or BST)."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    dates = asyncio.run(CronSchedule(cron=spec.cron, timezone=spec.timezone).get_dates(n))
+    return [d.strftime("%a %Y-%m-%d %H:%M %Z") for d in dates]
+
+
+def unlisted_deployments(pool: str, names: list[str]) -> list[str]:
+    """Deployments of the scheduled flow in ``pool`` that the file no longer names: they keep
+    running on their schedules until deleted."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        registered = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=["phm-scheduled-run"])))
+    return sorted(d.name for d in registered if d.work_pool_name == pool and d.name not in names)
+
+
 def ensure_work_pool(pool: str) -> None:
     """A 'process' work pool: the worker runs each flow run as a process on its machine."""
     from prefect.client.orchestration import get_client
@@ -198,24 +307,32 @@ def deploy(path: Path, progress=print) -> list[str]:
     from prefect.settings import PREFECT_API_URL
 
     pool, specs, alerts = read_deployments_file(path)
-    if not PREFECT_API_URL.value():
+    url = PREFECT_API_URL.value()
+    if not url:
         raise ConfigError("PREFECT_API_URL is not set: start a Prefect server (docs/scheduling.md) and point "
                           "PREFECT_API_URL at it, e.g. http://127.0.0.1:4200/api")
     for dest, where in alerts.values():  # before registering anything: a missing or wrong URL stops here
         if dest.url_env:
             resolve_url(dest, where)
+    check_server(url)
     ensure_work_pool(pool)
     source = flow.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
     ids = []
     for spec in specs:
-        deployment_id = source.deploy(
-            name=spec.deployment_name, work_pool_name=pool, build=False, push=False, print_next_steps=False,
-            parameters=spec.parameters, schedules=[CronSchedule(cron=spec.cron, timezone=spec.timezone)],
-            tags=["phm", f"icb:{spec.icb}"],
+        # to_deployment and apply: what Flow.deploy does for a process pool, without the console
+        # table and the advice to use .serve that it prints for each deployment
+        deployment = source.to_deployment(
+            name=spec.deployment_name, parameters=spec.parameters,
+            schedules=[CronSchedule(cron=spec.cron, timezone=spec.timezone)], tags=["phm", f"icb:{spec.icb}"],
             description=f"phm-risk weekly run for ICB {spec.icb}: ingest to published PCN lists")
-        ids.append(str(deployment_id))
-        progress(f"deployed phm-scheduled-run/{spec.deployment_name} ({spec.cron}, {spec.timezone}) "
-                 f"-> work pool {pool!r}")
+        ids.append(str(deployment.apply(work_pool_name=pool)))
+        progress(f"deployed phm-scheduled-run/{spec.deployment_name} ({spec.cron}, {spec.timezone}; next run "
+                 f"{next_runs(spec)[0]}) -> work pool {pool!r}")
+    for warning in site_warnings(specs):
+        progress(f"warning: {warning}")
+    for name in unlisted_deployments(pool, [s.deployment_name for s in specs]):
+        progress(f"warning: phm-scheduled-run/{name} is registered in work pool {pool!r} but not in {path}: it "
+                 f"still runs on its schedule (remove it: prefect deployment delete phm-scheduled-run/{name})")
     if alerts:
         register_alerts(alerts, progress)
     else:

@@ -73,6 +73,14 @@ class DatabaseError(PhmError):
     exit_code = 6
 
 
+class ServerUnavailable(PhmError):
+    """A server phm must talk to does not answer as one (e.g. the Prefect server at
+    PREFECT_API_URL for ``phm deploy``): nothing answers there, or something that is not its API.
+    The message names the setting and its value (without any credentials in it), never a secret."""
+
+    exit_code = 1
+
+
 class FairnessGateFailed(PhmError):
     """The fairness gate's decision refused an outcome (a FAIL, or a WARN no named reviewer signed
     off): no list leaves the pipeline and 'champion' stays where it was. The report says which
@@ -130,5 +138,5 @@ class StaleExtract(PhmError):
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (PhmError, ConfigError, ExtractError, PracticeFileError, CodelistError, ValidationError, DatabaseError,
-                FairnessGateFailed, TooLittleData, DiskFull, StaleExtract)
+                ServerUnavailable, FairnessGateFailed, TooLittleData, DiskFull, StaleExtract)
 }

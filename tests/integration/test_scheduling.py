@@ -128,7 +128,8 @@ def _client():
 
 def test_phm_deploy_registers_each_icb_with_its_schedule_in_london_time(deployed):
     folder, output = deployed
-    assert "deployed phm-scheduled-run/phm-QAA (0 6 * * 1, Europe/London)" in output
+    assert "deployed phm-scheduled-run/phm-QAA (0 6 * * 1, Europe/London; next run Mon " in output
+    assert "Looks like you're deploying" not in output and "Successfully created" not in output  # Prefect's own
     assert f"prefect worker start --pool {POOL}" in output
     with _client() as client:
         qaa = client.read_deployment_by_name("phm-scheduled-run/phm-QAA")
@@ -200,3 +201,33 @@ def test_a_failed_run_shows_the_failed_step_and_its_error(deployed):
             state=TaskRunFilterState(type=TaskRunFilterStateType(any_=["FAILED"]))))
     steps = {t.name.rsplit("-", 1)[0]: t.state.message for t in failed}
     assert "load-and-stage" in steps and "practices" in steps["load-and-stage"]
+
+
+def test_phm_deploy_names_a_wrong_api_url_and_the_deployments_the_file_no_longer_has(prefect_server, tmp_path):
+    """What an operator meets: PREFECT_API_URL without its /api (the UI's address), and an ICB
+    taken out of the deployments file, whose deployment goes on running on its schedule."""
+    url, home = prefect_server
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url.removesuffix("/api")}
+    for icb in ("QCC", "QDD"):
+        (tmp_path / icb).mkdir()
+
+    def deploy(icbs):
+        path = tmp_path / "deployments.toml"
+        path.write_text('work_pool = "phm-test-pool-unlisted"\n' + "".join(
+            f'[[deployment]]\nicb = "{icb}"\nextract = "{tmp_path / icb}"\nout = "{tmp_path / "out" / icb}"\n'
+            for icb in icbs))
+        return subprocess.run([sys.executable, "-m", "cli", "deploy", "--file", str(path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = deploy(["QCC", "QDD"])
+    assert done.returncode == 1 and "internal error" not in done.stderr, done.stderr[-2000:]
+    assert f"PREFECT_API_URL={url.removesuffix('/api')}: the server answered HTTP 404" in done.stderr
+    assert "ending in /api" in done.stderr
+    env["PREFECT_API_URL"] = url
+    done = deploy(["QCC", "QDD"])
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr[-2000:]
+    done = deploy(["QCC"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("warning: phm-scheduled-run/phm-QDD is registered in work pool 'phm-test-pool-unlisted' but not in "
+            f"{tmp_path / 'deployments.toml'}: it still runs on its schedule") in done.stderr
+    assert "phm-QCC is registered" not in done.stderr

@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from flows.config import load_config
-from flows.deployments import DEFAULT_CRON, DEFAULT_TIMEZONE, read_deployments
+from flows.deployments import (
+    DEFAULT_CRON,
+    DEFAULT_TIMEZONE,
+    _shown_url,
+    read_deployments,
+    site_warnings,
+)
 from flows.runlock import run_lock
 from phm.exceptions import ConfigError, DatabaseError
 
@@ -58,6 +65,78 @@ def test_phm_deploy_without_a_server_says_how_to_start_one(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "PREFECT_API_URL is not set" in done.stderr
+
+
+@pytest.mark.slow  # a subprocess that imports Prefect
+def test_phm_deploy_with_no_server_at_the_url_names_the_url_not_an_internal_error(tmp_path):
+    from tests.servers import free_port
+
+    path = write(tmp_path, '[[deployment]]\nicb = "QXX"\nextract = "/e"\nout = "/o"\n')
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"),
+           "PREFECT_API_URL": f"http://operator:hunter2@127.0.0.1:{free_port()}/api"}
+    done = subprocess.run([sys.executable, "-m", "cli", "deploy", "--file", str(path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "no Prefect server answers there" in done.stderr and "internal error" not in done.stderr
+    assert "hunter2" not in done.stderr and "operator" not in done.stderr  # credentials in the URL are never shown
+    env["PREFECT_API_URL"] = "localhost:4200/api"  # no scheme: httpx's "unsupported protocol" before
+    done = subprocess.run([sys.executable, "-m", "cli", "deploy", "--file", str(path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "PREFECT_API_URL=localhost:4200/api: not an http:// or https:// URL" in done.stderr
+
+
+def test_a_url_is_shown_without_its_credentials():
+    assert _shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
+    assert _shown_url("https://u:p@prefect.ics.example:8443/api") == "https://prefect.ics.example:8443/api"
+    assert _shown_url("http://u@[::1]:4200/api") == "http://[::1]:4200/api"
+
+
+def deployment_with_config(tmp_path, config_text: str | None, icb: str = "QXX") -> Path:
+    config = tmp_path / "QXX.toml"
+    if config_text is not None:
+        config.write_text(config_text)
+    return write(tmp_path, f'[[deployment]]\nicb = "{icb}"\nextract = "/e"\nout = "/o"\nconfig = "{config}"\n')
+
+
+@pytest.mark.parametrize(("config_text", "message"), [
+    (None, r"deployment\[0\]\.config: .*QXX\.toml: no such file"),
+    ('[lists]\ncapacity_per_practise = 100\n', r"deployment\[0\]\.config: .*QXX\.toml: lists\.capacity_per_practise: "
+                                                 "unknown key"),
+    ('[run]\nmax_extract_age_days = "45"\n', r"deployment\[0\]\.config: .*QXX\.toml: run\.max_extract_age_days: must be"),
+    ('[run\n', r"deployment\[0\]\.config: .*QXX\.toml: not valid TOML"),
+    ('[run]\nicb = "QYY"\n', r"deployment\[0\]\.config: .*QXX\.toml: \[run\] icb is 'QYY', but this deployment is "
+                             "for ICB 'QXX'"),
+])
+def test_phm_deploy_reads_each_icb_configuration_now_not_at_its_first_scheduled_run(tmp_path, config_text, message):
+    """A typo in an ICB's run configuration stops phm deploy, naming the deployment, the file and
+    the key: registered as it was, the first scheduled run would fail with it, a week later."""
+    with pytest.raises(ConfigError, match=message):
+        read_deployments(deployment_with_config(tmp_path, config_text))
+
+
+def test_a_good_icb_configuration_is_accepted(tmp_path):
+    _, specs = read_deployments(deployment_with_config(tmp_path, '[run]\nicb = "QXX"\n[lists]\ncapacity_per_practice = 90\n'))
+    assert specs[0].config == str(tmp_path / "QXX.toml")
+
+
+@pytest.mark.parametrize("name", ["QXX/weekly", "QXX & QYY", "100%"])
+def test_a_deployment_name_prefect_would_refuse_is_refused_naming_the_key(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"deployment\[0\]\.name: a deployment's name cannot hold"):
+        read_deployments(write(tmp_path, f'[[deployment]]\nicb = "QXX"\nname = "{name}"\nextract = "/e"\nout = "/o"\n'))
+
+
+def test_phm_deploy_warns_of_an_extract_folder_not_there_and_an_output_folder_it_cannot_write(tmp_path):
+    (tmp_path / "extract").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    text = (f'[[deployment]]\nicb = "QXX"\nextract = "{tmp_path / "extract"}"\nout = "{tmp_path / "out" / "QXX"}"\n'
+            f'[[deployment]]\nicb = "QYY"\nextract = "{tmp_path / "extractt"}"\nout = "{locked / "QYY"}"\n')
+    _, specs = read_deployments(write(tmp_path, text))  # warnings, not errors: either may be set right in time
+    warnings = site_warnings(specs)
+    assert all(w.startswith("phm-scheduled-run/phm-QYY: ") for w in warnings), warnings  # QXX's are fine
+    assert f"extract {tmp_path / 'extractt'} is not a folder on this machine (yet)" in warnings[0]
+    if not os.access(locked, os.W_OK):  # (root writes anywhere)
+        assert f"out {locked / 'QYY'}: {locked} is not a folder this user can write to" in warnings[1]
 
 
 def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
