@@ -7,7 +7,8 @@ The top floor: it may import flows/, models/, features/ and phm/, and nothing im
 Exit codes: 0 success; 1 other user-facing error; 2 invalid option or configuration;
 3 extract file fault; 4 codelist fault; 5 validation machinery fault; 6 database unavailable;
 7 the fairness gate refused a list (a FAIL, or a WARN no named reviewer signed off: one rule for
-every command, models/fairness/_decision.py); 70 internal error (a bug: please report it with ``--debug`` output).
+every command, models/fairness/_decision.py); 8 too little data; 9 no space left on the device;
+10 stale extract; 70 internal error (a bug: please report it with ``--debug`` output).
 """
 
 from __future__ import annotations
@@ -1011,9 +1012,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phm", description="Population health management for NHS primary care: risk, "
         "fairness audit by ethnicity, and PCN targeting lists.",
-        epilog="Exit codes: 0 ok, 1 error, 2 bad option or config, 3 extract fault, "
-        "4 codelist fault, 5 validation fault, 6 database unavailable, 7 the fairness gate refused "
-        "(a FAIL, or a WARN no named reviewer signed off), 70 internal error.")
+        epilog="Exit codes: 0 ok, 1 error (e.g. an unwritable path, no Prefect server at PREFECT_API_URL), "
+        "2 bad option or config, 3 extract fault, 4 codelist fault, 5 validation fault, 6 database unavailable "
+        "(e.g. another run holds the output folder), 7 the fairness gate refused (a FAIL, or a WARN no named "
+        "reviewer signed off), 8 too little data, 9 no space left on the device, 10 stale extract (older than "
+        "[run] max_extract_age_days), 70 internal error (rerun with --debug).")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in COMMANDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,10 @@ def test_top_level_help_lists_every_command(capsys):
     for command in COMMANDS:
         assert command in out
     assert "Exit codes" in out
+    from phm.exceptions import EXIT_CODES
+
+    listed = {int(code) for code in re.findall(r"\b(\d+) [a-z]", " ".join(out.split("Exit codes:")[1].split()))}
+    assert set(EXIT_CODES.values()) | {0, 70} <= listed  # every code a user can meet, 8-10 too
 
 
 @pytest.mark.parametrize("command", COMMANDS)
