@@ -428,6 +428,40 @@ def add_deploy(sub) -> None:
     p.set_defaults(func=cmd_deploy)
 
 
+def cmd_status(args) -> int:
+    from flows.config import load_config
+    from flows.status import deployments_status, folder_status
+
+    if args.file:
+        if args.config:
+            raise ConfigError("--config goes with --out: with --file each deployment's own config is read")
+        statuses = deployments_status(Path(args.file), with_prefect=_prefect_api_configured())
+    else:
+        config = load_config(args.config)
+        statuses = [folder_status(Path(out), max_age_days=config.run.max_extract_age_days) for out in args.out]
+    for status in statuses:
+        for line in status.render():
+            print(line)
+    attention = sum(bool(s.attention) for s in statuses)
+    print(f"{len(statuses)} output folder(s), {attention} needing attention")
+    return 0
+
+
+def add_status(sub) -> None:
+    p = sub.add_parser("status", help="where each ICB's runs stand: published lists, last and next run",
+                       description="For every deployment of --file (or each --out folder): the published lists "
+                       "(when, which extract and how old it is now, the gate's result), a STALE or NOT REPLACED "
+                       "mark, and, with a Prefect server at PREFECT_API_URL, the deployment's last run (its state, "
+                       "and the error of a failed one) and its next. Reads only files a run leaves and the Prefect "
+                       "API, never the database, so it can run while a run does. Lines starting '!' need "
+                       "attention. Exit 0 whatever it finds. See docs/scheduling.md, \"Every ICB at a glance\".")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--file", help="deployments file (TOML, as for phm deploy)")
+    where.add_argument("--out", nargs="+", help="output folder(s) of phm run")
+    p.add_argument("--config", type=Path, help="with --out: the run configuration ([run] max_extract_age_days)")
+    p.set_defaults(func=cmd_status)
+
+
 def demo_config(config):
     """The settings ``phm demo`` runs with: ``config`` (from --config, or the documented defaults)
     with two changes for a synthetic run, both said in what the demo prints (``demo_notes``). The
@@ -1004,8 +1038,8 @@ def add_codelists(sub) -> None:
 
 # the commands in the order --help lists them: each has its cmd_<command> and add_<command> above
 COMMANDS = (add_synth, add_ingest, add_features, add_train, add_score, add_audit, add_review, add_run, add_deploy,
-            add_demo, add_practice_key, add_reidentify, add_rotate_key, add_carry_over, add_outcomes, add_retention,
-            add_calc, add_contract, add_codelists)
+            add_status, add_demo, add_practice_key, add_reidentify, add_rotate_key, add_carry_over, add_outcomes,
+            add_retention, add_calc, add_contract, add_codelists)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from prefect import flow
 
 from flows.alerts import AlertDestination, destination_from, register_alerts, resolve_url
 from flows.config import check_icb, check_path, load_config
+from flows.status import UNCHANGED
 from phm.exceptions import ConfigError, ServerUnavailable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +47,13 @@ NAME_FORBIDDEN = "/%&><"  # characters Prefect refuses in a deployment's name
 
 
 @flow(name="phm-scheduled-run")
-def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, force: bool = False) -> dict[str, str]:
+def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, force: bool = False):
     """One ICB's scheduled run: the whole pipeline (flows/run.py) with the ICB's configuration.
     An extract that has not changed since the last published run is not processed again
-    (``force`` to run it anyway)."""
+    (``force`` to run it anyway): the run ends Completed under the name "Unchanged", so that the
+    Prefect UI, and ``phm status``, tell a week with no new extract from a week with new lists."""
+    from prefect.states import Completed
+
     from flows.config import load_config
     from flows.run import flow_for
 
@@ -59,7 +63,11 @@ def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, f
     if not Path(extract).is_dir():
         raise ConfigError(f"extract {extract}: no such folder (deployment parameter 'extract')")
     summary = flow_for(settings.run)(Path(extract), Path(out), settings, force=force)
-    return {"skipped": str(summary.skipped), "lists": str(summary.lists_link), "audit_report": str(summary.audit_report), "database": str(summary.db)}
+    result = {"skipped": str(summary.skipped), "lists": str(summary.lists_link),
+              "audit_report": str(summary.audit_report), "database": str(summary.db)}
+    if summary.skipped:
+        return Completed(name=UNCHANGED, message=summary.lines[0] if summary.lines else "nothing to do", data=result)
+    return result
 
 
 def _freeze_stage_imports() -> None:

@@ -231,3 +231,32 @@ def test_phm_deploy_names_a_wrong_api_url_and_the_deployments_the_file_no_longer
     assert ("warning: phm-scheduled-run/phm-QDD is registered in work pool 'phm-test-pool-unlisted' but not in "
             f"{tmp_path / 'deployments.toml'}: it still runs on its schedule") in done.stderr
     assert "phm-QCC is registered" not in done.stderr
+
+
+def test_phm_status_shows_each_icbs_last_and_next_run_and_a_week_with_nothing_new(deployed, prefect_server):
+    """The unit's morning check: a run that found the published lists' extract again ends
+    Completed named 'Unchanged' (in the UI too), and ``phm status`` shows it beside a failed
+    run's error and the lists each ICB has out."""
+    from prefect.deployments import run_deployment
+
+    folder, _ = deployed
+    url, home = prefect_server
+    for _ in range(2):  # (the first is a full run, unless another test of the module ran it already)
+        run = run_deployment("phm-scheduled-run/phm-QAA", timeout=900)
+    assert (run.state.type.value, run.state.name) == ("COMPLETED", "Unchanged"), run.state
+    assert "unchanged since the run that finished at" in run.state.message
+    assert run_deployment("phm-scheduled-run/phm-QAA-broken", timeout=600).state.type.value == "FAILED"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}
+    done = subprocess.run([sys.executable, "-m", "cli", "status", "--file", str(folder / "deployments.toml")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    blocks = {}  # each folder's block: its title line, then its lines indented
+    for line in done.stdout.splitlines():
+        if not line.startswith(" "):
+            title = line
+        blocks.setdefault(title, []).append(line)
+    qaa = "\n".join(next(b for t, b in blocks.items() if "(phm-scheduled-run/phm-QAA)" in t))
+    broken = "\n".join(next(b for t, b in blocks.items() if "(phm-scheduled-run/phm-QAA-broken)" in t))
+    assert f"QAA (phm-scheduled-run/phm-QAA) {folder / 'QAA' / 'out'}: " in qaa
+    assert f"last run: {run.name} Unchanged at " in qaa and "lists: lists-" in qaa and "next run: Mon " in qaa
+    assert "ended Failed: " in broken and "ExtractError" in broken and "table 'practices' is missing" in broken

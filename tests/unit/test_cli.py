@@ -13,7 +13,7 @@ import pytest
 from cli.main import build_parser, main
 from tests.extracts import write_extract
 
-COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "demo", "practice-key",
+COMMANDS = ["synth", "ingest", "features", "train", "score", "audit", "review", "run", "deploy", "status", "demo", "practice-key",
             "reidentify", "rotate-key", "carry-over", "outcomes", "retention", "calc", "contract", "codelists"]
 
 
