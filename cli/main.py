@@ -209,6 +209,7 @@ def _ingest_flow(extract: Path, db: Path, docs: Path | None):
     PREFECT_API_URL (as scheduled runs are)."""
     from flows.ingest import ingest_flow
 
+    _check_configured_prefect_server()
     _quiet_user_errors_on_console()
     _progress(f"ingesting {extract} into {db} (Prefect flow 'phm-ingest')")
     return ingest_flow(extract, db, docs)
@@ -274,6 +275,17 @@ def _start_prefect_server_early() -> None:
         temporary_server.start()
 
 
+def _check_configured_prefect_server() -> None:
+    """With a Prefect API configured (PREFECT_API_URL, or a profile), that it answers, before
+    any work: else the flow fails on its first call to it, as an internal error (exit 70)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.prefect_api import check_server
+
+    if PREFECT_API_URL.value():  # (not Prefect's temporary server, which sets no URL)
+        check_server(PREFECT_API_URL.value(), unset_ok=True)
+
+
 def _imports_while_prefect_starts(modules: tuple[str, ...] | None = None) -> None:
     """Without PREFECT_API_URL, a flow first starts Prefect's temporary server: a process of
     its own that takes seconds to answer, while this one only waits. Import here what the stages
@@ -323,6 +335,7 @@ def run_pipeline(extract: Path, out: Path, config, truth: Path | None = None, fo
     from flows.alerts import run_tags
     from flows.run import flow_for
 
+    _check_configured_prefect_server()
     _quiet_user_errors_on_console()
     _quiet_mlflow()
     _progress(f"running the pipeline on {extract} into {out} (Prefect flow 'phm-run', "

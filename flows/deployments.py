@@ -35,8 +35,9 @@ from prefect import flow
 
 from flows.alerts import AlertDestination, destination_from, register_alerts, resolve_url
 from flows.config import check_icb, check_path, load_config
+from flows.prefect_api import check_server
 from flows.status import UNCHANGED
-from phm.exceptions import ConfigError, ServerUnavailable
+from phm.exceptions import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/deployments.py:scheduled_run"
@@ -230,48 +231,6 @@ def site_warnings(specs: list[DeploymentSpec]) -> list[str]:
             warnings.append(f"{name}: out {spec.out}: {existing} is not a folder this user can write to: its "
                             "scheduled runs fail unless the worker runs as a user who can")
     return warnings
-
-
-def _shown_url(url: str) -> str:
-    """A URL as it can be printed: without a user name or password in it."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else (parts.hostname or "")
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
-
-
-def check_server(url: str) -> None:
-    """The Prefect server at PREFECT_API_URL answers its health check, before anything is
-    registered: an operator's wrong URL or a server not started is named as such (not an
-    internal error from the HTTP library)."""
-    import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    shown = _shown_url(url)
-    example = "e.g. http://127.0.0.1:4200/api; docs/scheduling.md"
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"PREFECT_API_URL={shown}: not an http:// or https:// URL ({example})")
-    with get_client(sync_client=True) as client:
-        problem = client.api_healthcheck()
-    if problem is None:
-        return
-    if isinstance(problem, PrefectHTTPStatusError):
-        status = problem.response.status_code
-        hint = ("PREFECT_API_URL must be the server's API, ending in /api" if status == 404 else
-                "check PREFECT_API_KEY or PREFECT_API_AUTH_STRING" if status in (401, 403) else
-                "see the server's log")
-        raise ServerUnavailable(f"PREFECT_API_URL={shown}: the server answered HTTP {status} to its health check: "
-                                f"{hint} ({example})")
-    if isinstance(problem, httpx.TransportError):
-        raise ServerUnavailable(f"PREFECT_API_URL={shown}: no Prefect server answers there "
-                                f"({type(problem).__name__}): start it (prefect server start) or correct "
-                                f"PREFECT_API_URL ({example})")
-    raise ServerUnavailable(f"PREFECT_API_URL={shown}: the server's health check failed "
-                            f"({type(problem).__name__}) ({example})")
 
 
 def next_runs(spec: DeploymentSpec, n: int = 1) -> list[str]:

@@ -180,7 +180,8 @@ def deployments_status(path: Path, with_prefect: bool) -> list[IcbStatus]:
     from prefect.settings import PREFECT_API_URL
 
     from flows.config import load_config
-    from flows.deployments import check_server, read_deployments
+    from flows.deployments import read_deployments
+    from flows.prefect_api import check_server
 
     _, specs = read_deployments(path)
     unreachable = None

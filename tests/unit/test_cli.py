@@ -78,6 +78,24 @@ def test_extract_fault_through_the_flow_is_one_line_with_exit_code_3(tmp_path, p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # subprocesses that import Prefect
+@pytest.mark.parametrize("command", ["run", "ingest"])
+def test_a_prefect_api_url_with_no_server_is_named_before_any_work(tmp_path, monkeypatch, command):
+    """PREFECT_API_URL left pointing at a server that is not running (or not there yet) was an
+    internal error (exit 70: httpx's 'Failed to reach API') after the run had started."""
+    from tests.servers import free_port
+
+    extract = write_extract(tmp_path / "extract")
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", "k3y-for-the-cli-test-0123456789abcdefghij")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    args = ["--out", str(tmp_path / "out")] if command == "run" else ["--db", str(tmp_path / "phm.duckdb")]
+    result = phm(command, "--extract", str(extract), *args, prefect_api=url, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"phm: error: PREFECT_API_URL={url}: no Prefect server answers there" in result.stderr
+    assert "unset PREFECT_API_URL to run without a Prefect server" in result.stderr
+    assert "internal error" not in result.stderr and not (tmp_path / "out" / "phm.duckdb").exists()
+
+
 @pytest.mark.slow  # subprocesses, one running a Prefect flow
 def test_synth_then_ingest_from_the_command_line(tmp_path, prefect_test_server):
     out = tmp_path / "extract"

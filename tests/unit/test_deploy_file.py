@@ -13,10 +13,10 @@ from flows.config import load_config
 from flows.deployments import (
     DEFAULT_CRON,
     DEFAULT_TIMEZONE,
-    _shown_url,
     read_deployments,
     site_warnings,
 )
+from flows.prefect_api import shown_url
 from flows.runlock import run_lock
 from phm.exceptions import ConfigError, DatabaseError
 
@@ -86,9 +86,9 @@ def test_phm_deploy_with_no_server_at_the_url_names_the_url_not_an_internal_erro
 
 
 def test_a_url_is_shown_without_its_credentials():
-    assert _shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
-    assert _shown_url("https://u:p@prefect.ics.example:8443/api") == "https://prefect.ics.example:8443/api"
-    assert _shown_url("http://u@[::1]:4200/api") == "http://[::1]:4200/api"
+    assert shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
+    assert shown_url("https://u:p@prefect.ics.example:8443/api") == "https://prefect.ics.example:8443/api"
+    assert shown_url("http://u@[::1]:4200/api") == "http://[::1]:4200/api"
 
 
 def deployment_with_config(tmp_path, config_text: str | None, icb: str = "QXX") -> Path:
