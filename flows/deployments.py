@@ -55,11 +55,11 @@ def scheduled_run(icb: str, extract: str, out: str, config: str | None = None, f
     Prefect UI, and ``phm status``, tell a week with no new extract from a week with new lists."""
     from prefect.states import Completed
 
-    from flows.config import load_config
     from flows.run import flow_for
 
     _freeze_stage_imports()
-    settings = load_config(Path(config) if config else None)
+    # checked by phm deploy, and again here: the file may have changed since
+    settings = icb_config(config, icb, "deployment parameter 'config'")
     settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, icb=icb))
     if not Path(extract).is_dir():
         raise ConfigError(f"extract {extract}: no such folder (deployment parameter 'extract')")
@@ -193,23 +193,30 @@ def _check_schedule(spec: DeploymentSpec, where: str) -> None:
 
 
 def _check_run_config(spec: DeploymentSpec, where: str) -> None:
-    """The ICB's run configuration, read as its scheduled runs will read it (flows/config.py), so
-    that a missing file or a mistyped key stops ``phm deploy`` now rather than failing the first
-    scheduled run, days later. Its ``[run] icb``, if any, must be the deployment's ICB: a
-    configuration holds an ICB's sign-offs and capacities, and the deployment's ICB overrides it."""
-    if spec.config is None:
-        return
-    path = Path(spec.config)
+    """The ICB's run configuration, read as its scheduled runs will read it, so that a missing
+    file or a mistyped key stops ``phm deploy`` now rather than failing the first scheduled run,
+    days later."""
+    icb_config(spec.config, spec.icb, f"{where}.config")
+
+
+def icb_config(config: str | None, icb: str, where: str):
+    """An ICB's run configuration (flows/config.py), errors naming ``where`` and the file. Its
+    ``[run] icb``, if any, must be ``icb``: a configuration holds an ICB's sign-offs and
+    capacities, and must not be run as another ICB's."""
+    if config is None:
+        return load_config(None)
+    path = Path(config)
     if not path.is_file():
-        raise ConfigError(f"{where}.config: {path}: no such file (the ICB's run configuration: [run], [lists], "
+        raise ConfigError(f"{where}: {path}: no such file (the ICB's run configuration: [run], [lists], "
                           "[audit]; leave config out for the defaults)")
     try:
         settings = load_config(path)
     except ConfigError as exc:
-        raise ConfigError(f"{where}.config: {str(exc).removeprefix('--config ')}") from None
-    if settings.run.icb is not None and settings.run.icb != spec.icb:
-        raise ConfigError(f"{where}.config: {path}: [run] icb is {settings.run.icb!r}, but this deployment is for "
-                          f"ICB {spec.icb!r}: give the ICB its own configuration (or take icb out of [run])")
+        raise ConfigError(f"{where}: {str(exc).removeprefix('--config ')}") from None
+    if settings.run.icb is not None and settings.run.icb != icb:
+        raise ConfigError(f"{where}: {path}: [run] icb is {settings.run.icb!r}, but this deployment is for "
+                          f"ICB {icb!r}: give the ICB its own configuration (or take icb out of [run])")
+    return settings
 
 
 def site_warnings(specs: list[DeploymentSpec]) -> list[str]:

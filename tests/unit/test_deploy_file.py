@@ -13,6 +13,7 @@ from flows.config import load_config
 from flows.deployments import (
     DEFAULT_CRON,
     DEFAULT_TIMEZONE,
+    icb_config,
     read_deployments,
     site_warnings,
 )
@@ -112,6 +113,20 @@ def test_phm_deploy_reads_each_icb_configuration_now_not_at_its_first_scheduled_
     the key: registered as it was, the first scheduled run would fail with it, a week later."""
     with pytest.raises(ConfigError, match=message):
         read_deployments(deployment_with_config(tmp_path, config_text))
+
+
+def test_a_scheduled_run_reads_its_configuration_with_the_same_checks_naming_the_parameter(tmp_path):
+    """The file may change after phm deploy: the run checks it again (flows/deployments.py,
+    scheduled_run), naming the deployment's parameter rather than a --config option it never had."""
+    where = "deployment parameter 'config'"
+    with pytest.raises(ConfigError, match=rf"^{where}: .*gone\.toml: no such file"):
+        icb_config(str(tmp_path / "gone.toml"), "QXX", where)
+    (tmp_path / "QYY.toml").write_text('[run]\nicb = "QYY"\n')
+    with pytest.raises(ConfigError, match=rf"^{where}: .*QYY\.toml: \[run\] icb is 'QYY', but this deployment is for "
+                                          "ICB 'QXX'"):
+        icb_config(str(tmp_path / "QYY.toml"), "QXX", where)
+    assert icb_config(str(tmp_path / "QYY.toml"), "QYY", where).run.icb == "QYY"
+    assert icb_config(None, "QXX", where).run.icb is None
 
 
 def test_a_good_icb_configuration_is_accepted(tmp_path):
