@@ -68,8 +68,9 @@ def _progress(message: str) -> None:
 
 
 def cmd_synth(args) -> int:
-    from phm.synth import SynthConfig, generate
+    from phm.synth import SynthConfig, check_replaceable, generate
 
+    check_replaceable(Path(args.out))
     config = SynthConfig(
         patients=args.patients, seed=args.seed, extract_date=args.extract_date,
         profile=args.profile, pcns=args.pcns, format=args.format,
@@ -101,7 +102,8 @@ def add_synth(sub) -> None:
                        "truth/ folder the pipeline never reads. Deterministic for a seed.")
     p.add_argument("--patients", type=int, default=10_000, help="number of patients (default 10000)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--out", required=True, help="output folder (replaced if it exists)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier phm synth output (replaced "
+                   "whole); a folder holding anything else is refused")
     p.add_argument("--profile", default="england", help="ethnicity profile: england (default) or diverse_urban")
     p.add_argument("--pcns", type=int, help="number of PCNs (default: patients / 40,000, rounded up)")
     p.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="file format (default parquet)")
@@ -516,6 +518,11 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     extract = out / "extract"
+    if (out / "phm.duckdb").exists() and not (extract / "truth" / "planted.json").is_file():
+        # a demo's run publishes synthetic lists under a throwaway key and signs off as a demo
+        # reviewer: never into the folder of a real run (an ICB's --out given by mistake)
+        raise ConfigError(f"--out {out}: holds a phm run that is not a demo's (no synthetic extract in "
+                          f"{extract}): the demo would publish synthetic lists there; give a new folder")
     _progress(f"demo: generating {args.patients:,} synthetic patients into {extract}")
     generate(SynthConfig(patients=args.patients, seed=args.seed, pcns=args.pcns), extract)
     own_key = bool(os.environ.get(KEY_VARIABLE))

@@ -315,6 +315,7 @@ def generate(config: SynthConfig, out_dir: Path) -> dict:
     their own streams), so the same config always gives byte-identical files: reordering the
     steps, or the draws within one, changes every extract made after it."""
     config.validate()
+    check_replaceable(Path(out_dir))  # before the work: a mistyped --out must not lose a real folder
     out_dir = Path(out_dir)
     ctx = _Context.of(config)
     practices = _practices(ctx)
@@ -1192,6 +1193,20 @@ def _issue_antiplatelets(ctx: _Context, people: _People, health: _Health, outcom
     baseline_day = W0 + (own.uniform(size=n) * (E - W0)).astype(np.int64)
     start = np.where(prevalent, diagnosed.cvd_day + 7, np.where(new, outcomes.d_cvd + 7, baseline_day))
     repeats(prevalent | new | baseline, start, "antiplatelets", jitter=own)
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """The output folder is replaced whole, so it must be new, empty, or an extract this
+    generator wrote (its ``truth/planted.json``): never, say, an ICB's output folder or a real
+    extract given by mistake."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: not a folder")
+    if any(out_dir.iterdir()) and not (out_dir / "truth" / "planted.json").is_file():
+        raise ConfigError(f"--out {out_dir}: the folder exists and is not a synthetic extract (no "
+                          "truth/planted.json), and phm synth replaces its output folder whole: give a new or "
+                          "empty folder")
 
 
 def _fresh_folder(out_dir: Path) -> None:

@@ -388,3 +388,38 @@ def test_hospital_records_are_an_optional_table_with_their_own_errors_and_change
     right = (joined["ethnic_category"] == joined["ethnicity_true"]).mean()
     assert 0.75 < right < 0.90  # the hospital's own recording errors (HOSPITAL_RECORDING: 19% of records)
     assert set(hospital["ethnic_category"]) >= {"Z", "99", "X"}
+
+
+def test_synth_replaces_only_a_new_or_empty_folder_or_its_own_output(tmp_path, capsys):
+    """--out is replaced whole: an ICB's output folder or a real extract given by mistake is
+    refused, naming it, and left as it was."""
+    from cli.main import main
+    from phm.exceptions import ConfigError
+    from phm.synth import check_replaceable
+
+    real = tmp_path / "QXX"
+    real.mkdir()
+    (real / "phm.duckdb").write_bytes(b"an ICB's database")
+    assert main(["synth", "--patients", "50", "--out", str(real)]) == 2
+    assert f"--out {real}: the folder exists and is not a synthetic extract" in capsys.readouterr().err
+    assert (real / "phm.duckdb").read_bytes() == b"an ICB's database"
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty")
+    check_replaceable(tmp_path / "new")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        check_replaceable(tmp_path / "file")
+    generate(SynthConfig(patients=50, seed=1), tmp_path / "synthetic")
+    generate(SynthConfig(patients=50, seed=2), tmp_path / "synthetic")  # its own output: replaced
+    assert SynthConfig.planted_in(tmp_path / "synthetic").seed == 2
+
+
+def test_demo_refuses_a_folder_that_holds_a_real_run(tmp_path, capsys):
+    from cli.main import main
+
+    real = tmp_path / "QXX"
+    real.mkdir()
+    (real / "phm.duckdb").write_bytes(b"an ICB's database")
+    assert main(["demo", "--out", str(real), "--patients", "50"]) == 2
+    assert "holds a phm run that is not a demo's" in capsys.readouterr().err
+    assert sorted(p.name for p in real.iterdir()) == ["phm.duckdb"]
