@@ -518,7 +518,7 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     extract = out / "extract"
-    if (out / "phm.duckdb").exists() and not (extract / "truth" / "planted.json").is_file():
+    if (out / "phm.duckdb").exists() and not (extract / "truth").is_dir():
         # a demo's run publishes synthetic lists under a throwaway key and signs off as a demo
         # reviewer: never into the folder of a real run (an ICB's --out given by mistake)
         raise ConfigError(f"--out {out}: holds a phm run that is not a demo's (no synthetic extract in "

@@ -1197,16 +1197,15 @@ def _issue_antiplatelets(ctx: _Context, people: _People, health: _Health, outcom
 
 def check_replaceable(out_dir: Path) -> None:
     """The output folder is replaced whole, so it must be new, empty, or an extract this
-    generator wrote (its ``truth/planted.json``): never, say, an ICB's output folder or a real
+    generator wrote (its ``truth/`` folder): never, say, an ICB's output folder or a real
     extract given by mistake."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: not a folder")
-    if any(out_dir.iterdir()) and not (out_dir / "truth" / "planted.json").is_file():
-        raise ConfigError(f"--out {out_dir}: the folder exists and is not a synthetic extract (no "
-                          "truth/planted.json), and phm synth replaces its output folder whole: give a new or "
-                          "empty folder")
+    if any(out_dir.iterdir()) and not (out_dir / "truth").is_dir():  # (made first: an interrupted one has it)
+        raise ConfigError(f"--out {out_dir}: the folder exists and is not a synthetic extract (no truth/), and "
+                          "phm synth replaces its output folder whole: give a new or empty folder")
 
 
 def _fresh_folder(out_dir: Path) -> None:
