@@ -437,8 +437,11 @@ def add_deploy(sub) -> None:
                        description="Register the deployments declared in --file (one [[deployment]] per "
                        "ICB: icb, extract, out, config, cron, timezone; see flows/deployments.py) on the "
                        "Prefect server at PREFECT_API_URL, in a 'process' work pool (created if missing). "
-                       "Registering again updates them. Then start a worker: prefect worker start --pool "
-                       "<pool>. See docs/scheduling.md.")
+                       "Registering again updates them. Before registering anything it reads each ICB's config "
+                       "as its runs will and checks the server answers; it warns of a missing extract folder, an "
+                       "unwritable out folder and deployments in the pool the file no longer names (they keep "
+                       "their schedules). Then start a worker: prefect worker start --pool <pool>. See "
+                       "docs/scheduling.md.")
     p.add_argument("--file", required=True, help="deployments file (TOML)")
     p.set_defaults(func=cmd_deploy)
 
