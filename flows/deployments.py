@@ -237,6 +237,13 @@ def site_warnings(specs: list[DeploymentSpec]) -> list[str]:
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             warnings.append(f"{name}: out {spec.out}: {existing} is not a folder this user can write to: its "
                             "scheduled runs fail unless the worker runs as a user who can")
+        # the deployment's paths win over the configuration's, as the command line's do in phm run:
+        # say so where they differ, or an edit to [run] extract would seem to move the ICB's runs
+        run = icb_config(spec.config, spec.icb, name).run
+        for key, configured, used in (("extract", run.extract, spec.extract), ("out", run.out, spec.out)):
+            if configured is not None and Path(configured) != Path(used):
+                warnings.append(f"{name}: {spec.config}: [run] {key} = {str(configured)!r} is not used: the "
+                                f"deployment's {key} ({used}) is")
     return warnings
 
 

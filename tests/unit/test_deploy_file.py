@@ -154,6 +154,19 @@ def test_phm_deploy_warns_of_an_extract_folder_not_there_and_an_output_folder_it
         assert f"out {locked / 'QYY'}: {locked} is not a folder this user can write to" in warnings[1]
 
 
+def test_phm_deploy_says_when_a_configurations_paths_are_not_the_ones_used(tmp_path):
+    """The deployment's extract and out win, as --extract and --out do in phm run: a [run] extract
+    in the ICB's configuration that differs is named, or editing it would seem to move the runs."""
+    (tmp_path / "extract").mkdir()
+    config = tmp_path / "QXX.toml"
+    config.write_text(f'[run]\nextract = "/data/extracts/QXX/old"\nout = "{tmp_path / "out"}"\n')
+    text = (f'[[deployment]]\nicb = "QXX"\nextract = "{tmp_path / "extract"}"\nout = "{tmp_path / "out"}"\n'
+            f'config = "{config}"\n')
+    _, specs = read_deployments(write(tmp_path, text))
+    assert site_warnings(specs) == [f"phm-scheduled-run/phm-QXX: {config}: [run] extract = '/data/extracts/QXX/old' "
+                                    f"is not used: the deployment's extract ({tmp_path / 'extract'}) is"]
+
+
 def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
     with run_lock(tmp_path / "out"):
         with pytest.raises(DatabaseError, match="another phm run .* is using this output folder"):
