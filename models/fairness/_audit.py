@@ -77,6 +77,7 @@ from models.fairness._cells import (
     to_cells,
 )
 from models.fairness._settings import AuditSettings
+from phm.disclosure import SUPPRESSED_BELOW as _SUPPRESSED_BELOW
 
 MEASURES = 4  # blood pressure, BMI, cholesterol ratio, HbA1c: see _need.py
 
@@ -261,6 +262,27 @@ class GroupResults:
         order = RATIO_FIGURES[self.kind]
         found = {f: e for (c, f), e in self.estimates.items() if c == comparison}
         return [(f, found[f]) for f in order if f in found] + [(f, e) for f, e in found.items() if f not in order]
+
+
+def _small(count: int | None) -> bool:
+    return count is not None and 0 < count < _SUPPRESSED_BELOW
+
+
+# disclosure control of a grouping's counts (docs/fairness.md, "Disclosure control"): here, beside the
+# results, as both the report (_report.py) and the gate's withheld tests (_gate.py) apply it
+def secondary_suppression(rows: list[GroupResults]) -> dict[int, set[str]]:
+    """For each row (by index), the counts to suppress beyond 1-7: where exactly one cell of a
+    grouping has a given count suppressed, the next smallest non-zero cell's count too."""
+    extra: dict[int, set[str]] = {i: set() for i in range(len(rows))}
+    names = {k for r in rows for k, _ in r.counts.items() if k != Count.NEED_SUM}
+    for name in names:
+        values = [(r.counts.get(name), i) for i, r in enumerate(rows)]
+        primary = [i for v, i in values if _small(v)]
+        if len(primary) == 1 and len(rows) > 1:
+            others = sorted((v, i) for v, i in values if v and i not in primary)
+            if others:
+                extra[others[0][1]].add(name)
+    return extra
 
 
 def groupings_for(columns: list[str]) -> list[Grouping]:

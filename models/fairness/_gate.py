@@ -57,9 +57,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from models.fairness._audit import Compared, Estimate, Figure, GroupResults, ScoreAudit
+from models.fairness._audit import (
+    Compared,
+    Count,
+    Estimate,
+    Figure,
+    GroupResults,
+    ScoreAudit,
+    secondary_suppression,
+)
 from models.fairness._recording import exact_p_value, standardised_ratio
 from models.fairness._settings import GATE_LEVELS, AuditSettings, Block, SignOff
+from phm.disclosure import MEANS_FROM, WITHHELD, significant, small
 
 # check -> (which population, the figure itself (None) or compared with what, the figure, which side is harm)
 CHECKS = {
@@ -129,6 +138,11 @@ class GateTest:
     small: bool = False
     verdict: str = "PASS"  # PASS, WARN or FAIL
     pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
+    # the test's figures rest on a count of 1-7 (the group's patients or outcomes, its true positives,
+    # the reference's, a recording check's observed count): judged all the same, but its estimate,
+    # p-values and detectable ratio are withheld wherever it is published (the count could be solved
+    # back from them: an observed / expected times the expected is the observed count)
+    withheld: bool = False
 
     @property
     def judged(self) -> bool:
@@ -142,6 +156,30 @@ class GateTest:
                 "p_value": r(self.p_value, 6), "adjusted_p_value": r(self.adjusted_p, 6),
                 "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict,
                 **({"pooled": self.pooled} if self.pooled is not None else {})}
+
+    def published(self) -> dict:
+        """``as_dict`` as it may leave the pipeline (the report's JSON and HTML, MLflow): the figures
+        to 3 significant figures, and none at all where the test is ``withheld`` (the verdict stays)."""
+        out = self.as_dict()
+        out["withheld"] = self.withheld
+        if self.withheld:
+            out.update({"estimate": None, "shrunk": None, "p_value": None, "adjusted_p_value": None,
+                        "minimum_detectable_ratio": None, "withheld_reason": WITHHELD})
+            if self.pooled is not None:
+                out["pooled"] = {"pooled": [{"outcome": p["outcome"], "check": p["check"]} for p in self.pooled["pooled"]],
+                                 "pooled_fails": self.pooled["pooled_fails"],
+                                 "degrees_of_freedom": self.pooled["degrees_of_freedom"]}
+            return out
+        out["estimate"] = {k: significant(v) for k, v in out["estimate"].items()}
+        for key in ("shrunk", "minimum_detectable_ratio"):
+            out[key] = significant(out[key])
+        if self.pooled is not None:
+            pooled = dict(self.pooled)
+            pooled["pooled"] = [{**p, "ratio": significant(p["ratio"])} for p in pooled["pooled"]]
+            pooled["own_ratio"] = significant(pooled["own_ratio"])
+            pooled["own_ratio_interval"] = [significant(x) for x in pooled["own_ratio_interval"]]
+            out["pooled"] = pooled
+        return out
 
 
 @dataclass
@@ -352,10 +390,33 @@ def _population(audit: ScoreAudit, kind: str) -> GroupResults | None:
     return next(iter(audit.by_group("population", kind)), None)
 
 
+def _rests_on_few(check: str, row: GroupResults, reference: GroupResults | None, estimate: Estimate,
+                  secondary: dict[str, set[str]]) -> bool:
+    """Does the test's figure rest on a count of 1-7, or on one the report suppresses to protect
+    another cell (``secondary``: group -> its counts suppressed so)? The group's patients and outcomes
+    always; the sensitivity ratio also on the group's and the reference's true positives and missed
+    outcomes; a recording check (a standardised count) on its observed count. Such a test is judged
+    all the same (``GateTest.withheld``: only what is published changes)."""
+    names = [Count.PATIENTS, Count.EVENTS]
+    rows = [row]
+    if check == "sensitivity ratio":
+        names += [Count.TRUE_POSITIVES, Count.MISSED]
+        rows += [reference] if reference is not None else []
+    for r in rows:
+        if any(small(r.counts.get(n)) or n in secondary.get(r.labels["group"], ()) for n in names):
+            return True
+    return estimate.counted and small(round(estimate.observed))
+
+
 def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
     tests, exact = [], {}
     groups = {"performance": _groups(audit, "performance"), "selection": _groups(audit, "selection")}
     populations = {"performance": _population(audit, "performance"), "selection": _population(audit, "selection")}
+    # the counts the report suppresses beyond 1-7 (secondary suppression of the ethnicity grouping)
+    secondary = {}
+    for kind, rows in groups.items():
+        extra = secondary_suppression(list(rows.values()))
+        secondary[kind] = {name: extra[i] for i, name in enumerate(rows)}
     for check, (kind, compared, figure, side) in CHECKS.items():
         if check == "need-adjusted selection" and settings.fail_when_over_served:
             side = "both"
@@ -367,7 +428,9 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
             estimate = row.figure(figure) if compared is None else row.compared(compared, figure)
             if estimate is None:
                 continue
-            test = GateTest(audit.name, group, check, side, margin, estimate, small=row.too_small)
+            test = GateTest(audit.name, group, check, side, margin, estimate, small=row.too_small,
+                            withheld=_rests_on_few(check, row, groups[kind].get(settings.reference_group), estimate,
+                                                   secondary[kind]))
             test.log_value, test.se = _log_and_se(estimate, settings.level)
             if not (math.isfinite(test.se) and math.isfinite(test.log_value)):
                 test.log_value, test.se = _count_based(check, row, groups[kind].get(settings.reference_group),
@@ -491,7 +554,9 @@ def _pooled_recording(tests: list[GateTest], outcomes: list[str], settings: Audi
                             shrunk=math.exp(shrunk[i]), shrunk_se=float(shrunk_se[i]), p_value=float(p_values[i]),
                             adjusted_p=float(adjusted[i]),
                             detectable=_detectable(se, "above", margin, alpha, settings.power),
-                            small=any(t.small for t in own))
+                            small=any(t.small for t in own),
+                            # the pool lists each outcome's ratio: withheld if any of them, or the pool, rests on 1-7
+                            withheld=any(t.withheld for t in evidence[group]) or small(round(estimate.observed)))
             # the guard: an outcome whose own evidence says its recording is no worse is not blocked
             test.verdict = "FAIL" if fails and own_log > 0 else "PASS"
             test.pooled = {
@@ -521,9 +586,13 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
         what = CHECK_WORDS[t.check]
         low, high = t.margin
         shrunk = f"; {t.shrunk:.2f} after shrinkage" if settings.shrinkage and math.isfinite(t.shrunk) else ""
+        # a test resting on a count of 1-7 states its verdict, not its figures (GateTest.withheld)
+        value = f"is {_fmt(t.estimate)}{shrunk}" if not t.withheld else \
+            f"({WITHHELD} patients or outcomes: its figures are withheld)"
+        adjusted = f"{family}-adjusted p = {t.adjusted_p:.2g}" if not t.withheld else f"{family}-adjusted"
         if t.verdict == "FAIL":
-            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: surely beyond the margin "
-                       f"{low:.2f}-{high:.2f} ({family}-adjusted p = {t.adjusted_p:.2g})")
+            message = (f"{outcome}: {what} for {t.group} {value}: surely beyond the margin "
+                       f"{low:.2f}-{high:.2f} ({adjusted})")
             if t.check == "label choice":
                 message += (f"; label-choice check: at the same score, {t.group} patients are sicker than the "
                             "score says: their outcomes may be under-recorded, so the model under-rates them")
@@ -537,6 +606,11 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                             "diagnosis code more often than others of the same age: their diagnoses are known and "
                             "treated but not coded, so the labels (and any model trained on them) under-state "
                             "their need")
+            elif t.check == POOLED_CHECK and t.withheld:
+                message = (f"{outcome}: {what} for {t.group} {value}: surely beyond the margin {high:.2f} "
+                           f"({adjusted}, over the groups); label-choice check: {t.group} patients' known (treated) "
+                           "diagnoses are coded less completely than others' at the same age across this record's "
+                           f"outcomes, so {outcome}'s labels (and any model trained on them) under-state their need")
             elif t.check == POOLED_CHECK:
                 pooled = ", ".join(f"{p['outcome']} {p['ratio']:.2f}" for p in t.pooled["pooled"])
                 low_own, high_own = t.pooled["own_ratio_interval"]
@@ -549,8 +623,8 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                            f"the same age across this record's outcomes, so {outcome}'s labels (and any model trained "
                            "on them) under-state their need")
         else:
-            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: beyond the margin "
-                       f"{low:.2f}-{high:.2f}, but not surely ({family}-adjusted p = {t.adjusted_p:.2g})")
+            message = (f"{outcome}: {what} for {t.group} {value}: beyond the margin "
+                       f"{low:.2f}-{high:.2f}, but not surely ({adjusted})")
         findings.append(Finding(t.verdict, t.check, outcome, t.group, message))
     performance, selection = _groups(audit, "performance"), _groups(audit, "selection")
     for group in sorted(set(performance) | set(selection)):
@@ -563,7 +637,8 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
             if sel is not None:
                 sizes.append(f"{_size(sel.counts.patients)} patients now")
             detectable = [f"{t.check} {t.detectable:.2f}" for t in result.tests
-                          if t.group == group and math.isfinite(t.detectable) and t.check != POOLED_CHECK]
+                          if t.group == group and math.isfinite(t.detectable) and t.check != POOLED_CHECK
+                          and not t.withheld]
             can = ("; it is judged all the same, and the smallest effects it could show are ratios of "
                    + ", ".join(detectable)) if detectable else "; too few to estimate any ratio"
             findings.append(Finding("WARN", "too small to judge", outcome, group,
@@ -572,10 +647,13 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
         if sel is not None and group != settings.reference_group:
             completeness = sel.ratio_to_reference(Figure.MEASUREMENT_COMPLETENESS)
             if completeness is not None and completeness.value < settings.ratio_band[0]:
+                # a mean of fewer than MEANS_FROM patients is not published (docs/fairness.md, "Disclosure control")
+                times = f"{_fmt(completeness)} times as often as" if sel.counts.patients >= MEANS_FROM else \
+                    f"less often than (the figure is withheld: fewer than {MEANS_FROM} patients)"
                 findings.append(Finding(
                     "WARN", "measurement gap", outcome, group,
                     f"{outcome}: measurements (blood pressure, BMI, cholesterol, HbA1c) are recorded for "
-                    f"{group} patients {_fmt(completeness)} times as often as for {settings.reference_group}: "
+                    f"{group} patients {times} for {settings.reference_group}: "
                     "their scores rest more on defaulted inputs"))
     if missing_ethnicity_share is not None and missing_ethnicity_share > settings.max_ethnicity_missing:
         findings.append(Finding(
