@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,21 +36,28 @@ from models.fairness._audit import (
     Figure,
     GroupResults,
     ScoreAudit,
+    _small,
+    secondary_suppression,
 )
 from models.fairness._gate import GateResult, worst
 from models.fairness._metrics import wilson_interval
 from models.fairness._quality import EthnicityQuality
 from models.fairness._settings import AuditSettings
 from phm import png
-from phm.disclosure import SUPPRESSED_BELOW, suppress
+from phm.disclosure import MEANS_FROM, SUPPRESSED_BELOW, WITHHELD, significant, small, suppress
 
 PLOT_MIN_PATIENTS = 100
-SMALL_CELL = 100  # means of cells with fewer patients are withheld
-MEANS = (Figure.MEAN_NEED,)
+SMALL_CELL = MEANS_FROM  # means of cells with fewer patients are withheld
+# means over a cell's patients: mean need, and measurement completeness (the mean of 0-4 measurements
+# recorded, over 4: times 4 x patients it is a count)
+MEANS = (Figure.MEAN_NEED, Figure.MEASUREMENT_COMPLETENESS)
 DISCLOSURE_NOTE = ("Counts: 1-7 suppressed (null), others rounded to the nearest 5, with secondary suppression "
                    "where one cell of a grouping alone is suppressed; shares and proportions are computed from the "
-                   "rounded counts; a group's figures are withheld where a count they rest on is 1-7, and means "
-                   f"of cells under {SMALL_CELL} patients are withheld.")
+                   "rounded counts; a group's figures are withheld where a count they rest on is 1-7 or suppressed "
+                   "(an observed / expected or a recording check's ratio where its observed count is 1-7; a gate "
+                   "test's figures where its group, outcomes or true positives are), and means of cells under "
+                   f"{SMALL_CELL} patients are withheld; other figures computed from exact counts are given to 3 "
+                   "significant figures.")
 FIGURE_NAMES = {
     Figure.OUTCOME_RATE: "recorded outcome rate", Figure.MEAN_PREDICTED_RISK: "mean predicted risk",
     Figure.OBSERVED_EXPECTED: "observed / expected", Figure.CALIBRATION_SLOPE: "calibration slope",
@@ -71,28 +79,28 @@ FIGURE_NAMES = {
 RESTS_ON = {
     Figure.SELECTION_RATE: (Count.SELECTED,), Figure.SENSITIVITY: (Count.TRUE_POSITIVES, Count.MISSED),
     Figure.FALSE_NEGATIVE_RATE: (Count.TRUE_POSITIVES, Count.MISSED),
-    Figure.PPV: (Count.TRUE_POSITIVES, Count.SELECTED), Figure.NEED_ADJUSTED_SELECTION: (Count.SELECTED,),
+    Figure.PPV: (Count.TRUE_POSITIVES, Count.SELECTED),
+    # share selected over share of recorded outcomes
+    Figure.NEED_ADJUSTED_SELECTION: (Count.SELECTED, Count.EVENTS),
+    Figure.LIST_OVER_HIGH_NEED_SHARE: (Count.SELECTED, Count.HIGH_NEED),
+    # the outcomes over those expected: times the expected (mean predicted risk x patients) it is the count
+    Figure.OBSERVED_EXPECTED: (Count.EVENTS,), Figure.NEED_ADJUSTED_SELECTION_VS_SCORE: (Count.EVENTS,),
+}
+
+
+# figures that are a group's share of one count over its share of another (``_audit._share_ratio``):
+# (part / population's part) / (need / population's need), every term a count. Published from the
+# rounded counts, as the proportions are; at 5 decimals from the exact ones they named the exact counts.
+SHARE_RATIOS = {
+    Figure.NEED_ADJUSTED_SELECTION: (Count.SELECTED, Count.EVENTS),
     Figure.LIST_OVER_HIGH_NEED_SHARE: (Count.SELECTED, Count.HIGH_NEED),
 }
 
 
-def _small(count: int | None) -> bool:
-    return count is not None and 0 < count < SUPPRESSED_BELOW
-
-
-def secondary_suppression(rows: list[GroupResults]) -> dict[int, set[str]]:
-    """For each row (by index), the counts to suppress beyond 1-7: where exactly one cell of a
-    grouping has a given count suppressed, the next smallest non-zero cell's count too."""
-    extra: dict[int, set[str]] = {i: set() for i in range(len(rows))}
-    names = {k for r in rows for k, _ in r.counts.items() if k != Count.NEED_SUM}
-    for name in names:
-        values = [(r.counts.get(name), i) for i, r in enumerate(rows)]
-        primary = [i for v, i in values if _small(v)]
-        if len(primary) == 1 and len(rows) > 1:
-            others = sorted((v, i) for v, i in values if v and i not in primary)
-            if others:
-                extra[others[0][1]].add(name)
-    return extra
+def published_estimate(estimate: Estimate) -> dict:
+    """An estimate computed from exact counts as it may leave the pipeline: 3 significant figures
+    (phm/disclosure.py, ``significant``)."""
+    return {k: significant(v) for k, v in estimate.as_dict().items()}
 
 
 # an interval narrower than this on the log scale has no sampling variation to test against: the
@@ -117,16 +125,25 @@ def label_choice_test(need: Estimate) -> dict | None:
 
 
 def group_json(row: GroupResults, population_patients: int | None, secondary: set[str] = frozenset(),
-               level: float = 0.95) -> dict:
-    """``population_patients``: the grouping's total as published (rounded)."""
-    withheld = _small(row.counts.patients) or _small(row.counts.events)
+               level: float = 0.95, population_counts: dict[str, int | None] | None = None) -> dict:
+    """``population_patients``: the grouping's total as published (rounded); ``population_counts``:
+    the grouping's totals of the other counts as published (for ``SHARE_RATIOS``; without them
+    those figures are withheld)."""
+    # every figure of a group rests on its patients: withheld with them when they are suppressed to
+    # protect another cell (secondary suppression), as when they are 1-7
+    withheld = _small(row.counts.patients) or _small(row.counts.events) or Count.PATIENTS in secondary
     published = {k: (None if k in secondary else suppress(v)) for k, v in row.counts.items() if k != Count.NEED_SUM}
     out = {"group": row.labels, "too_small_to_judge": row.too_small, "withheld": withheld, "counts": published}
     if withheld:
         return out
-    hidden = {name for name, counts in RESTS_ON.items() if any(_small(row.counts.get(c)) for c in counts)}
+    # withheld where a count it rests on is 1-7, or suppressed to protect another cell (secondary)
+    hidden = {name for name, counts in RESTS_ON.items()
+              if any(_small(row.counts.get(c)) or c in secondary for c in counts)}
     if row.counts.patients < SMALL_CELL:
         hidden |= set(MEANS)
+    # a standardised count (the recording checks: observed over expected, with the exact interval of
+    # the observed count): the interval's width alone gives the count back
+    hidden |= {name for name, estimate in row.figures() if estimate.counted and small(round(estimate.observed))}
 
     def proportion(name: str, estimate):
         numerator, denominator = (published.get(c) for c in PROPORTIONS[name])
@@ -135,6 +152,18 @@ def group_json(row: GroupResults, population_patients: int | None, secondary: se
         low, high = wilson_interval(numerator, denominator, level)
         return {"value": round(numerator / denominator, 4), "low": round(float(low), 4), "high": round(float(high), 4)}
 
+    def share_ratio(name: Figure, estimate: Estimate):
+        """The share ratio from the published counts; its bootstrap interval moved with it."""
+        part, need = SHARE_RATIOS[name]
+        totals = population_counts or {}
+        terms = (published.get(part), totals.get(part), published.get(need), totals.get(need))
+        if any(not t for t in terms) or not (math.isfinite(estimate.value) and estimate.value > 0):
+            return None
+        value = (terms[0] / terms[1]) / (terms[2] / terms[3])
+        scale = value / estimate.value
+        return {"value": significant(value), "low": significant(estimate.low * scale),
+                "high": significant(estimate.high * scale)}
+
     def shown(figures: list[tuple[Figure, object]], rounded_proportions: bool = False) -> dict:
         out = {}
         for k, v in figures:
@@ -142,8 +171,10 @@ def group_json(row: GroupResults, population_patients: int | None, secondary: se
                 out[k.value] = None
             elif rounded_proportions and k in PROPORTIONS and all(c in published for c in PROPORTIONS[k]):
                 out[k.value] = proportion(k, v)
+            elif rounded_proportions and k in SHARE_RATIOS:
+                out[k.value] = share_ratio(k, v)
             else:
-                out[k.value] = v.as_dict()
+                out[k.value] = published_estimate(v)
         return out
 
     patients = published.get("patients")
@@ -157,7 +188,7 @@ def group_json(row: GroupResults, population_patients: int | None, secondary: se
     if test is not None:
         out["label_choice_test"] = test
     if row.need_by_decile:
-        out["need_by_score_decile"] = [None if n < SUPPRESSED_BELOW else v
+        out["need_by_score_decile"] = [None if n < SUPPRESSED_BELOW else significant(v)
                                        for v, n in zip(row.need_by_decile, row.patients_by_decile, strict=True)]
     return out
 
@@ -165,8 +196,10 @@ def group_json(row: GroupResults, population_patients: int | None, secondary: se
 def grouping_json(groups: list[GroupResults], level: float = 0.95) -> list[dict]:
     """The published figures of one grouping's groups (``ScoreAudit.by_group``)."""
     population = suppress(sum(g.counts.patients for g in groups))
+    totals = {c: suppress(sum(g.counts.get(c) or 0 for g in groups)) for c in {c for pair in SHARE_RATIOS.values()
+                                                                               for c in pair}}
     secondary = secondary_suppression(groups)
-    return [group_json(g, population, secondary[i], level) for i, g in enumerate(groups)]
+    return [group_json(g, population, secondary[i], level, totals) for i, g in enumerate(groups)]
 
 
 @dataclass
@@ -218,7 +251,7 @@ class AuditReport:
                          "blocked": g.block.as_dict() if g.block is not None else None,
                          "ranks_list": decision.ranks_list(g.outcome),
                          "findings": [f.as_dict() for f in g.findings],
-                         "tests": [t.as_dict() for t in g.tests]} for g in self.gates}},
+                         "tests": [t.published() for t in g.tests]} for g in self.gates}},
             "scores": {},
         }
         if decision.standards:
@@ -228,7 +261,7 @@ class AuditReport:
                      "need_measure": audit.need_description,
                      **{kind: {name: grouping_json(audit.by_group(name, kind), self.settings.level)
                                for name in audit.groupings(kind)} for kind in ("performance", "selection")},
-                     "population_need_by_score_decile": audit.population_need_by_decile}
+                     "population_need_by_score_decile": [significant(v) for v in audit.population_need_by_decile]}
             if audit.name in self.detailed:
                 d = self.detailed[audit.name]
                 entry["detailed_categories"] = {
@@ -236,7 +269,7 @@ class AuditReport:
                     "selection": grouping_json(d.by_group("ethnicity", "selection"))}
             out["scores"][audit.name] = entry
         if self.quality is not None:
-            out["ethnicity_data_quality"] = [_quality_json(r) for r in self.quality.rows]
+            out["ethnicity_data_quality"] = [_quality_json(r, self.settings.level) for r in self.quality.rows]
         if self.uptake is not None:
             out["uptake_of_invitations"] = {"about": UPTAKE_NOTE, "rows": self.uptake}
         return out
@@ -251,12 +284,21 @@ class AuditReport:
         return json_path, html_path
 
 
-def _quality_json(row) -> dict:
-    withheld = any(0 < v < SUPPRESSED_BELOW for v in row.counts.values()) or 0 < row.patients < SUPPRESSED_BELOW
-    out = {"level": row.level, "unit": row.unit, "patients": suppress(row.patients)}
-    out["shares"] = {k: None if (0 < row.counts[k] < SUPPRESSED_BELOW or withheld and row.patients < SUPPRESSED_BELOW)
-                     else {"value": round(v, 4), "low": round(lo, 4), "high": round(hi, 4)}
-                     for k, (v, lo, hi) in row.shares.items()}
+def _quality_json(row, level: float = 0.95) -> dict:
+    """A unit's ethnicity recording shares, each the rounded count over the rounded patients with the
+    Wilson interval of those (the exact shares, at 4 decimals, gave the exact counts back); withheld
+    (None) where the count or the unit's patients are 1-7."""
+    patients = suppress(row.patients)
+    out = {"level": row.level, "unit": row.unit, "patients": patients}
+    shares = {}
+    for k in row.shares:
+        count = suppress(row.counts[k])
+        if count is None or not patients:
+            shares[k] = None
+            continue
+        low, high = wilson_interval(count, patients, level)
+        shares[k] = {"value": round(count / patients, 4), "low": round(float(low), 4), "high": round(float(high), 4)}
+    out["shares"] = shares
     return out
 
 
@@ -435,9 +477,10 @@ def _tests(report: AuditReport, settings: AuditSettings) -> dict:
     rows = []
     for gate in report.gates:
         for t in gate.tests:
-            d = t.as_dict()
+            d = t.published()  # a test resting on a count of 1-7: its verdict, its figures withheld
             rows.append({"outcome": t.outcome, "group": t.group + (" (small)" if t.small else ""), "check": t.check,
-                         "side": t.side, "estimate": _estimate(d["estimate"]), "shrunk": _num(d["shrunk"]),
+                         "side": t.side, "estimate": WITHHELD if t.withheld else _estimate(d["estimate"]),
+                         "shrunk": _num(d["shrunk"]),
                          "margin": f"{t.margin[0]:.2f}-{t.margin[1]:.2f}", "p_value": _num(d["p_value"]),
                          "adjusted_p_value": _num(d["adjusted_p_value"]),
                          "minimum_detectable_ratio": _num(d["minimum_detectable_ratio"]), "verdict": t.verdict})
@@ -447,14 +490,21 @@ def _tests(report: AuditReport, settings: AuditSettings) -> dict:
 
 
 def _standards(data: dict) -> list[dict]:
-    """Do no harm: per outcome, the trained model against the validated score."""
+    """Do no harm: per outcome, the trained model against the validated score. A group whose figures
+    rest on a count of 1-7 has one row saying so (its figures are withheld)."""
     out = []
     for outcome, c in (data.get("compared_with_standard") or {}).items():
-        rows = [{"group": g["group"], "patients": _count(g["patients"]), "events": _count(g["events"]),
-                 "figure": name, "model": _num(f["model"]), "standard": _num(f["standard"]),
-                 "difference": _num(f["difference"]), "low": _num(f["low"]), "high": _num(f["high"]),
-                 "judged": g["judged"], "model_worse": name in g["model_worse_on"]}
-                for g in c["groups"] for name, f in g["figures"].items()]
+        rows = []
+        for g in c["groups"]:
+            common = {"group": g["group"], "patients": _count(g["patients"]), "events": _count(g["events"]),
+                      "judged": g["judged"]}
+            if g.get("withheld"):
+                rows.append({**common, "figure": "every figure", "model": WITHHELD, "standard": None,
+                             "difference": None, "low": None, "high": None, "model_worse": bool(g["model_worse_on"])})
+                continue
+            rows += [{**common, "figure": name, "model": _num(f["model"]), "standard": _num(f["standard"]),
+                      "difference": _num(f["difference"]), "low": _num(f["low"]), "high": _num(f["high"]),
+                      "model_worse": name in g["model_worse_on"]} for name, f in g["figures"].items()]
         out.append({"outcome": outcome, "standard": c["standard"], "ranks_list": c["ranks_list"],
                     "reasons": c["reasons"], "rows": rows})
     return out
