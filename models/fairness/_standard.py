@@ -29,7 +29,9 @@ import polars as pl
 
 from models.fairness._gate import adjust
 from models.fairness._settings import AuditSettings
+from phm.disclosure import WITHHELD, significant, small, suppress
 
+SENSITIVITY = "sensitivity at the operating point"
 STANDARDS = {"cvd": "QRISK3-2017", "t2d": "QDiabetes-2018"}
 CHUNK = 100
 
@@ -42,14 +44,40 @@ class GroupComparison:
     judged: bool
     figures: dict[str, dict[str, float]] = field(default_factory=dict)  # figure -> model, standard, diff, low, high, p
     worse: list[str] = field(default_factory=list)  # figures where the model is surely worse
+    # each score's true positives at the operating point (exact; for what is published)
+    true_positives: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def withheld(self) -> bool:
+        """Do the group's figures rest on a count of 1-7 (its patients, its outcomes, either score's
+        true positives or missed outcomes)? A sensitivity k / n with a small k or n, or an observed /
+        expected with 1-7 observed, gives the count back: such a group's figures are not published
+        (it is still compared, and judged if large enough)."""
+        counts = [self.patients, self.events, *self.true_positives.values(),
+                  *(self.events - tp for tp in self.true_positives.values())]
+        return any(small(n) for n in counts)
+
+    def published(self) -> dict[str, dict[str, float | None]]:
+        """The figures as they may leave the pipeline: the sensitivities from the rounded counts
+        (rounded true positives over rounded outcomes, as the audit's tables give them), the rest to
+        3 significant figures; none where ``withheld``."""
+        if self.withheld:
+            return {}
+        out = {}
+        events = suppress(self.events)
+        for name, f in self.figures.items():
+            shown = {n: significant(v) for n, v in f.items()}
+            if name == SENSITIVITY and events and set(self.true_positives) == {"model", "standard"}:
+                model, standard = (suppress(self.true_positives[k]) / events for k in ("model", "standard"))
+                shown.update(model=round(model, 4), standard=round(standard, 4), difference=round(model - standard, 4))
+            out[name] = shown
+        return out
 
     def as_dict(self) -> dict:
-        from phm.disclosure import suppress
-
         return {"group": self.group, "patients": suppress(self.patients), "events": suppress(self.events),
-                "judged": self.judged, "figures": {k: {n: (None if not math.isfinite(v) else round(v, 4))
-                                                       for n, v in f.items()} for k, f in self.figures.items()},
-                "model_worse_on": self.worse}
+                "judged": self.judged, "withheld": self.withheld,
+                **({"withheld_reason": WITHHELD} if self.withheld else {}),
+                "figures": self.published(), "model_worse_on": self.worse}
 
 
 @dataclass
@@ -69,8 +97,13 @@ class StandardComparison:
     def reasons(self) -> list[str]:
         out = []
         for g in self.groups:
+            if g.withheld:  # judged, and worse, on figures resting on a count of 1-7: said without them
+                out += [f"{self.outcome}: for {g.group}, the trained model's {figure} is worse than {self.standard}'s "
+                        f"on the same validation patients ({WITHHELD}: the figures are withheld)" for figure in g.worse]
+                continue
+            published = g.published()
             for figure in g.worse:
-                f = g.figures[figure]
+                f = published[figure]
                 out.append(f"{self.outcome}: for {g.group}, the trained model's {figure} is worse than "
                            f"{self.standard}'s on the same validation patients (model {f['model']:.3f}, "
                            f"{self.standard} {f['standard']:.3f}; difference {f['difference']:+.3f}, "
@@ -151,10 +184,12 @@ def compare(frames: dict[str, pl.DataFrame], settings: AuditSettings) -> dict[st
                 reps[name].append(value[2])
         reps = {name: np.concatenate(v) for name, v in reps.items()}
         comparisons = []
-        counts = {"n": columns["n"] @ onehot, "y": y @ onehot}
+        counts = {"n": columns["n"] @ onehot, "y": y @ onehot, "model": columns["tp_model"] @ onehot,
+                  "standard": columns["tp_standard"] @ onehot}
         for i, group in enumerate(groups):
             judged = counts["n"][i] >= settings.min_patients and counts["y"][i] >= settings.min_events
-            comparison = GroupComparison(group, int(counts["n"][i]), int(counts["y"][i]), bool(judged))
+            comparison = GroupComparison(group, int(counts["n"][i]), int(counts["y"][i]), bool(judged),
+                                         true_positives={k: int(round(counts[k][i])) for k in ("model", "standard")})
             for name, (m, s, diff, worse_side) in observed.items():
                 samples = reps[name][:, i]
                 finite = samples[np.isfinite(samples)]
