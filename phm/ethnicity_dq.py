@@ -184,7 +184,9 @@ class Figure:
         out = {"count": count, "denominator": denominator, "withheld": withheld}
         if withheld or not denominator or (self.expected is not None and self.expected <= 0):
             return {**out, "value": None, "low": None, "high": None}
-        low, high = self.interval(level)
+        # the interval from the rounded counts too: the exact counts' Wilson (or exact Poisson) bounds,
+        # at 4 decimals, named the exact counts among the few the rounded ones allow
+        low, high = Figure(count, denominator, self.expected).interval(level)
         if self.expected is not None:  # a ratio: from the rounded count over the expected count
             value = count / self.expected if self.expected > 0 else None
             return {**out, "value": None if value is None else round(value, 3), "expected_share":
