@@ -39,7 +39,7 @@ from models.train import (
     Outcome,
     TrainingResult,
 )
-from phm.disclosure import show
+from phm.disclosure import WITHHELD, show, small
 from phm.exceptions import ConfigError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -342,8 +342,18 @@ def _plots(folder: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndar
     return paths
 
 
+def rests_on_few(validation: Validation) -> bool:
+    """Are the validation's outcomes, or its patients without one, 1-7? Its AUROC (a count of pairs
+    over outcomes x non-outcomes) and observed / expected (outcomes over a sum of risks) would then
+    give the count back: its figures are not logged."""
+    return small(validation.events) or small(validation.n - validation.events)
+
+
 def validation_metrics(prefix: str, validation: Validation) -> dict[str, float]:
-    """Metrics only: counts are logged separately, suppressed, as parameters."""
+    """Metrics only: counts are logged separately, suppressed, as parameters; none where they rest
+    on 1-7 outcomes (``rests_on_few``)."""
+    if rests_on_few(validation):
+        return {}
     return {f"{prefix}_{k}": float(v) for k, v in validation.as_dict().items()
             if k not in ("n", "events") and np.isfinite(v)}
 
@@ -460,7 +470,8 @@ def comparison_rows(result: TrainingResult) -> list[dict]:
         for label, v in entries:
             rows.append({"outcome": outcome_result.outcome.short, "model": label,
                          "patients": show(v.n), "events": show(v.events),
-                         **{k: round(float(x), 4) for k, x in v.as_dict().items() if k not in ("n", "events")}})
+                         **{k: None if rests_on_few(v) else round(float(x), 4)
+                            for k, x in v.as_dict().items() if k not in ("n", "events")}})
     return rows
 
 
@@ -475,6 +486,9 @@ def comparison_markdown(rows: list[dict], not_trained: tuple[str, ...] = ()) -> 
     lines = ["| outcome | model | patients | events | AUROC (95% CI) | Brier | cal. slope | cal. intercept | O/E (95% CI) |",
              "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
+        if r["auroc"] is None:  # resting on 1-7 outcomes (rests_on_few)
+            lines.append(f"| {r['outcome']} | {r['model']} | {r['patients']} | {r['events']} | {WITHHELD} | | | | |")
+            continue
         lines.append(
             f"| {r['outcome']} | {r['model']} | {r['patients']} | {r['events']} | "
             f"{r['auroc']:.3f} ({r['auroc_ci_low']:.3f}-{r['auroc_ci_high']:.3f}) | {r['brier']:.4f} | "

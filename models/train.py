@@ -62,6 +62,7 @@ from models.metrics import Validation, observed_expected, ten_to_horizon, valida
 from models.score_patients import score_features
 from models.scores import ethnic_log_hr, qdiabetes_model_index
 from models.training_data import TrainingData
+from phm.disclosure import show
 from phm.ethnicity import BROAD_GROUPS
 from phm.exceptions import ConfigError, TooLittleData
 
@@ -418,7 +419,8 @@ def train_outcome(frame: pl.DataFrame, outcome: Outcome, config: TrainingConfig,
         filled = None  # (imputer, training rows, validation rows): see _filled_once
         for kind in config.model_kinds:
             if progress:
-                progress(f"{outcome.short}: fitting {kind} ({variant}) on {y_train.size:,} patients")
+                # a line on the terminal and the Prefect log: the count suppressed, as every count printed
+                progress(f"{outcome.short}: fitting {kind} ({variant}) on {show(y_train.size)} patients")
             t = time.perf_counter()
             estimator = make_model(kind, variant, config.seed, outcome, config.horizon_years)
             x_fit, x_predict = x_train, x_valid
