@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from phm.disclosure import SUPPRESSED_BELOW, suppress
+from phm.disclosure import SUPPRESSED_BELOW, significant, suppress
 from phm.ethnicity import (
     ANY_OTHER_CATEGORIES,
     BROAD_GROUPS,
@@ -267,7 +267,7 @@ class EthnicityDQ:
             "rule": {"alpha": self.alpha, "family": "practices x indicators, Holm", "judged": self.judged,
                      "min_practices": self.min_practices},
             "flags": [{"practice": labels.get(j.unit, j.unit), "indicator": j.indicator, "direction": j.direction,
-                       "typical": round(j.typical, 4), "z": round(j.z, 2), "p_adjusted": round(j.p_adjusted, 4)}
+                       "typical": significant(j.typical), "z": round(j.z, 2), "p_adjusted": round(j.p_adjusted, 4)}
                       for j in self.flags],
             "units": [u.published(self.level) for u in self.units],
         }
