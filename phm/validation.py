@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phm.collector import frozen_meanwhile
+from phm.disclosure import suppress
 from phm.exceptions import ValidationError
 
 # GX phones home unless told not to; this must be set before great_expectations is imported.
@@ -347,15 +348,29 @@ ROW_LEVEL_RESULT_KEYS = ("unexpected_list", "partial_unexpected_list", "partial_
                          "partial_unexpected_index_list", "unexpected_index_list", "details")
 
 
+# Counts of rows a result keeps: suppressed as every count that leaves the pipeline (the Data Docs
+# are a file outside the database: 3 rows breaking 'date of birth after the extract date' is a count
+# of 1-7); the percentages beside them would give them back, and go.
+COUNT_RESULT_KEYS = ("observed_value", "element_count", "unexpected_count", "missing_count")
+PERCENT_RESULT_KEYS = ("unexpected_percent", "unexpected_percent_total", "unexpected_percent_nonmissing",
+                       "missing_percent")
+
+
 def _scrub_stored_results(context) -> None:
-    """Rewrite every stored validation result without row-level values, before the Data Docs
-    are built from them (GX writes each result when it is run)."""
+    """Rewrite every stored validation result without row-level values and with its counts
+    suppressed, before the Data Docs are built from them (GX writes each result when it is run;
+    the ingest's own outcomes were read from the results before)."""
     store = context.validation_results_store
     for key in store.list_keys():
         stored = store.get(key)
         for r in stored.results:
-            for name in ROW_LEVEL_RESULT_KEYS:
-                (r.result or {}).pop(name, None)
+            result = r.result or {}
+            for name in ROW_LEVEL_RESULT_KEYS + PERCENT_RESULT_KEYS:
+                result.pop(name, None)
+            for name in COUNT_RESULT_KEYS:
+                value = result.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    result[name] = suppress(value)
         store.set(key, stored)
 
 

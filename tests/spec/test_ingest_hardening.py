@@ -158,6 +158,11 @@ def test_nothing_under_the_docs_folder_keeps_a_rejected_value(tmp_path):
     written = [p for p in docs.rglob("*") if p.is_file()]
     assert any("validations" in p.parts for p in written)  # the results are there, scrubbed
     assert not [p for p in written if b"9434765919" in p.read_bytes()]
+    # ... and its counts suppressed: the one row that broke a rule is a count of 1-7
+    observed = [r["result"].get("observed_value") for p in written if "validations" in p.parts and p.suffix == ".json"
+                for r in json.loads(p.read_text())["results"]]
+    assert observed and None in observed and all(v is None or v == 0 or v % 5 == 0 for v in observed), observed
+    assert (docs / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()  # rendered
 
 
 def test_every_file_a_phm_command_writes_is_owner_only(tmp_path):
