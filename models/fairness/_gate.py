@@ -588,7 +588,7 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
         shrunk = f"; {t.shrunk:.2f} after shrinkage" if settings.shrinkage and math.isfinite(t.shrunk) else ""
         # a test resting on a count of 1-7 states its verdict, not its figures (GateTest.withheld)
         value = f"is {_fmt(t.estimate)}{shrunk}" if not t.withheld else \
-            f"({WITHHELD} patients or outcomes: its figures are withheld)"
+            f"({WITHHELD} patients, outcomes or true positives)"
         adjusted = f"{family}-adjusted p = {t.adjusted_p:.2g}" if not t.withheld else f"{family}-adjusted"
         if t.verdict == "FAIL":
             message = (f"{outcome}: {what} for {t.group} {value}: surely beyond the margin "
