@@ -126,3 +126,19 @@ def test_a_small_audit_publishes_nothing_that_gives_a_count_back(tmp_path):
     for f in gate.findings:
         if any(t.withheld and (t.check, t.group) == (f.rule, f.group) for t in gate.tests):
             assert "95% CI" not in f.message and WITHHELD in f.message
+
+
+def test_a_validation_with_1_to_7_outcomes_logs_no_figure_to_mlflow():
+    """An AUROC is a count of pairs over outcomes x non-outcomes, an O/E the outcomes over a sum of
+    risks: with 1-7 outcomes either gives the count back."""
+    from models.metrics import Validation
+    from models.tracking import comparison_markdown, validation_metrics
+
+    few = Validation(400, 5, 0.8, 0.7, 0.9, 0.01, 1.0, 0.0, 1.1, 0.5, 2.0)
+    enough = Validation(400, 40, 0.8, 0.7, 0.9, 0.01, 1.0, 0.0, 1.1, 0.9, 1.3)
+    assert validation_metrics("val", few) == {} and validation_metrics("val", enough)["val_auroc"] == 0.8
+    row = {"outcome": "cvd", "model": "m", "patients": "400", "events": "[suppressed]",
+           **{k: None for k in ("auroc", "auroc_ci_low", "auroc_ci_high", "brier", "calibration_slope",
+                                "calibration_intercept", "observed_expected", "observed_expected_ci_low",
+                                "observed_expected_ci_high")}}
+    assert WITHHELD in comparison_markdown([row])
