@@ -563,7 +563,8 @@ def _quality(data: dict) -> list[dict] | None:
 
 UPTAKE_NOTE = ("Of the patients listed at practices that returned outcomes (phm outcomes), the share "
                "contacted and the share who attended, by the group they were listed as; 95% Wilson intervals; "
-               "counts 1-7 suppressed, others rounded to 5; shares withheld where a count is 1-7.")
+               "counts 1-7 suppressed, others rounded to 5; shares from the rounded counts, withheld where a count "
+               "is 1-7.")
 
 
 def _uptake(data: dict) -> list[dict] | None:
