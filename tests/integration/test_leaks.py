@@ -258,6 +258,14 @@ def count_leaks(report: dict) -> list[str]:
                     true_positives = sensitivity[who] * g["events"]
                     if abs(true_positives - 5 * round(true_positives / 5)) > g["events"] * 1e-4 + 0.01:
                         leaks.append(f"{where}: {who} sensitivity {sensitivity[who]} is not from the rounded counts")
+    # uptake of invitations: shares from the rounded counts (share x rounded listed = a multiple of 5)
+    for r in (report.get("uptake_of_invitations") or {}).get("rows", []):
+        for name in ("contacted_share", "attended_share"):
+            share = r.get(name)
+            if share and share.get("value") is not None and r["listed"]:
+                count = share["value"] * r["listed"]
+                if abs(count - 5 * round(count / 5)) > r["listed"] * 5e-5 + 0.01:
+                    leaks.append(f"uptake/{r['grouping']}/{r['group']}: {name} {share} from an exact count")
     # ethnicity recording shares: from the rounded counts (share x rounded patients = a multiple of 5)
     for r in report.get("ethnicity_data_quality", []):
         for name, share in r["shares"].items():
