@@ -40,7 +40,8 @@ some would fire on fair data by chance. So the gate is one family of tests (docs
    pooled over outcomes)". It adds no WARN: the checks it pools show their own.
 
 WARN when a (shrunk) point estimate is beyond the margin but the test does not reject; when a
-group is small (fewer than ``min_patients`` patients or ``min_events`` outcomes: judged all
+group is surely served beyond the margin on the side that is not harm, by its own estimate
+(``_surely_served_beyond``); when a group is small (fewer than ``min_patients`` patients or ``min_events`` outcomes: judged all
 the same, and its minimum detectable effect is named); when more than ``max_ethnicity_missing``
 of patients have no ethnicity recorded; when a group's measurements are recorded much less often
 than the reference group's.
@@ -137,6 +138,7 @@ class GateTest:
     detectable: float = float("nan")  # minimum detectable ratio (on the harmful side)
     small: bool = False
     verdict: str = "PASS"  # PASS, WARN or FAIL
+    served_beyond: bool = False  # a WARN for the side that is not harm (_surely_served_beyond)
     pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
     # the test's figures rest on a count of 1-7 (the group's patients or outcomes, its true positives,
     # the reference's, a recording check's observed count): judged all the same, but its estimate,
@@ -456,6 +458,22 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
     return tests
 
 
+def _surely_served_beyond(t: GateTest, alpha: float) -> bool:
+    """Beyond the margin on the side that is not harm (a group served beyond its share), surely:
+    by the group's own estimate at ``alpha``, and still beyond after shrinkage.
+
+    The group's own evidence decides, not the shrunk estimate's: where the groups' estimates agree
+    within chance, shrinkage pulls every group to their common mean with that mean's small standard
+    error, and testing that would call every group "surely" beyond whatever its own figure (the
+    demo's T2D sensitivity ratios: Mixed 0.78 (0.00-1.62) became "1.66 after shrinkage", one of six
+    such WARNs). The groups it displaces show their own low ratios."""
+    if t.side == "both" or not (math.isfinite(t.shrunk) and math.isfinite(t.log_value)):
+        return False
+    safe_side = "above" if t.side == "below" else "below"
+    beyond = t.shrunk > t.margin[1] if safe_side == "above" else t.shrunk < t.margin[0]
+    return beyond and _p_value(t.log_value, t.se, safe_side, t.margin) <= alpha
+
+
 def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
               missing_ethnicity_share: float | None) -> list[GateResult]:
     """Every outcome's gate result from one family of tests over all of them."""
@@ -474,15 +492,12 @@ def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
         p = t.adjusted_p
         harmful = (t.side in ("below", "both") and t.shrunk < t.margin[0]) or \
             (t.side in ("above", "both") and t.shrunk > t.margin[1])
-        # beyond the margin on the side that is not harm (a group served beyond its share): a
-        # WARN only when surely so; the groups it displaces show their own low ratios
-        safe_side = "above" if t.side == "below" else "below"
-        surely_beyond_safe_side = t.side != "both" and _p_value(
-            math.log(max(t.shrunk, FLOOR)), t.shrunk_se, safe_side, t.margin) <= alpha
         if math.isfinite(p) and p <= alpha and harmful:
             t.verdict = "FAIL"
-        elif harmful or surely_beyond_safe_side:
+        elif harmful:
             t.verdict = "WARN"
+        elif _surely_served_beyond(t, alpha):
+            t.verdict, t.served_beyond = "WARN", True
     if settings.pool_recording:
         # after every other test is judged, in a family of its own: nothing above moves
         for result, tests in zip(results, _pooled_recording(all_tests, [a.name for a in audits], settings),
@@ -622,6 +637,11 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                            f"{t.group} patients' known (treated) diagnoses are coded less completely than others' at "
                            f"the same age across this record's outcomes, so {outcome}'s labels (and any model trained "
                            "on them) under-state their need")
+        elif t.served_beyond:
+            side = f"above {high:.2f}" if t.side == "below" else f"below {low:.2f}"
+            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: surely {side}, the side "
+                       f"that is not harm: {t.group} is served beyond the margin, and the groups it displaces "
+                       "show their own ratios")
         else:
             message = (f"{outcome}: {what} for {t.group} {value}: beyond the margin "
                        f"{low:.2f}-{high:.2f}, but not surely ({adjusted})")
