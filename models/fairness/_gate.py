@@ -639,7 +639,7 @@ def _findings(audit: ScoreAudit, result: GateResult, settings: AuditSettings,
                            "on them) under-state their need")
         elif t.served_beyond:
             side = f"above {high:.2f}" if t.side == "below" else f"below {low:.2f}"
-            message = (f"{outcome}: {what} for {t.group} is {_fmt(t.estimate)}{shrunk}: surely {side}, the side "
+            message = (f"{outcome}: {what} for {t.group} {value}: surely {side}, the side "
                        f"that is not harm: {t.group} is served beyond the margin, and the groups it displaces "
                        "show their own ratios")
         else:
