@@ -139,6 +139,9 @@ class GateTest:
     small: bool = False
     verdict: str = "PASS"  # PASS, WARN or FAIL
     served_beyond: bool = False  # a WARN for the side that is not harm (_surely_served_beyond)
+    # the bootstrap's interval collapsed, and the log ratio and its standard error are read from the
+    # counts instead (_count_based): evidence of harm, never of a group served beyond its share
+    count_based: bool = False
     pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
     # the test's figures rest on a count of 1-7 (the group's patients or outcomes, its true positives,
     # the reference's, a recording check's observed count): judged all the same, but its estimate,
@@ -264,11 +267,16 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
         return math.log((c.events + 0.5) / (expected + 0.5)), math.sqrt(1 / (c.events + 0.5))
     if check == "sensitivity ratio" and reference is not None:
         r = reference.counts
-        log = math.log((c.true_positives + 0.5) / (c.events + 0.5)) - \
-            math.log((r.true_positives + 0.5) / (r.events + 0.5))
-        var = 1 / (c.true_positives + 0.5) - 1 / (c.events + 0.5) + \
-            1 / (r.true_positives + 0.5) - 1 / (r.events + 0.5)
-        return log, math.sqrt(max(var, 1e-12))
+        if not c.events or not r.events:
+            # no recorded outcome, no sensitivity: nothing to judge. (With 0.5 added to 0 of 0 it
+            # read as 1, and the group's share of the variance, 1 / 0.5 - 1 / 0.5, vanished: a
+            # ratio of 1 over the reference's sensitivity, with the reference's small standard
+            # error, drew every other group to it in the shrinkage and was "surely above" the
+            # margin: the 12,000-patient demo's CVD, "Black is nan (95% CI nan-nan); 3.00 after
+            # shrinkage: surely above 1.25".)
+            return float("nan"), float("nan")
+        return _log_sensitivity(c) - _log_sensitivity(r), \
+            math.sqrt(_log_sensitivity_variance(c) + _log_sensitivity_variance(r))
     if check == "need-adjusted selection" and population is not None:
         # (the group's share of the expected outcomes) / (its share of the recorded ones): the
         # selected shares cancel (_audit.audit_performance); the expected counts are the score's
@@ -279,6 +287,19 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
         log = math.log(expected / population_expected) - math.log((c.events + 0.5) / p.events)
         return log, math.sqrt(1 / (c.events + 0.5))
     return float("nan"), float("nan")
+
+
+def _log_sensitivity(counts) -> float:
+    """log of true positives over recorded outcomes with the Haldane-Anscombe correction (0.5
+    added to the true positives and to the missed), so that none of all, or all of a few, is a
+    finite figure with a finite variance."""
+    return math.log((counts.true_positives + 0.5) / (counts.events + 1))
+
+
+def _log_sensitivity_variance(counts) -> float:
+    """Its delta-method variance, 1 / (tp + 0.5) - 1 / (n + 1): above 0 even where every outcome
+    was selected (3 of 3 is not a sensitivity known to be 1)."""
+    return 1 / (counts.true_positives + 0.5) - 1 / (counts.events + 1)
 
 
 def _exact_from_validation(check: str, side: str, margin: tuple[float, float], row: GroupResults,
@@ -437,6 +458,7 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
             if not (math.isfinite(test.se) and math.isfinite(test.log_value)):
                 test.log_value, test.se = _count_based(check, row, groups[kind].get(settings.reference_group),
                                                        populations[kind])
+                test.count_based = True
             if math.isfinite(test.se):
                 tests.append(test)
                 exact[id(test)] = _exact_from_validation(check, side, margin, row, populations[kind])
@@ -466,8 +488,13 @@ def _surely_served_beyond(t: GateTest, alpha: float) -> bool:
     within chance, shrinkage pulls every group to their common mean with that mean's small standard
     error, and testing that would call every group "surely" beyond whatever its own figure (the
     demo's T2D sensitivity ratios: Mixed 0.78 (0.00-1.62) became "1.66 after shrinkage", one of six
-    such WARNs). The groups it displaces show their own low ratios."""
-    if t.side == "both" or not (math.isfinite(t.shrunk) and math.isfinite(t.log_value)):
+    such WARNs). The groups it displaces show their own low ratios.
+
+    Nor does a stand-in read from the counts where the bootstrap's interval collapsed
+    (``count_based``): it is there so that a group with no outcomes where many were expected is
+    still judged for harm, and a continuity correction is no evidence that a group with every one of
+    its two or three outcomes selected is served beyond its share."""
+    if t.side == "both" or t.count_based or not (math.isfinite(t.shrunk) and math.isfinite(t.log_value)):
         return False
     safe_side = "above" if t.side == "below" else "below"
     beyond = t.shrunk > t.margin[1] if safe_side == "above" else t.shrunk < t.margin[0]
