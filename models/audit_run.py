@@ -375,6 +375,11 @@ def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinne
                             add_cells([c.cells[outcome.short] for c in per_shard]), threshold, settings,
                             HIGH_NEED_FROM[outcome.short])
         audit.need_description = NEED_DESCRIPTIONS[outcome.short]
+        if version.tags.get("phm.variant") == "with_equity":  # the variant that carries the published effects
+            from models.train import PUBLISHED_GROUP_LOG_HR
+
+            audit.need_lacks_effect = {group: effect for group, effect in
+                                       PUBLISHED_GROUP_LOG_HR.get(outcome.short, {}).items() if effect}
         add_gap_figures(audit, gaps[outcome.short], settings.level)
         add_gap_figures(audit, treated[outcome.short], settings.level, Figure.TREATED_UNDIAGNOSED)
         detailed[outcome.short] = audit_score(

@@ -520,6 +520,12 @@ class ScoreAudit:
     population_need_by_decile: list[float]
     curves: Curves | None = None
     need_description: str = ""
+    # groups whose published ethnic effect (log hazard ratio) the score carries and its need measure
+    # cannot: hypertension's need is the blood pressure stage, and the model carries REGARDS's
+    # incidence effect for Black adults (models.train.PUBLISHED_GROUP_LOG_HR). At the same score such
+    # a group has less of that need by design; the label-choice check's other side shows the
+    # effect, not a group served beyond its share (_gate.judge_all)
+    need_lacks_effect: dict[str, float] = field(default_factory=dict)
 
     def audited(self, kind: str) -> bool:
         """Was this population audited (the validation patients may be absent)?"""

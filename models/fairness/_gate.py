@@ -142,6 +142,8 @@ class GateTest:
     # the bootstrap's interval collapsed, and the log ratio and its standard error are read from the
     # counts instead (_count_based): evidence of harm, never of a group served beyond its share
     count_based: bool = False
+    # why a test that would have WARNed does not (the reviewer reads it beside the verdict)
+    note: str = ""
     pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
     # the test's figures rest on a count of 1-7 (the group's patients or outcomes, its true positives,
     # the reference's, a recording check's observed count): judged all the same, but its estimate,
@@ -160,6 +162,7 @@ class GateTest:
                 "margin": list(self.margin), "estimate": self.estimate.as_dict(), "shrunk": r(self.shrunk),
                 "p_value": r(self.p_value, 6), "adjusted_p_value": r(self.adjusted_p, 6),
                 "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict,
+                **({"note": self.note} if self.note else {}),
                 **({"pooled": self.pooled} if self.pooled is not None else {})}
 
     def published(self) -> dict:
@@ -501,6 +504,17 @@ def _surely_served_beyond(t: GateTest, alpha: float) -> bool:
     return beyond and _p_value(t.log_value, t.se, safe_side, t.margin) <= alpha
 
 
+def _published_effect_note(group: str, effect: float) -> str:
+    """Why a group surely below the label-choice margin is no group served beyond: its need
+    measure cannot carry the group's published effect that the score carries (ScoreAudit.
+    need_lacks_effect). Without it every fair hypertension run WARNed for Black patients (the demo:
+    0.50, 95% CI 0.47-0.54), where the answer key puts their true risk at the same score at about
+    1.1 times the expected (docs/fairness.md, "The label-choice check")."""
+    return (f"below the margin as expected: the score carries {group} patients' published effect "
+            f"({math.exp(effect):.2f} times the hazard at the same readings), which the need measure "
+            "cannot; not a group served beyond its share")
+
+
 def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
               missing_ethnicity_share: float | None) -> list[GateResult]:
     """Every outcome's gate result from one family of tests over all of them."""
@@ -515,6 +529,7 @@ def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
         for t, p in zip(family, adjust(np.array([t.p_value for t in family]), settings.family_control), strict=True):
             t.adjusted_p = float(p)
     alpha = 1 - settings.level
+    lacks = {a.name: a.need_lacks_effect for a in audits}
     for t in all_tests:
         p = t.adjusted_p
         harmful = (t.side in ("below", "both") and t.shrunk < t.margin[0]) or \
@@ -524,7 +539,11 @@ def judge_all(audits: list[ScoreAudit], settings: AuditSettings,
         elif harmful:
             t.verdict = "WARN"
         elif _surely_served_beyond(t, alpha):
-            t.verdict, t.served_beyond = "WARN", True
+            effect = lacks.get(t.outcome, {}).get(t.group) if t.check == "label choice" else None
+            if effect is None:
+                t.verdict, t.served_beyond = "WARN", True
+            else:
+                t.note = _published_effect_note(t.group, effect)
     if settings.pool_recording:
         # after every other test is judged, in a family of its own: nothing above moves
         for result, tests in zip(results, _pooled_recording(all_tests, [a.name for a in audits], settings),

@@ -483,7 +483,8 @@ def _tests(report: AuditReport, settings: AuditSettings) -> dict:
                          "shrunk": _num(d["shrunk"]),
                          "margin": f"{t.margin[0]:.2f}-{t.margin[1]:.2f}", "p_value": _num(d["p_value"]),
                          "adjusted_p_value": _num(d["adjusted_p_value"]),
-                         "minimum_detectable_ratio": _num(d["minimum_detectable_ratio"]), "verdict": t.verdict})
+                         "minimum_detectable_ratio": _num(d["minimum_detectable_ratio"]), "verdict": t.verdict,
+                         "note": t.note})
     return {"family": "Holm" if settings.family_control == "holm" else "Benjamini-Hochberg",
             "family_error": f"{1 - settings.level:.0%}", "shrinkage": bool(settings.shrinkage),
             "power": f"{settings.power:.0%}", "rows": rows}

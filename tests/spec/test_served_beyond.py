@@ -62,3 +62,43 @@ def test_a_check_with_harm_either_way_has_no_other_side():
     (t,) = [t for t in _tests({"Asian": (3.0, 2.5, 3.6), "Black": (1.0, 0.9, 1.1), "Mixed": (1.0, 0.9, 1.1)},
                               side="both") if t.group == "Asian"]
     assert not _surely_served_beyond(t, ALPHA)
+
+
+def _carries_an_effect_its_need_lacks(n: int = 20_000, seed: int = 3):
+    """A score that is each patient's true risk, Black patients' 1.54 times at the same clinical
+    state (as the hypertension model carries REGARDS's published effect, and the generator's truth
+    has one), and a need that follows the clinical state alone (as the blood pressure stage does)."""
+    import polars as pl
+
+    from models.fairness import AuditSettings, audit_score
+
+    rng = np.random.default_rng(seed)
+    group = rng.choice(np.array(["White", "Asian", "Black"]), size=n, p=np.array([0.7, 0.2, 0.1]))
+    clinical = rng.normal(-3, 1, n)
+    risk = 1 / (1 + np.exp(-(clinical + np.where(group == "Black", 0.43, 0.0))))
+    frame = pl.DataFrame({"group": group, "sex": rng.choice(np.array(["female", "male"]), size=n),
+                          "imd_quintile": rng.integers(1, 6, n), "score": risk,
+                          "outcome": (rng.random(n) < risk).astype(np.int8),
+                          "need": rng.poisson(10 / (1 + np.exp(-clinical)))})
+    threshold = float(np.quantile(risk, 0.9))
+    frame = frame.with_columns((pl.col("score") >= threshold).alias("selected"))
+    columns = ["group", "imd_quintile", "sex", "score", "selected"]
+    settings = AuditSettings(replicates=300, seed=1)
+    return audit_score("hypertension", frame.select(*columns, "outcome"), frame.select(*columns, "need"), threshold,
+                       settings, 2), settings
+
+
+def test_a_published_effect_the_need_measure_cannot_carry_is_no_group_served_beyond():
+    from models.fairness import judge
+
+    audit, settings = _carries_an_effect_its_need_lacks()
+    gate = judge(audit, settings, 0.05)
+    (black,) = [t for t in gate.tests if t.group == "Black" and t.check == "label choice"]
+    assert black.estimate.value < BAND[0] and black.served_beyond and black.verdict == "WARN"  # as before
+    audit.need_lacks_effect = {"Black": 0.43}  # what the pipeline's audit sets for hypertension (models/audit_run.py)
+    gate = judge(audit, settings, 0.05)
+    (black,) = [t for t in gate.tests if t.group == "Black" and t.check == "label choice"]
+    assert black.verdict == "PASS" and not black.served_beyond and "1.54 times the hazard" in black.note
+    assert black.as_dict()["note"] == black.note
+    assert not [f for f in gate.findings if f.group == "Black" and f.rule == "label choice"]
+    assert gate.status != "FAIL"
