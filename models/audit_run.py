@@ -379,7 +379,7 @@ def _audit_outcomes(versions, cuts, validations, per_shard, gaps, treated, pinne
             from models.train import PUBLISHED_GROUP_LOG_HR
 
             audit.need_lacks_effect = {group: effect for group, effect in
-                                       PUBLISHED_GROUP_LOG_HR.get(outcome.short, {}).items() if effect}
+                                       PUBLISHED_GROUP_LOG_HR.get(outcome.short, {}).items() if effect > 0}
         add_gap_figures(audit, gaps[outcome.short], settings.level)
         add_gap_figures(audit, treated[outcome.short], settings.level, Figure.TREATED_UNDIAGNOSED)
         detailed[outcome.short] = audit_score(

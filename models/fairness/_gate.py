@@ -142,6 +142,9 @@ class GateTest:
     # the bootstrap's interval collapsed, and the log ratio and its standard error are read from the
     # counts instead (_count_based): evidence of harm, never of a group served beyond its share
     count_based: bool = False
+    # the sensitivity ratio's exact p of "not above the margin": the group's true positives against
+    # its outcomes at the margin times the reference's sensitivity (_served_beyond_exactly); NaN elsewhere
+    served_p: float = float("nan")
     # why a test that would have WARNed does not (the reviewer reads it beside the verdict)
     note: str = ""
     pooled: dict | None = None  # the pooled recording check only: what it pooled, heterogeneity, own estimate
@@ -162,6 +165,7 @@ class GateTest:
                 "margin": list(self.margin), "estimate": self.estimate.as_dict(), "shrunk": r(self.shrunk),
                 "p_value": r(self.p_value, 6), "adjusted_p_value": r(self.adjusted_p, 6),
                 "minimum_detectable_ratio": r(self.detectable), "small_group": self.small, "verdict": self.verdict,
+                **({"from_counts": True} if self.count_based else {}),
                 **({"note": self.note} if self.note else {}),
                 **({"pooled": self.pooled} if self.pooled is not None else {})}
 
@@ -290,6 +294,19 @@ def _count_based(check: str, row: GroupResults, reference: GroupResults | None,
         log = math.log(expected / population_expected) - math.log((c.events + 0.5) / p.events)
         return log, math.sqrt(1 / (c.events + 0.5))
     return float("nan"), float("nan")
+
+
+def _served_beyond_exactly(row: GroupResults, reference: GroupResults | None, margin: tuple[float, float]) -> float:
+    """The exact one-sided p that a group's sensitivity is no more than the margin times the
+    reference group's: its true positives of its recorded outcomes, binomial at that sensitivity
+    (the reference's, from hundreds of outcomes, taken as known). A group with two or three
+    outcomes, all selected, keeps a bootstrap interval whose width is the reference's alone (its
+    own sensitivity is 1 in every replicate): read as normal, 2 of 2 against White's 1/3 was
+    "surely above 1.25" (3.01, 2.76-3.30), where exactly P(2 of 2 | 0.42) = 0.17."""
+    if reference is None or not row.counts.events or not reference.counts.events:
+        return float("nan")
+    at_margin = min(1.0, margin[1] * reference.counts.true_positives / reference.counts.events)
+    return float(stats.binom.sf(row.counts.true_positives - 1, row.counts.events, at_margin))
 
 
 def _log_sensitivity(counts) -> float:
@@ -462,6 +479,8 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
                 test.log_value, test.se = _count_based(check, row, groups[kind].get(settings.reference_group),
                                                        populations[kind])
                 test.count_based = True
+            if check == "sensitivity ratio":
+                test.served_p = _served_beyond_exactly(row, groups[kind].get(settings.reference_group), margin)
             if math.isfinite(test.se):
                 tests.append(test)
                 exact[id(test)] = _exact_from_validation(check, side, margin, row, populations[kind])
@@ -501,7 +520,10 @@ def _surely_served_beyond(t: GateTest, alpha: float) -> bool:
         return False
     safe_side = "above" if t.side == "below" else "below"
     beyond = t.shrunk > t.margin[1] if safe_side == "above" else t.shrunk < t.margin[0]
-    return beyond and _p_value(t.log_value, t.se, safe_side, t.margin) <= alpha
+    own = _p_value(t.log_value, t.se, safe_side, t.margin)
+    if math.isfinite(t.served_p):  # a sensitivity ratio: the group's own counts, exactly, as well
+        own = max(own, t.served_p)
+    return beyond and own <= alpha
 
 
 def _published_effect_note(group: str, effect: float) -> str:

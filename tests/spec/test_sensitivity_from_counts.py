@@ -82,3 +82,50 @@ def test_a_stand_in_from_the_counts_never_warns_of_a_group_served_beyond():
     assert _surely_served_beyond(t, ALPHA)
     t.count_based = True
     assert not _surely_served_beyond(t, ALPHA)
+
+
+def _small_groups_audit():
+    """White's sensitivity about a third; Asian with 3 recorded outcomes, all selected; Other with 2,
+    both selected; Mixed with none; Black as White."""
+    import polars as pl
+
+    from models.fairness import AuditSettings, audit_score
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for group, patients in (("White", 6_000), ("Black", 1_500)):
+        risk = rng.beta(0.5, 6, patients)
+        frames.append(pl.DataFrame({"group": group, "score": risk, "outcome": (rng.random(patients) < risk)}))
+    for group, patients, outcomes in (("Asian", 60, 3), ("Other", 40, 2), ("Mixed", 50, 0)):
+        score = np.r_[np.full(outcomes, 0.9), rng.uniform(0.0, 0.02, patients - outcomes)]
+        frames.append(pl.DataFrame({"group": group, "score": score,
+                                    "outcome": np.r_[np.ones(outcomes, bool), np.zeros(patients - outcomes, bool)]}))
+    frame = pl.concat(frames).with_columns(
+        pl.col("outcome").cast(pl.Int8), sex=pl.lit("female"), imd_quintile=pl.lit(3),
+        need=pl.col("score") * 10)
+    threshold = float(frame["score"].quantile(0.9))
+    frame = frame.with_columns((pl.col("score") >= threshold).alias("selected"))
+    columns = ["group", "imd_quintile", "sex", "score", "selected"]
+    settings = AuditSettings(replicates=300, seed=1)
+    return audit_score("cvd", frame.select(*columns, "outcome"), frame.select(*columns, "need"), threshold, settings,
+                       2), settings
+
+
+def test_in_the_gate_a_few_outcomes_all_selected_are_not_a_group_served_beyond_and_none_is_no_test():
+    from models.fairness import judge
+
+    audit, settings = _small_groups_audit()
+    gate = judge(audit, settings, 0.05)
+    tests = {t.group: t for t in gate.tests if t.check == "sensitivity ratio"}
+    assert "Mixed" not in tests  # no recorded outcome: no sensitivity, no test
+    white = next(g for g in audit.by_group("ethnicity", "performance") if g.labels["group"] == "White").counts
+    assert 0.2 < white.true_positives / white.events < 0.5
+    # Other, 2 of 2: the bootstrap's interval is lost (no outcome in about e^-2 of the replicates),
+    # and the counts stand in
+    assert tests["Other"].count_based and tests["Other"].as_dict()["from_counts"]
+    # Asian, 3 of 3: an interval whose width is White's alone; exactly, P(3 of 3 | 1.25 x White's) > 5%
+    assert not tests["Asian"].count_based and tests["Asian"].served_p > ALPHA
+    assert _p_value(tests["Asian"].log_value, tests["Asian"].se, "above", BAND) <= ALPHA  # what the normal read said
+    for group in ("Asian", "Other"):
+        assert not tests[group].served_beyond and tests[group].verdict == "PASS", tests[group]
+    assert not [f for f in gate.findings if f.rule == "sensitivity ratio" and f.group in ("Asian", "Mixed", "Other")]
