@@ -655,7 +655,7 @@ def cmd_audit(args) -> int:
             if not getattr(args, option):
                 raise ConfigError(f"--scores needs --{option}")
         spec = TableSpec(Path(args.scores), args.group, args.score, args.outcome, args.need, args.top_k,
-                         args.threshold, args.high_need_from)
+                         args.threshold, args.high_need_from, args.score_kind)
         if spec.top_k is None and spec.threshold is None:
             raise ConfigError("give the operating point of the list: --top-k N or --threshold X")
         _progress(f"auditing {args.scores} by {args.group} ({settings.replicates:,} bootstrap replicates)")
@@ -690,8 +690,12 @@ def add_audit(sub) -> None:
     p.add_argument("--db", help="DuckDB file with features and trained models (phm train)")
     p.add_argument("--scores", help="a scored table (CSV or Parquet) to audit instead")
     p.add_argument("--group", help="with --scores: the group column (e.g. ethnicity)")
-    p.add_argument("--score", help="with --scores: the score column (a probability; a 0-100 percentile or "
-                   "any other score is converted, with a note)")
+    p.add_argument("--score", help="with --scores: the score column (a probability; a 0-100 percentage risk, "
+                   "a percentile or any other score is converted, with a note)")
+    p.add_argument("--score-kind", choices=("auto", "probability", "percentage", "rank"), default="auto",
+                   help="with --scores: how to read the score (default auto: 0-1 a probability; 0-100 a "
+                   "percentage risk, or a percentile when spread evenly over 0-100; anything else a rank). A "
+                   "rank (or percentile) is not judged on calibration or need-adjusted selection")
     p.add_argument("--outcome", help="with --scores: the recorded outcome column (0/1)")
     p.add_argument("--need", help="with --scores: a need count column (default: the outcome)")
     p.add_argument("--high-need-from", type=int, default=1, help="with --scores: need counted as high from (default 1)")

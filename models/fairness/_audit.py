@@ -526,6 +526,9 @@ class ScoreAudit:
     # a group has less of that need by design; the label-choice check's other side shows the
     # effect, not a group served beyond its share (_gate.judge_all)
     need_lacks_effect: dict[str, float] = field(default_factory=dict)
+    # False for a rank (a percentile, ``phm audit --scores``): its values are no risks, so the checks
+    # that read them as expected outcomes (_gate.RISK_CHECKS) are not judged
+    score_is_risk: bool = True
 
     def audited(self, kind: str) -> bool:
         """Was this population audited (the validation patients may be absent)?"""

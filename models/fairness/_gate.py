@@ -93,6 +93,8 @@ CHECK_WORDS = {
                                             "under-state need)",
 }
 POOLED_CHECK = "label choice (recording, pooled over outcomes)"
+# the checks that read the score's values as risks (expected outcomes): nothing to judge for a rank
+RISK_CHECKS = ("calibration", "need-adjusted selection")
 # the checks whose evidence is of the record's completeness (not of the score)
 RECORDING_CHECKS = ("label choice (diagnosis gap)", "label choice (treated, no diagnosis)")
 # what the pooled check pools: a diagnosis known (treated) and not coded is the coding failure, a
@@ -461,6 +463,8 @@ def _tests(audit: ScoreAudit, settings: AuditSettings) -> list[GateTest]:
         extra = secondary_suppression(list(rows.values()))
         secondary[kind] = {name: extra[i] for i, name in enumerate(rows)}
     for check, (kind, compared, figure, side) in CHECKS.items():
+        if check in RISK_CHECKS and not audit.score_is_risk:
+            continue
         if check == "need-adjusted selection" and settings.fail_when_over_served:
             side = "both"
         margin = (1 / settings.need_ratio_limit, settings.need_ratio_limit) if check.startswith("label choice") \

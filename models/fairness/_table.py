@@ -6,11 +6,17 @@ the top k rows or a threshold. ``imd_quintile`` and ``sex`` columns, when presen
 intersections; an ``age`` (or ``age_years``) column makes the label-choice check compare by age
 band too. Errors name the file, the column and the first bad row.
 
-A score that is not a probability is read, with a note in the output and the report:
-- a percentile or percentage (0-100, some value above 1): divided by 100;
-- anything else (negative values, or above 100): a rank score; it is converted to its
-  percentile within the table (0-1). Ranking, selection and the label-choice check do not
-  change; calibration (observed / expected) is then not meaningful and is not gated.
+A score that is not a probability is read, with a note in the output and the report
+(``read_score``; ``--score-kind`` says it outright where the reading would guess wrong):
+- a percentage risk (0-100, some value above 1, not spread evenly): divided by 100;
+- a percentile (0-100, spread evenly over the range, as a percentile of the table's own rows is:
+  Kolmogorov-Smirnov distance from the uniform under ``PERCENTILE_MAX_DISTANCE``), or anything
+  else (negative values, or above 100): a rank. It is converted to its percentile rank within the
+  table (0-1). Ranking, selection and the label-choice checks do not change; the checks that read
+  the score's values as risks (calibration, and need-adjusted selection over the score's
+  expectation) mean nothing for a rank and are not judged (``ScoreAudit.score_is_risk``). Read as
+  a percentage, a fair percentile table was refused on calibration for every group (observed /
+  expected 0.19-0.20: a percentile of 50 is no 50% risk).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class TableSpec:
     top_k: int | None = None
     threshold: float | None = None
     high_need_from: int = 1
+    score_kind: str = "auto"  # SCORE_KINDS: how to read the score's values (read_score)
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -86,28 +93,68 @@ def _numeric(frame: pl.DataFrame, path: Path, column: str, option: str) -> pl.Se
     return converted
 
 
-def as_probability(score: pl.Series, column: str) -> tuple[pl.Series, str | None]:
-    """The score as a probability, and a note saying how it was read (None when it was one)."""
+SCORE_KINDS = ("auto", "probability", "percentage", "rank")
+# A percentile of the table's own rows is as even as its ties allow (distance about 1 / rows; whole
+# percentiles 1-100 about 0.013); a percentage risk is skewed towards low values (a 2,000-patient
+# synthetic run's QRISK3 and QDiabetes 10-year risks: 0.69 and 0.81), and even a risk spread from 0
+# to 100% as a beta(2, 2) is 0.10 from the uniform.
+PERCENTILE_MAX_DISTANCE = 0.05
+
+
+def _distance_from_uniform(values: pl.Series) -> float:
+    """Kolmogorov-Smirnov distance of ``values`` (0-1) from the uniform distribution."""
+    from scipy import stats
+
+    return float(stats.kstest(values.to_numpy(), "uniform").statistic)
+
+
+def _as_rank(score: pl.Series) -> pl.Series:
+    return (score.rank("average") - 0.5) / score.len()
+
+
+def read_score(score: pl.Series, column: str, kind: str = "auto") -> tuple[pl.Series, str | None, bool]:
+    """The score on the 0-1 scale the audit reads, a note saying how it was read (None when it was
+    a probability), and whether its values are risks (False for a rank: ``ScoreAudit.score_is_risk``).
+    ``kind``: one of SCORE_KINDS; "auto" reads the values (module docstring)."""
+    if kind not in SCORE_KINDS:
+        raise ConfigError(f"--score-kind {kind!r}: one of {', '.join(SCORE_KINDS)}")
     low, high = score.min(), score.max()
-    if low >= 0 and high <= 1:
-        return score, None
-    if low >= 0 and high <= 100:
-        return score / 100, (f"column {column!r} is not a probability (values up to {high:g}): read as a "
-                             "percentage or percentile 0-100 and divided by 100")
-    ranked = (score.rank("average") - 0.5) / score.len()
-    return ranked, (f"column {column!r} is not a probability (values from {low:g} to {high:g}): converted to its "
-                    "percentile rank within the table; ranking and selection are unchanged, but calibration "
-                    "(observed / expected) is not meaningful for it and is not gated")
+    as_rank_note = ("ranking and selection are unchanged; calibration and need-adjusted selection read a score's "
+                    "values as risks, so they are not judged for it")
+    if kind == "probability" or (kind == "auto" and low >= 0 and high <= 1):
+        if low < 0 or high > 1:
+            raise ConfigError(f"--score-kind probability: column {column!r} has values from {low:g} to {high:g}, "
+                              "not 0-1")
+        return score, None, True
+    if kind == "percentage" or (kind == "auto" and low >= 0 and high <= 100
+                                and _distance_from_uniform(score / 100) > PERCENTILE_MAX_DISTANCE):
+        if low < 0 or high > 100:
+            raise ConfigError(f"--score-kind percentage: column {column!r} has values from {low:g} to {high:g}, "
+                              "not 0-100")
+        how = "given as a percentage" if kind == "percentage" else \
+            f"values up to {high:g}, not spread evenly over 0-100: read as a percentage risk"
+        return score / 100, (f"column {column!r} is not a probability ({how}) and is divided by 100; "
+                             "if it is a percentile or a rank, give --score-kind rank"), True
+    if kind == "rank":
+        how = "given as a rank"
+    elif high <= 100 and low >= 0:
+        how = (f"values spread evenly over 0-{high:g}, {_distance_from_uniform(score / 100):.3f} from the uniform: "
+               "read as a percentile")
+    else:
+        how = f"values from {low:g} to {high:g}"
+    return _as_rank(score), (f"column {column!r} is not a probability ({how}): converted to its percentile rank "
+                             f"within the table; {as_rank_note}; if it is a percentage risk, give --score-kind "
+                             "percentage"), False
 
 
-def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float]:
+def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float, str | None, bool]:
     frame = read_table(spec.path)
     if frame.is_empty():
         raise ConfigError(f"--scores {spec.path}: no rows")
     if spec.group not in frame.columns:
         raise ConfigError(f"--group {spec.group}: no such column in {spec.path} (columns: {', '.join(frame.columns)})")
     raw_score = _numeric(frame, spec.path, spec.score, "--score")
-    score, note = as_probability(raw_score, spec.score)
+    score, note, is_risk = read_score(raw_score, spec.score, spec.score_kind)
     outcome = _numeric(frame, spec.path, spec.outcome, "--outcome")
     row = _first_bad_row(~outcome.is_in([0.0, 1.0]))
     if row is not None:
@@ -139,11 +186,11 @@ def prepare(spec: TableSpec) -> tuple[pl.DataFrame, float]:
             raise ConfigError("give the operating point: --top-k N or --threshold X")
         # the threshold is on the score as given
         table = table.with_columns((raw_score >= threshold).alias("selected"))
-    return table, threshold, note
+    return table, threshold, note, is_risk
 
 
 def audit_table(spec: TableSpec, settings: AuditSettings, out_dir: Path, name: str = "score") -> AuditReport:
-    table, threshold, note = prepare(spec)
+    table, threshold, note, is_risk = prepare(spec)
     settings.validate()
     columns = [c for c in ("group", "imd_quintile", "sex") if c in table.columns]
     age = ["age"] if "age" in table.columns else []
@@ -151,11 +198,9 @@ def audit_table(spec: TableSpec, settings: AuditSettings, out_dir: Path, name: s
                         table.select(*columns, *age, "score", "selected", "need"), threshold, settings,
                         spec.high_need_from)
     audit.need_description = f"column {spec.need!r}" if spec.need else "the recorded outcome (no --need given)"
+    audit.score_is_risk = is_risk
     quality = ethnicity_quality(table.select("group"), settings.level)
     gate = judge_all([audit], settings, quality.missing_share)[0]
-    if note and "percentile rank" in note:  # calibration of a rank is meaningless: not gated
-        gate.tests = [t for t in gate.tests if t.check != "calibration"]
-        gate.findings = [f for f in gate.findings if f.rule != "calibration"]
     decision = decide([gate], settings.signoffs)
     report = AuditReport(f"Fairness audit of {spec.path.name}", settings, [audit], [gate], quality, {},
                          {name: {"table": spec.path.name, "score column": spec.score, "outcome column": spec.outcome}},

@@ -552,27 +552,69 @@ def obermeyer_table(n=20_000, seed=3, cost_factor=0.6) -> pl.DataFrame:
                          "high_cost": high_cost, "gagne_sum_t": conditions})
 
 
-def test_a_percentile_score_is_read_with_a_note_and_the_label_choice_case_fails(tmp_path, capsys):
+def test_a_percentile_score_is_read_as_a_rank_the_label_choice_case_fails_and_the_fair_table_passes(tmp_path, capsys):
+    """Issue 22: a score that is not a probability, such as a percentile from 0 to 100, is accepted
+    with a clear note, not refused. Read as a percentage (divided by 100), the fair table below was
+    refused on calibration for both groups (observed / expected 0.19 and 0.20): a percentile of 50
+    is no 50% risk."""
     from cli.main import main
 
+    audit = ["audit", "--group", "race", "--score", "risk_score_t", "--outcome", "high_cost", "--need", "gagne_sum_t",
+             "--top-k", "2000", "--reference", "White", "--replicates", "1000"]
     obermeyer_table().write_csv(tmp_path / "obermeyer.csv")
-    code = main(["audit", "--scores", str(tmp_path / "obermeyer.csv"), "--group", "race", "--score", "risk_score_t",
-                 "--outcome", "high_cost", "--need", "gagne_sum_t", "--top-k", "2000", "--reference", "White",
-                 "--replicates", "1000", "--out", str(tmp_path / "audit")])
+    code = main([*audit, "--scores", str(tmp_path / "obermeyer.csv"), "--out", str(tmp_path / "audit")])
     captured = capsys.readouterr()
-    assert "note: column 'risk_score_t' is not a probability" in captured.out and "divided by 100" in captured.out
+    assert "note: column 'risk_score_t' is not a probability" in captured.out
+    assert "read as a percentile" in captured.out and "--score-kind percentage" in captured.out
     assert code == 7
     assert "FAIL [label choice]" in captured.out and "Black" in captured.out
     data = json.loads((tmp_path / "audit" / "fairness_audit.json").read_text())
     assert data["notes"] and data["gate"]["exit_code"] == 7
     failed = [f for f in data["gate"]["outcomes"]["score"]["findings"] if f["level"] == "FAIL"]
     assert any(f["rule"] == "label choice" and f["group"] == "Black" for f in failed)
-    # the same table without the cost gap: no label-choice FAIL
+    # the same table without the cost gap passes: nothing judges a percentile as a risk
     obermeyer_table(cost_factor=1.0).write_csv(tmp_path / "fair.csv")
-    main(["audit", "--scores", str(tmp_path / "fair.csv"), "--group", "race", "--score", "risk_score_t",
-          "--outcome", "high_cost", "--need", "gagne_sum_t", "--top-k", "2000", "--reference", "White",
-          "--replicates", "1000", "--out", str(tmp_path / "fair")])
-    assert "FAIL [label choice]" not in capsys.readouterr().out
+    assert main([*audit, "--scores", str(tmp_path / "fair.csv"), "--out", str(tmp_path / "fair")]) == 0
+    out = capsys.readouterr().out
+    assert "fairness audit: PASS" in out and "[calibration]" not in out
+    fair = json.loads((tmp_path / "fair" / "fairness_audit.json").read_text())
+    assert fair["gate"]["exit_code"] == 0
+
+
+def test_a_percentage_risk_is_divided_by_100_and_judged_on_calibration(tmp_path):
+    """A risk in percent (QRISK3's 10-year risk as a GP system shows it) stays a risk: divided by
+    100, calibration judged. Told that a percentile is a percentage (``score_kind``), the audit
+    judges its calibration too, and the fair percentile table fails it."""
+    from models.fairness._table import TableSpec, audit_table
+
+    table = simulate(n=5_000, under_predicted={"Black": 2.0})
+    table.with_columns(pl.col("score") * 100).write_csv(tmp_path / "percent.csv")
+    report = audit_table(TableSpec(tmp_path / "percent.csv", "group", "score", "outcome", top_k=500),
+                         AuditSettings(), tmp_path / "o")
+    assert "read as a percentage risk" in report.notes[0] and "divided by 100" in report.notes[0]
+    calibration = {t.group: t for t in report.gates[0].tests if t.check == "calibration"}
+    # half the true risk: observed / expected about 2, judged (at 500 Black patients, not surely)
+    assert calibration["Black"].estimate.value > 1.5 and calibration["Black"].verdict != "PASS"
+    assert {t.check for t in report.gates[0].tests} >= {"calibration", "need-adjusted selection"}
+
+    obermeyer_table(n=5_000, cost_factor=1.0).write_csv(tmp_path / "fair.csv")
+    told = audit_table(TableSpec(tmp_path / "fair.csv", "race", "risk_score_t", "high_cost", need="gagne_sum_t",
+                                 top_k=500, score_kind="percentage"), AuditSettings(reference_group="White"),
+                       tmp_path / "told")
+    assert "given as a percentage" in told.notes[0]
+    assert any(t.check == "calibration" and t.verdict == "FAIL" for t in told.gates[0].tests)
+
+
+def test_a_score_kind_that_does_not_fit_the_values_is_an_error_naming_the_column(tmp_path):
+    from models.fairness._table import TableSpec, audit_table
+
+    obermeyer_table(n=500).write_csv(tmp_path / "t.csv")
+    with pytest.raises(ConfigError, match=r"--score-kind probability: column 'risk_score_t' has values from .* not 0-1"):
+        audit_table(TableSpec(tmp_path / "t.csv", "race", "risk_score_t", "high_cost", top_k=50,
+                              score_kind="probability"), AuditSettings(), tmp_path / "o")
+    with pytest.raises(ConfigError, match="--score-kind 'odds': one of auto, probability, percentage, rank"):
+        audit_table(TableSpec(tmp_path / "t.csv", "race", "risk_score_t", "high_cost", top_k=50, score_kind="odds"),
+                    AuditSettings(), tmp_path / "o")
 
 
 def test_a_score_that_is_no_probability_nor_percentile_is_ranked_and_not_judged_on_calibration(tmp_path):
@@ -583,7 +625,7 @@ def test_a_score_that_is_no_probability_nor_percentile_is_ranked_and_not_judged_
     report = audit_table(TableSpec(tmp_path / "t.csv", "group", "score", "outcome", top_k=500), AuditSettings(),
                          tmp_path / "o")
     assert "percentile rank" in report.notes[0]
-    assert not any(t.check == "calibration" for t in report.gates[0].tests)
+    assert not any(t.check in ("calibration", "need-adjusted selection") for t in report.gates[0].tests)
     assert report.audits[0].by_group("population")[0].counts.selected == 500
 
 
