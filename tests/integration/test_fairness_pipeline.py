@@ -2,8 +2,8 @@
 
 Each scenario generates an extract, ingests it, builds features, trains the models and audits
 them with the default rules (1,000 bootstrap replicates). (No planted bias, judged against the
-generator's truth on three seeds and both profiles, is in the truth tests on branch gate-truth,
-which fail today: docs/fairness.md says how.)
+generator's truth on three seeds and both profiles, is tests/integration/test_gate_truth.py; how
+often the gate is right over many seeds, docs/fairness.md "The gate's error rates".)
 - outcomes under-recorded for Black African patients (coded at 60%): FAIL, naming their group and the
   label-choice check, exit code 7, 'champion' not moved; a named reviewer signs it off with
   phm review, which MLflow records, and only then can the model be scored;
