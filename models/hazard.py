@@ -52,6 +52,8 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import PoissonRegressor
 from sklearn.pipeline import Pipeline
 
+from models.impute import FILLED, READINGS
+
 # Comparator log hazards are clipped to this range: 10-year risks from 0.01% to 99%.
 _MIN_LOG_HAZARD, _MAX_LOG_HAZARD = np.log(-np.log1p(-1e-4) / 10), np.log(-np.log1p(-0.99) / 10)
 OFFSET_INPUT = "comparator_log_hazard"
@@ -85,7 +87,7 @@ class HorizonHazardModel(BaseEstimator):
                  group_column: str | None = None, group_log_hr: dict[str, float] | None = None,
                  unknown_column: str | None = None, ethnic_terms: np.ndarray | None = None,
                  group_is_input: bool = False, prior_sd: float | None = None, imputer=None,
-                 group_prior_sd: float | None = None):
+                 group_prior_sd: float | None = None, reads_fills: bool = True):
         self.regressor = regressor
         self.horizon_years = horizon_years
         self.comparator = comparator
@@ -97,6 +99,7 @@ class HorizonHazardModel(BaseEstimator):
         self.prior_sd = prior_sd
         self.imputer = imputer
         self.group_prior_sd = group_prior_sd
+        self.reads_fills = reads_fills
 
     def _filled(self, x: pd.DataFrame) -> pd.DataFrame:
         """``x`` with missing readings filled for the patient's group and the comparator recomputed
@@ -144,7 +147,19 @@ class HorizonHazardModel(BaseEstimator):
         return offset
 
     def _inputs(self, x: pd.DataFrame, offset: np.ndarray) -> pd.DataFrame:
-        return x.assign(**{OFFSET_INPUT: offset})
+        """The regressor's inputs. Without ``reads_fills`` (the gradient boosting), the readings
+        ``imputer`` filled are given back as missing, which the trees read as one pooled branch:
+        a fill is the patient's group's expected value, so a tree can split on it as on the group
+        itself, and learn from a few dozen events an ethnic effect that the validated score's
+        published terms do not carry (the 12,000-patient test extract's CVD model rated young
+        Asian men with no readings at 12 times QRISK3; docs/models.md, "A group effect learned
+        from fills"). The offset keeps the score recomputed on the fills."""
+        inputs = x.assign(**{OFFSET_INPUT: offset})
+        if getattr(self, "reads_fills", True):  # the GLMs; models saved before it had no choice
+            return inputs
+        masked = {name: inputs[name].mask(inputs[FILLED.format(name)].to_numpy(dtype=bool))
+                  for name in READINGS if FILLED.format(name) in inputs.columns}
+        return inputs.assign(**masked) if masked else inputs
 
     def _unknown(self, x: pd.DataFrame) -> np.ndarray:
         if getattr(self, "unknown_column", None) is None:

@@ -50,6 +50,10 @@ DEPRIVATION = "townsend_score"
 GROUPS = ("Asian", "Black", "Mixed", "Other")  # against White
 # Pseudo-patients of the pooled value each group's effect is shrunk with (ridge on its indicator)
 SHRINK_PATIENTS = 50.0
+# For each reading filled, a column of the rows ``fill`` filled: the gradient boosting reads those
+# readings as missing (models.hazard.HorizonHazardModel, ``reads_fills``), because its trees read a
+# group's fill as a value only that group has (docs/models.md, "A group effect learned from fills")
+FILLED = "{}__filled"
 
 
 class GroupImputer(BaseEstimator):
@@ -128,6 +132,7 @@ class GroupImputer(BaseEstimator):
             fill = np.clip(design[np.searchsorted(rows, where)] @ self.coef_[name], low, high)
             out.iloc[where, out.columns.get_loc(name)] = fill
             filled |= missing
+        out = out.assign(**{FILLED.format(name): missing for name, missing in todo.items()})
         return out, filled
 
     def transform(self, x: pd.DataFrame) -> pd.DataFrame:

@@ -297,7 +297,9 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
                               unknown_column=UNKNOWN_COLUMN if reads_ethnicity else None,
                               ethnic_terms=ethnic_log_hr(score) if reads_ethnicity and score else None,
                               group_is_input=bool(categorical), prior_sd=prior_sd, imputer=imputer,
-                              group_prior_sd=GROUP_PRIOR_SD if published else None)
+                              group_prior_sd=GROUP_PRIOR_SD if published else None,
+                              # the trees read a group's fills as the group (HorizonHazardModel._inputs)
+                              reads_fills=kind == "hazard_glm")
 
 
 def predict_risk(model, x: pd.DataFrame) -> np.ndarray:
