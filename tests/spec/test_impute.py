@@ -97,3 +97,40 @@ def test_the_glms_median_imputer_finds_simpleimputers_medians_bit_for_bit(keep_e
         assert ours.transform(x).tobytes() == theirs.transform(x).tobytes()
     # the even counts' averages are where a different formula would show
     assert MedianImputer(strategy="median").fit(table).statistics_[0] == (0.1 + 0.2) / 2
+
+
+def test_the_boosting_reads_a_filled_reading_as_missing_so_a_groups_fill_is_no_group_effect():
+    """A group's fill is a value only that group's unmeasured patients have, so trees reading it
+    split on it as on the group. Here Black patients without a BMI have three times the events
+    their published score expects (the chance of a few dozen events in one extract, which the CVD
+    and T2D models must never learn as an ethnic effect: docs/models.md, "A group effect learned
+    from fills"). Reading fills, the boosting's multiplier for such a patient rose above a White
+    patient's with the same inputs; reading them as missing, the two are the same, and the
+    offset (the score recomputed on the group's fill) is all that differs."""
+    frame, black, missing, _ = mart_table()
+    # a few White patients with glycaemic readings: the trees bin every column, and cannot bin one
+    # with no value at all
+    measured = pl.Series(~black & (np.arange(len(black)) % 5 == 0))
+    frame = frame.with_columns(pl.when(measured).then(38.0).otherwise(pl.col("hba1c_mmol_mol")).alias("hba1c_mmol_mol"),
+                               pl.when(measured).then(5.2).otherwise(pl.col("fasting_glucose_mmol_l"))
+                               .alias("fasting_glucose_mmol_l"))
+    truth_ten_year = score_features(frame)["qdiabetes_10y_pct"].to_numpy() / 100
+    hazard = -np.log1p(-truth_ten_year) / 10 * np.where(black & missing, 3.0, 1.0)
+    x = model_inputs(frame, "with_equity")
+    one = frame.filter(pl.Series(black & missing)).head(1)
+    as_white = one.with_columns(pl.lit("White").alias("ethnicity_group"),
+                                pl.lit(1).cast(one.schema["qrisk3_ethrisk"]).alias("qrisk3_ethrisk"))
+    pair = model_inputs(pl.concat([one, as_white]), "with_equity")  # the same patient, Black and White
+
+    def multipliers(reads_fills: bool) -> np.ndarray:
+        model = make_model("hazard_boosting", "with_equity", 1, OUTCOME_BY_SHORT["t2d"], 5)
+        model.set_params(reads_fills=reads_fills).fit(x, 5 * hazard, np.full(len(x), 5.0))
+        rows = model._filled(pair)
+        assert rows["bmi"].iloc[0] > rows["bmi"].iloc[1] + 2  # each filled with its own group's BMI
+        return model._multiplier(model._inputs(rows, model._offset(rows)))
+
+    assert make_model("hazard_boosting", "with_equity", 1, OUTCOME_BY_SHORT["t2d"], 5).reads_fills is False
+    as_missing = multipliers(reads_fills=False)
+    assert as_missing[0] == as_missing[1]
+    reading = multipliers(reads_fills=True)  # as before: the trees read the fills and learned the group
+    assert reading[0] > 1.2 * reading[1]
