@@ -153,7 +153,8 @@ class HorizonHazardModel(BaseEstimator):
         itself, and learn from a few dozen events an ethnic effect that the validated score's
         published terms do not carry (the 12,000-patient test extract's CVD model rated young
         Asian men with no readings at 12 times QRISK3; docs/models.md, "A group effect learned
-        from fills"). The offset keeps the score recomputed on the fills."""
+        from fills"). The offset keeps the score recomputed on the fills (models.train gives the
+        boosting ``reads_fills`` only where there is no such offset: hypertension)."""
         inputs = x.assign(**{OFFSET_INPUT: offset})
         if getattr(self, "reads_fills", True):  # the GLMs; models saved before it had no choice
             return inputs

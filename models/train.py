@@ -298,8 +298,11 @@ def make_model(kind: str, variant: str, seed: int, outcome: Outcome, horizon_yea
                               ethnic_terms=ethnic_log_hr(score) if reads_ethnicity and score else None,
                               group_is_input=bool(categorical), prior_sd=prior_sd, imputer=imputer,
                               group_prior_sd=GROUP_PRIOR_SD if published else None,
-                              # the trees read a group's fills as the group (HorizonHazardModel._inputs)
-                              reads_fills=kind == "hazard_glm")
+                              # the trees read a group's fills as the group (HorizonHazardModel._inputs);
+                              # without a validated score (hypertension) no offset carries the fills, and
+                              # the trees reading them as missing under-rated Black patients in the
+                              # measurement-access gap (docs/models.md, "A group effect learned from fills")
+                              reads_fills=kind == "hazard_glm" or outcome.comparator is None)
 
 
 def predict_risk(model, x: pd.DataFrame) -> np.ndarray:
