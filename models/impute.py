@@ -115,7 +115,8 @@ class GroupImputer(BaseEstimator):
         return self
 
     def fill(self, x: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        """``x`` with its missing readings filled, and which rows had any filled."""
+        """``x`` with its missing readings filled (and, per reading filled, a ``FILLED`` column of
+        the rows filled), and which rows had any filled."""
         filled = np.zeros(len(x), dtype=bool)
         todo = {name: x[name].isna().to_numpy() for name in self.coef_ if name in x.columns}
         todo = {name: missing for name, missing in todo.items() if missing.any()}
