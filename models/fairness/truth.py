@@ -45,6 +45,7 @@ from pathlib import Path
 
 import polars as pl
 
+from models.fairness._gate import CHECKS, POOLED_CHECK
 from phm.ethnicity import BROAD_GROUPS, broad_group
 
 # the scale of the recording statistic (``true_under_recording``), written with each study run: runs
@@ -190,14 +191,28 @@ def true_risk_at_same_score(db_path: Path, truth: pl.DataFrame, tracking_uri: st
         means = {r["true_group"]: r for r in rows.group_by("true_group").agg(
             pl.len().alias("n"), pl.col("score").mean().alias("model"), pl.col("true").mean().alias("true_mean")
         ).iter_rows(named=True)}
-        white = means.get("White")
+        # and the validated score's own, on the patients it scores: it ranks the list when the
+        # candidate does worse than it for a group (do no harm, models/fairness/_decision.py)
+        standard_means = {} if outcome.comparator is None else {r["true_group"]: r for r in rows.filter(
+            pl.col(outcome.comparator).is_not_null()).group_by("true_group").agg(
+            pl.len().alias("n"), pl.col(outcome.comparator).mean().alias("model"),
+            pl.col("true").mean().alias("true_mean")).iter_rows(named=True)}
+        white, standard_white = means.get("White"), standard_means.get("White")
         for group, r in sorted(means.items()):
             if white is not None and group != "White" and r["true_mean"] and white["true_mean"]:
                 model_ratio, true_ratio = r["model"] / white["model"], r["true_mean"] / white["true_mean"]
-                published.append({"outcome": outcome.short, "group": group, "patients": r["n"],
-                                  "model_ratio": round(model_ratio, 4), "true_ratio": round(true_ratio, 4),
-                                  "tracks": round(model_ratio / true_ratio, 4),
-                                  "candidate_kind": version.tags.get("phm.model_kind")})
+                row = {"outcome": outcome.short, "group": group, "patients": r["n"],
+                       "model_ratio": round(model_ratio, 4), "true_ratio": round(true_ratio, 4),
+                       "tracks": round(model_ratio / true_ratio, 4),
+                       "candidate_kind": version.tags.get("phm.model_kind")}
+                by_score = standard_means.get(group)
+                if by_score is not None and standard_white is not None and by_score["true_mean"] \
+                        and standard_white["true_mean"] and standard_white["model"]:
+                    standard_ratio = by_score["model"] / standard_white["model"]
+                    standard_true = by_score["true_mean"] / standard_white["true_mean"]
+                    row |= {"standard_patients": by_score["n"], "standard_ratio": round(standard_ratio, 4),
+                            "standard_tracks": round(standard_ratio / standard_true, 4)}
+                published.append(row)
         for group, (_, ratio) in _at_same_score(rows, "score", min_patients).items():
             out[(outcome.short, group)] = ratio
         if standard is not None and outcome.comparator is not None:
@@ -318,6 +333,10 @@ SCENARIOS = {
 }
 
 
+# the findings that judge a group's rating: the gate's checks (models/fairness/_gate.py), not its
+# notes on size, measurement or data quality
+RATING_RULES = (*CHECKS, POOLED_CHECK)
+
 # which of the gate's checks looks for each kind of harm the truth shows (ScenarioRun.visible)
 HARM_SEEN_BY = {"tracking": ("calibration",), "same score": ("label choice",),
                 "recording": ("label choice (diagnosis gap)", "label choice (treated, no diagnosis)")}
@@ -354,7 +373,8 @@ class ScenarioRun:
     tracking: list[Tracking]
     seconds: float
     # the ranking's mean risk by true group relative to White's, over every eligible patient at
-    # the extract date, against the truth's: outcome, group, patients, model_ratio, true_ratio, tracks
+    # the extract date, against the truth's: outcome, group, patients, model_ratio, true_ratio, tracks;
+    # for CVD and T2D also the validated score's (standard_patients, standard_ratio, standard_tracks)
     published: list[dict] = field(default_factory=list)
     # the truth's statistic at the same score with the validated score ranking the same patients
     # (true_risk_at_same_score's ``standard``): outcome, group, patients, true_risk_at_same_score
@@ -411,6 +431,29 @@ class ScenarioRun:
             if any(harmed and size >= smallest(kind, t.group) for kind, size, harmed in harms):
                 seen.append(t.group)
         return seen
+
+    def named_for_rating(self, outcome: str) -> list[str]:
+        """The groups a finding of one of the gate's checks names (``RATING_RULES``: calibration,
+        sensitivity, need-adjusted selection, label choice), at WARN or FAIL. "Too small to judge"
+        and "measurement gap" name a group without saying its ranking is wrong, so they do not
+        count. A run saved before findings were recorded (2026-12-03) is read from its tests'
+        verdicts, which are the findings of the gate's checks."""
+        gate = self.gates[outcome]
+        if "findings" in gate:
+            return sorted({f["group"] for f in gate["findings"] if f["rule"] in RATING_RULES})
+        tests = gate.get("evidence", []) + gate.get("recording_evidence", []) + gate.get("pooled_recording", [])
+        return sorted({t["group"] for t in tests if t.get("verdict") in ("WARN", "FAIL")})
+
+    def ranking_tracks(self, outcome: str) -> list[dict]:
+        """What ranks the outcome's list (the candidate, or the validated score under do no harm),
+        its mean risk by true group relative to White's against the truth's: group, patients,
+        tracks, ranked_by. Empty for a validated score ranking a run saved before its tracking was
+        recorded (2026-12-03)."""
+        by_model = self.gates[outcome]["ranks_list"] == "model"
+        return [{"group": r["group"], "patients": r["patients"] if by_model else r["standard_patients"],
+                 "tracks": r["tracks"] if by_model else r["standard_tracks"],
+                 "ranked_by": "model" if by_model else self.gates[outcome]["ranks_list"]}
+                for r in self.published if r["outcome"] == outcome and (by_model or "standard_tracks" in r)]
 
     def failed(self, outcome: str, rule: str | None = None, group: str | None = None) -> bool:
         """Did the gate FAIL the outcome (naming ``group``, with a check whose name starts with
@@ -473,6 +516,9 @@ def gate_record(run) -> dict[str, dict]:
     return {g.outcome: {"status": g.status, "fails": [{"rule": f.rule, "group": f.group} for f in g.findings
                                                        if f.level == "FAIL"],
                          "named": sorted({f.group for f in g.findings}),
+                         # every finding's level, rule and group: a group named only as too small to
+                         # judge, or for its measurement gap, is not named for its rating (``named_for_rating``)
+                         "findings": [{"level": f.level, "rule": f.rule, "group": f.group} for f in g.findings],
                          "ranks_list": run.decision.ranks_list(g.outcome),
                          # the pooled recording check's tests (what it pooled, its verdict), for the study
                          "pooled_recording": [t.as_dict() for t in g.tests if t.check == POOLED_CHECK],

@@ -325,3 +325,41 @@ def test_planted_under_recording_is_seen_by_the_most_sensitive_recording_check_o
     chance = ScenarioRun(1, "england", "no bias", {}, {"hypertension": {
         "status": "PASS", "fails": [], "recording_evidence": [wide, narrow]}}, [harm], 1.0)
     assert chance.visible("hypertension") == []
+
+
+def _named(findings: list[dict], ranks_list: str = "model", published: list[dict] | None = None) -> ScenarioRun:
+    gate = {"status": "WARN", "fails": [], "named": sorted({f["group"] for f in findings}), "findings": findings,
+            "ranks_list": ranks_list}
+    return ScenarioRun(1, "england", "no bias", {}, {"t2d": gate}, [], 1.0, published or [])
+
+
+def test_a_group_named_only_as_too_small_or_for_its_measurement_gap_is_not_named_for_its_rating():
+    """The truth test asks that an under-rated group be named by one of the gate's checks: a note
+    that the group is too small to judge alone says nothing about its ranking."""
+    run = _named([{"level": "WARN", "rule": "too small to judge", "group": "Black"},
+                  {"level": "WARN", "rule": "measurement gap", "group": "Mixed"},
+                  {"level": "WARN", "rule": "calibration", "group": "Asian"},
+                  {"level": "FAIL", "rule": "label choice (recording, pooled over outcomes)", "group": "Other"}])
+    assert run.gates["t2d"]["named"] == ["Asian", "Black", "Mixed", "Other"]
+    assert run.named_for_rating("t2d") == ["Asian", "Other"]
+
+
+def test_a_run_saved_before_findings_were_recorded_is_read_from_its_tests_verdicts():
+    gate = {"status": "WARN", "fails": [], "named": ["Asian", "Black"], "ranks_list": "model",
+            "evidence": [{"check": "calibration", "group": "Black", "verdict": "PASS"},
+                         {"check": "calibration", "group": "Asian", "verdict": "WARN"}],
+            "recording_evidence": [], "pooled_recording": []}
+    run = ScenarioRun(1, "england", "no bias", {}, {"t2d": gate}, [], 1.0)
+    assert run.named_for_rating("t2d") == ["Asian"]
+
+
+def test_the_ranking_judged_is_the_one_that_ranks_the_list():
+    published = [{"outcome": "t2d", "group": "Black", "patients": 900, "tracks": 0.6,
+                  "standard_patients": 880, "standard_tracks": 0.97}]
+    by_model = _named([], "model", published).ranking_tracks("t2d")
+    by_standard = _named([], "QDiabetes-2018", published).ranking_tracks("t2d")
+    assert by_model == [{"group": "Black", "patients": 900, "tracks": 0.6, "ranked_by": "model"}]
+    assert by_standard == [{"group": "Black", "patients": 880, "tracks": 0.97, "ranked_by": "QDiabetes-2018"}]
+    # a validated score ranking a run saved before its own tracking was recorded: nothing to judge
+    assert _named([], "QDiabetes-2018", [{k: v for k, v in published[0].items()
+                                          if not k.startswith("standard")}]).ranking_tracks("t2d") == []
