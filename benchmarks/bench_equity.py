@@ -31,6 +31,7 @@ import polars as pl
 
 from models.equity_truth import (
     COMPARATOR_LABEL,
+    TRUTH_NAME,
     equity_table,
     features_at_extract,
     generator_check,
@@ -39,6 +40,7 @@ from models.equity_truth import (
     validation_calibration,
 )
 from models.fairness.truth import true_need_now
+from models.hazard import kaplan_meier_risk
 from models.train import TrainingConfig, train_all
 from models.training_data import training_data
 from phm.ingest import ingest
@@ -89,6 +91,62 @@ def published_table(run: Path) -> list[dict]:
     return rows
 
 
+def published_calibration(run: Path, horizon_years: float) -> list[dict]:
+    """Per outcome and true group, on the validation practices of a finished run
+    (``models.validation_predictions``: the candidate the gate judged, and the validated score on
+    the same patients): Kaplan-Meier observed risk over the horizon (censored at death or
+    leaving, Greenwood's standard error), each ranking's mean predicted risk and its ratio to the
+    observed (1 = calibrated for the group), and the truth's net risk over the horizon. Also which
+    ranking the run's list used (``marts.risk_scores``: the model, or the validated score under do
+    no harm)."""
+    import duckdb
+
+    con = duckdb.connect(str(run / "phm.duckdb"), read_only=True)
+    try:
+        validation = con.execute("select patient_id, outcome, predicted_risk, comparator_risk, recorded_outcome, "
+                                 "followup_years from models.validation_predictions where is_candidate").pl()
+        ranked_by = dict(con.execute("select * from (select 'cvd', any_value(cvd_model_name) from marts.risk_scores) "
+                                     "union all select 't2d', any_value(t2d_model_name) from marts.risk_scores "
+                                     "union all select 'hypertension', any_value(hypertension_model_name) "
+                                     "from marts.risk_scores").fetchall())
+    finally:
+        con.close()
+    truth = true_groups(pl.read_parquet(run / "extract" / "truth" / "patients.parquet"))
+    frame = validation.join(truth, on="patient_id")
+    rows = []
+    for outcome in PUBLISHED:
+        for group in ("White", *[g for g in sorted(frame["true_group"].unique()) if g != "White"]):
+            g = frame.filter((pl.col("outcome") == outcome) & (pl.col("true_group") == group))
+            if g.is_empty():
+                continue
+            observed, se = kaplan_meier_risk(g["recorded_outcome"].to_numpy(), g["followup_years"].to_numpy(),
+                                             horizon_years)
+            model = float(g["predicted_risk"].mean())
+            scored = g.filter(pl.col("comparator_risk").is_not_null() & pl.col("comparator_risk").is_not_nan())
+            standard = float(scored["comparator_risk"].mean()) if scored.height else None
+            rows.append({"outcome": outcome, "group": group, "patients": g.height,
+                         "events": int(g["recorded_outcome"].sum()), "km_observed": observed, "km_se": se,
+                         "model_mean": model, "model_over_observed": model / observed if observed else None,
+                         "standard_patients": scored.height, "standard_mean": standard,
+                         "standard_over_observed": standard / observed if standard is not None and observed else None,
+                         "true_net_risk": float(g[f"true_risk_{TRUTH_NAME[outcome]}_horizon"].mean()),
+                         "list_ranked_by": ranked_by.get(outcome)})
+    return rows
+
+
+def print_calibration(rows: list[dict]) -> None:
+    print("\nvalidation practices, by true group: Kaplan-Meier observed risk over the horizon against each "
+          "ranking's mean (over observed: 1 is calibrated)")
+    print("\n| outcome | group | patients | events | Kaplan-Meier (se) | candidate | over observed | "
+          "QRISK3 / QDiabetes | over observed | truth | list ranked by |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['outcome']} | {r['group']} | {r['patients']:,} | {r['events']:,} | "
+              f"{r['km_observed']:.4f} ({r['km_se']:.4f}) | {r['model_mean']:.4f} | {fmt(r['model_over_observed'])} | "
+              f"{fmt(r['standard_mean'], '.4f')} | {fmt(r['standard_over_observed'])} | {r['true_net_risk']:.4f} | "
+              f"{r['list_ranked_by']} |")
+
+
 def print_table(table: list[dict]) -> None:
     print(f"\n| outcome | group | patients | truth | {'/'.join(sorted(set(COMPARATOR_LABEL.values())))} | published model | tracks |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -104,14 +162,19 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default="england")
+    parser.add_argument("--horizon", type=float, default=TrainingConfig().horizon_years,
+                        help="with --published: the run's training horizon in years (default: the default's)")
     parser.add_argument("--work", type=Path, help="folder for the extract and database (default: a temporary one)")
     args = parser.parse_args()
     if args.published:
         table = published_table(args.published)
         print_table(table)
+        calibration = published_calibration(args.published, args.horizon)
+        print_calibration(calibration)
         out = ROOT / "benchmarks" / "results" / f"equity-published-{args.published.name}.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({"run": str(args.published), "equity": table}, indent=2) + "\n")
+        out.write_text(json.dumps({"run": str(args.published), "equity": table,
+                                   "validation_calibration": calibration}, indent=2) + "\n")
         print(f"wrote {out}")
         return
     started = time.perf_counter()
