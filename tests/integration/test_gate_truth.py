@@ -69,10 +69,14 @@ def test_with_no_bias_planted_nothing_fails_and_a_group_under_rated_is_named(fai
 
 
 def test_with_no_bias_planted_the_ranking_tracks_the_true_ratio_to_white_or_the_group_is_named(fair_run):
-    """Every eligible patient at the extract date: each broad group of 1,000 or more ranked (500 or
-    more on 'england'), as a ratio of mean risk to White's, is not under-rated by more than 25%
-    against the truth's ratio, or the gate's findings name the group (issue 22); nor over-rated
-    by 35% or more.
+    """Every eligible patient at the extract date, ranked by what ranks the outcome's list (the
+    candidate, or QRISK3/QDiabetes where do no harm put it in the model's place): each broad group
+    of 1,000 or more ranked (500 or more on 'england'), as a ratio of mean risk to White's, tracks
+    the truth's ratio within 25%, or a finding of one of the gate's checks names the group (issue
+    22: "Where it cannot, the gate refuses and the report names the group"). Over-rating is held
+    to the same 25% (until 2026-12-03 it was allowed up to 1.35): on the simulation study's 40 runs
+    with no bias planted on the unseen seeds 241-260 (both profiles), the 157 cells judged at these
+    floors tracked at 0.83-1.21, none past either line, and the three cases here at 0.97-1.21.
 
     Why 500 on 'england': at 20,000 patients no 'england' minority reaches 1,000 eligible patients,
     so the case judged nothing. Measured on the simulation study's 50 'england' runs with no bias
@@ -93,13 +97,8 @@ def test_with_no_bias_planted_the_ranking_tracks_the_true_ratio_to_white_or_the_
     assert judged, fair_run.as_dict()  # every study run judged some group at its profile's floor
     for r in judged:
         print(r)  # shown with -rA: the measured figures
-        if r["tracks"] < 0.75:  # under-rated by more than 25%: the harm the gate must name, by a check
+        if not 0.75 <= r["tracks"] <= 1.25:  # beyond 25% either way: the gate must name it, by a check
             assert r["group"] in fair_run.named_for_rating(r["outcome"]), (r, fair_run.as_dict())
-        # over-rated by more than 25% is no harm to the group (its cost falls on the groups it
-        # displaces, whose need-adjusted selection the gate judges); measured: hypertension
-        # Asian 1.26 on seed 2 'diverse_urban' (the learned group effect), not named; 1.19 since the truth's
-        # need counts hypertension present and undiagnosed as 1 (2026-12-02)
-        assert r["tracks"] < 1.35, r
 
 
 def test_with_no_bias_planted_an_unknown_ethnicity_is_read_as_the_recorded_mix(fair_run):
