@@ -3,6 +3,10 @@
     uv run python benchmarks/bench_equity.py --patients 1000000 [--seed 1] [--profile england]
     uv run python benchmarks/bench_equity.py --published phm-demo     # a finished run's lists
 
+With ``--published``, the ratios are of what ranked the run's lists (``marts.risk_scores``), and
+the calibration by true group (Kaplan-Meier observed against the candidate and against
+QRISK3/QDiabetes on the same validation patients) is printed as a table.
+
 Generates a synthetic extract, ingests it, trains the models on its history (plain functions,
 no Prefect, no MLflow), scores the patients eligible at the extract date with each outcome's
 candidate, and compares, per outcome and broad group (the true group from truth/), the mean
