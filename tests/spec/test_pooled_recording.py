@@ -98,6 +98,40 @@ def test_an_outcome_whose_own_evidence_says_its_recording_is_fine_is_not_blocked
     assert held.pooled["cochran_q"] > 0  # the outcomes disagree: said, not hidden
 
 
+def _gate_treated(base, black_by_outcome: dict[str, tuple[int, int] | None]):
+    """As ``_gate``, with Black's treated adults and uncoded count per outcome; None: the outcome's
+    audit has no treatment counts at all."""
+    audits = []
+    for outcome, black in black_by_outcome.items():
+        audit = dataclasses.replace(copy.deepcopy(base), name=outcome)
+        if black is not None:
+            treated, uncoded = black
+            add_gap_figures(audit, pl.DataFrame({"group": ["White", "Asian", "Black"], "stratum": [3, 3, 3],
+                                                 "patients": [1000, 300, treated], "undiagnosed": [100, 30, uncoded]}),
+                            figure=Figure.TREATED_UNDIAGNOSED)
+        audits.append(audit)
+    return {g.outcome: g for g in judge_all(audits, SETTINGS, 0.05)}
+
+
+def test_an_outcome_that_gave_the_pool_nothing_shares_the_groups_pooled_fail(base_audit):
+    """Seed 244 'england', Black coded at 70% on every outcome: the pool FAILed Black on CVD and
+    hypertension; T2D's treatment check counted no Black patient (none treated at the ages where
+    anyone was uncoded), so T2D gave the pool nothing and went out. A group's coding completeness is
+    its record's, so T2D now shares the FAIL, saying why."""
+    gates = _gate_treated(base_audit, {"cvd": (100, 25), "t2d": None, "hypertension": (100, 25)})
+    for outcome in ("cvd", "hypertension"):
+        assert (POOLED, "Black") in _fails(gates[outcome])
+    assert _fails(gates["t2d"]) == [(POOLED, "Black")], [f.message for f in gates["t2d"].findings]
+    pooled = [t for t in gates["t2d"].tests if t.check == POOLED and t.group == "Black"][0]
+    assert [p["outcome"] for p in pooled.pooled["pooled"]] == ["cvd", "hypertension"]  # t2d not in it
+    assert pooled.pooled["own_ratio"] is None and pooled.published()["pooled"]["own_ratio_interval"] is None
+    message = [f.message for f in gates["t2d"].findings if f.rule == POOLED][0]
+    assert "t2d gave the pool no evidence of its own" in message
+    # a group whose pool does not FAIL gets no test on the outcome that gave it nothing
+    fine = _gate_treated(base_audit, {"cvd": (100, 10), "t2d": None, "hypertension": (100, 10)})
+    assert not [t for t in fine["t2d"].tests if t.check == POOLED]
+
+
 @pytest.mark.parametrize("family", ["check", "run"])
 def test_the_pooled_check_moves_no_other_test_or_verdict(base_audit, family):
     settings = dataclasses.replace(SETTINGS, family=family)
