@@ -35,7 +35,23 @@
 --   qdiabetes_high           diabetes risk)
 -- Already referred to the NHS DPP cannot be recognised: no national NDPP-referral list exists
 -- (docs/features.md).
-with parameters as (
+-- share of the model's eligible patients at or above this risk (ties share a place), windowed
+-- over the ids and risks alone: over the wide rows of `patients` each window sorted every
+-- column with them (1.5-1.8 s each at 1M patients, against 0.2 s; docs/benchmarks.md)
+with model_tops as (
+    select r.patient_id,
+        case when r.cvd_model_risk is not null then cume_dist() over (
+            partition by r.cvd_model_risk is null order by r.cvd_model_risk desc) end as cvd_model_top,
+        case when r.t2d_model_risk is not null then cume_dist() over (
+            partition by r.t2d_model_risk is null order by r.t2d_model_risk desc) end as t2d_model_top,
+        case when r.hypertension_model_risk is not null then cume_dist() over (
+            partition by r.hypertension_model_risk is null order by r.hypertension_model_risk desc) end
+            as hypertension_model_top
+    from marts.mart_patient_features as f
+    inner join marts.risk_scores as r using (patient_id)
+),
+
+parameters as (
     select l.*, f.index_date from lists.parameters as l cross join features.parameters as f
 ),
 
@@ -65,34 +81,30 @@ patients as (
         case when r.t2d_model_version = 'validated score' then r.t2d_model_name else 'model' end as t2d_ranked_by,
         case when r.hypertension_model_version = 'validated score' then r.hypertension_model_name else 'model' end
             as hypertension_ranked_by,
-        -- share of the model's eligible patients at or above this risk (ties share a place)
-        case when r.cvd_model_risk is not null then cume_dist() over (
-            partition by r.cvd_model_risk is null order by r.cvd_model_risk desc) end as cvd_model_top,
-        case when r.t2d_model_risk is not null then cume_dist() over (
-            partition by r.t2d_model_risk is null order by r.t2d_model_risk desc) end as t2d_model_top,
-        case when r.hypertension_model_risk is not null then cume_dist() over (
-            partition by r.hypertension_model_risk is null order by r.hypertension_model_risk desc) end
-            as hypertension_model_top
+        t.cvd_model_top, t.t2d_model_top, t.hypertension_model_top
     from marts.mart_patient_features as f
     left join marts.patient_scores as s using (patient_id)
     left join marts.mart_hypertension_case_finding as h using (patient_id)
     left join marts.risk_scores as r using (patient_id)
+    left join model_tops as t using (patient_id)
     cross join parameters as pr
 ),
 
--- one row per patient and model, so the model reason is written once
+-- one row per patient and model, so the model reason is written once (three selects, not a lateral
+-- join of values: DuckDB decorrelates that into a join of 2.7M rows, 1.5 s at 1M patients)
 model_risks as (
-    select pt.patient_id, pt.lipid_set_aside, m.*
-    from patients as pt
-    cross join lateral (values
-        ('cvd', pt.cvd_model_risk, pt.cvd_model_top, pt.cvd_model_horizon_years, pt.cvd_ranked_by, 'a CVD event',
-         'cardiovascular risk review'),
-        ('t2d', pt.t2d_model_risk, pt.t2d_model_top, pt.t2d_model_horizon_years, pt.t2d_ranked_by,
-         'type 2 diabetes', 'HbA1c test and diabetes prevention advice'),
-        ('hypertension', pt.hypertension_model_risk, pt.hypertension_model_top,
-         pt.hypertension_model_horizon_years, pt.hypertension_ranked_by, 'a hypertension diagnosis',
-         'blood pressure check')
-    ) as m(outcome, risk, top_share, horizon, ranked_by, what, action)
+    select patient_id, lipid_set_aside, 'cvd' as outcome, cvd_model_risk as risk, cvd_model_top as top_share,
+           cvd_model_horizon_years as horizon, cvd_ranked_by as ranked_by, 'a CVD event' as what,
+           'cardiovascular risk review' as action
+    from patients
+    union all
+    select patient_id, lipid_set_aside, 't2d', t2d_model_risk, t2d_model_top, t2d_model_horizon_years, t2d_ranked_by,
+           'type 2 diabetes', 'HbA1c test and diabetes prevention advice'
+    from patients
+    union all
+    select patient_id, lipid_set_aside, 'hypertension', hypertension_model_risk, hypertension_model_top,
+           hypertension_model_horizon_years, hypertension_ranked_by, 'a hypertension diagnosis', 'blood pressure check'
+    from patients
 ),
 
 reasons as (
