@@ -130,12 +130,14 @@ class ListSettings:
 def prepare(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> None:
     """The lists' parameters (bound) and macros, for the reasons and the list columns."""
     con.execute("create schema if not exists lists")
-    con.execute("create or replace table lists.parameters as select ?::double as qrisk3_threshold, "
+    con.execute(MACROS.read_text())
+    # each band's label made once, here, not for every risk written (phm_risk_band, sql/lists/macros.sql)
+    con.execute("create or replace table lists.parameters as select *, "
+                "phm_risk_band_labels(risk_band_edges) as risk_band_labels from (select ?::double as qrisk3_threshold, "
                 "?::double as qrisk3_high, ?::double as qdiabetes_threshold, ?::double as model_top_share, "
-                "?::double[] as risk_band_edges",
+                "?::double[] as risk_band_edges)",
                 [settings.qrisk3_threshold, settings.qrisk3_high, settings.qdiabetes_threshold,
                  settings.model_top_share, settings.band_edges()])
-    con.execute(MACROS.read_text())
 
 
 def reasons(con: duckdb.DuckDBPyConnection, settings: ListSettings) -> pl.DataFrame:
@@ -156,14 +158,14 @@ PATIENT_COLUMNS = """
     select f.patient_id, f.practice_pseudo_id, f.pcn_code, f.age_years, f.sex, f.ethnicity_group,
            f.imd_quintile, f.core20, f.palliative_care, f.care_home,
            s.qrisk3_notes, s.qdiabetes_notes,
-           phm_risk_band(s.qrisk3_10y_pct, p.risk_band_edges) as qrisk3_10y_band,
-           phm_risk_band(s.qdiabetes_10y_pct, p.risk_band_edges) as qdiabetes_10y_band,
+           phm_risk_band(s.qrisk3_10y_pct, p.risk_band_edges, p.risk_band_labels) as qrisk3_10y_band,
+           phm_risk_band(s.qdiabetes_10y_pct, p.risk_band_edges, p.risk_band_labels) as qdiabetes_10y_band,
            h.finding as hypertension_finding,
            r.cvd_model_risk, r.t2d_model_risk, r.hypertension_model_risk,
            r.cvd_model_horizon_years, r.t2d_model_horizon_years, r.hypertension_model_horizon_years,
-           phm_risk_band(100 * r.cvd_model_risk, p.risk_band_edges) as cvd_model_risk_band,
-           phm_risk_band(100 * r.t2d_model_risk, p.risk_band_edges) as t2d_model_risk_band,
-           phm_risk_band(100 * r.hypertension_model_risk, p.risk_band_edges) as hypertension_model_risk_band
+           phm_risk_band(100 * r.cvd_model_risk, p.risk_band_edges, p.risk_band_labels) as cvd_model_risk_band,
+           phm_risk_band(100 * r.t2d_model_risk, p.risk_band_edges, p.risk_band_labels) as t2d_model_risk_band,
+           phm_risk_band(100 * r.hypertension_model_risk, p.risk_band_edges, p.risk_band_labels) as hypertension_model_risk_band
     from marts.mart_patient_features as f
     left join marts.patient_scores as s using (patient_id)
     left join marts.mart_hypertension_case_finding as h using (patient_id)

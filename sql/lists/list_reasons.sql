@@ -157,20 +157,20 @@ reasons as (
     where not diabetes and (hba1c_ndh_12m or glucose_ndh_12m or ndh_coded)
     union all
     select pt.patient_id, 'qrisk3_high', 2, 'cvd',
-           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges)
+           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges, p.risk_band_labels)
                || ' (' || printf('%g', p.qrisk3_high) || '% or over)',
            'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p where pt.qrisk3_10y_pct >= p.qrisk3_high
     union all
     select pt.patient_id, 'qrisk3_raised', 3, 'cvd',
-           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges)
+           'QRISK3 10-year risk ' || phm_risk_band(pt.qrisk3_10y_pct, p.risk_band_edges, p.risk_band_labels)
                || ' (' || printf('%g', p.qrisk3_threshold) || '% or over)',
            'lipid review: discuss a statin (NICE NG238)', pt.lipid_set_aside
     from patients as pt cross join parameters as p
     where pt.qrisk3_10y_pct >= p.qrisk3_threshold and pt.qrisk3_10y_pct < p.qrisk3_high
     union all
     select pt.patient_id, 'qdiabetes_high', 3, 't2d',
-           'QDiabetes 10-year risk ' || phm_risk_band(pt.qdiabetes_10y_pct, p.risk_band_edges)
+           'QDiabetes 10-year risk ' || phm_risk_band(pt.qdiabetes_10y_pct, p.risk_band_edges, p.risk_band_labels)
                || ' (' || printf('%g', p.qdiabetes_threshold) || '% or over)',
            'HbA1c test and diabetes prevention advice',
            case when pt.nhs_health_check_5y then 'NHS Health Check in the last 5 years' end
@@ -178,7 +178,7 @@ reasons as (
     union all
     select m.patient_id, 'model_high_risk', 3, m.outcome,
            'predicted risk of ' || m.what || ' in the next ' || m.horizon || ' years: '
-               || phm_risk_band(100 * m.risk, p.risk_band_edges)
+               || phm_risk_band(100 * m.risk, p.risk_band_edges, p.risk_band_labels)
                || ' (' || m.ranked_by || ', top ' || round(100 * p.model_top_share)::integer || '%)',
            m.action,
            -- a CVD risk, the model's or QRISK3 in its place, is the lipid reasons' question again: set

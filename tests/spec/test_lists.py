@@ -27,6 +27,7 @@ from phm.lists import (
     pcn_summary,
     per_patient,
     period_bounds,
+    prepare,
     prepare_history,
     reasons,
     record_invitations,
@@ -244,6 +245,23 @@ def test_risks_in_reasons_are_bands_cut_at_every_threshold_never_the_exact_value
     text = dict(reasons(con, ListSettings(qrisk3_threshold=12.5)).select("patient_id", "reason").rows())
     assert text[6] == "QRISK3 10-year risk 12.5-15% (12.5% or over)"
     assert ListSettings(qrisk3_threshold=12.5).band_edges() == [0, 5, 10, 12.5, 15, 20, 30, 50]
+
+
+
+@pytest.mark.parametrize(("pct", "band"), [
+    (0.0, "0-5%"), (4.999, "0-5%"), (5.0, "5-10%"), (12.4999, "10-12.5%"), (12.5, "12.5-15%"),
+    (49.99, "30-50%"), (50.0, "50% or over"), (100.0, "50% or over"), (float("nan"), "50% or over"),
+    (-0.1, None), (None, None)])
+def test_a_risk_is_written_as_the_band_from_the_last_edge_at_or_below_it(pct, band):
+    """phm_risk_band reads each band's label from lists.parameters (made once per run): the same
+    text as writing the two edges out for each risk, an edge itself in the band above it."""
+    con = duckdb.connect()
+    prepare(con, ListSettings(qrisk3_threshold=12.5))
+    assert con.execute("select risk_band_labels from lists.parameters").fetchone()[0] == [
+        "0-5%", "5-10%", "10-12.5%", "12.5-15%", "15-20%", "20-30%", "30-50%", "50% or over"]
+    written = con.execute("select phm_risk_band(?::double, risk_band_edges, risk_band_labels) from lists.parameters",
+                          [pct]).fetchone()[0]
+    assert written == band
 
 
 # --- per patient, order, capacity ---------------------------------------------------------------
