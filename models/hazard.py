@@ -49,8 +49,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import PoissonRegressor
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from models.impute import FILLED, READINGS
 
@@ -155,12 +157,13 @@ class HorizonHazardModel(BaseEstimator):
         Asian men with no readings at 12 times QRISK3; docs/models.md, "A group effect learned
         from fills"). The offset keeps the score recomputed on the fills (models.train gives the
         boosting ``reads_fills`` only where there is no such offset: hypertension)."""
-        inputs = x.assign(**{OFFSET_INPUT: offset})
         if getattr(self, "reads_fills", True):  # the GLMs; models saved before it had no choice
-            return inputs
-        masked = {name: inputs[name].mask(inputs[FILLED.format(name)].to_numpy(dtype=bool))
-                  for name in READINGS if FILLED.format(name) in inputs.columns}
-        return inputs.assign(**masked) if masked else inputs
+            return x.assign(**{OFFSET_INPUT: offset})
+        masked = {name: x[name].mask(x[FILLED.format(name)].to_numpy(dtype=bool))
+                  for name in READINGS if FILLED.format(name) in x.columns}
+        # one copy of the frame with both (each assign copies every column: at 1M patients the
+        # boosting's inputs were copied twice over, a second each)
+        return x.assign(**{OFFSET_INPUT: offset}, **masked)
 
     def _unknown(self, x: pd.DataFrame) -> np.ndarray:
         if getattr(self, "unknown_column", None) is None:
@@ -228,6 +231,9 @@ class HorizonHazardModel(BaseEstimator):
             # row by row (einsum's own loop, no BLAS), as models.train.predict_risk explains
             design = np.ascontiguousarray(self.regressor[:-1].transform(inputs), dtype=np.float64)
             return np.exp(np.einsum("ij,j->i", design, final.coef_) + final.intercept_)
+        design = passed_through(self.regressor[:-1], inputs)
+        if design is not None and not hasattr(final, "feature_names_in_"):
+            return final.predict(design)
         return self.regressor.predict(inputs)
 
     def hazard(self, x: pd.DataFrame, filled: bool = False) -> np.ndarray:
@@ -261,6 +267,41 @@ class HorizonHazardModel(BaseEstimator):
     def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
         risk = self.predict_risk(x)
         return np.column_stack([1 - risk, risk])
+
+
+def passed_through(transform: Pipeline, x: pd.DataFrame) -> np.ndarray | None:
+    """The regressor's inputs as ``transform`` (a pipeline's steps before its regressor) makes
+    them from ``x``, where it is one ColumnTransformer that only passes float columns through
+    (the gradient boosting's: models.train.make_model); None for any other, which then
+    transforms as it was fitted to.
+
+    The same numbers in the same layout (one column after another, as the ColumnTransformer's
+    ``hstack`` leaves them), copied a column at a time: the ColumnTransformer first turns the
+    frame's blocks into a row-major array and then copies that again, 2.3 s of a 1M run's
+    audit for each of the list population's boosting models against 0.1 s
+    (docs/benchmarks.md, "The boosting's inputs passed through a column at a time")."""
+    if len(transform) != 1 or not isinstance(transform[0], ColumnTransformer):
+        return None
+    columns: list[str] = []
+    for _, step, selected in transform[0].transformers_:
+        if isinstance(step, str) and step == "drop":
+            continue
+        names = list(selected) if isinstance(selected, (list, tuple)) else None
+        if names is None:
+            return None
+        if not names:
+            continue  # a transformer given no columns adds none
+        if not (isinstance(step, FunctionTransformer) and step.func is None and step.inverse_func is None) \
+                or not all(isinstance(c, str) for c in names):
+            return None
+        columns += names
+    if not columns or not set(columns) <= set(x.columns) \
+            or any(x[c].dtype != np.float64 for c in columns):
+        return None
+    design = np.empty((len(x), len(columns)), dtype=np.float64, order="F")
+    for j, name in enumerate(columns):
+        design[:, j] = x[name].to_numpy()
+    return design
 
 
 def expected_events(risk: np.ndarray, years: np.ndarray, horizon_years: float) -> np.ndarray:

@@ -192,3 +192,40 @@ def test_training_o_e_counts_the_outcomes_expected_while_followed_as_the_audit_d
     expected = risk_while_followed(risk, years, 5, np.array([True, False])).sum()
     assert expected == pytest.approx(1 - 0.5 ** 0.2 + 0.5)
     assert validate_followup(event, years, risk, 5).observed_expected == pytest.approx(1 / expected)
+
+
+def _boosting_pipeline(columns, categorical=()):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = OneHotEncoder(sparse_output=False, handle_unknown="ignore")
+    return Pipeline([("inputs", ColumnTransformer([("numeric", "passthrough", list(columns)),
+                                                    ("categorical", encode, list(categorical))])),
+                     ("regressor", HistGradientBoostingRegressor(loss="poisson", max_iter=20, random_state=0))])
+
+
+def test_the_boostings_inputs_passed_through_are_the_column_transformers_to_the_last_bit():
+    """models.hazard.passed_through makes the boosting's inputs a column at a time: the same
+    array as its ColumnTransformer's, from a frame of many blocks with missing values, and the
+    same predictions; any step that does more than pass float columns through is left to it."""
+    from models.hazard import passed_through
+
+    rng = np.random.default_rng(5)
+    n = 2_000
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "g": rng.choice(["p", "q"], n)})
+    x = x.assign(c=np.where(rng.random(n) < 0.3, np.nan, rng.normal(size=n)), ignored=rng.normal(size=n))
+    x = x.assign(a=x["a"].mask(rng.random(n) < 0.2))  # a column replaced: another block
+    y = rng.poisson(np.exp(0.3 * x["b"].to_numpy()))
+    pipeline = _boosting_pipeline(["a", "b", "c"]).fit(x, y)
+    design = passed_through(pipeline[:-1], x)
+    expected = pipeline[:-1].transform(x)
+    assert design is not None and design.dtype == expected.dtype and design.shape == expected.shape
+    np.testing.assert_array_equal(design, expected)
+    assert (pipeline[-1].predict(design).view(np.int64) == pipeline.predict(x).view(np.int64)).all()
+
+    with_group = _boosting_pipeline(["a", "b"], ["g"]).fit(x, y)
+    assert passed_through(with_group[:-1], x) is None  # the group one-hot encoded: the pipeline's own
+    assert passed_through(pipeline[:-1], x.assign(b=x["b"].round().astype(int))) is None  # not floats
+    assert passed_through(pipeline[:-1], x.drop(columns="c")) is None  # the pipeline says what is missing
