@@ -112,12 +112,16 @@ class HorizonHazardModel(BaseEstimator):
     def _group_effect(self, groups: np.ndarray) -> np.ndarray:
         effects = getattr(self, "group_log_hr", None) or {}  # models saved before it existed have none
         update = getattr(self, "group_update_", None) or {}  # nor had those before group_prior_sd
-        return np.array([effects.get(g, 0.0) + update.get(g, 0.0) for g in groups], dtype=float)
+        # each distinct group's effect once, then given to its rows: the same sum for every row
+        # as adding them row by row, which at 1M patients was a second of Python per model scored
+        codes, distinct = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=False)
+        per_group = np.array([effects.get(g, 0.0) + update.get(g, 0.0) for g in distinct], dtype=float)
+        return per_group[codes] if len(codes) else np.zeros(0)
 
     def _update_groups(self, x: pd.DataFrame, offset: np.ndarray, exposure: np.ndarray, event: np.ndarray) -> None:
         """Each group of ``group_log_hr``: its published effect updated by its observed and expected
         events among the rows fitted with a recorded group, prior N(0, group_prior_sd^2) on the update."""
-        expected = exposure * self._multiplier(self._inputs(x, offset))
+        expected = exposure * self._multiplier(x, offset)
         known = ~self._unknown(x)
         groups = x[self.group_column].to_numpy()
         precision = 1.0 / self.group_prior_sd ** 2
@@ -157,30 +161,39 @@ class HorizonHazardModel(BaseEstimator):
         Asian men with no readings at 12 times QRISK3; docs/models.md, "A group effect learned
         from fills"). The offset keeps the score recomputed on the fills (models.train gives the
         boosting ``reads_fills`` only where there is no such offset: hypertension)."""
-        if getattr(self, "reads_fills", True):  # the GLMs; models saved before it had no choice
-            return x.assign(**{OFFSET_INPUT: offset})
-        masked = {name: x[name].mask(x[FILLED.format(name)].to_numpy(dtype=bool))
-                  for name in READINGS if FILLED.format(name) in x.columns}
         # one copy of the frame with both (each assign copies every column: at 1M patients the
         # boosting's inputs were copied twice over, a second each)
-        return x.assign(**{OFFSET_INPUT: offset}, **masked)
+        return x.assign(**self._replaced(x, offset))
+
+    def _replaced(self, x: pd.DataFrame, offset: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns ``_inputs`` gives the regressor in place of (or beside) ``x``'s: the offset,
+        and without ``reads_fills`` each filled reading given back as missing."""
+        if getattr(self, "reads_fills", True):
+            return {OFFSET_INPUT: offset}
+        return {OFFSET_INPUT: offset,
+                **{name: x[name].mask(x[FILLED.format(name)].to_numpy(dtype=bool)).to_numpy()
+                   for name in READINGS if FILLED.format(name) in x.columns}}
 
     def _unknown(self, x: pd.DataFrame) -> np.ndarray:
         if getattr(self, "unknown_column", None) is None:
             return np.zeros(len(x), dtype=bool)
         return x[self.unknown_column].to_numpy(dtype=bool)
 
-    def _mix_terms(self, x: pd.DataFrame) -> np.ndarray:
-        """[row, mix entry]: what each row's log hazard gains when read as each (group, category)
-        of the mix: that group's published effect and the comparator's term for that category,
-        less the row's own."""
+    def _mix_terms(self, x: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """[row, mix entry] for ``rows`` of ``x`` (a boolean mask): what each row's log hazard
+        gains when read as each (group, category) of the mix: that group's published effect and
+        the comparator's term for that category, less the row's own. The few columns it reads
+        are taken for the rows, not the rows' whole frame."""
+        def column(name: str, dtype=None) -> np.ndarray:
+            return x[name].to_numpy(dtype=dtype)[rows]
+
         groups = np.array([g for g, _, _ in self.unknown_mix_], dtype=object)
-        shift = self._group_effect(groups)[None, :] - self._group_effect(x[self.group_column].to_numpy())[:, None]
+        shift = self._group_effect(groups)[None, :] - self._group_effect(column(self.group_column))[:, None]
         if self.comparator is not None and self.ethnic_terms is not None:
             terms = np.asarray(self.ethnic_terms)
-            male = (x["sex_male"].to_numpy(dtype=float) > 0.5).astype(np.int64)
-            model = x[QDIABETES_MODEL].to_numpy(dtype=np.int64)
-            own = x[ETHRISK].to_numpy(dtype=np.int64)
+            male = (column("sex_male", float) > 0.5).astype(np.int64)
+            model = column(QDIABETES_MODEL, np.int64)
+            own = column(ETHRISK, np.int64)
             categories = np.array([c for _, c, _ in self.unknown_mix_], dtype=np.int64)
             shift = shift + terms[male[:, None], model[:, None], categories[None, :]] - terms[male, model, own][:, None]
         return shift
@@ -212,7 +225,7 @@ class HorizonHazardModel(BaseEstimator):
                 # the group sees the reference group there, as it is given)
                 weights = np.array([w for _, _, w in self.unknown_mix_])
                 offset = offset.copy()
-                offset[unknown] += np.log(np.exp(self._mix_terms(x.loc[unknown])) @ weights)
+                offset[unknown] += np.log(np.exp(self._mix_terms(x, unknown)) @ weights)
         exposure = years * np.exp(offset)
         last = self.regressor.steps[-1][0]
         if getattr(self, "prior_sd", None) is not None and isinstance(self.regressor[-1], PoissonRegressor):
@@ -225,16 +238,21 @@ class HorizonHazardModel(BaseEstimator):
             self._update_groups(x, offset, exposure, event)
         return self
 
-    def _multiplier(self, inputs: pd.DataFrame) -> np.ndarray:
+    def _multiplier(self, x: pd.DataFrame, offset: np.ndarray) -> np.ndarray:
+        """exp(f(x)) for each row of ``x`` (filled) with its ``offset``: the regressor's part of
+        the hazard, row by row (the same for a row whatever else is in the batch)."""
         final = self.regressor[-1]
         if isinstance(final, PoissonRegressor):
             # row by row (einsum's own loop, no BLAS), as models.train.predict_risk explains
-            design = np.ascontiguousarray(self.regressor[:-1].transform(inputs), dtype=np.float64)
+            design = np.ascontiguousarray(self.regressor[:-1].transform(self._inputs(x, offset)), dtype=np.float64)
             return np.exp(np.einsum("ij,j->i", design, final.coef_) + final.intercept_)
-        design = passed_through(self.regressor[:-1], inputs)
-        if design is not None and not hasattr(final, "feature_names_in_"):
-            return final.predict(design)
-        return self.regressor.predict(inputs)
+        if not hasattr(final, "feature_names_in_"):
+            # the boosting's inputs straight from ``x`` and the replaced columns: no copy of the
+            # frame with them (a second of a 1M-patient model's scoring)
+            design = passed_through(self.regressor[:-1], x, self._replaced(x, offset))
+            if design is not None:
+                return final.predict(design)
+        return self.regressor.predict(self._inputs(x, offset))
 
     def hazard(self, x: pd.DataFrame, filled: bool = False) -> np.ndarray:
         """Yearly hazard for each row, the same for a row whatever else is in the batch.
@@ -243,20 +261,27 @@ class HorizonHazardModel(BaseEstimator):
         offset = self._offset(x)
         unknown = self._unknown(x)
         if not unknown.any():
-            return np.exp(offset) * self._multiplier(self._inputs(x, offset))
-        hazard = np.empty(len(x))
-        if not unknown.all():
-            known = x.loc[~unknown]
-            hazard[~unknown] = np.exp(offset[~unknown]) * self._multiplier(self._inputs(known, offset[~unknown]))
-        rows, base = x.loc[unknown], offset[unknown]
-        terms = self._mix_terms(rows)
-        mixed = np.zeros(len(rows))
+            return np.exp(offset) * self._multiplier(x, offset)
+        base = offset[unknown]
         multipliers: dict[str, np.ndarray] = {}
+        if self.group_is_input:
+            hazard = np.empty(len(x))
+            if not unknown.all():
+                hazard[~unknown] = np.exp(offset[~unknown]) * self._multiplier(x.loc[~unknown], offset[~unknown])
+            rows = x.loc[unknown]
+        else:
+            # the regressor reads no group, so an unknown row's multiplier is the one it has as it
+            # comes: every row's in one pass (a row's is the same in any batch), without a copy
+            # of the known and unknown rows' frames
+            everyone = self._multiplier(x, offset)
+            hazard = np.exp(offset) * everyone
+            multipliers[""] = everyone[unknown]
+        terms = self._mix_terms(x, unknown)
+        mixed = np.zeros(len(base))
         for j, (group, _, weight) in enumerate(self.unknown_mix_):
             key = group if self.group_is_input else ""
             if key not in multipliers:
-                as_group = rows.assign(**{self.group_column: group}) if self.group_is_input else rows
-                multipliers[key] = self._multiplier(self._inputs(as_group, base))
+                multipliers[key] = self._multiplier(rows.assign(**{self.group_column: group}), base)
             mixed += weight * np.exp(base + terms[:, j]) * multipliers[key]
         hazard[unknown] = mixed
         return hazard
@@ -269,7 +294,8 @@ class HorizonHazardModel(BaseEstimator):
         return np.column_stack([1 - risk, risk])
 
 
-def passed_through(transform: Pipeline, x: pd.DataFrame) -> np.ndarray | None:
+def passed_through(transform: Pipeline, x: pd.DataFrame,
+                   replaced: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
     """The regressor's inputs as ``transform`` (a pipeline's steps before its regressor) makes
     them from ``x``, where it is one ColumnTransformer that only passes float columns through
     (the gradient boosting's: models.train.make_model); None for any other, which then
@@ -279,7 +305,10 @@ def passed_through(transform: Pipeline, x: pd.DataFrame) -> np.ndarray | None:
     ``hstack`` leaves them), copied a column at a time: the ColumnTransformer first turns the
     frame's blocks into a row-major array and then copies that again, 2.3 s of a 1M run's
     audit for each of the list population's boosting models against 0.1 s
-    (docs/benchmarks.md, "The boosting's inputs passed through a column at a time")."""
+    (docs/benchmarks.md, "The boosting's inputs passed through a column at a time").
+    ``replaced``: columns read instead of ``x``'s (or as well), as if ``x.assign(**replaced)``
+    had been given, without that copy of the frame."""
+    replaced = replaced or {}
     if len(transform) != 1 or not isinstance(transform[0], ColumnTransformer):
         return None
     columns: list[str] = []
@@ -295,12 +324,15 @@ def passed_through(transform: Pipeline, x: pd.DataFrame) -> np.ndarray | None:
                 or not all(isinstance(c, str) for c in names):
             return None
         columns += names
-    if not columns or not set(columns) <= set(x.columns) \
-            or any(x[c].dtype != np.float64 for c in columns):
+    def values(name: str):
+        return replaced[name] if name in replaced else x[name]
+
+    if not columns or not set(columns) <= set(x.columns) | set(replaced) \
+            or any(values(c).dtype != np.float64 or len(values(c)) != len(x) for c in columns):
         return None
     design = np.empty((len(x), len(columns)), dtype=np.float64, order="F")
     for j, name in enumerate(columns):
-        design[:, j] = x[name].to_numpy()
+        design[:, j] = np.asarray(values(name))
     return design
 
 

@@ -133,7 +133,9 @@ class GroupImputer(BaseEstimator):
             fill = np.clip(design[np.searchsorted(rows, where)] @ self.coef_[name], low, high)
             out.iloc[where, out.columns.get_loc(name)] = fill
             filled |= missing
-        out = out.assign(**{FILLED.format(name): missing for name, missing in todo.items()})
+        # added to the copy as ``assign`` adds them, without the copy of every column it makes first
+        for name, missing in todo.items():
+            out[FILLED.format(name)] = missing
         return out, filled
 
     def transform(self, x: pd.DataFrame) -> pd.DataFrame:

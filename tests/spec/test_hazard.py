@@ -225,7 +225,47 @@ def test_the_boostings_inputs_passed_through_are_the_column_transformers_to_the_
     np.testing.assert_array_equal(design, expected)
     assert (pipeline[-1].predict(design).view(np.int64) == pipeline.predict(x).view(np.int64)).all()
 
+    # columns given beside the frame (the offset, a reading given back as missing): as if assigned
+    replaced = {"b": np.where(rng.random(n) < 0.1, np.nan, x["b"].to_numpy()), "offset": rng.normal(size=n)}
+    offset_pipeline = _boosting_pipeline(["a", "b", "offset"]).fit(x.assign(**replaced), y)
+    np.testing.assert_array_equal(passed_through(offset_pipeline[:-1], x, replaced),
+                                  offset_pipeline[:-1].transform(x.assign(**replaced)))
+    assert passed_through(offset_pipeline[:-1], x) is None  # without the offset it is not all there
+    assert passed_through(offset_pipeline[:-1], x, {**replaced, "offset": np.arange(n)}) is None  # not floats
+
     with_group = _boosting_pipeline(["a", "b"], ["g"]).fit(x, y)
     assert passed_through(with_group[:-1], x) is None  # the group one-hot encoded: the pipeline's own
     assert passed_through(pipeline[:-1], x.assign(b=x["b"].round().astype(int))) is None  # not floats
     assert passed_through(pipeline[:-1], x.drop(columns="c")) is None  # the pipeline says what is missing
+
+
+@pytest.mark.parametrize("group_is_input", [True, False])
+def test_an_unknown_groups_hazard_is_the_recorded_mix_of_its_hazards_in_any_batch(group_is_input):
+    """A row whose group is unknown reads as the mean of its hazards as each recorded group,
+    weighted by the groups' shares among the rows fitted on, whether the regressor reads the group
+    (predicted once per group) or not (every row's multiplier in one pass); and a row's hazard is
+    the same bits in a batch of 7 as in the whole batch."""
+    from models.hazard import HorizonHazardModel
+
+    rng = np.random.default_rng(11)
+    n = 3_000
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+                      "g": rng.choice(["White", "Asian", "Black"], n, p=[0.6, 0.25, 0.15]),
+                      "u": rng.random(n) < 0.15})
+    x["g"] = np.where(x["u"], "White", x["g"])  # an unknown group is given the reference group
+    truth = np.exp(-3 + 0.5 * x["a"] + np.where(x["g"] == "Black", 0.4, 0.0))
+    years = np.full(n, 5.0)
+    event = rng.random(n) < 1 - np.exp(-5 * truth)
+    model = HorizonHazardModel(_boosting_pipeline(["a", "b"], ["g"] if group_is_input else []), 5,
+                               group_column="g", group_log_hr={"Black": 0.3, "Asian": 0.1}, unknown_column="u",
+                               group_is_input=group_is_input).fit(x, event, years)
+    assert sorted(g for g, _, _ in model.unknown_mix_) == ["Asian", "Black", "White"]
+
+    whole = model.hazard(x)
+    unknown = x["u"].to_numpy()
+    mixed = sum(weight * model.hazard(x.assign(g=group, u=False)) for group, _, weight in model.unknown_mix_)
+    np.testing.assert_allclose(whole[unknown], mixed[unknown], rtol=1e-12)
+    np.testing.assert_array_equal(whole[~unknown], model.hazard(x.assign(u=False))[~unknown])
+    starts = range(0, n, 7 * 20)
+    in_batches = np.concatenate([model.hazard(x.iloc[i:i + 7]) for i in starts])
+    assert (np.concatenate([whole[i:i + 7] for i in starts]).view(np.int64) == in_batches.view(np.int64)).all()

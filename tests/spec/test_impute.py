@@ -127,7 +127,7 @@ def test_the_boosting_reads_a_filled_reading_as_missing_so_a_groups_fill_is_no_g
         model.set_params(reads_fills=reads_fills).fit(x, 5 * hazard, np.full(len(x), 5.0))
         rows = model._filled(pair)
         assert rows["bmi"].iloc[0] > rows["bmi"].iloc[1] + 2  # each filled with its own group's BMI
-        return model._multiplier(model._inputs(rows, model._offset(rows)))
+        return model._multiplier(rows, model._offset(rows))
 
     assert make_model("hazard_boosting", "with_equity", 1, OUTCOME_BY_SHORT["t2d"], 5).reads_fills is False
     as_missing = multipliers(reads_fills=False)
